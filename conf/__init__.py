@@ -1,0 +1,1 @@
+"""megafc's Hydra configs: config.yaml plus groups; plugin groups come from the ConfigStore."""

@@ -1,0 +1,42 @@
+"""megafc.core: the data model and the plugin contract. It imports no plugin.
+
+Plugin authors need only this module::
+
+    from megafc.core import ConnectivityEstimator, hookimpl
+"""
+
+from .aggregate import mark_unpaired, network_pair_table, paired_differences
+from .data import (
+    AGGREGATION_LEVELS,
+    CONDITIONS,
+    CONTROL_CONDITIONS,
+    EFFECT_COLUMNS,
+    SCAN_COLUMNS,
+    SYSTEMS,
+    Atlas,
+    Connectomes,
+    DatasetInputs,
+    PoolingResult,
+    exclude,
+    validate_scans,
+)
+from .errors import ConfigError, InputError, MegafcError, PluginError
+from .hookspecs import hookimpl, hookspec
+from .plugin import (
+    AtlasLoader,
+    ConnectivityEstimator,
+    DatasetLoader,
+    Denoiser,
+    Plugin,
+    PoolingModel,
+)
+from .summaries import flag_ok, sampler_diagnostics, summarise_draws
+
+__all__ = [
+    "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "SCAN_COLUMNS",
+    "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
+    "DatasetInputs", "DatasetLoader", "Denoiser", "InputError", "MegafcError", "Plugin",
+    "PluginError", "PoolingModel", "PoolingResult", "exclude", "flag_ok", "hookimpl", "hookspec",
+    "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
+    "summarise_draws", "validate_scans",
+]

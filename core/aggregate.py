@@ -1,0 +1,108 @@
+"""From region x region connectomes to the tidy network-pair table, and paired differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .data import CONTROL_CONDITIONS, Atlas, Connectomes, exclude
+from .errors import InputError
+
+#: Scan metadata carried into the network-pair table.
+PAIR_SCAN_COLUMNS = ("scan_id", "dataset", "subject", "session", "drug", "condition", "dose", "mean_fd")
+
+
+def pair_label(a: str, b: str) -> str:
+    return f"{a}--{b}"
+
+
+def network_pair_table(
+    connectomes: Connectomes, atlas: Atlas, scans: pd.DataFrame, level: str = "network"
+) -> pd.DataFrame:
+    """Mean Fisher-z FC per scan and network pair (``network_a <= network_b``).
+
+    Within-network pairs average the off-diagonal edges once; between-network pairs average
+    every edge of the block. A network with a single region has no within-network pair.
+    """
+    if list(connectomes.labels) != atlas.labels:
+        raise InputError(
+            f"connectome region labels do not match atlas '{atlas.name}' "
+            f"({len(connectomes.labels)} vs {atlas.n_regions} regions)"
+        )
+    groups = atlas.groups(level)
+    systems = atlas.systems(level)
+    member = atlas.regions[level].to_numpy()
+    onehot = (member[:, None] == np.asarray(groups, dtype=object)[None, :]).astype(float)
+    z = connectomes.matrices.copy()
+    idx = np.arange(z.shape[1])
+    z[:, idx, idx] = 0.0
+    sums = np.einsum("ri,srt,tj->sij", onehot, z, onehot, optimize=True)
+    size = onehot.sum(axis=0)
+    counts = np.outer(size, size) - np.diag(size)  # ordered off-diagonal edges
+    iu, ju = np.triu_indices(len(groups))
+    keep = counts[iu, ju] > 0
+    iu, ju = iu[keep], ju[keep]
+    means = sums[:, iu, ju] / counts[iu, ju]
+    n_edges = np.where(iu == ju, counts[iu, ju] // 2, counts[iu, ju]).astype(int)
+    a = np.asarray(groups, dtype=object)[iu]
+    b = np.asarray(groups, dtype=object)[ju]
+    lo = np.where(a <= b, a, b)
+    hi = np.where(a <= b, b, a)
+    n_scans, n_pairs = means.shape
+    meta = scans.set_index("scan_id").loc[connectomes.scan_ids].reset_index()
+    table = pd.DataFrame(
+        {
+            "network_a": np.tile(lo, n_scans),
+            "network_b": np.tile(hi, n_scans),
+            "system_a": [systems[x] for x in np.tile(lo, n_scans)],
+            "system_b": [systems[x] for x in np.tile(hi, n_scans)],
+            "n_edges": np.tile(n_edges, n_scans),
+            "fc": means.reshape(-1),
+        }
+    )
+    meta_rep = meta.loc[np.repeat(np.arange(n_scans), n_pairs), list(PAIR_SCAN_COLUMNS)]
+    out = pd.concat([meta_rep.reset_index(drop=True), table], axis=1)
+    out.attrs["level"] = level
+    out.attrs["networks"] = groups
+    return out
+
+
+def mark_unpaired(scans: pd.DataFrame) -> pd.DataFrame:
+    """Exclude scans that cannot enter a drug-minus-control comparison, saying why.
+
+    A drug scan needs an included control scan (placebo or baseline) of the same subject in
+    the same dataset; a control scan needs an included drug scan to be compared with.
+    """
+    out = scans
+    inc = ~out["excluded"]
+    key = list(zip(out["dataset"], out["subject"]))
+    has_control = {k for k, c, i in zip(key, out["condition"], inc) if i and c in CONTROL_CONDITIONS}
+    has_drug = {k for k, c, i in zip(key, out["condition"], inc) if i and c == "drug"}
+    no_control = np.array([c == "drug" and k not in has_control for k, c in zip(key, out["condition"])])
+    out = exclude(out, no_control, "subject has no usable control (placebo/baseline) scan")
+    no_drug = np.array(
+        [c in CONTROL_CONDITIONS and k not in has_drug for k, c in zip(key, out["condition"])]
+    )
+    return exclude(out, no_drug, "subject has no usable drug scan to compare with")
+
+
+def paired_differences(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Drug-minus-control FC per drug scan and network pair.
+
+    The control is the mean of the subject's control scans in the same dataset. Differencing
+    removes subject and dataset intercepts exactly in crossover and pre/post designs.
+    """
+    keys = ["dataset", "subject", "network_a", "network_b"]
+    ctrl = pairs[pairs["condition"].isin(CONTROL_CONDITIONS)]
+    control = ctrl.groupby(keys, sort=False).agg(fc_control=("fc", "mean"), fd_control=("mean_fd", "mean"))
+    drug = pairs[pairs["condition"] == "drug"]
+    merged = drug.join(control, on=keys, how="left")
+    missing = merged["fc_control"].isna()
+    if missing.any():
+        bad = sorted(set(merged.loc[missing, "scan_id"]))[:5]
+        raise InputError(f"drug scan(s) {bad} have no control scan of the same subject")
+    merged["fc_diff"] = merged["fc"] - merged["fc_control"]
+    merged["fd_diff"] = merged["mean_fd"] - merged["fd_control"]
+    cols = ["scan_id", "dataset", "subject", "drug", "dose", "network_a", "network_b",
+            "system_a", "system_b", "fc_diff", "fd_diff"]
+    return merged[cols].reset_index(drop=True)

@@ -1,0 +1,100 @@
+"""Command-line entry points: ``megafc`` (a Hydra app) and ``megafc-plugins``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from typing import NoReturn
+
+from .errors import MegafcError
+
+log = logging.getLogger("megafc")
+
+#: Exit codes: bad input/config/plugin, unexpected internal error, bad diagnostics.
+EXIT_ERROR = 2
+EXIT_INTERNAL = 3
+EXIT_DIAGNOSTICS = 4
+
+
+def _want_traceback() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in ("MEGAFC_TRACEBACK", "HYDRA_FULL_ERROR"))
+
+
+def fail(exc: BaseException) -> NoReturn:
+    """Report an error as one paragraph and exit non-zero."""
+    if isinstance(exc, MegafcError):
+        message, code = str(exc), EXIT_ERROR
+    else:
+        message = (
+            f"internal error: {type(exc).__name__}: {exc}. This is likely a bug in megafc or a "
+            "plugin; please report it with the traceback (set MEGAFC_TRACEBACK=1 to see it)"
+        )
+        code = EXIT_INTERNAL
+    log.error(message)
+    if _want_traceback():
+        traceback.print_exception(exc)
+    print(f"megafc: error: {message}", file=sys.stderr)
+    if not _want_traceback():
+        print("(no results were written; set MEGAFC_TRACEBACK=1 for a traceback)", file=sys.stderr)
+    sys.exit(code)
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    # PyMC/bambi warn about < 4 chains on every run; our diagnostics report the same honestly.
+    warnings.filterwarnings("ignore", message=".*fewer than 4 chains.*")
+    for name in ("pymc", "pytensor", "bambi", "numba"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from .pipeline import run_experiment
+    from .registry import default_registry
+
+    _quiet_libraries()
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        outcome = run_experiment(cfg, default_registry(), run_dir)
+    except Exception as exc:
+        fail(exc)
+    if cfg.fail_on_bad_diagnostics and not outcome.diagnostics_ok:
+        print(
+            "megafc: error: posterior diagnostics failed (see effects.tsv 'ok' and "
+            f"diagnostics.tsv in {outcome.run_dir}); exiting non-zero because "
+            "fail_on_bad_diagnostics=true",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_DIAGNOSTICS)
+
+
+def main() -> None:
+    """``megafc [overrides]``: compose the config from installed plugins and run it."""
+    import hydra
+
+    from .registry import default_registry, register_configs
+
+    try:
+        register_configs(default_registry())
+    except Exception as exc:
+        fail(exc)
+    hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
+
+
+def list_plugins_main() -> None:
+    """``megafc-plugins``: every installed plugin with its providing distribution."""
+    from .registry import default_registry
+
+    try:
+        rows = default_registry().rows()
+    except Exception as exc:
+        fail(exc)
+    header = ("kind", "name", "distribution", "version", "class")
+    table = [header] + [(r.kind, r.name, r.distribution, r.version, r.location) for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

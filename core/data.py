@@ -1,0 +1,233 @@
+"""The data model: plain values passed from one pipeline stage to the next.
+
+Every stage takes and returns one of these (or a tidy DataFrame), so a stage can be tested
+alone and a plugin never depends on what ran before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+
+#: Allowed values of the scan table's ``condition`` column. ``baseline`` is the control of a
+#: fixed-order pre/post design (no placebo), ``placebo`` that of a crossover design.
+CONDITIONS: tuple[str, ...] = ("drug", "placebo", "baseline")
+CONTROL_CONDITIONS: tuple[str, ...] = ("placebo", "baseline")
+
+#: The scan table's columns, in order. One row per scan; excluded scans stay in the table.
+SCAN_COLUMNS: tuple[str, ...] = (
+    "scan_id",
+    "dataset",
+    "subject",
+    "session",
+    "drug",
+    "condition",
+    "dose",
+    "mean_fd",
+    "n_volumes",
+    "excluded",
+    "exclusion_reason",
+)
+_REQUIRED_SCAN_COLUMNS = ("dataset", "subject", "session", "drug", "condition")
+
+#: System classes a network can belong to; used by summaries (e.g. transmodal <-> unimodal).
+SYSTEMS: tuple[str, ...] = ("unimodal", "transmodal", "attention", "subcortical", "cerebellar")
+REGION_COLUMNS: tuple[str, ...] = ("label", "network", "subnetwork", "system")
+
+#: Levels at which connectomes can be aggregated into network pairs.
+AGGREGATION_LEVELS: tuple[str, ...] = ("network", "subnetwork")
+
+
+def make_scan_id(dataset: str, subject: str, session: str, run: Any = None) -> str:
+    """A scan's stable identifier, BIDS-flavoured so it reads well in file names."""
+    parts = [f"ds-{dataset}", f"sub-{subject}", f"ses-{session}"]
+    if run is not None and not (isinstance(run, float) and np.isnan(run)) and str(run) != "":
+        parts.append(f"run-{run}")
+    return "_".join(parts)
+
+
+def validate_scans(scans: pd.DataFrame, source: str = "scan table") -> pd.DataFrame:
+    """Check and normalise a scan table; returns a copy with every column of SCAN_COLUMNS.
+
+    ``source`` names where the table came from (a file, a plugin) so errors can say so.
+    """
+    if not isinstance(scans, pd.DataFrame):
+        raise InputError(f"{source}: expected a pandas DataFrame, got {type(scans).__name__}")
+    missing = [c for c in _REQUIRED_SCAN_COLUMNS if c not in scans.columns]
+    if missing:
+        raise InputError(
+            f"{source}: missing required column(s) {missing}; "
+            f"a scan table needs {list(_REQUIRED_SCAN_COLUMNS)}"
+        )
+    out = scans.copy()
+    for col in ("dataset", "subject", "session", "drug", "condition"):
+        if out[col].isna().any():
+            rows = list(out.index[out[col].isna()][:5])
+            raise InputError(f"{source}: column '{col}' is empty in row(s) {rows}")
+        out[col] = out[col].astype(str)
+    bad = sorted(set(out["condition"]) - set(CONDITIONS))
+    if bad:
+        raise InputError(
+            f"{source}: column 'condition' has unknown value(s) {bad}; "
+            f"expected one of {list(CONDITIONS)}"
+        )
+    if "scan_id" not in out.columns:
+        run = out["run"] if "run" in out.columns else [None] * len(out)
+        out["scan_id"] = [
+            make_scan_id(d, s, ses, r)
+            for d, s, ses, r in zip(out["dataset"], out["subject"], out["session"], run)
+        ]
+    dup = out["scan_id"][out["scan_id"].duplicated()]
+    if len(dup):
+        raise InputError(
+            f"{source}: duplicate scans {sorted(set(dup))[:5]} "
+            "(each dataset/subject/session/run must appear once)"
+        )
+    for col, default in (("dose", np.nan), ("mean_fd", np.nan), ("n_volumes", np.nan)):
+        if col not in out.columns:
+            out[col] = default
+        out[col] = pd.to_numeric(out[col], errors="raise") if len(out) else out[col]
+    if "excluded" not in out.columns:
+        out["excluded"] = False
+    out["excluded"] = out["excluded"].astype(bool)
+    if "exclusion_reason" not in out.columns:
+        out["exclusion_reason"] = ""
+    out["exclusion_reason"] = out["exclusion_reason"].fillna("").astype(str)
+    extra = [c for c in out.columns if c not in SCAN_COLUMNS]
+    return out[list(SCAN_COLUMNS) + extra].reset_index(drop=True)
+
+
+def exclude(scans: pd.DataFrame, mask: Any, reason: str) -> pd.DataFrame:
+    """Mark scans as excluded with a reason, keeping earlier reasons; returns a copy."""
+    out = scans.copy()
+    mask = np.asarray(mask, dtype=bool) & ~out["excluded"].to_numpy()
+    out.loc[mask, "excluded"] = True
+    out.loc[mask, "exclusion_reason"] = reason
+    return out
+
+
+@dataclass
+class Atlas:
+    """Regions of a parcellation and the networks they belong to.
+
+    ``regions`` has one row per region, in the order of the region timeseries columns, with
+    columns ``label``, ``network`` (e.g. ``Default``), ``subnetwork`` (e.g. ``DefaultA``; the
+    network itself where an atlas has no finer level) and ``system`` (one of SYSTEMS).
+    ``maps`` / ``coords`` locate the regions in the brain for atlases that have images.
+    """
+
+    name: str
+    regions: pd.DataFrame
+    maps: str | None = None
+    coords: np.ndarray | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        missing = [c for c in REGION_COLUMNS if c not in self.regions.columns]
+        if missing:
+            raise InputError(f"atlas '{self.name}': region table lacks column(s) {missing}")
+        if self.regions["label"].duplicated().any():
+            dup = sorted(set(self.regions["label"][self.regions["label"].duplicated()]))
+            raise InputError(f"atlas '{self.name}': duplicate region labels {dup[:5]}")
+        bad = sorted(set(self.regions["system"]) - set(SYSTEMS))
+        if bad:
+            raise InputError(
+                f"atlas '{self.name}': unknown system class(es) {bad}; expected {list(SYSTEMS)}"
+            )
+        self.regions = self.regions.reset_index(drop=True)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.regions["label"])
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.regions)
+
+    def groups(self, level: str) -> list[str]:
+        """Networks (or subnetworks) in atlas order, each once."""
+        if level not in AGGREGATION_LEVELS:
+            raise InputError(f"aggregation level '{level}': expected one of {AGGREGATION_LEVELS}")
+        return list(dict.fromkeys(self.regions[level]))
+
+    def systems(self, level: str) -> dict[str, str]:
+        """Map each network (or subnetwork) to its system class."""
+        return dict(zip(self.regions[level], self.regions["system"]))
+
+
+@dataclass
+class DatasetInputs:
+    """What a dataset plugin hands to the pipeline.
+
+    Exactly one of ``timeseries`` (scan_id -> n_volumes x n_regions array, columns in atlas
+    order) or ``connectomes`` (scan_id -> n_regions x n_regions Fisher-z matrix) is set.
+    ``truth`` holds planted effects for simulated data (one row per network pair and effect).
+    ``fingerprints`` maps each input (file or generator) to a content hash for provenance.
+    """
+
+    scans: pd.DataFrame
+    timeseries: dict[str, np.ndarray] | None = None
+    connectomes: dict[str, np.ndarray] | None = None
+    truth: pd.DataFrame | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class Connectomes:
+    """Region x region matrices of the included scans, stacked in ``scan_ids`` order."""
+
+    scan_ids: list[str]
+    matrices: np.ndarray  # (n_scans, n_regions, n_regions), Fisher z, zero diagonal
+    labels: list[str]
+    estimator: str
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.matrices.shape != (len(self.scan_ids), n, n):
+            raise InputError(
+                f"connectomes: expected shape {(len(self.scan_ids), n, n)}, "
+                f"got {self.matrices.shape}"
+            )
+
+
+@dataclass
+class PoolingResult:
+    """What a pooling model returns (NiMARE's Estimator -> Result split).
+
+    ``effects``: one row per network pair and effect, with EFFECT_COLUMNS.
+    ``diagnostics``: one row per sampled quantity group (or per run) with sampler health.
+    ``idata``: the ArviZ InferenceData (None for non-Bayesian models).
+    ``description``: a methods paragraph saying what was fitted, for reports.
+    """
+
+    effects: pd.DataFrame
+    diagnostics: pd.DataFrame
+    idata: Any = None
+    description: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+#: Columns of effects.tsv (a pooling model may add more after these).
+EFFECT_COLUMNS: tuple[str, ...] = (
+    "network_a",
+    "network_b",
+    "effect",
+    "effect_type",
+    "level",
+    "mean",
+    "sd",
+    "hdi_low",
+    "hdi_high",
+    "pd",
+    "r_hat",
+    "ess_bulk",
+    "ess_tail",
+    "divergences",
+    "ok",
+)

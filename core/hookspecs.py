@@ -1,0 +1,122 @@
+"""Every megafc hook, in one place: the plugin author's reference.
+
+Plugins are discovered through the ``megafc`` entry-point group: an entry point names a module
+(or object) whose functions are marked with ``megafc.core.hookimpl`` and named after the hooks
+below. megafc's own built-in plugins register exactly this way.
+
+Registration hooks return plugin *classes* (subclasses of the base classes in
+``megafc.core``); their results from every plugin are gathered into one registry, and a name
+registered twice within a kind is an error. Lifecycle hooks are called in pipeline order, with
+keyword arguments; they observe and may add outputs but return nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .data import Connectomes, PoolingResult
+    from .plugin import (
+        AtlasLoader,
+        ConnectivityEstimator,
+        DatasetLoader,
+        Denoiser,
+        PoolingModel,
+    )
+
+PROJECT_NAME = "megafc"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# -- registration: one hook per plugin kind -------------------------------------------------
+
+
+@hookspec
+def megafc_datasets() -> list[type[DatasetLoader]]:
+    """Return dataset loader classes (subclasses of ``megafc.core.DatasetLoader``).
+
+    Called once when the registry is built. Each class is selectable as
+    ``megafc dataset=<cls.name>``; its ``Config`` dataclass becomes the ``dataset`` config node.
+    """
+
+
+@hookspec
+def megafc_atlases() -> list[type[AtlasLoader]]:
+    """Return atlas classes (subclasses of ``megafc.core.AtlasLoader``), ``atlas=<name>``."""
+
+
+@hookspec
+def megafc_denoisers() -> list[type[Denoiser]]:
+    """Return denoising strategies (subclasses of ``megafc.core.Denoiser``), ``denoiser=<name>``."""
+
+
+@hookspec
+def megafc_estimators() -> list[type[ConnectivityEstimator]]:
+    """Return connectivity estimators (subclasses of ``megafc.core.ConnectivityEstimator``).
+
+    Selected with ``estimator=<name>``. The public example for plugin authors::
+
+        class PartialCorrelation(ConnectivityEstimator):
+            name = "partial"
+
+            def estimate(self, timeseries):
+                ...  # (n_volumes, n_regions) -> symmetric (n_regions, n_regions)
+
+        @hookimpl
+        def megafc_estimators():
+            return [PartialCorrelation]
+    """
+
+
+@hookspec
+def megafc_pooling_models() -> list[type[PoolingModel]]:
+    """Return pooling models (subclasses of ``megafc.core.PoolingModel``), ``pooling=<name>``."""
+
+
+# -- lifecycle: called in pipeline order ------------------------------------------------------
+
+
+@hookspec
+def megafc_before_run(config: Any, staging_dir: str) -> None:
+    """Called after plugins are instantiated, before any data is loaded.
+
+    ``config`` is the resolved run config (an OmegaConf DictConfig, read-only);
+    ``staging_dir`` is the temporary folder whose files become the run's outputs.
+    """
+
+
+@hookspec
+def megafc_after_scans(scans: pd.DataFrame, staging_dir: str) -> None:
+    """Called with the final scan table (exclusions marked) before connectivity is estimated."""
+
+
+@hookspec
+def megafc_after_connectivity(
+    connectomes: Connectomes, scans: pd.DataFrame, staging_dir: str
+) -> None:
+    """Called once every included scan has a connectome (e.g. to save extra matrices)."""
+
+
+@hookspec
+def megafc_after_aggregation(pairs: pd.DataFrame, staging_dir: str) -> None:
+    """Called with the tidy network-pair table (one row per scan and network pair)."""
+
+
+@hookspec
+def megafc_after_fit(result: PoolingResult, staging_dir: str) -> None:
+    """Called with the pooling result before outputs are written (e.g. to add figures)."""
+
+
+@hookspec
+def megafc_after_run(run_dir: str) -> None:
+    """Called after the outputs were moved into ``run_dir``."""
+
+
+@hookspec
+def megafc_on_error(error: BaseException, config: Any) -> None:
+    """Called when a run fails, before the staging folder is removed."""

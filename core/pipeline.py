@@ -1,0 +1,265 @@
+"""The stages of a run, in order. Each stage is a function of plain values."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import mark_unpaired, network_pair_table
+from .data import (
+    AGGREGATION_LEVELS,
+    EFFECT_COLUMNS,
+    Atlas,
+    Connectomes,
+    DatasetInputs,
+    PoolingResult,
+    validate_scans,
+)
+from .errors import ConfigError, InputError, MegafcError, PluginError
+from .outputs import StagedRun, provenance
+from .plugin import ConnectivityEstimator, Plugin
+from .registry import Registry
+
+log = logging.getLogger("megafc")
+
+KINDS_IN_ORDER = ("atlas", "dataset", "denoiser", "estimator", "pooling")
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    scans: pd.DataFrame
+    pairs: pd.DataFrame
+    result: PoolingResult
+    diagnostics_ok: bool
+
+
+def instantiate_plugins(cfg: Any, registry: Registry) -> dict[str, Plugin]:
+    return {kind: registry.instantiate(kind, cfg[kind]) for kind in KINDS_IN_ORDER}
+
+
+def check_inputs(inputs: DatasetInputs, atlas: Atlas, scans: pd.DataFrame, source: str) -> None:
+    """Every included scan must come with well-shaped timeseries or a connectome."""
+    if (inputs.timeseries is None) == (inputs.connectomes is None):
+        raise PluginError(f"{source}: must return exactly one of timeseries or connectomes")
+    included = scans.loc[~scans["excluded"], "scan_id"]
+    store = inputs.timeseries if inputs.timeseries is not None else inputs.connectomes
+    missing = [s for s in included if s not in store]
+    if missing:
+        raise InputError(f"{source}: no data for included scan(s) {missing[:5]}")
+    for scan_id in included:
+        arr = np.asarray(store[scan_id])
+        if inputs.timeseries is not None:
+            if arr.ndim != 2 or arr.shape[1] != atlas.n_regions:
+                raise InputError(
+                    f"{source}: timeseries of scan '{scan_id}' has shape {arr.shape}, expected "
+                    f"(n_volumes, {atlas.n_regions}) for atlas '{atlas.name}'"
+                )
+            if not np.all(np.isfinite(arr)):
+                raise InputError(f"{source}: timeseries of scan '{scan_id}' contains NaN or inf")
+            flat = np.flatnonzero(np.ptp(arr, axis=0) == 0)
+            if len(flat):
+                raise InputError(
+                    f"{source}: timeseries of scan '{scan_id}' is constant in region(s) "
+                    f"{[atlas.labels[i] for i in flat[:5]]}"
+                )
+        elif arr.shape != (atlas.n_regions, atlas.n_regions):
+            raise InputError(
+                f"{source}: connectome of scan '{scan_id}' has shape {arr.shape}, expected "
+                f"({atlas.n_regions}, {atlas.n_regions}) for atlas '{atlas.name}'"
+            )
+
+
+def check_connectome(matrix: Any, n_regions: int, who: str, scan_id: str) -> np.ndarray:
+    """A connectome must be a finite symmetric (n_regions, n_regions) array; diagonal zeroed."""
+    arr = np.asarray(matrix, dtype=float) if isinstance(matrix, np.ndarray) else None
+    if arr is None:
+        raise PluginError(
+            f"{who} returned {type(matrix).__name__} for scan '{scan_id}', expected a numpy array"
+        )
+    if arr.shape != (n_regions, n_regions):
+        raise PluginError(
+            f"{who} returned a matrix of shape {arr.shape} for scan '{scan_id}', expected "
+            f"({n_regions}, {n_regions})"
+        )
+    off = ~np.eye(n_regions, dtype=bool)
+    if not np.all(np.isfinite(arr[off])):
+        raise PluginError(f"{who} returned NaN or inf off the diagonal for scan '{scan_id}'")
+    scale = max(1.0, float(np.max(np.abs(arr[off]))) if n_regions > 1 else 1.0)
+    if not np.allclose(arr, arr.T, atol=1e-6 * scale, rtol=0):
+        raise PluginError(f"{who} returned a non-symmetric matrix for scan '{scan_id}'")
+    arr = (arr + arr.T) / 2
+    np.fill_diagonal(arr, 0.0)
+    return arr
+
+
+def estimate_connectomes(
+    estimator: ConnectivityEstimator, timeseries: dict[str, np.ndarray], scan_ids: list[str], atlas: Atlas
+) -> Connectomes:
+    who = f"estimator '{estimator.name}'"
+    n = atlas.n_regions
+    mats = np.empty((len(scan_ids), n, n))
+    step = max(1, len(scan_ids) // 10)
+    for i, scan_id in enumerate(scan_ids):
+        try:
+            out = estimator.estimate(np.asarray(timeseries[scan_id], dtype=float))
+        except MegafcError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{who} failed on scan '{scan_id}': {type(exc).__name__}: {exc}") from exc
+        mats[i] = check_connectome(out, n, who, scan_id)
+        if (i + 1) % step == 0 or i + 1 == len(scan_ids):
+            log.info("connectivity: %d/%d scans", i + 1, len(scan_ids))
+    return Connectomes(scan_ids=list(scan_ids), matrices=mats, labels=atlas.labels, estimator=estimator.name)
+
+
+def given_connectomes(inputs: DatasetInputs, scan_ids: list[str], atlas: Atlas, source: str) -> Connectomes:
+    n = atlas.n_regions
+    mats = np.stack([check_connectome(np.asarray(inputs.connectomes[s], dtype=float), n, source, s) for s in scan_ids])
+    return Connectomes(scan_ids=list(scan_ids), matrices=mats, labels=atlas.labels, estimator="(precomputed)")
+
+
+def check_result(result: Any, who: str) -> PoolingResult:
+    if not isinstance(result, PoolingResult):
+        raise PluginError(f"{who} returned {type(result).__name__}, expected a PoolingResult")
+    missing = [c for c in EFFECT_COLUMNS if c not in result.effects.columns]
+    if missing:
+        raise PluginError(f"{who}: effects table lacks column(s) {missing}")
+    return result
+
+
+def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutcome:
+    """Run every stage and write the run directory atomically."""
+    from omegaconf import OmegaConf
+
+    started = datetime.now(timezone.utc)
+    hook = registry.manager.hook
+    level = cfg.aggregate.level
+    if level not in AGGREGATION_LEVELS:
+        raise ConfigError(f"config key 'aggregate.level' is '{level}'; expected one of {list(AGGREGATION_LEVELS)}")
+    plugins = instantiate_plugins(cfg, registry)
+    seed = int(cfg.seed)
+    with StagedRun(run_dir) as staged:
+        try:
+            hook.megafc_before_run(config=cfg, staging_dir=str(staged.staging))
+            atlas = plugins["atlas"].load()
+            log.info("atlas '%s': %d regions, %d networks", atlas.name, atlas.n_regions, len(atlas.groups("network")))
+            source = f"dataset '{plugins['dataset'].name}'"
+            inputs = plugins["dataset"].load(atlas, seed)
+            scans = validate_scans(inputs.scans, source=source)
+            scans = mark_unpaired(scans)
+            check_inputs(inputs, atlas, scans, source)
+            log_exclusions(scans)
+            hook.megafc_after_scans(scans=scans, staging_dir=str(staged.staging))
+            included = list(scans.loc[~scans["excluded"], "scan_id"])
+            if not included:
+                raise InputError(f"{source}: no scans left after exclusions (see scans.tsv reasons)")
+            if inputs.timeseries is not None:
+                connectomes = estimate_connectomes(plugins["estimator"], inputs.timeseries, included, atlas)
+            else:
+                log.info("connectivity: inputs are connectomes; estimator step skipped")
+                connectomes = given_connectomes(inputs, included, atlas, source)
+            hook.megafc_after_connectivity(connectomes=connectomes, scans=scans, staging_dir=str(staged.staging))
+            pairs = network_pair_table(connectomes, atlas, scans, level=level)
+            hook.megafc_after_aggregation(pairs=pairs, staging_dir=str(staged.staging))
+            log.info("network pairs: %d pairs x %d scans", pairs.groupby(["network_a", "network_b"]).ngroups, len(included))
+            pooling = plugins["pooling"]
+            try:
+                result = pooling.fit(pairs, seed)
+            except MegafcError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"pooling '{pooling.name}' failed: {type(exc).__name__}: {exc}") from exc
+            result = check_result(result, f"pooling '{pooling.name}'")
+            hook.megafc_after_fit(result=result, staging_dir=str(staged.staging))
+            diagnostics_ok = report_diagnostics(result)
+
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            staged.write_table("scans.tsv", scans)
+            staged.write_table("network_pairs.tsv", pairs)
+            staged.write_table("effects.tsv", result.effects)
+            staged.write_table("diagnostics.tsv", result.diagnostics)
+            if inputs.truth is not None:
+                staged.write_table("truth.tsv", inputs.truth)
+            if result.idata is not None:
+                result.idata.to_netcdf(str(staged.path("posterior.nc")))
+            staged.write_text("methods.md", methods_text(plugins, atlas, scans, level, result))
+            if cfg.figures:
+                from .figures import effect_matrix_figure
+
+                effect_matrix_figure(result.effects, pairs.attrs["networks"], staged.path("figures/overall_effect.png"))
+            plugin_info = {
+                kind: {
+                    "name": p.name,
+                    "class": f"{type(p).__module__}:{type(p).__qualname__}",
+                    "distribution": registry.get(kind, p.name).distribution,
+                    "version": registry.get(kind, p.name).version,
+                }
+                for kind, p in plugins.items()
+            }
+            dists = sorted({v["distribution"] for v in plugin_info.values()})
+            staged.write_json(
+                "provenance.json",
+                provenance(config=resolved, seed=seed, plugins=plugin_info,
+                           fingerprints=inputs.fingerprints, started=started, extra_packages=dists),
+            )
+            run_path = staged.commit()
+        except BaseException as exc:
+            hook.megafc_on_error(error=exc, config=cfg)
+            raise
+    hook.megafc_after_run(run_dir=str(run_path))
+    log.info("results written to %s", run_path)
+    return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
+
+
+def log_exclusions(scans: pd.DataFrame) -> None:
+    per = scans.groupby("dataset")["excluded"].agg(["size", "sum"])
+    for ds, row in per.iterrows():
+        if row["sum"]:
+            log.warning("dataset %s: %d of %d scans excluded (reasons in scans.tsv)", ds, row["sum"], row["size"])
+    log.info("scans: %d included, %d excluded", int((~scans["excluded"]).sum()), int(scans["excluded"].sum()))
+
+
+def report_diagnostics(result: PoolingResult) -> bool:
+    for w in result.warnings:
+        log.warning(w)
+    eff = result.effects
+    if "ok" not in eff or eff["ok"].isna().all():
+        return True
+    bad = eff[~eff["ok"].astype(bool)]
+    if len(bad):
+        log.warning(
+            "DIAGNOSTICS: %d of %d effects fail R-hat/ESS/divergence checks (max R-hat %.3f, "
+            "min bulk ESS %.0f, divergences %d); see effects.tsv column 'ok' and diagnostics.tsv",
+            len(bad), len(eff), eff["r_hat"].max(), eff["ess_bulk"].min(), int(eff["divergences"].max()),
+        )
+        return False
+    return True
+
+
+def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, level: str, result: PoolingResult) -> str:
+    inc = scans[~scans["excluded"]]
+    lines = [
+        "# Methods (generated by megafc)",
+        "",
+        f"Data: {inc['dataset'].nunique()} datasets, {inc['subject'].nunique()} subjects "
+        f"(within dataset), {len(inc)} scans included of {len(scans)} "
+        f"({int(scans['excluded'].sum())} excluded; reasons in scans.tsv). "
+        f"Drugs: {', '.join(sorted(inc['drug'].unique()))}.",
+        f"Atlas: {atlas.name} ({atlas.n_regions} regions). {atlas.description}".strip(),
+        f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].summary()}), "
+        f"averaged within and between {level}s (mean Fisher z over each pair's edges).",
+        f"Pooling: {result.description}",
+        "",
+        "Plugin parameters:",
+    ]
+    for kind, p in plugins.items():
+        lines.append(f"- {kind} `{p.name}`: {p.params()}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,119 @@
+"""Base classes for the five plugin kinds.
+
+A plugin is a class that subclasses one of these, sets ``name`` (its config name, as in
+``megafc estimator=<name>``) and may declare a nested ``Config`` dataclass with its
+parameters. The core registers that ``Config`` with Hydra, so config values are type-checked
+and unknown keys are refused before anything runs; the plugin receives it as ``self.config``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from .data import Atlas, DatasetInputs, PoolingResult
+from .errors import PluginError
+
+
+class Plugin:
+    """Common behaviour of every plugin kind."""
+
+    #: The kind of plugin (the Hydra config group): set by each base class below.
+    kind: ClassVar[str] = ""
+    #: The plugin's config name; unique within its kind.
+    name: ClassVar[str] = ""
+
+    @dataclass
+    class Config:
+        """No parameters."""
+
+    def __init__(self, config: Any = None) -> None:
+        if config is None:
+            config = self.Config()
+        if not isinstance(config, self.Config):
+            raise PluginError(
+                f"{self.kind} '{self.name}': expected a {self.Config.__qualname__} config, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+
+    @classmethod
+    def summary(cls) -> str:
+        """First line of the class docstring: what ``megafc-plugins`` shows."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def params(self) -> dict[str, Any]:
+        """The config as a plain dict, for provenance and methods text."""
+        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+
+
+class DatasetLoader(Plugin):
+    """Provides the scan table and each scan's inputs."""
+
+    kind = "dataset"
+
+    def load(self, atlas: Atlas, seed: int) -> DatasetInputs:
+        """Return the scans and their timeseries (in ``atlas`` region order) or connectomes."""
+        raise NotImplementedError
+
+
+class AtlasLoader(Plugin):
+    """Provides regions with their network, subnetwork and system class."""
+
+    kind = "atlas"
+
+    def load(self) -> Atlas:
+        raise NotImplementedError
+
+
+class Denoiser(Plugin):
+    """Chooses the confounds and sample mask used when extracting one scan's timeseries."""
+
+    kind = "denoiser"
+
+    def confounds(self, bold_file: str) -> tuple[pd.DataFrame | None, np.ndarray | None]:
+        """Return (confounds, sample_mask) for a BOLD file, as nilearn's maskers take them."""
+        return None, None
+
+    def signal_kwargs(self) -> dict[str, Any]:
+        """Extra masker arguments (filtering, detrending, standardisation)."""
+        return {}
+
+
+class ConnectivityEstimator(Plugin):
+    """Turns one scan's region timeseries into a region x region connectivity matrix.
+
+    ``estimate(timeseries)`` receives an (n_volumes, n_regions) array and must return a
+    symmetric (n_regions, n_regions) array of finite values on the scale that is pooled
+    (Fisher z for correlation-type measures). The diagonal is ignored.
+    """
+
+    kind = "estimator"
+
+    def estimate(self, timeseries: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PoolingModel(Plugin):
+    """Pools network-pair FC across scans, subjects, datasets and drugs."""
+
+    kind = "pooling"
+
+    def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
+        """Fit the model to the network-pair table and summarise its effects."""
+        raise NotImplementedError
+
+
+#: kind -> (registration hook name, base class)
+PLUGIN_KINDS: dict[str, tuple[str, type[Plugin]]] = {
+    "dataset": ("megafc_datasets", DatasetLoader),
+    "atlas": ("megafc_atlases", AtlasLoader),
+    "denoiser": ("megafc_denoisers", Denoiser),
+    "estimator": ("megafc_estimators", ConnectivityEstimator),
+    "pooling": ("megafc_pooling_models", PoolingModel),
+}

@@ -1,0 +1,163 @@
+"""The plugin registry: pluggy manager, entry-point loading, Hydra ConfigStore registration."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError
+from .plugin import PLUGIN_KINDS, Plugin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One registered plugin class and where it came from."""
+
+    kind: str
+    name: str
+    cls: type[Plugin]
+    distribution: str
+    version: str
+
+    @property
+    def location(self) -> str:
+        return f"{self.cls.__module__}:{self.cls.__qualname__}"
+
+
+@dataclass
+class Registry:
+    """Every plugin class by kind and name, plus the pluggy manager for lifecycle hooks."""
+
+    manager: pluggy.PluginManager
+    plugins: dict[str, dict[str, PluginInfo]] = field(default_factory=dict)
+
+    def get(self, kind: str, name: str) -> PluginInfo:
+        try:
+            return self.plugins[kind][name]
+        except KeyError:
+            known = sorted(self.plugins.get(kind, {}))
+            raise ConfigError(
+                f"config key '{kind}': no {kind} plugin named '{name}'; installed: {known}"
+            ) from None
+
+    def instantiate(self, kind: str, node: Any) -> Plugin:
+        """Build a plugin from its config node: ``name`` plus the fields of its ``Config``.
+
+        ``node`` may be a DictConfig (from Hydra) or a plain mapping (from Python); either way
+        values are type-checked against the plugin's ``Config`` dataclass.
+        """
+        from omegaconf import DictConfig, OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+        name = values.pop("name", None)
+        if name is None:
+            raise ConfigError(f"config key '{kind}.name' is missing (which {kind} plugin to use)")
+        info = self.get(kind, str(name))
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(info.cls.Config), values)
+            config = OmegaConf.to_object(merged)
+        except OmegaConfBaseException as exc:
+            key = getattr(exc, "full_key", None)
+            where = f" (config key '{kind}.{key}')" if key else ""
+            raise ConfigError(f"{kind} plugin '{name}': {str(exc).splitlines()[0]}{where}") from exc
+        return info.cls(config)
+
+    def rows(self) -> list[PluginInfo]:
+        return [info for kind in PLUGIN_KINDS for info in self.plugins.get(kind, {}).values()]
+
+
+def _distribution_of(plugin: Any, distinfo: dict[Any, Any]) -> tuple[str, str]:
+    dist = distinfo.get(plugin)
+    if dist is None:
+        return "(registered in code)", ""
+    return str(dist.project_name), str(dist.version)
+
+
+def build_registry(extra_plugins: list[Any] | None = None, entry_points: bool = True) -> Registry:
+    """Load plugins from the ``megafc`` entry-point group (plus ``extra_plugins``)."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    if entry_points:
+        try:
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+        except Exception as exc:  # a broken third-party package must not look like a megafc bug
+            raise PluginError(
+                f"loading plugins from entry-point group 'megafc' failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    for plugin in extra_plugins or []:
+        pm.register(plugin)
+    distinfo = dict(pm.list_plugin_distinfo())
+    registry = Registry(manager=pm, plugins={kind: {} for kind in PLUGIN_KINDS})
+    for kind, (hook_name, base) in PLUGIN_KINDS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            dist, version = _distribution_of(impl.plugin, distinfo)
+            for cls in impl.function() or []:
+                _check_plugin_class(cls, base, kind, impl.plugin_name)
+                if cls.name in registry.plugins[kind]:
+                    other = registry.plugins[kind][cls.name]
+                    if other.cls is cls:
+                        continue
+                    raise PluginError(
+                        f"{kind} plugin name '{cls.name}' is registered twice: by "
+                        f"{other.location} ({other.distribution}) and by "
+                        f"{cls.__module__}:{cls.__qualname__} ({dist}); rename one"
+                    )
+                registry.plugins[kind][cls.name] = PluginInfo(kind, cls.name, cls, dist, version)
+    return registry
+
+
+def _check_plugin_class(cls: Any, base: type[Plugin], kind: str, source: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(
+            f"plugin '{source}': hook for kind '{kind}' returned {cls!r}, "
+            f"expected a subclass of megafc.core.{base.__name__}"
+        )
+    if not cls.name or not isinstance(cls.name, str) or not cls.name.isidentifier():
+        raise PluginError(
+            f"plugin '{source}': {cls.__qualname__}.name must be a non-empty identifier-like "
+            f"string (its config name), got {cls.name!r}"
+        )
+    if not dataclasses.is_dataclass(cls.Config):
+        raise PluginError(f"plugin '{source}': {cls.__qualname__}.Config must be a dataclass")
+    if "name" in {f.name for f in dataclasses.fields(cls.Config)}:
+        raise PluginError(
+            f"plugin '{source}': {cls.__qualname__}.Config may not have a field called 'name' "
+            "(it is the plugin selector)"
+        )
+
+
+def config_node(info: PluginInfo) -> type:
+    """A dataclass for Hydra: the plugin's Config plus the ``name`` that selects it."""
+    return dataclasses.make_dataclass(
+        f"{info.cls.__name__}Config",
+        [("name", str, dataclasses.field(default=info.name))],
+        bases=(info.cls.Config,),
+    )
+
+
+def register_configs(registry: Registry) -> None:
+    """Store each plugin's config in Hydra's ConfigStore as ``<kind>/<name>``."""
+    from hydra.core.config_store import ConfigStore
+
+    from .config import RunConfig
+
+    cs = ConfigStore.instance()
+    cs.store(name="megafc_schema", node=RunConfig)
+    for info in registry.rows():
+        cs.store(group=info.kind, name=info.name, node=config_node(info), provider=info.distribution)
+
+
+@lru_cache(maxsize=1)
+def default_registry() -> Registry:
+    """The registry of installed plugins, built once per process."""
+    return build_registry()

@@ -1,0 +1,103 @@
+"""Posterior summaries with their own sampling diagnostics (arviz does the statistics)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: Default thresholds for the ``ok`` flag (Vehtari et al. 2021 recommendations).
+RHAT_MAX = 1.01
+ESS_MIN = 400.0
+
+
+def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95) -> pd.DataFrame:
+    """Summarise draws of shape (chain, draw, n) into one row per quantity.
+
+    Columns: mean, sd, hdi_low, hdi_high, pd (probability of direction), r_hat, ess_bulk,
+    ess_tail. R-hat and ESS are computed on the quantity itself, so derived effects (e.g. a
+    drug's effect = overall + deviation) carry honest diagnostics.
+    """
+    import arviz as az
+
+    draws = np.asarray(draws, dtype=float)
+    if draws.ndim != 3:
+        raise ValueError(f"expected draws of shape (chain, draw, n), got {draws.shape}")
+    ds = az.convert_to_dataset({"x": draws})
+    hdi = az.hdi(ds, hdi_prob=hdi_prob)["x"].to_numpy()
+    n_chains = draws.shape[0]
+    if n_chains > 1 or draws.shape[1] >= 4:
+        r_hat = az.rhat(ds)["x"].to_numpy()
+        ess_bulk = az.ess(ds, method="bulk")["x"].to_numpy()
+        ess_tail = az.ess(ds, method="tail")["x"].to_numpy()
+    else:
+        r_hat = ess_bulk = ess_tail = np.full(draws.shape[2], np.nan)
+    flat = draws.reshape(-1, draws.shape[2])
+    prob_pos = (flat > 0).mean(axis=0)
+    return pd.DataFrame(
+        {
+            "mean": flat.mean(axis=0),
+            "sd": flat.std(axis=0, ddof=1),
+            "hdi_low": hdi[:, 0],
+            "hdi_high": hdi[:, 1],
+            "pd": np.maximum(prob_pos, 1 - prob_pos),
+            "r_hat": r_hat,
+            "ess_bulk": ess_bulk,
+            "ess_tail": ess_tail,
+        }
+    )
+
+
+def flag_ok(
+    effects: pd.DataFrame, rhat_max: float = RHAT_MAX, ess_min: float = ESS_MIN
+) -> pd.Series:
+    """True where R-hat, bulk/tail ESS and divergences are all acceptable."""
+    return (
+        (effects["r_hat"] <= rhat_max)
+        & (effects["ess_bulk"] >= ess_min)
+        & (effects["ess_tail"] >= ess_min)
+        & (effects["divergences"] == 0)
+    )
+
+
+def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: float) -> pd.DataFrame:
+    """One row per sampled variable: worst R-hat and ESS, plus run-level divergences and BFMI."""
+    import arviz as az
+
+    post = idata.posterior
+    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    try:
+        bfmi = np.atleast_1d(az.bfmi(idata))
+        bfmi_min = float(np.min(bfmi))
+    except Exception:  # e.g. samplers that do not record energy
+        bfmi_min = float("nan")
+    rows = []
+    for name in var_names:
+        if name not in post:
+            continue
+        sub = post[[name]]
+        r = float(az.rhat(sub)[name].max())
+        eb = float(az.ess(sub, method="bulk")[name].min())
+        et = float(az.ess(sub, method="tail")[name].min())
+        rows.append(
+            {
+                "variable": name,
+                "size": int(np.prod([post.sizes[d] for d in post[name].dims[2:]] or [1])),
+                "r_hat_max": r,
+                "ess_bulk_min": eb,
+                "ess_tail_min": et,
+                "divergences": div,
+                "bfmi_min": bfmi_min,
+                "chains": int(post.sizes["chain"]),
+                "draws": int(post.sizes["draw"]),
+            }
+        )
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["ok"] = (
+            (out["r_hat_max"] <= rhat_max)
+            & (out["ess_bulk_min"] >= ess_min)
+            & (out["ess_tail_min"] >= ess_min)
+            & (out["divergences"] == 0)
+            & ~(out["bfmi_min"] < 0.3)
+        )
+    return out

@@ -1,0 +1,306 @@
+"""The ``synthetic`` dataset: a simulated multi-site psychedelic fMRI study with known truth.
+
+It mirrors the design of Girn et al. (Nature Medicine 2026): 11 datasets over 5 drugs
+(~267 subjects, ~519 usable scans), within-subject drug/placebo crossovers and one fixed-order
+baseline -> drug dataset (ayahuasca). Region timeseries come from a latent-factor model on the
+atlas's subnetworks, in which the drug raises transmodal (Default, Cont, Limbic) <-> unimodal
+(Vis, SomMot) coupling, alters thalamus/caudate/putamen/cerebellum <-> SomMot coupling and
+weakly lowers within-Vis and within-SomMot coupling, with drug, dataset and subject
+heterogeneity, AR(1) autocorrelation and motion. The planted network-pair effects (overall,
+per drug, per dataset) are computed exactly from the population correlation matrices and
+returned as ``truth`` so recovery can be checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter
+
+from megafc.core import (
+    AGGREGATION_LEVELS,
+    Atlas,
+    ConfigError,
+    Connectomes,
+    DatasetInputs,
+    DatasetLoader,
+    network_pair_table,
+)
+from megafc.core.outputs import fingerprint_value
+
+TRANSMODAL = ("Default", "Cont", "Limbic")
+UNIMODAL = ("Vis", "SomMot")
+
+
+@dataclass
+class SiteSpec:
+    name: str
+    drug: str
+    n_subjects: int
+    #: ``crossover`` (drug + placebo, counterbalanced) or ``prepost`` (baseline then drug).
+    design: str = "crossover"
+    dose: float | None = None
+
+
+def _default_sites() -> list[SiteSpec]:
+    return [
+        SiteSpec("psilocybin_1", "psilocybin", 15, dose=2.0),
+        SiteSpec("psilocybin_2", "psilocybin", 24, dose=25.0),
+        SiteSpec("psilocybin_3", "psilocybin", 30, dose=25.0),
+        SiteSpec("psilocybin_4", "psilocybin", 28, dose=0.2),
+        SiteSpec("lsd_1", "LSD", 20, dose=0.075),
+        SiteSpec("lsd_2", "LSD", 24, dose=0.1),
+        SiteSpec("lsd_3", "LSD", 30, dose=0.1),
+        SiteSpec("mescaline_1", "mescaline", 28, dose=500.0),
+        SiteSpec("dmt_1", "DMT", 14, dose=20.0),
+        SiteSpec("dmt_2", "DMT", 24, dose=20.0),
+        SiteSpec("ayahuasca_1", "ayahuasca", 30, design="prepost", dose=None),
+    ]
+
+
+#: Each drug's effect relative to the overall pattern (psilocybin close to LSD).
+DEFAULT_DRUG_SCALE = {"psilocybin": 1.0, "LSD": 1.1, "mescaline": 0.8, "DMT": 1.25, "ayahuasca": 0.7}
+
+
+@dataclass
+class EffectSpec:
+    """Planted drug effects, in Fisher z of the latent (subnetwork) correlations."""
+
+    #: transmodal <-> unimodal coupling increase
+    transmodal_unimodal: float = 0.25
+    #: thalamus <-> SomMot and thalamus <-> Vis increase
+    thalamus_sensory: float = 0.2
+    #: caudate/putamen <-> SomMot decrease, cerebellum <-> SomMot decrease
+    striatum_sommot: float = -0.2
+    cerebellum_sommot: float = -0.15
+    #: within-Vis / within-SomMot decrease, as a drop in regions' loading on their network
+    within_sensory_loading: float = -0.04
+    #: sd of drug-specific deviations (on effect pairs only), and extra for non-psilocybin/LSD
+    drug_deviation_sd: float = 0.04
+    #: sd of dataset multipliers around 1, and of subject multipliers around 1
+    dataset_scale_sd: float = 0.15
+    subject_scale_sd: float = 0.3
+
+
+class SyntheticDataset(DatasetLoader):
+    """Simulated 11-dataset, 5-drug psychedelic resting-state study with known effects."""
+
+    name = "synthetic"
+
+    @dataclass
+    class Config:
+        sites: list[SiteSpec] = field(default_factory=_default_sites)
+        #: Multiplies every site's n_subjects (e.g. 0.2 for a quick test).
+        scale: float = 1.0
+        #: Volumes per scan (TR 2 s).
+        n_volumes: int = 200
+        #: Fraction of subjects missing one of their two scans (they get excluded, with reason).
+        missing_scan_fraction: float = 0.056
+        #: AR(1) coefficient of the latent and regional signals.
+        ar1: float = 0.3
+        #: Loading of regions on their subnetwork's latent signal (sets within-network FC).
+        loading: float = 0.7
+        #: Global signal variance added per mm of mean framewise displacement.
+        motion_coupling: float = 0.1
+        effects: EffectSpec = field(default_factory=EffectSpec)
+        drug_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DRUG_SCALE))
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        c = self.config
+        if c.scale <= 0:
+            raise ConfigError(f"config key 'dataset.scale' is {c.scale}; expected > 0")
+        if c.n_volumes < 20:
+            raise ConfigError(f"config key 'dataset.n_volumes' is {c.n_volumes}; expected >= 20")
+        if not 0 <= c.missing_scan_fraction < 1:
+            raise ConfigError("config key 'dataset.missing_scan_fraction' must be in [0, 1)")
+        if not 0 < c.loading < 1:
+            raise ConfigError(f"config key 'dataset.loading' is {c.loading}; expected in (0, 1)")
+        for i, s in enumerate(c.sites):
+            if s.design not in ("crossover", "prepost"):
+                raise ConfigError(
+                    f"config key 'dataset.sites[{i}].design' is '{s.design}'; "
+                    "expected 'crossover' or 'prepost'"
+                )
+            if s.drug not in c.drug_scale:
+                raise ConfigError(
+                    f"config key 'dataset.sites[{i}].drug' is '{s.drug}', which has no entry in "
+                    f"'dataset.drug_scale' {sorted(c.drug_scale)}"
+                )
+
+    # -- the generative model ------------------------------------------------------------
+
+    def _structure(self, atlas: Atlas, rng: np.random.Generator):
+        """Baseline latent correlations and the planted effect, in Fisher z (groups x groups)."""
+        groups = atlas.groups("subnetwork")
+        reg = atlas.regions.drop_duplicates("subnetwork").set_index("subnetwork")
+        net = np.array([reg.loc[g, "network"] for g in groups], dtype=object)
+        sysc = np.array([reg.loc[g, "system"] for g in groups], dtype=object)
+        k = len(groups)
+        base = np.where(net[:, None] == net[None, :], 0.6, np.where(sysc[:, None] == sysc[None, :], 0.3, 0.1))
+        noise = rng.normal(0, 0.08, (k, k))
+        base = base + (noise + noise.T) / 2
+        trans = np.isin(net, TRANSMODAL)
+        uni = np.isin(net, UNIMODAL)
+        base[np.outer(trans, uni) | np.outer(uni, trans)] = 0.0
+        np.fill_diagonal(base, 0.0)
+
+        e = self.config.effects
+        effect = np.zeros((k, k))
+        # subnetwork specificity: each transmodal subnetwork's increase has its own strength
+        sub_strength = rng.uniform(0.4, 1.4, k)
+        tu = np.outer(trans, uni) | np.outer(uni, trans)
+        strength = np.where(trans, sub_strength, 1.0)
+        effect[tu] = (e.transmodal_unimodal * np.outer(strength, strength))[tu]
+        sommot = net == "SomMot"
+        for name, value, partners in (
+            ("Thalamus", e.thalamus_sensory, sommot | (net == "Vis")),
+            ("Caudate", e.striatum_sommot, sommot),
+            ("Putamen", e.striatum_sommot, sommot),
+            ("Cerebellum", e.cerebellum_sommot, sommot),
+        ):
+            here = net == name
+            effect[np.outer(here, partners) | np.outer(partners, here)] = value
+        loading_change = np.where(uni, e.within_sensory_loading, 0.0)
+        return groups, base, effect, loading_change
+
+    @staticmethod
+    def _latent_corr(z: np.ndarray) -> np.ndarray:
+        """tanh of z with unit diagonal, projected to the nearest valid correlation matrix."""
+        r = np.tanh(z)
+        np.fill_diagonal(r, 1.0)
+        w, v = np.linalg.eigh(r)
+        if w.min() < 1e-3:
+            r = (v * np.maximum(w, 1e-3)) @ v.T
+            d = np.sqrt(np.diag(r))
+            r = r / np.outer(d, d)
+        return r
+
+    def _region_corr(self, latent: np.ndarray, loadings: np.ndarray, member: np.ndarray) -> np.ndarray:
+        lam = loadings[member]
+        r = np.outer(lam, lam) * latent[np.ix_(member, member)]
+        np.fill_diagonal(r, 1.0)
+        return r
+
+    def load(self, atlas: Atlas, seed: int) -> DatasetInputs:
+        c = self.config
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 1847]))
+        groups, base, effect, loading_change = self._structure(atlas, rng)
+        k = len(groups)
+        gidx = {g: i for i, g in enumerate(groups)}
+        member = np.array([gidx[g] for g in atlas.regions["subnetwork"]])
+        base_load = np.full(k, c.loading)
+        effect_mask = effect != 0
+
+        drugs = sorted({s.drug for s in c.sites})
+        drug_dev = {}
+        shared = rng.normal(0, c.effects.drug_deviation_sd, (k, k))
+        for d in drugs:
+            own = rng.normal(0, c.effects.drug_deviation_sd, (k, k))
+            # psilocybin and LSD share most of their deviation: their maps are close
+            dev = shared + 0.3 * own if d in ("psilocybin", "LSD") else own
+            drug_dev[d] = np.where(effect_mask, (dev + dev.T) / 2, 0.0)
+
+        def drug_effect(d: str) -> np.ndarray:
+            return c.drug_scale[d] * effect + drug_dev[d]
+
+        rows, series, truth_mats = [], {}, {}
+        ctrl_pop = self._region_corr(self._latent_corr(base), base_load, member)
+        truth_mats["overall"] = self._region_corr(self._latent_corr(base + effect), base_load + loading_change, member)
+        for d in drugs:
+            truth_mats[f"drug:{d}"] = self._region_corr(
+                self._latent_corr(base + drug_effect(d)), base_load + c.drug_scale[d] * loading_change, member
+            )
+        n_reg = atlas.n_regions
+        for site in c.sites:
+            ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
+            ds_shift = rng.normal(0, 0.05, (k, k))
+            ds_shift = (ds_shift + ds_shift.T) / 2
+            ds_eff = ds_scale * drug_effect(site.drug)
+            truth_mats[f"dataset:{site.name}"] = self._region_corr(
+                self._latent_corr(base + ds_eff), base_load + ds_scale * c.drug_scale[site.drug] * loading_change, member
+            )
+            n_sub = max(2, int(round(site.n_subjects * c.scale)))
+            fd_base = rng.lognormal(np.log(0.12), 0.2)
+            for s in range(n_sub):
+                subject = f"{s + 1:02d}"
+                sub_scale = 1 + rng.normal(0, c.effects.subject_scale_sd)
+                sub_shift = rng.normal(0, 0.05, (k, k))
+                sub_shift = (sub_shift + sub_shift.T) / 2
+                sub_fd = fd_base * rng.lognormal(0, 0.35)
+                control = "placebo" if site.design == "crossover" else "baseline"
+                conds = [control, "drug"]
+                order = ["1", "2"] if site.design == "prepost" or rng.random() < 0.5 else ["2", "1"]
+                if rng.random() < c.missing_scan_fraction:
+                    drop = int(rng.integers(2))
+                    conds, order = [conds[1 - drop]], [order[1 - drop]]
+                for cond, session in zip(conds, order):
+                    is_drug = cond == "drug"
+                    z = base + ds_shift + sub_shift + (sub_scale * ds_eff if is_drug else 0.0)
+                    sess = rng.normal(0, 0.02, (k, k))
+                    z = z + (sess + sess.T) / 2
+                    load = base_load + (ds_scale * sub_scale * c.drug_scale[site.drug] * loading_change if is_drug else 0.0)
+                    load = np.clip(load, 0.05, 0.95)
+                    fd = float(sub_fd * (1.25 if is_drug else 1.0) * rng.lognormal(0, 0.15))
+                    ts = self._simulate(self._latent_corr(z), load, member, fd, rng)
+                    scan_id = f"ds-{site.name}_sub-{subject}_ses-{session}"
+                    series[scan_id] = ts
+                    rows.append(
+                        {
+                            "scan_id": scan_id, "dataset": site.name, "subject": subject,
+                            "session": session, "drug": site.drug, "condition": cond,
+                            "dose": site.dose if site.dose is not None else np.nan,
+                            "mean_fd": fd, "n_volumes": c.n_volumes,
+                        }
+                    )
+        scans = pd.DataFrame(rows)
+        truth = self._truth_table(atlas, ctrl_pop, truth_mats)
+        params = dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c)
+        return DatasetInputs(
+            scans=scans,
+            timeseries=series,
+            truth=truth,
+            fingerprints={"synthetic_generator": fingerprint_value({"params": params, "seed": seed, "regions": atlas.labels})},
+            description=f"Simulated data ({len(c.sites)} datasets, {len(scans)} scans, seed {seed}).",
+        )
+
+    def _simulate(self, latent: np.ndarray, loadings: np.ndarray, member: np.ndarray, fd: float, rng) -> np.ndarray:
+        c = self.config
+        t = c.n_volumes
+        k = latent.shape[0]
+        chol = np.linalg.cholesky(latent)
+        ar = [1.0, -c.ar1]
+        scale = np.sqrt(1 - c.ar1**2)
+        f = lfilter([scale], ar, rng.standard_normal((t, k)), axis=0) @ chol.T
+        lam = loadings[member]
+        e = lfilter([scale], ar, rng.standard_normal((t, len(member))), axis=0)
+        x = f[:, member] * lam + e * np.sqrt(1 - lam**2)
+        g = lfilter([scale], ar, rng.standard_normal(t))
+        x += np.sqrt(c.motion_coupling * fd) * g[:, None]
+        return x
+
+    @staticmethod
+    def _truth_table(atlas: Atlas, control: np.ndarray, drug_mats: dict[str, np.ndarray]) -> pd.DataFrame:
+        """Planted drug-minus-control effects per network pair, at every aggregation level."""
+        names = list(drug_mats)
+        z = np.arctanh(np.clip(np.stack([control] + [drug_mats[n] for n in names]), -0.999999, 0.999999))
+        ids = ["control"] + names
+        conn = Connectomes(scan_ids=ids, matrices=z, labels=atlas.labels, estimator="population")
+        meta = pd.DataFrame({"scan_id": ids, "dataset": "", "subject": "", "session": "", "drug": "",
+                             "condition": "", "dose": np.nan, "mean_fd": np.nan})
+        out = []
+        for level in AGGREGATION_LEVELS:
+            t = network_pair_table(conn, atlas, meta, level=level)
+            wide = t.pivot_table(index=["network_a", "network_b"], columns="scan_id", values="fc", sort=False)
+            for n in names:
+                part = wide[[n]].sub(wide["control"], axis=0).rename(columns={n: "truth"}).reset_index()
+                part["effect"] = n
+                part["aggregation"] = level
+                out.append(part)
+        truth = pd.concat(out, ignore_index=True)
+        truth["effect_type"] = truth["effect"].str.split(":").str[0]
+        truth["level"] = truth["effect"].str.split(":").str[1].fillna("")
+        return truth[["aggregation", "network_a", "network_b", "effect", "effect_type", "level", "truth"]]

@@ -1,0 +1,9 @@
+"""The ``none`` denoiser: for inputs that were denoised elsewhere (timeseries, connectomes)."""
+
+from megafc.core import Denoiser
+
+
+class NoDenoising(Denoiser):
+    """No confound regression or censoring (inputs already denoised or simulated)."""
+
+    name = "none"

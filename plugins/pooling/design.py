@@ -1,0 +1,186 @@
+"""What the hierarchical pooling models share: the paired design, priors and effect rows.
+
+Both ``pymc`` and ``bambi`` fit, for every network pair p and drug scan i of subject s in
+dataset k given drug d,
+
+    y[i, p] = FC(drug scan) - FC(subject's control scans)
+    y[i, p] ~ Normal(theta[k, p], sigma[p])
+    theta[k, p] = beta[d, p] + tau_dataset[p] * z_dataset[k, p]     (dataset around its drug)
+    beta[d, p]  = mu[p] + tau_drug[p] * z_drug[d, p]                (drug around the overall)
+    mu[p] ~ Normal(0, effect_sd); tau_* ~ HalfNormal(*_sd); sigma[p] ~ HalfNormal(sigma_sd)
+
+Differencing within subject removes subject and dataset intercepts exactly (crossover and
+pre/post designs alike), which is what makes one joint model over all pairs fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from megafc.core import ConfigError, InputError, flag_ok, paired_differences, summarise_draws
+
+
+@dataclass
+class HierarchicalPriors:
+    #: sd of the Normal prior on the overall effect (Fisher z).
+    effect_sd: float = 0.2
+    #: scale of the HalfNormal prior on between-drug sd.
+    drug_sd: float = 0.1
+    #: scale of the HalfNormal prior on between-dataset sd (within drug).
+    dataset_sd: float = 0.1
+    #: scale of the HalfNormal prior on the residual sd of paired differences.
+    sigma_sd: float = 0.2
+
+
+@dataclass
+class SamplerConfig:
+    """Sampling settings shared by the Bayesian pooling models."""
+
+    draws: int = 1500
+    tune: int = 1500
+    chains: int = 2
+    #: Chains run in parallel processes when > 1.
+    cores: int = 1
+    #: 0.95 avoids the divergences the between-drug sd funnel gives at 0.9.
+    target_accept: float = 0.95
+    hdi_prob: float = 0.95
+    #: An effect is flagged (ok = false) above this R-hat or below this bulk/tail ESS
+    #: (null: 100 per chain, as Vehtari et al. 2021 recommend).
+    rhat_max: float = 1.01
+    ess_min: Optional[float] = None
+    progressbar: bool = True
+    priors: HierarchicalPriors = field(default_factory=HierarchicalPriors)
+
+
+def ess_threshold(c: SamplerConfig) -> float:
+    return float(c.ess_min) if c.ess_min is not None else 100.0 * c.chains
+
+
+def validate_sampler_config(c: SamplerConfig) -> None:
+    for key in ("draws", "tune", "chains", "cores"):
+        if getattr(c, key) < (1 if key != "tune" else 0):
+            raise ConfigError(f"config key 'pooling.{key}' is {getattr(c, key)}; expected a positive integer")
+    if not 0 < c.target_accept < 1:
+        raise ConfigError(f"config key 'pooling.target_accept' is {c.target_accept}; expected in (0, 1)")
+    if not 0 < c.hdi_prob < 1:
+        raise ConfigError(f"config key 'pooling.hdi_prob' is {c.hdi_prob}; expected in (0, 1)")
+    for key, value in vars(c.priors).items():
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ConfigError(f"config key 'pooling.priors.{key}' is {value}; expected a positive number")
+
+
+@dataclass
+class PairedDesign:
+    """Paired differences in wide form (observations x network pairs) with their grouping."""
+
+    y: np.ndarray
+    pairs: pd.DataFrame  # network_a, network_b, system_a, system_b (column order of y)
+    obs: pd.DataFrame  # one row per drug scan: scan_id, dataset, subject, drug, unit
+    drugs: list[str]
+    units: list[str]  # dataset units (dataset, or dataset[drug] when a dataset has several drugs)
+    drug_idx: np.ndarray
+    unit_idx: np.ndarray
+    unit_drug: np.ndarray  # drug index of each unit
+
+    @property
+    def use_drug_level(self) -> bool:
+        return len(self.drugs) > 1
+
+    @property
+    def use_dataset_level(self) -> bool:
+        return len(self.units) > len(self.drugs)
+
+    def notes(self) -> list[str]:
+        out = []
+        if not self.use_drug_level:
+            out.append("only one drug: the drug level is omitted (each drug effect equals the overall effect)")
+        if not self.use_dataset_level:
+            out.append(
+                "no drug has more than one dataset: the between-dataset level is omitted "
+                "(dataset effects equal their drug's effect)"
+            )
+        return out
+
+
+def paired_design(pairs: pd.DataFrame) -> PairedDesign:
+    diffs = paired_differences(pairs)
+    if diffs.empty:
+        raise InputError("pooling: no drug scan has a control scan; nothing to compare")
+    n_drugs_per_ds = diffs.groupby("dataset")["drug"].nunique()
+    multi = set(n_drugs_per_ds.index[n_drugs_per_ds > 1])
+    diffs["unit"] = [f"{ds}[{d}]" if ds in multi else ds for ds, d in zip(diffs["dataset"], diffs["drug"])]
+    wide = diffs.pivot_table(index="scan_id", columns=["network_a", "network_b"], values="fc_diff", sort=False)
+    obs = diffs.drop_duplicates("scan_id").set_index("scan_id").loc[wide.index].reset_index()
+    pair_meta = diffs.drop_duplicates(["network_a", "network_b"]).set_index(["network_a", "network_b"])
+    pair_meta = pair_meta.loc[wide.columns, ["system_a", "system_b"]].reset_index()
+    drugs = sorted(obs["drug"].unique())
+    units = list(dict.fromkeys(obs.sort_values(["drug", "unit"])["unit"]))
+    unit_drug = obs.drop_duplicates("unit").set_index("unit").loc[units, "drug"]
+    return PairedDesign(
+        y=wide.to_numpy(dtype=float),
+        pairs=pair_meta,
+        obs=obs[["scan_id", "dataset", "subject", "drug", "unit", "fd_diff"]],
+        drugs=drugs,
+        units=units,
+        drug_idx=np.array([drugs.index(d) for d in obs["drug"]]),
+        unit_idx=np.array([units.index(u) for u in obs["unit"]]),
+        unit_drug=np.array([drugs.index(d) for d in unit_drug]),
+    )
+
+
+def effects_table(
+    design: PairedDesign,
+    overall: np.ndarray,
+    drug: np.ndarray,
+    dataset: np.ndarray,
+    divergences: int,
+    config: SamplerConfig,
+) -> pd.DataFrame:
+    """One row per network pair and effect from posterior draws.
+
+    ``overall``: (chain, draw, pair); ``drug``: (chain, draw, drug, pair);
+    ``dataset``: (chain, draw, unit, pair).
+    """
+    blocks = [("overall", "overall", "", overall)]
+    blocks += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
+    blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
+    out = []
+    for effect, etype, level, draws in blocks:
+        s = summarise_draws(draws, hdi_prob=config.hdi_prob)
+        s.insert(0, "level", level)
+        s.insert(0, "effect_type", etype)
+        s.insert(0, "effect", effect)
+        s.insert(0, "network_b", design.pairs["network_b"].to_numpy())
+        s.insert(0, "network_a", design.pairs["network_a"].to_numpy())
+        out.append(s)
+    eff = pd.concat(out, ignore_index=True)
+    eff["divergences"] = int(divergences)
+    eff["ok"] = flag_ok(eff, config.rhat_max, ess_threshold(config))
+    n_obs = pd.Series(design.unit_idx).value_counts()
+    eff["n_obs"] = [
+        len(design.obs) if t == "overall"
+        else int((design.obs["drug"] == lv).sum()) if t == "drug"
+        else int(n_obs.get(design.units.index(lv), 0))
+        for t, lv in zip(eff["effect_type"], eff["level"])
+    ]
+    return eff
+
+
+def describe(design: PairedDesign, model: str, config: SamplerConfig) -> str:
+    p = config.priors
+    return (
+        f"{model}: hierarchical model of within-subject drug-minus-control FC differences "
+        f"({len(design.obs)} drug scans, {design.y.shape[1]} network pairs, {len(design.units)} datasets, "
+        f"{len(design.drugs)} drugs), overall effect with drug effects partially pooled around it and "
+        f"dataset effects partially pooled around their drug (non-centred); priors: "
+        f"overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), "
+        f"between-dataset sd ~ HalfNormal({p.dataset_sd}), residual sd ~ HalfNormal({p.sigma_sd}). "
+        f"NUTS: {config.chains} chains x {config.draws} draws after {config.tune} tuning steps, "
+        f"target_accept {config.target_accept}; {int(config.hdi_prob * 100)}% HDIs; effects flagged "
+        f"when R-hat > {config.rhat_max}, ESS < {ess_threshold(config):.0f} or any divergence."
+        + ("" if not design.notes() else " Note: " + "; ".join(design.notes()) + ".")
+    )
