@@ -14,7 +14,7 @@ import pandas as pd
 
 from megafc.core import PoolingModel, PoolingResult
 
-from .design import SamplerConfig, describe, paired_design, validate_sampler_config
+from .design import SamplerConfig, describe, paired_design, resolve_sampler, validate_sampler_config
 from .pymc_joint import summarise_fit
 
 log = logging.getLogger("megafc")
@@ -64,6 +64,7 @@ class BambiPooling(PoolingModel):
         nd, nu = len(design.drugs), len(design.units)
         draws = {k: [] for k in ("overall", "drug_effect", "dataset_effect", "tau_drug", "tau_dataset", "sigma")}
         diverging, energy = [], []
+        sampler = resolve_sampler(c, auto="pymc")
         start = time.perf_counter()
         for p in range(n_pairs):
             data = pd.DataFrame({
@@ -75,7 +76,7 @@ class BambiPooling(PoolingModel):
             idata = model.fit(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
                 target_accept=c.target_accept, random_seed=seed + p, progressbar=c.progressbar,
-                compute_convergence_checks=False,
+                compute_convergence_checks=False, inference_method=sampler,
             )
             post = idata.posterior
             mu = post["Intercept"].to_numpy()
@@ -118,5 +119,5 @@ class BambiPooling(PoolingModel):
             dims={k: v for k, v in dims.items() if k in posterior},
             attrs={"modeling_interface": "bambi", "formula": formula},
         )
-        text = describe(design, f"bambi, one model per network pair (formula `{formula}`)", c)
+        text = describe(design, f"bambi, one model per network pair (formula `{formula}`)", c, sampler)
         return summarise_fit(design, idata, c, elapsed, text)

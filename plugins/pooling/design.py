@@ -15,6 +15,7 @@ pre/post designs alike), which is what makes one joint model over all pairs fast
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -53,6 +54,9 @@ class SamplerConfig:
     rhat_max: float = 1.01
     ess_min: Optional[float] = None
     progressbar: bool = True
+    #: NUTS implementation: auto (the fastest installed for this model), pymc, nutpie,
+    #: numpyro or blackjax.
+    sampler: str = "auto"
     priors: HierarchicalPriors = field(default_factory=HierarchicalPriors)
 
 
@@ -60,7 +64,24 @@ def ess_threshold(c: SamplerConfig) -> float:
     return float(c.ess_min) if c.ess_min is not None else 100.0 * c.chains
 
 
+SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
+
+
+def resolve_sampler(c: SamplerConfig, auto: str) -> str:
+    """The sampler to use; ``auto`` becomes ``auto`` if its package is installed, else pymc."""
+    if c.sampler != "auto":
+        return c.sampler
+    return auto if importlib.util.find_spec(auto) is not None else "pymc"
+
+
 def validate_sampler_config(c: SamplerConfig) -> None:
+    if c.sampler not in SAMPLERS:
+        raise ConfigError(f"config key 'pooling.sampler' is '{c.sampler}'; expected one of {list(SAMPLERS)}")
+    if c.sampler != "auto" and importlib.util.find_spec(c.sampler) is None:
+        raise ConfigError(
+            f"config key 'pooling.sampler' is '{c.sampler}' but the package '{c.sampler}' is not "
+            f"installed (pip install {c.sampler}, or use pooling.sampler=pymc)"
+        )
     for key in ("draws", "tune", "chains", "cores"):
         if getattr(c, key) < (1 if key != "tune" else 0):
             raise ConfigError(f"config key 'pooling.{key}' is {getattr(c, key)}; expected a positive integer")
@@ -170,7 +191,7 @@ def effects_table(
     return eff
 
 
-def describe(design: PairedDesign, model: str, config: SamplerConfig) -> str:
+def describe(design: PairedDesign, model: str, config: SamplerConfig, sampler: str) -> str:
     p = config.priors
     return (
         f"{model}: hierarchical model of within-subject drug-minus-control FC differences "
@@ -179,7 +200,7 @@ def describe(design: PairedDesign, model: str, config: SamplerConfig) -> str:
         f"dataset effects partially pooled around their drug (non-centred); priors: "
         f"overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), "
         f"between-dataset sd ~ HalfNormal({p.dataset_sd}), residual sd ~ HalfNormal({p.sigma_sd}). "
-        f"NUTS: {config.chains} chains x {config.draws} draws after {config.tune} tuning steps, "
+        f"NUTS ({sampler} sampler): {config.chains} chains x {config.draws} draws after {config.tune} tuning steps, "
         f"target_accept {config.target_accept}; {int(config.hdi_prob * 100)}% HDIs; effects flagged "
         f"when R-hat > {config.rhat_max}, ESS < {ess_threshold(config):.0f} or any divergence."
         + ("" if not design.notes() else " Note: " + "; ".join(design.notes()) + ".")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass
 
@@ -11,9 +10,15 @@ import pandas as pd
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
 
-from .design import SamplerConfig, describe, ess_threshold, effects_table, paired_design, validate_sampler_config
-
-SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
+from .design import (
+    SamplerConfig,
+    describe,
+    effects_table,
+    ess_threshold,
+    paired_design,
+    resolve_sampler,
+    validate_sampler_config,
+)
 
 
 class PyMCPooling(PoolingModel):
@@ -23,9 +28,6 @@ class PyMCPooling(PoolingModel):
 
     @dataclass
     class Config(SamplerConfig):
-        #: NUTS implementation: auto (nutpie when installed, else pymc), pymc, nutpie,
-        #: numpyro or blackjax.
-        sampler: str = "auto"
         #: Chains run in parallel (2 cores on the reference machine).
         cores: int = 2
         #: Between-drug and between-dataset sds: one per network pair (per_pair) or one for
@@ -35,25 +37,11 @@ class PyMCPooling(PoolingModel):
     def __init__(self, config=None):
         super().__init__(config)
         validate_sampler_config(self.config)
-        s = self.config.sampler
-        if s not in SAMPLERS:
-            raise ConfigError(f"config key 'pooling.sampler' is '{s}'; expected one of {list(SAMPLERS)}")
         if self.config.heterogeneity not in ("per_pair", "shared"):
             raise ConfigError(
                 f"config key 'pooling.heterogeneity' is '{self.config.heterogeneity}'; "
                 "expected 'per_pair' or 'shared'"
             )
-        module = s if s != "auto" else "pymc"
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError(
-                f"config key 'pooling.sampler' is '{s}' but the package '{module}' is not installed "
-                f"(pip install {module}, or use pooling.sampler=pymc)"
-            )
-
-    def sampler(self) -> str:
-        if self.config.sampler != "auto":
-            return self.config.sampler
-        return "nutpie" if importlib.util.find_spec("nutpie") is not None else "pymc"
 
     def build_model(self, design):
         import pymc as pm
@@ -90,15 +78,16 @@ class PyMCPooling(PoolingModel):
         c = self.config
         design = paired_design(pairs)
         model = self.build_model(design)
+        sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
         with model:
             idata = pm.sample(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
                 target_accept=c.target_accept, random_seed=seed, progressbar=c.progressbar,
-                nuts_sampler=self.sampler(), compute_convergence_checks=False,
+                nuts_sampler=sampler, compute_convergence_checks=False,
             )
         elapsed = time.perf_counter() - start
-        return summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model", c))
+        return summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model", c, sampler))
 
 
 def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str) -> PoolingResult:

@@ -1,0 +1,88 @@
+"""The installed console scripts, as a user runs them."""
+
+import os
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, assert_no_results, megafc_cli
+
+
+def _pythonpath(site):
+    return {"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["estimator=nope"], "Could not find 'estimator/nope'"),
+    (["pooling.nonsense=1"], "nonsense"),
+    (["pooling.draws=many"], "pooling.draws"),
+    (["seed=abc"], "seed"),
+])
+def test_config_errors_are_clear(tmp_path, args, expected):
+    run_dir = tmp_path / "run"
+    proc = megafc_cli(args + [f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert_no_results(run_dir)
+
+
+def test_value_error_inside_plugin_config_names_the_key(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = megafc_cli(TINY + ["pooling.target_accept=1.5", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "megafc: error: config key 'pooling.target_accept' is 1.5" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert_no_results(run_dir)
+
+
+def test_megafc_plugins_lists_builtins_and_third_party(tmp_path, plugin_site):
+    proc = megafc_cli([], cwd=tmp_path, script="megafc-plugins", env_extra=_pythonpath(plugin_site))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    found = {(r[0], r[1], r[2]) for r in rows}
+    assert ("estimator", "correlation", "megafc") in found
+    assert ("pooling", "pymc", "megafc") in found
+    assert ("estimator", "partial_correlation", "megafc-example-plugin") in found
+
+
+@pytest.mark.slow
+def test_third_party_estimator_runs_end_to_end(tmp_path, plugin_site):
+    run_dir = tmp_path / "run"
+    proc = megafc_cli(TINY + ["estimator=partial_correlation", "estimator.shrinkage=0.2", f"hydra.run.dir={run_dir}"],
+                      cwd=tmp_path, env_extra=_pythonpath(plugin_site))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    eff = pd.read_csv(run_dir / "effects.tsv", sep="\t")
+    assert len(eff) > 0
+    prov = (run_dir / "provenance.json").read_text()
+    assert "megafc-example-plugin" in prov and "partial_correlation" in prov
+    assert "shrinkage: 0.2" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("estimator, message", [
+    ("malformed", "returned a matrix of shape"),
+    ("asymmetric", "returned a non-symmetric matrix"),
+])
+def test_malformed_estimator_fails_cleanly(tmp_path, plugin_site, estimator, message):
+    run_dir = tmp_path / "run"
+    proc = megafc_cli(TINY + [f"estimator={estimator}", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                      env_extra=_pythonpath(plugin_site))
+    assert proc.returncode == 2
+    assert f"megafc: error: estimator '{estimator}' {message}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert_no_results(run_dir)
+
+
+@pytest.mark.slow
+def test_multirun_pymc_and_bambi(tmp_path):
+    sweep = tmp_path / "sweep"
+    small = [o for o in TINY if not o.startswith(("pooling.draws", "pooling.tune", "atlas."))]
+    small += ["atlas.subcortical=false", "atlas.n_cerebellar=0", "atlas.n_cortical=34",
+              "pooling.draws=30", "pooling.tune=30", "dataset.n_volumes=60"]
+    proc = megafc_cli(["--multirun", "pooling=pymc,bambi", *small, f"hydra.sweep.dir={sweep}",
+                       "hydra.sweep.subdir=${hydra.job.num}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for job, name in (("0", "pymc"), ("1", "bambi")):
+        eff = pd.read_csv(sweep / job / "effects.tsv", sep="\t")
+        assert eff.groupby(["network_a", "network_b"]).ngroups == 28  # 7 networks
+        assert f"name: {name}" in (sweep / job / "config.yaml").read_text()

@@ -1,0 +1,102 @@
+"""The pipeline in-process, on small data: outputs, atomicity, plugin errors."""
+
+import json
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import assert_no_results, compose
+from megafc.core import ConfigError, ConnectivityEstimator, PluginError, hookimpl
+from megafc.core.pipeline import run_experiment
+from megafc.core.registry import build_registry
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from conftest import TINY
+
+    cfg = compose(TINY + ["figures=true"])
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_experiment(cfg, build_registry(), run_dir)
+
+
+def test_run_writes_every_output(tiny_run):
+    d = tiny_run.run_dir
+    for f in ("config.yaml", "provenance.json", "scans.tsv", "network_pairs.tsv", "effects.tsv",
+              "diagnostics.tsv", "posterior.nc", "truth.tsv", "methods.md", "figures/overall_effect.png"):
+        assert (d / f).exists(), f
+    assert not list(d.glob(".megafc-staging-*"))
+    prov = json.loads((d / "provenance.json").read_text())
+    assert prov["seed"] == 0 and "pymc" in prov["packages"] and "numpy" in prov["packages"]
+    assert prov["plugins"]["estimator"]["name"] == "correlation"
+    assert prov["input_fingerprints"]["synthetic_generator"].startswith("sha256:")
+
+
+def test_scans_table_keeps_exclusions(tiny_run):
+    scans = pd.read_csv(tiny_run.run_dir / "scans.tsv", sep="\t", keep_default_na=False)
+    assert {"dataset", "subject", "session", "drug", "condition", "dose", "mean_fd", "n_volumes",
+            "excluded", "exclusion_reason"} <= set(scans.columns)
+    pairs = pd.read_csv(tiny_run.run_dir / "network_pairs.tsv", sep="\t")
+    included = set(scans.loc[scans["excluded"].astype(str) == "False", "scan_id"])
+    assert set(pairs["scan_id"]) == included
+    assert (pairs["network_a"] <= pairs["network_b"]).all()
+
+
+def test_effects_table_has_diagnostics(tiny_run):
+    eff = pd.read_csv(tiny_run.run_dir / "effects.tsv", sep="\t")
+    for col in ("network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd", "r_hat",
+                "ess_bulk", "divergences", "ok"):
+        assert col in eff.columns
+    assert set(eff["effect_type"]) == {"overall", "drug", "dataset"}
+    assert (eff["hdi_low"] <= eff["mean"]).all() and (eff["mean"] <= eff["hdi_high"]).all()
+    assert eff["pd"].between(0.5, 1).all()
+    # 60 draws x 2 chains cannot reach ESS 200: every effect must be flagged, not silently ok
+    assert not eff["ok"].any()
+    assert tiny_run.diagnostics_ok is False
+
+
+def _registry_with(*estimators):
+    mod = types.ModuleType("test_estimators")
+    mod.megafc_estimators = hookimpl(lambda: list(estimators))
+    return build_registry(extra_plugins=[mod])
+
+
+class WrongShape(ConnectivityEstimator):
+    name = "wrong_shape_inproc"
+
+    def estimate(self, timeseries):
+        return np.zeros((3, 3))
+
+
+class Crashes(ConnectivityEstimator):
+    name = "crashes_inproc"
+
+    def estimate(self, timeseries):
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("cls, message", [
+    (WrongShape, r"estimator 'wrong_shape_inproc' returned a matrix of shape \(3, 3\)"),
+    (Crashes, r"estimator 'crashes_inproc' failed on scan 'ds-.*': RuntimeError: boom"),
+])
+def test_misbehaving_estimator_leaves_no_results(tmp_path, tiny_overrides, cls, message):
+    reg = _registry_with(cls)
+    cfg = compose(tiny_overrides + [f"estimator={cls.name}"], registry=reg)
+    with pytest.raises(PluginError, match=message):
+        run_experiment(cfg, reg, tmp_path / "run")
+    assert_no_results(tmp_path / "run")
+
+
+def test_bad_aggregation_level(tmp_path, tiny_overrides):
+    cfg = compose(tiny_overrides + ["aggregate.level=voxel"])
+    with pytest.raises(ConfigError, match="aggregate.level"):
+        run_experiment(cfg, build_registry(), tmp_path / "run")
+    assert_no_results(tmp_path / "run")
+
+
+def test_invalid_prior_is_named(tmp_path, tiny_overrides):
+    cfg = compose(tiny_overrides + ["pooling.priors.drug_sd=-1"])
+    with pytest.raises(ConfigError, match="pooling.priors.drug_sd"):
+        run_experiment(cfg, build_registry(), tmp_path / "run")
