@@ -107,7 +107,7 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     warnings = []
     if divergences:
         warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
-    rmax = float(np.nanmax(diagnostics["r_hat_max"])) if len(diagnostics) else np.nan
+    rmax = float(diagnostics["r_hat_max"].max()) if len(diagnostics) else np.nan
     if rmax > c.rhat_max:
         warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
     warnings += [f"pooling: {n}" for n in design.notes()]

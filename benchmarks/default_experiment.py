@@ -1,0 +1,60 @@
+"""Time and memory of each stage of the default experiment (prints figures; asserts nothing).
+
+    python benchmarks/default_experiment.py [--scale 1.0] [--sampler auto] [--draws 1500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+from megafc.core import mark_unpaired, network_pair_table, validate_scans
+from megafc.core.pipeline import estimate_connectomes
+from megafc.plugins.atlases.synthetic import SyntheticAtlas
+from megafc.plugins.datasets.synthetic import SyntheticDataset
+from megafc.plugins.estimators.correlation import FisherZCorrelation
+from megafc.plugins.pooling.pymc_joint import PyMCPooling
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--sampler", default="auto")
+    ap.add_argument("--draws", type=int, default=1500)
+    args = ap.parse_args()
+
+    t0 = time.perf_counter()
+    atlas = SyntheticAtlas().load()
+    inputs = SyntheticDataset(SyntheticDataset.Config(scale=args.scale)).load(atlas, seed=0)
+    scans = mark_unpaired(validate_scans(inputs.scans))
+    included = list(scans.loc[~scans.excluded, "scan_id"])
+    t1 = time.perf_counter()
+    conn = estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas)
+    t2 = time.perf_counter()
+    pairs = network_pair_table(conn, atlas, scans)
+    t3 = time.perf_counter()
+    pooling = PyMCPooling(PyMCPooling.Config(draws=args.draws, tune=args.draws, sampler=args.sampler, progressbar=False))
+    result = pooling.fit(pairs, seed=0)
+    t4 = time.perf_counter()
+    d = result.diagnostics
+    n_pairs = pairs.groupby(["network_a", "network_b"]).ngroups
+    print(f"scans included         {len(included)} of {len(scans)} ({atlas.n_regions} regions, {n_pairs} network pairs)")
+    print(f"simulate               {t1 - t0:7.1f} s")
+    print(f"connectivity           {t2 - t1:7.1f} s  ({len(included) / (t2 - t1):.0f} scans/s)")
+    print(f"aggregate              {t3 - t2:7.1f} s")
+    print(f"pooling (joint PyMC)   {t4 - t3:7.1f} s  sampler={pooling.config.sampler}, "
+          f"{pooling.config.chains}x{args.draws} draws")
+    print(f"  max R-hat            {d.r_hat_max.max():.3f}")
+    print(f"  min bulk ESS         {d.ess_bulk_min.min():.0f}")
+    print(f"  divergences          {int(d.divergences.max())}")
+    print(f"  effects ok           {result.effects.ok.mean():.1%}")
+    print(f"peak memory            {peak_rss_mb():7.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
