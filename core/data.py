@@ -118,14 +118,23 @@ class Atlas:
     ``regions`` has one row per region, in the order of the region timeseries columns, with
     columns ``label``, ``network`` (e.g. ``Default``), ``subnetwork`` (e.g. ``DefaultA``; the
     network itself where an atlas has no finer level) and ``system`` (one of SYSTEMS).
-    ``maps`` / ``coords`` locate the regions in the brain for atlases that have images.
+    Atlases with images locate their regions in one of two ways, used by extraction:
+
+    - ``maps``: path to a 3D integer label image; ``regions`` then has an integer ``index``
+      column giving each region's value in that image (0 is background);
+    - ``coords``: an (n_regions, 3) array of MNI coordinates in region order, with spheres of
+      ``radius`` mm (coordinate atlases such as Power, Seitzman, Dosenbach).
+
+    ``references`` lists what to cite when the atlas is used (for methods text).
     """
 
     name: str
     regions: pd.DataFrame
     maps: str | None = None
     coords: np.ndarray | None = None
+    radius: float | None = None
     description: str = ""
+    references: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         missing = [c for c in REGION_COLUMNS if c not in self.regions.columns]
@@ -140,6 +149,12 @@ class Atlas:
                 f"atlas '{self.name}': unknown system class(es) {bad}; expected {list(SYSTEMS)}"
             )
         self.regions = self.regions.reset_index(drop=True)
+        if self.maps is not None and "index" not in self.regions.columns:
+            raise InputError(f"atlas '{self.name}': a label image needs an integer 'index' column in the region table")
+        if self.coords is not None and np.shape(self.coords) != (len(self.regions), 3):
+            raise InputError(
+                f"atlas '{self.name}': coords must have shape ({len(self.regions)}, 3), got {np.shape(self.coords)}"
+            )
 
     @property
     def labels(self) -> list[str]:
