@@ -17,6 +17,7 @@ from .data import (
     Connectomes,
     DatasetInputs,
     PoolingResult,
+    ScanImages,
     exclude,
     validate_scans,
 )
@@ -36,7 +37,7 @@ __all__ = [
     "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "SCAN_COLUMNS",
     "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
     "DatasetInputs", "DatasetLoader", "Denoiser", "InputError", "MegafcError", "Plugin",
-    "PluginError", "PoolingModel", "PoolingResult", "exclude", "flag_ok", "hookimpl", "hookspec",
+    "PluginError", "PoolingModel", "PoolingResult", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",
     "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
     "summarise_draws", "validate_scans",
 ]

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING
+
+from .qc import QCConfig
+
+
+@dataclass
+class ExtractionConfig:
+    #: Where extracted timeseries are cached (shared by every run and sweep job); null: no cache.
+    cache_dir: Optional[str] = "~/.cache/megafc/extraction"
+    #: Scans extracted in parallel (joblib); -1 uses every core.
+    n_jobs: int = 1
 
 
 @dataclass
@@ -24,6 +34,11 @@ class RunConfig:
     #: Seeds data simulation and MCMC; recorded in provenance.json.
     seed: int = 0
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    qc: QCConfig = field(default_factory=QCConfig)
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
+    #: Write per-scan timeseries and connectomes as xcp_d-style TSVs under derivatives/:
+    #: auto (when extracted from images), all, or none.
+    derivatives: str = "auto"
     #: Exit non-zero (after writing outputs) when any posterior fails its diagnostics.
     fail_on_bad_diagnostics: bool = False
     #: Draw figures (matplotlib) into figures/.

@@ -176,16 +176,30 @@ class Atlas:
 
 
 @dataclass
+class ScanImages:
+    """One scan's preprocessed images, as extraction needs them."""
+
+    bold: str
+    t_r: float
+    mask: str | None = None
+    confounds: str | None = None
+    #: BIDS entities for output names, e.g. {"sub": "01", "ses": "drug", "task": "rest", "space": ...}
+    entities: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class DatasetInputs:
     """What a dataset plugin hands to the pipeline.
 
-    Exactly one of ``timeseries`` (scan_id -> n_volumes x n_regions array, columns in atlas
-    order) or ``connectomes`` (scan_id -> n_regions x n_regions Fisher-z matrix) is set.
+    Exactly one of ``images`` (scan_id -> ScanImages, extracted with the atlas and denoiser),
+    ``timeseries`` (scan_id -> n_volumes x n_regions array, columns in atlas order) or
+    ``connectomes`` (scan_id -> n_regions x n_regions Fisher-z matrix) is set.
     ``truth`` holds planted effects for simulated data (one row per network pair and effect).
     ``fingerprints`` maps each input (file or generator) to a content hash for provenance.
     """
 
     scans: pd.DataFrame
+    images: dict[str, ScanImages] | None = None
     timeseries: dict[str, np.ndarray] | None = None
     connectomes: dict[str, np.ndarray] | None = None
     truth: pd.DataFrame | None = None

@@ -22,7 +22,9 @@ from .data import (
     validate_scans,
 )
 from .errors import ConfigError, InputError, MegafcError, PluginError
+from .extraction import derivative_name, extract_all
 from .outputs import StagedRun, provenance
+from .qc import QCConfig, exclude_by_censoring, exclude_by_motion, exclusion_counts, qc_fc, validate_qc
 from .plugin import ConnectivityEstimator, Plugin
 from .registry import Registry
 
@@ -46,8 +48,9 @@ def instantiate_plugins(cfg: Any, registry: Registry) -> dict[str, Plugin]:
 
 def check_inputs(inputs: DatasetInputs, atlas: Atlas, scans: pd.DataFrame, source: str) -> None:
     """Every included scan must come with well-shaped timeseries or a connectome."""
-    if (inputs.timeseries is None) == (inputs.connectomes is None):
-        raise PluginError(f"{source}: must return exactly one of timeseries or connectomes")
+    given = [k for k in ("images", "timeseries", "connectomes") if getattr(inputs, k) is not None]
+    if len(given) != 1:
+        raise PluginError(f"{source}: must return exactly one of images, timeseries or connectomes (got {given})")
     included = scans.loc[~scans["excluded"], "scan_id"]
     store = inputs.timeseries if inputs.timeseries is not None else inputs.connectomes
     missing = [s for s in included if s not in store]
@@ -141,6 +144,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     started = datetime.now(timezone.utc)
     hook = registry.manager.hook
     level = cfg.aggregate.level
+    if cfg.derivatives not in ("auto", "all", "none"):
+        raise ConfigError(f"config key 'derivatives' is '{cfg.derivatives}'; expected auto, all or none")
     if level not in AGGREGATION_LEVELS:
         raise ConfigError(f"config key 'aggregate.level' is '{level}'; expected one of {list(AGGREGATION_LEVELS)}")
     plugins = instantiate_plugins(cfg, registry)
@@ -148,14 +153,33 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     with StagedRun(run_dir) as staged:
         try:
             hook.megafc_before_run(config=cfg, staging_dir=str(staged.staging))
-            atlas = plugins["atlas"].load()
+            atlas = load_atlas(plugins["atlas"], plugins["dataset"])
             log.info("atlas '%s': %d regions, %d networks", atlas.name, atlas.n_regions, len(atlas.groups("network")))
             source = f"dataset '{plugins['dataset'].name}'"
             inputs = plugins["dataset"].load(atlas, seed)
             scans = validate_scans(inputs.scans, source=source)
+            qc = OmegaConf.to_object(cfg.qc) if not isinstance(cfg.qc, QCConfig) else cfg.qc
+            validate_qc(qc)
+            scans = exclude_by_motion(scans, qc)
+            if inputs.images is not None:
+                todo = list(scans.loc[~scans["excluded"], "scan_id"])
+                cache = cfg.extraction.cache_dir
+                cache = str(Path(cache).expanduser()) if cache else None
+                extracted = extract_all(inputs.images, todo, atlas, plugins["denoiser"], cache, int(cfg.extraction.n_jobs))
+                scans = exclude_by_censoring(scans, {k: v.n_kept for k, v in extracted.items()}, qc)
+                inputs.timeseries = {k: v.timeseries for k, v in extracted.items()}
+                staged.write_table("extraction.tsv", pd.DataFrame([
+                    {"scan_id": e.scan_id, "cached": e.cached, "n_volumes": e.n_volumes, "n_volumes_kept": e.n_kept,
+                     "bold": inputs.images[e.scan_id].bold, "confounds": inputs.images[e.scan_id].confounds,
+                     "cache_file": e.path} for e in extracted.values()
+                ]))
+                images, inputs.images = inputs.images, None
+            else:
+                images = None
             scans = mark_unpaired(scans)
             check_inputs(inputs, atlas, scans, source)
             log_exclusions(scans)
+            staged.write_table("exclusions.tsv", exclusion_counts(scans))
             hook.megafc_after_scans(scans=scans, staging_dir=str(staged.staging))
             included = list(scans.loc[~scans["excluded"], "scan_id"])
             if not included:
@@ -166,6 +190,9 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 log.info("connectivity: inputs are connectomes; estimator step skipped")
                 connectomes = given_connectomes(inputs, included, atlas, source)
             hook.megafc_after_connectivity(connectomes=connectomes, scans=scans, staging_dir=str(staged.staging))
+            staged.write_table("qc_fc.tsv", qc_fc(connectomes, scans))
+            if cfg.derivatives == "all" or (cfg.derivatives == "auto" and images is not None):
+                write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images)
             pairs = network_pair_table(connectomes, atlas, scans, level=level)
             hook.megafc_after_aggregation(pairs=pairs, staging_dir=str(staged.staging))
             log.info("network pairs: %d pairs x %d scans", pairs.groupby(["network_a", "network_b"]).ngroups, len(included))
@@ -217,6 +244,43 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     hook.megafc_after_run(run_dir=str(run_path))
     log.info("results written to %s", run_path)
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
+
+
+def load_atlas(atlas_plugin: Plugin, dataset_plugin: Plugin) -> Atlas:
+    """Most atlases load on their own; ``from_labels`` needs the dataset's region labels."""
+    if getattr(atlas_plugin, "needs_data_labels", False):
+        labels = getattr(dataset_plugin, "region_labels", None)
+        if labels is None:
+            raise ConfigError(
+                f"atlas '{atlas_plugin.name}' reads region labels from the data, but dataset "
+                f"'{dataset_plugin.name}' provides none; use dataset=timeseries or dataset=connectomes, "
+                "or choose an atlas with files"
+            )
+        return atlas_plugin.load_labels(labels())
+    return atlas_plugin.load()
+
+
+def write_derivatives(staged: StagedRun, timeseries, connectomes: Connectomes, scans: pd.DataFrame,
+                      atlas: Atlas, images) -> None:
+    """Per-scan timeseries and connectomes as xcp_d-style TSVs under derivatives/."""
+    meta = scans.set_index("scan_id")
+    for i, scan_id in enumerate(connectomes.scan_ids):
+        if images is not None:
+            ents = dict(images[scan_id].entities)
+        else:
+            ents = {"sub": meta.loc[scan_id, "subject"], "ses": meta.loc[scan_id, "session"]}
+        folder = f"derivatives/{meta.loc[scan_id, 'dataset']}/sub-{ents['sub']}/func/"
+        if timeseries is not None:
+            name = derivative_name(ents, atlas.name, "stat-mean_timeseries.tsv")
+            staged.write_table(folder + name, pd.DataFrame(timeseries[scan_id], columns=atlas.labels))
+        z = connectomes.matrices[i]
+        r = np.tanh(z)
+        np.fill_diagonal(r, 1.0)
+        name = derivative_name(ents, atlas.name, f"stat-{connectomes.estimator.replace('_', '')}_relmat.tsv")
+        table = pd.DataFrame(r, index=atlas.labels, columns=atlas.labels)
+        table.index.name = "Node"
+        staged.path(folder + name)
+        table.to_csv(staged.staging / (folder + name), sep="\t", float_format="%.6g")
 
 
 def log_exclusions(scans: pd.DataFrame) -> None:

@@ -145,16 +145,35 @@ def config_node(info: PluginInfo) -> type:
     )
 
 
+def _open_mappings(node: Any) -> Any:
+    """Let dict-typed fields (e.g. ``dataset.roots``) take new keys: ``dataset.roots={a: /x}``.
+
+    Hydra composes in struct mode, which otherwise refuses any key a default dict lacks.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    for key in list(node.keys()) if isinstance(node, DictConfig) else []:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            if child._metadata.object_type in (dict, None):
+                OmegaConf.set_struct(child, False)
+            else:
+                _open_mappings(child)
+    return node
+
+
 def register_configs(registry: Registry) -> None:
     """Store each plugin's config in Hydra's ConfigStore as ``<kind>/<name>``."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     from .config import RunConfig
 
     cs = ConfigStore.instance()
     cs.store(name="megafc_schema", node=RunConfig)
     for info in registry.rows():
-        cs.store(group=info.kind, name=info.name, node=config_node(info), provider=info.distribution)
+        node = _open_mappings(OmegaConf.structured(config_node(info)))
+        cs.store(group=info.kind, name=info.name, node=node, provider=info.distribution)
 
 
 @lru_cache(maxsize=1)

@@ -268,7 +268,7 @@ def test_masker_accepts_kwargs_confounds_and_mask(bold, labels_img, case):
         ts = masker.fit_transform(bold, confounds=conf, sample_mask=mask)
     assert ts.shape == (len(mask), N_LABELS)
     assert np.all(np.isfinite(ts))
-    assert np.allclose(ts.mean(axis=0), 0, atol=1e-6) and np.allclose(ts.std(axis=0, ddof=1), 1)
+    assert np.allclose(ts.mean(axis=0), 0, atol=1e-3) and np.allclose(ts.std(axis=0, ddof=1), 1, atol=1e-3)
 
 
 def test_band_pass_with_censoring(bold, labels_img):
@@ -285,3 +285,26 @@ def test_band_pass_with_censoring(bold, labels_img):
         bold, confounds=conf, sample_mask=mask
     )
     assert ts.shape == (len(mask), N_LABELS) and np.all(np.isfinite(ts))
+
+
+def test_more_confounds_than_volumes_is_an_input_error(bold):
+    # nilearn's 30-row file as is: 27 kept volumes for 27 'simple' confounds
+    src = _nilearn_test_confounds()
+    shutil.copy(src, Path(bold).parent / f"{CONF_STEM}.tsv")
+    nib.load(bold).slicer[..., :30].to_filename(bold)
+    with pytest.raises(InputError, match=rf"{CONF_STEM}\.tsv.*27 confounds out of 27 kept volumes"):
+        SimpleDenoiser().confounds(bold)
+
+
+@pytest.mark.parametrize(
+    ("tsv_text", "json_text", "named"),
+    [("", None, "No columns"), ("TransX\tRotX\n1\t2\n", None, "camel case"), (None, "{oops", "JSON")],
+)
+def test_unreadable_confounds(bold, tsv_text, json_text, named):
+    tsv = Path(bold).parent / f"{CONF_STEM}.tsv"
+    if tsv_text is not None:
+        tsv.write_text(tsv_text)
+    if json_text is not None:
+        tsv.with_suffix(".json").write_text(json_text)
+    with pytest.raises(InputError, match=rf"{CONF_STEM}\.tsv.*{named}"):
+        CompCorDenoiser().confounds(bold)

@@ -13,7 +13,10 @@ filtering in the masker is therefore off by default (``high_pass``/``low_pass`` 
 
 from __future__ import annotations
 
+import ast
+import json
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,28 @@ STANDARDIZE_CHOICES = ("zscore_sample", "psc", None)
 #: What nilearn expects of a BOLD file name to find its confounds (nii.gz only: extraction is
 #: volumetric).
 BOLD_PATTERN = "<entities>_desc-preproc_bold.nii.gz"
+
+
+#: How the expected columns are described in error messages.
+MOTION_TEXT = "the 24 motion columns (trans_x..rot_z, each with _derivative1, _power2, _derivative1_power2)"
+
+
+def _describe_nilearn_error(exc: Exception) -> str:
+    """nilearn's missing-column errors, reworded; anything else as nilearn said it."""
+    text = str(exc.args[0]) if exc.args else str(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        return f"its .json sidecar is not valid JSON ({exc})"
+    if isinstance(exc, KeyError):  # pandas: "['a', 'b'] not in index" or just the label
+        found = re.fullmatch(r"\[(.*)\] not in index", text)
+        return f"missing column(s) {found.group(1) if found else repr(text)}"
+    found = re.search(r"missing:\s*(\[.*?\])\s*(\[.*?\])", text)
+    if found:
+        columns, groups = (ast.literal_eval(g) for g in found.groups())
+        parts = ([f"missing column(s) {', '.join(map(repr, columns))}"] if columns else []) + (
+            [f"no {', '.join(groups)} columns"] if groups else []
+        )
+        return " and ".join(parts)
+    return text.strip()
 
 
 def _positive(key: str, value: Any) -> None:
@@ -162,21 +187,14 @@ class FmriprepDenoiser(Denoiser):
         return "non-steady-state volumes"
 
     def _input_error(self, tsv: Path, exc: Exception) -> InputError:
-        """Name the file and the missing columns/keywords nilearn reported."""
-        if isinstance(exc, KeyError):
-            detail = f"column {exc} is missing"
-        else:
-            detail = str(exc).replace(" You may want to try a different denoising strategy.", "")
+        """Name the file and the columns nilearn could not find."""
         return InputError(
-            f"confounds file {tsv}: cannot apply the '{self.name}' strategy: {detail}; "
-            f"expected {self._expected()}"
+            f"confounds file {tsv}: cannot apply the '{self.name}' strategy: "
+            f"{_describe_nilearn_error(exc)}; expected {self._expected()}"
         )
 
     def _expected(self) -> str:
-        return (
-            "fMRIPrep >= 1.2 columns trans_/rot_ x,y,z with _derivative1, _power2 and "
-            "_derivative1_power2, csf and white_matter"
-        )
+        return f"fMRIPrep >= 1.2 confounds with {MOTION_TEXT}, csf and white_matter"
 
     def _check_volumes(self, bold_file: str, tsv: Path, n_rows: int) -> None:
         """Catch a confounds file from another run before the masker fails obscurely."""
@@ -226,7 +244,7 @@ class SimpleGsrDenoiser(SimpleDenoiser):
         return {**super().strategy_kwargs(), "global_signal": "basic"}
 
     def _expected(self) -> str:
-        return super()._expected() + " and global_signal"
+        return f"fMRIPrep >= 1.2 confounds with {MOTION_TEXT}, csf, white_matter and global_signal"
 
 
 class ScrubbingDenoiser(FmriprepDenoiser):
@@ -282,8 +300,8 @@ class ScrubbingDenoiser(FmriprepDenoiser):
 
     def _expected(self) -> str:
         return (
-            super()._expected() + " (with _derivative1, _power2, _derivative1_power2), "
-            "framewise_displacement and std_dvars"
+            f"fMRIPrep >= 1.2 confounds with {MOTION_TEXT}, csf and white_matter (each with "
+            "_derivative1, _power2, _derivative1_power2), framewise_displacement and std_dvars"
         )
 
 
@@ -328,8 +346,7 @@ class CompCorDenoiser(FmriprepDenoiser):
 
     def _expected(self) -> str:
         return (
-            "fMRIPrep >= 1.4 columns trans_/rot_ x,y,z with _derivative1, _power2 and "
-            "_derivative1_power2, and a_comp_cor_XX columns listed with Mask 'combined' in the "
-            "confounds .json next to it"
+            f"fMRIPrep >= 1.4 confounds with {MOTION_TEXT} and a_comp_cor_XX columns, listed with "
+            "Mask 'combined' in the confounds .json next to it"
         )
 

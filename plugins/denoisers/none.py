@@ -7,3 +7,7 @@ class NoDenoising(Denoiser):
     """No confound regression or censoring (inputs already denoised or simulated)."""
 
     name = "none"
+
+    def signal_kwargs(self) -> dict:
+        # None, not False: nilearn 0.14 warns that boolean standardize values are deprecated.
+        return {"standardize": None}

@@ -1,0 +1,180 @@
+"""Region timeseries from preprocessed BOLD images: nilearn maskers, cached, parallel.
+
+A scan's timeseries is cached under a key made of the content fingerprints of its BOLD, mask
+and confounds files, the atlas and the denoiser settings, so a rerun or a sweep sharing those
+settings never extracts it again. The cache is a BIDS-derivative folder of xcp_d-style TSVs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .data import Atlas, ScanImages
+from .errors import InputError, MegafcError, PluginError
+from .outputs import fingerprint_file, fingerprint_value
+from .plugin import Denoiser
+
+log = logging.getLogger("megafc")
+
+#: Bump when extraction changes in a way that invalidates cached timeseries.
+EXTRACTION_VERSION = 1
+
+
+@dataclass
+class Extracted:
+    scan_id: str
+    timeseries: np.ndarray
+    n_volumes: int
+    n_kept: int
+    cached: bool
+    path: str
+
+
+def atlas_fingerprint(atlas: Atlas) -> str:
+    parts: dict[str, Any] = {"name": atlas.name, "labels": atlas.labels}
+    if atlas.maps is not None:
+        parts["maps"] = fingerprint_file(atlas.maps)
+        parts["index"] = atlas.regions["index"].astype(int).tolist()
+    if atlas.coords is not None:
+        parts["coords"] = np.round(np.asarray(atlas.coords, dtype=float), 4).tolist()
+        parts["radius"] = atlas.radius
+    return fingerprint_value(parts)
+
+
+def derivative_name(entities: dict[str, str], atlas_name: str, suffix: str) -> str:
+    """xcp_d-style file name, e.g. sub-01_ses-1_task-rest_space-X_seg-schaefer_stat-mean_timeseries.tsv."""
+    keys = ("sub", "ses", "task", "acq", "run", "space")
+    parts = [f"{k}-{entities[k]}" for k in keys if entities.get(k)]
+    seg = "".join(ch for ch in atlas_name if ch.isalnum())
+    return "_".join(parts + [f"seg-{seg}", suffix])
+
+
+def scan_key(images: ScanImages, atlas_fp: str, denoiser: Denoiser) -> str:
+    files = {k: fingerprint_file(getattr(images, k)) for k in ("bold", "mask", "confounds") if getattr(images, k)}
+    return fingerprint_value({
+        "files": files, "atlas": atlas_fp, "denoiser": denoiser.name, "params": denoiser.params(),
+        "signal": denoiser.signal_kwargs(), "t_r": images.t_r, "version": EXTRACTION_VERSION,
+    }).split(":")[1]
+
+
+def _masker(atlas: Atlas, images: ScanImages, denoiser: Denoiser):
+    from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
+
+    kwargs = dict(t_r=images.t_r, **denoiser.signal_kwargs())
+    if atlas.maps is not None:
+        return NiftiLabelsMasker(labels_img=atlas.maps, mask_img=images.mask, resampling_target="data", **kwargs)
+    if atlas.coords is not None:
+        return NiftiSpheresMasker(seeds=np.asarray(atlas.coords), radius=atlas.radius, mask_img=images.mask,
+                                  allow_overlap=True, **kwargs)
+    raise InputError(f"atlas '{atlas.name}' has no image or coordinates, so images cannot be extracted with it")
+
+
+def _check_bold(images: ScanImages) -> int:
+    import nibabel as nib
+
+    if not os.path.exists(images.bold):
+        raise InputError(f"BOLD file not found: {images.bold}")
+    try:
+        shape = nib.load(images.bold).shape
+    except Exception as exc:
+        raise InputError(f"{images.bold}: not a readable NIfTI image ({exc})") from exc
+    if len(shape) != 4:
+        raise InputError(f"{images.bold}: expected a 4D BOLD image, got {len(shape)}D with shape {shape}")
+    return int(shape[3])
+
+
+def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoiser, cache_dir: str | None,
+                 atlas_fp: str) -> Extracted:
+    """Timeseries of one scan in atlas region order; from the cache when possible."""
+    n_volumes = _check_bold(images)
+    name = derivative_name(images.entities, atlas.name, "stat-mean_timeseries.tsv")
+    key = scan_key(images, atlas_fp, denoiser) if cache_dir else None
+    if cache_dir:
+        folder = Path(cache_dir) / key
+        tsv, sidecar = folder / name, folder / name.replace(".tsv", ".json")
+        if tsv.exists() and sidecar.exists():
+            meta = json.loads(sidecar.read_text())
+            ts = pd.read_csv(tsv, sep="\t")[atlas.labels].to_numpy(dtype=float)
+            return Extracted(scan_id, ts, meta["n_volumes"], meta["n_kept"], True, str(tsv))
+    try:
+        confounds, sample_mask = denoiser.confounds(images.bold)
+    except MegafcError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"denoiser '{denoiser.name}' failed on {images.bold}: {type(exc).__name__}: {exc}") from exc
+    masker = _masker(atlas, images, denoiser)
+    try:
+        ts = masker.fit_transform(images.bold, confounds=confounds, sample_mask=sample_mask)
+    except Exception as exc:
+        raise InputError(f"{images.bold}: region extraction failed: {type(exc).__name__}: {exc}") from exc
+    ts = _in_atlas_order(ts, masker, atlas, images.bold)
+    n_kept = ts.shape[0]
+    _check_timeseries(ts, atlas, images.bold)
+    path = ""
+    if cache_dir:
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_write(tsv, pd.DataFrame(ts, columns=atlas.labels).to_csv(sep="\t", index=False, float_format="%.8g"))
+        _atomic_write(sidecar, json.dumps({
+            "scan_id": scan_id, "n_volumes": n_volumes, "n_kept": n_kept, "denoiser": denoiser.name,
+            "denoiser_params": denoiser.params(), "signal": denoiser.signal_kwargs(), "atlas": atlas.name,
+            "bold": images.bold, "confounds": images.confounds, "key": key,
+        }, indent=2, default=str))
+        path = str(tsv)
+    return Extracted(scan_id, ts, n_volumes, n_kept, False, path)
+
+
+def _in_atlas_order(ts: np.ndarray, masker, atlas: Atlas, bold: str) -> np.ndarray:
+    if atlas.maps is None:
+        return ts
+    ids = getattr(masker, "region_ids_", None)
+    if ids is None:
+        return ts
+    col_of = {int(v): int(k) for k, v in ids.items() if k != "background"}
+    missing = [lab for lab, idx in zip(atlas.labels, atlas.regions["index"]) if int(idx) not in col_of]
+    if missing:
+        raise InputError(
+            f"{bold}: atlas '{atlas.name}' region(s) {missing[:5]} are empty in this image "
+            "(outside the brain mask or field of view after resampling)"
+        )
+    return ts[:, [col_of[int(i)] for i in atlas.regions["index"]]]
+
+
+def _check_timeseries(ts: np.ndarray, atlas: Atlas, source: str) -> None:
+    if not np.all(np.isfinite(ts)):
+        cols = np.flatnonzero(~np.isfinite(ts).all(axis=0))
+        raise InputError(f"{source}: NaN or inf in the timeseries of region(s) {[atlas.labels[i] for i in cols[:5]]}")
+    flat = np.flatnonzero(np.ptp(ts, axis=0) == 0) if len(ts) else np.arange(ts.shape[1])
+    if len(flat):
+        raise InputError(f"{source}: constant (empty?) timeseries in region(s) {[atlas.labels[i] for i in flat[:5]]}")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def extract_all(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas, denoiser: Denoiser,
+                cache_dir: str | None, n_jobs: int = 1) -> dict[str, Extracted]:
+    """Extract every scan (in parallel with joblib), logging progress as scans finish."""
+    from joblib import Parallel, delayed
+
+    atlas_fp = atlas_fingerprint(atlas)
+    jobs = (delayed(extract_scan)(s, images[s], atlas, denoiser, cache_dir, atlas_fp) for s in scan_ids)
+    out: dict[str, Extracted] = {}
+    step = max(1, len(scan_ids) // 10)
+    for i, res in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+        out[res.scan_id] = res
+        if (i + 1) % step == 0 or i + 1 == len(scan_ids):
+            log.info("extraction: %d/%d scans (%d from cache)", i + 1, len(scan_ids), sum(r.cached for r in out.values()))
+    return out

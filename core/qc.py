@@ -1,0 +1,80 @@
+"""Motion quality control: exclusions with reasons, per-dataset counts, QC-FC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .data import Connectomes, exclude
+from .errors import ConfigError
+
+
+@dataclass
+class QCConfig:
+    #: Exclude scans whose mean framewise displacement (mm) exceeds this (null: no limit).
+    max_mean_fd: Optional[float] = 0.5
+    #: Exclude scans with more than this fraction of volumes censored by the denoiser.
+    max_censored_fraction: float = 0.5
+    #: Exclude scans with fewer volumes than this left after censoring.
+    min_volumes: int = 50
+
+
+def validate_qc(qc: QCConfig) -> None:
+    if qc.max_mean_fd is not None and qc.max_mean_fd <= 0:
+        raise ConfigError(f"config key 'qc.max_mean_fd' is {qc.max_mean_fd}; expected a positive number or null")
+    if not 0 <= qc.max_censored_fraction <= 1:
+        raise ConfigError(f"config key 'qc.max_censored_fraction' is {qc.max_censored_fraction}; expected in [0, 1]")
+    if qc.min_volumes < 2:
+        raise ConfigError(f"config key 'qc.min_volumes' is {qc.min_volumes}; expected >= 2")
+
+
+def exclude_by_motion(scans: pd.DataFrame, qc: QCConfig) -> pd.DataFrame:
+    """Exclusions knowable before extraction: mean FD and total volumes."""
+    out = scans
+    if qc.max_mean_fd is not None:
+        fd = pd.to_numeric(out["mean_fd"], errors="coerce")
+        out = exclude(out, fd > qc.max_mean_fd, f"mean FD > {qc.max_mean_fd} mm")
+    nvol = pd.to_numeric(out["n_volumes"], errors="coerce")
+    return exclude(out, nvol < qc.min_volumes, f"fewer than {qc.min_volumes} volumes")
+
+
+def exclude_by_censoring(scans: pd.DataFrame, kept: dict[str, int], qc: QCConfig) -> pd.DataFrame:
+    """Exclusions after extraction: too many censored volumes, too few left."""
+    out = scans.copy()
+    out["n_volumes_kept"] = [kept.get(s, np.nan) for s in out["scan_id"]]
+    frac = 1 - out["n_volumes_kept"] / pd.to_numeric(out["n_volumes"], errors="coerce")
+    out["censored_fraction"] = frac
+    out = exclude(out, frac > qc.max_censored_fraction, f"more than {qc.max_censored_fraction:.0%} of volumes censored")
+    return exclude(out, out["n_volumes_kept"] < qc.min_volumes, f"fewer than {qc.min_volumes} volumes left after censoring")
+
+
+def exclusion_counts(scans: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset and reason (reason 'included' for kept scans)."""
+    reason = scans["exclusion_reason"].where(scans["excluded"], "included")
+    counts = scans.assign(reason=reason).groupby(["dataset", "reason"]).size().rename("n_scans").reset_index()
+    totals = scans.groupby("dataset").size().rename("dataset_scans")
+    return counts.join(totals, on="dataset")
+
+
+def qc_fc(connectomes: Connectomes, scans: pd.DataFrame) -> pd.DataFrame:
+    """Correlation across scans between mean FD and each edge's FC (Power et al. 2014 QC-FC)."""
+    from scipy import stats
+
+    fd = scans.set_index("scan_id").loc[connectomes.scan_ids, "mean_fd"].to_numpy(dtype=float)
+    ok = np.isfinite(fd)
+    iu, ju = np.triu_indices(len(connectomes.labels), 1)
+    if ok.sum() < 3 or np.ptp(fd[ok]) == 0:
+        return pd.DataFrame(columns=["region_a", "region_b", "r", "p"])
+    edges = connectomes.matrices[ok][:, iu, ju]
+    x = (fd[ok] - fd[ok].mean()) / fd[ok].std()
+    e = edges - edges.mean(axis=0)
+    sd = e.std(axis=0)
+    r = np.where(sd > 0, (x[:, None] * e).mean(axis=0) / np.where(sd > 0, sd, 1), 0.0)
+    n = ok.sum()
+    t = r * np.sqrt((n - 2) / np.clip(1 - r**2, 1e-12, None))
+    p = 2 * stats.t.sf(np.abs(t), n - 2)
+    labels = np.asarray(connectomes.labels, dtype=object)
+    return pd.DataFrame({"region_a": labels[iu], "region_b": labels[ju], "r": r, "p": p})

@@ -1,0 +1,106 @@
+"""The metadata table shared by the ``fmriprep``, ``timeseries`` and ``connectomes`` datasets.
+
+A TSV with one row per scan and columns ``dataset``, ``subject``, ``session``, ``drug``,
+``condition`` (drug / placebo / baseline), optional ``dose``, ``run``, ``minutes_since_dose``,
+``mean_fd``, and optional ``path`` (the scan's file, relative to the table). ``sub-``/``ses-``
+prefixes are accepted and stripped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from megafc.core import CONTROL_CONDITIONS, InputError, validate_scans
+
+REQUIRED = ("dataset", "subject", "session", "drug", "condition")
+OPTIONAL = ("dose", "run", "minutes_since_dose", "mean_fd", "path", "task")
+
+
+def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read and check the metadata table; paths become absolute; errors name the file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(f"metadata table not found: {path} (config key 'dataset.metadata')")
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["", "n/a", "NA"])
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable TSV ({exc})") from exc
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; a metadata table needs {list(REQUIRED)}")
+    table["subject"] = table["subject"].str.removeprefix("sub-")
+    table["session"] = table["session"].str.removeprefix("ses-")
+    if "run" in table.columns:
+        table["run"] = table["run"].str.removeprefix("run-")
+    key = [c for c in ("dataset", "subject", "session", "run") if c in table.columns]
+    dup = table[table.duplicated(key, keep=False)]
+    if len(dup):
+        rows = (dup.index[:6] + 2).tolist()
+        raise InputError(f"{path}: duplicate rows for the same scan ({'/'.join(key)}) at lines {rows}")
+    for col in ("dose", "minutes_since_dose", "mean_fd"):
+        if col in table.columns:
+            bad = pd.to_numeric(table[col], errors="coerce").isna() & table[col].notna()
+            if bad.any():
+                raise InputError(f"{path}: column '{col}' has non-numeric value(s) {table.loc[bad, col].tolist()[:5]}")
+            table[col] = pd.to_numeric(table[col])
+    scans = validate_scans(table, source=str(path))
+    if roots is not None:
+        unknown = sorted(set(scans["dataset"]) - set(roots))
+        if unknown and "path" not in scans.columns:
+            raise InputError(
+                f"{path}: dataset(s) {unknown} have no entry in config key 'dataset.roots' "
+                f"(known: {sorted(roots)}) and the table has no 'path' column"
+            )
+    _check_controls(scans, path)
+    if "path" in scans.columns:
+        resolved = []
+        for i, p in enumerate(scans["path"]):
+            if pd.isna(p):
+                resolved.append(None)
+                continue
+            full = (path.parent / p).resolve() if not Path(p).is_absolute() else Path(p)
+            if not full.exists():
+                raise InputError(f"{path}: line {i + 2} points to a missing file: {p} (looked for {full})")
+            resolved.append(str(full))
+        scans["path"] = resolved
+    return scans
+
+
+def _check_controls(scans: pd.DataFrame, path: Path) -> None:
+    has_control = set(
+        map(tuple, scans.loc[scans["condition"].isin(CONTROL_CONDITIONS), ["dataset", "subject"]].to_numpy())
+    )
+    drug = scans.loc[scans["condition"] == "drug", ["dataset", "subject"]].drop_duplicates()
+    lonely = [f"{d}/sub-{s}" for d, s in drug.to_numpy() if (d, s) not in has_control]
+    if lonely:
+        raise InputError(
+            f"{path}: subject(s) {lonely[:5]} have a drug scan but no control (placebo or baseline) "
+            "scan; drop them from the table or add their control scan"
+        )
+
+
+def find_bids_file(root: str | Path, subject: str, session: str, suffix: str, required: dict[str, str],
+                   run: str | None = None, what: str = "file") -> Path:
+    """One file under a BIDS(-derivatives) root matching entities, e.g. suffix 'desc-preproc_bold.nii.gz'."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(f"derivatives folder not found: {root} (config key 'dataset.roots')")
+    pattern = f"sub-{subject}_*{suffix}"
+    candidates = [p for p in root.glob(f"sub-{subject}/**/{pattern}")]
+    ents = {"ses": session, **required}
+    if run:
+        ents["run"] = run
+    hits = [p for p in candidates if all(f"_{k}-{v}_" in f"_{p.name}" for k, v in ents.items() if v)]
+    if not hits:
+        wanted = "_".join(f"{k}-{v}" for k, v in ents.items() if v)
+        raise InputError(
+            f"no {what} for sub-{subject} ({wanted}, *{suffix}) under {root}"
+        )
+    if len(hits) > 1:
+        raise InputError(
+            f"several {what}s match sub-{subject} ses-{session} under {root}: {[h.name for h in hits[:4]]}; "
+            "add a 'run' column or a 'path' column to the metadata table"
+        )
+    return hits[0]

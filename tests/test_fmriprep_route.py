@@ -1,0 +1,191 @@
+"""Real-data routes end to end on generated fMRIPrep-like trees: extraction, cache, QC, equivalence."""
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY, assert_no_results, compose, megafc_cli
+from fmriprep_tree import make_tree
+from megafc.core import InputError
+from megafc.core.pipeline import run_experiment
+from megafc.core.registry import build_registry
+
+POOL = [o for o in TINY if o.startswith(("pooling.", "figures"))]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("fmriprep"))
+
+
+def run(overrides, run_dir):
+    return run_experiment(compose(overrides), build_registry(), run_dir)
+
+
+@pytest.mark.slow
+def test_fmriprep_cli_end_to_end_then_cached(tree, tmp_path):
+    cache = tmp_path / "cache"
+    args = tree.overrides("simple") + POOL + [f"extraction.cache_dir={cache}", "derivatives=all"]
+    first = megafc_cli(args + [f"hydra.run.dir={tmp_path / 'run1'}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    ext1 = pd.read_csv(tmp_path / "run1" / "extraction.tsv", sep="\t")
+    assert len(ext1) == 16 and not ext1["cached"].any()
+    assert (tmp_path / "run1" / "qc_fc.tsv").exists() and (tmp_path / "run1" / "exclusions.tsv").exists()
+    derivs = list((tmp_path / "run1" / "derivatives").rglob("*_stat-mean_timeseries.tsv"))
+    assert len(derivs) == 16
+    assert derivs[0].name.startswith("sub-") and "_space-MNI152NLin2009cAsym_seg-custom_" in derivs[0].name
+    # the second identical run extracts nothing
+    second = megafc_cli(args + [f"hydra.run.dir={tmp_path / 'run2'}"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    ext2 = pd.read_csv(tmp_path / "run2" / "extraction.tsv", sep="\t")
+    assert ext2["cached"].all()
+    p1 = pd.read_csv(tmp_path / "run1" / "network_pairs.tsv", sep="\t")
+    p2 = pd.read_csv(tmp_path / "run2" / "network_pairs.tsv", sep="\t")
+    assert np.allclose(p1["fc"], p2["fc"], atol=1e-5)
+    # a different denoiser is a different cache entry
+    third = run(tree.overrides("simple_gsr") + POOL + [f"extraction.cache_dir={cache}"], tmp_path / "run3")
+    assert not pd.read_csv(third.run_dir / "extraction.tsv", sep="\t")["cached"].any()
+
+
+def test_extraction_recovers_simulated_fc(tree, tmp_path):
+    """Drug-minus-control FC from the images moves in the planted direction."""
+    out = run(tree.overrides("none") + POOL + ["extraction.cache_dir=null"], tmp_path / "run")
+    pairs = out.pairs
+    m = pairs.groupby(["network_a", "network_b", "condition"])["fc"].mean().unstack()
+    diff = m["drug"] - m[["placebo", "baseline"]].mean(axis=1)
+    assert diff[("Default", "Vis")] > 0
+    assert (m.loc[("Default", "Default")] > m.loc[("DorsAttn", "Vis")]).all()
+
+
+@pytest.mark.slow
+def test_timeseries_and_connectomes_routes_agree_with_fmriprep(tree, tmp_path):
+    pool = [o for o in POOL if not o.startswith(("pooling.draws", "pooling.tune"))] + ["pooling.draws=300", "pooling.tune=300"]
+    base = run(tree.overrides("simple") + pool + ["extraction.cache_dir=null", "derivatives=all"], tmp_path / "fmriprep")
+    derivs = base.run_dir / "derivatives"
+    meta = pd.read_csv(tree.metadata, sep="\t", dtype=str, keep_default_na=False)
+    for kind, pattern, dataset in (("timeseries", "stat-mean_timeseries.tsv", "timeseries"),
+                                   ("connectomes", "relmat.tsv", "connectomes")):
+        paths = []
+        for row in meta.itertuples():
+            hits = list((derivs / row.dataset / f"sub-{row.subject}").rglob(f"*ses-{row.session}_*{pattern}"))
+            assert len(hits) == 1
+            paths.append(str(hits[0]))
+        table = meta.assign(path=paths)
+        table_path = tmp_path / f"{kind}.tsv"
+        table.to_csv(table_path, sep="\t", index=False)
+        out = run([f"dataset={dataset}", f"dataset.metadata={table_path}", "atlas=from_labels"] + pool, tmp_path / kind)
+        a = base.pairs.sort_values(["scan_id", "network_a", "network_b"]).reset_index(drop=True)
+        b = out.pairs.sort_values(["scan_id", "network_a", "network_b"]).reset_index(drop=True)
+        assert a["scan_id"].tolist() == b["scan_id"].tolist()
+        assert np.allclose(a["fc"], b["fc"], atol=1e-4), kind
+        ea, eb = base.result.effects, out.result.effects
+        m = ea.merge(eb, on=["network_a", "network_b", "effect"])
+        assert len(m) == len(ea)
+        assert ((m.mean_x - m.mean_y).abs() / m.sd_x).max() < 0.5, kind
+        if kind == "connectomes":
+            prov = json.loads((out.run_dir / "provenance.json").read_text())
+            assert "(precomputed)" in (out.run_dir / "methods.md").read_text() or prov
+
+
+# -- bad inputs: each names the file, and no results are written ---------------------------------
+
+
+def fresh_tree(tmp_path):
+    return make_tree(tmp_path / "data", n_subjects=2, n_volumes=80)
+
+
+def expect_error(overrides, run_dir, match):
+    with pytest.raises(InputError, match=match):
+        run(overrides + POOL + ["extraction.cache_dir=null"], run_dir)
+    assert_no_results(run_dir)
+
+
+def test_missing_confounds(tmp_path):
+    t = fresh_tree(tmp_path)
+    conf = next(t.roots["siteA"].rglob("*desc-confounds_timeseries.tsv"))
+    conf.unlink()
+    expect_error(t.overrides(), tmp_path / "run", f"confounds file not found: .*{conf.name}")
+
+
+def test_confounds_lacking_columns(tmp_path):
+    t = fresh_tree(tmp_path)
+    conf = next(t.roots["siteA"].rglob("*desc-confounds_timeseries.tsv"))
+    pd.read_csv(conf, sep="\t").drop(columns=["global_signal"]).to_csv(conf, sep="\t", index=False, na_rep="n/a")
+    expect_error(t.overrides("simple_gsr"), tmp_path / "run", f"{conf.name}.*global_signal")
+
+
+def test_3d_bold(tmp_path):
+    t = fresh_tree(tmp_path)
+    bold = next(iter(t.bold.values()))
+    img = nib.load(bold)
+    nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine).to_filename(bold)
+    expect_error(t.overrides(), tmp_path / "run", f"{bold.name}: expected a 4D BOLD image, got 3D")
+
+
+def test_atlas_region_empty_in_image(tmp_path):
+    t = fresh_tree(tmp_path)
+    bold = next(iter(t.bold.values()))
+    mask = bold.with_name(bold.name.replace("desc-preproc_bold", "desc-brain_mask"))
+    labels = np.asarray(nib.load(t.atlas_image).dataobj)
+    m = nib.load(mask)
+    nib.Nifti1Image((labels != 5).astype(np.uint8), m.affine).to_filename(mask)
+    expect_error(t.overrides("none"), tmp_path / "run", f"{bold.name}: atlas 'custom' region.*empty")
+
+
+def test_nan_and_constant_timeseries(tmp_path):
+    t = fresh_tree(tmp_path)
+    ts_dir = tmp_path / "ts"
+    ts_dir.mkdir()
+    meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
+    labels = pd.read_csv(t.atlas_labels, sep="\t")["label"].tolist()
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, _ in enumerate(meta.itertuples()):
+        p = ts_dir / f"sub-{i}_task-rest_stat-mean_timeseries.tsv"
+        pd.DataFrame(rng.normal(size=(60, len(labels))), columns=labels).to_csv(p, sep="\t", index=False)
+        paths.append(p.name)
+    meta.assign(path=paths).to_csv(ts_dir / "meta.tsv", sep="\t", index=False)
+    bad = ts_dir / paths[1]
+    frame = pd.read_csv(bad, sep="\t")
+    frame.iloc[3, 2] = np.nan
+    frame.to_csv(bad, sep="\t", index=False)
+    args = ["dataset=timeseries", f"dataset.metadata={ts_dir / 'meta.tsv'}", "atlas=from_labels"]
+    expect_error(args, tmp_path / "run", f"{bad.name}: NaN.*{labels[2]}")
+    frame.iloc[:, 2] = 1.0
+    frame.to_csv(bad, sep="\t", index=False)
+    expect_error(args, tmp_path / "run2", f"{bad.name}: constant timeseries.*{labels[2]}")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m.assign(path=["missing.nii.gz"] + [np.nan] * (len(m) - 1)), "points to a missing file: missing.nii.gz"),
+    (lambda m: pd.concat([m, m.iloc[[0]]]), "duplicate rows"),
+    (lambda m: m.assign(condition=["active"] + m["condition"].tolist()[1:]), "unknown value.*'active'"),
+    (lambda m: m[~((m.subject == "01") & (m.condition != "drug"))], "have a drug scan but no control"),
+])
+def test_bad_metadata(tmp_path, edit, match):
+    t = fresh_tree(tmp_path)
+    meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
+    edit(meta).to_csv(t.metadata, sep="\t", index=False)
+    expect_error(t.overrides(), tmp_path / "run", f"{t.metadata.name}.*{match}|{match}")
+
+
+def test_motion_qc_excludes_with_reasons(tmp_path):
+    t = make_tree(tmp_path / "data", n_subjects=4, n_volumes=80)
+    fds = sorted(np.nanmean(pd.read_csv(p, sep="\t", na_values="n/a")["framewise_displacement"])
+                 for p in tmp_path.rglob("*desc-confounds_timeseries.tsv"))
+    limit = round((fds[-1] + fds[-2]) / 2, 4)  # exclude exactly the worst scan
+    out = run(t.overrides("none") + POOL + ["extraction.cache_dir=null", f"qc.max_mean_fd={limit}"], tmp_path / "run")
+    scans = out.scans
+    high = scans[scans["mean_fd"] > limit]
+    assert len(high) == 1 and high["excluded"].all()
+    assert high["exclusion_reason"].str.contains(f"mean FD > {limit}").all()
+    # its partner loses its pair and says so
+    partners = scans[scans.excluded & (scans.mean_fd <= limit)]
+    assert len(partners) == 1
+    assert partners["exclusion_reason"].str.contains("no usable").all()
+    counts = pd.read_csv(out.run_dir / "exclusions.tsv", sep="\t")
+    assert counts["n_scans"].sum() == len(scans)
