@@ -189,3 +189,19 @@ def test_motion_qc_excludes_with_reasons(tmp_path):
     assert partners["exclusion_reason"].str.contains("no usable").all()
     counts = pd.read_csv(out.run_dir / "exclusions.tsv", sep="\t")
     assert counts["n_scans"].sum() == len(scans)
+
+
+def test_parallel_extraction_matches_serial(tree, tmp_path):
+    from megafc.core.extraction import extract_all
+    from megafc.plugins.atlases.custom import CustomAtlas
+    from megafc.plugins.datasets.fmriprep import FmriprepDataset
+    from megafc.plugins.denoisers.none import NoDenoising
+
+    atlas = CustomAtlas(CustomAtlas.Config(image=str(tree.atlas_image), labels=str(tree.atlas_labels))).load()
+    cfg = FmriprepDataset.Config(metadata=str(tree.metadata), roots={k: str(v) for k, v in tree.roots.items()})
+    inputs = FmriprepDataset(cfg).load(atlas, 0)
+    ids = list(inputs.scans["scan_id"])[:6]
+    serial = extract_all(inputs.images, ids, atlas, NoDenoising(), None, n_jobs=1)
+    parallel = extract_all(inputs.images, ids, atlas, NoDenoising(), None, n_jobs=2)
+    for s in ids:
+        assert np.allclose(serial[s].timeseries, parallel[s].timeseries)
