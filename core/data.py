@@ -240,6 +240,10 @@ class PoolingResult:
     idata: Any = None
     description: str = ""
     warnings: list[str] = field(default_factory=list)
+    #: Extra tidy tables, written as ``<name>.tsv`` (e.g. summaries, drug_similarity).
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Extra matplotlib figures, written as ``figures/<name>.png``.
+    figures: dict[str, Any] = field(default_factory=dict)
 
 
 #: Columns of effects.tsv (a pooling model may add more after these).

@@ -217,6 +217,10 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 staged.write_table("truth.tsv", inputs.truth)
             if result.idata is not None:
                 result.idata.to_netcdf(str(staged.path("posterior.nc")))
+            for name, table in result.tables.items():
+                staged.write_table(f"{name}.tsv", table)
+            for name, fig in result.figures.items():
+                fig.savefig(staged.path(f"figures/{name}.png"), dpi=110, bbox_inches="tight")
             staged.write_text("methods.md", methods_text(plugins, atlas, scans, level, result))
             if cfg.figures:
                 from .figures import effect_matrix_figure

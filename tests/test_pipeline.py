@@ -49,12 +49,30 @@ def test_effects_table_has_diagnostics(tiny_run):
     for col in ("network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd", "r_hat",
                 "ess_bulk", "divergences", "ok"):
         assert col in eff.columns
-    assert set(eff["effect_type"]) == {"overall", "drug", "dataset"}
+    assert set(eff["effect_type"]) == {"overall", "drug", "dataset", "contrast"}
+    assert "contrast:LSD-psilocybin" in set(eff["effect"])
+    assert eff["p_rope"].between(0, 1).all()
     assert (eff["hdi_low"] <= eff["mean"]).all() and (eff["mean"] <= eff["hdi_high"]).all()
     assert eff["pd"].between(0.5, 1).all()
     # 60 draws x 2 chains cannot reach ESS 200: every effect must be flagged, not silently ok
     assert not eff["ok"].any()
     assert tiny_run.diagnostics_ok is False
+
+
+def test_derived_tables(tiny_run):
+    summaries = pd.read_csv(tiny_run.run_dir / "summaries.tsv", sep="\t")
+    assert {"within_network", "transmodal-unimodal"} <= set(summaries["summary"])
+    row = summaries[(summaries.summary == "transmodal-unimodal") & (summaries.effect == "overall")].iloc[0]
+    assert row["n_pairs"] == 6 and row["hdi_low"] <= row["mean"] <= row["hdi_high"]
+    sim = pd.read_csv(tiny_run.run_dir / "drug_similarity.tsv", sep="\t")
+    assert len(sim) == 10 and sim["mean"].between(-1, 1).all()
+
+
+def test_unknown_drug_in_contrasts(tmp_path, tiny_overrides):
+    cfg = compose(tiny_overrides + ["pooling.contrasts=[psilocybin-ketamine]"])
+    with pytest.raises(ConfigError, match=r"pooling.contrasts.*psilocybin-ketamine"):
+        run_experiment(cfg, build_registry(), tmp_path / "run")
+    assert_no_results(tmp_path / "run")
 
 
 def _registry_with(*estimators):

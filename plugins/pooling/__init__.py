@@ -1,11 +1,13 @@
-"""Built-in pooling models: ``pymc`` (joint), ``bambi`` (per network pair)."""
+"""Built-in pooling models: ``pymc`` (joint), ``bambi`` (per network pair), ``meta``
+(frequentist two-stage random-effects meta-analysis, a comparator)."""
 
 from megafc.core import hookimpl
 
 from .bambi_per_pair import BambiPooling
+from .meta import MetaAnalysisPooling
 from .pymc_joint import PyMCPooling
 
 
 @hookimpl
 def megafc_pooling_models():
-    return [PyMCPooling, BambiPooling]
+    return [PyMCPooling, BambiPooling, MetaAnalysisPooling]

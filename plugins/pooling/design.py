@@ -57,6 +57,11 @@ class SamplerConfig:
     #: NUTS implementation: auto (the fastest installed for this model), pymc, nutpie,
     #: numpyro or blackjax.
     sampler: str = "auto"
+    #: Half-width of the region of practical equivalence around 0 (Fisher z); effects.tsv
+    #: reports p_rope, the posterior probability inside it. 0.02 is |delta r| of about 0.02.
+    rope: float = 0.02
+    #: Drug contrasts to report as "a-b" (e.g. psilocybin-LSD); empty: every pair of drugs.
+    contrasts: list[str] = field(default_factory=list)
     priors: HierarchicalPriors = field(default_factory=HierarchicalPriors)
 
 
@@ -89,6 +94,8 @@ def validate_sampler_config(c: SamplerConfig) -> None:
         raise ConfigError(f"config key 'pooling.target_accept' is {c.target_accept}; expected in (0, 1)")
     if not 0 < c.hdi_prob < 1:
         raise ConfigError(f"config key 'pooling.hdi_prob' is {c.hdi_prob}; expected in (0, 1)")
+    if c.rope < 0:
+        raise ConfigError(f"config key 'pooling.rope' is {c.rope}; expected >= 0")
     for key, value in vars(c.priors).items():
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
             raise ConfigError(f"config key 'pooling.priors.{key}' is {value}; expected a positive number")
@@ -155,20 +162,14 @@ def paired_design(pairs: pd.DataFrame) -> PairedDesign:
 
 def effects_table(
     design: PairedDesign,
-    overall: np.ndarray,
-    drug: np.ndarray,
-    dataset: np.ndarray,
+    blocks: list[tuple[str, str, str, np.ndarray]],
     divergences: int,
     config: SamplerConfig,
 ) -> pd.DataFrame:
     """One row per network pair and effect from posterior draws.
 
-    ``overall``: (chain, draw, pair); ``drug``: (chain, draw, drug, pair);
-    ``dataset``: (chain, draw, unit, pair).
+    ``blocks``: (effect, effect_type, level, draws of shape (chain, draw, pair)).
     """
-    blocks = [("overall", "overall", "", overall)]
-    blocks += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
-    blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
     out = []
     for effect, etype, level, draws in blocks:
         s = summarise_draws(draws, hdi_prob=config.hdi_prob)
@@ -177,6 +178,8 @@ def effects_table(
         s.insert(0, "effect", effect)
         s.insert(0, "network_b", design.pairs["network_b"].to_numpy())
         s.insert(0, "network_a", design.pairs["network_a"].to_numpy())
+        flat = draws.reshape(-1, draws.shape[-1])
+        s["p_rope"] = (np.abs(flat) <= config.rope).mean(axis=0) if config.rope else np.nan
         out.append(s)
     eff = pd.concat(out, ignore_index=True)
     systems = design.pairs.set_index(["network_a", "network_b"])
@@ -185,13 +188,20 @@ def effects_table(
     eff.insert(3, "system_b", systems.loc[keys, "system_b"].to_numpy())
     eff["divergences"] = int(divergences)
     eff["ok"] = flag_ok(eff, config.rhat_max, ess_threshold(config))
-    n_obs = pd.Series(design.unit_idx).value_counts()
-    eff["n_obs"] = [
-        len(design.obs) if t == "overall"
-        else int((design.obs["drug"] == lv).sum()) if t == "drug"
-        else int(n_obs.get(design.units.index(lv), 0))
-        for t, lv in zip(eff["effect_type"], eff["level"])
-    ]
+    per_unit = pd.Series(design.unit_idx).value_counts()
+    per_drug = design.obs["drug"].value_counts()
+
+    def n_obs(etype: str, level: str) -> int:
+        if etype == "drug":
+            return int(per_drug.get(level, 0))
+        if etype == "dataset":
+            return int(per_unit.get(design.units.index(level), 0))
+        if etype == "contrast":
+            a, b = level.split("-", 1)
+            return int(per_drug.get(a, 0) + per_drug.get(b, 0))
+        return len(design.obs)
+
+    eff["n_obs"] = [n_obs(t, lv) for t, lv in zip(eff["effect_type"], eff["level"])]
     return eff
 
 

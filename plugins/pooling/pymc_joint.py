@@ -10,6 +10,7 @@ import pandas as pd
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
 
+from .derived import contrast_blocks, drug_similarity, summary_table
 from .design import (
     SamplerConfig,
     describe,
@@ -93,15 +94,19 @@ class PyMCPooling(PoolingModel):
 def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str) -> PoolingResult:
     post = idata.posterior
     divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
-    effects = effects_table(
-        design,
-        overall=post["overall"].to_numpy(),
-        drug=post["drug_effect"].to_numpy(),
-        dataset=post["dataset_effect"].to_numpy(),
-        divergences=divergences,
-        config=c,
-    )
-    sampled = [v for v in ("overall", "tau_drug", "z_drug", "tau_dataset", "z_dataset", "sigma") if v in post]
+    overall = post["overall"].to_numpy()
+    drug = post["drug_effect"].to_numpy()
+    dataset = post["dataset_effect"].to_numpy()
+    main = [("overall", "overall", "", overall)]
+    main += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
+    blocks = main + contrast_blocks(design.drugs, drug, c.contrasts) if len(design.drugs) > 1 else list(main)
+    blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
+    effects = effects_table(design, blocks, divergences=divergences, config=c)
+    tables = {"summaries": summary_table(design.pairs, main, c.hdi_prob, c.rope)}
+    if len(design.drugs) > 1:
+        tables["drug_similarity"] = drug_similarity(design.drugs, drug, c.hdi_prob)
+    sampled = [v for v in ("overall", "tau_drug", "z_drug", "tau_dataset", "z_dataset", "sigma", "nu",
+                           "beta_motion", "beta_dose") if v in post]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c))
     diagnostics["sampling_seconds"] = round(elapsed, 2)
     warnings = []
@@ -111,4 +116,5 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     if rmax > c.rhat_max:
         warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
     warnings += [f"pooling: {n}" for n in design.notes()]
-    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=description, warnings=warnings)
+    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=description,
+                         warnings=warnings, tables=tables)

@@ -1,0 +1,293 @@
+"""The ``meta`` pooling model: a frequentist two-stage meta-analysis, the comparator.
+
+"Meta- vs mega-analysis": the Bayesian models (``pymc``, ``bambi``) fit every drug scan at
+once (a mega-analysis). This model instead summarises each dataset on its own and then pools
+the summaries, as a conventional meta-analysis of published studies would:
+
+1. per dataset (a *unit* as in :func:`design.paired_design`: the dataset, or
+   ``dataset[drug]`` when a dataset has several drugs) and network pair, the mean of the
+   within-subject drug-minus-control differences (:func:`megafc.core.paired_differences`)
+   over that dataset's drug scans, with its standard error ``sd / sqrt(n)`` (``ddof=1``);
+2. a DerSimonian-Laird random-effects meta-analysis of those means across datasets,
+   overall (all datasets) and per drug (that drug's datasets).
+
+Conventions (read these before comparing with the Bayesian models' effects.tsv):
+
+- ``mean``/``sd`` are the pooled estimate and its standard error; ``hdi_low``/``hdi_high``
+  hold a Wald **confidence interval** at ``ci_level`` (estimate +- z * se), not a highest
+  density interval. Dataset rows use the same normal interval (within-dataset variances are
+  treated as known, as DerSimonian-Laird does).
+- ``pd`` is the one-sided normal probability of the estimate's sign, ``max(Phi(z), 1 - Phi(z))``
+  (= 1 - p/2), the frequentist analogue of the probability of direction.
+- ``r_hat``, ``ess_bulk``, ``ess_tail`` are NaN and ``divergences`` 0: nothing is sampled.
+- ``ok`` is False for the overall effect when fewer than 2 datasets enter it, for a drug
+  effect when none of its datasets can enter it, and for a dataset with fewer than 2 drug
+  scans (no standard error; such a dataset is left out of the meta-analysis); the reasons
+  are in ``PoolingResult.warnings``.
+- A drug with a single dataset has that dataset's estimate and standard error as its drug
+  effect, with ``tau2 = 0`` (between-dataset heterogeneity cannot be estimated from one
+  study) and ``q = i2 = 0``.
+- Extra columns: ``tau2`` (DL between-dataset variance), ``i2`` (Higgins' I^2, %), ``q``
+  (Cochran's Q), ``k`` (datasets pooled), ``z``, ``p`` (two-sided), ``p_fdr``
+  (Benjamini-Hochberg across network pairs within each effect).
+- A dataset's standard error of exactly 0 (all its differences equal) is floored at
+  ``MIN_VARIANCE`` so that weights stay finite (a warning says so).
+
+Drug scans of the same subject (several sessions) are treated as independent within a
+dataset, as the Bayesian models do; a dataset with several drugs given to the same subjects
+contributes correlated units, which a meta-analysis ignores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from megafc.core import ConfigError, PoolingModel, PoolingResult
+
+from .design import PairedDesign, paired_design
+
+#: Floor on a dataset's sampling variance (Fisher z squared; se 1e-6) so weights are finite.
+MIN_VARIANCE = 1e-12
+
+#: Columns added after EFFECT_COLUMNS (with system_a, system_b, n_obs as the Bayesian models).
+META_COLUMNS = ("tau2", "i2", "q", "k", "z", "p", "p_fdr")
+
+
+def dersimonian_laird(estimates, variances) -> dict[str, np.ndarray]:
+    """DerSimonian-Laird random-effects meta-analysis, vectorised over columns.
+
+    ``estimates``, ``variances``: arrays of shape (k, n) (k studies, n independent
+    meta-analyses, e.g. network pairs); a 1-D input is treated as one meta-analysis. A study
+    is left out of a column where its estimate or variance is NaN. Variances must be > 0.
+
+    Returns a dict of arrays of shape (n,): ``estimate``, ``se``, ``tau2``, ``q`` (Cochran's
+    Q), ``i2`` (I^2 in %, ``max(0, (Q - df) / Q) * 100``), ``k`` (studies used), ``df``
+    (``k - 1``), ``fixed`` and ``fixed_se`` (the inverse-variance fixed-effect estimate).
+
+    tau^2 = max(0, (Q - (k - 1)) / (sum w - sum w^2 / sum w)) with w = 1/v, truncated at 0;
+    with k = 1 it is 0 and the estimate is the study's own. With k = 0 everything is NaN.
+    """
+    y = np.asarray(estimates, dtype=float)
+    v = np.asarray(variances, dtype=float)
+    squeeze = y.ndim == 1
+    if squeeze:
+        y, v = y[:, None], v[:, None]
+    if y.shape != v.shape or y.ndim != 2:
+        raise ValueError(f"estimates {y.shape} and variances {v.shape} must have the same (k, n) shape")
+    valid = np.isfinite(y) & np.isfinite(v)
+    if np.any(v[valid] <= 0):
+        raise ValueError("dersimonian_laird: variances must be positive")
+    k = valid.sum(axis=0)
+    y0 = np.where(valid, y, 0.0)
+    w = np.where(valid, 1.0 / np.where(valid, v, 1.0), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sw = w.sum(axis=0)
+        fixed = (w * y0).sum(axis=0) / sw
+        q = (w * (y0 - fixed) ** 2).sum(axis=0)
+        df = k - 1
+        c = sw - (w**2).sum(axis=0) / sw
+        tau2 = np.where((k >= 2) & (c > 0), np.maximum(0.0, (q - df) / np.where(c > 0, c, 1.0)), 0.0)
+        ws = np.where(valid, 1.0 / (np.where(valid, v, 1.0) + tau2), 0.0)
+        sws = ws.sum(axis=0)
+        est = (ws * y0).sum(axis=0) / sws
+        se = np.sqrt(1.0 / sws)
+        i2 = np.where(q > 0, np.maximum(0.0, (q - df) / np.where(q > 0, q, 1.0)) * 100.0, 0.0)
+    none = k == 0
+    out = {
+        "estimate": est, "se": se, "tau2": tau2, "q": q, "i2": i2, "k": k, "df": df,
+        "fixed": fixed, "fixed_se": np.sqrt(1.0 / np.where(none, np.nan, sw)),
+    }
+    for key in ("estimate", "se", "tau2", "q", "i2", "fixed"):
+        out[key] = np.where(none, np.nan, out[key])
+    if squeeze:
+        out = {key: val[0] for key, val in out.items()}
+    return out
+
+
+def _bh_numpy(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values of a 1-D array without NaN."""
+    n = len(p)
+    order = np.argsort(p)
+    ranked = p[order] * n / np.arange(1, n + 1)
+    adj = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.clip(adj, 0.0, 1.0)
+    return out
+
+
+def benjamini_hochberg(p) -> np.ndarray:
+    """Benjamini-Hochberg (1995) adjusted p-values; NaN entries stay NaN and are not counted."""
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if not ok.any():
+        return out
+    fdc = getattr(stats, "false_discovery_control", None)
+    out[ok] = fdc(p[ok], method="bh") if fdc is not None else _bh_numpy(p[ok])
+    return out
+
+
+def dataset_summaries(design: PairedDesign) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per unit and network pair: mean difference, its sampling variance and n (drug scans).
+
+    Shapes (n_units, n_pairs). The variance is NaN where n < 2.
+    """
+    n_units = len(design.units)
+    y = design.y
+    onehot = (design.unit_idx[None, :] == np.arange(n_units)[:, None]).astype(float)  # (units, obs)
+    present = np.isfinite(y)
+    y0 = np.where(present, y, 0.0)
+    n = onehot @ present.astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (onehot @ y0) / n
+        # two-pass variance: sum over a unit's scans of (y - unit mean)^2
+        resid = np.where(present, y - mean[design.unit_idx], 0.0)
+        ss = onehot @ resid**2
+        var_mean = np.where(n >= 2, ss / (n - 1) / n, np.nan)
+    mean = np.where(n >= 1, mean, np.nan)
+    return mean, var_mean, n
+
+
+class MetaAnalysisPooling(PoolingModel):
+    """Two-stage DerSimonian-Laird random-effects meta-analysis (frequentist comparator)."""
+
+    name = "meta"
+
+    @dataclass
+    class Config:
+        #: Level of the Wald confidence intervals written to hdi_low/hdi_high.
+        ci_level: float = 0.95
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        if not 0 < self.config.ci_level < 1:
+            raise ConfigError(f"config key 'pooling.ci_level' is {self.config.ci_level}; expected in (0, 1)")
+
+    def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
+        design = paired_design(pairs)
+        mean, var, n = dataset_summaries(design)
+        warnings: list[str] = []
+        n_scans = np.bincount(design.unit_idx, minlength=len(design.units))
+        few = [u for u, c in zip(design.units, n_scans) if c < 2]
+        if few:
+            warnings.append(
+                f"meta: dataset(s) {few} have fewer than 2 drug scans, so no standard error; "
+                "they are reported alone (ok = false) and left out of the meta-analysis"
+            )
+        zero = np.isfinite(var) & (var <= MIN_VARIANCE)
+        if zero.any():
+            units = [design.units[i] for i in np.unique(np.nonzero(zero)[0])]
+            warnings.append(
+                f"meta: {int(zero.sum())} dataset x network pair variance(s) are (near) zero (datasets {units}); "
+                f"floored at {MIN_VARIANCE:g} so that inverse-variance weights stay finite"
+            )
+            var = np.where(zero, MIN_VARIANCE, var)
+        usable = np.isfinite(mean) & np.isfinite(var)
+        est_in = np.where(usable, mean, np.nan)
+
+        blocks = []  # (effect, effect_type, level, result dict, n_obs per pair)
+        res = dersimonian_laird(est_in, var)
+        blocks.append(("overall", "overall", "", res, (usable * n).sum(axis=0)))
+        for d_i, drug in enumerate(design.drugs):
+            rows = np.nonzero(design.unit_drug == d_i)[0]
+            r = dersimonian_laird(est_in[rows], var[rows])
+            blocks.append((f"drug:{drug}", "drug", drug, r, (usable[rows] * n[rows]).sum(axis=0)))
+        for u_i, unit in enumerate(design.units):
+            se = np.sqrt(var[u_i])
+            nan = np.full(se.shape, np.nan)
+            r = {"estimate": mean[u_i], "se": se, "tau2": nan, "q": nan, "i2": nan, "k": np.ones(se.shape, dtype=int)}
+            blocks.append((f"dataset:{unit}", "dataset", unit, r, n[u_i]))
+
+        zcrit = stats.norm.ppf(0.5 + self.config.ci_level / 2)
+        out = []
+        for effect, etype, level, r, n_obs in blocks:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                z = r["estimate"] / r["se"]
+            p = 2 * stats.norm.sf(np.abs(z))
+            if etype == "overall":
+                ok = r["k"] >= 2
+            elif etype == "drug":
+                ok = r["k"] >= 1
+            else:
+                ok = np.isfinite(r["se"])
+            phi = stats.norm.cdf(z)
+            out.append(pd.DataFrame({
+                "network_a": design.pairs["network_a"].to_numpy(),
+                "network_b": design.pairs["network_b"].to_numpy(),
+                "system_a": design.pairs["system_a"].to_numpy(),
+                "system_b": design.pairs["system_b"].to_numpy(),
+                "effect": effect,
+                "effect_type": etype,
+                "level": level,
+                "mean": r["estimate"],
+                "sd": r["se"],
+                "hdi_low": r["estimate"] - zcrit * r["se"],
+                "hdi_high": r["estimate"] + zcrit * r["se"],
+                "pd": np.where(np.isfinite(z), np.maximum(phi, 1 - phi), np.nan),
+                "r_hat": np.nan,
+                "ess_bulk": np.nan,
+                "ess_tail": np.nan,
+                "divergences": 0,
+                "ok": np.asarray(ok, dtype=bool),
+                "n_obs": np.asarray(n_obs, dtype=int),
+                "tau2": r["tau2"],
+                "i2": r["i2"],
+                "q": r["q"],
+                "k": np.asarray(r["k"], dtype=int),
+                "z": z,
+                "p": p,
+                "p_fdr": benjamini_hochberg(p),
+            }))
+        effects = pd.concat(out, ignore_index=True)
+
+        k_overall = int(blocks[0][3]["k"].max())
+        if k_overall < 2:
+            warnings.append(
+                f"meta: only {k_overall} dataset(s) can be pooled; the overall effect is that dataset's "
+                "estimate and between-dataset heterogeneity cannot be estimated (ok = false)"
+            )
+        no_data = [lv for _, t, lv, r, _ in blocks if t == "drug" and int(r["k"].max()) == 0]
+        if no_data:
+            warnings.append(f"meta: drug(s) {no_data} have no dataset with >= 2 drug scans; their effects are NaN")
+
+        diagnostics = pd.DataFrame([
+            {
+                "effect": effect, "effect_type": etype, "level": level,
+                "k": int(np.max(r["k"])), "n_obs": int(np.max(n_obs)),
+                "tau2_median": float(np.nanmedian(r["tau2"])) if np.isfinite(r["tau2"]).any() else np.nan,
+                "i2_median": float(np.nanmedian(r["i2"])) if np.isfinite(r["i2"]).any() else np.nan,
+                "n_p_fdr_05": int((effects.loc[effects["effect"] == effect, "p_fdr"] < 0.05).sum()),
+            }
+            for effect, etype, level, r, n_obs in blocks
+        ])
+        warnings += [f"pooling: {note}" for note in _notes(design)]
+        return PoolingResult(
+            effects=effects, diagnostics=diagnostics, idata=None,
+            description=self.describe(design, k_overall), warnings=warnings,
+        )
+
+    def describe(self, design: PairedDesign, k: int) -> str:
+        level = int(round(self.config.ci_level * 100))
+        return (
+            "two-stage random-effects meta-analysis (frequentist comparator to the mega-analysis): "
+            f"for each of {len(design.units)} datasets and {design.y.shape[1]} network pairs, the mean "
+            f"within-subject drug-minus-control FC difference and its standard error over the dataset's drug "
+            f"scans ({len(design.obs)} in all) were pooled across datasets ({k} with >= 2 drug scans) with "
+            "the DerSimonian-Laird random-effects estimator (DerSimonian & Laird, 1986), overall and per drug "
+            f"({len(design.drugs)} drugs; a drug with one dataset takes that dataset's estimate, tau^2 = 0); "
+            f"heterogeneity as tau^2, Cochran's Q and I^2; {level}% Wald confidence intervals (columns "
+            "hdi_low/hdi_high); two-sided z-test p-values adjusted across network pairs within each effect "
+            "with the Benjamini-Hochberg false discovery rate procedure (Benjamini & Hochberg, 1995)."
+        )
+
+
+def _notes(design: PairedDesign) -> list[str]:
+    multi = design.obs.groupby("dataset")["drug"].nunique()
+    multi = sorted(multi.index[multi > 1])
+    if multi:
+        return [f"dataset(s) {multi} have several drugs; each dataset[drug] is pooled as a separate study"]
+    return []
