@@ -36,6 +36,41 @@ TIAN_S1_STRUCTURES: dict[str, str] = {
     "NAc": "Accumbens", "GP": "Pallidum", "PUT": "Putamen", "CAU": "Caudate",
 }
 
+#: Melbourne subcortex (Tian) structure codes of every scale (S1-S4) -> structure name.
+#: A label's leading token is one of these, optionally behind one lower-case position
+#: prefix (TIAN_POSITION_PREFIXES): ``aHIP``, ``pCAU``, ``lAMY``, ``aGP``, ``pTHA``.
+TIAN_STRUCTURES: dict[str, str] = {
+    "HIP": "Hippocampus", "AMY": "Amygdala", "THA": "Thalamus", "NAc": "Accumbens",
+    "GP": "Pallidum", "PUT": "Putamen", "CAU": "Caudate",
+}
+#: anterior, posterior, lateral, medial, dorsal, ventral
+TIAN_POSITION_PREFIXES: tuple[str, ...] = ("a", "p", "l", "m", "d", "v")
+_TIAN_CODES = {code.upper(): name for code, name in TIAN_STRUCTURES.items()}
+
+#: Yeo-2011 network numbers (the values of the Yeo/Buckner images, labelled ``7Networks_k`` /
+#: ``17Networks_k`` in their colour tables) -> Schaefer-2018 network names.
+YEO7_NAMES: dict[int, str] = {
+    1: "Vis", 2: "SomMot", 3: "DorsAttn", 4: "SalVentAttn", 5: "Limbic", 6: "Cont", 7: "Default",
+}
+#: Yeo-17 number -> Schaefer-17 name. The standard correspondence: Yeo's 17-network colour
+#: table and Schaefer's 17Networks label files give each network the same RGB colour (e.g.
+#: 11 and ContC are both 119 140 176); note that 11-13 are ContC, ContA, ContB and 14-17 are
+#: TempPar, DefaultC, DefaultA, DefaultB (not in Schaefer's order).
+YEO17_NAMES: dict[int, str] = {
+    1: "VisCent", 2: "VisPeri", 3: "SomMotA", 4: "SomMotB", 5: "DorsAttnA", 6: "DorsAttnB",
+    7: "SalVentAttnA", 8: "SalVentAttnB", 9: "LimbicA", 10: "LimbicB", 11: "ContC",
+    12: "ContA", 13: "ContB", 14: "TempPar", 15: "DefaultC", 16: "DefaultA", 17: "DefaultB",
+}
+
+
+def yeo_network_name(n_networks: int, number: int) -> tuple[str, str]:
+    """Yeo network ``number`` of the 7- or 17-network solution -> (network, subnetwork)."""
+    names = YEO7_NAMES if n_networks == 7 else YEO17_NAMES
+    if number not in names:
+        raise InputError(f"Yeo {n_networks}-network number {number} does not exist (expected 1-{len(names)})")
+    sub = names[number]
+    return (sub if n_networks == 7 else SUBNETWORK_TO_NETWORK[sub]), sub
+
 
 def parse_schaefer_label(label: str) -> dict[str, str]:
     """``17Networks_LH_DefaultA_pCunPCC_1`` -> network Default, subnetwork DefaultA, LH.
@@ -63,14 +98,38 @@ def parse_schaefer_label(label: str) -> dict[str, str]:
     }
 
 
+def tian_structure(token: str) -> str | None:
+    """A Tian label's leading token -> structure name (None if it is not one).
+
+    ``CAU``/``NAc`` map directly (case-insensitively); otherwise one lower-case position prefix
+    is stripped: ``pTHA`` -> Thalamus, ``lAMY`` -> Amygdala, ``aGP`` -> Pallidum.
+    """
+    if token.upper() in _TIAN_CODES:
+        return _TIAN_CODES[token.upper()]
+    if len(token) > 1 and token[0] in TIAN_POSITION_PREFIXES and token[1:].upper() in _TIAN_CODES:
+        return _TIAN_CODES[token[1:].upper()]
+    return None
+
+
 def parse_subcortical_label(label: str) -> dict[str, str]:
-    """Tian-style ``CAU-lh`` / ``aTHA-rh`` (any scale's first token) -> structure."""
-    head, _, hemi = str(label).rpartition("-")
-    prefix = head.split("-")[0] if head else ""
-    if prefix not in TIAN_S1_STRUCTURES:
-        raise InputError(f"region label '{label}' is not a Tian subcortical name (e.g. 'CAU-lh')")
-    structure = TIAN_S1_STRUCTURES[prefix]
-    return {"label": str(label), "network": structure, "subnetwork": structure,
+    """Tian-style label of any scale (S1-S4) -> its structure.
+
+    A label is ``<structure token>[-<subdivision>...]-<lh|rh>``: ``CAU-lh``, ``aTHA-rh`` (S1),
+    ``pCAU-lh``, ``THA-DA-rh``, ``NAc-shell-lh`` (S2), ``HIP-head-rh``, ``PUT-VA-rh``,
+    ``CAU-tail-lh`` (S3), ``HIP-head-m1-rh``, ``THA-VAip-lh`` (S4). Only the leading token
+    decides the structure (see tian_structure); network and subnetwork are the structure.
+    """
+    s = str(label)
+    tokens = s.split("-")
+    structure = tian_structure(tokens[0]) if len(tokens) >= 2 else None
+    hemi = tokens[-1].lower()
+    if structure is None or hemi not in ("lh", "rh"):
+        raise InputError(
+            f"region label '{label}' is not a Tian subcortical name (expected "
+            "'<structure>[-<part>...]-<lh|rh>' with structure HIP, AMY, THA, NAc, GP, PUT or CAU, "
+            "optionally prefixed a/p/l/m/d/v, e.g. 'CAU-lh', 'aTHA-rh', 'THA-DA-rh', 'pCAU-lh')"
+        )
+    return {"label": s, "network": structure, "subnetwork": structure,
             "system": "subcortical", "hemisphere": hemi.upper()}
 
 
