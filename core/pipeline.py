@@ -304,8 +304,8 @@ def report_diagnostics(result: PoolingResult) -> bool:
     bad = eff[~eff["ok"].astype(bool)]
     if len(bad):
         log.warning(
-            "DIAGNOSTICS: %d of %d effects fail R-hat/ESS/divergence checks (max R-hat %.3f, "
-            "min bulk ESS %.0f, divergences %d); see effects.tsv column 'ok' and diagnostics.tsv",
+            "DIAGNOSTICS: %d of %d effects are flagged not ok (max R-hat %.3f, min bulk ESS %.0f, "
+            "divergences %d; see the pooling warnings above, effects.tsv column 'ok' and diagnostics.tsv)",
             len(bad), len(eff), eff["r_hat"].max(), eff["ess_bulk"].min(), int(eff["divergences"].max()),
         )
         return False

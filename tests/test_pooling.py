@@ -56,8 +56,7 @@ def test_joint_model_recovers_planted_effects(simulated):
 @pytest.mark.slow
 def test_bambi_and_pymc_agree(simulated):
     pairs, _ = simulated
-    keep = {("Default", "Vis"), ("SomMot", "SomMot"), ("DorsAttn", "SalVentAttn"), ("Caudate", "SomMot")}
-    sub = pairs[[(a, b) in keep for a, b in zip(pairs.network_a, pairs.network_b)]]
+    sub = pairs[[(a, b) in KEY_PAIRS for a, b in zip(pairs.network_a, pairs.network_b)]]
     cfg = dict(draws=1000, tune=1000, chains=2, cores=1, progressbar=False, sampler="pymc")
     joint = PyMCPooling(PyMCPooling.Config(**cfg)).fit(sub, seed=3).effects
     per_pair = BambiPooling(BambiPooling.Config(**cfg)).fit(sub, seed=3).effects
@@ -79,3 +78,55 @@ def test_single_dataset_falls_back_to_one_level():
     overall = eff[eff.effect == "overall"].set_index(["network_a", "network_b"])["mean"]
     drug = eff[eff.effect == "drug:LSD"].set_index(["network_a", "network_b"])["mean"]
     assert np.allclose(overall, drug)
+
+
+KEY_PAIRS = {("Default", "Vis"), ("SomMot", "SomMot"), ("DorsAttn", "SalVentAttn"), ("Caudate", "SomMot"),
+             ("Cont", "SomMot"), ("Vis", "Vis")}
+
+
+@pytest.fixture(scope="module")
+def key_pairs(simulated):
+    pairs, truth = simulated
+    return pairs[[(a, b) in KEY_PAIRS for a, b in zip(pairs.network_a, pairs.network_b)]], truth
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [
+    dict(likelihood="student_t"), dict(motion=True), dict(heterogeneity="shared"),
+])
+def test_model_options_sample_and_recover_sign(key_pairs, options):
+    pairs, truth = key_pairs
+    c = PyMCPooling.Config(draws=150, tune=150, chains=2, cores=1, progressbar=False, sampler="pymc",
+                           predictive_checks=False, **options)
+    eff = PyMCPooling(c).fit(pairs, seed=2).effects
+    o = eff[eff.effect == "overall"].set_index(["network_a", "network_b"])["mean"]
+    assert o[("Default", "Vis")] > 0.02 and o[("Caudate", "SomMot")] < -0.02
+
+
+@pytest.mark.slow
+def test_hard_model_is_flagged_not_silently_reported():
+    """Centred parametrisation on tiny data with a short chain: the funnel must show up as 'not ok'."""
+    pairs, _ = simulate_pairs(scale=0.15, n_volumes=60)
+    pairs = pairs[[(a, b) in KEY_PAIRS for a, b in zip(pairs.network_a, pairs.network_b)]]
+    c = PyMCPooling.Config(draws=60, tune=30, chains=2, cores=1, progressbar=False, sampler="pymc",
+                           parametrization="centered", target_accept=0.6, predictive_checks=False)
+    result = PyMCPooling(c).fit(pairs, seed=0)
+    assert not result.effects["ok"].all()
+    assert not result.diagnostics["ok"].all()
+    assert result.warnings
+
+
+def test_predictive_check_figures(key_pairs):
+    sub, _ = key_pairs
+    c = PyMCPooling.Config(draws=40, tune=40, chains=2, cores=1, progressbar=False, sampler="pymc")
+    result = PyMCPooling(c).fit(sub, seed=0)
+    assert set(result.figures) == {"prior_predictive", "posterior_predictive"}
+
+
+def test_missing_dose_is_a_config_error(key_pairs):
+    from megafc.core import ConfigError
+
+    pairs, _ = key_pairs
+    pairs = pairs.assign(dose=np.where(pairs.drug == "ayahuasca", np.nan, pairs.dose))
+    with pytest.raises(ConfigError, match="pooling.dose"):
+        PyMCPooling(PyMCPooling.Config(dose=True, sampler="pymc")).fit(pairs, seed=0)

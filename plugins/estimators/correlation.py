@@ -26,7 +26,7 @@ class FisherZCorrelation(ConnectivityEstimator):
     def _cov_estimator(self):
         from sklearn.covariance import EmpiricalCovariance
 
-        return EmpiricalCovariance()
+        return EmpiricalCovariance(store_precision=False)
 
     def estimate(self, timeseries: np.ndarray) -> np.ndarray:
         from nilearn.connectome import ConnectivityMeasure

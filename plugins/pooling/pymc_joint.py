@@ -34,44 +34,113 @@ class PyMCPooling(PoolingModel):
         #: Between-drug and between-dataset sds: one per network pair (per_pair) or one for
         #: all pairs (shared; better sampling geometry, less flexible).
         heterogeneity: str = "per_pair"
+        #: non_centered (default; suits weakly informed group levels) or centered.
+        parametrization: str = "non_centered"
+        #: normal, or student_t (robust to outlying scans; one shared degrees-of-freedom).
+        likelihood: str = "normal"
+        #: Adjust for the drug-minus-control difference in mean FD (per pair slope).
+        motion: bool = False
+        #: Adjust for dose (standardised within each drug, as units differ between drugs).
+        dose: bool = False
+        #: Save prior and posterior predictive check figures.
+        predictive_checks: bool = True
 
     def __init__(self, config=None):
         super().__init__(config)
         validate_sampler_config(self.config)
-        if self.config.heterogeneity not in ("per_pair", "shared"):
-            raise ConfigError(
-                f"config key 'pooling.heterogeneity' is '{self.config.heterogeneity}'; "
-                "expected 'per_pair' or 'shared'"
-            )
+        for key, allowed in (("heterogeneity", ("per_pair", "shared")),
+                             ("parametrization", ("non_centered", "centered")),
+                             ("likelihood", ("normal", "student_t"))):
+            value = getattr(self.config, key)
+            if value not in allowed:
+                raise ConfigError(f"config key 'pooling.{key}' is '{value}'; expected one of {list(allowed)}")
+
+    def covariates(self, design) -> dict[str, np.ndarray]:
+        """Standardised per-observation covariates requested in the config."""
+        out = {}
+        if self.config.motion:
+            fd = design.obs["fd_diff"].to_numpy(dtype=float)
+            if not np.isfinite(fd).all():
+                raise ConfigError(
+                    f"config key 'pooling.motion' is true but {int((~np.isfinite(fd)).sum())} drug scans (or "
+                    "their controls) have no mean_fd; provide mean FD or set pooling.motion=false"
+                )
+            out["motion"] = (fd - fd.mean()) / (fd.std() or 1.0)
+        if self.config.dose:
+            dose = pd.to_numeric(design.obs["dose"], errors="coerce").to_numpy(dtype=float)
+            if not np.isfinite(dose).all():
+                raise ConfigError(
+                    f"config key 'pooling.dose' is true but {int((~np.isfinite(dose)).sum())} drug scans have no "
+                    "dose; fill the 'dose' column or set pooling.dose=false"
+                )
+            z = np.zeros_like(dose)
+            for d in design.drugs:  # doses are in each drug's own units: standardise within drug
+                m = design.obs["drug"].to_numpy() == d
+                sd = dose[m].std()
+                z[m] = (dose[m] - dose[m].mean()) / sd if sd > 0 else 0.0
+            out["dose"] = z
+        return out
 
     def build_model(self, design):
         import pymc as pm
 
-        p = self.config.priors
+        c = self.config
+        p = c.priors
+        covs = self.covariates(design)
         coords = {
             "pair": [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])],
             "drug": design.drugs,
             "dataset": design.units,
             "obs": design.obs["scan_id"].tolist(),
         }
+        centred = c.parametrization == "centered"
         with pm.Model(coords=coords) as model:
             mu = pm.Normal("overall", 0.0, p.effect_sd, dims="pair")
-            tau_dims = "pair" if self.config.heterogeneity == "per_pair" else None
+            tau_dims = "pair" if c.heterogeneity == "per_pair" else None
             if design.use_drug_level:
                 tau_d = pm.HalfNormal("tau_drug", p.drug_sd, dims=tau_dims)
-                z_d = pm.Normal("z_drug", 0.0, 1.0, dims=("drug", "pair"))
-                beta = pm.Deterministic("drug_effect", mu + tau_d * z_d, dims=("drug", "pair"))
+                if centred:
+                    beta = pm.Normal("drug_effect", mu, tau_d, dims=("drug", "pair"))
+                else:
+                    z_d = pm.Normal("z_drug", 0.0, 1.0, dims=("drug", "pair"))
+                    beta = pm.Deterministic("drug_effect", mu + tau_d * z_d, dims=("drug", "pair"))
             else:
                 beta = pm.Deterministic("drug_effect", mu[None, :] + pm.math.zeros((1, len(coords["pair"]))), dims=("drug", "pair"))
             if design.use_dataset_level:
                 tau_k = pm.HalfNormal("tau_dataset", p.dataset_sd, dims=tau_dims)
-                z_k = pm.Normal("z_dataset", 0.0, 1.0, dims=("dataset", "pair"))
-                theta = pm.Deterministic("dataset_effect", beta[design.unit_drug] + tau_k * z_k, dims=("dataset", "pair"))
+                if centred:
+                    theta = pm.Normal("dataset_effect", beta[design.unit_drug], tau_k, dims=("dataset", "pair"))
+                else:
+                    z_k = pm.Normal("z_dataset", 0.0, 1.0, dims=("dataset", "pair"))
+                    theta = pm.Deterministic("dataset_effect", beta[design.unit_drug] + tau_k * z_k, dims=("dataset", "pair"))
             else:
                 theta = pm.Deterministic("dataset_effect", beta[design.unit_drug], dims=("dataset", "pair"))
+            mean = theta[design.unit_idx]
+            for name, x in covs.items():
+                b = pm.Normal(f"beta_{name}", 0.0, p.effect_sd, dims="pair")
+                mean = mean + x[:, None] * b[None, :]
             sigma = pm.HalfNormal("sigma", p.sigma_sd, dims="pair")
-            pm.Normal("y", theta[design.unit_idx], sigma, observed=design.y, dims=("obs", "pair"))
+            if c.likelihood == "student_t":
+                nu = pm.Gamma("nu", 2.0, 0.1)
+                pm.StudentT("y", nu=nu, mu=mean, sigma=sigma, observed=design.y, dims=("obs", "pair"))
+            else:
+                pm.Normal("y", mean, sigma, observed=design.y, dims=("obs", "pair"))
         return model
+
+    def predictive_figures(self, model, idata, design, seed: int) -> dict:
+        """Prior and posterior predictive checks: observed differences vs replicated ones."""
+        import pymc as pm
+
+        n = 40
+        with model:
+            prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=["y"])
+            step = max(1, idata.posterior.sizes["draw"] // (n // idata.posterior.sizes["chain"] or 1))
+            thinned = idata.posterior.isel(draw=slice(None, None, step))
+            post = pm.sample_posterior_predictive(thinned, random_seed=seed, var_names=["y"], progressbar=False)
+        return {
+            "prior_predictive": _ppc_figure(design.y, prior.prior_predictive["y"].to_numpy(), "Prior predictive check"),
+            "posterior_predictive": _ppc_figure(design.y, post.posterior_predictive["y"].to_numpy(), "Posterior predictive check"),
+        }
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         import pymc as pm
@@ -88,7 +157,14 @@ class PyMCPooling(PoolingModel):
                 nuts_sampler=sampler, compute_convergence_checks=False,
             )
         elapsed = time.perf_counter() - start
-        return summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model", c, sampler))
+        options = (f" Likelihood: {c.likelihood}; {c.parametrization.replace('_', '-')} parametrisation; "
+                   f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
+                   + ("; adjusted for the change in mean FD" if c.motion else "")
+                   + ("; adjusted for dose (standardised within drug)" if c.dose else "") + ".")
+        result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model", c, sampler) + options)
+        if c.predictive_checks:
+            result.figures.update(self.predictive_figures(model, idata, design, seed))
+        return result
 
 
 def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str) -> PoolingResult:
@@ -107,6 +183,8 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
         tables["drug_similarity"] = drug_similarity(design.drugs, drug, c.hdi_prob)
     sampled = [v for v in ("overall", "tau_drug", "z_drug", "tau_dataset", "z_dataset", "sigma", "nu",
                            "beta_motion", "beta_dose") if v in post]
+    if "z_drug" not in post and "tau_drug" in post:  # centred: the group effects are sampled directly
+        sampled += ["drug_effect", "dataset_effect"]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c))
     diagnostics["sampling_seconds"] = round(elapsed, 2)
     warnings = []
@@ -118,3 +196,29 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     warnings += [f"pooling: {n}" for n in design.notes()]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=description,
                          warnings=warnings, tables=tables)
+
+
+def _ppc_figure(observed: np.ndarray, replicated: np.ndarray, title: str):
+    """Density of observed FC differences against replicated datasets (subsampled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    obs = observed.ravel()
+    reps = replicated.reshape(-1, *observed.shape)
+    lo, hi = np.quantile(obs, [0.001, 0.999])
+    span = hi - lo
+    bins = np.linspace(lo - span, hi + span, 120)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for rep in reps[:40]:
+        h, e = np.histogram(rep.ravel(), bins=bins, density=True)
+        ax.plot((e[1:] + e[:-1]) / 2, h, color="tab:blue", alpha=0.15, lw=0.8)
+    h, e = np.histogram(obs, bins=bins, density=True)
+    ax.plot((e[1:] + e[:-1]) / 2, h, color="k", lw=1.5, label="observed")
+    ax.plot([], [], color="tab:blue", label="replicated")
+    ax.set_xlabel("drug - control FC (Fisher z), all network pairs")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig

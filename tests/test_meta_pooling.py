@@ -1,0 +1,299 @@
+"""The ``meta`` pooling model: the DerSimonian-Laird estimator, BH, edge cases, and agreement
+with the Bayesian mega-analysis (``pymc``) and a frequentist mixed model (statsmodels)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from megafc.core import EFFECT_COLUMNS, ConfigError, mark_unpaired, network_pair_table, paired_differences, validate_scans
+from megafc.core.pipeline import estimate_connectomes
+from megafc.plugins.atlases.synthetic import SyntheticAtlas
+from megafc.plugins.datasets.synthetic import SyntheticDataset
+from megafc.plugins.estimators.correlation import FisherZCorrelation
+from megafc.plugins.pooling.design import HierarchicalPriors
+from megafc.plugins.pooling.meta import (
+    META_COLUMNS,
+    MetaAnalysisPooling,
+    _bh_numpy,
+    benjamini_hochberg,
+    dersimonian_laird,
+)
+from megafc.plugins.pooling.pymc_joint import PyMCPooling
+
+TRANS_UNI = {"transmodal", "unimodal"}
+
+
+def simulate_pairs(scale: float, n_volumes: int, seed: int = 0):
+    """As tests/test_pooling.py's helper, on a smaller atlas with the same 120 network pairs.
+
+    34 cortical + 16 subcortical + 2 cerebellar regions keep every network of the default
+    atlas, and connectivity takes ~1 s instead of ~30 s for 124 regions.
+    """
+    atlas = SyntheticAtlas(SyntheticAtlas.Config(n_cortical=34, n_cerebellar=2)).load()
+    inputs = SyntheticDataset(SyntheticDataset.Config(scale=scale, n_volumes=n_volumes)).load(atlas, seed)
+    scans = mark_unpaired(validate_scans(inputs.scans))
+    included = list(scans.loc[~scans.excluded, "scan_id"])
+    conn = estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas)
+    return network_pair_table(conn, atlas, scans), inputs.truth
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    return simulate_pairs(scale=0.5, n_volumes=150)
+
+
+@pytest.fixture(scope="module")
+def meta_result(simulated):
+    return MetaAnalysisPooling().fit(simulated[0], seed=0)
+
+
+def toy_pairs(datasets: dict[str, tuple[str, list[list[float]]]]) -> pd.DataFrame:
+    """A network-pair table from drug-minus-control differences given directly.
+
+    ``datasets``: name -> (drug, one [diff for pair 1, diff for pair 2] per subject); each
+    subject has a placebo scan (fc 0.1) and a drug scan (fc 0.1 + diff).
+    """
+    rows = []
+    for ds, (drug, subjects) in datasets.items():
+        for s, diffs in enumerate(subjects):
+            for cond, fcs in (("placebo", [0.1, 0.1]), ("drug", [0.1 + d for d in diffs])):
+                for (a, b, sa, sb), fc in zip([("A", "A", "unimodal", "unimodal"), ("A", "B", "unimodal", "transmodal")], fcs):
+                    rows.append(dict(scan_id=f"{ds}_{s}_{cond}", dataset=ds, subject=str(s), session=cond, drug=drug,
+                                     condition=cond, dose=np.nan, mean_fd=0.1, network_a=a, network_b=b,
+                                     system_a=sa, system_b=sb, n_edges=1, fc=fc))
+    return pd.DataFrame(rows)
+
+
+# -- the estimator on its own ---------------------------------------------------------------
+
+
+def direct_dl(y, v):
+    """DerSimonian & Laird (1986) by the textbook formulas, one meta-analysis, plain Python."""
+    k = len(y)
+    w = [1 / vi for vi in v]
+    fixed = sum(wi * yi for wi, yi in zip(w, y)) / sum(w)
+    q = sum(wi * (yi - fixed) ** 2 for wi, yi in zip(w, y))
+    c = sum(w) - sum(wi**2 for wi in w) / sum(w)
+    tau2 = max(0.0, (q - (k - 1)) / c)
+    ws = [1 / (vi + tau2) for vi in v]
+    est = sum(wi * yi for wi, yi in zip(ws, y)) / sum(ws)
+    i2 = max(0.0, (q - (k - 1)) / q) * 100 if q > 0 else 0.0
+    return dict(estimate=est, se=(1 / sum(ws)) ** 0.5, tau2=tau2, q=q, i2=i2, fixed=fixed)
+
+
+def test_dersimonian_laird_matches_direct_formulas_and_is_vectorised():
+    heterogeneous = ([0.10, 0.30, 0.35, 0.65, 0.45], [0.03, 0.02, 0.05, 0.01, 0.04])
+    homogeneous = ([0.20, 0.22, 0.19, 0.21, 0.20], [0.03, 0.02, 0.05, 0.01, 0.04])  # Q < df: tau^2 truncated
+    res = dersimonian_laird(np.column_stack([heterogeneous[0], homogeneous[0]]),
+                            np.column_stack([heterogeneous[1], homogeneous[1]]))
+    for col, (y, v) in enumerate((heterogeneous, homogeneous)):
+        want = direct_dl(y, v)
+        for key, value in want.items():
+            assert res[key][col] == pytest.approx(value, rel=1e-10, abs=1e-14), key
+        assert res["k"][col] == 5
+    assert res["tau2"][0] > 0 and res["i2"][0] > 0
+    # truncation: tau^2 = 0, the random-effects estimate is the fixed-effect one, I^2 = 0
+    assert res["q"][1] < 4 and res["tau2"][1] == 0 and res["i2"][1] == 0
+    assert res["estimate"][1] == pytest.approx(res["fixed"][1]) and res["se"][1] == pytest.approx(res["fixed_se"][1])
+
+
+def test_dersimonian_laird_bcg_trials():
+    """The BCG vaccine trials (Colditz et al. 1994; metafor's dat.bcg), log risk ratios.
+
+    metafor's rma(yi, vi, data = dat.bcg, method = "DL") reports estimate -0.7141 (se 0.1787),
+    tau^2 = 0.3088, I^2 = 92.12%, Q(df = 12) = 152.2330.
+    """
+    tpos, tneg, cpos, cneg = np.array([
+        [4, 119, 11, 128], [6, 300, 29, 274], [3, 228, 11, 209], [62, 13536, 248, 12619],
+        [33, 5036, 47, 5761], [180, 1361, 372, 1079], [8, 2537, 10, 619], [505, 87886, 499, 87892],
+        [29, 7470, 45, 7232], [17, 1699, 65, 1600], [186, 50448, 141, 27197], [5, 2493, 3, 2338],
+        [27, 16886, 29, 17825],
+    ], dtype=float).T
+    yi = np.log(tpos / (tpos + tneg)) - np.log(cpos / (cpos + cneg))
+    vi = 1 / tpos - 1 / (tpos + tneg) + 1 / cpos - 1 / (cpos + cneg)
+    r = dersimonian_laird(yi, vi)
+    assert round(float(r["estimate"]), 4) == -0.7141
+    assert round(float(r["se"]), 4) == 0.1787
+    assert round(float(r["tau2"]), 4) == 0.3088
+    assert round(float(r["i2"]), 2) == 92.12
+    assert round(float(r["q"]), 4) == 152.2330
+    assert r["k"] == 13 and r["df"] == 12
+
+
+def test_dersimonian_laird_one_study_missing_values_and_bad_variances():
+    y = np.array([[0.3, 0.1, np.nan], [np.nan, 0.5, np.nan], [0.2, 0.4, np.nan]])
+    v = np.array([[0.01, 0.02, 0.01], [0.02, 0.02, 0.01], [0.03, 0.01, 0.01]])
+    r = dersimonian_laird(y, v)
+    sub = dersimonian_laird(y[[0, 2], 0], v[[0, 2], 0])  # NaN study left out of column 0
+    assert r["estimate"][0] == pytest.approx(sub["estimate"]) and r["k"][0] == 2
+    assert r["k"][2] == 0 and np.isnan(r["estimate"][2]) and np.isnan(r["se"][2])
+    one = dersimonian_laird(np.array([[0.3]]), np.array([[0.04]]))
+    assert one["estimate"][0] == 0.3 and one["se"][0] == pytest.approx(0.2) and one["tau2"][0] == 0 and one["q"][0] == 0
+    with pytest.raises(ValueError, match="positive"):
+        dersimonian_laird([0.1, 0.2], [0.01, 0.0])
+
+
+def test_benjamini_hochberg_toy_vector():
+    p = np.array([0.01, 0.04, 0.03, 0.005, 0.5, np.nan])
+    # sorted: 0.005, 0.01, 0.03, 0.04, 0.5 (m = 5): p * m / rank = 0.025, 0.025, 0.05, 0.05, 0.5,
+    # then the running minimum from the largest p downwards (already monotone here)
+    want = np.array([0.025, 0.05, 0.05, 0.025, 0.5, np.nan])
+    np.testing.assert_allclose(benjamini_hochberg(p), want, equal_nan=True)
+    np.testing.assert_allclose(_bh_numpy(p[:5]), want[:5])
+    # monotonicity step: p*m/rank = 0.04, 0.025 -> both adjusted to 0.025
+    np.testing.assert_allclose(_bh_numpy(np.array([0.02, 0.025])), [0.025, 0.025])
+    rng = np.random.default_rng(0)
+    q = rng.uniform(size=200) ** 3
+    from scipy.stats import false_discovery_control
+
+    np.testing.assert_allclose(_bh_numpy(q), false_discovery_control(q, method="bh"))
+    assert np.isnan(benjamini_hochberg([np.nan, np.nan])).all()
+
+
+# -- the plugin on simulated data -----------------------------------------------------------
+
+
+def test_meta_effects_table_layout(meta_result, simulated):
+    eff = meta_result.effects
+    assert set(EFFECT_COLUMNS) | set(META_COLUMNS) | {"system_a", "system_b", "n_obs"} == set(eff.columns)
+    n_pairs = simulated[0].groupby(["network_a", "network_b"]).ngroups
+    assert len(eff) == n_pairs * (1 + 5 + 11)
+    assert set(eff.effect_type) == {"overall", "drug", "dataset"}
+    assert eff[["r_hat", "ess_bulk", "ess_tail"]].isna().all().all()
+    assert (eff.divergences == 0).all() and eff.ok.all() and meta_result.idata is None
+    assert not meta_result.warnings
+    assert ((eff.hdi_low < eff["mean"]) & (eff["mean"] < eff.hdi_high)).all()
+    # pd is 1 - p/2 (the one-sided normal probability of the estimate's sign)
+    np.testing.assert_allclose(eff.pd, 1 - eff.p / 2)
+    assert (eff.p_fdr >= eff.p - 1e-15).all()
+    overall = eff[eff.effect == "overall"]
+    assert (overall.k == 11).all() and overall.i2.between(0, 100).all() and (overall.tau2 >= 0).all()
+    # a drug with one dataset takes that dataset's estimate and se, tau^2 = 0
+    mesc = eff[eff.effect == "drug:mescaline"].reset_index(drop=True)
+    ds = eff[eff.effect == "dataset:mescaline_1"].reset_index(drop=True)
+    np.testing.assert_allclose(mesc[["mean", "sd"]], ds[["mean", "sd"]])
+    assert (mesc.tau2 == 0).all() and (mesc.k == 1).all()
+    # dataset rows: plain mean and se of that dataset's paired differences
+    d = paired_differences(simulated[0])
+    g = d[(d.dataset == "lsd_2") & (d.network_a == "Default") & (d.network_b == "Vis")]["fc_diff"]
+    row = eff[(eff.effect == "dataset:lsd_2") & (eff.network_a == "Default") & (eff.network_b == "Vis")].iloc[0]
+    assert row["mean"] == pytest.approx(g.mean()) and row["sd"] == pytest.approx(g.std(ddof=1) / np.sqrt(len(g)))
+    assert row["n_obs"] == len(g)
+    diag = meta_result.diagnostics
+    assert len(diag) == 17 and {"effect", "k", "tau2_median", "i2_median"} <= set(diag.columns)
+    assert "DerSimonian" in meta_result.description and "Benjamini" in meta_result.description
+
+
+def test_meta_recovers_planted_increases(meta_result, simulated):
+    _, truth = simulated
+    eff = meta_result.effects
+    t = truth[(truth.aggregation == "network") & (truth.effect == "overall")]
+    m = eff[eff.effect == "overall"].merge(t, on=["network_a", "network_b"], validate="one_to_one")
+    tu = m[m.system_a.isin(TRANS_UNI) & m.system_b.isin(TRANS_UNI) & (m.system_a != m.system_b)]
+    assert len(tu) == 6
+    assert (tu["mean"] > 0).all(), tu[["network_a", "network_b", "truth", "mean"]]
+    assert (tu.hdi_low > 0).mean() >= 5 / 6 and (tu.p_fdr < 0.05).mean() >= 5 / 6
+    assert np.corrcoef(m["mean"], m["truth"])[0, 1] > 0.8
+
+
+def test_ci_level_config():
+    with pytest.raises(ConfigError, match="ci_level"):
+        MetaAnalysisPooling(MetaAnalysisPooling.Config(ci_level=1.5))
+
+
+def test_ci_level_sets_interval_width(simulated, meta_result):
+    narrow = MetaAnalysisPooling(MetaAnalysisPooling.Config(ci_level=0.5)).fit(simulated[0], 0).effects
+    wide = meta_result.effects
+    ratio = (narrow.hdi_high - narrow.hdi_low) / (wide.hdi_high - wide.hdi_low)
+    np.testing.assert_allclose(ratio, 0.6744897501960817 / 1.959963984540054)
+
+
+def test_single_subject_dataset_is_left_out_with_a_warning(simulated):
+    pairs, _ = simulated
+    first = pairs.loc[pairs.dataset == "dmt_1", "subject"].iloc[0]
+    sub = pairs[(pairs.dataset != "dmt_1") | (pairs.subject == first)]
+    result = MetaAnalysisPooling().fit(sub, 0)
+    assert any("dmt_1" in w and "fewer than 2" in w for w in result.warnings)
+    eff = result.effects
+    one = eff[eff.effect == "dataset:dmt_1"]
+    assert one["mean"].notna().all() and one["sd"].isna().all() and not one.ok.any()
+    assert (eff.loc[eff.effect == "overall", "k"] == 10).all() and eff.loc[eff.effect == "overall", "ok"].all()
+    dmt = eff[eff.effect == "drug:DMT"].reset_index(drop=True)
+    other = eff[eff.effect == "dataset:dmt_2"].reset_index(drop=True)
+    np.testing.assert_allclose(dmt["mean"], other["mean"])
+    assert (dmt.k == 1).all() and (dmt.tau2 == 0).all() and dmt.ok.all()
+
+
+def test_zero_variance_and_too_few_datasets():
+    # dataset "a": identical differences on pair A--A (zero variance); "b": one subject only
+    pairs = toy_pairs({
+        "a": ("LSD", [[0.1, 0.2], [0.1, 0.3], [0.1, 0.1]]),
+        "b": ("LSD", [[0.5, 0.5]]),
+        "c": ("DMT", [[0.2, 0.0], [0.3, 0.1], [0.4, 0.2]]),
+    })
+    result = MetaAnalysisPooling().fit(pairs, 0)
+    eff = result.effects.set_index(["effect", "network_a", "network_b"])
+    assert any("zero" in w for w in result.warnings) and any("'b'" in w for w in result.warnings)
+    assert np.isfinite(eff.loc[("overall", "A", "A"), ["mean", "sd", "tau2"]].astype(float)).all()
+    # the zero-variance dataset and the other disagree, so heterogeneity is large and the
+    # pooled estimate lies between them
+    assert 0.1 < eff.loc[("overall", "A", "A"), "mean"] < 0.3
+    assert eff.loc[("dataset:b", "A", "B"), "mean"] == pytest.approx(0.5)
+    only = toy_pairs({"a": ("LSD", [[0.1, 0.2], [0.2, 0.3]]), "b": ("LSD", [[0.5, 0.5]])})
+    result = MetaAnalysisPooling().fit(only, 0)
+    overall = result.effects[result.effects.effect == "overall"]
+    assert (overall.k == 1).all() and not overall.ok.any()
+    assert any("only 1 dataset" in w for w in result.warnings)
+
+
+# -- agreement with the Bayesian mega-analysis and a frequentist mixed model ------------------
+
+
+@pytest.mark.slow
+def test_meta_agrees_with_pymc(simulated, meta_result):
+    pairs, _ = simulated
+    cfg = PyMCPooling.Config(draws=300, tune=300, chains=2, progressbar=False)
+    bayes = PyMCPooling(cfg).fit(pairs, seed=1).effects
+    keys = ["network_a", "network_b", "effect"]
+    m = meta_result.effects.merge(bayes, on=keys, suffixes=("_meta", "_pymc"), validate="one_to_one")
+    overall = m[m.effect == "overall"]
+    assert len(overall) == 120
+    assert np.corrcoef(overall.mean_meta, overall.mean_pymc)[0, 1] > 0.9
+    tu = overall[overall.system_a_meta.isin(TRANS_UNI) & overall.system_b_meta.isin(TRANS_UNI)
+                 & (overall.system_a_meta != overall.system_b_meta)]
+    assert (np.sign(tu.mean_meta) == np.sign(tu.mean_pymc)).all()
+
+
+@pytest.mark.slow
+def test_pymc_with_weak_priors_agrees_with_mixedlm(simulated):
+    smf = pytest.importorskip("statsmodels.formula.api")
+    import warnings
+
+    pairs, _ = simulated
+    keep = {("Default", "Vis"), ("SomMot", "SomMot"), ("DorsAttn", "SalVentAttn"), ("Caudate", "SomMot"),
+            ("Cont", "SomMot"), ("Thalamus", "Vis")}
+    sub = pairs[[(a, b) in keep for a, b in zip(pairs.network_a, pairs.network_b)]]
+    # Weak priors: effect_sd 10 is flat over any Fisher-z difference; HalfNormal(0.5) on the
+    # between-drug/dataset sds is ~20x the values REML finds (~0.02) yet still samples without
+    # many divergences (HalfNormal(1) gives a few more with 5 drugs).
+    priors = HierarchicalPriors(effect_sd=10.0, drug_sd=0.5, dataset_sd=0.5, sigma_sd=1.0)
+    cfg = PyMCPooling.Config(draws=600, tune=600, chains=2, progressbar=False, priors=priors)
+    bayes = PyMCPooling(cfg).fit(sub, seed=2).effects
+    overall = bayes[bayes.effect == "overall"].set_index(["network_a", "network_b"])
+    diffs = paired_differences(sub)
+    for (a, b), g in diffs.groupby(["network_a", "network_b"]):
+        g = g.reset_index(drop=True)
+        # the same nesting as the Bayesian model: drug random intercepts, datasets within drug
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # boundary (sd ~ 0) convergence warnings are expected
+            fit = smf.mixedlm("fc_diff ~ 1", g, groups=g["drug"], re_formula="1",
+                              vc_formula={"dataset": "0 + C(dataset)"}).fit(reml=True)
+        post_mean, post_sd = overall.loc[(a, b), "mean"], overall.loc[(a, b), "sd"]
+        # Tolerance 0.5 posterior sd: the two estimators differ only by (i) the prior on the
+        # overall effect (negligible at sd 10), (ii) the posterior averaging over the between-
+        # drug sd where REML plugs in a point estimate, which moves the GLS weights a little,
+        # and (iii) Monte Carlo error of the posterior mean (~sd/sqrt(ESS) ~ 0.05 sd). On this
+        # simulation the gaps are <= ~0.25 sd; a wrong model (e.g. ignoring the dataset/drug
+        # structure or a sign error) would be off by several sds.
+        gap = abs(post_mean - fit.fe_params.iloc[0]) / post_sd
+        assert gap < 0.5, (a, b, post_mean, post_sd, fit.fe_params.iloc[0])
