@@ -58,6 +58,9 @@ def _task(cfg) -> None:
 
     _quiet_libraries()
     run_dir = HydraConfig.get().runtime.output_dir
+    if not cfg.rerun and already_complete(run_dir, cfg):
+        log.info("%s already holds a complete run of this config; skipping (rerun=true to redo it)", run_dir)
+        return
     try:
         outcome = run_experiment(cfg, default_registry(), run_dir)
     except Exception as exc:
@@ -70,6 +73,27 @@ def _task(cfg) -> None:
             file=sys.stderr,
         )
         sys.exit(EXIT_DIAGNOSTICS)
+
+
+def already_complete(run_dir: str, cfg) -> bool:
+    """True when run_dir has a finished run (provenance.json) of exactly this resolved config."""
+    import json
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from .outputs import COMPLETION_MARKER, fingerprint_value
+
+    marker = Path(run_dir) / COMPLETION_MARKER
+    if not marker.exists():
+        return False
+    try:
+        recorded = json.loads(marker.read_text()).get("config_fingerprint")
+    except ValueError:
+        return False
+    current = OmegaConf.to_container(cfg, resolve=True)
+    current.pop("rerun", None)
+    return recorded == fingerprint_value(current)
 
 
 def main() -> None:

@@ -43,3 +43,9 @@ class RunConfig:
     fail_on_bad_diagnostics: bool = False
     #: Draw figures (matplotlib) into figures/.
     figures: bool = True
+    #: Leave this dataset out (its scans stay in scans.tsv as excluded, with the reason).
+    #: Sweep it for a leave-one-dataset-out analysis: --multirun loo_dataset=null,ds1,ds2,...
+    loo_dataset: Optional[str] = None
+    #: Recompute a run whose directory already holds a complete run of the same config
+    #: (otherwise it is skipped, which is how an interrupted sweep resumes).
+    rerun: bool = False

@@ -38,6 +38,8 @@ class StagedRun:
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(".megafc-staging-*"):  # left by a killed run: never counts
+            shutil.rmtree(stale, ignore_errors=True)
         self.staging = Path(tempfile.mkdtemp(prefix=".megafc-staging-", dir=self.run_dir))
         self.committed = False
 
@@ -131,5 +133,6 @@ def provenance(
         "plugins": plugins,
         "packages": package_versions(extra_packages),
         "input_fingerprints": fingerprints,
-        "config_fingerprint": fingerprint_value(config),
+        # 'rerun' only says whether to redo a finished run; it does not change the results
+        "config_fingerprint": fingerprint_value({k: v for k, v in config.items() if k != "rerun"}),
     }

@@ -19,6 +19,7 @@ from .data import (
     Connectomes,
     DatasetInputs,
     PoolingResult,
+    exclude,
     validate_scans,
 )
 from .errors import ConfigError, InputError, MegafcError, PluginError
@@ -158,6 +159,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             source = f"dataset '{plugins['dataset'].name}'"
             inputs = plugins["dataset"].load(atlas, seed)
             scans = validate_scans(inputs.scans, source=source)
+            scans = leave_out(scans, cfg.get("loo_dataset"))
             qc = OmegaConf.to_object(cfg.qc) if not isinstance(cfg.qc, QCConfig) else cfg.qc
             validate_qc(qc)
             scans = exclude_by_motion(scans, qc)
@@ -248,6 +250,16 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     hook.megafc_after_run(run_dir=str(run_path))
     log.info("results written to %s", run_path)
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
+
+
+def leave_out(scans: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
+    """Leave-one-dataset-out: exclude one dataset's scans, saying so in scans.tsv."""
+    if dataset is None:
+        return scans
+    known = sorted(scans["dataset"].unique())
+    if dataset not in known:
+        raise ConfigError(f"config key 'loo_dataset' is '{dataset}', which is not a dataset in the data; known: {known}")
+    return exclude(scans, scans["dataset"] == dataset, "left out (leave-one-dataset-out)")
 
 
 def load_atlas(atlas_plugin: Plugin, dataset_plugin: Plugin) -> Atlas:

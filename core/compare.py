@@ -1,0 +1,601 @@
+"""Compare the jobs of a sweep: how robust is each network pair's effect across pipelines?
+
+``megafc-compare <multirun dir>`` reads every completed job of a ``megafc --multirun`` sweep
+(a job directory holding ``provenance.json``; directories without it are listed as incomplete
+and never used) and writes, into ``<multirun dir>/comparison/``:
+
+- ``robustness.tsv``: one row per network pair and effect: each pipeline's ``mean[<pipeline>]``,
+  ``hdi_low[<pipeline>]``, ``hdi_high[<pipeline>]``, the cross-pipeline summary
+  (``n_pipelines``, ``sign_agree``, ``all_credible``, ``credible_in``, ``min_mean``,
+  ``max_mean``) and, from leave-one-dataset-out jobs, ``n_loo[...]``, ``loo_min[...]``,
+  ``loo_max[...]``, ``loo_sign_stable[...]`` per pipeline and ``loo_sign_stable`` overall;
+- ``robustness_long.tsv``: the same, one row per network pair, effect and pipeline;
+- ``jobs.tsv``: every job directory, its pipeline label and plugins (incomplete ones flagged);
+- ``figures/robustness.png`` / ``.svg``: pairs x pipelines heatmap of the overall effect;
+- ``report.html``: a self-contained summary (figure embedded).
+
+A *pipeline* is a combination of choices that varies across the sweep's jobs (plugin names
+and any other config value, e.g. ``seed`` or ``aggregate.level``); a job whose config has a
+non-null ``loo_dataset`` is a leave-one-dataset-out refit of the pipeline with the same label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputError
+from .outputs import COMPLETION_MARKER, StagedRun
+
+log = logging.getLogger("megafc.compare")
+
+#: Plugin kinds, in the order they appear in pipeline labels.
+PLUGIN_KINDS = ("dataset", "atlas", "denoiser", "estimator", "pooling")
+
+#: Config keys that never distinguish pipelines: how to run, not what is computed.
+IGNORED_KEYS = frozenset({
+    "loo_dataset", "rerun", "figures", "fail_on_bad_diagnostics",
+    "extraction.cache_dir", "extraction.n_jobs", "pooling.cores",
+})
+
+#: Columns a job's effects.tsv must have.
+REQUIRED_EFFECT_COLUMNS = ("network_a", "network_b", "effect", "mean", "hdi_low", "hdi_high")
+
+#: Per-job values kept in the long table when the job's effects.tsv has them.
+OPTIONAL_EFFECT_COLUMNS = ("system_a", "system_b", "effect_type", "sd", "pd", "ok")
+
+PAIR_KEY = ["network_a", "network_b", "effect"]
+
+DEFAULT_OUT = "comparison"
+
+
+# --------------------------------------------------------------------------------------
+# Collecting jobs
+# --------------------------------------------------------------------------------------
+
+def _looks_like_job(path: Path) -> bool:
+    """A Hydra job directory, complete or not."""
+    return any((path / name).exists() for name in (COMPLETION_MARKER, "config.yaml", ".hydra", "megafc.log"))
+
+
+def _candidate_dirs(sweep_dir: Path, skip: set[Path]) -> list[Path]:
+    """Directories one or two levels below ``sweep_dir`` (hidden ones and ``skip`` excluded)."""
+    found: list[Path] = []
+
+    def children(p: Path) -> list[Path]:
+        return sorted(c for c in p.iterdir()
+                      if c.is_dir() and not c.name.startswith(".") and c.resolve() not in skip)
+
+    for first in children(sweep_dir):
+        if _looks_like_job(first):
+            found.append(first)
+            continue
+        found.extend(second for second in children(first) if _looks_like_job(second))
+    return found
+
+
+def _job_sort_key(relative: str) -> tuple:
+    """Hydra's job number first (``12_pooling=meta`` after ``2_...``), then the path."""
+    parts = []
+    for part in Path(relative).parts:
+        m = re.match(r"(\d+)", part)
+        parts.append((int(m.group(1)) if m else float("inf"), part))
+    return tuple(parts)
+
+
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested config mapping -> {'a.b': value}; lists become compact JSON strings."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list):
+        return {prefix: json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)}
+    return {prefix: value}
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def _loo_from_overrides(job_dir: Path) -> str | None:
+    overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    if not overrides_file.is_file():
+        return None
+    overrides = _read_yaml(overrides_file) or []
+    for item in overrides if isinstance(overrides, list) else []:
+        key, sep, value = str(item).lstrip("+~").partition("=")
+        if sep and key == "loo_dataset" and value not in ("", "null", "None"):
+            return value
+    return None
+
+
+def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
+    relative = job_dir.relative_to(sweep_dir).as_posix()
+    config_file = job_dir / "config.yaml"
+    if not config_file.is_file():
+        raise InputError(f"job {job_dir} has {COMPLETION_MARKER} but no config.yaml; "
+                         "cannot tell which pipeline it ran")
+    config = _read_yaml(config_file)
+    if not isinstance(config, dict):
+        raise InputError(f"{config_file} is not a YAML mapping (the resolved config of a megafc run)")
+    provenance_file = job_dir / COMPLETION_MARKER
+    try:
+        provenance = json.loads(provenance_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {provenance_file}: {exc}") from exc
+    effects_file = job_dir / "effects.tsv"
+    if not effects_file.is_file():
+        raise InputError(f"job {job_dir} is complete ({COMPLETION_MARKER} exists) but has no effects.tsv")
+
+    prov_plugins = provenance.get("plugins") or {} if isinstance(provenance, dict) else {}
+    plugins = {}
+    for kind in list(PLUGIN_KINDS) + sorted(k for k in prov_plugins if k not in PLUGIN_KINDS):
+        section = config.get(kind)
+        name = section.get("name") if isinstance(section, dict) else None
+        if name is None and isinstance(prov_plugins.get(kind), dict):
+            name = prov_plugins[kind].get("name")
+        if name is not None:
+            plugins[kind] = str(name)
+
+    loo = config.get("loo_dataset") if "loo_dataset" in config else _loo_from_overrides(job_dir)
+    settings = {k: v for k, v in _flatten(config).items()
+                if k not in IGNORED_KEYS and not (k.endswith(".name") and k[:-5] in plugins)}
+    return {
+        "job": relative,
+        "loo_dataset": None if loo in (None, "", "null") else str(loo),
+        "plugins": plugins,
+        "settings": settings,
+        "seed": provenance.get("seed", config.get("seed")) if isinstance(provenance, dict) else config.get("seed"),
+        "effects_file": str(effects_file),
+    }
+
+
+def _labels(records: list[dict[str, Any]]) -> list[str]:
+    """Pipeline label of each job: the plugin choices and settings that vary across jobs."""
+    kinds = []
+    for r in records:
+        kinds.extend(k for k in r["plugins"] if k not in kinds)
+    varying_kinds = [k for k in kinds if len({r["plugins"].get(k) for r in records}) > 1]
+    keys = sorted({k for r in records for k in r["settings"]})
+    # A setting varies when jobs that have it disagree (a key only some plugins have, e.g.
+    # pooling.draws, does not by itself make a pipeline: its plugin name already does).
+    varying_keys = [k for k in keys
+                    if len({_format_value(r["settings"][k]) for r in records if k in r["settings"]}) > 1]
+    labels = []
+    for r in records:
+        parts = [f"{k}={r['plugins'][k]}" for k in varying_kinds if k in r["plugins"]]
+        parts += [f"{k}={_format_value(r['settings'][k])}" for k in varying_keys if k in r["settings"]]
+        if not parts:  # a single pipeline: name it by its pooling model (or whatever it has)
+            kind = "pooling" if "pooling" in r["plugins"] else next(iter(r["plugins"]), None)
+            parts = [f"{kind}={r['plugins'][kind]}"] if kind else ["pipeline"]
+        labels.append(" ".join(parts))
+    return labels
+
+
+def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None) -> pd.DataFrame:
+    """One row per completed job of a sweep (job directories one or two levels down).
+
+    Columns: ``job`` (directory relative to ``sweep_dir``), ``pipeline`` (label built from
+    the choices that vary across jobs, ``loo_dataset`` excluded), ``loo_dataset`` (None for a
+    full-data job), ``seed``, one column per plugin kind (its plugin name) and
+    ``effects_file``. Job directories without ``provenance.json`` are incomplete: they are
+    logged, listed in ``result.attrs["incomplete"]`` and never used.
+    """
+    sweep = Path(sweep_dir)
+    if not sweep.exists():
+        raise InputError(f"sweep directory {sweep} does not exist; pass the directory "
+                         "`megafc --multirun` wrote (e.g. multirun/<date>/<time>)")
+    if not sweep.is_dir():
+        raise InputError(f"{sweep} is not a directory; pass the sweep directory of `megafc --multirun`")
+    skip_set = {Path(s).resolve() for s in (skip or [])} | {(sweep / DEFAULT_OUT).resolve()}
+    dirs = _candidate_dirs(sweep, skip_set)
+    complete = [d for d in dirs if (d / COMPLETION_MARKER).is_file()]
+    incomplete = sorted((d.relative_to(sweep).as_posix() for d in dirs if d not in complete), key=_job_sort_key)
+    for job in incomplete:
+        log.warning("job %s is incomplete (no %s): ignored", job, COMPLETION_MARKER)
+    if not complete:
+        extra = f" ({len(incomplete)} incomplete job(s) without it: {', '.join(incomplete)})" if incomplete else ""
+        raise InputError(f"no completed megafc job in {sweep}: no directory one or two levels below it "
+                         f"holds {COMPLETION_MARKER}{extra}; pass the sweep directory of "
+                         "`megafc --multirun` after at least one job has finished")
+
+    records = sorted((_read_job(sweep, d) for d in complete), key=lambda r: _job_sort_key(r["job"]))
+    labels = _labels(records)
+    kinds = []
+    for r in records:
+        kinds.extend(k for k in r["plugins"] if k not in kinds)
+    rows = []
+    for r, label in zip(records, labels):
+        row = {"job": r["job"], "pipeline": label, "loo_dataset": r["loo_dataset"], "seed": r["seed"]}
+        row.update({k: r["plugins"].get(k) for k in kinds})
+        row["effects_file"] = r["effects_file"]
+        rows.append(row)
+    jobs = pd.DataFrame(rows)
+    jobs["loo_dataset"] = jobs["loo_dataset"].astype(object).where(jobs["loo_dataset"].notna(), None)
+
+    # Two full-data jobs with the same label (e.g. a run repeated with figures on and off)
+    # would collide in the table: tell them apart by their directory.
+    full = jobs["loo_dataset"].isna()
+    dup = full & jobs.loc[full].duplicated("pipeline", keep=False).reindex(jobs.index, fill_value=False)
+    if dup.any():
+        log.warning("jobs %s run the same pipeline; labelled by directory", ", ".join(jobs.loc[dup, "job"]))
+        jobs.loc[dup, "pipeline"] = jobs.loc[dup, "pipeline"] + " [" + jobs.loc[dup, "job"] + "]"
+    jobs.attrs["incomplete"] = incomplete
+    jobs.attrs["sweep_dir"] = str(sweep)
+    return jobs
+
+
+# --------------------------------------------------------------------------------------
+# Robustness tables
+# --------------------------------------------------------------------------------------
+
+def _read_effects(path: str) -> pd.DataFrame:
+    try:
+        eff = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    missing = [c for c in REQUIRED_EFFECT_COLUMNS if c not in eff.columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)} (expected a megafc effects.tsv)")
+    for c in ("mean", "hdi_low", "hdi_high"):
+        eff[c] = pd.to_numeric(eff[c], errors="coerce")
+    return eff
+
+
+def _credible(low: pd.Series, high: pd.Series) -> pd.Series:
+    """+1 / -1 when the interval excludes 0 above / below it, 0 otherwise."""
+    return pd.Series(np.where(low > 0, 1, np.where(high < 0, -1, 0)), index=low.index)
+
+
+def robustness_long(jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per network pair, effect and pipeline (full-data jobs), with LOO ranges.
+
+    Columns: network_a, network_b, system_a, system_b, effect, effect_type, pipeline, job,
+    mean, sd, hdi_low, hdi_high, pd, ok, credible (+1/-1: interval excludes 0 above/below;
+    0: it does not), n_loo, loo_min, loo_max, loo_sign_stable (every LOO mean has the sign of
+    the full-data mean; NA without LOO jobs).
+    """
+    frames = []
+    loo_frames = []
+    for job in jobs.itertuples(index=False):
+        eff = _read_effects(job.effects_file)
+        keep = PAIR_KEY + [c for c in OPTIONAL_EFFECT_COLUMNS if c in eff.columns] + ["mean", "hdi_low", "hdi_high"]
+        eff = eff[list(dict.fromkeys(keep))].copy()
+        eff["pipeline"] = job.pipeline
+        eff["job"] = job.job
+        (frames if job.loo_dataset is None or pd.isna(job.loo_dataset) else loo_frames).append(eff)
+    if not frames:
+        raise InputError(f"the sweep in {jobs.attrs.get('sweep_dir', 'this directory')} has only "
+                         "leave-one-dataset-out jobs (loo_dataset set); add a full-data job "
+                         "(loo_dataset=null) to compare against")
+    long = pd.concat(frames, ignore_index=True)
+    for c in OPTIONAL_EFFECT_COLUMNS:
+        if c not in long.columns:
+            long[c] = pd.NA
+    long["credible"] = _credible(long["hdi_low"], long["hdi_high"])
+
+    if loo_frames:
+        loo = pd.concat(loo_frames, ignore_index=True)
+        stats = (loo.groupby(PAIR_KEY + ["pipeline"], sort=False)["mean"]
+                 .agg(n_loo="count", loo_min="min", loo_max="max").reset_index())
+        long = long.merge(stats, on=PAIR_KEY + ["pipeline"], how="left")
+    else:
+        long["n_loo"] = np.nan
+        long["loo_min"] = np.nan
+        long["loo_max"] = np.nan
+    long["n_loo"] = long["n_loo"].fillna(0).astype(int)
+    sign = np.sign(long["mean"])
+    stable = ((sign > 0) & (long["loo_min"] > 0)) | ((sign < 0) & (long["loo_max"] < 0))
+    long["loo_sign_stable"] = pd.Series(stable, dtype="boolean").where(
+        (long["n_loo"] > 0) & long["mean"].notna(), pd.NA)
+
+    columns = ["network_a", "network_b", "system_a", "system_b", "effect", "effect_type", "pipeline", "job",
+               "mean", "sd", "hdi_low", "hdi_high", "pd", "ok", "credible",
+               "n_loo", "loo_min", "loo_max", "loo_sign_stable"]
+    return long[columns]
+
+
+def _pipelines(jobs: pd.DataFrame) -> list[str]:
+    full = jobs[jobs["loo_dataset"].isna()]
+    return list(dict.fromkeys(full["pipeline"]))
+
+
+def _summarise(group: pd.DataFrame) -> pd.Series:
+    g = group[group["mean"].notna()]
+    signs = np.sign(g["mean"])
+    cred = g["credible"]
+    n = len(g)
+    loo = g["loo_sign_stable"].dropna()
+    return pd.Series({
+        "n_pipelines": n,
+        "sign_agree": bool(n > 0 and ((signs > 0).all() or (signs < 0).all())),
+        "all_credible": bool(n > 0 and ((cred > 0).all() or (cred < 0).all())),
+        "credible_in": int((cred != 0).sum()),
+        "min_mean": g["mean"].min() if n else np.nan,
+        "max_mean": g["mean"].max() if n else np.nan,
+        "loo_sign_stable": bool(loo.all()) if len(loo) else pd.NA,
+    })
+
+
+def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per network pair and effect; per-pipeline columns plus the robustness summary.
+
+    Columns: network_a, network_b, system_a, system_b, effect, effect_type, then n_pipelines,
+    sign_agree (every pipeline's mean has the same sign), all_credible (every pipeline's
+    interval excludes 0 on the same side), credible_in (how many pipelines' intervals exclude
+    0), min_mean, max_mean, loo_sign_stable (every pipeline with leave-one-dataset-out jobs
+    keeps its sign in all of them; NA without LOO jobs), then for each pipeline
+    ``mean[p]``, ``hdi_low[p]``, ``hdi_high[p]`` and, for pipelines with LOO jobs,
+    ``n_loo[p]``, ``loo_min[p]``, ``loo_max[p]``, ``loo_sign_stable[p]``. The tidy
+    one-row-per-pipeline version is :func:`robustness_long`.
+    """
+    if long is None:
+        long = robustness_long(jobs)
+    pipelines = _pipelines(jobs)
+    first = long.groupby(PAIR_KEY, sort=False)[["system_a", "system_b", "effect_type"]].first()
+    summary = long.groupby(PAIR_KEY, sort=False)[["mean", "credible", "loo_sign_stable"]].apply(_summarise)
+    table = first.join(summary)
+    with_loo = [p for p in pipelines if (long.loc[long["pipeline"] == p, "n_loo"] > 0).any()]
+    for p in pipelines:
+        sub = long[long["pipeline"] == p].set_index(PAIR_KEY)
+        stats = ["mean", "hdi_low", "hdi_high"] + (["n_loo", "loo_min", "loo_max", "loo_sign_stable"] if p in with_loo else [])
+        for stat in stats:
+            table[f"{stat}[{p}]"] = sub[stat].reindex(table.index)
+    table = table.reset_index()
+    table["n_pipelines"] = table["n_pipelines"].astype(int)
+    table["credible_in"] = table["credible_in"].astype(int)
+    table["loo_sign_stable"] = table["loo_sign_stable"].astype("boolean")
+    order = ["network_a", "network_b", "system_a", "system_b", "effect", "effect_type"]
+    return table[order + [c for c in table.columns if c not in order]]
+
+
+# --------------------------------------------------------------------------------------
+# Figure and report
+# --------------------------------------------------------------------------------------
+
+def robustness_figure(long: pd.DataFrame, pipelines: list[str], stem: Path, effect: str = "overall") -> list[Path]:
+    """Pairs x pipelines heatmap of an effect's mean; ``*`` = interval excludes 0. PNG + SVG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sub = long[long["effect"] == effect]
+    sub = sub.assign(pair=sub["network_a"].astype(str) + " - " + sub["network_b"].astype(str))
+    mean = sub.pivot_table(index="pair", columns="pipeline", values="mean", aggfunc="first")
+    cred = sub.pivot_table(index="pair", columns="pipeline", values="credible", aggfunc="first")
+    cols = [p for p in pipelines if p in mean.columns]
+    rows = mean[cols].mean(axis=1).sort_values(ascending=False).index if len(mean) else []
+    mean = mean.reindex(index=rows, columns=cols)
+    cred = cred.reindex(index=rows, columns=cols).fillna(0)
+
+    values = mean.to_numpy(dtype=float) if mean.size else np.full((1, 1), np.nan)
+    finite = np.isfinite(values)
+    vmax = float(np.nanmax(np.abs(values))) if finite.any() else 1.0
+    vmax = vmax or 1.0
+    n_rows, n_cols = values.shape
+    height = min(60.0, max(3.5, 0.2 * n_rows + 2.0))
+    width = max(5.0, 1.1 * n_cols + 3.5)
+    fig, ax = plt.subplots(figsize=(width, height))
+    cmap = matplotlib.colormaps["RdBu_r"].copy()
+    cmap.set_bad("0.85")
+    im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, vmin=-vmax, vmax=vmax,
+                   interpolation="nearest")
+    for i, j in zip(*np.nonzero(cred.to_numpy() != 0)):
+        ax.text(j, i, "*", ha="center", va="center", fontsize=8, color="k")
+    ax.set_yticks(range(n_rows))
+    ax.set_yticklabels(list(mean.index), fontsize=7 if n_rows > 40 else 8)
+    ax.set_xticks(range(n_cols))
+    ax.set_xticklabels([c.replace(" ", "\n") for c in cols], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_title(f"{effect} effect (drug - control, Fisher z) across pipelines\n"
+                 "* = 95% interval excludes 0; rows sorted by mean across pipelines", fontsize=9, pad=12)
+    fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="mean")
+    paths = []
+    for suffix in (".png", ".svg"):
+        path = stem.with_suffix(suffix)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def _html_table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
+    def cell(v: Any) -> str:
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            return "n/a"
+        if isinstance(v, (float, np.floating)):
+            return floatfmt.format(v)
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def summary_counts(table: pd.DataFrame, effect: str = "overall") -> dict[str, Any]:
+    """How many pairs' ``effect`` is credible in all pipelines / sign-consistent / LOO-stable."""
+    sub = table[table["effect"] == effect]
+    loo = sub["loo_sign_stable"].dropna()
+    return {
+        "effect": effect,
+        "n_pairs": len(sub),
+        "all_credible": int(sub["all_credible"].sum()),
+        "sign_agree": int(sub["sign_agree"].sum()),
+        "loo_checked": len(loo),
+        "loo_stable": int(loo.astype(bool).sum()),
+        "robust": int(robust_pairs(table, effect).shape[0]),
+    }
+
+
+def robust_pairs(table: pd.DataFrame, effect: str = "overall") -> pd.DataFrame:
+    """Pairs whose ``effect`` is credible, same side, in every pipeline (and LOO-stable where
+    checked), strongest first (by the smallest |mean| across pipelines)."""
+    sub = table[(table["effect"] == effect) & table["all_credible"]
+                & (table["loo_sign_stable"].fillna(True).astype(bool))].copy()
+    sub["weakest"] = np.minimum(sub["min_mean"].abs(), sub["max_mean"].abs())
+    return sub.sort_values("weakest", ascending=False)
+
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
+th { background: #f2f2f2; }
+img { max-width: 100%; }
+.warn { color: #a40000; }
+code { background: #f5f5f5; padding: 0 3px; }
+"""
+
+
+def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir: Path) -> str:
+    """report.html: self-contained (the figure is a base64 data URI; no external resources)."""
+    esc = html.escape
+    pipelines = _pipelines(jobs)
+    c = summary_counts(table)
+    n_loo_jobs = int(jobs["loo_dataset"].notna().sum())
+    incomplete = list(jobs.attrs.get("incomplete", []))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>megafc sweep comparison</title>',
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>megafc sweep comparison</h1>",
+        f"<p>Sweep: <code>{esc(str(sweep_dir))}</code>. {len(jobs)} completed job(s): "
+        f"{len(pipelines)} pipeline(s) on the full data and {n_loo_jobs} leave-one-dataset-out job(s).</p>",
+    ]
+    if incomplete:
+        parts.append(f'<p class="warn">{len(incomplete)} incomplete job(s) (no {COMPLETION_MARKER}) '
+                     "were ignored: " + ", ".join(f"<code>{esc(j)}</code>" for j in incomplete) + ".</p>")
+    if "pooling" in jobs.columns and (jobs["pooling"] == "meta").any():
+        parts.append("<p>For <code>pooling=meta</code> the intervals are 95% confidence intervals; "
+                     "for the Bayesian models, 95% highest-density intervals.</p>")
+
+    parts.append("<h2>Summary (overall effect)</h2><ul>")
+    parts.append(f"<li>{c['n_pairs']} network pairs.</li>")
+    parts.append(f"<li>Credible in all {len(pipelines)} pipeline(s) (interval excludes 0 on the same side): "
+                 f"<b>{c['all_credible']}</b>.</li>")
+    parts.append(f"<li>Sign-consistent across pipelines: <b>{c['sign_agree']}</b>.</li>")
+    if c["loo_checked"]:
+        parts.append(f"<li>Leave-one-dataset-out sign-stable: <b>{c['loo_stable']}</b> of "
+                     f"{c['loo_checked']} pairs checked.</li>")
+    else:
+        parts.append("<li>No leave-one-dataset-out jobs (sweep <code>loo_dataset=null,&lt;dataset&gt;,...</code> "
+                     "to check stability).</li>")
+    parts.append(f"<li>Robust (credible everywhere{', LOO-stable' if c['loo_checked'] else ''}): "
+                 f"<b>{c['robust']}</b>.</li></ul>")
+
+    top = robust_pairs(table).head(15)
+    parts.append("<h2>Most robust pairs (overall effect)</h2>")
+    if len(top):
+        cols = ["network_a", "network_b", "n_pipelines", "credible_in", "min_mean", "max_mean", "loo_sign_stable"]
+        parts.append(_html_table(top[cols]))
+    else:
+        parts.append("<p>No pair's overall effect is credible in every pipeline.</p>")
+
+    per = []
+    overall = table[table["effect"] == "overall"]
+    for p in pipelines:
+        m, lo, hi = overall.get(f"mean[{p}]"), overall.get(f"hdi_low[{p}]"), overall.get(f"hdi_high[{p}]")
+        n_cred = int(((lo > 0) | (hi < 0)).sum()) if lo is not None else 0
+        per.append({"pipeline": p, "pairs": int(m.notna().sum()) if m is not None else 0,
+                    "credible pairs": n_cred,
+                    "LOO jobs": int(((jobs["pipeline"] == p) & jobs["loo_dataset"].notna()).sum())})
+    parts.append("<h2>Pipelines</h2>")
+    parts.append(_html_table(pd.DataFrame(per)))
+
+    encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+    parts.append("<h2>Overall effect across pipelines</h2>")
+    parts.append(f'<img alt="pairs x pipelines heatmap of the overall effect" src="data:image/png;base64,{encoded}">')
+
+    parts.append("<h2>Jobs</h2>")
+    job_cols = [col for col in jobs.columns if col != "effects_file"]
+    parts.append(_html_table(jobs[job_cols]))
+    parts.append("<p>Tables: <code>robustness.tsv</code> (one row per pair and effect), "
+                 "<code>robustness_long.tsv</code> (one row per pair, effect and pipeline), "
+                 "<code>jobs.tsv</code>.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _jobs_file(jobs: pd.DataFrame) -> pd.DataFrame:
+    out = jobs.drop(columns=["effects_file"]).assign(status="complete")
+    incomplete = pd.DataFrame({"job": jobs.attrs.get("incomplete", []), "status": f"incomplete (no {COMPLETION_MARKER})"})
+    if len(incomplete):
+        out = pd.concat([out, incomplete], ignore_index=True)
+    return out
+
+
+def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the comparison of a sweep's jobs into ``out_dir`` (default ``<sweep_dir>/comparison``).
+
+    Everything is staged in ``<out_dir>/.megafc-staging-*`` and moved in only when complete.
+    """
+    sweep = Path(sweep_dir)
+    out = Path(out_dir) if out_dir is not None else sweep / DEFAULT_OUT
+    jobs = collect_jobs(sweep, skip=[out])
+    long = robustness_long(jobs)
+    table = robustness_table(jobs, long)
+    log.info("%d completed job(s), %d pipeline(s), %d pair x effect rows",
+             len(jobs), len(_pipelines(jobs)), len(table))
+    with StagedRun(out) as staged:
+        staged.write_table("robustness.tsv", table)
+        staged.write_table("robustness_long.tsv", long)
+        staged.write_table("jobs.tsv", _jobs_file(jobs))
+        png, _ = robustness_figure(long, _pipelines(jobs), staged.path("figures/robustness.png"))
+        staged.write_text("report.html", render_report(jobs, table, png, sweep))
+        staged.commit()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``megafc-compare <multirun dir> [--out DIR]``."""
+    from .app import fail
+
+    parser = argparse.ArgumentParser(
+        prog="megafc-compare",
+        description="Compare the completed jobs of a `megafc --multirun` sweep: per network pair and "
+                    "effect, how consistent is the result across pipelines and leave-one-dataset-out refits.")
+    parser.add_argument("sweep_dir", help="the sweep directory (e.g. multirun/<date>/<time>)")
+    parser.add_argument("--out", default=None,
+                        help=f"output directory (default: <sweep_dir>/{DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("megafc-compare: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    parent = logging.getLogger("megafc")
+    if not parent.handlers:  # fail() logs the error too; print it only once
+        parent.addHandler(logging.NullHandler())
+    try:
+        out = compare(args.sweep_dir, args.out)
+    except Exception as exc:
+        fail(exc)
+    print(f"comparison written to {out}")
