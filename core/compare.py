@@ -363,7 +363,9 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
     with_loo = [p for p in pipelines if (long.loc[long["pipeline"] == p, "n_loo"] > 0).any()]
     for p in pipelines:
         sub = long[long["pipeline"] == p].set_index(PAIR_KEY)
-        stats = ["mean", "hdi_low", "hdi_high"] + (["n_loo", "loo_min", "loo_max", "loo_sign_stable"] if p in with_loo else [])
+        stats = ["mean", "hdi_low", "hdi_high"]
+        if p in with_loo:
+            stats += ["n_loo", "loo_min", "loo_max", "loo_sign_stable"]
         for stat in stats:
             table[f"{stat}[{p}]"] = sub[stat].reindex(table.index)
     table = table.reset_index()
@@ -464,7 +466,8 @@ def robust_pairs(table: pd.DataFrame, effect: str = "overall") -> pd.DataFrame:
 
 
 _CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; max-width: 1200px; color: #222; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em;
+       max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
 th { background: #f2f2f2; }
@@ -545,7 +548,8 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
 
 def _jobs_file(jobs: pd.DataFrame) -> pd.DataFrame:
     out = jobs.drop(columns=["effects_file"]).assign(status="complete")
-    incomplete = pd.DataFrame({"job": jobs.attrs.get("incomplete", []), "status": f"incomplete (no {COMPLETION_MARKER})"})
+    incomplete = pd.DataFrame({"job": jobs.attrs.get("incomplete", []),
+                               "status": f"incomplete (no {COMPLETION_MARKER})"})
     if len(incomplete):
         out = pd.concat([out, incomplete], ignore_index=True)
     return out

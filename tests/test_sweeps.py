@@ -112,5 +112,5 @@ def test_sweep_extracts_each_scan_once_per_atlas_and_denoiser(tmp_path):
         extracted.setdefault(key, []).append(int((~ext["cached"]).sum()))
     assert len(extracted) == 4
     for key, fresh in extracted.items():
-        assert sorted(fresh) == [0, 16], (key, fresh)  # one job extracts all 16 scans, the other none
-    assert len(list(cache.glob("*/*.tsv"))) == 4 * 16
+        assert sorted(fresh) == [0, 8], (key, fresh)  # one job extracts all 8 scans, the other none
+    assert len(list(cache.glob("*/*.tsv"))) == 4 * 8

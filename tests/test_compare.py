@@ -1,0 +1,241 @@
+"""megafc-compare: robustness of each network pair's effect across a sweep's pipelines."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TINY, megafc_cli
+from megafc.core import InputError
+from megafc.core.compare import collect_jobs, compare, robustness_long, robustness_table
+
+PAIRS = [("Default", "Vis"), ("SomMot", "Vis"), ("Vis", "Vis")]
+HALF = 0.1  # every fake interval is mean +/- HALF
+
+#: Overall-effect means per full-data pipeline (atlas, pooling) for PAIRS, chosen so that:
+#: Default-Vis is positive and credible everywhere; SomMot-Vis is negative everywhere but
+#: credible in 3 of 4 pipelines; Vis-Vis changes sign.
+FULL = {
+    ("schaefer", "pymc"): [0.20, -0.20, 0.05],
+    ("schaefer", "meta"): [0.15, -0.15, -0.02],
+    ("synthetic", "pymc"): [0.25, -0.05, 0.30],
+    ("synthetic", "meta"): [0.18, -0.30, 0.01],
+}
+#: Leave-one-dataset-out refits of atlas=schaefer pooling=pymc.
+LOO = {"lsd_1": [0.12, -0.10, 0.04], "psilocybin_1": [0.22, 0.02, 0.06]}
+
+
+def _effects(means: list[float]) -> pd.DataFrame:
+    rows = []
+    for (a, b), m in zip(PAIRS, means):
+        for effect, value, half in (("overall", m, HALF), ("drug:LSD", m / 2, 5 * HALF)):
+            rows.append({"network_a": a, "network_b": b, "system_a": "x", "system_b": "y", "effect": effect,
+                         "effect_type": effect.split(":")[0], "level": effect.partition(":")[2],
+                         "mean": value, "sd": half / 2, "hdi_low": value - half, "hdi_high": value + half,
+                         "pd": 0.9, "ok": True})
+    return pd.DataFrame(rows)
+
+
+def write_job(job_dir, atlas, pooling, means, loo=None, seed=0, complete=True):
+    """A job directory as `megafc --multirun` leaves it (provenance.json last, if complete)."""
+    (job_dir / ".hydra").mkdir(parents=True)
+    overrides = [f"atlas={atlas}", f"pooling={pooling}"] + ([f"loo_dataset={loo}"] if loo else [])
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    pooling_cfg = ({"name": pooling, "draws": 1000, "tune": 1000} if pooling == "pymc"
+                   else {"name": pooling, "ci_level": 0.95})
+    config = {"dataset": {"name": "synthetic", "scale": 0.15, "sites": [{"name": "lsd_1"}, {"name": "psilocybin_1"}]},
+              "atlas": {"name": atlas}, "denoiser": {"name": "none"}, "estimator": {"name": "correlation"},
+              "pooling": pooling_cfg, "seed": seed, "aggregate": {"level": "network"}, "figures": pooling == "pymc",
+              "loo_dataset": loo}
+    (job_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _effects(means).to_csv(job_dir / "effects.tsv", sep="\t", index=False)
+    if complete:
+        plugins = {kind: {"name": config[kind]["name"], "class": "x:Y", "distribution": "megafc", "version": "0.1.0"}
+                   for kind in ("dataset", "atlas", "denoiser", "estimator", "pooling")}
+        (job_dir / "provenance.json").write_text(json.dumps({"plugins": plugins, "seed": seed}))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "multirun"
+    num = 0
+    for (atlas, pooling), means in FULL.items():
+        write_job(root / f"{num}_atlas={atlas},pooling={pooling}", atlas, pooling, means)
+        num += 1
+    for loo, means in LOO.items():
+        write_job(root / f"{num}_atlas=schaefer,loo_dataset={loo},pooling=pymc", "schaefer", "pymc", means, loo=loo)
+        num += 1
+    # killed before finishing: absurd numbers that must never show up
+    write_job(root / f"{num}_atlas=synthetic,pooling=bambi", "synthetic", "bambi", [99.0, 99.0, 99.0], complete=False)
+    (root / "multirun.yaml").write_text("hydra: {}\n")
+    return root
+
+
+def label(atlas, pooling):
+    return f"atlas={atlas} pooling={pooling}"
+
+
+def test_collect_jobs_labels_loo_and_incomplete(sweep):
+    jobs = collect_jobs(sweep)
+    assert list(jobs["job"]) == [f"{i}_{s}" for i, s in enumerate(
+        ["atlas=schaefer,pooling=pymc", "atlas=schaefer,pooling=meta", "atlas=synthetic,pooling=pymc",
+         "atlas=synthetic,pooling=meta", "atlas=schaefer,loo_dataset=lsd_1,pooling=pymc",
+         "atlas=schaefer,loo_dataset=psilocybin_1,pooling=pymc"])]
+    # only what varies: atlas and pooling (not pooling.draws, which only pymc has, not figures, not loo)
+    assert list(jobs["pipeline"]) == [label(*k) for k in FULL] + [label("schaefer", "pymc")] * 2
+    assert list(jobs["loo_dataset"]) == [None] * 4 + ["lsd_1", "psilocybin_1"]
+    assert set(jobs.columns) >= {"job", "pipeline", "loo_dataset", "dataset", "atlas", "denoiser", "estimator",
+                                 "pooling"}
+    assert jobs.attrs["incomplete"] == ["6_atlas=synthetic,pooling=bambi"]
+    assert "bambi" not in set(jobs["pooling"])
+
+
+def test_labels_name_varying_settings_and_two_level_layout(tmp_path):
+    root = tmp_path / "multirun"
+    for seed in (0, 1):
+        write_job(root / "2026-01-01" / f"12-00-0{seed}" / "0", "schaefer", "meta", FULL[("schaefer", "meta")],
+                  seed=seed)
+    with pytest.raises(InputError):  # three levels down: not a sweep directory
+        collect_jobs(root)
+    jobs = collect_jobs(root / "2026-01-01")
+    assert list(jobs["pipeline"]) == ["seed=0", "seed=1"]
+    assert list(jobs["job"]) == ["12-00-00/0", "12-00-01/0"]
+
+
+def test_robustness_flags(sweep):
+    jobs = collect_jobs(sweep)
+    table = robustness_table(jobs).set_index(["network_a", "network_b", "effect"])
+    assert len(table) == len(PAIRS) * 2
+
+    def row(pair):
+        return table.loc[(*pair, "overall")]
+
+    p1, p2, p3 = (row(p) for p in PAIRS)
+    assert (p1["n_pipelines"], p1["sign_agree"], p1["all_credible"], p1["credible_in"]) == (4, True, True, 4)
+    assert (p2["sign_agree"], p2["all_credible"], p2["credible_in"]) == (True, False, 3)
+    assert (p3["sign_agree"], p3["all_credible"], p3["credible_in"]) == (False, False, 1)
+    assert p1["min_mean"] == pytest.approx(0.15) and p1["max_mean"] == pytest.approx(0.25)
+    assert p2["min_mean"] == pytest.approx(-0.30) and p2["max_mean"] == pytest.approx(-0.05)
+
+    ref = label("schaefer", "pymc")
+    assert p1[f"mean[{ref}]"] == pytest.approx(0.20)
+    assert p1[f"hdi_low[{ref}]"] == pytest.approx(0.10) and p1[f"hdi_high[{ref}]"] == pytest.approx(0.30)
+    assert p2[f"mean[{label('synthetic', 'meta')}]"] == pytest.approx(-0.30)
+    # LOO: range of the refits' means and whether they all keep the full-data sign
+    assert p1[f"n_loo[{ref}]"] == 2
+    assert (p1[f"loo_min[{ref}]"], p1[f"loo_max[{ref}]"]) == (pytest.approx(0.12), pytest.approx(0.22))
+    assert p1[f"loo_sign_stable[{ref}]"] and p1["loo_sign_stable"]
+    assert (p2[f"loo_min[{ref}]"], p2[f"loo_max[{ref}]"]) == (pytest.approx(-0.10), pytest.approx(0.02))
+    assert not p2[f"loo_sign_stable[{ref}]"] and not p2["loo_sign_stable"]
+    assert p3[f"loo_sign_stable[{ref}]"]  # 0.05 -> 0.04, 0.06
+    # only pipelines with LOO jobs get LOO columns
+    assert not any(c.startswith("loo_min[") and "synthetic" in c for c in table.columns)
+
+    # drug:LSD intervals are wide: nothing credible, signs as for overall
+    lsd = table.xs("drug:LSD", level="effect")
+    assert (lsd["credible_in"] == 0).all() and not lsd["all_credible"].any()
+    assert list(lsd["sign_agree"]) == [True, True, False]
+
+    long = robustness_long(jobs)
+    assert len(long) == len(PAIRS) * 2 * 4  # pair x effect x full-data pipeline
+    assert (long["mean"].abs() < 1).all()  # the incomplete job's 99s are never used
+    one = long[(long.network_a == "SomMot") & (long.effect == "overall")
+               & (long.pipeline == label("synthetic", "pymc"))]
+    assert one["credible"].item() == 0 and one["n_loo"].item() == 0 and pd.isna(one["loo_sign_stable"].item())
+
+
+def test_compare_writes_everything(sweep):
+    out = compare(sweep)
+    assert out == sweep / "comparison"
+    for name in ("robustness.tsv", "robustness_long.tsv", "jobs.tsv", "report.html",
+                 "figures/robustness.png", "figures/robustness.svg"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert not list(out.glob(".megafc-staging-*"))
+    assert (out / "figures/robustness.png").read_bytes()[:4] == b"\x89PNG"
+
+    table = pd.read_csv(out / "robustness.tsv", sep="\t")
+    assert len(table) == 6 and table["all_credible"].sum() == 1
+    jobs = pd.read_csv(out / "jobs.tsv", sep="\t")
+    assert list(jobs["status"]).count("complete") == 6
+    assert jobs["status"].iloc[-1].startswith("incomplete")
+    assert jobs["job"].iloc[-1] == "6_atlas=synthetic,pooling=bambi"
+
+    report = (out / "report.html").read_text()
+    sources = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", report)
+    assert sources and all(s.startswith("data:") for s in sources), sources
+    assert "<link" not in report and "@import" not in report
+    assert "data:image/png;base64," in report
+    assert "Credible in all 4 pipeline(s) (interval excludes 0 on the same side): <b>1</b>" in report
+    assert "Sign-consistent across pipelines: <b>2</b>" in report
+    assert "sign-stable: <b>2</b> of 3" in report
+    assert "6_atlas=synthetic,pooling=bambi" in report  # the ignored job is reported
+
+    # rerunning replaces the comparison in place, again leaving no staging folder
+    compare(sweep)
+    assert not list(out.glob(".megafc-staging-*"))
+    # the comparison folder is never taken for a job
+    assert len(collect_jobs(sweep)) == 6
+
+
+def test_cli_writes_to_out(sweep, tmp_path):
+    out = tmp_path / "elsewhere"
+    proc = megafc_cli([str(sweep), "--out", str(out)], cwd=tmp_path, script="megafc-compare", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "report.html").is_file() and not (sweep / "comparison").exists()
+    assert "incomplete" in proc.stderr and "6_atlas=synthetic,pooling=bambi" in proc.stderr
+    assert str(out) in proc.stdout
+
+
+def _one_paragraph_error(proc, expected):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("megafc: error: "), proc.stderr
+    assert expected in errors[0]
+    assert "" not in proc.stderr.strip().splitlines()  # no blank line: one paragraph
+
+
+def test_cli_bad_inputs(tmp_path, sweep):
+    missing = tmp_path / "nope"
+    _one_paragraph_error(megafc_cli([str(missing)], cwd=tmp_path, script="megafc-compare", timeout=120),
+                         f"sweep directory {missing} does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_paragraph_error(megafc_cli([str(empty)], cwd=tmp_path, script="megafc-compare", timeout=120),
+                         f"no completed megafc job in {empty}")
+    assert list(empty.iterdir()) == []
+
+    # a complete job whose effects.tsv is broken: named, nothing written
+    effects = sweep / "0_atlas=schaefer,pooling=pymc" / "effects.tsv"
+    pd.read_csv(effects, sep="\t").drop(columns="mean").to_csv(effects, sep="\t", index=False)
+    _one_paragraph_error(megafc_cli([str(sweep)], cwd=tmp_path, script="megafc-compare", timeout=120),
+                         f"{effects} lacks column(s) mean")
+    assert not (sweep / "comparison").exists() or not any((sweep / "comparison").iterdir())
+
+
+@pytest.mark.slow
+def test_end_to_end_meta_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    meta = [o for o in TINY if not o.startswith("pooling.")] + ["pooling=meta"]
+    proc = megafc_cli(["--multirun", "estimator=correlation,ledoit_wolf", *meta, f"hydra.sweep.dir={sweep}"],
+                      cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = megafc_cli([str(sweep)], cwd=tmp_path, script="megafc-compare", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = sweep / "comparison"
+    jobs = pd.read_csv(out / "jobs.tsv", sep="\t")
+    assert list(jobs["pipeline"]) == ["estimator=correlation", "estimator=ledoit_wolf"]
+    table = pd.read_csv(out / "robustness.tsv", sep="\t")
+    overall = table[table["effect"] == "overall"]
+    assert len(overall) > 0 and (overall["n_pipelines"] == 2).all()
+    assert {"mean[estimator=correlation]", "hdi_low[estimator=ledoit_wolf]", "sign_agree",
+            "all_credible"} <= set(table.columns)
+    assert overall["all_credible"].any()  # the planted effects survive both estimators
+    long = pd.read_csv(out / "robustness_long.tsv", sep="\t")
+    assert len(long) == 2 * len(table)
+    assert (out / "figures" / "robustness.svg").is_file()
+    assert "data:image/png;base64," in (out / "report.html").read_text()
