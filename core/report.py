@@ -168,10 +168,11 @@ def excludes_zero(low: float, high: float) -> bool:
 
 
 def html_table(df: pd.DataFrame, table_id: str | None = None, raw: Iterable[str] = (),
-               row_class: Callable[[pd.Series], str] | None = None, scroll: bool = False) -> str:
+               row_class: Callable[[pd.Series], str] | None = None, scroll: bool = False,
+               headers: list[str] | None = None) -> str:
     """A zebra table; columns in ``raw`` already hold HTML, every other cell is formatted."""
     raw = set(raw)
-    head = "".join(f"<th>{esc(c)}</th>" for c in df.columns)
+    head = "".join(f"<th>{esc(c)}</th>" for c in (headers or df.columns))
     rows = []
     for _, row in df.iterrows():
         cls = row_class(row) if row_class else ""
@@ -182,6 +183,19 @@ def html_table(df: pd.DataFrame, table_id: str | None = None, raw: Iterable[str]
     ident = f' id="{esc(table_id)}"' if table_id else ""
     table = f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     return f'<div class="scroll">{table}</div>' if scroll else table
+
+
+def side_by_side(items: list[tuple[Any, Any]], names: tuple[str, str], groups: int) -> pd.DataFrame:
+    """A long two-column list as ``groups`` column pairs side by side (shorter tables)."""
+    per = math.ceil(len(items) / groups) if items else 0
+    cols = {}
+    for g in range(groups):
+        chunk = items[g * per:(g + 1) * per] + [("", "")] * (per - len(items[g * per:(g + 1) * per]))
+        if not items[g * per:(g + 1) * per]:
+            break
+        cols[f"{names[0]}_{g}"] = [k for k, _ in chunk]
+        cols[f"{names[1]}_{g}"] = [v for _, v in chunk]
+    return pd.DataFrame(cols)
 
 
 def note(text: str, cls: str = "note") -> str:
@@ -219,12 +233,12 @@ def save_figure(run: Run, fig, name: str) -> str:
     """Save ``figures/report_<name>.png`` and ``.svg``; return the PNG as a data URI."""
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=DPI)  # constrained layout: no costly bbox_inches="tight"
     png = buf.getvalue()
     png_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.png"
     svg_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.svg"
     png_path.write_bytes(png)
-    fig.savefig(svg_path, format="svg", bbox_inches="tight")
+    fig.savefig(svg_path, format="svg")
     run.made += [png_path, svg_path]
     return png_data_uri(png)
 
@@ -265,12 +279,14 @@ def matrix_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], networks: li
     axes = fig.subplots(nrows, ncols, squeeze=False)
     cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
     image = None
-    star = max(5.0, min(11.0, 150.0 / max(k, 1)))
+    star = max(3.0, min(8.0, 110.0 / max(k, 1)))
+    label_size = max(4.0, min(8.0, 130.0 / max(k, 1)))
     for ax, (title, mean, cred) in zip(axes.flat, panels):
         image = plot_matrix(mean, labels=networks, axes=ax, vmin=-vmax, vmax=vmax, cmap=cmap,
                             colorbar=False, reorder=False, auto_fit=False)
-        for i, j in zip(*np.nonzero(cred)):
-            ax.text(j, i, "*", ha="center", va="center", fontsize=star, color="k")
+        rows, cols = np.nonzero(cred)
+        ax.plot(cols, rows, ls="none", marker="*", ms=star, color="k", mew=0)  # one artist: fast layout
+        ax.tick_params(labelsize=label_size)
         ax.set_title(title, fontsize=11)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
@@ -354,7 +370,7 @@ def fd_figure(scans: pd.DataFrame, threshold: float | None):
     ax.set_xticklabels(datasets, rotation=35, ha="right", fontsize=8)
     ax.set_xlim(-0.6, len(datasets) - 0.4)
     ax.set_ylabel("mean framewise displacement (mm)")
-    ax.legend(fontsize=8, loc="upper left", frameon=False, ncols=min(4, len(conditions) + 2))
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False, ncols=len(conditions) + 2)
     ax.grid(axis="y", color="#eeeeee")
     return fig
 
@@ -611,7 +627,7 @@ def effects_section(run: Run) -> str:
     uri = save_figure(run, matrix_figure(panels[:1], networks, vmax, 1, interval), "effect_overall")
     parts.append(figure_html(uri, "Overall effect (all drugs pooled).", "effect_overall"))
     if len(panels) > 1:
-        uri = save_figure(run, matrix_figure(panels[1:], networks, vmax, 3, interval), "effect_drugs")
+        uri = save_figure(run, matrix_figure(panels[1:], networks, vmax, 2, interval), "effect_drugs")
         parts.append(figure_html(uri, "Effect of each drug (same colour scale).", "effect_drugs"))
     counts = [{"effect": name, "network pairs": int(np.isfinite(m).sum() + np.isfinite(np.diag(m)).sum()) // 2,
                f"{interval} excludes 0": int(c.sum() + np.diag(c).sum()) // 2} for name, m, c in panels]
@@ -714,9 +730,11 @@ def diagnostics_section(run: Run) -> str:
             parts.append("<ul class=\"warnings\">" + "".join(f"<li>{esc(w)}</li>" for w in warnings) + "</ul>")
         else:
             parts.append(note("No warnings in megafc.log."))
-    for png in other_figures(run):
-        parts.append(figure_html(png_data_uri(png.read_bytes()), f"{png.stem.replace('_', ' ')} (written by the "
-                                 "pooling plugin)", png.stem))
+    extra = [figure_html(png_data_uri(p.read_bytes()), f"{p.stem.replace('_', ' ')} (written by the pooling plugin)",
+                         p.stem) for p in other_figures(run)]
+    if extra:
+        parts.append("<h3>Figures from the pooling plugin</h3>")
+        parts.append(f'<div class="row">{"".join(extra)}</div>')
     return "\n".join(parts)
 
 
@@ -783,7 +801,8 @@ def provenance_section(run: Run) -> str:
         packages = prov.get("packages") or {}
         if packages:
             parts.append("<h3>Package versions</h3>")
-            parts.append(html_table(pd.DataFrame(list(packages.items()), columns=["package", "version"]), "packages-table"))
+            wide = side_by_side(list(packages.items()), ("package", "version"), 3)
+            parts.append(html_table(wide, "packages-table", headers=["package", "version"] * (wide.shape[1] // 2)))
         fps = prov.get("input_fingerprints") or {}
         parts.append("<h3>Input fingerprints</h3>")
         if fps:
@@ -809,7 +828,7 @@ def markdown_to_html(text: str, shift: int = 0) -> str:
 
     def flush() -> None:
         if para:
-            out.append(f"<p>{inline(' '.join(para))}</p>")
+            out.append(f"<p>{'<br>'.join(inline(p) for p in para)}</p>")  # keep the file's line breaks
             para.clear()
         if items:
             out.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in items) + "</ul>")
@@ -849,7 +868,7 @@ def inline(text: str) -> str:
 # --------------------------------------------------------------------------- citations
 
 REFERENCES: dict[str, str] = {
-    "girn": "Girn M, et al. (2026) Nat Med 32:1543-1554. (The multi-site mega-analysis megafc reproduces.)",
+    "girn": "Girn et al. (2026) Nat Med 32:1543-1554. (The multi-site mega-analysis megafc reproduces.)",
     "nilearn": ("Abraham A, Pedregosa F, Eickenberg M, Gervais P, Mueller A, Kossaifi J, Gramfort A, Thirion B, "
                 "Varoquaux G (2014) Machine learning for neuroimaging with scikit-learn. Front Neuroinform 8:14"),
     "pymc": ("Abril-Pla O, Andreani V, Carroll C, Dong L, Fonnesbeck CJ, Kochurov M, Kumar R, Lao J, Luhmann CC, "
@@ -1032,6 +1051,9 @@ ul.warnings li { font-family: ui-monospace, Menlo, Consolas, monospace; font-siz
 ol.citations li { margin-bottom: 0.4em; font-size: 0.92em; }
 pre.config { background: #f4f4f4; padding: 1em; overflow: auto; max-height: 40em; font-size: 0.82em; }
 code { background: #f1f1f1; padding: 0 0.2em; border-radius: 3px; }
+@media print { body { background: #fff; } main { max-width: none; padding: 0; }
+               .scroll, pre.config { max-height: none; overflow: visible; } section { break-inside: auto; }
+               figure { break-inside: avoid; } }
 """
 
 

@@ -13,8 +13,8 @@ ESS_MIN = 400.0
 def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95) -> pd.DataFrame:
     """Summarise draws of shape (chain, draw, n) into one row per quantity.
 
-    Columns: mean, sd, hdi_low, hdi_high, pd (probability of direction), r_hat, ess_bulk,
-    ess_tail. R-hat and ESS are computed on the quantity itself, so derived effects (e.g. a
+    Columns: mean, sd, hdi_low, hdi_high (``hdi_prob`` HDI), hdi50_low, hdi50_high (50% HDI,
+    for calibration checks), pd (probability of direction), r_hat, ess_bulk, ess_tail. R-hat and ESS are computed on the quantity itself, so derived effects (e.g. a
     drug's effect = overall + deviation) carry honest diagnostics.
     """
     import arviz as az
@@ -24,6 +24,7 @@ def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95) -> pd.DataFrame:
         raise ValueError(f"expected draws of shape (chain, draw, n), got {draws.shape}")
     ds = az.convert_to_dataset({"x": draws})
     hdi = az.hdi(ds, hdi_prob=hdi_prob)["x"].to_numpy()
+    hdi50 = az.hdi(ds, hdi_prob=0.5)["x"].to_numpy()
     n_chains = draws.shape[0]
     if n_chains > 1 or draws.shape[1] >= 4:
         r_hat = az.rhat(ds)["x"].to_numpy()
@@ -39,6 +40,8 @@ def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95) -> pd.DataFrame:
             "sd": flat.std(axis=0, ddof=1),
             "hdi_low": hdi[:, 0],
             "hdi_high": hdi[:, 1],
+            "hdi50_low": hdi50[:, 0],
+            "hdi50_high": hdi50[:, 1],
             "pd": np.maximum(prob_pos, 1 - prob_pos),
             "r_hat": r_hat,
             "ess_bulk": ess_bulk,

@@ -1,0 +1,45 @@
+"""megafc-calibrate: interval coverage over simulated replicates."""
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, megafc_cli
+from megafc.core.calibrate import score_replicate
+
+
+def test_scoring_counts_coverage_and_signs():
+    effects = pd.DataFrame({
+        "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"], "effect": ["overall"] * 3,
+        "effect_type": ["overall"] * 3, "mean": [0.1, -0.05, 0.0],
+        "hdi_low": [0.05, -0.1, -0.02], "hdi_high": [0.15, -0.01, 0.02],
+        "hdi50_low": [0.08, -0.07, -0.01], "hdi50_high": [0.12, -0.03, 0.01],
+    })
+    truth = pd.DataFrame({"aggregation": "network", "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"],
+                          "effect": "overall", "truth": [0.2, -0.05, 0.0]})
+    s = score_replicate(effects, truth, "network", min_effect=0.02).iloc[0]
+    assert s["coverage_95"] == pytest.approx(2 / 3)  # 0.2 lies outside [0.05, 0.15]
+    assert s["coverage_50"] == pytest.approx(2 / 3)
+    assert s["sign_recovery"] == 1.0 and s["sign_error_rate"] == 0.0 and s["false_positive_rate"] == 0.0
+
+
+@pytest.mark.slow
+def test_small_calibration_lands_in_a_sensible_band(tmp_path):
+    small = [o for o in TINY if not o.startswith(("pooling.", "dataset.scale"))]
+    out = tmp_path / "calib"
+    proc = megafc_cli(["--replicates", "2", "--out", str(out), "dataset.scale=0.3", "pooling=pymc_quick", *small],
+                      cwd=tmp_path, script="megafc-calibrate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(out / "calibration.tsv", sep="\t").set_index("effect_type")
+    assert (out / "calibration.png").exists() and (out / "replicate-01" / "effects.tsv").exists()
+    assert set(summary.index) == {"overall", "drug", "dataset"}
+    # 95% intervals: at least 85% coverage; 50% intervals neither far too narrow nor far too wide
+    assert (summary["coverage_95"] >= 0.85).all()
+    assert summary["coverage_50"].between(0.35, 0.85).all()
+    assert summary.loc["overall", "sign_recovery"] >= 0.7
+    assert summary.loc["overall", "sign_error_rate"] <= 0.05
+
+
+def test_calibration_needs_planted_effects(tmp_path):
+    proc = megafc_cli(["--replicates", "1", "--out", str(tmp_path / "c"), "dataset=fmriprep"], cwd=tmp_path,
+                      script="megafc-calibrate")
+    assert proc.returncode != 0 and "megafc: error:" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,282 @@
+"""The HTML report: sections, self-containment, counts that match the run's tables, the
+diagnostics banner, a non-Bayesian run, missing optional files, and a real browser render."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, compose
+from megafc.core.pipeline import run_experiment
+from megafc.core.registry import build_registry
+from megafc.core.report import fmt, log_warnings, markdown_to_html, write_report
+
+SECTIONS = ("Data", "Motion QC", "Effects", "Diagnostics", "Methods", "Provenance")
+REPORT_FIGURES = ("mean_fd", "qc_fc", "effect_overall", "effect_drugs", "forest", "recovery")
+
+
+class ReportParser(HTMLParser):
+    """Collects <img> sources, every src/href, h2 headings and the cells of tables with an id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.imgs: list[str] = []
+        self.links: list[str] = []
+        self.h2: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._in_h2 = False
+        self._tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self._tags.append(tag)
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        for key in ("src", "href"):
+            if key in a:
+                self.links.append(a[key] or "")
+        if tag == "table" and a.get("id"):
+            self._table = a["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th") and self._table:
+            self._cell = []
+        elif tag == "h2":
+            self._in_h2, self._h2 = True, []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._table and self._cell is not None:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "h2":
+            self._in_h2 = False
+            self.h2.append("".join(self._h2).strip())
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_h2:
+            self._h2.append(data)
+
+
+def parse(html_text: str) -> ReportParser:
+    p = ReportParser()
+    p.feed(html_text)
+    return p
+
+
+def table_frame(rows: list[list[str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows[1:], columns=rows[0])
+
+
+@pytest.fixture(scope="module")
+def pymc_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("report_pymc")
+    run_experiment(compose(TINY), build_registry(), run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def pymc_report(pymc_run) -> Path:
+    return write_report(pymc_run)
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("report_meta")
+    overrides = [o for o in TINY if not o.startswith("pooling.")] + ["pooling=meta"]
+    run_experiment(compose(overrides), build_registry(), run_dir)
+    return run_dir
+
+
+def test_report_has_every_section_and_no_errors(pymc_report):
+    text = pymc_report.read_text()
+    assert pymc_report.name == "report.html"
+    assert parse(text).h2 == list(SECTIONS)
+    assert 'class="report-error"' not in text
+    for heading in ("Datasets", "Exclusions", "Drugs", "Mean framewise displacement", "QC-FC",
+                    "Network x network effects", "Key network pairs", "Summaries", "Drug similarity",
+                    "Recovery of planted effects", "Sampler diagnostics", "Citations", "Package versions",
+                    "Resolved config"):
+        assert f"<h3>{heading}</h3>" in text, heading
+
+
+def test_report_is_self_contained(pymc_report):
+    text = pymc_report.read_text()
+    p = parse(text)
+    assert len(p.imgs) >= len(REPORT_FIGURES)
+    for src in p.imgs:
+        assert src.startswith("data:image/png;base64,"), src[:80]
+    for link in p.links:
+        assert link.startswith(("data:image/png;base64,", "#")), link[:80]
+    assert "<script" not in text and "<link" not in text and "@import" not in text
+    assert not re.search(r"url\(", text)
+
+
+def test_report_figures_saved_as_png_and_svg(pymc_report):
+    figures = pymc_report.parent / "figures"
+    for name in REPORT_FIGURES:
+        for ext in ("png", "svg"):
+            f = figures / f"report_{name}.{ext}"
+            assert f.is_file() and f.stat().st_size > 1000, f
+    assert (figures / "report_mean_fd.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_dataset_and_exclusion_tables_match_scans(pymc_report):
+    run_dir = pymc_report.parent
+    scans = pd.read_csv(run_dir / "scans.tsv", sep="\t")
+    p = parse(pymc_report.read_text())
+    table = table_frame(p.tables["datasets-table"]).set_index("dataset")
+    expected = scans.groupby("dataset")["excluded"].agg(scans="size", excluded="sum")
+    assert set(table.index) == set(expected.index) | {"total"}
+    for ds, row in expected.iterrows():
+        assert int(table.loc[ds, "scans"]) == row["scans"]
+        assert int(table.loc[ds, "excluded"]) == row["excluded"]
+        assert int(table.loc[ds, "kept"]) == row["scans"] - row["excluded"]
+    assert int(table.loc["total", "excluded"]) == int(scans["excluded"].sum())
+    reasons = scans[scans["excluded"]].groupby(["dataset", "exclusion_reason"]).size()
+    if len(reasons):
+        shown = table_frame(p.tables["exclusions-table"])
+        got = {(r.dataset, r.reason): int(r.scans) for r in shown.itertuples(index=False)}
+        assert got == {k: int(v) for k, v in reasons.items()}
+
+
+def test_diagnostics_banner_when_effects_not_ok(pymc_report):
+    effects = pd.read_csv(pymc_report.parent / "effects.tsv", sep="\t")
+    bad = int((~effects["ok"].astype(bool)).sum())
+    assert bad > 0, "TINY draws are too few for every effect to pass; the fixture changed?"
+    text = pymc_report.read_text()
+    assert 'class="banner bad"' in text
+    assert f"{bad} of {len(effects)} effects are flagged not ok" in text
+    # not-ok diagnostics rows are highlighted
+    assert '<tr class="bad">' in text
+
+
+def test_citations_follow_the_plugins_used(pymc_report):
+    text = pymc_report.read_text()
+    assert "Abril-Pla O" in text and "Kumar R, Carroll C" in text and "Abraham A" in text
+    assert "Girn et al. (2026) Nat Med 32:1543-1554" in text
+    assert "DerSimonian" not in text and "Capretto" not in text and "Esteban O" not in text
+    assert "Schaefer A" not in text  # the synthetic atlas only borrows Schaefer's names
+
+
+def test_meta_run_report(meta_run):
+    assert not (meta_run / "posterior.nc").exists()
+    report = write_report(meta_run, title="meta <comparator>")
+    text = report.read_text()
+    p = parse(text)
+    assert p.h2 == list(SECTIONS)
+    assert 'class="report-error"' not in text
+    assert "<title>meta &lt;comparator&gt;</title>" in text
+    assert all(src.startswith("data:image/png;base64,") for src in p.imgs)
+    assert "DerSimonian R, Laird N (1986)" in text and "Abril-Pla" not in text
+    effects_html = re.sub(r"data:image/png;base64,[^\"]*", "", text.split('id="effects"')[1].split('id="diagnostics"')[0])
+    assert "95% CI" in effects_html and "HDI" not in effects_html
+    effects = pd.read_csv(meta_run / "effects.tsv", sep="\t")
+    assert effects["r_hat"].isna().all()
+    if effects["ok"].astype(bool).all():
+        assert "Non-Bayesian pooling: no MCMC diagnostics apply" in text
+
+
+def test_missing_optional_files_only_drop_their_parts(pymc_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(pymc_run, run, ignore=shutil.ignore_patterns("figures", "report.html", "posterior.nc"))
+    for name in ("qc_fc.tsv", "truth.tsv", "summaries.tsv", "drug_similarity.tsv", "exclusions.tsv", "methods.md"):
+        (run / name).unlink(missing_ok=True)
+    (run / "megafc.log").write_text(
+        "[2026-01-01 00:00:00,000][megafc][INFO] - fine\n"
+        "[2026-01-01 00:00:01,000][megafc][WARNING] - pooling: max R-hat 1.3 > 1.01; chains have <not> converged\n"
+    )
+    text = write_report(run).read_text()
+    assert parse(text).h2 == list(SECTIONS)
+    assert 'class="report-error"' not in text
+    assert "qc_fc.tsv is missing" in text and "summaries.tsv is missing" in text and "methods.md is missing" in text
+    assert "Recovery of planted effects" not in text
+    assert "chains have &lt;not&gt; converged" in text
+
+
+def test_empty_directory_still_gives_a_report(tmp_path):
+    text = write_report(tmp_path).read_text()
+    assert parse(text).h2 == list(SECTIONS)
+    assert 'class="report-error"' not in text
+    with pytest.raises(FileNotFoundError):
+        write_report(tmp_path / "absent")
+
+
+def test_helpers():
+    assert fmt(0.000123456) == "0.000123" and fmt(1234.5678) == "1.23e+03" and fmt(12.0) == "12"
+    assert fmt(float("nan")) == "&ndash;" and fmt("<b>") == "&lt;b&gt;"
+    md = markdown_to_html("# Title\n\nline one\nline <two>\n\n- a `x`\n- b\n  continued\n", shift=2)
+    assert md == ("<h3>Title</h3>\n<p>line one<br>line &lt;two&gt;</p>\n"
+                  "<ul><li>a <code>x</code></li><li>b continued</li></ul>")
+    assert log_warnings("[t][megafc][WARNING] - careful\n[t][megafc][INFO] - ok") == ["WARNING (megafc): careful"]
+
+
+# --------------------------------------------------------------------------- real browser
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)
+
+#: Appended before </body> of a copy of the report: after load, records on <body> how many of the
+#: report's images failed to decode (naturalWidth 0), plus a deliberately broken probe image that
+#: proves the check can fail.
+PROBE = """
+<img id="probe" src="data:image/png;base64,bm90IGEgcG5n" alt="probe">
+<script>
+window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.querySelectorAll("main img"));
+  var broken = imgs.filter(function (i) { return !i.complete || i.naturalWidth === 0; });
+  var probe = document.getElementById("probe");
+  document.body.setAttribute("data-images", String(imgs.length));
+  document.body.setAttribute("data-broken", String(broken.length));
+  document.body.setAttribute("data-probe-broken", String(probe.naturalWidth === 0 ? 1 : 0));
+});
+</script>
+"""
+
+
+def chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    exe = shutil.which("chromium")
+    return subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_report_renders_in_headless_chromium(pymc_report, tmp_path):
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    text = pymc_report.read_text()
+    n_imgs = len(parse(text).imgs)
+    check = tmp_path / "check.html"
+    check.write_text(text.replace("</body>", PROBE + "</body>"))
+
+    dom = chromium(["--virtual-time-budget=10000", "--dump-dom", check.as_uri()], tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", dom.stdout)
+    assert body, dom.stdout[:500]
+    attrs = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', body.group(1)))
+    assert attrs.get("data-probe-broken") == "1", f"the broken-image check did not run or cannot fail: {attrs}"
+    assert attrs.get("data-images") == str(n_imgs), attrs
+    assert attrs.get("data-broken") == "0", attrs
+
+    shot = tmp_path / "shot.png"
+    res = chromium([f"--screenshot={shot}", "--window-size=1200,3000", pymc_report.as_uri()], tmp_path)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1200, 3000)
+        colours = im.convert("RGB").resize((300, 750)).getcolors(maxcolors=1_000_000)
+    assert len(colours) > 200, "the screenshot is (nearly) blank"
