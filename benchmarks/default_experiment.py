@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--sampler", default="auto")
     ap.add_argument("--draws", type=int, default=1500)
+    ap.add_argument("--level", default="network", choices=["network", "subnetwork"])
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -36,9 +37,10 @@ def main() -> None:
     t1 = time.perf_counter()
     conn = estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas)
     t2 = time.perf_counter()
-    pairs = network_pair_table(conn, atlas, scans)
+    pairs = network_pair_table(conn, atlas, scans, level=args.level)
     t3 = time.perf_counter()
-    pooling = PyMCPooling(PyMCPooling.Config(draws=args.draws, tune=args.draws, sampler=args.sampler, progressbar=False))
+    pooling = PyMCPooling(PyMCPooling.Config(draws=args.draws, tune=args.draws, sampler=args.sampler,
+                                             progressbar=False, predictive_checks=False))
     result = pooling.fit(pairs, seed=0)
     t4 = time.perf_counter()
     d = result.diagnostics

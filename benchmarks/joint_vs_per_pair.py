@@ -1,0 +1,70 @@
+"""Joint PyMC model vs one bambi model per network pair: time, ratio, disagreement.
+
+    python benchmarks/joint_vs_per_pair.py [--level network|subnetwork] [--bambi-pairs N]
+
+With --bambi-pairs N < all pairs, bambi is fitted on N pairs and its total time extrapolated
+(printed as such); disagreement is measured on the pairs both fitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from megafc.core import mark_unpaired, network_pair_table, validate_scans
+from megafc.core.pipeline import estimate_connectomes
+from megafc.plugins.atlases.synthetic import SyntheticAtlas
+from megafc.plugins.datasets.synthetic import SyntheticDataset
+from megafc.plugins.estimators.correlation import FisherZCorrelation
+from megafc.plugins.pooling.bambi_per_pair import BambiPooling
+from megafc.plugins.pooling.pymc_joint import PyMCPooling
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--level", default="network", choices=["network", "subnetwork"])
+    ap.add_argument("--bambi-pairs", type=int, default=0, help="0: every pair")
+    ap.add_argument("--sampler", default="auto")
+    args = ap.parse_args()
+
+    atlas = SyntheticAtlas().load()
+    inputs = SyntheticDataset().load(atlas, seed=0)
+    scans = mark_unpaired(validate_scans(inputs.scans))
+    included = list(scans.loc[~scans.excluded, "scan_id"])
+    pairs = network_pair_table(estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas),
+                               atlas, scans, level=args.level)
+    keys = pairs[["network_a", "network_b"]].drop_duplicates()
+    n_pairs = len(keys)
+
+    t = time.perf_counter()
+    joint = PyMCPooling(PyMCPooling.Config(sampler=args.sampler, progressbar=False, predictive_checks=False)).fit(pairs, 0)
+    t_joint = time.perf_counter() - t
+    d = joint.diagnostics
+    print(f"data: {len(included)} scans, {n_pairs} {args.level} pairs")
+    print(f"joint PyMC ({joint.description.split('NUTS (')[1].split(' sampler')[0]}): {t_joint:7.1f} s   "
+          f"max R-hat {d.r_hat_max.max():.3f}, min bulk ESS {d.ess_bulk_min.min():.0f}, divergences {int(d.divergences.max())}, "
+          f"effects ok {joint.effects.ok.mean():.1%}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+    n_b = n_pairs if args.bambi_pairs <= 0 else min(args.bambi_pairs, n_pairs)
+    chosen = keys.sample(n=n_b, random_state=0) if n_b < n_pairs else keys
+    sub = pairs.merge(chosen, on=["network_a", "network_b"])
+    t = time.perf_counter()
+    per_pair = BambiPooling(BambiPooling.Config(progressbar=False)).fit(sub, 0)
+    t_bambi = time.perf_counter() - t
+    t_bambi_all = t_bambi * n_pairs / n_b
+    label = "measured" if n_b == n_pairs else f"extrapolated from {n_b} pairs ({t_bambi:.1f} s)"
+    print(f"bambi per pair:  {t_bambi_all:7.1f} s   ({label})")
+    print(f"speed-up (bambi / joint): {t_bambi_all / t_joint:.1f}x")
+
+    m = joint.effects.merge(per_pair.effects, on=["network_a", "network_b", "effect"], suffixes=("_j", "_b"))
+    gap = (m.mean_j - m.mean_b).abs() / np.maximum(m.sd_j, m.sd_b)
+    for etype in ("overall", "drug", "dataset"):
+        g = gap[m.effect_type_j == etype]
+        print(f"largest |mean difference| / posterior sd, {etype:8s}: {g.max():.3f}  (median {g.median():.3f}, {len(g)} effects)")
+
+
+if __name__ == "__main__":
+    main()
