@@ -291,7 +291,7 @@ def matrix_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], networks: li
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     if image is not None:
-        cb = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7 if nrows > 1 else 0.85)
+        cb = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=min(0.85, 1.6 / nrows))
         cb.set_label(f"drug - control (Fisher z); * = {interval} excludes 0", fontsize=9)
     return fig
 
@@ -714,7 +714,7 @@ def diagnostics_section(run: Run) -> str:
         parts.append(html_table(ok_by_type(effects), "ok-table"))
     else:
         parts.append(note("effects.tsv (with its 'ok' column) is missing: no per-effect diagnostics."))
-    parts.append("<h3>Sampler diagnostics</h3>")
+    parts.append("<h3>Pooling diagnostics (diagnostics.tsv)</h3>")
     if diagnostics is not None and len(diagnostics):
         bad_row = (lambda r: "bad" if r.get("ok") is False else "") if "ok" in diagnostics else None
         parts.append(html_table(diagnostics, "diagnostics-table", row_class=bad_row, scroll=True))
@@ -750,7 +750,7 @@ def ok_by_type(effects: pd.DataFrame) -> pd.DataFrame:
             if col in sub:
                 row[label] = getattr(pd.to_numeric(sub[col], errors="coerce"), agg)()
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).dropna(axis=1, how="all")  # e.g. no R-hat/ESS for a meta-analysis
 
 
 def log_warnings(text: str) -> list[str]:

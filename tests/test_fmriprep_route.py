@@ -1,7 +1,6 @@
 """Real-data routes end to end on generated fMRIPrep-like trees: extraction, cache, QC, equivalence."""
 
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np

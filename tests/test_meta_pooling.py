@@ -5,11 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from megafc.core import EFFECT_COLUMNS, ConfigError, mark_unpaired, network_pair_table, paired_differences, validate_scans
-from megafc.core.pipeline import estimate_connectomes
-from megafc.plugins.atlases.synthetic import SyntheticAtlas
-from megafc.plugins.datasets.synthetic import SyntheticDataset
-from megafc.plugins.estimators.correlation import FisherZCorrelation
+from megafc.core import EFFECT_COLUMNS, ConfigError, paired_differences
 from megafc.plugins.pooling.design import HierarchicalPriors
 from megafc.plugins.pooling.meta import (
     META_COLUMNS,
@@ -19,27 +15,14 @@ from megafc.plugins.pooling.meta import (
     dersimonian_laird,
 )
 from megafc.plugins.pooling.pymc_joint import PyMCPooling
+from simulation import SMALL_ATLAS, simulate_pairs
 
 TRANS_UNI = {"transmodal", "unimodal"}
 
 
-def simulate_pairs(scale: float, n_volumes: int, seed: int = 0):
-    """As tests/test_pooling.py's helper, on a smaller atlas with the same 120 network pairs.
-
-    34 cortical + 16 subcortical + 2 cerebellar regions keep every network of the default
-    atlas, and connectivity takes ~1 s instead of ~30 s for 124 regions.
-    """
-    atlas = SyntheticAtlas(SyntheticAtlas.Config(n_cortical=34, n_cerebellar=2)).load()
-    inputs = SyntheticDataset(SyntheticDataset.Config(scale=scale, n_volumes=n_volumes)).load(atlas, seed)
-    scans = mark_unpaired(validate_scans(inputs.scans))
-    included = list(scans.loc[~scans.excluded, "scan_id"])
-    conn = estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas)
-    return network_pair_table(conn, atlas, scans), inputs.truth
-
-
 @pytest.fixture(scope="module")
 def simulated():
-    return simulate_pairs(scale=0.5, n_volumes=150)
+    return simulate_pairs(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS)
 
 
 @pytest.fixture(scope="module")

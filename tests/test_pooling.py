@@ -1,34 +1,18 @@
 """Pooling models on simulated data: recovery of planted effects, bambi/PyMC agreement."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from megafc.core import mark_unpaired, network_pair_table, validate_scans
-from megafc.core.pipeline import estimate_connectomes
-from megafc.plugins.atlases.synthetic import SyntheticAtlas
-from megafc.plugins.datasets.synthetic import SiteSpec, SyntheticDataset
-from megafc.plugins.estimators.correlation import FisherZCorrelation
+from megafc.plugins.datasets.synthetic import SiteSpec
 from megafc.plugins.pooling.bambi_per_pair import BambiPooling
 from megafc.plugins.pooling.design import paired_design
 from megafc.plugins.pooling.pymc_joint import PyMCPooling
-
-
-def simulate_pairs(scale: float, n_volumes: int, sites=None, seed: int = 0):
-    atlas = SyntheticAtlas().load()
-    cfg = SyntheticDataset.Config(scale=scale, n_volumes=n_volumes)
-    if sites is not None:
-        cfg.sites = sites
-    inputs = SyntheticDataset(cfg).load(atlas, seed)
-    scans = mark_unpaired(validate_scans(inputs.scans))
-    included = list(scans.loc[~scans.excluded, "scan_id"])
-    conn = estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas)
-    return network_pair_table(conn, atlas, scans), inputs.truth
+from simulation import SMALL_ATLAS, simulate_pairs
 
 
 @pytest.fixture(scope="module")
 def simulated():
-    return simulate_pairs(scale=0.5, n_volumes=150)
+    return simulate_pairs(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS)
 
 
 @pytest.mark.slow

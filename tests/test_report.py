@@ -107,7 +107,7 @@ def test_report_has_every_section_and_no_errors(pymc_report):
     assert 'class="report-error"' not in text
     for heading in ("Datasets", "Exclusions", "Drugs", "Mean framewise displacement", "QC-FC",
                     "Network x network effects", "Key network pairs", "Summaries", "Drug similarity",
-                    "Recovery of planted effects", "Sampler diagnostics", "Citations", "Package versions",
+                    "Recovery of planted effects", "Pooling diagnostics (diagnostics.tsv)", "Citations", "Package versions",
                     "Resolved config"):
         assert f"<h3>{heading}</h3>" in text, heading
 

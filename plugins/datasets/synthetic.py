@@ -214,7 +214,6 @@ class SyntheticDataset(DatasetLoader):
             truth_mats[f"drug:{d}"] = self._region_corr(
                 self._latent_corr(base + drug_effect(d)), base_load + c.drug_scale[d] * loading_change, member
             )
-        n_reg = atlas.n_regions
         for site in c.sites:
             ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
             ds_shift = rng.normal(0, 0.05, (k, k))

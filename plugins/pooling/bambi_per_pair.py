@@ -61,9 +61,9 @@ class BambiPooling(PoolingModel):
         design = paired_design(pairs)
         formula = self.formula(design)
         n_pairs = design.y.shape[1]
-        nd, nu = len(design.drugs), len(design.units)
+        nd = len(design.drugs)
         draws = {k: [] for k in ("overall", "drug_effect", "dataset_effect", "tau_drug", "tau_dataset", "sigma")}
-        diverging, energy = [], []
+        diverging = []
         sampler = resolve_sampler(c, auto="pymc")
         start = time.perf_counter()
         for p in range(n_pairs):
@@ -95,7 +95,6 @@ class BambiPooling(PoolingModel):
             draws["tau_drug"].append(post["1|drug_sigma"].to_numpy() if design.use_drug_level else np.zeros((ch, dr)))
             draws["tau_dataset"].append(post["1|dataset_sigma"].to_numpy() if design.use_dataset_level else np.zeros((ch, dr)))
             diverging.append(idata.sample_stats["diverging"].to_numpy())
-            energy.append(idata.sample_stats["energy"].to_numpy())
             log.info("bambi: network pair %d/%d fitted (%s--%s)", p + 1, n_pairs,
                      design.pairs["network_a"].iloc[p], design.pairs["network_b"].iloc[p])
         elapsed = time.perf_counter() - start
