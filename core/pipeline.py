@@ -199,6 +199,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             hook.megafc_after_aggregation(pairs=pairs, staging_dir=str(staged.staging))
             log.info("network pairs: %d pairs x %d scans", pairs.groupby(["network_a", "network_b"]).ngroups, len(included))
             pooling = plugins["pooling"]
+            if getattr(pooling, "needs_connectomes", False):
+                pooling.set_connectomes(connectomes, atlas, scans)
             try:
                 result = pooling.fit(pairs, seed)
             except MegafcError:
@@ -220,7 +222,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             if result.idata is not None:
                 result.idata.to_netcdf(str(staged.path("posterior.nc")))
             for name, table in result.tables.items():
-                staged.write_table(f"{name}.tsv", table)
+                # large tables (e.g. one row per edge) ask to be gzipped
+                staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
             for name, fig in result.figures.items():
                 fig.savefig(staged.path(f"figures/{name}.png"), dpi=110, bbox_inches="tight")
             staged.write_text("methods.md", methods_text(plugins, atlas, scans, level, result))

@@ -103,6 +103,12 @@ class PoolingModel(Plugin):
     """Pools network-pair FC across scans, subjects, datasets and drugs."""
 
     kind = "pooling"
+    #: Set True to be handed the region-level connectomes before ``fit`` (edge-level models).
+    needs_connectomes: ClassVar[bool] = False
+
+    def set_connectomes(self, connectomes: Any, atlas: Atlas, scans: pd.DataFrame) -> None:
+        """Called before ``fit`` when ``needs_connectomes`` is True."""
+        self.connectomes, self.atlas, self.scans = connectomes, atlas, scans
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         """Fit the model to the network-pair table and summarise its effects."""

@@ -411,7 +411,9 @@ def recovery_figure(merged: pd.DataFrame, interval: str):
 def dataset_order(scans: pd.DataFrame) -> list[str]:
     """Datasets grouped by drug, in first-seen order (the order of scans.tsv)."""
     first = scans.drop_duplicates("dataset")
-    return list(first.sort_values("drug", kind="stable", key=lambda s: s.map({d: i for i, d in enumerate(dict.fromkeys(first["drug"]))}))["dataset"])
+    rank = {d: i for i, d in enumerate(dict.fromkeys(first["drug"]))}
+    pairs = sorted(zip(first["drug"], first["dataset"]), key=lambda dd: rank[dd[0]])  # stable
+    return [str(ds) for _, ds in pairs]
 
 
 def dataset_table(scans: pd.DataFrame) -> pd.DataFrame:
@@ -629,8 +631,9 @@ def effects_section(run: Run) -> str:
     if len(panels) > 1:
         uri = save_figure(run, matrix_figure(panels[1:], networks, vmax, 2, interval), "effect_drugs")
         parts.append(figure_html(uri, "Effect of each drug (same colour scale).", "effect_drugs"))
-    counts = [{"effect": name, "network pairs": int(np.isfinite(m).sum() + np.isfinite(np.diag(m)).sum()) // 2,
-               f"{interval} excludes 0": int(c.sum() + np.diag(c).sum()) // 2} for name, m, c in panels]
+    upper = np.triu_indices(len(networks))  # each pair once
+    counts = [{"effect": name, "network pairs": int(np.isfinite(m[upper]).sum()),
+               f"{interval} excludes 0": int(c[upper].sum())} for name, m, c in panels]
     parts.append(html_table(pd.DataFrame(counts), "credible-counts"))
 
     pairs = top_pairs(effects, FOREST_PAIRS)
@@ -640,14 +643,10 @@ def effects_section(run: Run) -> str:
         parts.append(figure_html(uri, f"The {len(pairs)} pairs with the largest |overall effect|: overall "
                                       f"(black) and per-drug means with {interval}s; filled markers exclude 0.",
                                  "forest"))
-    contrasts = effects[effects.get("effect_type", pd.Series(dtype=str)).astype(str) == "contrast"] if "effect_type" in effects else effects.iloc[:0]
+    contrasts = effects[effects["effect"].astype(str).str.startswith("contrast:")]
     if len(contrasts):
         parts.append("<h3>Drug contrasts</h3>")
-        tab = (contrasts.assign(excl=[excludes_zero(lo, hi) for lo, hi in contrasts[["hdi_low", "hdi_high"]].itertuples(index=False)])
-               .groupby("effect", sort=False).agg(pairs=("excl", "size"), excludes_0=("excl", "sum"),
-                                                  largest_abs_mean=("mean", lambda s: s.abs().max()))
-               .reset_index().rename(columns={"excludes_0": f"{interval} excludes 0", "largest_abs_mean": "largest |mean|"}))
-        parts.append(html_table(tab, "contrasts-table"))
+        parts.append(html_table(contrast_table(contrasts, interval), "contrasts-table"))
     parts.append("<h3>Summaries</h3>")
     summaries = run.table("summaries")
     if summaries is not None and len(summaries):
@@ -665,6 +664,16 @@ def effects_section(run: Run) -> str:
     if truth is not None and len(truth):
         parts.append(recovery_block(run, effects, truth, interval))
     return "\n".join(parts)
+
+
+def contrast_table(contrasts: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """Per drug contrast: network pairs, how many intervals exclude 0, the largest |difference|."""
+    excl = [excludes_zero(lo, hi) for lo, hi in contrasts[["hdi_low", "hdi_high"]].itertuples(index=False)]
+    return (contrasts.assign(excl=excl, size=contrasts["mean"].abs())
+            .groupby("effect", sort=False)
+            .agg(**{"network pairs": ("excl", "size"), f"{interval} excludes 0": ("excl", "sum"),
+                    "largest |mean|": ("size", "max")})
+            .reset_index())
 
 
 def summary_pivot(summaries: pd.DataFrame) -> str:
