@@ -226,6 +226,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
             for name, fig in result.figures.items():
                 fig.savefig(staged.path(f"figures/{name}.png"), dpi=110, bbox_inches="tight")
+                _close(fig)
             staged.write_text("methods.md", methods_text(plugins, atlas, scans, level, result))
             if cfg.figures:
                 from .figures import effect_matrix_figure
@@ -253,6 +254,12 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     hook.megafc_after_run(run_dir=str(run_path))
     log.info("results written to %s", run_path)
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
+
+
+def _close(fig: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
 
 
 def leave_out(scans: pd.DataFrame, dataset: str | None) -> pd.DataFrame:

@@ -306,7 +306,8 @@ def forest_figure(effects: pd.DataFrame, pairs: list[tuple[str, str]], effect_na
     fig = new_figure(11 if ncols == 2 else 6, height * nrows + 0.6, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
     colors = ["#222222"] + [matplotlib.colormaps["tab10"](i % 10) for i in range(len(effect_names) - 1)]
-    keyed = effects.assign(network_a=effects["network_a"].astype(str), network_b=effects["network_b"].astype(str)).set_index(["network_a", "network_b", "effect"]).sort_index()
+    keyed = (effects.assign(network_a=effects["network_a"].astype(str), network_b=effects["network_b"].astype(str))
+             .set_index(["network_a", "network_b", "effect"]).sort_index())
     ypos = np.arange(len(effect_names))[::-1]
     for ax, (a, b) in zip(axes.flat, pairs):
         for y, name, color in zip(ypos, effect_names, colors):
@@ -342,7 +343,7 @@ def fd_figure(scans: pd.DataFrame, threshold: float | None):
     ax = fig.subplots()
     rng = np.random.default_rng(0)
     fd = pd.to_numeric(scans["mean_fd"], errors="coerce")
-    excluded = scans["excluded"].fillna(False).astype(bool) if "excluded" in scans else pd.Series(False, index=scans.index)
+    excluded = excluded_mask(scans)
     for c_i, cond in enumerate(conditions):
         color = CONDITION_COLORS.get(cond, f"C{c_i}")
         offset = (c_i - (len(conditions) - 1) / 2) * width
@@ -416,9 +417,16 @@ def dataset_order(scans: pd.DataFrame) -> list[str]:
     return [str(ds) for _, ds in pairs]
 
 
+def excluded_mask(scans: pd.DataFrame) -> pd.Series:
+    """True for excluded scans; a missing column or value counts as included."""
+    if "excluded" not in scans:
+        return pd.Series(False, index=scans.index)
+    return scans["excluded"].eq(True)
+
+
 def dataset_table(scans: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: drug, subjects, scans, kept and excluded (with a total row)."""
-    excluded = scans["excluded"].fillna(False).astype(bool)
+    excluded = excluded_mask(scans)
     rows = []
     for ds in dataset_order(scans):
         sel = scans["dataset"] == ds
@@ -439,7 +447,7 @@ def dataset_table(scans: pd.DataFrame) -> pd.DataFrame:
 def reason_table(scans: pd.DataFrame | None, exclusions: pd.DataFrame | None) -> pd.DataFrame:
     """Per dataset and exclusion reason: scans excluded (scans.tsv first, else exclusions.tsv)."""
     if scans is not None:
-        excluded = scans["excluded"].fillna(False).astype(bool)
+        excluded = excluded_mask(scans)
         out = (scans[excluded].fillna({"exclusion_reason": "(no reason given)"})
                .groupby(["dataset", "exclusion_reason"]).size().rename("scans").reset_index()
                .rename(columns={"exclusion_reason": "reason"}))
@@ -451,7 +459,7 @@ def reason_table(scans: pd.DataFrame | None, exclusions: pd.DataFrame | None) ->
 
 
 def drug_table(scans: pd.DataFrame) -> pd.DataFrame:
-    kept = scans[~scans["excluded"].fillna(False).astype(bool)]
+    kept = scans[~excluded_mask(scans)]
     rows = []
     for drug in dict.fromkeys(scans["drug"]):
         sel = kept[kept["drug"] == drug]
@@ -556,7 +564,8 @@ def data_section(run: Run) -> str:
     parts = []
     if scans is not None:
         parts.append("<h3>Datasets</h3>")
-        parts.append(html_table(dataset_table(scans), "datasets-table", row_class=lambda r: "total" if r["dataset"] == "total" else ""))
+        parts.append(html_table(dataset_table(scans), "datasets-table",
+                                row_class=lambda r: "total" if r["dataset"] == "total" else ""))
     else:
         per = exclusions.groupby("dataset").agg(scans=("dataset_scans", "first"))
         per["kept"] = exclusions[exclusions["reason"] == "included"].groupby("dataset")["n_scans"].sum()
@@ -658,7 +667,8 @@ def effects_section(run: Run) -> str:
     if similarity is not None and len(similarity):
         parts.append("<h3>Drug similarity</h3>")
         parts.append("<p>Correlation between two drugs' effect maps across network pairs.</p>")
-        keep = [c for c in ("drug_a", "drug_b", "measure", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk") if c in similarity]
+        wanted = ("drug_a", "drug_b", "measure", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk")
+        keep = [c for c in wanted if c in similarity]
         parts.append(html_table(similarity[keep], "similarity-table"))
     truth = run.table("truth")
     if truth is not None and len(truth):
@@ -695,10 +705,11 @@ def recovery_block(run: Run, effects: pd.DataFrame, truth: pd.DataFrame, interva
     parts = ["<h3>Recovery of planted effects</h3>"]
     overall = merged[merged["effect"] == "overall"].dropna(subset=["mean"])
     if not len(overall):
-        return "\n".join(parts + [note(f"truth.tsv has no overall effects matching the run's pairs at level '{level}'.")])
+        missing = f"truth.tsv has no overall effects matching the run's pairs at level '{level}'."
+        return "\n".join(parts + [note(missing)])
     uri = save_figure(run, recovery_figure(overall, interval), "recovery")
-    parts.append(f'<div class="row">{figure_html(uri, f"Truth vs estimate, overall effect ({level} level).", "recovery")}'
-                 f"<div>{html_table(recovery_stats(merged), 'recovery-table')}</div></div>")
+    fig = figure_html(uri, f"Truth vs estimate, overall effect ({level} level).", "recovery")
+    parts.append(f'<div class="row">{fig}<div>{html_table(recovery_stats(merged), "recovery-table")}</div></div>')
     return "\n".join(parts)
 
 
@@ -725,7 +736,9 @@ def diagnostics_section(run: Run) -> str:
         parts.append(note("effects.tsv (with its 'ok' column) is missing: no per-effect diagnostics."))
     parts.append("<h3>Pooling diagnostics (diagnostics.tsv)</h3>")
     if diagnostics is not None and len(diagnostics):
-        bad_row = (lambda r: "bad" if r.get("ok") is False else "") if "ok" in diagnostics else None
+        def bad_row(r: pd.Series) -> str:
+            return "bad" if pd.notna(r.get("ok", True)) and not bool(r.get("ok", True)) else ""
+
         parts.append(html_table(diagnostics, "diagnostics-table", row_class=bad_row, scroll=True))
     else:
         parts.append(note("diagnostics.tsv is missing or empty."))
@@ -797,7 +810,8 @@ def provenance_section(run: Run) -> str:
     if not prov:
         parts.append(note("provenance.json is missing (an incomplete run?)."))
     else:
-        info = [(k, prov[k]) for k in ("started", "finished", "python", "platform", "hostname", "config_fingerprint") if k in prov]
+        keys = ("started", "finished", "python", "platform", "hostname", "config_fingerprint")
+        info = [(k, prov[k]) for k in keys if k in prov]
         if prov.get("command"):
             cmd = prov["command"]
             info.append(("command", shlex.join(map(str, cmd)) if isinstance(cmd, list) else cmd))
@@ -805,7 +819,8 @@ def provenance_section(run: Run) -> str:
         plugins = prov.get("plugins") or {}
         if plugins:
             parts.append("<h3>Plugins</h3>")
-            rows = [{"kind": k, **{c: v.get(c) for c in ("name", "class", "distribution", "version")}} for k, v in plugins.items()]
+            cols = ("name", "class", "distribution", "version")
+            rows = [{"kind": k, **{c: v.get(c) for c in cols}} for k, v in plugins.items()]
             parts.append(html_table(pd.DataFrame(rows), "plugins-table"))
         packages = prov.get("packages") or {}
         if packages:
@@ -815,7 +830,8 @@ def provenance_section(run: Run) -> str:
         fps = prov.get("input_fingerprints") or {}
         parts.append("<h3>Input fingerprints</h3>")
         if fps:
-            parts.append(html_table(pd.DataFrame(list(fps.items()), columns=["input", "fingerprint"]), "fingerprints-table", scroll=True))
+            table = pd.DataFrame(list(fps.items()), columns=["input", "fingerprint"])
+            parts.append(html_table(table, "fingerprints-table", scroll=True))
         else:
             parts.append(note("No input fingerprints recorded."))
     parts.append("<h3>Resolved config</h3>")
@@ -922,6 +938,7 @@ REFERENCES: dict[str, str] = {
 }
 
 #: Atlas plugin name -> the references its data comes from (synthetic/custom/from_labels: none).
+#: The texts match the atlas plugins' own (megafc.plugins.atlases._files.REFERENCES).
 ATLAS_REFERENCES: dict[str, tuple[str, ...]] = {
     "schaefer": ("schaefer", "yeo"),
     "yeo": ("yeo",),
@@ -933,34 +950,29 @@ ATLAS_REFERENCES: dict[str, tuple[str, ...]] = {
 }
 
 
-def atlas_names(node: Any) -> list[str]:
-    """Every atlas plugin named in the atlas config (the combined atlas nests its parts)."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        if isinstance(node.get("name"), str):
-            found.append(node["name"])
-        for v in node.values():
-            found += atlas_names(v)
-    return found
+def atlas_references(node: Any) -> list[str]:
+    """References of every atlas in the atlas config (the combined atlas nests its parts).
 
-
-def configured_references(node: Any) -> list[str]:
-    """Reference strings set in the atlas config itself (e.g. ``atlas.references``)."""
+    An atlas config that lists its own ``references`` (e.g. ``cerebellum``, whose image may be
+    another atlas than Buckner 2011) is taken at its word; otherwise the plugin name decides.
+    """
     found: list[str] = []
-    if isinstance(node, dict):
-        refs = node.get("references")
-        if isinstance(refs, list):
-            found += [str(r) for r in refs]
-        for k, v in node.items():
-            if k != "references":
-                found += configured_references(v)
+    if not isinstance(node, dict):
+        return found
+    if isinstance(node.get("references"), list):
+        found += [str(r) for r in node["references"]]
+    elif isinstance(node.get("name"), str):
+        found += [REFERENCES[k] for k in ATLAS_REFERENCES.get(node["name"], ())]
+    for key, value in node.items():
+        if key != "references":
+            found += atlas_references(value)
     return found
 
 
 def citations(run: Run) -> list[str]:
     """What to cite for this run: megafc, the tools and atlases it used, the reproduced study."""
-    version = run.provenance.get("megafc_version") or installed_version()
-    refs = [f"megafc {version}: multi-site Bayesian mega-analysis of resting-state functional connectivity "
+    megafc_version = run.provenance.get("megafc_version") or installed_version()
+    refs = [f"megafc {megafc_version}: multi-site Bayesian mega-analysis of resting-state functional connectivity "
             "(software).", REFERENCES["girn"], REFERENCES["nilearn"]]
     pooling = run.plugin("pooling") or ""
     methods = run.methods or ""
@@ -972,8 +984,9 @@ def citations(run: Run) -> list[str]:
     if is_bayesian(run):
         refs += [REFERENCES["arviz"], REFERENCES["rhat"]]
     if sampler == "nutpie" or "nutpie sampler" in methods:
-        version = (run.provenance.get("packages") or {}).get("nutpie")
-        refs.append(f"nutpie{' ' + version if version else ''}: a NUTS sampler for PyMC models (software, PyMC developers).")
+        nutpie = (run.provenance.get("packages") or {}).get("nutpie")
+        nutpie = f" {nutpie}" if nutpie else ""
+        refs.append(f"nutpie{nutpie}: a NUTS sampler for PyMC models (software, PyMC developers).")
     if pooling == "meta":
         refs += [REFERENCES["dersimonian"], REFERENCES["bh"]]
     if run.plugin("estimator") == "ledoit_wolf":
@@ -983,11 +996,8 @@ def citations(run: Run) -> list[str]:
     qc = run.table("qc_fc")
     if qc is not None and len(qc):
         refs.append(REFERENCES["power2014"])
-    atlas_cfg = run.config.get("atlas")
-    names = atlas_names(atlas_cfg) or [run.plugin("atlas") or ""]
-    for name in names:
-        refs += [REFERENCES[k] for k in ATLAS_REFERENCES.get(name, ())]
-    refs += configured_references(atlas_cfg)
+    atlas_cfg = run.config.get("atlas") or {"name": run.plugin("atlas")}
+    refs += atlas_references(atlas_cfg)
     return list(dict.fromkeys(refs))
 
 

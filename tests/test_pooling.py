@@ -39,16 +39,23 @@ def test_joint_model_recovers_planted_effects(simulated):
 
 @pytest.mark.slow
 def test_bambi_and_pymc_agree(simulated):
+    """Same model, two implementations: posterior means within 0.1 posterior sd.
+
+    With ~4000 draws per fit the Monte Carlo error of a mean is ~0.02 sd per fit, so 0.1 sd
+    leaves room for ~3 standard errors of the difference over the compared effects.
+    """
     pairs, _ = simulated
     sub = pairs[[(a, b) in KEY_PAIRS for a, b in zip(pairs.network_a, pairs.network_b)]]
-    cfg = dict(draws=1000, tune=1000, chains=2, cores=1, progressbar=False, sampler="pymc")
+    cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False, sampler="pymc", predictive_checks=False)
     joint = PyMCPooling(PyMCPooling.Config(**cfg)).fit(sub, seed=3).effects
+    cfg.pop("predictive_checks")
     per_pair = BambiPooling(BambiPooling.Config(**cfg)).fit(sub, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
     gap = (m.mean_pymc - m.mean_bambi).abs() / np.maximum(m.sd_pymc, m.sd_bambi)
     main = m.effect_type_pymc.isin(["overall", "drug"])
-    assert gap[main].max() < 0.3, m.loc[main, ["network_a", "network_b", "effect", "mean_pymc", "mean_bambi"]]
+    assert gap[main].max() < 0.1, m.loc[main, ["network_a", "network_b", "effect", "mean_pymc", "mean_bambi"]]
+    assert gap.max() < 0.2  # dataset-level effects mix more slowly
     assert np.corrcoef(m.mean_pymc, m.mean_bambi)[0, 1] > 0.98
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import TINY, compose
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
-from megafc.core.report import fmt, log_warnings, markdown_to_html, write_report
+from megafc.core.report import REFERENCES, atlas_references, fmt, log_warnings, markdown_to_html, write_report
 
 SECTIONS = ("Data", "Motion QC", "Effects", "Diagnostics", "Methods", "Provenance")
 REPORT_FIGURES = ("mean_fd", "qc_fc", "effect_overall", "effect_drugs", "forest", "recovery")
@@ -221,6 +221,17 @@ def test_helpers():
     assert md == ("<h3>Title</h3>\n<p>line one<br>line &lt;two&gt;</p>\n"
                   "<ul><li>a <code>x</code></li><li>b continued</li></ul>")
     assert log_warnings("[t][megafc][WARNING] - careful\n[t][megafc][INFO] - ok") == ["WARNING (megafc): careful"]
+
+
+def test_atlas_citations():
+    from megafc.plugins.atlases._files import REFERENCES as PLUGIN_REFERENCES
+
+    assert all(REFERENCES[k] == text for k, text in PLUGIN_REFERENCES.items())  # one wording
+    combined = {"name": "combined", "cortical": {"name": "schaefer"}, "subcortical": {"name": "tian", "image": "x"},
+                "cerebellar": {"name": "cerebellum", "references": ["SUIT (own reference)"]}}
+    assert atlas_references(combined) == [REFERENCES["schaefer"], REFERENCES["yeo"], REFERENCES["tian"],
+                                          "SUIT (own reference)"]
+    assert atlas_references({"name": "synthetic"}) == []
 
 
 # --------------------------------------------------------------------------- real browser
