@@ -43,6 +43,8 @@ class RunConfig:
     fail_on_bad_diagnostics: bool = False
     #: Draw figures (matplotlib) into figures/.
     figures: bool = True
+    #: Write report.html (self-contained: data, QC, effects, diagnostics, methods, provenance).
+    report: bool = True
     #: Leave this dataset out (its scans stay in scans.tsv as excluded, with the reason).
     #: Sweep it for a leave-one-dataset-out analysis: --multirun loo_dataset=null,ds1,ds2,...
     loo_dataset: Optional[str] = None

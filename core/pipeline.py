@@ -247,6 +247,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 provenance(config=resolved, seed=seed, plugins=plugin_info,
                            fingerprints=inputs.fingerprints, started=started, extra_packages=dists),
             )
+            if cfg.report:
+                write_run_report(staged.staging)
             run_path = staged.commit()
         except BaseException as exc:
             hook.megafc_on_error(error=exc, config=cfg)
@@ -254,6 +256,16 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     hook.megafc_after_run(run_dir=str(run_path))
     log.info("results written to %s", run_path)
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
+
+
+def write_run_report(folder: Path) -> None:
+    """report.html from the staged outputs; a report bug is logged loudly, results still land."""
+    from .report import write_report
+
+    try:
+        write_report(folder)
+    except Exception as exc:  # the tables and posterior are the results; the report summarises them
+        log.error("report.html could not be written (%s: %s); the results are complete", type(exc).__name__, exc)
 
 
 def _close(fig: Any) -> None:

@@ -106,6 +106,9 @@ def load_run(run_dir: Path) -> Run:
     except json.JSONDecodeError:
         provenance = {}
     tables = {name: read_tsv(run_dir / f"{name}.tsv") for name in TABLES}
+    for name, table in tables.items():  # large extra tables may be written gzipped
+        if table is None:
+            tables[name] = read_tsv(run_dir / f"{name}.tsv.gz")
     for name in ("scans", "effects", "diagnostics"):
         t = tables[name]
         for col in ("excluded", "ok"):
@@ -238,7 +241,7 @@ def save_figure(run: Run, fig, name: str) -> str:
     png_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.png"
     svg_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.svg"
     png_path.write_bytes(png)
-    fig.savefig(svg_path, format="svg")
+    fig.savefig(svg_path, format="svg", metadata={"Date": None})  # reproducible bytes
     run.made += [png_path, svg_path]
     return png_data_uri(png)
 

@@ -25,6 +25,7 @@ TINY = [
     "pooling.cores=1",
     "pooling.sampler=pymc",
     "figures=false",
+    "report=false",
 ]
 
 

@@ -17,7 +17,7 @@ from megafc.core.registry import build_registry
 def tiny_run(tmp_path_factory):
     from conftest import TINY
 
-    cfg = compose(TINY + ["figures=true"])
+    cfg = compose(TINY + ["figures=true", "report=true"])
     run_dir = tmp_path_factory.mktemp("run")
     return run_experiment(cfg, build_registry(), run_dir)
 
@@ -25,7 +25,8 @@ def tiny_run(tmp_path_factory):
 def test_run_writes_every_output(tiny_run):
     d = tiny_run.run_dir
     for f in ("config.yaml", "provenance.json", "scans.tsv", "network_pairs.tsv", "effects.tsv",
-              "diagnostics.tsv", "posterior.nc", "truth.tsv", "methods.md", "figures/overall_effect.png"):
+              "diagnostics.tsv", "posterior.nc", "truth.tsv", "methods.md", "figures/overall_effect.png",
+              "report.html", "summaries.tsv", "exclusions.tsv", "qc_fc.tsv"):
         assert (d / f).exists(), f
     assert not list(d.glob(".megafc-staging-*"))
     prov = json.loads((d / "provenance.json").read_text())

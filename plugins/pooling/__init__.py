@@ -5,9 +5,10 @@ from megafc.core import hookimpl
 
 from .bambi_per_pair import BambiPooling
 from .meta import MetaAnalysisPooling
+from .pymc_edges import PyMCEdgePooling
 from .pymc_joint import PyMCPooling
 
 
 @hookimpl
 def megafc_pooling_models():
-    return [PyMCPooling, BambiPooling, MetaAnalysisPooling]
+    return [PyMCPooling, BambiPooling, MetaAnalysisPooling, PyMCEdgePooling]
