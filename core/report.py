@@ -941,7 +941,7 @@ REFERENCES: dict[str, str] = {
 }
 
 #: Atlas plugin name -> the references its data comes from (synthetic/custom/from_labels: none).
-#: The texts match the atlas plugins' own (megafc.plugins.atlases._files.REFERENCES).
+#: The texts match the atlas plugins' own REFERENCES table (tests check they stay identical).
 ATLAS_REFERENCES: dict[str, tuple[str, ...]] = {
     "schaefer": ("schaefer", "yeo"),
     "yeo": ("yeo",),
