@@ -86,3 +86,18 @@ def test_multirun_pymc_and_bambi(tmp_path):
         eff = pd.read_csv(sweep / job / "effects.tsv", sep="\t")
         assert eff.groupby(["network_a", "network_b"]).ngroups == 28  # 7 networks
         assert f"name: {name}" in (sweep / job / "config.yaml").read_text()
+
+
+def test_example_plugin_passes_its_own_tests(tmp_path, plugin_site):
+    """The example package's tests, run against the installed example as its author would."""
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLE_PLUGIN
+
+    env = dict(os.environ, **_pythonpath(plugin_site))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                           str(EXAMPLE_PLUGIN / "tests")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert "2 passed" in proc.stdout

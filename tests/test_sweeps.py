@@ -114,3 +114,15 @@ def test_sweep_extracts_each_scan_once_per_atlas_and_denoiser(tmp_path):
     for key, fresh in extracted.items():
         assert sorted(fresh) == [0, 8], (key, fresh)  # one job extracts all 8 scans, the other none
     assert len(list(cache.glob("*/*.tsv"))) == 4 * 8
+    # the comparison gathers all 8 pipelines into one robustness table and report
+    cmp = megafc_cli([str(sweep)], cwd=tmp_path, script="megafc-compare")
+    assert cmp.returncode == 0, cmp.stderr[-2000:]
+    table = pd.read_csv(sweep / "comparison" / "robustness.tsv", sep="\t")
+    assert (table["n_pipelines"] == 8).all()
+    overall = table[table.effect == "overall"]
+    assert len(overall) == 28  # 7 networks
+    means = overall.filter(like="mean[")
+    assert means.shape[1] == 8
+    agree = (np.sign(means).nunique(axis=1) == 1)
+    assert (overall["sign_agree"].astype(bool) == agree).all()
+    assert (sweep / "comparison" / "report.html").exists()
