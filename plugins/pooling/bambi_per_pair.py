@@ -14,6 +14,7 @@ import pandas as pd
 
 from megafc.core import PoolingModel, PoolingResult
 
+from .derived import contrast_pairs
 from .design import SamplerConfig, describe, paired_design, resolve_sampler, validate_sampler_config
 from .pymc_joint import summarise_fit
 
@@ -59,6 +60,7 @@ class BambiPooling(PoolingModel):
 
         c = self.config
         design = paired_design(pairs)
+        contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
         formula = self.formula(design)
         n_pairs = design.y.shape[1]
         nd = len(design.drugs)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
 
-from .derived import contrast_blocks, drug_similarity, summary_table
+from .derived import contrast_blocks, contrast_pairs, drug_similarity, summary_table
 from .design import (
     SamplerConfig,
     describe,
@@ -147,6 +147,7 @@ class PyMCPooling(PoolingModel):
 
         c = self.config
         design = paired_design(pairs)
+        contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
         model = self.build_model(design)
         sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
