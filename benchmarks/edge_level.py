@@ -1,7 +1,7 @@
 """Time and memory of the edge-level pooling model on a 400-region atlas (prints figures).
 
     python benchmarks/edge_level.py [--scale 1.0] [--sampler auto] [--draws 1000] [--tune 1000]
-                                    [--heterogeneity per_pair] [--conditional-draws 400]
+                                    [--heterogeneity shared] [--conditional-draws 400]
 
 Simulates the default study (11 datasets, ~519 scans) on a 400-region synthetic atlas
 (376 cortical + 16 subcortical + 8 cerebellar = 79,800 edges) and fits ``pooling=pymc_edges``.
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--sampler", default="auto")
     ap.add_argument("--draws", type=int, default=500)
     ap.add_argument("--tune", type=int, default=500)
-    ap.add_argument("--heterogeneity", default="per_pair", choices=["per_pair", "shared"])
+    ap.add_argument("--heterogeneity", default="shared", choices=["per_pair", "shared"])
     ap.add_argument("--conditional-draws", type=int, default=400)
     args = ap.parse_args()
 

@@ -337,8 +337,9 @@ class PyMCEdgePooling(PoolingModel):
         hdi_prob: float = 0.95
         #: Hyperparameter draws (over all chains, thinned evenly) for which edge effects are drawn.
         conditional_draws: int = 400
-        #: Between-drug/dataset sds: one per network pair (per_pair) or one for all edges (shared).
-        heterogeneity: str = "per_pair"
+        #: Between-drug/dataset sds: one for all edges (shared; 400 regions in ~2.5 min) or one
+        #: per network pair (per_pair; > 10 min per chain at 400 regions).
+        heterogeneity: str = "shared"
         rhat_max: float = 1.01
         #: null: 100 per chain.
         ess_min: Optional[float] = None
