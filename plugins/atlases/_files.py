@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
 from megafc.core import InputError
 
@@ -138,6 +139,21 @@ def _as_index(s: str, p: Path, line: int, what: str) -> int:
     if not _is_int(s):
         raise InputError(f"{what}: label file '{p}', line {line}: index {s!r} is not an integer")
     return int(s)
+
+
+def local_label_regions(
+    image: str | None, labels: str | None, parse: Callable[[str], dict], what: str
+) -> tuple[Path, pd.DataFrame]:
+    """A local label image + label file -> (image path, region table with ``index``), checked
+    against each other; ``parse`` turns one label into its network columns."""
+    image_path = require_file(image, "atlas.image", what)
+    pairs = read_label_file(require_file(labels, "atlas.labels", what), what)
+    try:
+        regions = pd.DataFrame([{"index": index, **parse(label)} for index, label in pairs])
+    except InputError as exc:
+        raise InputError(f"{what}: label file '{labels}': {exc}") from exc
+    check_image_labels(image_path, list(regions["index"]), what)
+    return image_path, regions
 
 
 def load_label_image(path: str | Path, what: str) -> tuple[Any, np.ndarray]:

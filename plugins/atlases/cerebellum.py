@@ -21,11 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-import pandas as pd
+from megafc.core import Atlas, AtlasLoader
 
-from megafc.core import Atlas, AtlasLoader, InputError
-
-from ._files import REFERENCES, check_image_labels, read_label_file, require_file
+from ._files import REFERENCES, local_label_regions
 from .schaefer_names import yeo_network_name
 from .tian import require_key
 
@@ -64,15 +62,8 @@ class CerebellumAtlas(AtlasLoader):
         require_key(self.config.labels, "atlas.labels", hint)
 
     def load(self) -> Atlas:
-        what = f"atlas '{self.name}'"
-        image = require_file(self.config.image, "atlas.image", what)
-        pairs = read_label_file(require_file(self.config.labels, "atlas.labels", what), what)
-        try:
-            rows = [{"index": index, **cerebellar_region(label)} for index, label in pairs]
-        except InputError as exc:
-            raise InputError(f"{what}: label file '{self.config.labels}': {exc}") from exc
-        regions = pd.DataFrame(rows)
-        check_image_labels(image, list(regions["index"]), what)
+        image, regions = local_label_regions(self.config.image, self.config.labels, cerebellar_region,
+                                             f"atlas '{self.name}'")
         return Atlas(
             name=self.name,
             regions=regions,

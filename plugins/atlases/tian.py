@@ -13,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import pandas as pd
+from megafc.core import Atlas, AtlasLoader, ConfigError
 
-from megafc.core import Atlas, AtlasLoader, ConfigError, InputError
-
-from ._files import REFERENCES, check_image_labels, read_label_file, require_file
+from ._files import REFERENCES, local_label_regions
 from .schaefer_names import parse_subcortical_label
 
 
@@ -47,17 +45,8 @@ class TianAtlas(AtlasLoader):
         require_key(self.config.labels, "atlas.labels", hint)
 
     def load(self) -> Atlas:
-        what = f"atlas '{self.name}'"
-        image = require_file(self.config.image, "atlas.image", what)
-        pairs = read_label_file(require_file(self.config.labels, "atlas.labels", what), what)
-        rows = []
-        for index, label in pairs:
-            try:
-                rows.append({"index": index, **parse_subcortical_label(label)})
-            except InputError as exc:
-                raise InputError(f"{what}: label file '{self.config.labels}': {exc}") from exc
-        regions = pd.DataFrame(rows)
-        check_image_labels(image, list(regions["index"]), what)
+        image, regions = local_label_regions(self.config.image, self.config.labels, parse_subcortical_label,
+                                             f"atlas '{self.name}'")
         return Atlas(
             name=self.name,
             regions=regions,
