@@ -1,9 +1,11 @@
-"""Posterior summaries with their own sampling diagnostics (arviz does the statistics)."""
+"""Posterior summaries with their own sampling diagnostics (ArviZ's estimators, vectorised)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .convergence import diagnose, hdi
 
 #: Default thresholds for the ``ok`` flag (Vehtari et al. 2021 recommendations).
 RHAT_MAX = 1.01
@@ -17,29 +19,20 @@ def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95) -> pd.DataFrame:
     for calibration checks), pd (probability of direction), r_hat, ess_bulk, ess_tail. R-hat and ESS are computed on the quantity itself, so derived effects (e.g. a
     drug's effect = overall + deviation) carry honest diagnostics.
     """
-    import arviz as az
-
     draws = np.asarray(draws, dtype=float)
     if draws.ndim != 3:
         raise ValueError(f"expected draws of shape (chain, draw, n), got {draws.shape}")
-    ds = az.convert_to_dataset({"x": draws})
-    hdi = az.hdi(ds, hdi_prob=hdi_prob)["x"].to_numpy()
-    hdi50 = az.hdi(ds, hdi_prob=0.5)["x"].to_numpy()
-    n_chains = draws.shape[0]
-    if n_chains > 1 or draws.shape[1] >= 4:
-        r_hat = az.rhat(ds)["x"].to_numpy()
-        ess_bulk = az.ess(ds, method="bulk")["x"].to_numpy()
-        ess_tail = az.ess(ds, method="tail")["x"].to_numpy()
-    else:
-        r_hat = ess_bulk = ess_tail = np.full(draws.shape[2], np.nan)
+    interval = hdi(draws, hdi_prob)
+    hdi50 = hdi(draws, 0.5)
+    r_hat, ess_bulk, ess_tail = diagnose(draws)
     flat = draws.reshape(-1, draws.shape[2])
     prob_pos = (flat > 0).mean(axis=0)
     return pd.DataFrame(
         {
             "mean": flat.mean(axis=0),
             "sd": flat.std(axis=0, ddof=1),
-            "hdi_low": hdi[:, 0],
-            "hdi_high": hdi[:, 1],
+            "hdi_low": interval[:, 0],
+            "hdi_high": interval[:, 1],
             "hdi50_low": hdi50[:, 0],
             "hdi50_high": hdi50[:, 1],
             "pd": np.maximum(prob_pos, 1 - prob_pos),
@@ -77,10 +70,9 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
     for name in var_names:
         if name not in post:
             continue
-        sub = post[[name]]
-        r = float(az.rhat(sub)[name].max())
-        eb = float(az.ess(sub, method="bulk")[name].min())
-        et = float(az.ess(sub, method="tail")[name].min())
+        values = post[name].to_numpy()
+        r_hat, bulk, tail = diagnose(values.reshape(values.shape[0], values.shape[1], -1))
+        r, eb, et = _worst(r_hat, np.nanmax), _worst(bulk, np.nanmin), _worst(tail, np.nanmin)
         rows.append(
             {
                 "variable": name,
@@ -104,3 +96,8 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
             & ~(out["bfmi_min"] < 0.3)
         )
     return out
+
+
+def _worst(values: np.ndarray, reduce) -> float:
+    """max/min over quantities, NaN when none could be assessed (e.g. a single chain)."""
+    return float(reduce(values)) if np.isfinite(values).any() else float("nan")

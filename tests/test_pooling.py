@@ -84,14 +84,22 @@ def key_pairs(simulated):
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [
     dict(likelihood="student_t"), dict(motion=True), dict(heterogeneity="shared"),
+    dict(parametrization="non_centered", motion=True),
 ])
 def test_model_options_sample_and_recover_sign(key_pairs, options):
     pairs, truth = key_pairs
     c = PyMCPooling.Config(draws=150, tune=150, chains=2, cores=1, progressbar=False, sampler="pymc",
                            predictive_checks=False, **options)
-    eff = PyMCPooling(c).fit(pairs, seed=2).effects
+    result = PyMCPooling(c).fit(pairs, seed=2)
+    eff = result.effects
     o = eff[eff.effect == "overall"].set_index(["network_a", "network_b"])["mean"]
     assert o[("Default", "Vis")] > 0.02 and o[("Caudate", "SomMot")] < -0.02
+    sampled_effects = "z_drug" in result.idata.posterior
+    assert sampled_effects == (options.get("likelihood") == "student_t" or "parametrization" in options)
+    if options.get("likelihood") == "student_t":
+        assert "no closed-form marginal" in result.description
+    if options.get("motion"):
+        assert "beta_motion" in set(result.diagnostics["variable"])
 
 
 @pytest.mark.slow

@@ -170,18 +170,17 @@ def effects_table(
 
     ``blocks``: (effect, effect_type, level, draws of shape (chain, draw, pair)).
     """
-    out = []
-    for effect, etype, level, draws in blocks:
-        s = summarise_draws(draws, hdi_prob=config.hdi_prob)
-        s.insert(0, "level", level)
-        s.insert(0, "effect_type", etype)
-        s.insert(0, "effect", effect)
-        s.insert(0, "network_b", design.pairs["network_b"].to_numpy())
-        s.insert(0, "network_a", design.pairs["network_a"].to_numpy())
-        flat = draws.reshape(-1, draws.shape[-1])
-        s["p_rope"] = (np.abs(flat) <= config.rope).mean(axis=0) if config.rope else np.nan
-        out.append(s)
-    eff = pd.concat(out, ignore_index=True)
+    n_pairs = len(design.pairs)
+    stacked = np.concatenate([draws for _, _, _, draws in blocks], axis=-1)  # one vectorised summary
+    eff = summarise_draws(stacked, hdi_prob=config.hdi_prob)
+    flat = stacked.reshape(-1, stacked.shape[-1])
+    eff["p_rope"] = (np.abs(flat) <= config.rope).mean(axis=0) if config.rope else np.nan
+    del stacked, flat
+    eff.insert(0, "level", np.repeat([level for _, _, level, _ in blocks], n_pairs))
+    eff.insert(0, "effect_type", np.repeat([etype for _, etype, _, _ in blocks], n_pairs))
+    eff.insert(0, "effect", np.repeat([effect for effect, _, _, _ in blocks], n_pairs))
+    eff.insert(0, "network_b", np.tile(design.pairs["network_b"].to_numpy(), len(blocks)))
+    eff.insert(0, "network_a", np.tile(design.pairs["network_a"].to_numpy(), len(blocks)))
     systems = design.pairs.set_index(["network_a", "network_b"])
     keys = list(zip(eff["network_a"], eff["network_b"]))
     eff.insert(2, "system_a", systems.loc[keys, "system_a"].to_numpy())
@@ -211,7 +210,7 @@ def describe(design: PairedDesign, model: str, config: SamplerConfig, sampler: s
         f"{model}: hierarchical model of within-subject drug-minus-control FC differences "
         f"({len(design.obs)} drug scans, {design.y.shape[1]} network pairs, {len(design.units)} datasets, "
         f"{len(design.drugs)} drugs), overall effect with drug effects partially pooled around it and "
-        f"dataset effects partially pooled around their drug (non-centred); priors: "
+        f"dataset effects partially pooled around their drug; priors: "
         f"overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), "
         f"between-dataset sd ~ HalfNormal({p.dataset_sd}), residual sd ~ HalfNormal({p.sigma_sd}). "
         f"NUTS ({sampler} sampler): {config.chains} chains x {config.draws} draws after {config.tune} tuning steps, "

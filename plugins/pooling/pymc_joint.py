@@ -20,6 +20,7 @@ from .design import (
     resolve_sampler,
     validate_sampler_config,
 )
+from .marginal import UnitStatistics, conditional_effects, marginal_loglik, unit_statistics
 
 
 class PyMCPooling(PoolingModel):
@@ -34,8 +35,11 @@ class PyMCPooling(PoolingModel):
         #: Between-drug and between-dataset sds: one per network pair (per_pair) or one for
         #: all pairs (shared; better sampling geometry, less flexible).
         heterogeneity: str = "per_pair"
-        #: non_centered (default; suits weakly informed group levels) or centered.
-        parametrization: str = "non_centered"
+        #: How the effects enter NUTS: marginal (default: overall, drug and dataset effects
+        #: integrated out exactly, only the sds sampled, effects drawn afterwards from their
+        #: conditionals; normal likelihood only, student_t falls back to non_centered),
+        #: non_centered or centered (every effect sampled).
+        parametrization: str = "marginal"
         #: normal, or student_t (robust to outlying scans; one shared degrees-of-freedom).
         likelihood: str = "normal"
         #: Adjust for the drug-minus-control difference in mean FD (per pair slope).
@@ -49,7 +53,7 @@ class PyMCPooling(PoolingModel):
         super().__init__(config)
         validate_sampler_config(self.config)
         for key, allowed in (("heterogeneity", ("per_pair", "shared")),
-                             ("parametrization", ("non_centered", "centered")),
+                             ("parametrization", ("marginal", "non_centered", "centered")),
                              ("likelihood", ("normal", "student_t"))):
             value = getattr(self.config, key)
             if value not in allowed:
@@ -81,19 +85,15 @@ class PyMCPooling(PoolingModel):
             out["dose"] = z
         return out
 
-    def build_model(self, design):
+    def build_model(self, design, parametrization: str):
+        """The model with drug and dataset effects sampled (centered or non_centered)."""
         import pymc as pm
 
         c = self.config
         p = c.priors
         covs = self.covariates(design)
-        coords = {
-            "pair": [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])],
-            "drug": design.drugs,
-            "dataset": design.units,
-            "obs": design.obs["scan_id"].tolist(),
-        }
-        centred = c.parametrization == "centered"
+        coords = _coords(design)
+        centred = parametrization == "centered"
         with pm.Model(coords=coords) as model:
             mu = pm.Normal("overall", 0.0, p.effect_sd, dims="pair")
             tau_dims = "pair" if c.heterogeneity == "per_pair" else None
@@ -127,20 +127,53 @@ class PyMCPooling(PoolingModel):
                 pm.Normal("y", mean, sigma, observed=design.y, dims=("obs", "pair"))
         return model
 
-    def predictive_figures(self, model, idata, design, seed: int) -> dict:
+    def build_marginal_model(self, design, stats: UnitStatistics, slope_names: list[str]):
+        """The model with every effect integrated out, sampling only the sds (see :mod:`.marginal`)."""
+        import pymc as pm
+
+        c = self.config
+        p = c.priors
+        coords = {k: v for k, v in _coords(design).items() if k == "pair"}
+        tau_dims = "pair" if c.heterogeneity == "per_pair" else None
+        with pm.Model(coords=coords) as model:
+            tau_d = pm.HalfNormal("tau_drug", p.drug_sd, dims=tau_dims) if design.use_drug_level else 0.0
+            tau_k = pm.HalfNormal("tau_dataset", p.dataset_sd, dims=tau_dims) if design.use_dataset_level else 0.0
+            slopes = [pm.Normal(name, 0.0, p.effect_sd, dims="pair") for name in slope_names]
+            sigma = pm.HalfNormal("sigma", p.sigma_sd, dims="pair")
+            pm.Potential("y", marginal_loglik(stats, tau_d, tau_k, sigma, slopes, p.effect_sd))
+        return model
+
+    def predictive_figures(self, model, idata, design, seed: int, parametrization: str) -> dict:
         """Prior and posterior predictive checks: observed differences vs replicated ones."""
         import pymc as pm
 
         n = 40
-        with model:
-            prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=["y"])
-            step = max(1, idata.posterior.sizes["draw"] // (n // idata.posterior.sizes["chain"] or 1))
-            thinned = idata.posterior.isel(draw=slice(None, None, step))
-            post = pm.sample_posterior_predictive(thinned, random_seed=seed, var_names=["y"], progressbar=False)
+        step = max(1, idata.posterior.sizes["draw"] // (n // idata.posterior.sizes["chain"] or 1))
+        thinned = idata.posterior.isel(draw=slice(None, None, step))
+        if parametrization == "marginal":  # same prior as the sampled model; replicate in numpy
+            full = self.build_model(design, "non_centered")
+            with full:
+                prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=["y"]).prior_predictive["y"]
+            replicated = self.replicate(thinned, design, np.random.default_rng(seed))
+        else:
+            with model:
+                prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=["y"]).prior_predictive["y"]
+                post = pm.sample_posterior_predictive(thinned, random_seed=seed, var_names=["y"], progressbar=False)
+            replicated = post.posterior_predictive["y"].to_numpy()
         return {
-            "prior_predictive": _ppc_figure(design.y, prior.prior_predictive["y"].to_numpy(), "Prior predictive check"),
-            "posterior_predictive": _ppc_figure(design.y, post.posterior_predictive["y"].to_numpy(), "Posterior predictive check"),
+            "prior_predictive": _ppc_figure(design.y, prior.to_numpy(), "Prior predictive check"),
+            "posterior_predictive": _ppc_figure(design.y, replicated, "Posterior predictive check"),
         }
+
+    def replicate(self, posterior, design, rng: np.random.Generator) -> np.ndarray:
+        """Replicated paired differences (draws, scans, pairs) from a normal-likelihood posterior."""
+        theta = posterior["dataset_effect"].to_numpy()
+        mean = theta.reshape(-1, *theta.shape[2:])[:, design.unit_idx, :]
+        for name, x in self.covariates(design).items():
+            b = posterior[f"beta_{name}"].to_numpy().reshape(-1, theta.shape[-1])
+            mean = mean + x[None, :, None] * b[:, None, :]
+        sigma = posterior["sigma"].to_numpy().reshape(-1, 1, theta.shape[-1])
+        return mean + sigma * rng.standard_normal(mean.shape)
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         import pymc as pm
@@ -148,7 +181,19 @@ class PyMCPooling(PoolingModel):
         c = self.config
         design = paired_design(pairs)
         contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
-        model = self.build_model(design)
+        parametrization, fallback = c.parametrization, ""
+        if parametrization == "marginal" and c.likelihood != "normal":
+            parametrization = "non_centered"
+            fallback = (f" The {c.likelihood} likelihood has no closed-form marginal, so drug and dataset "
+                        "effects were sampled (non-centred) instead of integrated out.")
+        if parametrization == "marginal":
+            covs = self.covariates(design)
+            x = np.column_stack(list(covs.values())) if covs else np.zeros((len(design.obs), 0))
+            stats = unit_statistics(design.y, design.unit_idx, design.unit_drug, len(design.drugs), x)
+            slope_names = [f"beta_{name}" for name in covs]
+            model = self.build_marginal_model(design, stats, slope_names)
+        else:
+            model = self.build_model(design, parametrization)
         sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
         with model:
@@ -157,15 +202,47 @@ class PyMCPooling(PoolingModel):
                 target_accept=c.target_accept, random_seed=seed, progressbar=c.progressbar,
                 nuts_sampler=sampler, compute_convergence_checks=False,
             )
+        if parametrization == "marginal":
+            add_group_effects(idata, design, stats, slope_names, c.priors.effect_sd, np.random.default_rng(seed))
         elapsed = time.perf_counter() - start
-        options = (f" Likelihood: {c.likelihood}; {c.parametrization.replace('_', '-')} parametrisation; "
+        options = (f" Likelihood: {c.likelihood}; {PARAMETRIZATIONS[parametrization]}; "
                    f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
                    + ("; adjusted for the change in mean FD" if c.motion else "")
-                   + ("; adjusted for dose (standardised within drug)" if c.dose else "") + ".")
+                   + ("; adjusted for dose (standardised within drug)" if c.dose else "") + "." + fallback)
         result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model", c, sampler) + options)
         if c.predictive_checks:
-            result.figures.update(self.predictive_figures(model, idata, design, seed))
+            result.figures.update(self.predictive_figures(model, idata, design, seed, parametrization))
         return result
+
+
+PARAMETRIZATIONS = {
+    "marginal": "overall, drug and dataset effects integrated out of the likelihood (only the sds sampled) "
+                "and drawn from their exact conditional posteriors after sampling",
+    "non_centered": "non-centred parametrisation",
+    "centered": "centred parametrisation",
+}
+
+
+def _coords(design) -> dict[str, list]:
+    return {
+        "pair": [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])],
+        "drug": design.drugs,
+        "dataset": design.units,
+        "obs": design.obs["scan_id"].tolist(),
+    }
+
+
+def add_group_effects(idata, design, stats: UnitStatistics, slope_names: list[str], effect_sd: float, rng) -> None:
+    """Put conditional draws of the integrated-out effects into the posterior."""
+    post = idata.posterior
+    draws = {name: post[name].to_numpy() for name in ("tau_drug", "tau_dataset", "sigma", *slope_names) if name in post}
+    effects = conditional_effects(stats, draws, slope_names, effect_sd, rng)
+    coords = _coords(design)
+    idata.posterior = post.assign(
+        overall=(("chain", "draw", "pair"), effects["overall"]),
+        drug_effect=(("chain", "draw", "drug", "pair"), effects["drug_effect"]),
+        dataset_effect=(("chain", "draw", "dataset", "pair"), effects["dataset_effect"]),
+    ).assign_coords(drug=coords["drug"], dataset=coords["dataset"])
 
 
 def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str) -> PoolingResult:
@@ -184,7 +261,7 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
         tables["drug_similarity"] = drug_similarity(design.drugs, drug, c.hdi_prob)
     sampled = [v for v in ("overall", "tau_drug", "z_drug", "tau_dataset", "z_dataset", "sigma", "nu",
                            "beta_motion", "beta_dose") if v in post]
-    if "z_drug" not in post and "tau_drug" in post:  # centred: the group effects are sampled directly
+    if "z_drug" not in post and "z_dataset" not in post:  # centred, or drawn from conditionals (marginal)
         sampled += ["drug_effect", "dataset_effect"]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c))
     diagnostics["sampling_seconds"] = round(elapsed, 2)

@@ -1,0 +1,196 @@
+"""Rank-normalised split R-hat, bulk and tail ESS, and HDIs, vectorised over quantities.
+
+These are ArviZ's estimators (Vehtari et al. 2021, "Rank-normalization, folding, and
+localization"), step for step, and a test holds them equal to ``arviz.rhat``, ``arviz.ess``
+and ``arviz.hdi``. ArviZ computes them one quantity at a time in Python, which took 66 s of a
+125 s run for the ~9,000 effects of a 325-pair analysis; here each is a few array operations
+over all quantities at once.
+
+Every function takes draws of shape (chain, draw, n) and returns arrays of length n.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from scipy.fft import next_fast_len
+from scipy.special import ndtri
+
+
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    """(n, chain, draw) -> (n, 2 chain, draw // 2): first and last halves of every chain."""
+    half = x.shape[2] // 2
+    return np.concatenate([x[:, :, :half], x[:, :, x.shape[2] - half:]], axis=1)
+
+
+def _average_ranks(flat: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis, ties sharing their average rank (as scipy's rankdata, faster)."""
+    order = np.argsort(flat, axis=-1)
+    s = np.take_along_axis(flat, order, axis=-1)
+    m = s.shape[-1]
+    sorted_ranks = np.broadcast_to(np.arange(1.0, m + 1.0), s.shape).copy()
+    tied = np.zeros(s.shape, dtype=bool)
+    tied[:, 1:] = s[:, 1:] == s[:, :-1]
+    rows = np.flatnonzero(tied.any(axis=1))
+    if len(rows):  # continuous draws rarely tie; indicators and discrete draws do
+        new_run = ~tied[rows]
+        idx = np.broadcast_to(np.arange(m), new_run.shape)
+        first = np.maximum.accumulate(np.where(new_run, idx, 0), axis=-1)
+        run_end = np.ones(new_run.shape, dtype=bool)
+        run_end[:, :-1] = new_run[:, 1:]
+        last = np.minimum.accumulate(np.where(run_end, idx, m)[:, ::-1], axis=-1)[:, ::-1]
+        sorted_ranks[rows] = (first + last) / 2.0 + 1.0
+    ranks = np.empty(s.shape)
+    np.put_along_axis(ranks, order, sorted_ranks, axis=-1)
+    return ranks
+
+
+def _z_scale(x: np.ndarray) -> np.ndarray:
+    """Normal scores of the pooled ranks (Blom's offset 3/8), per quantity."""
+    flat = x.reshape(x.shape[0], -1)
+    return ndtri((_average_ranks(flat) - 0.375) / (flat.shape[1] + 0.25)).reshape(x.shape)
+
+
+def _rhat(x: np.ndarray) -> np.ndarray:
+    n = x.shape[2]
+    between = n * np.var(x.mean(axis=2), axis=1, ddof=1)
+    within = np.var(x, axis=2, ddof=1).mean(axis=1)
+    return np.sqrt((between / within + n - 1) / n)
+
+
+def _quantity_major(draws: np.ndarray, min_chains: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chain, draw, n) -> NaN-filled output, mask of quantities ArviZ can assess, (n_ok, chain, draw)."""
+    x = np.asarray(draws, dtype=float)
+    if x.ndim != 3:
+        raise ValueError(f"expected draws of shape (chain, draw, n), got {x.shape}")
+    ok = ~np.isnan(x).any(axis=(0, 1))
+    if x.shape[0] < min_chains or x.shape[1] < 4:
+        ok[:] = False
+    return np.full(x.shape[2], np.nan), ok, np.ascontiguousarray(np.moveaxis(x[..., ok], 2, 0))
+
+
+def _rhat_rank(split: np.ndarray, z: np.ndarray) -> np.ndarray:
+    folded = np.abs(split - np.median(split.reshape(len(split), -1), axis=1)[:, None, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.maximum(_rhat(z), _rhat(_z_scale(folded)))
+
+
+def rhat(draws: np.ndarray) -> np.ndarray:
+    """Rank-normalised split R-hat: the larger of the bulk and the folded (tail) R-hat."""
+    out, ok, x = _quantity_major(draws, min_chains=2)
+    if ok.any():
+        split = _split_chains(x)
+        out[ok] = _rhat_rank(split, _z_scale(split))
+    return out
+
+
+def _autocov(x: np.ndarray) -> np.ndarray:
+    """Autocovariance of every quantity and chain at every lag (FFT, biased /n)."""
+    n = x.shape[2]
+    m = next_fast_len(2 * n)
+    c = x - x.mean(axis=2, keepdims=True)
+    f = np.fft.rfft(c, n=m, axis=2)
+    return np.fft.irfft(f * np.conjugate(f), n=m, axis=2)[:, :, :n] / n
+
+
+def _ess(x: np.ndarray) -> np.ndarray:
+    """ESS of already split/transformed draws (n, chain, draw): Geyer's initial monotone sequence."""
+    n_q, n_chain, n_draw = x.shape
+    total = n_chain * n_draw
+    constant = (x.max(axis=(1, 2)) - x.min(axis=(1, 2))) < np.finfo(float).resolution
+    acov = _autocov(x)
+    mean_var = acov[:, :, 0].mean(axis=1) * n_draw / (n_draw - 1.0)
+    var_plus = mean_var * (n_draw - 1.0) / n_draw
+    if n_chain > 1:
+        var_plus = var_plus + np.var(x.mean(axis=2), axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = 1.0 - (mean_var[:, None] - acov.mean(axis=1)) / var_plus[:, None]  # (n, lag)
+    rho[:, 0] = 1.0
+    # pairs j = (rho[2j], rho[2j + 1]); ArviZ computes pair j >= 1 while 2j - 1 < n_draw - 3
+    # and the previous pair's sum is positive, so it stops after the first non-positive sum.
+    j_max = max(0, (n_draw - 3) // 2)
+    n_pairs = j_max + 1
+    padded = np.zeros((n_q, 2 * n_pairs))
+    width = min(rho.shape[1], 2 * n_pairs)
+    padded[:, :width] = rho[:, :width]
+    sums = padded[:, 0::2] + padded[:, 1::2]  # (n, n_pairs)
+    nonpos = sums <= 0
+    last = np.minimum(np.where(nonpos.any(axis=1), nonpos.argmax(axis=1), n_pairs), j_max)
+    j = np.arange(n_pairs)[None, :]
+    before = j < last[:, None]
+    # Geyer's initial monotone sequence: running minimum of the pair sums before the last pair
+    kept = np.where(before, np.minimum.accumulate(np.where(before, sums, np.inf), axis=1), 0.0).sum(axis=1)
+    rows = np.arange(n_q)
+    even_last = padded[rows, 2 * last]
+    tail = np.where((sums[rows, last] >= 0) | (even_last > 0), even_last, 0.0)
+    tau = -1.0 + 2.0 * kept + np.where(last == 0, 1.0, tail)
+    ess = total / np.maximum(tau, 1.0 / np.log10(total))
+    ess[np.isnan(rho).any(axis=1)] = np.nan
+    ess[constant] = total
+    return ess
+
+
+def ess_bulk(draws: np.ndarray) -> np.ndarray:
+    """Bulk ESS: ESS of the rank-normalised split chains."""
+    out, ok, x = _quantity_major(draws, min_chains=1)
+    if ok.any():
+        out[ok] = _ess(_z_scale(_split_chains(x)))
+    return out
+
+
+def _ess_tail(x: np.ndarray, prob: tuple[float, float]) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    lo, hi = (_ess(_split_chains((x <= np.quantile(flat, p, axis=1)[:, None, None]).astype(float))) for p in prob)
+    return np.minimum(lo, hi)
+
+
+def ess_tail(draws: np.ndarray, prob: tuple[float, float] = (0.05, 0.95)) -> np.ndarray:
+    """Tail ESS: the smaller ESS of the indicators of the 5% and 95% quantiles."""
+    out, ok, x = _quantity_major(draws, min_chains=1)
+    if ok.any():
+        out[ok] = _ess_tail(x, prob)
+    return out
+
+
+def diagnose(draws: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R-hat, bulk ESS, tail ESS) at once, sharing the rank normalisation.
+
+    Quantities are processed in chunks on a thread per core (sorting and FFTs release the GIL).
+    """
+    draws = np.asarray(draws, dtype=float)
+    n = draws.shape[-1]
+    if n <= chunk:
+        return _diagnose(draws)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(_diagnose, [draws[..., i:i + chunk] for i in range(0, n, chunk)]))
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+def _diagnose(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r_hat, _, x = _quantity_major(draws, min_chains=2)
+    bulk, ok, x = _quantity_major(draws, min_chains=1)
+    tail = bulk.copy()
+    if ok.any():
+        split = _split_chains(x)
+        z = _z_scale(split)
+        bulk[ok] = _ess(z)
+        tail[ok] = _ess_tail(x, (0.05, 0.95))
+        if x.shape[1] >= 2:
+            r_hat[ok] = _rhat_rank(split, z)
+    return r_hat, bulk, tail
+
+
+def hdi(draws: np.ndarray, prob: float) -> np.ndarray:
+    """Narrowest interval holding ``prob`` of the pooled draws: (n, 2) of (low, high)."""
+    flat = np.sort(np.asarray(draws, dtype=float).reshape(-1, draws.shape[-1]), axis=0)
+    n = flat.shape[0]
+    inc = int(np.floor(prob * n))
+    if n - inc <= 0:
+        raise ValueError("too few draws for an HDI")
+    width = flat[inc:] - flat[: n - inc]
+    low = np.argmin(width, axis=0)
+    cols = np.arange(flat.shape[1])
+    return np.column_stack([flat[low, cols], flat[low + inc, cols]])

@@ -1,0 +1,60 @@
+"""The vectorised diagnostics must be ArviZ's, number for number."""
+
+import arviz as az
+import numpy as np
+import pytest
+
+from megafc.core import convergence
+
+
+def _draws(n_chains: int, n_draws: int, seed: int = 0) -> np.ndarray:
+    """A mix of the cases diagnostics differ on: white noise, slow and alternating AR(1)
+    chains, chains with shifted means, ties, a constant and a NaN quantity."""
+    rng = np.random.default_rng(seed)
+    n = 12
+    e = rng.standard_normal((n_chains, n_draws, n))
+    white = e.copy()
+    slow = np.zeros_like(e)
+    alternating = np.zeros_like(e)
+    phi = rng.uniform(0.0, 0.99, n)
+    for t in range(1, n_draws):
+        slow[:, t] = phi * slow[:, t - 1] + e[:, t]
+        alternating[:, t] = -0.9 * alternating[:, t - 1] + e[:, t]
+    shifted = white + np.arange(n_chains)[:, None, None] * rng.uniform(0.0, 1.0, n)
+    x = np.concatenate([white, slow, alternating, shifted, np.round(white[..., :4]),
+                        np.ones((n_chains, n_draws, 1)), np.ones((n_chains, n_draws, 1))], axis=2)
+    x[:, 0, -1] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("n_chains, n_draws", [(2, 1000), (4, 101), (1, 50), (3, 5), (2, 3)])
+def test_rhat_and_ess_equal_arviz(n_chains, n_draws):
+    x = _draws(n_chains, n_draws)
+    ds = az.convert_to_dataset({"x": x})
+    expected = {
+        "r_hat": az.rhat(ds)["x"].to_numpy(),
+        "ess_bulk": az.ess(ds, method="bulk")["x"].to_numpy(),
+        "ess_tail": az.ess(ds, method="tail")["x"].to_numpy(),
+    }
+    got = dict(zip(expected, convergence.diagnose(x, chunk=7)))  # small chunks: the threaded path
+    got_single = {"r_hat": convergence.rhat(x), "ess_bulk": convergence.ess_bulk(x), "ess_tail": convergence.ess_tail(x)}
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-10, equal_nan=True, err_msg=key)
+        np.testing.assert_allclose(got_single[key], expected[key], rtol=1e-10, equal_nan=True, err_msg=key)
+    if n_chains >= 2 and n_draws >= 4:
+        assert np.isfinite(got["r_hat"][:-2]).all() and np.isnan(got["r_hat"][-2:]).all()  # constant, NaN
+        assert got["r_hat"][36:48].max() > 1.05  # shifted chains are caught
+
+
+@pytest.mark.parametrize("prob", [0.95, 0.5])
+def test_hdi_equals_arviz(prob):
+    x = _draws(2, 400)[..., :-1]
+    expected = az.hdi(az.convert_to_dataset({"x": x}), hdi_prob=prob)["x"].to_numpy()
+    np.testing.assert_array_equal(convergence.hdi(x, prob), expected)
+
+
+def test_average_ranks_equal_scipy():
+    from scipy.stats import rankdata
+
+    x = np.round(np.random.default_rng(3).standard_normal((5, 300)), 1)
+    np.testing.assert_array_equal(convergence._average_ranks(x), rankdata(x, axis=1))
