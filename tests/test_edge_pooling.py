@@ -117,6 +117,8 @@ def test_agrees_with_network_model(edge_fit, small_study):
     ("draws", 0, "pooling.draws"),
     ("hdi_prob", 1.5, "pooling.hdi_prob"),
     ("sampler", "stan", "pooling.sampler"),
+    ("rhat_max", 0.9, "pooling.rhat_max"),
+    ("ess_min", -5.0, "pooling.ess_min"),
 ])
 def test_bad_config(key, value, match):
     with pytest.raises(ConfigError, match=match):

@@ -129,3 +129,12 @@ def test_missing_dose_is_a_config_error(key_pairs):
     pairs = pairs.assign(dose=np.where(pairs.drug == "ayahuasca", np.nan, pairs.dose))
     with pytest.raises(ConfigError, match="pooling.dose"):
         PyMCPooling(PyMCPooling.Config(dose=True, sampler="pymc")).fit(pairs, seed=0)
+
+
+@pytest.mark.parametrize("key, value", [("parametrization", "funnel"), ("likelihood", "cauchy"),
+                                        ("heterogeneity", "per_edge"), ("rhat_max", 0.99), ("ess_min", 0.0)])
+def test_bad_model_option_names_its_config_key(key, value):
+    from megafc.core import ConfigError
+
+    with pytest.raises(ConfigError, match=f"pooling.{key}"):
+        PyMCPooling(PyMCPooling.Config(**{key: value}))

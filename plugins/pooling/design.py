@@ -10,7 +10,8 @@ dataset k given drug d,
     mu[p] ~ Normal(0, effect_sd); tau_* ~ HalfNormal(*_sd); sigma[p] ~ HalfNormal(sigma_sd)
 
 Differencing within subject removes subject and dataset intercepts exactly (crossover and
-pre/post designs alike), which is what makes one joint model over all pairs fast.
+pre/post designs alike), which is what makes one joint model over all pairs fast; with the
+normal likelihood ``pymc`` also integrates mu, beta and theta out (:mod:`.marginal`).
 """
 
 from __future__ import annotations
@@ -38,15 +39,16 @@ class HierarchicalPriors:
 
 
 @dataclass
-class SamplerConfig:
-    """Sampling settings shared by the Bayesian pooling models."""
+class NUTSConfig:
+    """Sampling and reporting settings shared by every Bayesian pooling model."""
 
     draws: int = 1500
     tune: int = 1500
     chains: int = 2
     #: Chains run in parallel processes when > 1.
     cores: int = 1
-    #: 0.95 avoids the divergences the between-drug sd funnel gives at 0.9.
+    #: 0.95 avoids the divergences the between-drug sd funnel of the sampled
+    #: parametrisations (and bambi) gives at 0.9.
     target_accept: float = 0.95
     hdi_prob: float = 0.95
     #: An effect is flagged (ok = false) above this R-hat or below this bulk/tail ESS
@@ -60,26 +62,32 @@ class SamplerConfig:
     #: Half-width of the region of practical equivalence around 0 (Fisher z); effects.tsv
     #: reports p_rope, the posterior probability inside it. 0.02 is |delta r| of about 0.02.
     rope: float = 0.02
-    #: Drug contrasts to report as "a-b" (e.g. psilocybin-LSD); empty: every pair of drugs.
-    contrasts: list[str] = field(default_factory=list)
     priors: HierarchicalPriors = field(default_factory=HierarchicalPriors)
 
 
-def ess_threshold(c: SamplerConfig) -> float:
+@dataclass
+class SamplerConfig(NUTSConfig):
+    """Settings of the network-pair models (``pymc``, ``bambi``)."""
+
+    #: Drug contrasts to report as "a-b" (e.g. psilocybin-LSD); empty: every pair of drugs.
+    contrasts: list[str] = field(default_factory=list)
+
+
+def ess_threshold(c: NUTSConfig) -> float:
     return float(c.ess_min) if c.ess_min is not None else 100.0 * c.chains
 
 
 SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
 
 
-def resolve_sampler(c: SamplerConfig, auto: str) -> str:
+def resolve_sampler(c: NUTSConfig, auto: str) -> str:
     """The sampler to use; ``auto`` becomes ``auto`` if its package is installed, else pymc."""
     if c.sampler != "auto":
         return c.sampler
     return auto if importlib.util.find_spec(auto) is not None else "pymc"
 
 
-def validate_sampler_config(c: SamplerConfig) -> None:
+def validate_sampler_config(c: NUTSConfig) -> None:
     if c.sampler not in SAMPLERS:
         raise ConfigError(f"config key 'pooling.sampler' is '{c.sampler}'; expected one of {list(SAMPLERS)}")
     if c.sampler != "auto" and importlib.util.find_spec(c.sampler) is None:
@@ -96,6 +104,10 @@ def validate_sampler_config(c: SamplerConfig) -> None:
         raise ConfigError(f"config key 'pooling.hdi_prob' is {c.hdi_prob}; expected in (0, 1)")
     if c.rope < 0:
         raise ConfigError(f"config key 'pooling.rope' is {c.rope}; expected >= 0")
+    if not c.rhat_max >= 1:
+        raise ConfigError(f"config key 'pooling.rhat_max' is {c.rhat_max}; expected >= 1")
+    if c.ess_min is not None and not c.ess_min > 0:
+        raise ConfigError(f"config key 'pooling.ess_min' is {c.ess_min}; expected a positive number or null")
     for key, value in vars(c.priors).items():
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
             raise ConfigError(f"config key 'pooling.priors.{key}' is {value}; expected a positive number")

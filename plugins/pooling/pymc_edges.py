@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -40,7 +39,7 @@ from megafc.core import (
     summarise_draws,
 )
 
-from .design import HierarchicalPriors, ess_threshold, resolve_sampler, validate_sampler_config
+from .design import NUTSConfig, ess_threshold, resolve_sampler, validate_sampler_config
 
 EDGE_COLUMNS = ("region_a", "region_b", "network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd")
 
@@ -323,30 +322,20 @@ class PyMCEdgePooling(PoolingModel):
     needs_connectomes = True
 
     @dataclass
-    class Config:
+    class Config(NUTSConfig):
         #: The sds are few and, with tens of thousands of edges, sharply identified: few draws suffice.
         draws: int = 500
         tune: int = 500
-        chains: int = 2
-        #: Chains run in parallel processes when > 1.
         cores: int = 2
         target_accept: float = 0.9
-        #: NUTS implementation: auto (nutpie if installed), pymc, nutpie, numpyro or blackjax.
-        sampler: str = "auto"
-        progressbar: bool = True
-        hdi_prob: float = 0.95
         #: Hyperparameter draws (over all chains, thinned evenly) for which edge effects are drawn.
         conditional_draws: int = 400
         #: Between-drug/dataset sds: one for all edges (shared; 400 regions in ~2.5 min) or one
         #: per network pair (per_pair; > 10 min per chain at 400 regions).
         heterogeneity: str = "shared"
-        rhat_max: float = 1.01
-        #: null: 100 per chain.
-        ess_min: Optional[float] = None
-        #: Half-width of the region of practical equivalence (network summaries' p_rope).
-        rope: float = 0.02
-        #: effect_sd, drug_sd, dataset_sd are used; sigma_sd is not (standard errors are plugged in).
-        priors: HierarchicalPriors = field(default_factory=HierarchicalPriors)
+        #: rope: half-width of the region of practical equivalence (network summaries' p_rope).
+        #: priors: effect_sd, drug_sd, dataset_sd are used; sigma_sd is not (standard errors
+        #: are plugged in).
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -364,10 +353,6 @@ class PyMCEdgePooling(PoolingModel):
                 f"config key 'pooling.conditional_draws' is {c.conditional_draws}; expected at most "
                 f"draws x chains ({c.draws * c.chains})"
             )
-        if not c.rhat_max >= 1:
-            raise ConfigError(f"config key 'pooling.rhat_max' is {c.rhat_max}; expected >= 1")
-        if c.ess_min is not None and not c.ess_min > 0:
-            raise ConfigError(f"config key 'pooling.ess_min' is {c.ess_min}; expected a positive number or null")
 
     # ------------------------------------------------------------------ model
     def build_model(self, st: EdgeStats, group: np.ndarray, n_groups: int):
