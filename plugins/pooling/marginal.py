@@ -1,4 +1,4 @@
-"""The joint model with drug and dataset effects integrated out (``parametrization=marginal``).
+"""The joint model with every effect integrated out (``parametrization=marginal``).
 
 For a normal likelihood the model in :mod:`.design` is Gaussian in every group effect given
 the per-pair scales (tau_drug, tau_dataset, sigma) and covariate slopes. So:
@@ -8,8 +8,8 @@ the per-pair scales (tau_drug, tau_dataset, sigma) and covariate slopes. So:
 * the effects sit on a tree (scans -> dataset -> drug -> overall) of Gaussians, so theta,
   beta and mu integrate out exactly by collapsing it bottom-up, O(units x pairs).
 
-NUTS then samples only the three scales per pair (and any covariate slopes) instead of 20
-numbers, on a posterior without the group-level funnels that made the sampled
+NUTS then samples only the three scales per pair (and any covariate slopes) instead of about
+20 numbers, on a posterior without the group-level funnels that made the sampled
 parametrisations slow and prone to rare excursions. The overall, drug and dataset effects are
 drawn afterwards, draw by draw, from their exact Gaussian conditionals, so the posterior is the
 same as the sampled parametrisations'.
