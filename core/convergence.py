@@ -3,8 +3,8 @@
 These are ArviZ's estimators (Vehtari et al. 2021, "Rank-normalization, folding, and
 localization"), step for step, and a test holds them equal to ``arviz.rhat``, ``arviz.ess``
 and ``arviz.hdi``. ArviZ computes them one quantity at a time in Python, which took 66 s of a
-125 s run for the ~9,000 effects of a 325-pair analysis; here each is a few array operations
-over all quantities at once.
+112 s fit for the ~9,000 effects of a 325-pair analysis; here each is a few array operations
+over all quantities at once (about 4 s for those 9,000 on 2 cores).
 
 Every function takes draws of shape (chain, draw, n) and returns arrays of length n.
 """
@@ -170,15 +170,14 @@ def diagnose(draws: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarra
 
 
 def _diagnose(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    r_hat, _, x = _quantity_major(draws, min_chains=2)
     bulk, ok, x = _quantity_major(draws, min_chains=1)
-    tail = bulk.copy()
+    r_hat, tail = bulk.copy(), bulk.copy()
     if ok.any():
         split = _split_chains(x)
         z = _z_scale(split)
         bulk[ok] = _ess(z)
         tail[ok] = _ess_tail(x, (0.05, 0.95))
-        if x.shape[1] >= 2:
+        if x.shape[1] >= 2:  # R-hat needs two chains
             r_hat[ok] = _rhat_rank(split, z)
     return r_hat, bulk, tail
 
