@@ -113,18 +113,11 @@ def validate_sampler_config(c: NUTSConfig) -> None:
             raise ConfigError(f"config key 'pooling.priors.{key}' is {value}; expected a positive number")
 
 
-@dataclass
-class PairedDesign:
-    """Paired differences in wide form (observations x network pairs) with their grouping."""
+class PoolingLevels:
+    """Which levels of the hierarchy the data support, for anything with ``drugs`` and ``units``."""
 
-    y: np.ndarray
-    pairs: pd.DataFrame  # network_a, network_b, system_a, system_b (column order of y)
-    obs: pd.DataFrame  # one row per drug scan: scan_id, dataset, subject, drug, unit
     drugs: list[str]
-    units: list[str]  # dataset units (dataset, or dataset[drug] when a dataset has several drugs)
-    drug_idx: np.ndarray
-    unit_idx: np.ndarray
-    unit_drug: np.ndarray  # drug index of each unit
+    units: list[str]
 
     @property
     def use_drug_level(self) -> bool:
@@ -144,6 +137,20 @@ class PairedDesign:
                 "(dataset effects equal their drug's effect)"
             )
         return out
+
+
+@dataclass
+class PairedDesign(PoolingLevels):
+    """Paired differences in wide form (observations x network pairs) with their grouping."""
+
+    y: np.ndarray
+    pairs: pd.DataFrame  # network_a, network_b, system_a, system_b (column order of y)
+    obs: pd.DataFrame  # one row per drug scan: scan_id, dataset, subject, drug, unit
+    drugs: list[str]
+    units: list[str]  # dataset units (dataset, or dataset[drug] when a dataset has several drugs)
+    drug_idx: np.ndarray
+    unit_idx: np.ndarray
+    unit_drug: np.ndarray  # drug index of each unit
 
 
 def paired_design(pairs: pd.DataFrame) -> PairedDesign:

@@ -39,13 +39,13 @@ from megafc.core import (
     summarise_draws,
 )
 
-from .design import NUTSConfig, ess_threshold, resolve_sampler, validate_sampler_config
+from .design import NUTSConfig, PoolingLevels, ess_threshold, resolve_sampler, validate_sampler_config
 
 EDGE_COLUMNS = ("region_a", "region_b", "network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd")
 
 
 @dataclass
-class EdgeStats:
+class EdgeStats(PoolingLevels):
     """Per-unit edge summary statistics (units in drug order)."""
 
     ybar: np.ndarray  # (K, E)
@@ -57,14 +57,6 @@ class EdgeStats:
     iu: np.ndarray
     ju: np.ndarray
     warnings: list[str] = field(default_factory=list)
-
-    @property
-    def use_drug_level(self) -> bool:
-        return len(self.drugs) > 1
-
-    @property
-    def use_dataset_level(self) -> bool:
-        return len(self.units) > len(self.drugs)
 
 
 def edge_statistics(connectomes, scans: pd.DataFrame) -> EdgeStats:
@@ -517,10 +509,7 @@ class PyMCEdgePooling(PoolingModel):
             warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
         if len(diagnostics) and float(diagnostics["r_hat_max"].max()) > c.rhat_max:
             warnings.append(f"pooling: max hyperparameter R-hat {diagnostics['r_hat_max'].max():.3f} > {c.rhat_max}")
-        if not st.use_drug_level:
-            warnings.append("pooling: only one drug: the drug level is omitted (each drug effect equals the overall effect)")
-        if not st.use_dataset_level:
-            warnings.append("pooling: no drug has more than one dataset: the between-dataset level is omitted")
+        warnings += [f"pooling: {n}" for n in st.notes()]
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=idata,
             description=self.describe(st, n_pairs, sampler if hyper else "none", level),
