@@ -14,7 +14,7 @@ from megafc.core.pipeline import estimate_connectomes
 from megafc.plugins.atlases.synthetic import SyntheticAtlas
 from megafc.plugins.datasets.synthetic import SyntheticDataset
 from megafc.plugins.estimators.correlation import FisherZCorrelation
-from megafc.plugins.pooling.pymc_joint import PyMCPooling
+from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
 
 
 def peak_rss_mb() -> float:

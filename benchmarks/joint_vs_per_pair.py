@@ -25,7 +25,7 @@ from megafc.plugins.atlases.synthetic import SyntheticAtlas
 from megafc.plugins.datasets.synthetic import SyntheticDataset
 from megafc.plugins.estimators.correlation import FisherZCorrelation
 from megafc.plugins.pooling.bambi_per_pair import BambiPooling
-from megafc.plugins.pooling.pymc_joint import PyMCPooling
+from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
 
 
 def main() -> None:

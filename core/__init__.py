@@ -5,7 +5,7 @@ Plugin authors need only this module::
     from megafc.core import ConnectivityEstimator, hookimpl
 """
 
-from .aggregate import mark_unpaired, network_pair_table, paired_differences
+from .aggregate import mark_uninformative, mark_unpaired, network_pair_table, paired_differences
 from .data import (
     AGGREGATION_LEVELS,
     CONDITIONS,
@@ -38,6 +38,6 @@ __all__ = [
     "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
     "DatasetInputs", "DatasetLoader", "Denoiser", "InputError", "MegafcError", "Plugin",
     "PluginError", "PoolingModel", "PoolingResult", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",
-    "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
+    "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
     "summarise_draws", "validate_scans",
 ]

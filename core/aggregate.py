@@ -86,6 +86,28 @@ def mark_unpaired(scans: pd.DataFrame) -> pd.DataFrame:
     return exclude(out, no_drug, "subject has no usable drug scan to compare with")
 
 
+def mark_uninformative(scans: pd.DataFrame) -> pd.DataFrame:
+    """For scan-level models: every dataset needs included drug and control scans.
+
+    A dataset left with control scans only informs no drug effect: its scans are excluded,
+    saying why. A dataset with drug scans but no control cannot separate its drug effect from
+    its own mean FC: that is refused, naming the dataset.
+    """
+    inc = scans[~scans["excluded"]]
+    is_drug = inc["condition"] == "drug"
+    n_drug = is_drug.groupby(inc["dataset"]).sum()
+    n_ctrl = (~is_drug).groupby(inc["dataset"]).sum()
+    for ds in sorted(n_drug.index[(n_drug > 0) & (n_ctrl == 0)]):
+        lost = int((scans["excluded"] & (scans["dataset"] == ds) & scans["condition"].isin(CONTROL_CONDITIONS)).sum())
+        raise InputError(
+            f"dataset '{ds}' has {int(n_drug[ds])} included drug scan(s) but no included control (placebo or "
+            f"baseline) scan{f' ({lost} excluded by QC)' if lost else ''}, so its drug effect cannot be told apart "
+            "from its own mean FC; add its control scans or leave the dataset out (loo_dataset)"
+        )
+    no_drug = scans["dataset"].isin(n_drug.index[n_drug == 0])
+    return exclude(scans, no_drug, "dataset has no usable drug scan (its scans inform no drug effect)")
+
+
 def paired_differences(pairs: pd.DataFrame) -> pd.DataFrame:
     """Drug-minus-control FC per drug scan and network pair.
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .aggregate import mark_unpaired, network_pair_table
+from .aggregate import mark_uninformative, mark_unpaired, network_pair_table
 from .data import (
     AGGREGATION_LEVELS,
     EFFECT_COLUMNS,
@@ -163,6 +163,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             qc = OmegaConf.to_object(cfg.qc) if not isinstance(cfg.qc, QCConfig) else cfg.qc
             validate_qc(qc)
             scans = exclude_by_motion(scans, qc)
+            usable = mark_unpaired if plugins["pooling"].needs_pairs else mark_uninformative
+            scans = usable(scans)  # before extraction: nothing is extracted that cannot enter the model
             if inputs.images is not None:
                 todo = list(scans.loc[~scans["excluded"], "scan_id"])
                 cache = cfg.extraction.cache_dir
@@ -178,7 +180,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 images, inputs.images = inputs.images, None
             else:
                 images = None
-            scans = mark_unpaired(scans)
+            scans = usable(scans)  # again: censoring may have excluded more
             check_inputs(inputs, atlas, scans, source)
             log_exclusions(scans)
             staged.write_table("exclusions.tsv", exclusion_counts(scans))

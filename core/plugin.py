@@ -105,6 +105,11 @@ class PoolingModel(Plugin):
     kind = "pooling"
     #: Set True to be handed the region-level connectomes before ``fit`` (edge-level models).
     needs_connectomes: ClassVar[bool] = False
+    #: Set True for models of within-subject drug-minus-control differences: drug scans
+    #: without a control of the same subject (and controls without a drug scan) are then
+    #: excluded before extraction, with the reason in scans.tsv. Scan-level models (False)
+    #: use every scan of a dataset that has both drug and control scans.
+    needs_pairs: ClassVar[bool] = False
 
     def set_connectomes(self, connectomes: Any, atlas: Atlas, scans: pd.DataFrame) -> None:
         """Called before ``fit`` when ``needs_connectomes`` is True."""

@@ -15,7 +15,7 @@ from megafc.plugins.atlases.synthetic import SyntheticAtlas
 from megafc.plugins.datasets.synthetic import SyntheticDataset
 from megafc.plugins.estimators.correlation import FisherZCorrelation
 from megafc.plugins.pooling.pymc_edges import EdgeStats, PyMCEdgePooling, marginal_loglik
-from megafc.plugins.pooling.pymc_joint import PyMCPooling
+from megafc.plugins.pooling.pymc_paired import PyMCPairedPooling
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_recovers_planted_signs(edge_fit):
 
 def test_agrees_with_network_model(edge_fit, small_study):
     pairs = small_study[3]
-    net = PyMCPooling(PyMCPooling.Config(draws=200, tune=200, chains=2, cores=1, progressbar=False,
+    net = PyMCPairedPooling(PyMCPairedPooling.Config(draws=200, tune=200, chains=2, cores=1, progressbar=False,
                                          sampler="pymc", predictive_checks=False)).fit(pairs, seed=2).effects
     key = ["network_a", "network_b", "effect"]
     m = edge_fit.effects.merge(net, on=key, suffixes=("_edge", "_net"))

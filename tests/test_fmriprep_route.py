@@ -163,7 +163,7 @@ def test_nan_and_constant_timeseries(tmp_path):
     (lambda m: m.assign(path=["missing.nii.gz"] + [np.nan] * (len(m) - 1)), "points to a missing file: missing.nii.gz"),
     (lambda m: pd.concat([m, m.iloc[[0]]]), "duplicate rows"),
     (lambda m: m.assign(condition=["active"] + m["condition"].tolist()[1:]), "unknown value.*'active'"),
-    (lambda m: m[~((m.subject == "01") & (m.condition != "drug"))], "have a drug scan but no control"),
+    (lambda m: m[m.condition == "drug"], "dataset '.*' has .* drug scan.* but no included control"),
 ])
 def test_bad_metadata(tmp_path, edit, match):
     t = fresh_tree(tmp_path)
@@ -182,12 +182,16 @@ def test_motion_qc_excludes_with_reasons(tmp_path):
     high = scans[scans["mean_fd"] > limit]
     assert len(high) == 1 and high["excluded"].all()
     assert high["exclusion_reason"].str.contains(f"mean FD > {limit}").all()
-    # its partner loses its pair and says so
-    partners = scans[scans.excluded & (scans.mean_fd <= limit)]
-    assert len(partners) == 1
-    assert partners["exclusion_reason"].str.contains("no usable").all()
+    # the scan-level model keeps its partner (a single scan still informs the subject's intercept)
+    assert not scans[scans.mean_fd <= limit]["excluded"].any()
     counts = pd.read_csv(out.run_dir / "exclusions.tsv", sep="\t")
     assert counts["n_scans"].sum() == len(scans)
+    # a paired model cannot use the partner: it is excluded, saying why
+    paired = run(t.overrides("none") + POOL + ["pooling=pymc_paired", "extraction.cache_dir=null",
+                                               f"qc.max_mean_fd={limit}"], tmp_path / "run_paired").scans
+    partners = paired[paired.excluded & (paired.mean_fd <= limit)]
+    assert len(partners) == 1
+    assert partners["exclusion_reason"].str.contains("no usable").all()
 
 
 def test_parallel_extraction_matches_serial(tree, tmp_path):

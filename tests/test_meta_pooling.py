@@ -14,7 +14,7 @@ from megafc.plugins.pooling.meta import (
     benjamini_hochberg,
     dersimonian_laird,
 )
-from megafc.plugins.pooling.pymc_joint import PyMCPooling
+from megafc.plugins.pooling.pymc_paired import PyMCPairedPooling
 from simulation import SMALL_ATLAS, simulate_pairs
 
 TRANS_UNI = {"transmodal", "unimodal"}
@@ -235,8 +235,8 @@ def test_zero_variance_and_too_few_datasets():
 @pytest.mark.slow
 def test_meta_agrees_with_pymc(simulated, meta_result):
     pairs, _ = simulated
-    cfg = PyMCPooling.Config(draws=300, tune=300, chains=2, progressbar=False)
-    bayes = PyMCPooling(cfg).fit(pairs, seed=1).effects
+    cfg = PyMCPairedPooling.Config(draws=300, tune=300, chains=2, progressbar=False)
+    bayes = PyMCPairedPooling(cfg).fit(pairs, seed=1).effects
     keys = ["network_a", "network_b", "effect"]
     m = meta_result.effects.merge(bayes, on=keys, suffixes=("_meta", "_pymc"), validate="one_to_one")
     overall = m[m.effect == "overall"]
@@ -260,8 +260,8 @@ def test_pymc_with_weak_priors_agrees_with_mixedlm(simulated):
     # between-drug/dataset sds is ~20x the values REML finds (~0.02) yet still samples without
     # many divergences (HalfNormal(1) gives a few more with 5 drugs).
     priors = HierarchicalPriors(effect_sd=10.0, drug_sd=0.5, dataset_sd=0.5, sigma_sd=1.0)
-    cfg = PyMCPooling.Config(draws=600, tune=600, chains=2, progressbar=False, priors=priors)
-    bayes = PyMCPooling(cfg).fit(sub, seed=2).effects
+    cfg = PyMCPairedPooling.Config(draws=600, tune=600, chains=2, progressbar=False, priors=priors)
+    bayes = PyMCPairedPooling(cfg).fit(sub, seed=2).effects
     overall = bayes[bayes.effect == "overall"].set_index(["network_a", "network_b"])
     diffs = paired_differences(sub)
     for (a, b), g in diffs.groupby(["network_a", "network_b"]):

@@ -50,9 +50,12 @@ def test_effects_table_has_diagnostics(tiny_run):
     for col in ("network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd", "r_hat",
                 "ess_bulk", "divergences", "ok"):
         assert col in eff.columns
-    assert set(eff["effect_type"]) == {"overall", "drug", "dataset", "contrast"}
+    assert set(eff["effect_type"]) == {"overall", "drug", "dataset", "contrast", "covariate"}
     assert "contrast:LSD-psilocybin" in set(eff["effect"])
-    assert eff["p_rope"].between(0, 1).all()
+    # the default model adjusts for motion and reports the FD slope of every pair as its own rows
+    fd = eff[eff["effect"] == "covariate:mean_fd"]
+    assert len(fd) == len(eff[eff["effect"] == "overall"]) and fd["p_rope"].isna().all()
+    assert eff.loc[eff["effect_type"] != "covariate", "p_rope"].between(0, 1).all()
     assert (eff["hdi_low"] <= eff["mean"]).all() and (eff["mean"] <= eff["hdi_high"]).all()
     assert eff["pd"].between(0.5, 1).all()
     # 60 draws x 2 chains cannot reach ESS 200: every effect must be flagged, not silently ok

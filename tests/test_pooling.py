@@ -6,7 +6,7 @@ import pytest
 from megafc.plugins.datasets.synthetic import SiteSpec
 from megafc.plugins.pooling.bambi_per_pair import BambiPooling
 from megafc.plugins.pooling.design import paired_design
-from megafc.plugins.pooling.pymc_joint import PyMCPooling
+from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
 from simulation import SMALL_ATLAS, simulate_pairs
 
 

@@ -72,4 +72,4 @@ def test_empirical_fc_reflects_the_truth(atlas):
 
 def test_bad_site_design_is_a_config_error():
     with pytest.raises(ConfigError, match=r"dataset.sites\[0\].design"):
-        SyntheticDataset(SyntheticDataset.Config(sites=[SiteSpec("x", "LSD", 10, design="parallel")]))
+        SyntheticDataset(SyntheticDataset.Config(sites=[SiteSpec("x", "LSD", 10, design="latin_square")]))

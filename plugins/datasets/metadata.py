@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from megafc.core import CONTROL_CONDITIONS, InputError, validate_scans
+from megafc.core import InputError, validate_scans
 
 REQUIRED = ("dataset", "subject", "session", "drug", "condition")
 OPTIONAL = ("dose", "run", "minutes_since_dose", "mean_fd", "path", "task")
@@ -53,7 +53,6 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
                 f"{path}: dataset(s) {unknown} have no entry in config key 'dataset.roots' "
                 f"(known: {sorted(roots)}) and the table has no 'path' column"
             )
-    _check_controls(scans, path)
     if "path" in scans.columns:
         resolved = []
         for i, p in enumerate(scans["path"]):
@@ -66,19 +65,6 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
             resolved.append(str(full))
         scans["path"] = resolved
     return scans
-
-
-def _check_controls(scans: pd.DataFrame, path: Path) -> None:
-    has_control = set(
-        map(tuple, scans.loc[scans["condition"].isin(CONTROL_CONDITIONS), ["dataset", "subject"]].to_numpy())
-    )
-    drug = scans.loc[scans["condition"] == "drug", ["dataset", "subject"]].drop_duplicates()
-    lonely = [f"{d}/sub-{s}" for d, s in drug.to_numpy() if (d, s) not in has_control]
-    if lonely:
-        raise InputError(
-            f"{path}: subject(s) {lonely[:5]} have a drug scan but no control (placebo or baseline) "
-            "scan; drop them from the table or add their control scan"
-        )
 
 
 def find_bids_file(root: str | Path, subject: str, session: str, suffix: str, required: dict[str, str],

@@ -2,7 +2,9 @@
 
 It mirrors the design of Girn et al. (Nature Medicine 2026): 11 datasets over 5 drugs
 (~267 subjects, ~519 usable scans), within-subject drug/placebo crossovers and one fixed-order
-baseline -> drug dataset (ayahuasca). Region timeseries come from a latent-factor model on the
+baseline -> drug dataset (ayahuasca). Stress tests switch sites to parallel-group or mixed
+designs, give subjects several drug scans, make sites noisier or change the motion confound
+(drug scans move more) from the command line. Region timeseries come from a latent-factor model on the
 atlas's subnetworks, in which the drug raises transmodal (Default, Cont, Limbic) <-> unimodal
 (Vis, SomMot) coupling, alters thalamus/caudate/putamen/cerebellum <-> SomMot coupling and
 weakly lowers within-Vis and within-SomMot coupling, with drug, dataset and subject
@@ -14,7 +16,8 @@ returned as ``truth`` so recovery can be checked.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -35,14 +38,23 @@ TRANSMODAL = ("Default", "Cont", "Limbic")
 UNIMODAL = ("Vis", "SomMot")
 
 
+#: Study designs the simulator can produce.
+DESIGNS = ("crossover", "prepost", "parallel")
+
+
 @dataclass
 class SiteSpec:
     name: str
     drug: str
     n_subjects: int
-    #: ``crossover`` (drug + placebo, counterbalanced) or ``prepost`` (baseline then drug).
+    #: ``crossover`` (drug + placebo, counterbalanced), ``prepost`` (baseline, then drug) or
+    #: ``parallel`` (each subject either drug or placebo, alternating).
     design: str = "crossover"
     dose: float | None = None
+    #: Drug scans per drug subject (prepost: at 60, 120, ... minutes after dosing).
+    drug_scans: int = 1
+    #: Multiplies the sd of this site's scan-level noise (session-to-session FC variation).
+    noise: float = 1.0
 
 
 def _default_sites() -> list[SiteSpec]:
@@ -97,7 +109,7 @@ class SyntheticDataset(DatasetLoader):
         scale: float = 1.0
         #: Volumes per scan (TR 2 s).
         n_volumes: int = 200
-        #: Fraction of subjects missing one of their two scans (they get excluded, with reason).
+        #: Fraction of subjects missing one of their scans (paired models exclude the rest, with reason).
         missing_scan_fraction: float = 0.056
         #: AR(1) coefficient of the latent and regional signals.
         ar1: float = 0.3
@@ -105,6 +117,17 @@ class SyntheticDataset(DatasetLoader):
         loading: float = 0.7
         #: Global signal variance added per mm of mean framewise displacement.
         motion_coupling: float = 0.1
+        #: Drug scans move more: their mean FD is (1 + motion_confound) x the subject's usual.
+        motion_confound: float = 0.25
+        #: sd of each scan's session-to-session variation of latent FC (Fisher z).
+        session_sd: float = 0.02
+        #: Overrides of every site's design, drug scans per subject and noise, for stress tests
+        #: from the command line (e.g. dataset.design=parallel, dataset.site_noise={lsd_2: 3}).
+        #: ``mixed`` gives the sites crossover, prepost (2 drug scans), parallel and crossover
+        #: (2 drug scans) designs in turn.
+        design: Optional[str] = None
+        drug_scans: Optional[int] = None
+        site_noise: dict[str, float] = field(default_factory=dict)
         effects: EffectSpec = field(default_factory=EffectSpec)
         drug_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DRUG_SCALE))
 
@@ -119,17 +142,40 @@ class SyntheticDataset(DatasetLoader):
             raise ConfigError("config key 'dataset.missing_scan_fraction' must be in [0, 1)")
         if not 0 < c.loading < 1:
             raise ConfigError(f"config key 'dataset.loading' is {c.loading}; expected in (0, 1)")
+        if c.design is not None and c.design not in DESIGNS + ("mixed",):
+            raise ConfigError(f"config key 'dataset.design' is '{c.design}'; expected one of {list(DESIGNS) + ['mixed']}")
+        if c.drug_scans is not None and c.drug_scans < 1:
+            raise ConfigError(f"config key 'dataset.drug_scans' is {c.drug_scans}; expected >= 1")
+        if c.motion_confound <= -1:
+            raise ConfigError(f"config key 'dataset.motion_confound' is {c.motion_confound}; expected > -1")
+        unknown = sorted(set(c.site_noise) - {s.name for s in c.sites})
+        if unknown:
+            raise ConfigError(f"config key 'dataset.site_noise' names unknown site(s) {unknown}; "
+                              f"sites: {[s.name for s in c.sites]}")
         for i, s in enumerate(c.sites):
-            if s.design not in ("crossover", "prepost"):
-                raise ConfigError(
-                    f"config key 'dataset.sites[{i}].design' is '{s.design}'; "
-                    "expected 'crossover' or 'prepost'"
-                )
+            if s.design not in DESIGNS:
+                raise ConfigError(f"config key 'dataset.sites[{i}].design' is '{s.design}'; expected one of {list(DESIGNS)}")
+            if s.drug_scans < 1:
+                raise ConfigError(f"config key 'dataset.sites[{i}].drug_scans' is {s.drug_scans}; expected >= 1")
+            if not s.noise > 0:
+                raise ConfigError(f"config key 'dataset.sites[{i}].noise' is {s.noise}; expected > 0")
             if s.drug not in c.drug_scale:
                 raise ConfigError(
                     f"config key 'dataset.sites[{i}].drug' is '{s.drug}', which has no entry in "
                     f"'dataset.drug_scale' {sorted(c.drug_scale)}"
                 )
+
+    def site_specs(self) -> list[SiteSpec]:
+        """The sites with the command-line overrides applied."""
+        c = self.config
+        mixed = [("crossover", 1), ("prepost", 2), ("parallel", 1), ("crossover", 2)]
+        out = []
+        for i, site in enumerate(c.sites):
+            design, k = (mixed[i % len(mixed)] if c.design == "mixed" else
+                         (c.design or site.design, site.drug_scans))
+            out.append(replace(site, design=design, drug_scans=c.drug_scans or k,
+                               noise=site.noise * c.site_noise.get(site.name, 1.0)))
+        return out
 
     # -- the generative model ------------------------------------------------------------
 
@@ -214,7 +260,7 @@ class SyntheticDataset(DatasetLoader):
             truth_mats[f"drug:{d}"] = self._region_corr(
                 self._latent_corr(base + drug_effect(d)), base_load + c.drug_scale[d] * loading_change, member
             )
-        for site in c.sites:
+        for site in self.site_specs():
             ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
             ds_shift = rng.normal(0, 0.05, (k, k))
             ds_shift = (ds_shift + ds_shift.T) / 2
@@ -224,26 +270,33 @@ class SyntheticDataset(DatasetLoader):
             )
             n_sub = max(2, int(round(site.n_subjects * c.scale)))
             fd_base = rng.lognormal(np.log(0.12), 0.2)
+            control = "baseline" if site.design == "prepost" else "placebo"
             for s in range(n_sub):
                 subject = f"{s + 1:02d}"
                 sub_scale = 1 + rng.normal(0, c.effects.subject_scale_sd)
                 sub_shift = rng.normal(0, 0.05, (k, k))
                 sub_shift = (sub_shift + sub_shift.T) / 2
                 sub_fd = fd_base * rng.lognormal(0, 0.35)
-                control = "placebo" if site.design == "crossover" else "baseline"
-                conds = [control, "drug"]
-                order = ["1", "2"] if site.design == "prepost" or rng.random() < 0.5 else ["2", "1"]
-                if rng.random() < c.missing_scan_fraction:
-                    drop = int(rng.integers(2))
-                    conds, order = [conds[1 - drop]], [order[1 - drop]]
-                for cond, session in zip(conds, order):
+                if site.design == "parallel":
+                    conds = ["drug"] * site.drug_scans if s % 2 == 0 else [control]
+                else:
+                    conds = [control] + ["drug"] * site.drug_scans
+                order = [str(i + 1) for i in range(len(conds))]
+                if site.design == "crossover" and rng.random() < 0.5:  # counterbalanced: drug session(s) first
+                    order = order[1:] + order[:1]
+                minutes = [np.nan] + [60.0 * (i + 1) for i in range(site.drug_scans)] if site.design == "prepost" \
+                    else [np.nan] * len(conds)
+                if len(conds) > 1 and rng.random() < c.missing_scan_fraction:
+                    drop = int(rng.integers(len(conds)))
+                    conds, order, minutes = ([x for i, x in enumerate(v) if i != drop] for v in (conds, order, minutes))
+                for cond, session, minute in zip(conds, order, minutes):
                     is_drug = cond == "drug"
                     z = base + ds_shift + sub_shift + (sub_scale * ds_eff if is_drug else 0.0)
-                    sess = rng.normal(0, 0.02, (k, k))
+                    sess = rng.normal(0, c.session_sd * site.noise, (k, k))
                     z = z + (sess + sess.T) / 2
                     load = base_load + (ds_scale * sub_scale * c.drug_scale[site.drug] * loading_change if is_drug else 0.0)
                     load = np.clip(load, 0.05, 0.95)
-                    fd = float(sub_fd * (1.25 if is_drug else 1.0) * rng.lognormal(0, 0.15))
+                    fd = float(sub_fd * ((1.0 + c.motion_confound) if is_drug else 1.0) * rng.lognormal(0, 0.15))
                     ts = self._simulate(self._latent_corr(z), load, member, fd, rng)
                     scan_id = f"ds-{site.name}_sub-{subject}_ses-{session}"
                     series[scan_id] = ts
@@ -252,7 +305,7 @@ class SyntheticDataset(DatasetLoader):
                             "scan_id": scan_id, "dataset": site.name, "subject": subject,
                             "session": session, "drug": site.drug, "condition": cond,
                             "dose": site.dose if site.dose is not None else np.nan,
-                            "mean_fd": fd, "n_volumes": c.n_volumes,
+                            "mean_fd": fd, "n_volumes": c.n_volumes, "minutes_since_dose": minute,
                         }
                     )
         scans = pd.DataFrame(rows)

@@ -1,13 +1,25 @@
-"""The ``bambi`` pooling model: the same hierarchical model as ``pymc``, one formula per pair.
+"""The ``bambi`` pooling model: the scan-level model of ``pymc``, one bambi formula per pair.
 
-Slower (one model per network pair) but readable and easy to modify: the formula is the model.
+Slower (one model per network pair, every random effect sampled) but readable: the formula is
+the model. Per pair::
+
+    fc ~ 0 + dataset + drug_scan + (0 + drug_scan | drug) + (0 + drug_scan | unit)
+         + mean_fd + (0 + dataset | subject)
+    sigma ~ 1 + (1 | dataset)                      (log link)
+
+``drug_scan`` is 1 on drug scans: its slope is the overall effect, its drug- and
+unit-specific slopes the drug and dataset deviations; ``(0 + dataset | subject)`` gives
+subject intercepts with one sd per dataset; ``sigma ~ (1 | dataset)`` a residual sd per dataset,
+log-normal around the pair's. What bambi cannot express of ``pymc``: the per-dataset sds are
+pooled within the pair only (``pymc`` also shares a per-dataset multiplier across pairs), the
+subject sds are not pooled across datasets, and the FD slope is not pooled across pairs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -15,14 +27,16 @@ import pandas as pd
 from megafc.core import PoolingModel, PoolingResult
 
 from .derived import contrast_pairs
-from .design import SamplerConfig, describe, paired_design, resolve_sampler, validate_sampler_config
-from .pymc_joint import summarise_fit
+from .design import SamplerConfig, ess_threshold, resolve_sampler, validate_sampler_config
+from .pymc_scan_level import ScanPriors
+from .scan_design import ScanDesign, covariate_matrix, scan_design
+from .scan_results import summarise_scan_fit
 
 log = logging.getLogger("megafc")
 
 
 class BambiPooling(PoolingModel):
-    """Hierarchical model per network pair as a bambi formula (paired differences)."""
+    """Scan-level hierarchical model per network pair as a bambi formula (the pymc model, every effect sampled)."""
 
     name = "bambi"
 
@@ -30,95 +44,149 @@ class BambiPooling(PoolingModel):
     class Config(SamplerConfig):
         #: Show PyMC's progress bar for each pair's fit (a per-pair log line is always shown).
         progressbar: bool = False
+        #: Adjust for each scan's mean FD: null = whenever every scan has mean_fd.
+        motion: bool | None = None
+        priors: ScanPriors = field(default_factory=ScanPriors)
 
     def __init__(self, config=None):
         super().__init__(config)
         validate_sampler_config(self.config)
 
-    def formula(self, design) -> str:
-        terms = ["1"]
-        if design.use_drug_level:
-            terms.append("(1|drug)")
-        if design.use_dataset_level:
-            terms.append("(1|dataset)")
-        return "fc_diff ~ " + " + ".join(terms)
+    def formula(self, design: ScanDesign, motion: bool):
+        import bambi as bmb
 
-    def priors(self, design) -> dict:
+        terms = ["0", "dataset", "drug_scan"]
+        if design.use_drug_level:
+            terms.append("(0 + drug_scan|drug)")
+        if design.use_dataset_level:
+            terms.append("(0 + drug_scan|unit)")
+        if motion:
+            terms.append("mean_fd")
+        terms.append("(0 + dataset|subject)")
+        sigma = "sigma ~ 1 + (1|dataset)" if len(design.datasets) > 1 else "sigma ~ 1"
+        return bmb.Formula("fc ~ " + " + ".join(terms), sigma)
+
+    def priors(self, design: ScanDesign, y: np.ndarray) -> dict:
         import bambi as bmb
 
         p = self.config.priors
-        priors = {"Intercept": bmb.Prior("Normal", mu=0, sigma=p.effect_sd), "sigma": bmb.Prior("HalfNormal", sigma=p.sigma_sd)}
+        out = {
+            "dataset": bmb.Prior("Normal", mu=float(np.mean(y)), sigma=1.0),  # ~flat on the FC scale
+            "drug_scan": bmb.Prior("Normal", mu=0, sigma=p.effect_sd),
+            "mean_fd": bmb.Prior("Normal", mu=0, sigma=p.effect_sd),
+            "dataset|subject": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("LogNormal", mu=np.log(p.subject_sd), sigma=1.0)),
+            "sigma_Intercept": bmb.Prior("Normal", mu=np.log(p.sigma_sd), sigma=1.0),
+            "sigma_1|dataset": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=p.sd_spread)),
+        }
         if design.use_drug_level:
-            priors["1|drug"] = bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=p.drug_sd))
+            out["drug_scan|drug"] = bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=p.drug_sd))
         if design.use_dataset_level:
-            priors["1|dataset"] = bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=p.dataset_sd))
-        return priors
+            out["drug_scan|unit"] = bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=p.dataset_sd))
+        return out
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         import arviz as az
         import bambi as bmb
 
         c = self.config
-        design = paired_design(pairs)
+        design = scan_design(pairs)
         contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
-        formula = self.formula(design)
+        fd_known = bool(np.isfinite(pd.to_numeric(design.obs["mean_fd"], errors="coerce")).all())
+        motion = fd_known if c.motion is None else bool(c.motion)
+        x, names, scales, notes = covariate_matrix(design, motion)
+        formula = self.formula(design, motion)
+        obs = design.obs
+        # control scans need some drug/unit level: their drug_scan is 0, so the level is inert
+        first_unit = {ds: design.units[u] for u, ds in zip(range(len(design.units)), design.unit_dataset)}
+        unit = [design.units[u] if u >= 0 else first_unit[k] for u, k in zip(design.unit_idx, design.dataset_idx)]
+        drug = [design.drugs[design.unit_drug[design.units.index(u)]] for u in unit]
+        frame = pd.DataFrame({
+            "dataset": pd.Categorical(obs["dataset"], categories=design.datasets),
+            "drug_scan": design.is_drug.astype(float),
+            "drug": pd.Categorical(drug, categories=design.drugs),
+            "unit": pd.Categorical(unit, categories=design.units),
+            "subject": (obs["dataset"] + "/" + obs["subject"]).to_numpy(),
+        })
+        if motion:
+            frame["mean_fd"] = x[:, names.index("mean_fd")]
         n_pairs = design.y.shape[1]
-        nd = len(design.drugs)
-        draws = {k: [] for k in ("overall", "drug_effect", "dataset_effect", "tau_drug", "tau_dataset", "sigma")}
+        keys = ("overall", "drug_effect", "dataset_effect", "sigma", "subject_sd", "tau_drug", "tau_dataset",
+                "slope:mean_fd")
+        draws = {k: [] for k in keys}
         diverging = []
         sampler = resolve_sampler(c, auto="pymc")
         start = time.perf_counter()
         for p in range(n_pairs):
-            data = pd.DataFrame({
-                "fc_diff": design.y[:, p],
-                "drug": pd.Categorical(np.asarray(design.drugs)[design.drug_idx], categories=design.drugs),
-                "dataset": pd.Categorical(np.asarray(design.units)[design.unit_idx], categories=design.units),
-            })
-            model = bmb.Model(formula, data, priors=self.priors(design))
+            frame["fc"] = design.y[:, p]
+            model = bmb.Model(formula, frame, priors=self.priors(design, design.y[:, p]))
             idata = model.fit(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
                 target_accept=c.target_accept, random_seed=seed + p, progressbar=c.progressbar,
                 compute_convergence_checks=False, inference_method=sampler,
             )
-            post = idata.posterior
-            mu = post["Intercept"].to_numpy()
-            ch, dr = mu.shape
-            beta = np.repeat(mu[:, :, None], nd, axis=2)
-            if design.use_drug_level:
-                dev = post["1|drug"].sel(drug__factor_dim=design.drugs).to_numpy()
-                beta = beta + dev
-            theta = beta[:, :, design.unit_drug]
-            if design.use_dataset_level:
-                theta = theta + post["1|dataset"].sel(dataset__factor_dim=design.units).to_numpy()
-            draws["overall"].append(mu)
-            draws["drug_effect"].append(beta)
-            draws["dataset_effect"].append(theta)
-            draws["sigma"].append(post["sigma"].to_numpy())
-            draws["tau_drug"].append(post["1|drug_sigma"].to_numpy() if design.use_drug_level else np.zeros((ch, dr)))
-            draws["tau_dataset"].append(post["1|dataset_sigma"].to_numpy() if design.use_dataset_level else np.zeros((ch, dr)))
+            self._collect(idata.posterior, design, motion, scales, draws)
             diverging.append(idata.sample_stats["diverging"].to_numpy())
             log.info("bambi: network pair %d/%d fitted (%s--%s)", p + 1, n_pairs,
                      design.pairs["network_a"].iloc[p], design.pairs["network_b"].iloc[p])
         elapsed = time.perf_counter() - start
         pair_names = [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])]
-        posterior = {
-            "overall": np.stack(draws["overall"], axis=-1),
-            "drug_effect": np.stack(draws["drug_effect"], axis=-1),
-            "dataset_effect": np.stack(draws["dataset_effect"], axis=-1),
-            "sigma": np.stack(draws["sigma"], axis=-1),
-        }
-        if design.use_drug_level:
-            posterior["tau_drug"] = np.stack(draws["tau_drug"], axis=-1)
-        if design.use_dataset_level:
-            posterior["tau_dataset"] = np.stack(draws["tau_dataset"], axis=-1)
         dims = {"overall": ["pair"], "drug_effect": ["drug", "pair"], "dataset_effect": ["dataset", "pair"],
-                "sigma": ["pair"], "tau_drug": ["pair"], "tau_dataset": ["pair"]}
+                "sigma": ["site", "pair"], "subject_sd": ["site", "pair"], "tau_drug": ["pair"],
+                "tau_dataset": ["pair"], "slope:mean_fd": ["pair"]}
+        posterior = {k: np.stack(v, axis=-1) for k, v in draws.items() if v}
         idata = az.from_dict(
             posterior=posterior,
             sample_stats={"diverging": np.stack(diverging, axis=-1)},
-            coords={"pair": pair_names, "drug": design.drugs, "dataset": design.units},
+            coords={"pair": pair_names, "drug": design.drugs, "dataset": design.units, "site": design.datasets},
             dims={k: v for k, v in dims.items() if k in posterior},
-            attrs={"modeling_interface": "bambi", "formula": formula},
+            attrs={"modeling_interface": "bambi", "formula": str(formula)},
         )
-        text = describe(design, f"bambi, one model per network pair (formula `{formula}`)", c, sampler)
-        return summarise_fit(design, idata, c, elapsed, text)
+        names = ["mean_fd"] if motion else []
+        return summarise_scan_fit(design, idata, c, elapsed, self.describe(design, formula, sampler, motion),
+                                  names, notes)
+
+    @staticmethod
+    def _collect(post, design: ScanDesign, motion: bool, scales: dict, draws: dict) -> None:
+        """One pair's draws in the scan-level models' variable layout."""
+        mu = post["drug_scan"].to_numpy()
+        beta = np.repeat(mu[:, :, None], len(design.drugs), axis=2)
+        if design.use_drug_level:
+            beta = beta + post["drug_scan|drug"].sel(drug__factor_dim=design.drugs).to_numpy()
+        theta = beta[:, :, design.unit_drug]
+        if design.use_dataset_level:
+            theta = theta + post["drug_scan|unit"].sel(unit__factor_dim=design.units).to_numpy()
+        log_sigma = post["sigma_Intercept"].to_numpy()[:, :, None]
+        if "sigma_1|dataset" in post:
+            log_sigma = log_sigma + post["sigma_1|dataset"].sel(dataset__factor_dim=design.datasets).to_numpy()
+        sub = post["dataset|subject_sigma"]
+        sub = sub.sel({sub.dims[-1]: design.datasets}).to_numpy() if sub.ndim == 3 else sub.to_numpy()[:, :, None]
+        draws["overall"].append(mu)
+        draws["drug_effect"].append(beta)
+        draws["dataset_effect"].append(theta)
+        draws["sigma"].append(np.exp(log_sigma) * np.ones((1, 1, len(design.datasets))))
+        draws["subject_sd"].append(sub * np.ones((1, 1, len(design.datasets))))
+        if design.use_drug_level:
+            draws["tau_drug"].append(post["drug_scan|drug_sigma"].to_numpy())
+        if design.use_dataset_level:
+            draws["tau_dataset"].append(post["drug_scan|unit_sigma"].to_numpy())
+        if motion:
+            draws["slope:mean_fd"].append(post["mean_fd"].to_numpy() / scales["mean_fd"])
+
+    def describe(self, design: ScanDesign, formula, sampler: str, motion: bool) -> str:
+        c = self.config
+        p = c.priors
+        return (
+            f"bambi, one scan-level model per network pair (formula `{formula}`; drug_scan is 1 on drug scans, "
+            "unit the dataset (or dataset and drug)): dataset intercepts, subject intercepts with a per-dataset sd, "
+            "a residual sd per dataset (log-normal around the pair's), the overall effect with drug and dataset "
+            "deviations" + (", and a slope on standardised mean FD (effects at equal motion)" if motion else "")
+            + f" ({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
+            f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
+            f"Priors: overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), between-dataset "
+            f"sd ~ HalfNormal({p.dataset_sd}), log residual sd ~ Normal(log {p.sigma_sd}, 1) + Normal(0, "
+            f"HalfNormal({p.sd_spread})) per dataset, subject sds ~ LogNormal(log {p.subject_sd}, 1). "
+            f"NUTS ({sampler} sampler): {c.chains} chains x {c.draws} draws after {c.tune} tuning steps, "
+            f"target_accept {c.target_accept}; {int(round(c.hdi_prob * 100))}% HDIs; effects flagged when R-hat > "
+            f"{c.rhat_max}, ESS < {ess_threshold(c):.0f} or any divergence."
+            + ("" if not design.notes() else " Note: " + "; ".join(design.notes()) + ".")
+        )

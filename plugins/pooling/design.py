@@ -152,6 +152,17 @@ class PairedDesign(PoolingLevels):
     unit_idx: np.ndarray
     unit_drug: np.ndarray  # drug index of each unit
 
+    def n_obs(self, etype: str, level: str) -> int:
+        """Drug scans (paired differences) informing an effect."""
+        if etype == "drug":
+            return int((self.obs["drug"] == level).sum())
+        if etype == "dataset":
+            return int((self.unit_idx == self.units.index(level)).sum())
+        if etype == "contrast":
+            a, b = level.split("-", 1)
+            return int(self.obs["drug"].isin([a, b]).sum())
+        return len(self.obs)
+
 
 def paired_design(pairs: pd.DataFrame) -> PairedDesign:
     diffs = paired_differences(pairs)
@@ -180,7 +191,7 @@ def paired_design(pairs: pd.DataFrame) -> PairedDesign:
 
 
 def effects_table(
-    design: PairedDesign,
+    design: PoolingLevels,
     blocks: list[tuple[str, str, str, np.ndarray]],
     divergences: int,
     config: SamplerConfig,
@@ -194,6 +205,8 @@ def effects_table(
     eff = summarise_draws(stacked, hdi_prob=config.hdi_prob)
     flat = stacked.reshape(-1, stacked.shape[-1])
     eff["p_rope"] = (np.abs(flat) <= config.rope).mean(axis=0) if config.rope else np.nan
+    slopes = np.repeat([etype == "covariate" for _, etype, _, _ in blocks], n_pairs)
+    eff.loc[slopes, "p_rope"] = np.nan  # the rope is on the FC scale, a slope is not
     del stacked, flat
     eff.insert(0, "level", np.repeat([level for _, _, level, _ in blocks], n_pairs))
     eff.insert(0, "effect_type", np.repeat([etype for _, etype, _, _ in blocks], n_pairs))
@@ -206,20 +219,8 @@ def effects_table(
     eff.insert(3, "system_b", systems.loc[keys, "system_b"].to_numpy())
     eff["divergences"] = int(divergences)
     eff["ok"] = flag_ok(eff, config.rhat_max, ess_threshold(config))
-    per_unit = pd.Series(design.unit_idx).value_counts()
-    per_drug = design.obs["drug"].value_counts()
-
-    def n_obs(etype: str, level: str) -> int:
-        if etype == "drug":
-            return int(per_drug.get(level, 0))
-        if etype == "dataset":
-            return int(per_unit.get(design.units.index(level), 0))
-        if etype == "contrast":
-            a, b = level.split("-", 1)
-            return int(per_drug.get(a, 0) + per_drug.get(b, 0))
-        return len(design.obs)
-
-    eff["n_obs"] = [n_obs(t, lv) for t, lv in zip(eff["effect_type"], eff["level"])]
+    counts = {key: design.n_obs(*key) for key in dict.fromkeys(zip(eff["effect_type"], eff["level"]))}
+    eff["n_obs"] = [counts[key] for key in zip(eff["effect_type"], eff["level"])]
     return eff
 
 

@@ -156,6 +156,7 @@ class MetaAnalysisPooling(PoolingModel):
     """Two-stage DerSimonian-Laird random-effects meta-analysis (frequentist comparator)."""
 
     name = "meta"
+    needs_pairs = True
 
     @dataclass
     class Config:

@@ -312,6 +312,7 @@ class PyMCEdgePooling(PoolingModel):
 
     name = "pymc_edges"
     needs_connectomes = True
+    needs_pairs = True
 
     @dataclass
     class Config(NUTSConfig):

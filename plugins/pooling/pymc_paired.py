@@ -1,4 +1,10 @@
-"""The ``pymc`` pooling model: one PyMC model over every network pair at once."""
+"""The ``pymc_paired`` pooling model: one PyMC model of paired differences over every pair.
+
+The fast special case of the scan-level model (``pymc``) for designs where each drug scan has
+a control scan of the same subject: differencing removes subject and dataset intercepts, so
+the model needs only one residual sd per pair. It is also the comparator for ``pymc``, and
+the model to use for the sampled parametrisations or a Student-t likelihood.
+"""
 
 from __future__ import annotations
 
@@ -21,12 +27,14 @@ from .design import (
     validate_sampler_config,
 )
 from .marginal import UnitStatistics, conditional_effects, marginal_loglik, unit_statistics
+from .predictive import ppc_figure
 
 
-class PyMCPooling(PoolingModel):
-    """Joint hierarchical model over all network pairs (vectorised PyMC, paired differences)."""
+class PyMCPairedPooling(PoolingModel):
+    """Joint hierarchical model of within-subject drug-minus-control differences over all network pairs."""
 
-    name = "pymc"
+    name = "pymc_paired"
+    needs_pairs = True
 
     @dataclass
     class Config(SamplerConfig):
@@ -161,8 +169,8 @@ class PyMCPooling(PoolingModel):
                 post = pm.sample_posterior_predictive(thinned, random_seed=seed, var_names=["y"], progressbar=False)
             replicated = post.posterior_predictive["y"].to_numpy()
         return {
-            "prior_predictive": _ppc_figure(design.y, prior.to_numpy(), "Prior predictive check"),
-            "posterior_predictive": _ppc_figure(design.y, replicated, "Posterior predictive check"),
+            "prior_predictive": ppc_figure(design.y, prior.to_numpy(), "Prior predictive check"),
+            "posterior_predictive": ppc_figure(design.y, replicated, "Posterior predictive check"),
         }
 
     def replicate(self, posterior, design, rng: np.random.Generator) -> np.ndarray:
@@ -209,7 +217,7 @@ class PyMCPooling(PoolingModel):
                    f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
                    + ("; adjusted for the change in mean FD" if c.motion else "")
                    + ("; adjusted for dose (standardised within drug)" if c.dose else "") + "." + fallback)
-        result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model", c, sampler) + options)
+        result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model (pymc_paired)", c, sampler) + options)
         if c.predictive_checks:
             result.figures.update(self.predictive_figures(model, idata, design, seed, parametrization))
         return result
@@ -274,29 +282,3 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     warnings += [f"pooling: {n}" for n in design.notes()]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=description,
                          warnings=warnings, tables=tables)
-
-
-def _ppc_figure(observed: np.ndarray, replicated: np.ndarray, title: str):
-    """Density of observed FC differences against replicated datasets (subsampled)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    obs = observed.ravel()
-    reps = replicated.reshape(-1, *observed.shape)
-    lo, hi = np.quantile(obs, [0.001, 0.999])
-    span = hi - lo
-    bins = np.linspace(lo - span, hi + span, 120)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for rep in reps[:40]:
-        h, e = np.histogram(rep.ravel(), bins=bins, density=True)
-        ax.plot((e[1:] + e[:-1]) / 2, h, color="tab:blue", alpha=0.15, lw=0.8)
-    h, e = np.histogram(obs, bins=bins, density=True)
-    ax.plot((e[1:] + e[:-1]) / 2, h, color="k", lw=1.5, label="observed")
-    ax.plot([], [], color="tab:blue", label="replicated")
-    ax.set_xlabel("drug - control FC (Fisher z), all network pairs")
-    ax.set_title(title)
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    return fig

@@ -1,0 +1,330 @@
+"""The ``pymc`` pooling model: the full scan-level hierarchical model over every network pair.
+
+Each network pair's mean FC of every scan is modelled with subject intercepts, a drug effect
+per dataset (partially pooled within drug, drugs around an overall effect), scan-level
+covariates (FD by default, optionally dose and time since dose) and each dataset's own residual
+and subject sds (partially pooled across datasets). Means are integrated out exactly
+(:mod:`.scan_model`); NUTS samples the sds and covariate slopes only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from megafc.core import ConfigError, PoolingModel, PoolingResult
+
+from .derived import contrast_pairs
+from .design import HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, validate_sampler_config
+from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
+from .scan_design import ScanDesign, covariate_matrix, scan_design
+from .scan_results import summarise_scan_fit
+from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
+from .scan_model import ScanStatistics, scan_statistics
+
+
+@dataclass
+class ScanPriors(HierarchicalPriors):
+    #: prior median of each pair's residual sd of scan-level FC (Fisher z; log-normal, sd 1
+    #: on the log scale).
+    sigma_sd: float = 0.1
+    #: prior median of each pair's between-subject sd (log-normal, sd 1 on the log scale).
+    subject_sd: float = 0.1
+    #: scale of the HalfNormal prior on the spread (sd of log) of a pair's per-dataset sds
+    #: around their dataset's common multiplier.
+    sd_spread: float = 0.5
+
+
+class PyMCPooling(PoolingModel):
+    """Scan-level hierarchical model over all network pairs (every design, FD-adjusted, per-dataset noise)."""
+
+    name = "pymc"
+
+    @dataclass
+    class Config(SamplerConfig):
+        #: Chains run in parallel (2 cores on the reference machine).
+        cores: int = 2
+        #: Between-drug and between-dataset sds: one per network pair (per_pair) or one for
+        #: all pairs (shared).
+        heterogeneity: str = "per_pair"
+        #: Adjust for each scan's mean FD (effects at equal motion): null = whenever every
+        #: included scan has mean_fd; true = required; false = never.
+        motion: Optional[bool] = None
+        #: Drug-specific dose slopes (partially pooled across drugs); needs dose_reference.
+        dose: bool = False
+        #: Reference dose per drug (the drug's own unit, e.g. {psilocybin: 25, LSD: 0.1}):
+        #: drug effects are reported at this dose.
+        dose_reference: dict[str, float] = field(default_factory=dict)
+        #: A slope on minutes_since_dose for drug scans (per hour).
+        time: bool = False
+        #: Minutes after dosing at which drug effects are reported (null: mean of drug scans).
+        time_reference: Optional[float] = None
+        #: Save prior and posterior predictive check figures.
+        predictive_checks: bool = True
+        #: Kept for the command line of earlier versions: this model is always "marginal"
+        #: (means integrated out) with a normal likelihood; see pooling=pymc_paired for others.
+        parametrization: str = "marginal"
+        likelihood: str = "normal"
+        priors: ScanPriors = field(default_factory=ScanPriors)
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        c = self.config
+        validate_sampler_config(c)
+        if c.heterogeneity not in ("per_pair", "shared"):
+            raise ConfigError(f"config key 'pooling.heterogeneity' is '{c.heterogeneity}'; expected one of "
+                              "['per_pair', 'shared']")
+        for key, allowed in (("parametrization", "marginal"), ("likelihood", "normal")):
+            if getattr(c, key) != allowed:
+                raise ConfigError(
+                    f"config key 'pooling.{key}' is '{getattr(c, key)}'; the scan-level model pooling=pymc supports "
+                    f"only '{allowed}' (use pooling=pymc_paired for the sampled parametrisations and student_t)"
+                )
+        if c.dose and not c.dose_reference:
+            raise ConfigError("config key 'pooling.dose' is true but 'pooling.dose_reference' is empty; give a "
+                              "reference dose per drug, e.g. pooling.dose_reference={psilocybin: 25, LSD: 0.1}")
+
+    # -- the design ---------------------------------------------------------------------
+
+    def motion_on(self, design: ScanDesign) -> tuple[bool, str]:
+        fd = pd.to_numeric(design.obs["mean_fd"], errors="coerce").to_numpy(dtype=float)
+        complete = bool(np.isfinite(fd).all())
+        if self.config.motion is None:
+            if complete:
+                return True, ""
+            return False, (f"{int((~np.isfinite(fd)).sum())} scan(s) have no mean_fd, so effects are not adjusted "
+                           "for motion (pooling.motion=null switches it on only when every scan has it)")
+        if self.config.motion and not complete:
+            raise ConfigError(
+                f"config key 'pooling.motion' is true but {int((~np.isfinite(fd)).sum())} included scan(s) have no "
+                "mean_fd; provide mean FD or set pooling.motion=false"
+            )
+        return bool(self.config.motion), ""
+
+    def covariates(self, design: ScanDesign):
+        c = self.config
+        motion, note = self.motion_on(design)
+        x, names, scales, notes = covariate_matrix(
+            design, motion, dict(c.dose_reference) if c.dose else None, c.time, c.time_reference)
+        return x, names, scales, ([note] if note else []) + notes
+
+    # -- the model ------------------------------------------------------------------------
+
+    def build_model(self, design: ScanDesign, st: ScanStatistics, names: list[str], scales: dict[str, float]):
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        c = self.config
+        p = c.priors
+        n_pairs = design.y.shape[1]
+        coords = {"pair": pair_names(design), "site": design.datasets}
+        with pm.Model(coords=coords) as model:
+            sigma = site_sds("sigma", p.sigma_sd, p.sd_spread, len(design.datasets))
+            omega = site_sds("subject_sd", p.subject_sd, p.sd_spread, len(design.datasets))
+            tau_dims = "pair" if c.heterogeneity == "per_pair" else None
+            ones = pt.ones(n_pairs)
+            tau_d = (pm.HalfNormal("tau_drug", p.drug_sd, dims=tau_dims) * ones
+                     if design.use_drug_level else pt.zeros(n_pairs))
+            tau_k = (pm.HalfNormal("tau_dataset", p.dataset_sd, dims=tau_dims) * ones
+                     if design.use_dataset_level else pt.zeros(n_pairs))
+            rows = []
+            for name in names:
+                if name.startswith("dose:"):
+                    continue
+                b = pooled_slope(name, p.effect_sd)
+                pm.Deterministic(f"slope:{name}", b / scales.get(name, 1.0), dims="pair")
+                rows.append(b)
+            dose = [n for n in names if n.startswith("dose:")]
+            if dose:  # drug-specific slopes around a per-pair mean
+                mean = pm.Normal("dose_slope_mean", 0.0, p.effect_sd, dims="pair")
+                spread = pm.HalfNormal("dose_slope_spread", p.effect_sd)
+                z = pm.Normal("dose_slope_z", 0.0, 1.0, shape=(len(dose), n_pairs))
+                b = mean[None, :] + spread * z
+                for i, name in enumerate(dose):
+                    pm.Deterministic(f"slope:{name}", b[i], dims="pair")
+                    rows.append(b[i])
+            slopes = pt.stack(rows) if rows else None
+            pm.Potential("marginal_loglik", scan_marginal_loglik(st, sigma, omega, slopes, tau_d, tau_k, p.effect_sd))
+        return model
+
+    def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
+        import pymc as pm
+
+        c = self.config
+        design = scan_design(pairs)
+        contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
+        x, names, scales, cov_notes = self.covariates(design)
+        order = [n for n in names if not n.startswith("dose:")] + [n for n in names if n.startswith("dose:")]
+        x = x[:, [names.index(n) for n in order]] if names else x
+        names = order
+        st = scan_statistics(design.y, design.dataset_idx, design.subject_idx, design.unit_idx,
+                             design.unit_dataset, design.unit_drug, len(design.drugs), x)
+        model = self.build_model(design, st, names, scales)
+        sampler = resolve_sampler(c, auto="nutpie")
+        start = time.perf_counter()
+        with model:
+            idata = pm.sample(
+                draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
+                target_accept=c.target_accept, random_seed=seed, progressbar=c.progressbar,
+                nuts_sampler=sampler, compute_convergence_checks=False,
+            )
+        add_effects(idata, design, st, names, scales, c.priors.effect_sd, np.random.default_rng(seed))
+        elapsed = time.perf_counter() - start
+        description = self.describe(design, names, sampler, cov_notes)
+        result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes)
+        if c.predictive_checks:
+            figures = self.predictive_figures(model, idata, design, x, names, scales, seed)
+            result.figures.update(figures)
+            if not figures:
+                result.warnings.append("pooling: no subject has both drug and control scans, so there are no "
+                                       "predictive check figures (they compare within-subject differences)")
+        return result
+
+    def predictive_figures(self, model, idata, design: ScanDesign, x: np.ndarray, names: list[str],
+                           scales: dict[str, float], seed: int, n: int = 40) -> dict:
+        """Within-subject drug-minus-control differences against replicates from the prior and the
+        posterior (subject and dataset intercepts cancel in them, so no intercept is drawn)."""
+        import pymc as pm
+
+        observed, rows, _, _ = paired_contrasts(design)
+        if not len(rows):
+            return {}
+        rng = np.random.default_rng(seed)
+        post = idata.posterior
+        total = post.sizes["chain"] * post.sizes["draw"]
+        pick = np.linspace(0, total - 1, n).astype(int)
+
+        def draws(group, var, fallback_shape=None):
+            if var not in group:
+                return np.zeros(fallback_shape)
+            v = group[var].to_numpy()
+            return v.reshape(-1, *v.shape[2:])[pick] if group is post else v.reshape(-1, *v.shape[2:])
+
+        n_pairs = design.y.shape[1]
+        per_col = [scales.get(name, 1.0) for name in names]  # slopes are stored per covariate unit
+
+        def slopes(group):
+            if not names:
+                return np.zeros((n, 0, n_pairs))
+            return np.stack([draws(group, f"slope:{name}") * s for name, s in zip(names, per_col)], axis=1)
+
+        replicated = replicate_contrasts(design, draws(post, "dataset_effect"), draws(post, "sigma"),
+                                         slopes(post), x, rng)
+        hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", *[f"slope:{m}" for m in names])
+                 if v in model.named_vars]
+        with model:
+            prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=hyper).prior
+        effect_sd = self.config.priors.effect_sd
+        mu = effect_sd * rng.standard_normal((n, 1, n_pairs))
+        tau_d = draws(prior, "tau_drug", (n,)).reshape(n, 1, -1)
+        tau_k = draws(prior, "tau_dataset", (n,)).reshape(n, 1, -1)
+        beta = mu + tau_d * rng.standard_normal((n, len(design.drugs), n_pairs))
+        theta = beta[:, design.unit_drug, :] + tau_k * rng.standard_normal((n, len(design.units), n_pairs))
+        prior_rep = replicate_contrasts(design, theta, draws(prior, "sigma"), slopes(prior), x, rng)
+        return {
+            "prior_predictive": ppc_figure(observed, prior_rep, "Prior predictive check"),
+            "posterior_predictive": ppc_figure(observed, replicated, "Posterior predictive check"),
+        }
+
+    def describe(self, design: ScanDesign, names: list[str], sampler: str, notes: list[str]) -> str:
+        c = self.config
+        p = c.priors
+        terms = {"mean_fd": "each scan's mean framewise displacement (effects at equal motion)",
+                 "minutes_since_dose": "minutes since dosing on drug scans",
+                 "dose": "dose relative to each drug's reference dose "
+                         f"({', '.join(f'{d} {v:g}' for d, v in c.dose_reference.items())}; drug-specific slopes "
+                         "partially pooled across drugs)"}
+        used = [terms[n.split(":")[0]] for n in dict.fromkeys(n.split(":")[0] for n in names)]
+        return (
+            "PyMC scan-level hierarchical model of network-pair FC (Fisher z): per network pair, every scan's FC "
+            "= dataset intercept + subject intercept + drug effect of the scan's dataset (on drug scans)"
+            + (" + " + " + ".join(f"slope x {u}" for u in used) if used else "")
+            + " + residual; subject intercepts and residuals with per-dataset sds partially pooled across datasets "
+            f"(log-normal around a per-pair sd with a common per-dataset multiplier); dataset effects partially "
+            f"pooled around their drug's effect and drug effects around the overall effect "
+            f"({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
+            f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
+            f"Priors: overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), "
+            f"between-dataset sd ~ HalfNormal({p.dataset_sd}) ({c.heterogeneity.replace('_', ' ')}), residual sd "
+            f"~ LogNormal(log {p.sigma_sd}, 1), subject sd ~ LogNormal(log {p.subject_sd}, 1), per-dataset log sds "
+            f"around them with a spread ~ HalfNormal({p.sd_spread}), dataset intercepts flat. "
+            "Dataset and subject intercepts and all effects are integrated out of the likelihood exactly "
+            "(only the sds and slopes are sampled) and the effects drawn from their exact conditional posteriors. "
+            f"NUTS ({sampler} sampler): {c.chains} chains x {c.draws} draws after {c.tune} tuning steps, "
+            f"target_accept {c.target_accept}; {int(round(c.hdi_prob * 100))}% HDIs; effects flagged when R-hat > "
+            f"{c.rhat_max}, ESS < {ess_threshold(c):.0f} or any divergence."
+            + ("" if not (design.notes() + notes) else " Note: " + "; ".join(design.notes() + notes) + ".")
+        )
+
+
+def pair_names(design) -> list[str]:
+    return [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])]
+
+
+def site_sds(name: str, median: float, spread_scale: float, n_sites: int):
+    """(site, pair) sds: log sd = pair-level log sd + site shift + spread x deviation.
+
+    The pair-level sd has a log-normal prior (median ``median``, 1 on the log scale): no
+    variance of FC is exactly 0, and a prior that allows 0 (half-normal) left a long tail in
+    log sd that NUTS crossed slowly where a pair's subject sd is small. Non-centred
+    deviations: centred ones mixed far worse (R-hat 1.15-1.33, 3-7x the leapfrog steps).
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    log_level = pm.Normal(f"log_{name}_pair", np.log(median), 1.0, dims="pair")
+    if n_sites < 2:
+        return pm.Deterministic(name, pt.exp(log_level)[None, :] * pt.ones((1, 1)), dims=("site", "pair"))
+    shift = pm.ZeroSumNormal(f"{name}_site", sigma=1.0, dims="site")
+    spread = pm.HalfNormal(f"{name}_spread", spread_scale)
+    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("site", "pair"))
+    return pm.Deterministic(name, pt.exp(log_level[None, :] + shift[:, None] + spread * z), dims=("site", "pair"))
+
+
+def pooled_slope(name: str, scale: float):
+    """A covariate slope per pair (per unit of the standardised covariate), pooled across pairs."""
+    import pymc as pm
+
+    mean = pm.Normal(f"{name}_slope_mean", 0.0, scale)
+    spread = pm.HalfNormal(f"{name}_slope_spread", scale)
+    z = pm.Normal(f"{name}_slope_z", 0.0, 1.0, dims="pair")
+    return mean + spread * z
+
+
+def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str], scales: dict[str, float],
+                effect_sd: float, rng: np.random.Generator) -> None:
+    """Put exact conditional draws of the overall, drug and dataset effects into the posterior."""
+    post = idata.posterior
+    n_pairs = design.y.shape[1]
+
+    def per_pair(var):
+        x = post[var].to_numpy()
+        return np.broadcast_to(x[..., None], x.shape + (n_pairs,)) if x.ndim == 2 else x
+
+    sigma = post["sigma"].to_numpy()
+    n_chain, n_draw = sigma.shape[:2]
+
+    def flat(x):
+        return x.reshape(n_chain * n_draw, *x.shape[2:])
+
+    zeros = np.zeros((n_chain * n_draw, n_pairs))
+    tau_d = flat(per_pair("tau_drug")) if "tau_drug" in post else zeros
+    tau_k = flat(per_pair("tau_dataset")) if "tau_dataset" in post else zeros
+    if names:  # slopes per unit of the (standardised) covariate columns
+        slopes = np.stack([post[f"slope:{n}"].to_numpy() * scales.get(n, 1.0) for n in names], axis=2)
+    else:
+        slopes = np.zeros((n_chain, n_draw, 0, n_pairs))
+    mu, beta, theta = conditional_draws(kernel_arrays(st), effect_sd, flat(sigma), flat(post["subject_sd"].to_numpy()),
+                                        flat(slopes), tau_d, tau_k, rng)
+    effects = {"overall": mu.reshape(n_chain, n_draw, n_pairs),
+               "drug_effect": beta.reshape(n_chain, n_draw, *beta.shape[1:]),
+               "dataset_effect": theta.reshape(n_chain, n_draw, *theta.shape[1:])}
+    idata.posterior = post.assign(
+        overall=(("chain", "draw", "pair"), effects["overall"]),
+        drug_effect=(("chain", "draw", "drug", "pair"), effects["drug_effect"]),
+        dataset_effect=(("chain", "draw", "dataset", "pair"), effects["dataset_effect"]),
+    ).assign_coords(drug=design.drugs, dataset=design.units)

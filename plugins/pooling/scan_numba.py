@@ -1,0 +1,411 @@
+"""Numba implementation of the scan-level kernel (see :mod:`.scan_kernel`); imported on first use.
+
+Module-level functions so numba can cache their machine code on disk (``cache=True``): the
+first fit in a new environment compiles them once (~15 s).
+"""
+
+import numba
+import numpy as np
+
+# Every per-pair quantity carries the pairs as its last axis, and the innermost loops run
+# over pairs, so numba vectorises them; small matrices are (n, n, P).
+
+
+@numba.njit(cache=True)
+def chol(A, n, L, logdet):
+    """Lower Cholesky factors L of small SPD matrices (n, n, P); logdet[p] = log|A|."""
+    P = A.shape[2]
+    logdet[:] = 0.0
+    for i in range(n):
+        for j in range(i + 1):
+            for p in range(P):
+                L[i, j, p] = A[i, j, p]
+            for k in range(j):
+                for p in range(P):
+                    L[i, j, p] -= L[i, k, p] * L[j, k, p]
+            if i == j:
+                for p in range(P):
+                    L[i, i, p] = np.sqrt(L[i, i, p])
+                    logdet[p] += 2.0 * np.log(L[i, i, p])
+            else:
+                for p in range(P):
+                    L[i, j, p] /= L[j, j, p]
+
+@numba.njit(cache=True)
+def inv_spd(A, n, out, L, Li, logdet):
+    """out = A^-1 for small SPD matrices (n, n, P) by Cholesky; logdet[p] = log|A|."""
+    P = A.shape[2]
+    if n == 1:
+        for p in range(P):
+            out[0, 0, p] = 1.0 / A[0, 0, p]
+            logdet[p] = np.log(A[0, 0, p])
+        return
+    chol(A, n, L, logdet)
+    for i in range(n):  # Li: inverse of L (lower triangular)
+        for p in range(P):
+            Li[i, i, p] = 1.0 / L[i, i, p]
+        for j in range(i):
+            for p in range(P):
+                Li[i, j, p] = 0.0
+            for k in range(j, i):
+                for p in range(P):
+                    Li[i, j, p] -= L[i, k, p] * Li[k, j, p]
+            for p in range(P):
+                Li[i, j, p] /= L[i, i, p]
+    for i in range(n):
+        for j in range(n):
+            for p in range(P):
+                out[i, j, p] = 0.0
+            for k in range(max(i, j), n):
+                for p in range(P):
+                    out[i, j, p] += Li[k, i, p] * Li[k, j, p]
+
+@numba.njit(cache=True)
+def pass_up(H, g, t, n, M, Pi, pi, scratch, const):
+    """Message to the parent: M = (I + tH)^-1, Pi = M H, pi = M g; const += log-constant."""
+    P = H.shape[2]
+    A = scratch[0]
+    logdet = scratch[3, 0, 0]
+    for i in range(n):
+        for j in range(n):
+            for p in range(P):
+                A[i, j, p] = t[p] * H[i, j, p] + (1.0 if i == j else 0.0)
+    inv_spd(A, n, M, scratch[1], scratch[2], logdet)
+    for p in range(P):
+        const[p] -= 0.5 * logdet[p]
+    for i in range(n):
+        for p in range(P):
+            pi[i, p] = 0.0
+        for j in range(n):
+            for p in range(P):
+                pi[i, p] += M[i, j, p] * g[j, p]
+        for p in range(P):
+            const[p] += 0.5 * t[p] * g[i, p] * pi[i, p]
+        for j in range(n):
+            for p in range(P):
+                Pi[i, j, p] = 0.0
+            for k in range(n):
+                for p in range(P):
+                    Pi[i, j, p] += M[i, k, p] * H[k, j, p]
+
+@numba.njit(cache=True)
+def pass_down(H, g, t, n, M, Pi, pi, Pibar, pibar, Hbar, gbar, tbar, scratch):
+    """Adjoints of H, g (written) and t (added to tbar) from those of Pi, pi and of the
+    log-constant (1)."""
+    P = H.shape[2]
+    Abar = scratch[0]
+    T = scratch[1]
+    mp = scratch[3, 0, 0]
+    for k in range(n):  # T = Pibar Pi
+        for j in range(n):
+            for p in range(P):
+                T[k, j, p] = 0.0
+            for l in range(n):
+                for p in range(P):
+                    T[k, j, p] += Pibar[k, l, p] * Pi[l, j, p]
+    for i in range(n):
+        for p in range(P):
+            mp[p] = 0.0  # (M pibar)[i]
+        for k in range(n):
+            for p in range(P):
+                mp[p] += M[i, k, p] * pibar[k, p]
+        for p in range(P):
+            gbar[i, p] = mp[p] + t[p] * pi[i, p]
+            tbar[p] += 0.5 * g[i, p] * pi[i, p]
+        for j in range(n):
+            for p in range(P):
+                Abar[i, j, p] = -0.5 * M[i, j, p] - 0.5 * t[p] * pi[i, p] * pi[j, p] - mp[p] * pi[j, p]
+            for k in range(n):
+                for p in range(P):
+                    Abar[i, j, p] -= M[i, k, p] * T[k, j, p]
+    for i in range(n):
+        for j in range(n):
+            for p in range(P):
+                tbar[p] += Abar[i, j, p] * H[i, j, p]
+                Hbar[i, j, p] = t[p] * Abar[i, j, p]
+            for k in range(n):
+                for p in range(P):
+                    Hbar[i, j, p] += M[i, k, p] * Pibar[k, j, p]
+
+@numba.njit(cache=True)
+def workspace(sxx, n_drugs, P):
+    n_ds, n_comp, R, _ = sxx.shape
+    m_max = R - 1
+    D = n_drugs
+    nmax = max(m_max, D)
+    return (np.empty((n_ds, P)), np.empty((n_ds, P)), np.empty((n_ds, n_comp, P)),
+            np.empty((n_ds, n_comp, R, P)), np.empty((n_ds, n_comp, P)), np.empty((n_ds, R, R, P)),
+            np.empty((n_ds, R, P)), np.empty((n_ds, m_max, m_max, P)), np.empty((n_ds, m_max, P)),
+            np.empty((n_ds, m_max, m_max, P)), np.empty((n_ds, m_max, m_max, P)), np.empty((n_ds, m_max, P)),
+            np.empty((D, D, P)), np.empty((D, P)), np.empty((D, D, P)), np.empty((D, D, P)), np.empty((D, P)),
+            np.empty(P), np.empty(P), np.empty((4, nmax, nmax, P)), np.empty(P))
+
+@numba.njit(cache=True)
+def forward(sigma, omega, b, td2, tk2,
+            sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs, ws):
+    """Every message up the tree; ws[-1] (const) gets each pair's log-constant so far,
+    ws[17], ws[18] the message (precision, score) on the overall effect."""
+    s2, o2, lam, sxy_a, syy_a, F, h, Hk, gk, Mk, Pik, pik, Lam, ell, Md, Pib, pib, hmu, gmu, scratch, const = ws
+    n_ds, n_comp, R, _ = sxx.shape
+    Q = sxw.shape[3]
+    P = sigma.shape[1]
+    D = n_drugs
+    const[:] = 0.0
+    Lam[:] = 0.0
+    ell[:] = 0.0
+    # ---- forward: each dataset's message on its units, then on the drug effects
+    for k in range(n_ds):
+        m = m_units[k]
+        r = m + 1
+        for p in range(P):
+            s2[k, p] = sigma[k, p] * sigma[k, p]
+            o2[k, p] = omega[k, p] * omega[k, p]
+            lam[k, 0, p] = 1.0 / s2[k, p]
+        for c in range(1, n_comp):
+            n = sizes[c - 1]
+            nj = n_subjects[k, c - 1]
+            for p in range(P):
+                v = s2[k, p] + n * o2[k, p]
+                lam[k, c, p] = 1.0 / v
+                const[p] -= 0.5 * nj * ((n - 1.0) * np.log(s2[k, p]) + np.log(v))
+        F[k] = 0.0
+        h[k] = 0.0
+        for c in range(n_comp):
+            for p in range(P):
+                syy_a[k, c, p] = syy[k, c, p]
+            for a in range(Q):
+                for p in range(P):
+                    syy_a[k, c, p] -= 2.0 * swy[k, c, a, p] * b[a, p]
+                for a2 in range(Q):
+                    w = sww[k, c, a, a2]
+                    for p in range(P):
+                        syy_a[k, c, p] += b[a, p] * w * b[a2, p]
+            for p in range(P):
+                const[p] -= 0.5 * lam[k, c, p] * syy_a[k, c, p]
+            for i in range(r):
+                for p in range(P):
+                    sxy_a[k, c, i, p] = sxy[k, c, i, p]
+                for a in range(Q):
+                    w = sxw[k, c, i, a]
+                    for p in range(P):
+                        sxy_a[k, c, i, p] -= w * b[a, p]
+                for p in range(P):
+                    h[k, i, p] += lam[k, c, p] * sxy_a[k, c, i, p]
+                for j in range(r):
+                    w = sxx[k, c, i, j]
+                    for p in range(P):
+                        F[k, i, j, p] += lam[k, c, p] * w
+        for p in range(P):
+            faa = F[k, 0, 0, p]
+            const[p] -= 0.5 * (np.log(faa) - h[k, 0, p] * h[k, 0, p] / faa)
+        for i in range(m):
+            for p in range(P):
+                gk[k, i, p] = h[k, i + 1, p] - F[k, i + 1, 0, p] * h[k, 0, p] / F[k, 0, 0, p]
+            for j in range(m):
+                for p in range(P):
+                    Hk[k, i, j, p] = F[k, i + 1, j + 1, p] - F[k, i + 1, 0, p] * F[k, j + 1, 0, p] / F[k, 0, 0, p]
+        pass_up(Hk[k], gk[k], tk2, m, Mk[k], Pik[k], pik[k], scratch, const)
+        for i in range(m):
+            di = unit_drug[units[k, i]]
+            for p in range(P):
+                ell[di, p] += pik[k, i, p]
+            for j in range(m):
+                dj = unit_drug[units[k, j]]
+                for p in range(P):
+                    Lam[di, dj, p] += Pik[k, i, j, p]
+    pass_up(Lam, ell, td2, D, Md, Pib, pib, scratch, const)
+    hmu[:] = 0.0
+    gmu[:] = 0.0
+    for i in range(D):
+        for p in range(P):
+            gmu[p] += pib[i, p]
+        for j in range(D):
+            for p in range(P):
+                hmu[p] += Pib[i, j, p]
+
+@numba.njit(cache=True)
+def kernel(sigma, omega, b, tau_d, tau_k, effect_var,
+           sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
+           g_sigma, g_omega, g_b, g_tau_d, g_tau_k):
+    """The log-likelihood summed over pairs; gradients written into g_*."""
+    n_ds, n_comp, R, _ = sxx.shape
+    Q = sxw.shape[3]
+    P = sigma.shape[1]
+    m_max = R - 1
+    D = n_drugs
+    td2 = tau_d * tau_d
+    tk2 = tau_k * tau_k
+    ws = workspace(sxx, n_drugs, P)
+    forward(sigma, omega, b, td2, tk2, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units,
+            unit_drug, n_drugs, ws)
+    s2, o2, lam, sxy_a, syy_a, F, h, Hk, gk, Mk, Pik, pik, Lam, ell, Md, Pib, pib, hmu, gmu, scratch, const = ws
+    Pibbar = np.empty((D, D, P))
+    pibbar = np.empty((D, P))
+    total = 0.0
+    for p in range(P):
+        amu = 1.0 + effect_var * hmu[p]
+        total += const[p] - 0.5 * np.log(amu) + 0.5 * effect_var * gmu[p] * gmu[p] / amu
+        hbar_mu = -0.5 * effect_var / amu - 0.5 * effect_var * effect_var * gmu[p] * gmu[p] / (amu * amu)
+        gbar_mu = effect_var * gmu[p] / amu
+        for i in range(D):
+            pibbar[i, p] = gbar_mu
+            for j in range(D):
+                Pibbar[i, j, p] = hbar_mu
+    # ---- backward
+    Lambar = np.empty((D, D, P))
+    ellbar = np.empty((D, P))
+    tbar = np.zeros(P)
+    pass_down(Lam, ell, td2, D, Md, Pib, pib, Pibbar, pibbar, Lambar, ellbar, tbar, scratch)
+    for p in range(P):
+        g_tau_d[p] = 2.0 * tau_d[p] * tbar[p]
+        tbar[p] = 0.0
+    Hbar = np.empty((m_max, m_max, P))
+    gbar = np.empty((m_max, P))
+    Pikbar = np.empty((m_max, m_max, P))
+    pikbar = np.empty((m_max, P))
+    Fbar = np.empty((R, R, P))
+    hbar = np.empty((R, P))
+    lambar = np.empty(P)
+    s2bar = np.empty(P)
+    o2bar = np.empty(P)
+    for k in range(n_ds):
+        m = m_units[k]
+        r = m + 1
+        for i in range(m):
+            di = unit_drug[units[k, i]]
+            for p in range(P):
+                pikbar[i, p] = ellbar[di, p]
+            for j in range(m):
+                dj = unit_drug[units[k, j]]
+                for p in range(P):
+                    Pikbar[i, j, p] = Lambar[di, dj, p]
+        pass_down(Hk[k], gk[k], tk2, m, Mk[k], Pik[k], pik[k], Pikbar, pikbar, Hbar, gbar, tbar, scratch)
+        # adjoints of F (only the entries used), h and q; the constant's adjoint is 1
+        Fbar[:] = 0.0
+        hbar[:] = 0.0
+        for p in range(P):
+            faa = F[k, 0, 0, p]
+            hbar[0, p] = h[k, 0, p] / faa
+            Fbar[0, 0, p] = -0.5 * (1.0 / faa + h[k, 0, p] * h[k, 0, p] / (faa * faa))
+        for i in range(m):
+            for p in range(P):
+                faa = F[k, 0, 0, p]
+                fi = F[k, i + 1, 0, p]
+                hbar[i + 1, p] += gbar[i, p]
+                Fbar[i + 1, 0, p] -= gbar[i, p] * h[k, 0, p] / faa
+                hbar[0, p] -= gbar[i, p] * fi / faa
+                Fbar[0, 0, p] += gbar[i, p] * fi * h[k, 0, p] / (faa * faa)
+            for j in range(m):
+                for p in range(P):
+                    faa = F[k, 0, 0, p]
+                    fi = F[k, i + 1, 0, p]
+                    fj = F[k, j + 1, 0, p]
+                    hb = Hbar[i, j, p]
+                    Fbar[i + 1, j + 1, p] += hb
+                    Fbar[i + 1, 0, p] -= hb * fj / faa
+                    Fbar[j + 1, 0, p] -= hb * fi / faa
+                    Fbar[0, 0, p] += hb * fi * fj / (faa * faa)
+        s2bar[:] = 0.0
+        o2bar[:] = 0.0
+        for c in range(n_comp):
+            for p in range(P):
+                lambar[p] = -0.5 * syy_a[k, c, p]
+            for i in range(r):
+                for p in range(P):
+                    lambar[p] += hbar[i, p] * sxy_a[k, c, i, p]
+                for j in range(r):
+                    w = sxx[k, c, i, j]
+                    for p in range(P):
+                        lambar[p] += Fbar[i, j, p] * w
+            for a in range(Q):
+                for p in range(P):
+                    g_b[a, p] += lam[k, c, p] * swy[k, c, a, p]
+                for a2 in range(Q):
+                    w = sww[k, c, a, a2]
+                    for p in range(P):
+                        g_b[a, p] -= lam[k, c, p] * w * b[a2, p]
+                for i in range(r):
+                    w = sxw[k, c, i, a]
+                    for p in range(P):
+                        g_b[a, p] -= hbar[i, p] * lam[k, c, p] * w
+            if c == 0:
+                for p in range(P):
+                    s2bar[p] -= lambar[p] * lam[k, 0, p] * lam[k, 0, p]
+            else:
+                n = sizes[c - 1]
+                nj = n_subjects[k, c - 1]
+                for p in range(P):
+                    l2 = lam[k, c, p] * lam[k, c, p]
+                    s2bar[p] -= lambar[p] * l2 + 0.5 * nj * ((n - 1.0) / s2[k, p] + lam[k, c, p])
+                    o2bar[p] -= lambar[p] * l2 * n + 0.5 * nj * n * lam[k, c, p]
+        for p in range(P):
+            g_sigma[k, p] = 2.0 * sigma[k, p] * s2bar[p]
+            g_omega[k, p] = 2.0 * omega[k, p] * o2bar[p]
+    for p in range(P):
+        g_tau_k[p] = 2.0 * tau_k[p] * tbar[p]
+    return total
+
+@numba.njit(cache=True)
+def draws(sigma, omega, b, tau_d, tau_k, effect_var,
+          sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
+          xi_mu, xi_beta, xi_theta, mu, beta, theta):
+    """Exact conditional draws, top-down, one per draw of the sds and slopes (leading axis)."""
+    N, n_ds, P = sigma.shape
+    D = n_drugs
+    m_max = sxx.shape[2] - 1
+    ws = workspace(sxx, n_drugs, P)
+    s2, o2, lam, sxy_a, syy_a, F, h, Hk, gk, Mk, Pik, pik, Lam, ell, Md, Pib, pib, hmu, gmu, scratch, const = ws
+    nmax = max(m_max, D)
+    L = np.empty((nmax, nmax, P))
+    r = np.empty((nmax, P))
+    e = np.empty((nmax, P))
+    logdet = np.empty(P)
+    for n in range(N):
+        td2 = tau_d[n] * tau_d[n]
+        tk2 = tau_k[n] * tau_k[n]
+        forward(sigma[n], omega[n], b[n], td2, tk2, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects,
+                m_units, units, unit_drug, n_drugs, ws)
+        for p in range(P):
+            amu = 1.0 + effect_var * hmu[p]
+            mu[n, p] = effect_var * gmu[p] / amu + np.sqrt(effect_var / amu) * xi_mu[n, p]
+        # beta ~ Normal(mu + td2 Md (ell - Lam mu), td2 Md)
+        chol(Md, D, L, logdet)
+        for i in range(D):
+            for p in range(P):
+                r[i, p] = ell[i, p]
+            for j in range(D):
+                for p in range(P):
+                    r[i, p] -= Lam[i, j, p] * mu[n, p]
+        for i in range(D):
+            for p in range(P):
+                beta[n, i, p] = mu[n, p]
+            for j in range(D):
+                for p in range(P):
+                    beta[n, i, p] += td2[p] * Md[i, j, p] * r[j, p]
+            for j in range(i + 1):
+                for p in range(P):
+                    beta[n, i, p] += np.sqrt(td2[p]) * L[i, j, p] * xi_beta[n, j, p]
+        # theta_k ~ Normal(e + tk2 Mk (gk - Hk e), tk2 Mk), e = the units' drug effects
+        for k in range(n_ds):
+            m = m_units[k]
+            chol(Mk[k], m, L, logdet)
+            for i in range(m):
+                for p in range(P):
+                    e[i, p] = beta[n, unit_drug[units[k, i]], p]
+            for i in range(m):
+                for p in range(P):
+                    r[i, p] = gk[k, i, p]
+                for j in range(m):
+                    for p in range(P):
+                        r[i, p] -= Hk[k, i, j, p] * e[j, p]
+            for i in range(m):
+                u = units[k, i]
+                for p in range(P):
+                    theta[n, u, p] = e[i, p]
+                for j in range(m):
+                    for p in range(P):
+                        theta[n, u, p] += tk2[p] * Mk[k, i, j, p] * r[j, p]
+                for j in range(i + 1):
+                    for p in range(P):
+                        theta[n, u, p] += np.sqrt(tk2[p]) * L[i, j, p] * xi_theta[n, units[k, j], p]
+

@@ -1,0 +1,73 @@
+"""Effects, summaries and heterogeneity of a scan-level fit (``pymc`` and ``bambi`` alike).
+
+Both models put the same variables in their posterior: ``overall`` (pair), ``drug_effect``
+(drug, pair), ``dataset_effect`` (dataset unit, pair), ``sigma`` and ``subject_sd`` (site,
+pair), ``tau_drug`` / ``tau_dataset`` (pair, when the level exists) and ``slope:<covariate>``
+(pair, in the covariate's own unit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
+
+from .derived import contrast_blocks, drug_similarity, summary_table
+from .design import effects_table, ess_threshold
+from .scan_design import ScanDesign
+
+
+#: The unit each covariate slope is reported in (heterogeneity.tsv "level" of slope rows).
+SLOPE_UNITS = {"mean_fd": "per mm FD", "minutes_since_dose": "per hour", "dose": "per reference dose"}
+
+
+def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description: str, names: list[str],
+                       notes: list[str]) -> PoolingResult:
+    post = idata.posterior
+    divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    drug = post["drug_effect"].to_numpy()
+    main = [("overall", "overall", "", post["overall"].to_numpy())]
+    main += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
+    blocks = main + contrast_blocks(design.drugs, drug, c.contrasts) if len(design.drugs) > 1 else list(main)
+    dataset = post["dataset_effect"].to_numpy()
+    blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
+    blocks += [(f"covariate:{n}", "covariate", n, post[f"slope:{n}"].to_numpy()) for n in names]
+    effects = effects_table(design, blocks, divergences=divergences, config=c)
+    tables = {"summaries": summary_table(design.pairs, main, c.hdi_prob, c.rope),
+              "heterogeneity": heterogeneity_table(design, post, c.hdi_prob, names)}
+    if len(design.drugs) > 1:
+        tables["drug_similarity"] = drug_similarity(design.drugs, drug, c.hdi_prob)
+    sampled = [v for v in post.data_vars if not v.endswith("_z") and v != "overall"]
+    diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c))
+    diagnostics["sampling_seconds"] = round(elapsed, 2)
+    warnings = []
+    if divergences:
+        warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
+    rmax = float(diagnostics["r_hat_max"].max()) if len(diagnostics) else np.nan
+    if rmax > c.rhat_max:
+        warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
+    warnings += [f"pooling: {n}" for n in design.notes() + notes]
+    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=description,
+                         warnings=warnings, tables=tables)
+
+
+def heterogeneity_table(design: ScanDesign, post, hdi_prob: float, names: list[str]) -> pd.DataFrame:
+    """Per network pair: between-drug and between-dataset sds, each dataset's residual and
+    subject sds, and the covariate slopes (posterior summaries)."""
+    blocks = []
+    for var in ("tau_drug", "tau_dataset"):
+        if var in post:
+            x = post[var].to_numpy()
+            blocks.append((var, "", x if x.ndim == 3 else np.repeat(x[..., None], len(design.pairs), axis=2)))
+    for var, label in (("sigma", "residual_sd"), ("subject_sd", "subject_sd")):
+        x = post[var].to_numpy()
+        blocks += [(label, ds, x[:, :, k]) for k, ds in enumerate(design.datasets)]
+    blocks += [(f"slope:{n}", SLOPE_UNITS[n.split(":")[0]], post[f"slope:{n}"].to_numpy()) for n in names]
+    n_pairs = len(design.pairs)
+    s = summarise_draws(np.concatenate([b for _, _, b in blocks], axis=-1), hdi_prob=hdi_prob)
+    s.insert(0, "level", np.repeat([lv for _, lv, _ in blocks], n_pairs))
+    s.insert(0, "parameter", np.repeat([name for name, _, _ in blocks], n_pairs))
+    s.insert(0, "network_b", np.tile(design.pairs["network_b"].to_numpy(), len(blocks)))
+    s.insert(0, "network_a", np.tile(design.pairs["network_a"].to_numpy(), len(blocks)))
+    return s
