@@ -8,8 +8,9 @@ import pandas as pd
 from .data import CONTROL_CONDITIONS, Atlas, Connectomes, exclude
 from .errors import InputError
 
-#: Scan metadata carried into the network-pair table.
+#: Scan metadata carried into the network-pair table (the optional ones when the scans have them).
 PAIR_SCAN_COLUMNS = ("scan_id", "dataset", "subject", "session", "drug", "condition", "dose", "mean_fd")
+OPTIONAL_PAIR_SCAN_COLUMNS = ("minutes_since_dose",)
 
 
 def pair_label(a: str, b: str) -> str:
@@ -60,7 +61,8 @@ def network_pair_table(
             "fc": means.reshape(-1),
         }
     )
-    meta_rep = meta.loc[np.repeat(np.arange(n_scans), n_pairs), list(PAIR_SCAN_COLUMNS)]
+    carried = list(PAIR_SCAN_COLUMNS) + [c for c in OPTIONAL_PAIR_SCAN_COLUMNS if c in meta.columns]
+    meta_rep = meta.loc[np.repeat(np.arange(n_scans), n_pairs), carried]
     out = pd.concat([meta_rep.reset_index(drop=True), table], axis=1)
     out.attrs["level"] = level
     out.attrs["networks"] = groups

@@ -53,7 +53,8 @@ class SiteSpec:
     dose: float | None = None
     #: Drug scans per drug subject (prepost: at 60, 120, ... minutes after dosing).
     drug_scans: int = 1
-    #: Multiplies the sd of this site's scan-level noise (session-to-session FC variation).
+    #: Multiplies the sd of this site's scan-level FC noise: its scans are n_volumes / noise^2
+    #: long (at least 20) and its session-to-session variation noise x larger.
     noise: float = 1.0
 
 
@@ -271,6 +272,7 @@ class SyntheticDataset(DatasetLoader):
             n_sub = max(2, int(round(site.n_subjects * c.scale)))
             fd_base = rng.lognormal(np.log(0.12), 0.2)
             control = "baseline" if site.design == "prepost" else "placebo"
+            n_vol = max(20, int(round(c.n_volumes / site.noise ** 2)))
             for s in range(n_sub):
                 subject = f"{s + 1:02d}"
                 sub_scale = 1 + rng.normal(0, c.effects.subject_scale_sd)
@@ -297,7 +299,7 @@ class SyntheticDataset(DatasetLoader):
                     load = base_load + (ds_scale * sub_scale * c.drug_scale[site.drug] * loading_change if is_drug else 0.0)
                     load = np.clip(load, 0.05, 0.95)
                     fd = float(sub_fd * ((1.0 + c.motion_confound) if is_drug else 1.0) * rng.lognormal(0, 0.15))
-                    ts = self._simulate(self._latent_corr(z), load, member, fd, rng)
+                    ts = self._simulate(self._latent_corr(z), load, member, fd, rng, n_vol)
                     scan_id = f"ds-{site.name}_sub-{subject}_ses-{session}"
                     series[scan_id] = ts
                     rows.append(
@@ -305,7 +307,7 @@ class SyntheticDataset(DatasetLoader):
                             "scan_id": scan_id, "dataset": site.name, "subject": subject,
                             "session": session, "drug": site.drug, "condition": cond,
                             "dose": site.dose if site.dose is not None else np.nan,
-                            "mean_fd": fd, "n_volumes": c.n_volumes, "minutes_since_dose": minute,
+                            "mean_fd": fd, "n_volumes": n_vol, "minutes_since_dose": minute,
                         }
                     )
         scans = pd.DataFrame(rows)
@@ -319,9 +321,10 @@ class SyntheticDataset(DatasetLoader):
             description=f"Simulated data ({len(c.sites)} datasets, {len(scans)} scans, seed {seed}).",
         )
 
-    def _simulate(self, latent: np.ndarray, loadings: np.ndarray, member: np.ndarray, fd: float, rng) -> np.ndarray:
+    def _simulate(self, latent: np.ndarray, loadings: np.ndarray, member: np.ndarray, fd: float, rng,
+                  n_volumes: int) -> np.ndarray:
         c = self.config
-        t = c.n_volumes
+        t = n_volumes
         k = latent.shape[0]
         chol = np.linalg.cholesky(latent)
         ar = [1.0, -c.ar1]

@@ -4,10 +4,13 @@
 once (a mega-analysis). This model instead summarises each dataset on its own and then pools
 the summaries, as a conventional meta-analysis of published studies would:
 
-1. per dataset (a *unit* as in :func:`design.paired_design`: the dataset, or
-   ``dataset[drug]`` when a dataset has several drugs) and network pair, the mean of the
-   within-subject drug-minus-control differences (:func:`megafc.core.paired_differences`)
-   over that dataset's drug scans, with its standard error ``sd / sqrt(n)`` (``ddof=1``);
+1. per dataset and network pair, an ordinary least-squares regression of every scan's FC on
+   subject fixed effects (when any subject of the dataset has both drug and control scans: a
+   within-subject estimate, to which subjects with a single scan add nothing) or an intercept
+   (parallel groups: the drug group minus the placebo group), one drug indicator per *unit*
+   (the dataset, or ``dataset[drug]`` when a dataset gives several drugs) and mean FD (when every
+   scan has it: effects at equal motion); each unit's coefficient and its classical standard
+   error;
 2. a DerSimonian-Laird random-effects meta-analysis of those means across datasets,
    overall (all datasets) and per drug (that drug's datasets).
 
@@ -21,9 +24,9 @@ Conventions (read these before comparing with the Bayesian models' effects.tsv):
   (= 1 - p/2), the frequentist analogue of the probability of direction.
 - ``r_hat``, ``ess_bulk``, ``ess_tail`` are NaN and ``divergences`` 0: nothing is sampled.
 - ``ok`` is False for the overall effect when fewer than 2 datasets enter it, for a drug
-  effect when none of its datasets can enter it, and for a dataset with fewer than 2 drug
-  scans (no standard error; such a dataset is left out of the meta-analysis); the reasons
-  are in ``PoolingResult.warnings``.
+  effect when none of its datasets can enter it, and for a dataset whose regression has no
+  residual degrees of freedom (no standard error; such a dataset is left out of the
+  meta-analysis); the reasons are in ``PoolingResult.warnings``.
 - A drug with a single dataset has that dataset's estimate and standard error as its drug
   effect, with ``tau2 = 0`` (between-dataset heterogeneity cannot be estimated from one
   study) and ``q = i2 = 0``.
@@ -33,14 +36,15 @@ Conventions (read these before comparing with the Bayesian models' effects.tsv):
 - A dataset's standard error of exactly 0 (all its differences equal) is floored at
   ``MIN_VARIANCE`` so that weights stay finite (a warning says so).
 
-Drug scans of the same subject (several sessions) are treated as independent within a
-dataset, as the Bayesian models do; a dataset with several drugs given to the same subjects
-contributes correlated units, which a meta-analysis ignores.
+Several drug scans of one subject share its fixed effect, so repeated scans are not
+counted as independent subjects; a dataset with several drugs given to the same subjects
+contributes correlated units, which the meta-analysis ignores (a warning says so).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -48,7 +52,7 @@ from scipy import stats
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
-from .design import PairedDesign, paired_design
+from .scan_design import ScanDesign, scan_design
 
 #: Floor on a dataset's sampling variance (Fisher z squared; se 1e-6) so weights are finite.
 MIN_VARIANCE = 1e-12
@@ -131,37 +135,58 @@ def benjamini_hochberg(p) -> np.ndarray:
     return out
 
 
-def dataset_summaries(design: PairedDesign) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per unit and network pair: mean difference, its sampling variance and n (drug scans).
+def dataset_summaries(design: ScanDesign, motion: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Per unit and network pair: the regression estimate of the drug effect, its sampling
+    variance and n (drug scans); shapes (n_units, n_pairs). Also how each dataset was modelled.
 
-    Shapes (n_units, n_pairs). The variance is NaN where n < 2.
+    The variance is NaN where the regression has no residual degrees of freedom.
     """
-    n_units = len(design.units)
-    y = design.y
-    onehot = (design.unit_idx[None, :] == np.arange(n_units)[:, None]).astype(float)  # (units, obs)
-    present = np.isfinite(y)
-    y0 = np.where(present, y, 0.0)
-    n = onehot @ present.astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = (onehot @ y0) / n
-        # two-pass variance: sum over a unit's scans of (y - unit mean)^2
-        resid = np.where(present, y - mean[design.unit_idx], 0.0)
-        ss = onehot @ resid**2
-        var_mean = np.where(n >= 2, ss / (n - 1) / n, np.nan)
-    mean = np.where(n >= 1, mean, np.nan)
-    return mean, var_mean, n
+    n_units, n_pairs = len(design.units), design.y.shape[1]
+    est = np.full((n_units, n_pairs), np.nan)
+    var = np.full((n_units, n_pairs), np.nan)
+    n = np.repeat(np.bincount(design.unit_idx[design.is_drug], minlength=n_units).astype(float)[:, None], n_pairs, axis=1)
+    fd = design.obs["mean_fd"].to_numpy(dtype=float)
+    how = []
+    for k, ds in enumerate(design.datasets):
+        rows = np.flatnonzero(design.dataset_idx == k)
+        units = np.flatnonzero(design.unit_dataset == k)
+        subjects = design.subject_idx[rows]
+        paired = any(design.is_drug[rows][subjects == j].any() and (~design.is_drug[rows][subjects == j]).any()
+                     for j in np.unique(subjects))
+        if paired:
+            base = (subjects[:, None] == np.unique(subjects)[None, :]).astype(float)
+        else:
+            base = np.ones((len(rows), 1))
+        drug = (design.unit_idx[rows][:, None] == units[None, :]).astype(float)
+        cols = [base, drug] + ([fd[rows, None]] if motion else [])
+        x = np.hstack(cols)
+        coef, _, rank, _ = np.linalg.lstsq(x, design.y[rows], rcond=None)
+        df = len(rows) - rank
+        how.append(f"{ds}: {'subject fixed effects' if paired else 'group difference'}")
+        if df < 1:
+            est[units] = coef[base.shape[1]:base.shape[1] + len(units)]
+            continue
+        resid = design.y[rows] - x @ coef
+        s2 = (resid ** 2).sum(axis=0) / df
+        xtx_inv = np.linalg.pinv(x.T @ x)
+        for i, u in enumerate(units):
+            c = base.shape[1] + i
+            est[u] = coef[c]
+            var[u] = s2 * xtx_inv[c, c]
+    return est, var, n, how
 
 
 class MetaAnalysisPooling(PoolingModel):
     """Two-stage DerSimonian-Laird random-effects meta-analysis (frequentist comparator)."""
 
     name = "meta"
-    needs_pairs = True
 
     @dataclass
     class Config:
         #: Level of the Wald confidence intervals written to hdi_low/hdi_high.
         ci_level: float = 0.95
+        #: Adjust for each scan's mean FD: null = whenever every scan has mean_fd.
+        motion: Optional[bool] = None
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -169,14 +194,18 @@ class MetaAnalysisPooling(PoolingModel):
             raise ConfigError(f"config key 'pooling.ci_level' is {self.config.ci_level}; expected in (0, 1)")
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
-        design = paired_design(pairs)
-        mean, var, n = dataset_summaries(design)
+        design = scan_design(pairs)
+        fd_known = bool(np.isfinite(design.obs["mean_fd"].to_numpy(dtype=float)).all())
+        motion = fd_known if self.config.motion is None else bool(self.config.motion)
+        if motion and not fd_known:
+            raise ConfigError("config key 'pooling.motion' is true but some scans have no mean_fd; provide mean FD "
+                              "or set pooling.motion=false")
+        mean, var, n, how = dataset_summaries(design, motion)
         warnings: list[str] = []
-        n_scans = np.bincount(design.unit_idx, minlength=len(design.units))
-        few = [u for u, c in zip(design.units, n_scans) if c < 2]
+        few = [u for i, u in enumerate(design.units) if not np.isfinite(var[i]).any()]
         if few:
             warnings.append(
-                f"meta: dataset(s) {few} have fewer than 2 drug scans, so no standard error; "
+                f"meta: dataset(s) {few} leave no residual degrees of freedom, so no standard error; "
                 "they are reported alone (ok = false) and left out of the meta-analysis"
             )
         zero = np.isfinite(var) & (var <= MIN_VARIANCE)
@@ -253,7 +282,7 @@ class MetaAnalysisPooling(PoolingModel):
             )
         no_data = [lv for _, t, lv, r, _ in blocks if t == "drug" and int(r["k"].max()) == 0]
         if no_data:
-            warnings.append(f"meta: drug(s) {no_data} have no dataset with >= 2 drug scans; their effects are NaN")
+            warnings.append(f"meta: drug(s) {no_data} have no dataset with a standard error; their effects are NaN")
 
         diagnostics = pd.DataFrame([
             {
@@ -268,27 +297,31 @@ class MetaAnalysisPooling(PoolingModel):
         warnings += [f"pooling: {note}" for note in _notes(design)]
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=None,
-            description=self.describe(design, k_overall), warnings=warnings,
+            description=self.describe(design, k_overall, how, motion), warnings=warnings,
         )
 
-    def describe(self, design: PairedDesign, k: int) -> str:
+    def describe(self, design: ScanDesign, k: int, how: list[str], motion: bool) -> str:
         level = int(round(self.config.ci_level * 100))
         return (
             "two-stage random-effects meta-analysis (frequentist comparator to the mega-analysis): "
-            f"for each of {len(design.units)} datasets and {design.y.shape[1]} network pairs, the mean "
-            f"within-subject drug-minus-control FC difference and its standard error over the dataset's drug "
-            f"scans ({len(design.obs)} in all) were pooled across datasets ({k} with >= 2 drug scans) with "
-            "the DerSimonian-Laird random-effects estimator (DerSimonian & Laird, 1986), overall and per drug "
-            f"({len(design.drugs)} drugs; a drug with one dataset takes that dataset's estimate, tau^2 = 0); "
-            f"heterogeneity as tau^2, Cochran's Q and I^2; {level}% Wald confidence intervals (columns "
-            "hdi_low/hdi_high); two-sided z-test p-values adjusted across network pairs within each effect "
-            "with the Benjamini-Hochberg false discovery rate procedure (Benjamini & Hochberg, 1995)."
+            f"for each of {len(design.datasets)} datasets and {design.y.shape[1]} network pairs, an ordinary "
+            "least-squares regression of scan-level FC on subject fixed effects (or, for parallel groups, an "
+            "intercept), the dataset's drug indicator(s)"
+            + (" and mean FD (effects at equal motion)" if motion else "")
+            + f" gave each dataset's drug effect and its standard error ({'; '.join(how)}; "
+            f"{len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}); these were pooled "
+            f"across datasets ({k} with a standard error) with the DerSimonian-Laird random-effects estimator "
+            f"(DerSimonian & Laird, 1986), overall and per drug ({len(design.drugs)} drugs; a drug with one "
+            f"dataset takes that dataset's estimate, tau^2 = 0); heterogeneity as tau^2, Cochran's Q and I^2; "
+            f"{level}% Wald confidence intervals (columns hdi_low/hdi_high); two-sided z-test p-values adjusted "
+            "across network pairs within each effect with the Benjamini-Hochberg false discovery rate procedure "
+            "(Benjamini & Hochberg, 1995)."
         )
 
 
-def _notes(design: PairedDesign) -> list[str]:
-    multi = design.obs.groupby("dataset")["drug"].nunique()
-    multi = sorted(multi.index[multi > 1])
+def _notes(design: ScanDesign) -> list[str]:
+    multi = sorted({design.datasets[k] for k in design.unit_dataset[~np.isin(design.units, design.datasets)]})
     if multi:
-        return [f"dataset(s) {multi} have several drugs; each dataset[drug] is pooled as a separate study"]
+        return [f"dataset(s) {multi} have several drugs; each dataset[drug] is pooled as a separate study "
+                "(their shared subjects make them correlated, which the meta-analysis ignores)"]
     return []

@@ -29,13 +29,13 @@ from .scan_model import ScanStatistics, scan_statistics
 
 @dataclass
 class ScanPriors(HierarchicalPriors):
-    #: prior median of each pair's residual sd of scan-level FC (Fisher z; log-normal, sd 1
-    #: on the log scale).
+    #: Prior guesses of a pair's residual sd of scan-level FC and between-subject sd (Fisher
+    #: z). They set the prior medians of the total sd sqrt(sigma^2 + subject^2) (log-normal,
+    #: sd 1 on the log scale) and of the subject share of variance (logit-normal, sd 1).
     sigma_sd: float = 0.1
-    #: prior median of each pair's between-subject sd (log-normal, sd 1 on the log scale).
     subject_sd: float = 0.1
-    #: scale of the HalfNormal prior on the spread (sd of log) of a pair's per-dataset sds
-    #: around their dataset's common multiplier.
+    #: scale of the HalfNormal prior on the spread of a pair's per-dataset values (log total
+    #: sd, logit subject share) around their dataset's common shift.
     sd_spread: float = 0.5
 
 
@@ -123,8 +123,7 @@ class PyMCPooling(PoolingModel):
         n_pairs = design.y.shape[1]
         coords = {"pair": pair_names(design), "site": design.datasets}
         with pm.Model(coords=coords) as model:
-            sigma = site_sds("sigma", p.sigma_sd, p.sd_spread, len(design.datasets))
-            omega = site_sds("subject_sd", p.subject_sd, p.sd_spread, len(design.datasets))
+            sigma, omega = site_sds(p, len(design.datasets))
             tau_dims = "pair" if c.heterogeneity == "per_pair" else None
             ones = pt.ones(n_pairs)
             tau_d = (pm.HalfNormal("tau_drug", p.drug_sd, dims=tau_dims) * ones
@@ -250,8 +249,10 @@ class PyMCPooling(PoolingModel):
             f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             f"Priors: overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), "
             f"between-dataset sd ~ HalfNormal({p.dataset_sd}) ({c.heterogeneity.replace('_', ' ')}), residual sd "
-            f"~ LogNormal(log {p.sigma_sd}, 1), subject sd ~ LogNormal(log {p.subject_sd}, 1), per-dataset log sds "
-            f"around them with a spread ~ HalfNormal({p.sd_spread}), dataset intercepts flat. "
+            f"and subject sd parametrised as a total sd ~ LogNormal(log {np.hypot(p.sigma_sd, p.subject_sd):.3g}, 1) and a "
+            f"subject share of variance ~ LogitNormal(logit {p.subject_sd ** 2 / (p.sigma_sd ** 2 + p.subject_sd ** 2):.2g}, 1) "
+            f"per pair, per dataset shifted by a common dataset term and a pair-specific deviation with spread "
+            f"~ HalfNormal({p.sd_spread}); dataset intercepts flat. "
             "Dataset and subject intercepts and all effects are integrated out of the likelihood exactly "
             "(only the sds and slopes are sampled) and the effects drawn from their exact conditional posteriors. "
             f"NUTS ({sampler} sampler): {c.chains} chains x {c.draws} draws after {c.tune} tuning steps, "
@@ -265,24 +266,45 @@ def pair_names(design) -> list[str]:
     return [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])]
 
 
-def site_sds(name: str, median: float, spread_scale: float, n_sites: int):
-    """(site, pair) sds: log sd = pair-level log sd + site shift + spread x deviation.
+def site_level(name: str, centre: float, spread_scale: float, n_sites: int):
+    """A (site, pair) quantity on an unbounded scale: pair level + site shift + spread x deviation.
 
-    The pair-level sd has a log-normal prior (median ``median``, 1 on the log scale): no
-    variance of FC is exactly 0, and a prior that allows 0 (half-normal) left a long tail in
-    log sd that NUTS crossed slowly where a pair's subject sd is small. Non-centred
-    deviations: centred ones mixed far worse (R-hat 1.15-1.33, 3-7x the leapfrog steps).
+    The pair level has a Normal(centre, 1) prior; the site shift (common to all pairs, sums to
+    zero) and the pair-specific deviations are non-centred (centred ones mixed far worse:
+    R-hat 1.15-1.33 and 3-7x the leapfrog steps).
+    """
+    import pymc as pm
+
+    level = pm.Normal(f"{name}_pair", centre, 1.0, dims="pair")
+    if n_sites < 2:
+        return level[None, :]
+    shift = pm.ZeroSumNormal(f"{name}_site", sigma=1.0, dims="site")
+    spread = pm.HalfNormal(f"{name}_spread", spread_scale)
+    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("site", "pair"))
+    return level[None, :] + shift[:, None] + spread * z
+
+
+def site_sds(priors: ScanPriors, n_sites: int):
+    """Residual and subject sds per (site, pair), as a total sd and the subject share of variance.
+
+    A subject with one scan informs only the total (sigma^2 + omega^2); parametrised by sigma
+    and omega, parallel-group datasets left a ridge that NUTS could not cross (R-hat 1.48).
+    Log-normal total (no FC variance is exactly 0: a half-normal prior left a long tail in
+    log sd where a pair's subject sd is small), logit-normal share.
     """
     import pymc as pm
     import pytensor.tensor as pt
 
-    log_level = pm.Normal(f"log_{name}_pair", np.log(median), 1.0, dims="pair")
-    if n_sites < 2:
-        return pm.Deterministic(name, pt.exp(log_level)[None, :] * pt.ones((1, 1)), dims=("site", "pair"))
-    shift = pm.ZeroSumNormal(f"{name}_site", sigma=1.0, dims="site")
-    spread = pm.HalfNormal(f"{name}_spread", spread_scale)
-    z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=("site", "pair"))
-    return pm.Deterministic(name, pt.exp(log_level[None, :] + shift[:, None] + spread * z), dims=("site", "pair"))
+    total = np.hypot(priors.sigma_sd, priors.subject_sd)
+    share = priors.subject_sd ** 2 / total ** 2
+    log_total = site_level("log_total_sd", np.log(total), priors.sd_spread, n_sites)
+    logit_share = site_level("logit_subject_share", np.log(share / (1 - share)), priors.sd_spread, n_sites)
+    total = pt.exp(log_total)
+    share = pm.math.sigmoid(logit_share)
+    ones = pt.ones((n_sites, 1))
+    sigma = pm.Deterministic("sigma", total * pt.sqrt(1.0 - share) * ones, dims=("site", "pair"))
+    omega = pm.Deterministic("subject_sd", total * pt.sqrt(share) * ones, dims=("site", "pair"))
+    return sigma, omega
 
 
 def pooled_slope(name: str, scale: float):

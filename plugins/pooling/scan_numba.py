@@ -1,7 +1,9 @@
 """Numba implementation of the scan-level kernel (see :mod:`.scan_kernel`); imported on first use.
 
 Module-level functions so numba can cache their machine code on disk (``cache=True``): the
-first fit in a new environment compiles them once (~15 s).
+first fit in a new environment compiles them once (~15 s). ``error_model="numpy"``: a wild
+sampler proposal (an sd overflowing to inf) yields a NaN log-density, which NUTS rejects, not
+an exception.
 """
 
 import numba
@@ -11,7 +13,7 @@ import numpy as np
 # over pairs, so numba vectorises them; small matrices are (n, n, P).
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def chol(A, n, L, logdet):
     """Lower Cholesky factors L of small SPD matrices (n, n, P); logdet[p] = log|A|."""
     P = A.shape[2]
@@ -31,7 +33,7 @@ def chol(A, n, L, logdet):
                 for p in range(P):
                     L[i, j, p] /= L[j, j, p]
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def inv_spd(A, n, out, L, Li, logdet):
     """out = A^-1 for small SPD matrices (n, n, P) by Cholesky; logdet[p] = log|A|."""
     P = A.shape[2]
@@ -60,7 +62,7 @@ def inv_spd(A, n, out, L, Li, logdet):
                 for p in range(P):
                     out[i, j, p] += Li[k, i, p] * Li[k, j, p]
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def pass_up(H, g, t, n, M, Pi, pi, scratch, const):
     """Message to the parent: M = (I + tH)^-1, Pi = M H, pi = M g; const += log-constant."""
     P = H.shape[2]
@@ -88,7 +90,7 @@ def pass_up(H, g, t, n, M, Pi, pi, scratch, const):
                 for p in range(P):
                     Pi[i, j, p] += M[i, k, p] * H[k, j, p]
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def pass_down(H, g, t, n, M, Pi, pi, Pibar, pibar, Hbar, gbar, tbar, scratch):
     """Adjoints of H, g (written) and t (added to tbar) from those of Pi, pi and of the
     log-constant (1)."""
@@ -127,7 +129,7 @@ def pass_down(H, g, t, n, M, Pi, pi, Pibar, pibar, Hbar, gbar, tbar, scratch):
                 for p in range(P):
                     Hbar[i, j, p] += M[i, k, p] * Pibar[k, j, p]
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def workspace(sxx, n_drugs, P):
     n_ds, n_comp, R, _ = sxx.shape
     m_max = R - 1
@@ -140,7 +142,7 @@ def workspace(sxx, n_drugs, P):
             np.empty((D, D, P)), np.empty((D, P)), np.empty((D, D, P)), np.empty((D, D, P)), np.empty((D, P)),
             np.empty(P), np.empty(P), np.empty((4, nmax, nmax, P)), np.empty(P))
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def forward(sigma, omega, b, td2, tk2,
             sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs, ws):
     """Every message up the tree; ws[-1] (const) gets each pair's log-constant so far,
@@ -223,7 +225,7 @@ def forward(sigma, omega, b, td2, tk2,
             for p in range(P):
                 hmu[p] += Pib[i, j, p]
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def kernel(sigma, omega, b, tau_d, tau_k, effect_var,
            sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
            g_sigma, g_omega, g_b, g_tau_d, g_tau_k):
@@ -345,7 +347,7 @@ def kernel(sigma, omega, b, tau_d, tau_k, effect_var,
         g_tau_k[p] = 2.0 * tau_k[p] * tbar[p]
     return total
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def draws(sigma, omega, b, tau_d, tau_k, effect_var,
           sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
           xi_mu, xi_beta, xi_theta, mu, beta, theta):

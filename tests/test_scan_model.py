@@ -1,0 +1,153 @@
+"""The scan-level model is exact: kernel = dense reference = multivariate normal of all scans."""
+
+import numpy as np
+import pandas as pd
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from scipy.stats import multivariate_normal
+
+from megafc.core import InputError
+from megafc.plugins.pooling.scan_design import scan_design
+from megafc.plugins.pooling.scan_kernel import conditional_draws, kernel_arrays, loglik_and_grad, scan_marginal_loglik
+from megafc.plugins.pooling.scan_model import scan_statistics
+from scan_reference import marginal_loglik
+
+EFFECT_SD = 0.2
+FLAT = 300.0  # sd standing in for the flat prior on dataset intercepts in the brute-force check
+
+# Every design at once: (dataset, [units of each subject's scans, -1 = control scan])
+DESIGNS = [
+    (0, [[-1, 0, 0], [-1, 0], [0, -1, 0], [-1]]),  # crossover, 2 drug scans, a single-scan subject
+    (1, [[1], [1], [-1], [-1], [1]]),  # parallel groups
+    (2, [[-1, 2, 3], [-1, 2, 3], [2, -1], [-1, 3, -1]]),  # two drugs in one dataset, 2 control scans
+    (3, [[-1, 4], [-1, 4], [-1, 4]]),  # pre/post
+]
+UNIT_DATASET = np.array([0, 1, 2, 2, 3])
+UNIT_DRUG = np.array([0, 0, 1, 2, 1])
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    rows, sid = [], 0
+    for ds, subjects in DESIGNS:
+        for units in subjects:
+            rows += [(ds, sid, u) for u in units]
+            sid += 1
+    ds, sub, unit = (np.array(c) for c in zip(*rows))
+    rng = np.random.default_rng(0)
+    y = rng.normal(0.3, 0.1, (len(rows), 2))
+    w = rng.normal(size=(len(rows), 1))
+    st = scan_statistics(y, ds, sub, unit, UNIT_DATASET, UNIT_DRUG, 3, w)
+    params = [(rng.uniform(0.05, 0.2, (4, 2)), rng.uniform(0.02, 0.2, (4, 2)), rng.normal(0, 0.1, (1, 2)),
+               rng.uniform(0, 0.2, 2), rng.uniform(0, 0.2, 2)) for _ in range(4)]
+    return dict(y=y, w=w, ds=ds, sub=sub, unit=unit, st=st, params=params)
+
+
+def scan_covariance(m, sigma, omega, tau_d, tau_k, p):
+    """Covariance of all scans of outcome p with every effect and intercept integrated out by hand."""
+    ds, sub, unit = m["ds"], m["sub"], m["unit"]
+    n, n_units = len(ds), len(UNIT_DRUG)
+    intercepts = np.eye(ds.max() + 1)[ds]
+    subjects = np.eye(sub.max() + 1)[sub]
+    x = np.zeros((n, n_units))
+    x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
+    drug = np.eye(UNIT_DRUG.max() + 1)[UNIT_DRUG]
+    theta_cov = EFFECT_SD ** 2 + tau_d[p] ** 2 * drug @ drug.T + tau_k[p] ** 2 * np.eye(n_units)
+    sub_sd = omega[ds[np.unique(sub, return_index=True)[1]], p]
+    return (np.diag(sigma[ds, p] ** 2) + FLAT ** 2 * intercepts @ intercepts.T
+            + subjects @ np.diag(sub_sd ** 2) @ subjects.T + x @ theta_cov @ x.T)
+
+
+def test_likelihood_equals_the_multivariate_normal_of_all_scans(mixed):
+    """Differences between parameter values equal those of the full multivariate normal."""
+    def brute(sigma, omega, b, tau_d, tau_k):
+        return sum(multivariate_normal(mixed["w"][:, 0] * b[0, p],
+                                       scan_covariance(mixed, sigma, omega, tau_d, tau_k, p)).logpdf(mixed["y"][:, p])
+                   for p in range(2))
+
+    arrays = kernel_arrays(mixed["st"])
+    fast = [loglik_and_grad(arrays, EFFECT_SD, *prm)[0] for prm in mixed["params"]]
+    want = [brute(*prm) for prm in mixed["params"]]
+    np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
+
+
+def test_kernel_value_and_gradient_equal_the_autodiff_reference(mixed):
+    ins = [pt.matrix(), pt.matrix(), pt.matrix(), pt.vector(), pt.vector()]
+    ref = marginal_loglik(mixed["st"], *ins, EFFECT_SD)
+    reference = pytensor.function(ins, [ref] + pt.grad(ref, ins))
+    op = scan_marginal_loglik(mixed["st"], *ins, EFFECT_SD)
+    numba_op = pytensor.function(ins, [op] + pt.grad(op, ins), mode="NUMBA")  # the path nutpie compiles
+    arrays = kernel_arrays(mixed["st"])
+    for prm in mixed["params"]:
+        want = reference(*prm)
+        for got in (loglik_and_grad(arrays, EFFECT_SD, *prm), numba_op(*prm)):
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_conditional_draws_have_the_exact_posterior(mixed):
+    """Draws of (overall, drug, unit effects) for fixed sds match the Gaussian posterior."""
+    sigma, omega, b, tau_d, tau_k = mixed["params"][1]
+    p = 0
+    ds, unit = mixed["ds"], mixed["unit"]
+    n_units, n_drugs = len(UNIT_DRUG), 3
+    # effects e = (mu, beta, theta) = L z, z ~ N(0, I); scans = X theta + noise with the rest of the covariance
+    L = np.zeros((1 + n_drugs + n_units,) * 2)
+    L[0, 0] = EFFECT_SD
+    L[1:1 + n_drugs, 0] = EFFECT_SD
+    L[1:1 + n_drugs, 1:1 + n_drugs] = tau_d[p] * np.eye(n_drugs)
+    L[1 + n_drugs:] = L[1 + UNIT_DRUG]
+    L[1 + n_drugs:, 1 + n_drugs:] = tau_k[p] * np.eye(n_units)
+    x = np.zeros((len(ds), n_units))
+    x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
+    z = np.hstack([np.zeros((len(ds), 1 + n_drugs)), x])
+    drug_scan = x.sum(axis=1)
+    noise = scan_covariance(mixed, sigma, omega, np.zeros(2), np.zeros(2), p) - EFFECT_SD ** 2 * np.outer(drug_scan, drug_scan)
+    prior = L @ L.T
+    gain = prior @ z.T @ np.linalg.inv(z @ prior @ z.T + noise)
+    post_mean = gain @ (mixed["y"][:, p] - mixed["w"][:, 0] * b[0, p])
+    post_cov = prior - gain @ z @ prior
+
+    n = 40_000
+    rep = [np.broadcast_to(a, (n, *a.shape)) for a in (sigma, omega, b, tau_d, tau_k)]
+    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), EFFECT_SD, *rep, np.random.default_rng(0))
+    e = np.column_stack([mu[:, p], beta[:, :, p], theta[:, :, p]])
+    sd = np.sqrt(np.diag(post_cov))
+    np.testing.assert_array_less(np.abs(e.mean(axis=0) - post_mean) / (sd / np.sqrt(n)), 4.5)
+    np.testing.assert_allclose(e.std(axis=0), sd, rtol=0.03)
+    np.testing.assert_allclose(np.cov(e.T), post_cov, atol=0.03 * sd.max() ** 2)
+
+
+def test_conditional_draws_with_a_level_omitted(mixed):
+    """tau = 0 means the level is omitted: drug effects equal the overall effect exactly."""
+    sigma, omega, b, _, tau_k = mixed["params"][0]
+    rep = [np.broadcast_to(a, (50, *a.shape)) for a in (sigma, omega, b, np.zeros(2), tau_k)]
+    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), EFFECT_SD, *rep, np.random.default_rng(0))
+    np.testing.assert_array_equal(beta, np.repeat(mu[:, None, :], 3, axis=1))
+    assert not np.allclose(theta[:, 0], beta[:, 0])
+
+
+def design_pairs(rows) -> pd.DataFrame:
+    """A two-pair network-pair table from (dataset, subject, condition, drug) rows."""
+    out = []
+    for i, (ds, sub, cond, drug) in enumerate(rows):
+        for a, b in (("A", "A"), ("A", "B")):
+            out.append(dict(scan_id=f"s{i}", dataset=ds, subject=sub, session=str(i), drug=drug, condition=cond,
+                            dose=np.nan, mean_fd=0.1, network_a=a, network_b=b, system_a="unimodal",
+                            system_b="transmodal", n_edges=1, fc=0.1 * i))
+    return pd.DataFrame(out)
+
+
+def test_design_units_subjects_and_refusals():
+    rows = [("x", "1", "placebo", "LSD"), ("x", "1", "drug", "LSD"), ("x", "1", "drug", "DMT"),
+            ("y", "1", "drug", "LSD"), ("y", "2", "placebo", "LSD")]
+    design = scan_design(design_pairs(rows))
+    assert design.units == ["x[DMT]", "x[LSD]", "y"]
+    assert list(design.subject_idx) == [0, 0, 0, 1, 2]  # subjects are numbered within their dataset
+    assert list(design.unit_idx) == [-1, 1, 0, 2, -1]
+    assert "x" in " ".join(design.notes())
+    with pytest.raises(InputError, match="dataset 'y' has 1 drug scan.* but no included control"):
+        scan_design(design_pairs(rows[:4]))
+    with pytest.raises(InputError, match="dataset 'z' has 1 control scan.* but no included drug scan"):
+        scan_design(design_pairs(rows + [("z", "1", "baseline", "LSD")]))
