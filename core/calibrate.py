@@ -2,10 +2,11 @@
 
 Simulates K replicate datasets (seeds seed, seed+1, ...) with a dataset plugin that returns
 its planted effects (``truth``; e.g. ``dataset=synthetic``), runs the full analysis on each,
-and reports, per effect type, how often the 50% and 95% intervals contain the planted value
-and how often a planted non-zero effect is recovered with the right sign.
+and reports, per scenario and effect type, how often the 50% and 95% intervals contain the
+planted value and how often a planted non-zero effect is recovered with the right sign.
+Scenarios (``--scenario``) break the friendly default study in the ways real consortia do.
 
-    megafc-calibrate --replicates 20 pooling=pymc dataset.scale=0.5
+    megafc-calibrate --replicates 20 --scenario all pooling=pymc dataset.scale=0.5
 """
 
 from __future__ import annotations
@@ -23,6 +24,19 @@ from .errors import ConfigError, MegafcError
 from .outputs import StagedRun
 
 log = logging.getLogger("megafc")
+
+#: Stress-test scenarios: name -> synthetic-dataset overrides added to the user's.
+SCENARIOS: dict[str, list[str]] = {
+    "default": [],
+    "parallel": ["dataset.design=parallel"],
+    "prepost_two_drug_scans": ["dataset.design=prepost", "dataset.drug_scans=2"],
+    "crossover_two_drug_scans": ["dataset.design=crossover", "dataset.drug_scans=2"],
+    "noisy_site": ["dataset.site_noise={lsd_2: 3.0}"],
+    "mixed_designs": ["dataset.design=mixed"],
+    "motion_null": ["dataset.effects.transmodal_unimodal=0", "dataset.effects.thalamus_sensory=0",
+                    "dataset.effects.striatum_sommot=0", "dataset.effects.cerebellum_sommot=0",
+                    "dataset.effects.within_sensory_loading=0", "dataset.effects.drug_deviation_sd=0"],
+}
 
 
 def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_effect: float) -> pd.DataFrame:
@@ -54,26 +68,27 @@ def calibration_figure(summary: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(summary)), 3.5))
     x = np.arange(len(summary))
     for offset, (col, nominal, colour) in enumerate((("coverage_50", 0.5, "tab:orange"), ("coverage_95", 0.95, "tab:blue"))):
         if col not in summary:
             continue
         ax.bar(x + (offset - 0.5) * 0.35, summary[col], width=0.35, color=colour, label=f"{int(nominal * 100)}% interval")
         ax.axhline(nominal, color=colour, ls="--", lw=1)
-    ax.set_xticks(x, summary["effect_type"])
+    labels = summary["effect_type"] if summary["scenario"].nunique() == 1 else summary["scenario"] + ": " + summary["effect_type"]
+    ax.set_xticks(x, labels, rotation=90 if summary["scenario"].nunique() > 1 else 0, fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("coverage of planted effects")
     ax.set_title("Interval calibration over simulated replicates (dashed: nominal)")
     ax.legend(frameon=False, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    fig.savefig(path.with_suffix(".svg"))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: float = 0.02) -> Path:
-    """Run ``replicates`` simulated analyses into out_dir/replicate-XX and score them."""
+def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: float = 0.02,
+              scenarios: list[str] | None = None) -> Path:
+    """Run ``replicates`` simulated analyses per scenario into out_dir/<scenario>/replicate-XX and score them."""
     from hydra import compose, initialize_config_module
 
     from .pipeline import run_experiment
@@ -81,33 +96,41 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
 
     if replicates < 1:
         raise ConfigError(f"--replicates is {replicates}; expected >= 1")
+    scenarios = scenarios or ["default"]
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        raise ConfigError(f"--scenario {unknown} unknown; expected 'all' or some of {list(SCENARIOS)}")
     registry = default_registry()
     register_configs(registry)
-    with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
-        base = compose(config_name="config", overrides=overrides)
     scores = []
     with StagedRun(out_dir) as staged:
-        for r in range(replicates):
+        for scenario in scenarios:
+            extra = overrides + SCENARIOS[scenario]
             with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
-                cfg = compose(config_name="config", overrides=overrides + [f"seed={int(base.seed) + r}", "figures=false"])
-            log.info("calibration: replicate %d/%d (seed %d)", r + 1, replicates, cfg.seed)
-            run_dir = staged.staging / f"replicate-{r:02d}"
-            outcome = run_experiment(cfg, registry, run_dir)
-            truth_file = outcome.run_dir / "truth.tsv"
-            if not truth_file.exists():
-                raise ConfigError(
-                    f"dataset '{cfg.dataset.name}' returns no planted effects (truth), so intervals cannot be "
-                    "checked; calibrate with a simulating dataset such as dataset=synthetic"
-                )
-            truth = pd.read_csv(truth_file, sep="\t", keep_default_na=False, na_values=["n/a"])
-            s = score_replicate(outcome.result.effects, truth, cfg.aggregate.level, min_effect)
-            s.insert(0, "replicate", r)
-            s.insert(1, "seed", int(cfg.seed))
-            scores.append(s)
+                base = compose(config_name="config", overrides=extra)
+            for r in range(replicates):
+                with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
+                    cfg = compose(config_name="config",
+                                  overrides=extra + [f"seed={int(base.seed) + r}", "figures=false", "report=false"])
+                log.info("calibration: %s, replicate %d/%d (seed %d)", scenario, r + 1, replicates, cfg.seed)
+                run_dir = staged.staging / scenario / f"replicate-{r:02d}"
+                outcome = run_experiment(cfg, registry, run_dir)
+                truth_file = outcome.run_dir / "truth.tsv"
+                if not truth_file.exists():
+                    raise ConfigError(
+                        f"dataset '{cfg.dataset.name}' returns no planted effects (truth), so intervals cannot be "
+                        "checked; calibrate with a simulating dataset such as dataset=synthetic"
+                    )
+                truth = pd.read_csv(truth_file, sep="\t", keep_default_na=False, na_values=["n/a"])
+                s = score_replicate(outcome.result.effects, truth, cfg.aggregate.level, min_effect)
+                s.insert(0, "scenario", scenario)
+                s.insert(1, "replicate", r)
+                s.insert(2, "seed", int(cfg.seed))
+                scores.append(s)
         table = pd.concat(scores, ignore_index=True)
         staged.write_table("calibration_replicates.tsv", table)
         cols = [c for c in ("coverage_50", "coverage_95", "sign_recovery", "sign_error_rate", "false_positive_rate") if c in table]
-        summary = table.groupby("effect_type", as_index=False).agg(
+        summary = table.groupby(["scenario", "effect_type"], as_index=False, sort=False).agg(
             replicates=("replicate", "nunique"), n=("n", "sum"), **{c: (c, "mean") for c in cols})
         staged.write_table("calibration.tsv", summary)
         calibration_figure(summary, staged.path("calibration.png"))
@@ -123,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                                  epilog="Other arguments are megafc config overrides, e.g. pooling=pymc dataset.scale=0.5")
     ap.add_argument("--replicates", type=int, default=10, help="number of simulated datasets (default 10)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default calibration/<date>_<time>)")
+    ap.add_argument("--scenario", action="append", default=None,
+                    help=f"stress-test scenario, repeatable, or 'all' (default: default); one of {list(SCENARIOS)}")
     ap.add_argument("--min-effect", type=float, default=0.02,
                     help="|planted effect| (Fisher z) counted as non-zero for sign recovery (default 0.02)")
     args, overrides = ap.parse_known_args(argv)
@@ -130,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     out = args.out or Path("calibration") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
-        calibrate(overrides, args.replicates, out, args.min_effect)
+        scenarios = list(SCENARIOS) if args.scenario and "all" in args.scenario else args.scenario
+        calibrate(overrides, args.replicates, out, args.min_effect, scenarios)
     except MegafcError as exc:
         fail(exc)
     except Exception as exc:  # hydra override errors and bugs: still one paragraph

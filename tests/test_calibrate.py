@@ -30,13 +30,35 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
                       cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "calibration.tsv", sep="\t").set_index("effect_type")
-    assert (out / "calibration.png").exists() and (out / "replicate-01" / "effects.tsv").exists()
-    assert set(summary.index) == {"overall", "drug", "dataset"}
+    assert (out / "calibration.png").exists() and (out / "default" / "replicate-01" / "effects.tsv").exists()
+    assert set(summary.index) == {"overall", "drug", "dataset"} and set(summary["scenario"]) == {"default"}
     # 95% intervals: at least 85% coverage; 50% intervals neither far too narrow nor far too wide
     assert (summary["coverage_95"] >= 0.85).all()
     assert summary["coverage_50"].between(0.35, 0.85).all()
     assert summary.loc["overall", "sign_recovery"] >= 0.7
     assert summary.loc["overall", "sign_error_rate"] <= 0.05
+
+
+@pytest.mark.slow
+def test_every_scenario_runs_once(tmp_path):
+    """Each stress scenario, once, tiny: every design enters and intervals are not absurd."""
+    from megafc.core.calibrate import SCENARIOS
+
+    small = [o for o in TINY if not o.startswith(("pooling.", "dataset.scale"))]
+    out = tmp_path / "calib"
+    proc = megafc_cli(["--replicates", "1", "--scenario", "all", "--out", str(out), "dataset.scale=0.2",
+                       "pooling=pymc_quick", "pooling.draws=100", "pooling.tune=100", *small],
+                      cwd=tmp_path, script="megafc-calibrate", timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(out / "calibration.tsv", sep="\t")
+    assert set(summary["scenario"]) == set(SCENARIOS)
+    assert (summary.groupby("scenario")["coverage_95"].min() >= 0.6).all(), summary
+    assert summary["coverage_95"].mean() >= 0.85, summary
+
+
+def test_unknown_scenario_is_refused(tmp_path):
+    proc = megafc_cli(["--scenario", "sunny", "--out", str(tmp_path / "c")], cwd=tmp_path, script="megafc-calibrate")
+    assert proc.returncode != 0 and "sunny" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_calibration_needs_planted_effects(tmp_path):

@@ -100,21 +100,20 @@ def test_every_design_recovers_the_truth(design):
 
 @pytest.mark.slow
 def test_motion_confound_is_adjusted_at_zero():
-    """All effects 0, drug scans move 25% more: the default model's null pairs sit on 0 (mean bias
-    below 0.1 posterior sd) and no summary is credible; the paired model without motion does not."""
+    """All effects 0, drug scans move 60% more: the default model's null pairs sit near 0 (mean
+    bias in posterior sds well inside the one-replicate spread; the 20-replicate figure is in
+    docs/calibration.md) and no summary is credible; the paired model without motion is biased."""
     null = EffectSpec(0.0, 0.0, 0.0, 0.0, 0.0, drug_deviation_sd=0.0)
-    pairs, _ = simulate_pairs(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, paired=False, seed=5, effects=null)
-    result = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False,
-                                            predictive_checks=False)).fit(pairs, seed=5)
+    sim = dict(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, seed=5, effects=null, motion_confound=0.6)
+    cfg = dict(draws=300, tune=300, cores=2, progressbar=False, predictive_checks=False)
+    result = PyMCPooling(PyMCPooling.Config(**cfg)).fit(simulate_pairs(paired=False, **sim)[0], seed=5)
     overall = result.effects[result.effects.effect == "overall"]
-    assert abs((overall["mean"] / overall["sd"]).mean()) < 0.1
+    assert abs((overall["mean"] / overall["sd"]).mean()) < 0.2
     summaries = result.tables["summaries"]
     assert ((summaries.hdi_low <= 0) & (summaries.hdi_high >= 0)).mean() >= 0.9
-    paired = PyMCPairedPooling(PyMCPairedPooling.Config(draws=300, tune=300, cores=2, progressbar=False,
-                                                        predictive_checks=False))
-    biased = paired.fit(simulate_pairs(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, seed=5, effects=null)[0], 5)
+    biased = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(simulate_pairs(**sim)[0], 5)
     o = biased.effects[biased.effects.effect == "overall"]
-    assert (o["mean"] / o["sd"]).mean() > 0.3  # the confound the default model removes
+    assert (o["mean"] / o["sd"]).mean() > 0.6  # the confound the default model removes
 
 
 @pytest.mark.slow
@@ -140,20 +139,25 @@ def mixed_design():
 
 
 @pytest.mark.slow
-def test_bambi_and_pymc_agree_on_a_mixed_design(mixed_design):
-    """Same model, two implementations (sampled by bambi, integrated by pymc): posterior means of
-    the overall and drug effects within 0.1 posterior sd. bambi pools the per-dataset sds within
-    a pair only, so a little more than Monte Carlo error separates them."""
-    pairs = key(mixed_design[0], {("Default", "Vis"), ("Caudate", "SomMot")})
-    cfg = dict(draws=1500, tune=1000, chains=2, cores=2, progressbar=False)
+def test_bambi_and_pymc_agree_on_a_mixed_design():
+    """Same model, two implementations (every effect sampled by bambi, integrated out by pymc):
+    posterior means of the overall and drug effects agree within 0.1 posterior sd beyond Monte
+    Carlo error (2 standard errors of the difference; bambi mixes the overall effect slowly,
+    ESS ~ 250 of 4000 draws). bambi pools the per-dataset sds within a pair only."""
+    pairs, _ = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=4, design="mixed")
+    pairs = key(pairs, {("Default", "Vis")})
+    cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
     joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, **cfg)).fit(pairs, seed=3).effects
-    per_pair = BambiPooling(BambiPooling.Config(sampler="pymc", **cfg)).fit(pairs, seed=3).effects
+    per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
-    gap = (m.mean_pymc - m.mean_bambi).abs() / np.maximum(m.sd_pymc, m.sd_bambi)
+    mcse = np.sqrt(m.sd_pymc ** 2 / m.ess_bulk_pymc + m.sd_bambi ** 2 / m.ess_bulk_bambi)
+    scale = np.maximum(m.sd_pymc, m.sd_bambi)
+    excess = ((m.mean_pymc - m.mean_bambi).abs() - 2 * mcse) / scale
     main = m.effect_type_pymc.isin(["overall", "drug"])
-    assert gap[main].max() < 0.1, m.loc[main].assign(gap=gap[main]).sort_values("gap").tail()
-    assert gap.max() < 0.25
+    assert excess[main].max() < 0.1, m.loc[main].assign(excess=excess[main]).sort_values("excess").tail()
+    assert excess.max() < 0.25
+    assert (m.sd_pymc / m.sd_bambi)[main].between(0.8, 1.25).all()
 
 
 @pytest.mark.slow
