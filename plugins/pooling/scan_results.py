@@ -38,8 +38,14 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
               "heterogeneity": heterogeneity_table(design, post, c.hdi_prob, names)}
     if len(design.drugs) > 1:
         tables["drug_similarity"] = drug_similarity(design.drugs, drug, c.hdi_prob)
-    sampled = [v for v in post.data_vars if not v.endswith("_z") and v != "overall"]
-    diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c))
+    het = tables["heterogeneity"]
+    summarised = {"drug_effect": effects[effects.effect_type == "drug"],
+                  "dataset_effect": effects[effects.effect_type == "dataset"],
+                  "sigma": het[het.parameter == "residual_sd"], "subject_sd": het[het.parameter == "subject_sd"],
+                  **{v: het[het.parameter == v] for v in ("tau_drug", "tau_dataset") if v in post},
+                  **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
+    sampled = [v for v in post.data_vars if not v.endswith("_z") and v != "overall" and v not in summarised]
+    diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c), summarised)
     diagnostics["sampling_seconds"] = round(elapsed, 2)
     warnings = []
     if divergences:
