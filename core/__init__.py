@@ -23,6 +23,7 @@ from .data import (
 )
 from .errors import ConfigError, InputError, MegafcError, PluginError
 from .hookspecs import hookimpl, hookspec
+from .pair_sets import with_summaries
 from .plugin import (
     AtlasLoader,
     ConnectivityEstimator,
@@ -39,5 +40,5 @@ __all__ = [
     "DatasetInputs", "DatasetLoader", "Denoiser", "InputError", "MegafcError", "Plugin",
     "PluginError", "PoolingModel", "PoolingResult", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",
     "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
-    "summarise_draws", "validate_scans",
+    "summarise_draws", "validate_scans", "with_summaries",
 ]

@@ -34,6 +34,12 @@ class RunConfig:
     #: Seeds data simulation and MCMC; recorded in provenance.json.
     seed: int = 0
     aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    #: Summaries (named sets of network pairs) fitted as outcomes of their own, added to the
+    #: built-ins: {name: {pairs: [[Default, Vis], ...]} | {systems: [transmodal, unimodal]} |
+    #: {networks: [Caudate], systems: [unimodal]}}; see megafc.core.pair_sets.
+    summaries: dict[str, Any] = field(default_factory=dict)
+    #: Include the built-in summaries (within/between-network, transmodal-unimodal, ...).
+    summaries_builtin: bool = True
     qc: QCConfig = field(default_factory=QCConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     #: Write per-scan timeseries and connectomes as xcp_d-style TSVs under derivatives/:

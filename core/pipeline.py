@@ -25,6 +25,7 @@ from .data import (
 from .errors import ConfigError, InputError, MegafcError, PluginError
 from .extraction import derivative_name, extract_all
 from .outputs import StagedRun, provenance
+from .pair_sets import with_summaries
 from .qc import QCConfig, exclude_by_censoring, exclude_by_motion, exclusion_counts, qc_fc, validate_qc
 from .plugin import ConnectivityEstimator, Plugin
 from .registry import Registry
@@ -203,8 +204,16 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             pooling = plugins["pooling"]
             if getattr(pooling, "needs_connectomes", False):
                 pooling.set_connectomes(connectomes, atlas, scans)
+            model_pairs = pairs
+            if pooling.fits_summaries:
+                model_pairs = with_summaries(pairs, atlas, OmegaConf.to_container(cfg.summaries, resolve=True),
+                                             bool(cfg.summaries_builtin))
+                members = model_pairs.attrs["summaries"]
+                staged.write_table("summary_pairs.tsv", members)
+                log.info("summaries: %d fitted as outcomes of their own (members in summary_pairs.tsv)",
+                         members["summary"].nunique())
             try:
-                result = pooling.fit(pairs, seed)
+                result = pooling.fit(model_pairs, seed)
             except MegafcError:
                 raise
             except Exception as exc:

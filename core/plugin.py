@@ -110,6 +110,12 @@ class PoolingModel(Plugin):
     #: excluded before extraction, with the reason in scans.tsv. Scan-level models (False)
     #: use every scan of a dataset that has both drug and control scans.
     needs_pairs: ClassVar[bool] = False
+    #: Set True when ``fit`` handles summary outcomes: the network-pair table then also holds,
+    #: per scan, each summary's mean FC as a pseudo pair (``network_a`` = its name,
+    #: ``network_b`` = ""; membership in ``pairs.attrs["summaries"]``), and the model returns
+    #: their effects as ``tables["summaries"]`` (one row per summary and effect) instead of
+    #: in ``effects``.
+    fits_summaries: ClassVar[bool] = False
 
     def set_connectomes(self, connectomes: Any, atlas: Atlas, scans: pd.DataFrame) -> None:
         """Called before ``fit`` when ``needs_connectomes`` is True."""

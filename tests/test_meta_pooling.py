@@ -139,8 +139,12 @@ def test_benjamini_hochberg_toy_vector():
 def test_meta_effects_table_layout(meta_result, simulated):
     eff = meta_result.effects
     assert set(EFFECT_COLUMNS) | set(META_COLUMNS) | {"system_a", "system_b", "n_obs"} == set(eff.columns)
-    n_pairs = simulated[0].groupby(["network_a", "network_b"]).ngroups
+    pairs = simulated[0]
+    n_pairs = pairs[pairs.network_b != ""].groupby(["network_a", "network_b"]).ngroups
     assert len(eff) == n_pairs * (1 + 5 + 11)
+    summaries = meta_result.tables["summaries"]  # the built-in summaries, fitted as outcomes
+    assert set(summaries.summary) == set(pairs.attrs["summaries"].summary)
+    assert len(summaries) == summaries.summary.nunique() * (1 + 5 + 11)
     assert set(eff.effect_type) == {"overall", "drug", "dataset"}
     assert eff[["r_hat", "ess_bulk", "ess_tail"]].isna().all().all()
     assert (eff.divergences == 0).all() and eff.ok.all() and meta_result.idata is None

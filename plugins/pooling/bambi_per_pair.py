@@ -39,6 +39,7 @@ class BambiPooling(PoolingModel):
     """Scan-level hierarchical model per network pair as a bambi formula (the pymc model, every effect sampled)."""
 
     name = "bambi"
+    fits_summaries = True
 
     @dataclass
     class Config(SamplerConfig):
@@ -143,7 +144,7 @@ class BambiPooling(PoolingModel):
         )
         names = ["mean_fd"] if motion else []
         return summarise_scan_fit(design, idata, c, elapsed, self.describe(design, formula, sampler, motion),
-                                  names, notes)
+                                  names, notes, pairs)
 
     @staticmethod
     def _collect(post, design: ScanDesign, motion: bool, scales: dict, draws: dict) -> None:

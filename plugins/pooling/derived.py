@@ -67,6 +67,28 @@ def summary_table(pairs: pd.DataFrame, blocks, hdi_prob: float, rope: float) -> 
     return pd.DataFrame(rows)
 
 
+def summary_columns(pairs_meta: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:
+    """Which outcome columns are summaries (pseudo pairs the pipeline added), not network pairs."""
+    names = set(table.attrs.get("summaries", pd.DataFrame(columns=["summary"]))["summary"])
+    return (pairs_meta["network_b"].to_numpy() == "") & pairs_meta["network_a"].isin(names).to_numpy()
+
+
+def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(effects of network pairs, summaries table) from a model's effects over every outcome.
+
+    The summaries table has one row per summary and effect, with the number of member pairs.
+    """
+    members = table.attrs.get("summaries")
+    if members is None or members.empty:
+        return effects, None
+    is_summary = (effects["network_b"] == "") & effects["network_a"].isin(set(members["summary"]))
+    n_pairs = members.groupby("summary").size()
+    summaries = effects[is_summary].drop(columns=["network_b", "system_a", "system_b"], errors="ignore")
+    summaries = summaries.rename(columns={"network_a": "summary"})
+    summaries.insert(1, "n_pairs", summaries["summary"].map(n_pairs).astype(int))
+    return effects[~is_summary].reset_index(drop=True), summaries.reset_index(drop=True)
+
+
 def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float) -> pd.DataFrame:
     """Posterior of the correlation between two drugs' effect maps (across network pairs)."""
     rows = []

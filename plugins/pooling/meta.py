@@ -52,6 +52,7 @@ from scipy import stats
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
+from .derived import split_summaries, summary_columns
 from .scan_design import ScanDesign, scan_design
 
 #: Floor on a dataset's sampling variance (Fisher z squared; se 1e-6) so weights are finite.
@@ -135,6 +136,14 @@ def benjamini_hochberg(p) -> np.ndarray:
     return out
 
 
+def fdr_within(p: np.ndarray, is_summary: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg across network pairs, and separately across summaries."""
+    out = np.empty(len(p))
+    for family in (is_summary, ~is_summary):
+        out[family] = benjamini_hochberg(p[family]) if family.any() else np.nan
+    return out
+
+
 def dataset_summaries(design: ScanDesign, motion: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Per unit and network pair: the regression estimate of the drug effect, its sampling
     variance and n (drug scans); shapes (n_units, n_pairs). Also how each dataset was modelled.
@@ -180,6 +189,7 @@ class MetaAnalysisPooling(PoolingModel):
     """Two-stage DerSimonian-Laird random-effects meta-analysis (frequentist comparator)."""
 
     name = "meta"
+    fits_summaries = True
 
     @dataclass
     class Config:
@@ -233,6 +243,7 @@ class MetaAnalysisPooling(PoolingModel):
             blocks.append((f"dataset:{unit}", "dataset", unit, r, n[u_i]))
 
         zcrit = stats.norm.ppf(0.5 + self.config.ci_level / 2)
+        is_summary = summary_columns(design.pairs, pairs)
         out = []
         for effect, etype, level, r, n_obs in blocks:
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -270,9 +281,9 @@ class MetaAnalysisPooling(PoolingModel):
                 "k": np.asarray(r["k"], dtype=int),
                 "z": z,
                 "p": p,
-                "p_fdr": benjamini_hochberg(p),
+                "p_fdr": fdr_within(p, is_summary),
             }))
-        effects = pd.concat(out, ignore_index=True)
+        effects, summaries = split_summaries(pd.concat(out, ignore_index=True), pairs)
 
         k_overall = int(blocks[0][3]["k"].max())
         if k_overall < 2:
@@ -298,6 +309,7 @@ class MetaAnalysisPooling(PoolingModel):
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=None,
             description=self.describe(design, k_overall, how, motion), warnings=warnings,
+            tables={} if summaries is None else {"summaries": summaries},
         )
 
     def describe(self, design: ScanDesign, k: int, how: list[str], motion: bool) -> str:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
 
-from .derived import contrast_blocks, contrast_pairs, drug_similarity, summary_table
+from .derived import contrast_blocks, contrast_pairs, drug_similarity, split_summaries, summary_columns
 from .design import (
     SamplerConfig,
     describe,
@@ -35,6 +35,7 @@ class PyMCPairedPooling(PoolingModel):
 
     name = "pymc_paired"
     needs_pairs = True
+    fits_summaries = True
 
     @dataclass
     class Config(SamplerConfig):
@@ -217,7 +218,8 @@ class PyMCPairedPooling(PoolingModel):
                    f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
                    + ("; adjusted for the change in mean FD" if c.motion else "")
                    + ("; adjusted for dose (standardised within drug)" if c.dose else "") + "." + fallback)
-        result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model (pymc_paired)", c, sampler) + options)
+        result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model (pymc_paired)", c, sampler) + options,
+                               pairs)
         if c.predictive_checks:
             result.figures.update(self.predictive_figures(model, idata, design, seed, parametrization))
         return result
@@ -253,7 +255,7 @@ def add_group_effects(idata, design, stats: UnitStatistics, slope_names: list[st
     ).assign_coords(drug=coords["drug"], dataset=coords["dataset"])
 
 
-def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str) -> PoolingResult:
+def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str, table: pd.DataFrame) -> PoolingResult:
     post = idata.posterior
     divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
     overall = post["overall"].to_numpy()
@@ -264,9 +266,11 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     blocks = main + contrast_blocks(design.drugs, drug, c.contrasts) if len(design.drugs) > 1 else list(main)
     blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
     effects = effects_table(design, blocks, divergences=divergences, config=c)
-    tables = {"summaries": summary_table(design.pairs, main, c.hdi_prob, c.rope)}
+    effects, summaries = split_summaries(effects, table)
+    tables = {} if summaries is None else {"summaries": summaries}
     if len(design.drugs) > 1:
-        tables["drug_similarity"] = drug_similarity(design.drugs, drug, c.hdi_prob)
+        tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., ~summary_columns(design.pairs, table)],
+                                                    c.hdi_prob)
     sampled = [v for v in ("overall", "tau_drug", "z_drug", "tau_dataset", "z_dataset", "sigma", "nu",
                            "beta_motion", "beta_dose") if v in post]
     if "z_drug" not in post and "z_dataset" not in post:  # centred, or drawn from conditionals (marginal)

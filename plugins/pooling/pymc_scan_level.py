@@ -43,6 +43,7 @@ class PyMCPooling(PoolingModel):
     """Scan-level hierarchical model over all network pairs (every design, FD-adjusted, per-dataset noise)."""
 
     name = "pymc"
+    fits_summaries = True
 
     @dataclass
     class Config(SamplerConfig):
@@ -180,7 +181,7 @@ class PyMCPooling(PoolingModel):
         add_effects(idata, design, st, names, scales, c.priors.effect_sd, np.random.default_rng(seed))
         elapsed = time.perf_counter() - start
         description = self.describe(design, names, sampler, cov_notes)
-        result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes)
+        result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes, pairs)
         if c.predictive_checks:
             figures = self.predictive_figures(model, idata, design, x, names, scales, seed)
             result.figures.update(figures)

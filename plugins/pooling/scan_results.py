@@ -13,7 +13,7 @@ import pandas as pd
 
 from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
 
-from .derived import contrast_blocks, drug_similarity, summary_table
+from .derived import contrast_blocks, drug_similarity, split_summaries, summary_columns
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -23,7 +23,8 @@ SLOPE_UNITS = {"mean_fd": "per mm FD", "minutes_since_dose": "per hour", "dose":
 
 
 def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description: str, names: list[str],
-                       notes: list[str]) -> PoolingResult:
+                       notes: list[str], table: pd.DataFrame) -> PoolingResult:
+    """``table``: the network-pair table fitted (its attrs say which outcomes are summaries)."""
     post = idata.posterior
     divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
     drug = post["drug_effect"].to_numpy()
@@ -33,11 +34,15 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     dataset = post["dataset_effect"].to_numpy()
     blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
     blocks += [(f"covariate:{n}", "covariate", n, post[f"slope:{n}"].to_numpy()) for n in names]
-    effects = effects_table(design, blocks, divergences=divergences, config=c)
-    tables = {"summaries": summary_table(design.pairs, main, c.hdi_prob, c.rope),
-              "heterogeneity": heterogeneity_table(design, post, c.hdi_prob, names)}
+    effects, summaries = split_summaries(effects_table(design, blocks, divergences=divergences, config=c), table)
+    is_pair = ~summary_columns(design.pairs, table)
+    het = heterogeneity_table(design, post, c.hdi_prob, names)
+    summary_names = set(summaries["summary"]) if summaries is not None else set()
+    tables = {"heterogeneity": het[~((het.network_b == "") & het.network_a.isin(summary_names))].reset_index(drop=True)}
+    if summaries is not None:
+        tables["summaries"] = summaries
     if len(design.drugs) > 1:
-        tables["drug_similarity"] = drug_similarity(design.drugs, drug, c.hdi_prob)
+        tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., is_pair], c.hdi_prob)
     het = tables["heterogeneity"]
     summarised = {"drug_effect": effects[effects.effect_type == "drug"],
                   "dataset_effect": effects[effects.effect_type == "dataset"],
