@@ -52,7 +52,7 @@ def test_user_definitions_and_their_errors():
                        ({"x": {"systems": ["sensory"]}}, "summaries.x.*unknown system.*sensory"),
                        ({"x": {"colour": "red"}}, "summaries.x.*unknown field"),
                        ({"x": {"within": True}}, "summaries.x.*needs"),
-                       ({"x": {"pairs": [["Caudate", "Caudate"]]}}, "summaries.x.*matches no network pair")):
+                       ({"x": {"pairs": [["Vis", "Vis"]], "within": False}}, "summaries.x.*matches no network pair")):
         with pytest.raises(ConfigError, match=match):
             membership(ATLAS, "network", bad)
 
