@@ -39,27 +39,102 @@ SCENARIOS: dict[str, list[str]] = {
 }
 
 
-def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_effect: float) -> pd.DataFrame:
-    """Coverage and sign recovery of one replicate, per effect type (overall, drug, dataset)."""
-    t = truth[truth["aggregation"] == level][["network_a", "network_b", "effect", "truth"]]
-    m = effects.merge(t, on=["network_a", "network_b", "effect"], how="inner")
-    rows = []
-    for etype, g in m.groupby("effect_type"):
-        inside95 = (g["hdi_low"] <= g["truth"]) & (g["truth"] <= g["hdi_high"])
-        row = {"effect_type": etype, "n": len(g), "coverage_95": inside95.mean()}
-        if {"hdi50_low", "hdi50_high"} <= set(g.columns):
-            row["coverage_50"] = ((g["hdi50_low"] <= g["truth"]) & (g["truth"] <= g["hdi50_high"])).mean()
-        planted = g[g["truth"].abs() >= min_effect]
-        right = ((planted["hdi_low"] > 0) & (planted["truth"] > 0)) | ((planted["hdi_high"] < 0) & (planted["truth"] < 0))
-        row["n_planted"] = len(planted)
-        row["sign_recovery"] = right.mean() if len(planted) else np.nan
-        credible = g[(g["hdi_low"] > 0) | (g["hdi_high"] < 0)]
-        wrong = np.sign(credible["mean"]) != np.sign(credible["truth"])
-        row["sign_error_rate"] = wrong.mean() if len(credible) else 0.0
-        zero = g[g["truth"].abs() < min_effect / 10]
-        row["false_positive_rate"] = (((zero["hdi_low"] > 0) | (zero["hdi_high"] < 0)).mean()) if len(zero) else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows)
+def attach_truth(table: pd.DataFrame, truth: pd.DataFrame, level: str,
+                 members: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows of an effects or summaries table with the planted value they estimate (``truth``).
+
+    Contrasts ``contrast:a-b`` are drug a's truth minus drug b's; a summary's truth is the mean
+    of its member pairs' truths. Rows without a planted value (covariate slopes) are dropped.
+    """
+    t = truth[truth["aggregation"] == level]
+    wide = t.pivot_table(index=["network_a", "network_b"], columns="effect", values="truth", sort=False)
+    for effect in table["effect"].unique():
+        kind, _, name = effect.partition(":")
+        if kind == "contrast" and effect not in wide:
+            a, _, b = name.partition("-")
+            if f"drug:{a}" in wide and f"drug:{b}" in wide:
+                wide[effect] = wide[f"drug:{a}"] - wide[f"drug:{b}"]
+    long = wide.reset_index().melt(id_vars=["network_a", "network_b"], var_name="effect", value_name="truth")
+    if "summary" in table.columns:
+        if members is None or members.empty:
+            return table.iloc[:0].assign(truth=np.nan)
+        per = members.merge(long, on=["network_a", "network_b"]).groupby(["summary", "effect"], as_index=False)["truth"].mean()
+        return table.merge(per, on=["summary", "effect"], how="inner")
+    return table.merge(long, on=["network_a", "network_b", "effect"], how="inner")
+
+
+def strata(truth: pd.Series, min_effect: float) -> pd.Series:
+    """null (|truth| < min_effect / 10), small (< min_effect) or large."""
+    size = truth.abs()
+    return pd.Series(np.where(size < min_effect / 10, "null", np.where(size < min_effect, "small", "large")),
+                     index=truth.index)
+
+
+def score_table(rows: pd.DataFrame, min_effect: float) -> pd.DataFrame:
+    """Coverage, bias, width and sign errors of rows that carry ``truth``, per effect type and
+    stratum of |truth| (and over all strata)."""
+    rows = rows.assign(stratum=strata(rows["truth"], min_effect))
+    credible = (rows["hdi_low"] > 0) | (rows["hdi_high"] < 0)
+    rows = rows.assign(
+        inside95=(rows["hdi_low"] <= rows["truth"]) & (rows["truth"] <= rows["hdi_high"]),
+        credible=credible,
+        # a credible effect whose sign is not the truth's (a null truth has no sign to get right)
+        false_sign=credible & ((np.sign(rows["mean"]) != np.sign(rows["truth"])) | (rows["stratum"] == "null")),
+        right_sign=credible & (np.sign(rows["mean"]) == np.sign(rows["truth"])),
+        error=rows["mean"] - rows["truth"], width=rows["hdi_high"] - rows["hdi_low"],
+    )
+    if {"hdi50_low", "hdi50_high"} <= set(rows.columns):
+        rows = rows.assign(inside50=(rows["hdi50_low"] <= rows["truth"]) & (rows["truth"] <= rows["hdi50_high"]))
+    out = []
+    for stratum, part in [("all", rows)] + list(rows.groupby("stratum")):
+        for etype, g in part.groupby("effect_type", sort=False):
+            row = {"effect_type": etype, "stratum": stratum, "n": len(g), "coverage_95": g["inside95"].mean(),
+                   "bias": g["error"].mean(), "bias_sd": (g["error"] / g["sd"]).mean() if "sd" in g else np.nan,
+                   "width_95": g["width"].mean(), "n_credible": int(g["credible"].sum()),
+                   "false_sign_rate": g.loc[g["credible"], "false_sign"].mean() if g["credible"].any() else 0.0}
+            if "inside50" in g:
+                row["coverage_50"] = g["inside50"].mean()
+            if "lfsr" in g:
+                row["reported_false_sign_rate"] = g.loc[g["credible"], "lfsr"].mean() if g["credible"].any() else 0.0
+            large = g[g["stratum"] == "large"]
+            row["n_large"] = len(large)
+            row["sign_recovery"] = large["right_sign"].mean() if len(large) else np.nan
+            out.append(row)
+    return pd.DataFrame(out)
+
+
+def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_effect: float,
+                    summaries: pd.DataFrame | None = None, members: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Scores of one replicate for every table with planted values: effects (overall, drug,
+    dataset, contrast) and summaries. One row per table, effect type and stratum."""
+    parts = [score_table(attach_truth(effects, truth, level), min_effect).assign(table="effects")]
+    if summaries is not None and members is not None and len(summaries):
+        parts.append(score_table(attach_truth(summaries, truth, level, members), min_effect).assign(table="summaries"))
+    out = pd.concat(parts, ignore_index=True)
+    return out[["table"] + [c for c in out.columns if c != "table"]]
+
+
+def summarise_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """Over replicates: rates pooled (weighted by each replicate's counts), bias and width averaged."""
+    keys = ["scenario", "table", "effect_type", "stratum"]
+    rates = [c for c in ("coverage_95", "coverage_50") if c in table]
+    t = table.assign(**{f"_{c}": table[c] * table["n"] for c in rates},
+                     _sign=table["sign_recovery"].fillna(0) * table["n_large"],
+                     _false=table["false_sign_rate"] * table["n_credible"],
+                     **({"_reported": table["reported_false_sign_rate"] * table["n_credible"]}
+                        if "reported_false_sign_rate" in table else {}))
+    g = t.groupby(keys, sort=False)
+    out = g.agg(replicates=("replicate", "nunique"), n=("n", "sum"), n_credible=("n_credible", "sum"),
+                bias=("bias", "mean"), bias_sd=("bias_sd", "mean"), width_95=("width_95", "mean")).reset_index()
+    for c in rates:
+        out[c] = (g[f"_{c}"].sum() / g["n"].sum()).to_numpy()
+    large = g["n_large"].sum().to_numpy()
+    out["sign_recovery"] = np.where(large > 0, g["_sign"].sum().to_numpy() / np.maximum(large, 1), np.nan)
+    credible = g["n_credible"].sum().to_numpy()
+    out["false_sign_rate"] = np.where(credible > 0, g["_false"].sum().to_numpy() / np.maximum(credible, 1), 0.0)
+    if "_reported" in t:
+        out["reported_false_sign_rate"] = np.where(credible > 0, g["_reported"].sum().to_numpy() / np.maximum(credible, 1), 0.0)
+    return out
 
 
 def calibration_figure(summary: pd.DataFrame, path: Path) -> None:
@@ -68,15 +143,18 @@ def calibration_figure(summary: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(summary)), 3.5))
+    summary = summary[summary["stratum"] == "all"].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(summary)), 3.5))
     x = np.arange(len(summary))
     for offset, (col, nominal, colour) in enumerate((("coverage_50", 0.5, "tab:orange"), ("coverage_95", 0.95, "tab:blue"))):
         if col not in summary:
             continue
         ax.bar(x + (offset - 0.5) * 0.35, summary[col], width=0.35, color=colour, label=f"{int(nominal * 100)}% interval")
         ax.axhline(nominal, color=colour, ls="--", lw=1)
-    labels = summary["effect_type"] if summary["scenario"].nunique() == 1 else summary["scenario"] + ": " + summary["effect_type"]
-    ax.set_xticks(x, labels, rotation=90 if summary["scenario"].nunique() > 1 else 0, fontsize=7)
+    labels = summary["table"] + ": " + summary["effect_type"]
+    if summary["scenario"].nunique() > 1:
+        labels = summary["scenario"] + ", " + labels
+    ax.set_xticks(x, labels, rotation=90, fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("coverage of planted effects")
     ax.set_title("Interval calibration over simulated replicates (dashed: nominal)")
@@ -122,20 +200,21 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                         "checked; calibrate with a simulating dataset such as dataset=synthetic"
                     )
                 truth = pd.read_csv(truth_file, sep="\t", keep_default_na=False, na_values=["n/a"])
-                s = score_replicate(outcome.result.effects, truth, cfg.aggregate.level, min_effect)
+                members_file = outcome.run_dir / "summary_pairs.tsv"
+                members = pd.read_csv(members_file, sep="\t", keep_default_na=False) if members_file.exists() else None
+                s = score_replicate(outcome.result.effects, truth, cfg.aggregate.level, min_effect,
+                                    outcome.result.tables.get("summaries"), members)
                 s.insert(0, "scenario", scenario)
                 s.insert(1, "replicate", r)
                 s.insert(2, "seed", int(cfg.seed))
                 scores.append(s)
         table = pd.concat(scores, ignore_index=True)
         staged.write_table("calibration_replicates.tsv", table)
-        cols = [c for c in ("coverage_50", "coverage_95", "sign_recovery", "sign_error_rate", "false_positive_rate") if c in table]
-        summary = table.groupby(["scenario", "effect_type"], as_index=False, sort=False).agg(
-            replicates=("replicate", "nunique"), n=("n", "sum"), **{c: (c, "mean") for c in cols})
+        summary = summarise_scores(table)
         staged.write_table("calibration.tsv", summary)
         calibration_figure(summary, staged.path("calibration.png"))
         staged.commit()
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(summary[summary["stratum"] == "all"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return out_dir
 
 

@@ -9,17 +9,37 @@ from megafc.core.calibrate import score_replicate
 
 def test_scoring_counts_coverage_and_signs():
     effects = pd.DataFrame({
-        "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"], "effect": ["overall"] * 3,
-        "effect_type": ["overall"] * 3, "mean": [0.1, -0.05, 0.0],
-        "hdi_low": [0.05, -0.1, -0.02], "hdi_high": [0.15, -0.01, 0.02],
-        "hdi50_low": [0.08, -0.07, -0.01], "hdi50_high": [0.12, -0.03, 0.01],
+        "network_a": ["A", "A", "B", "A"], "network_b": ["A", "B", "B", "A"],
+        "effect": ["overall"] * 3 + ["contrast:x-y"], "effect_type": ["overall"] * 3 + ["contrast"],
+        "mean": [0.1, -0.05, 0.01, 0.03], "sd": [0.02] * 4,
+        "hdi_low": [0.05, -0.1, 0.005, 0.01], "hdi_high": [0.15, -0.01, 0.02, 0.05],
+        "hdi50_low": [0.08, -0.07, 0.008, 0.02], "hdi50_high": [0.12, -0.03, 0.012, 0.04],
     })
-    truth = pd.DataFrame({"aggregation": "network", "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"],
-                          "effect": "overall", "truth": [0.2, -0.05, 0.0]})
-    s = score_replicate(effects, truth, "network", min_effect=0.02).iloc[0]
-    assert s["coverage_95"] == pytest.approx(2 / 3)  # 0.2 lies outside [0.05, 0.15]
-    assert s["coverage_50"] == pytest.approx(2 / 3)
-    assert s["sign_recovery"] == 1.0 and s["sign_error_rate"] == 0.0 and s["false_positive_rate"] == 0.0
+    truth = pd.DataFrame({"aggregation": "network", "network_a": ["A", "A", "B", "A", "A"],
+                          "network_b": ["A", "B", "B", "A", "A"], "effect": ["overall"] * 3 + ["drug:x", "drug:y"],
+                          "truth": [0.2, -0.05, 0.0, 0.05, 0.01]})
+    s = score_replicate(effects, truth, "network", min_effect=0.02).set_index(["effect_type", "stratum"])
+    o = s.loc[("overall", "all")]
+    assert o["coverage_95"] == pytest.approx(1 / 3)  # 0.2 lies outside [0.05, 0.15], 0 outside [0.005, 0.02]
+    assert o["coverage_50"] == pytest.approx(1 / 3)
+    # three credible intervals; the one on a null truth is a false sign
+    assert o["n_credible"] == 3 and o["false_sign_rate"] == pytest.approx(1 / 3)
+    assert s.loc[("overall", "large"), "sign_recovery"] == 1.0
+    assert s.loc[("overall", "null"), "n"] == 1
+    c = s.loc[("contrast", "all")]  # contrast truth = drug x - drug y = 0.04
+    assert c["coverage_95"] == 1.0 and c["bias"] == pytest.approx(-0.01)
+
+
+def test_summary_truth_is_the_mean_of_its_pairs():
+    summaries = pd.DataFrame({"summary": ["s"], "effect": ["overall"], "effect_type": ["overall"], "mean": [0.1],
+                              "sd": [0.02], "hdi_low": [0.06], "hdi_high": [0.14]})
+    members = pd.DataFrame({"summary": ["s", "s"], "network_a": ["A", "A"], "network_b": ["A", "B"]})
+    truth = pd.DataFrame({"aggregation": "network", "network_a": ["A", "A"], "network_b": ["A", "B"],
+                          "effect": "overall", "truth": [0.05, 0.15]})
+    s = score_replicate(summaries.iloc[:0].assign(network_a=[], network_b=[]), truth, "network", 0.02,
+                        summaries, members)
+    row = s[(s.table == "summaries") & (s.stratum == "all")].iloc[0]
+    assert row["coverage_95"] == 1.0 and row["bias"] == pytest.approx(0.0)
 
 
 @pytest.mark.slow
@@ -29,14 +49,16 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     proc = megafc_cli(["--replicates", "2", "--out", str(out), "dataset.scale=0.3", "pooling=pymc_quick", *small],
                       cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = pd.read_csv(out / "calibration.tsv", sep="\t").set_index("effect_type")
+    summary = pd.read_csv(out / "calibration.tsv", sep="\t")
     assert (out / "calibration.png").exists() and (out / "default" / "replicate-01" / "effects.tsv").exists()
-    assert set(summary.index) == {"overall", "drug", "dataset"} and set(summary["scenario"]) == {"default"}
+    assert set(summary["table"]) == {"effects", "summaries"} and set(summary["scenario"]) == {"default"}
+    summary = summary[(summary.table == "effects") & (summary.stratum == "all")].set_index("effect_type")
+    assert set(summary.index) == {"overall", "drug", "dataset", "contrast"}
     # 95% intervals: at least 85% coverage; 50% intervals neither far too narrow nor far too wide
     assert (summary["coverage_95"] >= 0.85).all()
     assert summary["coverage_50"].between(0.35, 0.85).all()
-    assert summary.loc["overall", "sign_recovery"] >= 0.7
-    assert summary.loc["overall", "sign_error_rate"] <= 0.05
+    assert summary.loc["overall", "sign_recovery"] >= 0.5
+    assert summary.loc["overall", "false_sign_rate"] <= 0.1
 
 
 @pytest.mark.slow
@@ -52,6 +74,7 @@ def test_every_scenario_runs_once(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "calibration.tsv", sep="\t")
     assert set(summary["scenario"]) == set(SCENARIOS)
+    summary = summary[summary.stratum == "all"]
     assert (summary.groupby("scenario")["coverage_95"].min() >= 0.6).all(), summary
     assert summary["coverage_95"].mean() >= 0.85, summary
 

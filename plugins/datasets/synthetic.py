@@ -256,7 +256,6 @@ class SyntheticDataset(DatasetLoader):
 
         rows, series, truth_mats = [], {}, {}
         ctrl_pop = self._region_corr(self._latent_corr(base), base_load, member)
-        truth_mats["overall"] = self._region_corr(self._latent_corr(base + effect), base_load + loading_change, member)
         for d in drugs:
             truth_mats[f"drug:{d}"] = self._region_corr(
                 self._latent_corr(base + drug_effect(d)), base_load + c.drug_scale[d] * loading_change, member
@@ -339,8 +338,12 @@ class SyntheticDataset(DatasetLoader):
 
     @staticmethod
     def _truth_table(atlas: Atlas, control: np.ndarray, drug_mats: dict[str, np.ndarray]) -> pd.DataFrame:
-        """Planted drug-minus-control effects per network pair, at every aggregation level."""
-        names = list(drug_mats)
+        """Planted drug-minus-control effects per network pair, at every aggregation level.
+
+        The overall truth is the mean of the drugs' planted effects: the population quantity the
+        models' overall effect (the centre of the drug effects) estimates.
+        """
+        names = [n for n in drug_mats if n != "overall"]
         z = np.arctanh(np.clip(np.stack([control] + [drug_mats[n] for n in names]), -0.999999, 0.999999))
         ids = ["control"] + names
         conn = Connectomes(scan_ids=ids, matrices=z, labels=atlas.labels, estimator="population")
@@ -356,6 +359,9 @@ class SyntheticDataset(DatasetLoader):
                 part["aggregation"] = level
                 out.append(part)
         truth = pd.concat(out, ignore_index=True)
+        drugs = truth[truth["effect"].str.startswith("drug:")]
+        overall = drugs.groupby(["aggregation", "network_a", "network_b"], sort=False, as_index=False)["truth"].mean()
+        truth = pd.concat([overall.assign(effect="overall"), truth], ignore_index=True)
         truth["effect_type"] = truth["effect"].str.split(":").str[0]
         truth["level"] = truth["effect"].str.split(":").str[1].fillna("")
         return truth[["aggregation", "network_a", "network_b", "effect", "effect_type", "level", "truth"]]
