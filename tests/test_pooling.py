@@ -261,7 +261,7 @@ def test_motion_true_without_fd_is_a_config_error(key_pairs):
     assert "covariate" not in set(auto.effects.effect_type)
 
 
-@pytest.mark.parametrize("key_, value", [("likelihood", "student_t"), ("parametrization", "centered"),
+@pytest.mark.parametrize("key_, value", [("likelihood", "student_t"), ("parametrization", "centered"), ("pair_prior", "lasso"),
                                          ("heterogeneity", "per_edge"), ("rhat_max", 0.99), ("ess_min", 0.0)])
 def test_bad_model_option_names_its_config_key(key_, value):
     with pytest.raises(ConfigError, match=f"pooling.{key_}"):

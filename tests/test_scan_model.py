@@ -41,10 +41,14 @@ def mixed():
     st = scan_statistics(y, ds, sub, unit, UNIT_DATASET, UNIT_DRUG, 3, w)
     params = [(rng.uniform(0.05, 0.2, (4, 2)), rng.uniform(0.02, 0.2, (4, 2)), rng.normal(0, 0.1, (1, 2)),
                rng.uniform(0, 0.2, 2), rng.uniform(0, 0.2, 2)) for _ in range(4)]
-    return dict(y=y, w=w, ds=ds, sub=sub, unit=unit, st=st, params=params)
+    prior = [(rng.normal(0, 0.1, 2), rng.uniform(0.05, 0.3, 2)) for _ in range(4)]
+    return dict(y=y, w=w, ds=ds, sub=sub, unit=unit, st=st, params=params, prior=prior)
 
 
-def scan_covariance(m, sigma, omega, tau_d, tau_k, p):
+FIXED_PRIOR = (np.zeros(2), np.full(2, EFFECT_SD))
+
+
+def scan_covariance(m, sigma, omega, tau_d, tau_k, p, effect_sd=EFFECT_SD):
     """Covariance of all scans of outcome p with every effect and intercept integrated out by hand."""
     ds, sub, unit = m["ds"], m["sub"], m["unit"]
     n, n_units = len(ds), len(UNIT_DRUG)
@@ -53,35 +57,58 @@ def scan_covariance(m, sigma, omega, tau_d, tau_k, p):
     x = np.zeros((n, n_units))
     x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
     drug = np.eye(UNIT_DRUG.max() + 1)[UNIT_DRUG]
-    theta_cov = EFFECT_SD ** 2 + tau_d[p] ** 2 * drug @ drug.T + tau_k[p] ** 2 * np.eye(n_units)
+    theta_cov = effect_sd ** 2 + tau_d[p] ** 2 * drug @ drug.T + tau_k[p] ** 2 * np.eye(n_units)
     sub_sd = omega[ds[np.unique(sub, return_index=True)[1]], p]
     return (np.diag(sigma[ds, p] ** 2) + FLAT ** 2 * intercepts @ intercepts.T
             + subjects @ np.diag(sub_sd ** 2) @ subjects.T + x @ theta_cov @ x.T)
 
 
 def test_likelihood_equals_the_multivariate_normal_of_all_scans(mixed):
-    """Differences between parameter values equal those of the full multivariate normal."""
-    def brute(sigma, omega, b, tau_d, tau_k):
-        return sum(multivariate_normal(mixed["w"][:, 0] * b[0, p],
-                                       scan_covariance(mixed, sigma, omega, tau_d, tau_k, p)).logpdf(mixed["y"][:, p])
+    """Differences between parameter values equal those of the full multivariate normal,
+    including each pair's own prior mean and sd of the overall effect."""
+    drug_scan = (mixed["unit"] >= 0).astype(float)
+
+    def brute(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd):
+        return sum(multivariate_normal(mixed["w"][:, 0] * b[0, p] + drug_scan * prior_mean[p],
+                                       scan_covariance(mixed, sigma, omega, tau_d, tau_k, p, prior_sd[p])
+                                       ).logpdf(mixed["y"][:, p])
                    for p in range(2))
 
     arrays = kernel_arrays(mixed["st"])
-    fast = [loglik_and_grad(arrays, EFFECT_SD, *prm)[0] for prm in mixed["params"]]
-    want = [brute(*prm) for prm in mixed["params"]]
+    fast = [loglik_and_grad(arrays, *prm, *pri)[0] for prm, pri in zip(mixed["params"], mixed["prior"])]
+    want = [brute(*prm, *pri) for prm, pri in zip(mixed["params"], mixed["prior"])]
     np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
+
+
+def test_gradient_in_the_prior_of_the_overall_effect(mixed):
+    """Finite differences of the kernel's value against its gradient in prior mean and sd."""
+    arrays = kernel_arrays(mixed["st"])
+    prm, (mean, sd) = mixed["params"][2], mixed["prior"][2]
+    _, *grads = loglik_and_grad(arrays, *prm, mean, sd)
+    eps = 1e-6
+    for i, base in ((5, mean), (6, sd)):
+        for p in range(2):
+            up, down = base.copy(), base.copy()
+            up[p] += eps
+            down[p] -= eps
+            args = [mean, sd]
+            args[i - 5] = up
+            hi = loglik_and_grad(arrays, *prm, *args)[0]
+            args[i - 5] = down
+            lo = loglik_and_grad(arrays, *prm, *args)[0]
+            assert grads[i][p] == pytest.approx((hi - lo) / (2 * eps), rel=1e-5, abs=1e-6)
 
 
 def test_kernel_value_and_gradient_equal_the_autodiff_reference(mixed):
     ins = [pt.matrix(), pt.matrix(), pt.matrix(), pt.vector(), pt.vector()]
     ref = marginal_loglik(mixed["st"], *ins, EFFECT_SD)
     reference = pytensor.function(ins, [ref] + pt.grad(ref, ins))
-    op = scan_marginal_loglik(mixed["st"], *ins, EFFECT_SD)
+    op = scan_marginal_loglik(mixed["st"], *ins, *FIXED_PRIOR)
     numba_op = pytensor.function(ins, [op] + pt.grad(op, ins), mode="NUMBA")  # the path nutpie compiles
     arrays = kernel_arrays(mixed["st"])
     for prm in mixed["params"]:
         want = reference(*prm)
-        for got in (loglik_and_grad(arrays, EFFECT_SD, *prm), numba_op(*prm)):
+        for got in (loglik_and_grad(arrays, *prm, *FIXED_PRIOR)[:6], numba_op(*prm)):
             for a, b in zip(got, want):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
@@ -105,13 +132,15 @@ def test_conditional_draws_have_the_exact_posterior(mixed):
     drug_scan = x.sum(axis=1)
     noise = scan_covariance(mixed, sigma, omega, np.zeros(2), np.zeros(2), p) - EFFECT_SD ** 2 * np.outer(drug_scan, drug_scan)
     prior = L @ L.T
+    m = 0.07  # every effect's prior mean (the overall effect's, inherited below it)
     gain = prior @ z.T @ np.linalg.inv(z @ prior @ z.T + noise)
-    post_mean = gain @ (mixed["y"][:, p] - mixed["w"][:, 0] * b[0, p])
+    post_mean = m + gain @ (mixed["y"][:, p] - mixed["w"][:, 0] * b[0, p] - z @ np.full(z.shape[1], m))
     post_cov = prior - gain @ z @ prior
 
     n = 40_000
-    rep = [np.broadcast_to(a, (n, *a.shape)) for a in (sigma, omega, b, tau_d, tau_k)]
-    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), EFFECT_SD, *rep, np.random.default_rng(0))
+    rep = [np.broadcast_to(a, (n, *a.shape)) for a in (sigma, omega, b, tau_d, tau_k, np.full(2, m),
+                                                        np.full(2, EFFECT_SD))]
+    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(0))
     e = np.column_stack([mu[:, p], beta[:, :, p], theta[:, :, p]])
     sd = np.sqrt(np.diag(post_cov))
     np.testing.assert_array_less(np.abs(e.mean(axis=0) - post_mean) / (sd / np.sqrt(n)), 4.5)
@@ -122,8 +151,8 @@ def test_conditional_draws_have_the_exact_posterior(mixed):
 def test_conditional_draws_with_a_level_omitted(mixed):
     """tau = 0 means the level is omitted: drug effects equal the overall effect exactly."""
     sigma, omega, b, _, tau_k = mixed["params"][0]
-    rep = [np.broadcast_to(a, (50, *a.shape)) for a in (sigma, omega, b, np.zeros(2), tau_k)]
-    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), EFFECT_SD, *rep, np.random.default_rng(0))
+    rep = [np.broadcast_to(a, (50, *a.shape)) for a in (sigma, omega, b, np.zeros(2), tau_k, *FIXED_PRIOR)]
+    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(0))
     np.testing.assert_array_equal(beta, np.repeat(mu[:, None, :], 3, axis=1))
     assert not np.allclose(theta[:, 0], beta[:, 0])
 

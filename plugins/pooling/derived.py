@@ -73,20 +73,40 @@ def summary_columns(pairs_meta: pd.DataFrame, table: pd.DataFrame) -> np.ndarray
     return (pairs_meta["network_b"].to_numpy() == "") & pairs_meta["network_a"].isin(names).to_numpy()
 
 
+def false_sign_rates(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``lfsr`` and ``svalue`` (Stephens 2017) to an effects or summaries table.
+
+    lfsr, the local false sign rate, is the posterior probability that the effect's sign is not
+    the sign of its posterior mean (1 - pd). Within each effect (e.g. ``overall`` over all
+    pairs), an effect's svalue is the mean lfsr of every effect at least as sure as it: selecting
+    the effects with svalue <= a expects at most a fraction a of them to have the wrong sign.
+    """
+    out = table.copy()
+    out["lfsr"] = (1.0 - out["pd"]).clip(lower=0.0)
+    out["svalue"] = np.nan
+    for _, idx in out.groupby("effect", sort=False).groups.items():
+        lfsr = out.loc[idx, "lfsr"]
+        order = lfsr.sort_values(kind="stable").index
+        out.loc[order, "svalue"] = (lfsr.loc[order].cumsum() / np.arange(1, len(order) + 1)).to_numpy()
+    return out
+
+
 def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(effects of network pairs, summaries table) from a model's effects over every outcome.
+    """(effects of network pairs, summaries table) from a model's effects over every outcome,
+    each with its false sign rates (computed within pairs and within summaries separately).
 
     The summaries table has one row per summary and effect, with the number of member pairs.
     """
     members = table.attrs.get("summaries")
     if members is None or members.empty:
-        return effects, None
+        return false_sign_rates(effects), None
     is_summary = (effects["network_b"] == "") & effects["network_a"].isin(set(members["summary"]))
     n_pairs = members.groupby("summary").size()
     summaries = effects[is_summary].drop(columns=["network_b", "system_a", "system_b"], errors="ignore")
     summaries = summaries.rename(columns={"network_a": "summary"})
     summaries.insert(1, "n_pairs", summaries["summary"].map(n_pairs).astype(int))
-    return effects[~is_summary].reset_index(drop=True), summaries.reset_index(drop=True)
+    return (false_sign_rates(effects[~is_summary].reset_index(drop=True)),
+            false_sign_rates(summaries.reset_index(drop=True)))
 
 
 def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float) -> pd.DataFrame:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
-from .derived import contrast_pairs
+from .derived import contrast_pairs, summary_columns
 from .design import HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, validate_sampler_config
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
 from .scan_design import ScanDesign, covariate_matrix, scan_design
@@ -55,9 +55,12 @@ class PyMCPooling(PoolingModel):
         target_accept: float = 0.9
         #: Chains run in parallel (2 cores on the reference machine).
         cores: int = 2
-        #: Between-drug and between-dataset sds: one per network pair (per_pair) or one for
-        #: all pairs (shared).
+        #: Between-drug and between-dataset sds: one per network pair around a learned common
+        #: scale (per_pair) or one for all pairs (shared).
         heterogeneity: str = "per_pair"
+        #: Prior of each pair's overall effect: by_class (pairs of a system-pair class share a
+        #: learned mean and spread: pooling across pairs) or independent (Normal(0, effect_sd)).
+        pair_prior: str = "by_class"
         #: Adjust for each scan's mean FD (effects at equal motion): null = whenever every
         #: included scan has mean_fd; true = required; false = never.
         motion: Optional[bool] = None
@@ -82,9 +85,9 @@ class PyMCPooling(PoolingModel):
         super().__init__(config)
         c = self.config
         validate_sampler_config(c)
-        if c.heterogeneity not in ("per_pair", "shared"):
-            raise ConfigError(f"config key 'pooling.heterogeneity' is '{c.heterogeneity}'; expected one of "
-                              "['per_pair', 'shared']")
+        for key, allowed in (("heterogeneity", ("per_pair", "shared")), ("pair_prior", ("by_class", "independent"))):
+            if getattr(c, key) not in allowed:
+                raise ConfigError(f"config key 'pooling.{key}' is '{getattr(c, key)}'; expected one of {list(allowed)}")
         for key, allowed in (("parametrization", "marginal"), ("likelihood", "normal")):
             if getattr(c, key) != allowed:
                 raise ConfigError(
@@ -121,22 +124,21 @@ class PyMCPooling(PoolingModel):
 
     # -- the model ------------------------------------------------------------------------
 
-    def build_model(self, design: ScanDesign, st: ScanStatistics, names: list[str], scales: dict[str, float]):
+    def build_model(self, design: ScanDesign, st: ScanStatistics, names: list[str], scales: dict[str, float],
+                    is_summary: np.ndarray):
         import pymc as pm
         import pytensor.tensor as pt
 
         c = self.config
         p = c.priors
         n_pairs = design.y.shape[1]
-        coords = {"pair": pair_names(design), "site": design.datasets}
+        classes = pair_classes(design, is_summary)
+        coords = {"pair": pair_names(design), "site": design.datasets, "pair_class": sorted(set(classes) - {""})}
         with pm.Model(coords=coords) as model:
             sigma, omega = site_sds(p, len(design.datasets))
-            tau_dims = "pair" if c.heterogeneity == "per_pair" else None
-            ones = pt.ones(n_pairs)
-            tau_d = (pm.HalfNormal("tau_drug", p.drug_sd, dims=tau_dims) * ones
-                     if design.use_drug_level else pt.zeros(n_pairs))
-            tau_k = (pm.HalfNormal("tau_dataset", p.dataset_sd, dims=tau_dims) * ones
-                     if design.use_dataset_level else pt.zeros(n_pairs))
+            tau_d = heterogeneity_sds("tau_drug", p.drug_sd, c.heterogeneity, n_pairs, design.use_drug_level)
+            tau_k = heterogeneity_sds("tau_dataset", p.dataset_sd, c.heterogeneity, n_pairs, design.use_dataset_level)
+            prior_mean, prior_sd = overall_prior(c.pair_prior, p.effect_sd, classes, coords["pair_class"])
             rows = []
             for name in names:
                 if name.startswith("dose:"):
@@ -154,7 +156,8 @@ class PyMCPooling(PoolingModel):
                     pm.Deterministic(f"slope:{name}", b[i], dims="pair")
                     rows.append(b[i])
             slopes = pt.stack(rows) if rows else None
-            pm.Potential("marginal_loglik", scan_marginal_loglik(st, sigma, omega, slopes, tau_d, tau_k, p.effect_sd))
+            pm.Potential("marginal_loglik",
+                         scan_marginal_loglik(st, sigma, omega, slopes, tau_d, tau_k, prior_mean, prior_sd))
         return model
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
@@ -169,7 +172,8 @@ class PyMCPooling(PoolingModel):
         names = order
         st = scan_statistics(design.y, design.dataset_idx, design.subject_idx, design.unit_idx,
                              design.unit_dataset, design.unit_drug, len(design.drugs), x)
-        model = self.build_model(design, st, names, scales)
+        is_summary = summary_columns(design.pairs, pairs)
+        model = self.build_model(design, st, names, scales, is_summary)
         sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
         with model:
@@ -273,6 +277,51 @@ def pair_names(design) -> list[str]:
     return [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])]
 
 
+def pair_classes(design: ScanDesign, is_summary: np.ndarray) -> list[str]:
+    """Each network pair's system-pair class (e.g. transmodal-unimodal); "" for summaries."""
+    return ["" if summ else "-".join(sorted((a, b))) for a, b, summ in
+            zip(design.pairs["system_a"], design.pairs["system_b"], is_summary)]
+
+
+def heterogeneity_sds(name: str, scale: float, heterogeneity: str, n_pairs: int, used: bool):
+    """Between-drug or between-dataset sds: per pair around a learned common scale, or shared."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if not used:
+        return pt.zeros(n_pairs)
+    if heterogeneity == "shared":
+        return pm.HalfNormal(name, scale) * pt.ones(n_pairs)
+    common = pm.HalfNormal(f"{name}_scale", scale)
+    raw = pm.HalfNormal(f"{name}_raw", 1.0, dims="pair")
+    return pm.Deterministic(name, common * raw, dims="pair")
+
+
+def overall_prior(kind: str, effect_sd: float, classes: list[str], class_names: list[str]):
+    """Per-pair prior mean and sd of the overall effect.
+
+    ``by_class``: pairs of one system-pair class (e.g. transmodal-unimodal) share a learned
+    mean, and every pair's effect scatters around its class mean with one learned sd, so 120-325
+    pairs are pooled instead of each meeting a fixed Normal(0, effect_sd) (``independent``).
+    Summaries always get the fixed prior.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    n = len(classes)
+    fixed_sd = pt.as_tensor(np.full(n, effect_sd))
+    if kind == "independent" or not class_names:
+        return pt.zeros(n), fixed_sd
+    idx = np.array([class_names.index(k) if k else 0 for k in classes])
+    is_pair = np.array([bool(k) for k in classes])
+    gamma = pm.Normal("class_effect", 0.0, effect_sd, dims="pair_class")
+    spread = pm.HalfNormal("pair_effect_sd", effect_sd)
+    mean = pt.where(is_pair, gamma[idx], 0.0)
+    sd = pt.where(is_pair, spread, effect_sd)
+    return pm.Deterministic("overall_prior_mean", mean, dims="pair"), pm.Deterministic("overall_prior_sd", sd,
+                                                                                         dims="pair")
+
+
 def site_level(name: str, centre: float, spread_scale: float, n_sites: int):
     """A (site, pair) quantity on an unbounded scale: pair level + site shift + spread x deviation.
 
@@ -347,8 +396,10 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
         slopes = np.stack([post[f"slope:{n}"].to_numpy() * scales.get(n, 1.0) for n in names], axis=2)
     else:
         slopes = np.zeros((n_chain, n_draw, 0, n_pairs))
-    mu, beta, theta = conditional_draws(kernel_arrays(st), effect_sd, flat(sigma), flat(post["subject_sd"].to_numpy()),
-                                        flat(slopes), tau_d, tau_k, rng)
+    prior_mean = flat(per_pair("overall_prior_mean")) if "overall_prior_mean" in post else zeros
+    prior_sd = flat(per_pair("overall_prior_sd")) if "overall_prior_sd" in post else zeros + effect_sd
+    mu, beta, theta = conditional_draws(kernel_arrays(st), flat(sigma), flat(post["subject_sd"].to_numpy()),
+                                        flat(slopes), tau_d, tau_k, prior_mean, prior_sd, rng)
     effects = {"overall": mu.reshape(n_chain, n_draw, n_pairs),
                "drug_effect": beta.reshape(n_chain, n_draw, *beta.shape[1:]),
                "dataset_effect": theta.reshape(n_chain, n_draw, *theta.shape[1:])}

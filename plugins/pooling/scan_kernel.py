@@ -49,36 +49,47 @@ def get_kernel():
     return _KERNEL
 
 
-def loglik_and_grad(arrays: tuple, effect_sd: float, sigma, omega, b, tau_d, tau_k):
-    """(log-likelihood, d/dsigma, d/domega, d/db, d/dtau_drug, d/dtau_dataset) in numpy."""
-    sigma, omega, b, tau_d, tau_k = (np.ascontiguousarray(x, dtype=float) for x in (sigma, omega, b, tau_d, tau_k))
-    grads = [np.zeros_like(sigma), np.zeros_like(omega), np.zeros_like(b), np.zeros_like(tau_d), np.zeros_like(tau_k)]
-    ll = get_kernel()[0](sigma, omega, b, tau_d, tau_k, float(effect_sd) ** 2, *arrays, *grads)
+#: The differentiable inputs, in order: sds (K, P), slopes (Q, P), taus (P,), the overall
+#: effects' prior mean and sd (P,).
+INPUTS = ("sigma", "omega", "b", "tau_d", "tau_k", "prior_mean", "prior_sd")
+
+
+def _contiguous(values) -> list[np.ndarray]:
+    return [np.ascontiguousarray(x, dtype=float) for x in values]
+
+
+def loglik_and_grad(arrays: tuple, sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd):
+    """(log-likelihood, then its gradient with respect to each input of INPUTS) in numpy."""
+    values = _contiguous((sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd))
+    grads = [np.zeros_like(v) for v in values]
+    ll = get_kernel()[0](*values, *arrays, *grads)
     return (ll, *grads)
 
 
-def conditional_draws(arrays: tuple, effect_sd: float, sigma, omega, b, tau_d, tau_k,
+def conditional_draws(arrays: tuple, sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact conditional draws of the overall (N, P), drug (N, D, P) and unit (N, U, P) effects,
-    one per draw of the sds (N, K, P), slopes (N, Q, P) and taus (N, P) (0: level omitted)."""
-    sigma, omega, b, tau_d, tau_k = (np.ascontiguousarray(x, dtype=float) for x in (sigma, omega, b, tau_d, tau_k))
-    n, _, n_pairs = sigma.shape
+    one per draw of the sds (N, K, P), slopes (N, Q, P), taus and prior (N, P) (tau 0: level
+    omitted)."""
+    values = _contiguous((sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd))
+    n, _, n_pairs = values[0].shape
     n_drugs, n_units = arrays[-1], len(arrays[-2])
     xi = (rng.standard_normal((n, n_pairs)), rng.standard_normal((n, n_drugs, n_pairs)),
           rng.standard_normal((n, n_units, n_pairs)))
     out = (np.empty((n, n_pairs)), np.empty((n, n_drugs, n_pairs)), np.empty((n, n_units, n_pairs)))
-    get_kernel()[1](sigma, omega, b, tau_d, tau_k, float(effect_sd) ** 2, *arrays, *xi, *out)
+    get_kernel()[1](*values, *arrays, *xi, *out)
     return out
 
 
-def fingerprint(arrays: tuple, effect_sd: float) -> str:
-    h = hashlib.sha1(repr(effect_sd).encode())
+def fingerprint(arrays: tuple) -> str:
+    h = hashlib.sha1()
     for a in arrays:
         h.update(np.asarray(a).tobytes() if isinstance(a, np.ndarray) else repr(a).encode())
     return h.hexdigest()
 
 
 _OPS: dict = {}
+N_IN = len(INPUTS)
 
 
 def _make_op():
@@ -91,18 +102,17 @@ def _make_op():
 
         __props__ = ("key",)
 
-        def __init__(self, arrays: tuple, effect_sd: float):
+        def __init__(self, arrays: tuple):
             self.arrays = arrays
-            self.effect_sd = float(effect_sd)
-            self.key = fingerprint(arrays, effect_sd)
+            self.key = fingerprint(arrays)
 
-        def make_node(self, sigma, omega, b, tau_d, tau_k, *arrays):
-            ins = [pt.as_tensor_variable(x).astype("float64") for x in (sigma, omega, b, tau_d, tau_k)]
-            data = [pt.as_tensor_variable(a) for a in (arrays or self.arrays)]
+        def make_node(self, *inputs):
+            ins = [pt.as_tensor_variable(x).astype("float64") for x in inputs[:N_IN]]
+            data = [pt.as_tensor_variable(a) for a in (inputs[N_IN:] or self.arrays)]
             return Apply(self, ins + data, [pt.dscalar()] + [x.type() for x in ins])
 
         def perform(self, node, inputs, outputs):
-            out = loglik_and_grad(self.arrays, self.effect_sd, *inputs[:5])
+            out = loglik_and_grad(self.arrays, *inputs[:N_IN])
             outputs[0][0] = np.asarray(out[0])
             for i, g in enumerate(out[1:]):
                 outputs[i + 1][0] = g
@@ -111,10 +121,11 @@ def _make_op():
             from pytensor.gradient import disconnected_type
 
             grads = self(*inputs)[1:]
-            return [output_grads[0] * g for g in grads] + [disconnected_type() for _ in inputs[5:]]
+            return [output_grads[0] * g for g in grads] + [disconnected_type() for _ in inputs[N_IN:]]
 
         def connection_pattern(self, node):
-            return [[True] * 6] * 5 + [[False] * 6] * (len(node.inputs) - 5)
+            n_out = N_IN + 1
+            return [[True] * n_out] * N_IN + [[False] * n_out] * (len(node.inputs) - N_IN)
 
     ScanMarginalLogLik.__module__ = __name__
     _OPS["ScanMarginalLogLik"] = ScanMarginalLogLik
@@ -133,24 +144,23 @@ def _register_numba(op_class) -> None:
     @numba_funcify.register(op_class)
     def _funcify(op, node=None, **kwargs):
         kernel = get_kernel()[0]
-        effect_var = op.effect_sd ** 2
 
         @numba.njit
-        def scan_marginal_loglik(sigma, omega, b, tau_d, tau_k, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects,
-                                 m_units, units, unit_drug, n_drugs):
-            g_sigma = np.zeros_like(sigma)
-            g_omega = np.zeros_like(omega)
-            g_b = np.zeros_like(b)
-            g_tau_d = np.zeros_like(tau_d)
-            g_tau_k = np.zeros_like(tau_k)
+        def scan_marginal_loglik(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, sxx, sxw, sww, sxy, swy, syy,
+                                 sizes, n_subjects, m_units, units, unit_drug, n_drugs):
+            values = (np.ascontiguousarray(sigma), np.ascontiguousarray(omega), np.ascontiguousarray(b),
+                      np.ascontiguousarray(tau_d), np.ascontiguousarray(tau_k), np.ascontiguousarray(prior_mean),
+                      np.ascontiguousarray(prior_sd))
+            grads = (np.zeros_like(values[0]), np.zeros_like(values[1]), np.zeros_like(values[2]),
+                     np.zeros_like(values[3]), np.zeros_like(values[4]), np.zeros_like(values[5]),
+                     np.zeros_like(values[6]))
             # writable copies (a few kB) and a run-time int: graph constants are read-only arrays
             # and literal ints, types for which numba would compile the kernel again (~15 s)
-            ll = kernel(np.ascontiguousarray(sigma), np.ascontiguousarray(omega), np.ascontiguousarray(b),
-                        np.ascontiguousarray(tau_d), np.ascontiguousarray(tau_k), effect_var,
+            ll = kernel(values[0], values[1], values[2], values[3], values[4], values[5], values[6],
                         sxx.copy(), sxw.copy(), sww.copy(), sxy.copy(), swy.copy(), syy.copy(), sizes.copy(),
                         n_subjects.copy(), m_units.copy(), units.copy(), unit_drug.copy(), unit_drug.max() + 1,
-                        g_sigma, g_omega, g_b, g_tau_d, g_tau_k)
-            return np.asarray(ll), g_sigma, g_omega, g_b, g_tau_d, g_tau_k
+                        grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6])
+            return np.asarray(ll), grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6]
 
         return scan_marginal_loglik
 
@@ -161,11 +171,11 @@ def __getattr__(name):  # PEP 562: build the Op class on first use, also when un
     raise AttributeError(name)
 
 
-def scan_marginal_loglik(st: ScanStatistics, sigma, omega, slopes, tau_d, tau_k, effect_sd: float):
+def scan_marginal_loglik(st: ScanStatistics, sigma, omega, slopes, tau_d, tau_k, prior_mean, prior_sd):
     """The marginal log-likelihood as a PyTensor expression (``slopes`` may be None)."""
     import pytensor.tensor as pt
 
     op_class = _OPS.get("ScanMarginalLogLik") or _make_op()
     q = st.sxw.shape[-1]
     b = slopes if slopes is not None else pt.zeros((q, sigma.shape[1]))
-    return op_class(kernel_arrays(st), effect_sd)(sigma, omega, b, tau_d, tau_k)[0]
+    return op_class(kernel_arrays(st))(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd)[0]

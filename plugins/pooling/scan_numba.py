@@ -159,17 +159,21 @@ def forward(sigma, omega, b, td2, tk2,
     for k in range(n_ds):
         m = m_units[k]
         r = m + 1
+        within_df = 0.0  # scans minus subjects: the within-subject part of log|Sigma| is df log s2
+        for c in range(1, n_comp):
+            within_df += n_subjects[k, c - 1] * (sizes[c - 1] - 1.0)
         for p in range(P):
             s2[k, p] = sigma[k, p] * sigma[k, p]
             o2[k, p] = omega[k, p] * omega[k, p]
             lam[k, 0, p] = 1.0 / s2[k, p]
+            const[p] -= within_df * np.log(sigma[k, p])
         for c in range(1, n_comp):
             n = sizes[c - 1]
             nj = n_subjects[k, c - 1]
             for p in range(P):
                 v = s2[k, p] + n * o2[k, p]
                 lam[k, c, p] = 1.0 / v
-                const[p] -= 0.5 * nj * ((n - 1.0) * np.log(s2[k, p]) + np.log(v))
+                const[p] -= 0.5 * nj * np.log(v)
         F[k] = 0.0
         h[k] = 0.0
         for c in range(n_comp):
@@ -226,10 +230,12 @@ def forward(sigma, omega, b, td2, tk2,
                 hmu[p] += Pib[i, j, p]
 
 @numba.njit(cache=True, error_model="numpy")
-def kernel(sigma, omega, b, tau_d, tau_k, effect_var,
+def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
            sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
-           g_sigma, g_omega, g_b, g_tau_d, g_tau_k):
-    """The log-likelihood summed over pairs; gradients written into g_*."""
+           g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd):
+    """The log-likelihood summed over pairs; gradients written into g_*.
+
+    Each pair's overall effect has a Normal(prior_mean[p], prior_sd[p]) prior."""
     n_ds, n_comp, R, _ = sxx.shape
     Q = sxw.shape[3]
     P = sigma.shape[1]
@@ -245,10 +251,16 @@ def kernel(sigma, omega, b, tau_d, tau_k, effect_var,
     pibbar = np.empty((D, P))
     total = 0.0
     for p in range(P):
-        amu = 1.0 + effect_var * hmu[p]
-        total += const[p] - 0.5 * np.log(amu) + 0.5 * effect_var * gmu[p] * gmu[p] / amu
-        hbar_mu = -0.5 * effect_var / amu - 0.5 * effect_var * effect_var * gmu[p] * gmu[p] / (amu * amu)
-        gbar_mu = effect_var * gmu[p] / amu
+        # the overall effect against its prior: -log(A)/2 + (v g^2/2 - h m^2/2 + g m) / A, A = 1 + v h
+        v = prior_sd[p] * prior_sd[p]
+        m = prior_mean[p]
+        amu = 1.0 + v * hmu[p]
+        num = 0.5 * v * gmu[p] * gmu[p] - 0.5 * hmu[p] * m * m + gmu[p] * m
+        total += const[p] - 0.5 * np.log(amu) + num / amu
+        hbar_mu = -0.5 * v / amu - 0.5 * m * m / amu - num * v / (amu * amu)
+        gbar_mu = (v * gmu[p] + m) / amu
+        g_prior_mean[p] = (gmu[p] - hmu[p] * m) / amu
+        g_prior_sd[p] = 2.0 * prior_sd[p] * (-0.5 * hmu[p] / amu + 0.5 * gmu[p] * gmu[p] / amu - num * hmu[p] / (amu * amu))
         for i in range(D):
             pibbar[i, p] = gbar_mu
             for j in range(D):
@@ -348,7 +360,7 @@ def kernel(sigma, omega, b, tau_d, tau_k, effect_var,
     return total
 
 @numba.njit(cache=True, error_model="numpy")
-def draws(sigma, omega, b, tau_d, tau_k, effect_var,
+def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
           sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
           xi_mu, xi_beta, xi_theta, mu, beta, theta):
     """Exact conditional draws, top-down, one per draw of the sds and slopes (leading axis)."""
@@ -368,8 +380,9 @@ def draws(sigma, omega, b, tau_d, tau_k, effect_var,
         forward(sigma[n], omega[n], b[n], td2, tk2, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects,
                 m_units, units, unit_drug, n_drugs, ws)
         for p in range(P):
-            amu = 1.0 + effect_var * hmu[p]
-            mu[n, p] = effect_var * gmu[p] / amu + np.sqrt(effect_var / amu) * xi_mu[n, p]
+            v = prior_sd[n, p] * prior_sd[n, p]
+            amu = 1.0 + v * hmu[p]
+            mu[n, p] = (prior_mean[n, p] + v * gmu[p]) / amu + np.sqrt(v / amu) * xi_mu[n, p]
         # beta ~ Normal(mu + td2 Md (ell - Lam mu), td2 Md)
         chol(Md, D, L, logdet)
         for i in range(D):
