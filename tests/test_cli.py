@@ -78,7 +78,7 @@ def test_multirun_pymc_and_bambi(tmp_path):
     sweep = tmp_path / "sweep"
     small = [o for o in TINY if not o.startswith(("pooling.draws", "pooling.tune", "atlas."))]
     small += ["atlas.subcortical=false", "atlas.n_cerebellar=0", "atlas.n_cortical=34",
-              "pooling.draws=30", "pooling.tune=30", "dataset.n_volumes=60"]
+              "pooling.draws=30", "pooling.tune=30", "dataset.n_volumes=60", "summaries_builtin=false"]
     proc = megafc_cli(["--multirun", "pooling=pymc,bambi", *small, f"hydra.sweep.dir={sweep}",
                        "hydra.sweep.subdir=${hydra.job.num}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

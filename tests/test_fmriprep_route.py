@@ -62,7 +62,8 @@ def test_extraction_recovers_simulated_fc(tree, tmp_path):
 
 @pytest.mark.slow
 def test_timeseries_and_connectomes_routes_agree_with_fmriprep(tree, tmp_path):
-    pool = [o for o in POOL if not o.startswith(("pooling.draws", "pooling.tune"))] + ["pooling.draws=300", "pooling.tune=300"]
+    # meta is deterministic: the same inputs must give the same effects to the last digit
+    pool = ["pooling=meta", "pooling.motion=false", "figures=false"]
     base = run(tree.overrides("simple") + pool + ["extraction.cache_dir=null", "derivatives=all"], tmp_path / "fmriprep")
     derivs = base.run_dir / "derivatives"
     meta = pd.read_csv(tree.metadata, sep="\t", dtype=str, keep_default_na=False)
@@ -84,7 +85,7 @@ def test_timeseries_and_connectomes_routes_agree_with_fmriprep(tree, tmp_path):
         ea, eb = base.result.effects, out.result.effects
         m = ea.merge(eb, on=["network_a", "network_b", "effect"])
         assert len(m) == len(ea)
-        assert ((m.mean_x - m.mean_y).abs() / m.sd_x).max() < 0.5, kind
+        assert np.allclose(m.mean_x, m.mean_y, atol=1e-4) and np.allclose(m.sd_x, m.sd_y, atol=1e-4), kind
         if kind == "connectomes":
             prov = json.loads((out.run_dir / "provenance.json").read_text())
             assert "(precomputed)" in (out.run_dir / "methods.md").read_text() or prov

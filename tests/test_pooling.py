@@ -59,7 +59,7 @@ def test_default_model_recovers_planted_effects(default_fit):
 def test_heterogeneity_and_predictive_checks(default_fit):
     pairs, _, result = default_fit
     het = result.tables["heterogeneity"]
-    n_pairs = pairs.groupby(["network_a", "network_b"]).ngroups
+    n_pairs = pairs[pairs.network_b != ""].groupby(["network_a", "network_b"]).ngroups  # not the summaries
     n_sites = pairs.dataset.nunique()
     counts = het.groupby("parameter").size()
     assert counts["tau_drug"] == counts["tau_dataset"] == counts["slope:mean_fd"] == n_pairs
@@ -71,50 +71,54 @@ def test_heterogeneity_and_predictive_checks(default_fit):
     assert len(fd) == n_pairs and "equal motion" in result.description
 
 
-DESIGNS = {
-    "parallel": dict(design="parallel"),
-    "prepost, two drug scans": dict(design="prepost", drug_scans=2),
-    "crossover, two drug scans": dict(design="crossover", drug_scans=2),
-    "a 3x-noise site": dict(site_noise={"lsd_2": 3.0}),
-}
+@pytest.fixture(scope="module")
+def mixed_fit():
+    """Every design at once over the 11 sites (placebo crossover, pre/post with two drug scans,
+    parallel groups, crossover with two drug scans, in turn), one site 3x noisier; the default
+    model fitted once and shared."""
+    pairs, truth = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=3, design="mixed",
+                                  site_noise={"lsd_2": 3.0})
+    result = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False,
+                                            predictive_checks=False)).fit(pairs, seed=3)
+    return pairs, truth, result
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("design", list(DESIGNS))
-def test_every_design_recovers_the_truth(design):
-    """One small replicate per design: every scan enters and the 95% intervals cover the
-    planted effects at every level (the calibration over replicates is in docs/calibration.md)."""
-    pairs, truth = simulate_pairs(scale=0.3, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=3,
-                                  **DESIGNS[design])
-    result = PyMCPooling(PyMCPooling.Config(draws=200, tune=200, cores=2, progressbar=False,
-                                            predictive_checks=False)).fit(pairs, seed=3)
+def test_every_design_recovers_the_truth(mixed_fit):
+    """Every scan of every design enters and the 95% intervals cover the planted effects at every
+    level (the calibration over replicates, design by design, is in docs/calibration.md)."""
+    pairs, truth, result = mixed_fit
+    scans = pairs.drop_duplicates("scan_id").assign(is_drug=lambda d: d.condition == "drug")
+    per_subject = scans.groupby(["dataset", "subject"]).agg(n=("scan_id", "size"), drug=("is_drug", "sum"))
+    assert {1, 2, 3} <= set(per_subject["n"]) and (per_subject.drug >= 2).any()  # single-scan and repeated-scan subjects
     assert result.effects.loc[result.effects.effect == "overall", "n_obs"].iloc[0] == pairs.scan_id.nunique()
     scores = score_replicate(result.effects, truth, "network", 0.02)
     scores = scores[(scores.table == "effects") & (scores.stratum == "all")].set_index("effect_type")
     assert (scores.loc[["overall", "drug", "dataset"], "coverage_95"] >= 0.85).all(), scores
     assert scores.loc["overall", "sign_recovery"] >= 0.7, scores
-    if "noise" in design:
-        het = result.tables["heterogeneity"]
-        sd = het[het.parameter == "residual_sd"].groupby("level")["mean"].median()
-        assert sd["lsd_2"] > 2 * sd.drop("lsd_2").max(), sd
+    het = result.tables["heterogeneity"]
+    sd = het[het.parameter == "residual_sd"].groupby("level")["mean"].median()
+    assert sd["lsd_2"] > 2 * sd.drop("lsd_2").max(), sd
 
 
 @pytest.mark.slow
 def test_motion_confound_is_adjusted_at_zero():
-    """All effects 0, drug scans move 60% more: the default model's null pairs sit near 0 (mean
-    bias in posterior sds well inside the one-replicate spread; the 20-replicate figure is in
-    docs/calibration.md) and no summary is credible; the paired model without motion is biased."""
+    """All effects 0, drug scans move 3x as much: unadjusted, the null pairs sit ~2 posterior
+    sds above 0; the default model brings them back to within the one-replicate scatter of the
+    mean z over pairs (sd ~0.35 over replicates; the 20-replicate figure is in
+    docs/calibration.md) and no more than a few summaries are credible."""
     null = EffectSpec(0.0, 0.0, 0.0, 0.0, 0.0, drug_deviation_sd=0.0)
-    sim = dict(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, seed=5, effects=null, motion_confound=0.6)
+    sim = dict(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, seed=5, effects=null, motion_confound=2.0)
     cfg = dict(draws=300, tune=300, cores=2, progressbar=False, predictive_checks=False)
     result = PyMCPooling(PyMCPooling.Config(**cfg)).fit(simulate_pairs(paired=False, **sim)[0], seed=5)
     overall = result.effects[result.effects.effect == "overall"]
-    assert abs((overall["mean"] / overall["sd"]).mean()) < 0.2
+    adjusted = (overall["mean"] / overall["sd"]).mean()
     summaries = result.tables["summaries"]
-    assert ((summaries.hdi_low <= 0) & (summaries.hdi_high >= 0)).mean() >= 0.9
+    assert ((summaries.hdi_low <= 0) & (summaries.hdi_high >= 0)).mean() >= 0.85
     biased = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(simulate_pairs(**sim)[0], 5)
     o = biased.effects[biased.effects.effect == "overall"]
-    assert (o["mean"] / o["sd"]).mean() > 0.6  # the confound the default model removes
+    unadjusted = (o["mean"] / o["sd"]).mean()
+    assert unadjusted > 1.5 and abs(adjusted) < 1.0 and abs(adjusted) < unadjusted / 2, (adjusted, unadjusted)
 
 
 @pytest.mark.slow
@@ -124,7 +128,8 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
     of every overall and drug effect agree within 0.1 posterior sd."""
     pairs = key(simulated[0])
     cfg = dict(draws=3000, tune=1000, chains=2, cores=2, progressbar=False, predictive_checks=False)
-    scan = PyMCPooling(PyMCPooling.Config(motion=False, **cfg)).fit(pairs, seed=1).effects
+    scan = PyMCPooling(PyMCPooling.Config(motion=False, pair_prior="independent", heterogeneity="per_pair",
+                                          **cfg)).fit(pairs, seed=1).effects
     paired = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(pairs, seed=2).effects
     m = scan.merge(paired, on=["network_a", "network_b", "effect"], suffixes=("_scan", "_paired"))
     main = m[m.effect_type_scan.isin(["overall", "drug"])]
@@ -132,23 +137,18 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
     assert len(main) == 6 * 6 and gap.max() < 0.1, main.assign(gap=gap).sort_values("gap").tail()
 
 
-@pytest.fixture(scope="module")
-def mixed_design():
-    """Crossover, pre/post with two drug scans, parallel groups and crossover with two drug
-    scans in turn over the 11 sites, small."""
-    return simulate_pairs(scale=0.25, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=4, design="mixed")
-
-
 @pytest.mark.slow
 def test_bambi_and_pymc_agree_on_a_mixed_design():
-    """Same model, two implementations (every effect sampled by bambi, integrated out by pymc):
+    """Same model, two implementations (every effect sampled by bambi, integrated out by pymc;
+    pymc without the priors that pool across pairs, which bambi cannot express):
     posterior means of the overall and drug effects agree within 0.1 posterior sd beyond Monte
     Carlo error (2 standard errors of the difference; bambi mixes the overall effect slowly,
     ESS ~ 250 of 4000 draws). bambi pools the per-dataset sds within a pair only."""
     pairs, _ = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=4, design="mixed")
     pairs = key(pairs, {("Default", "Vis")})
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
-    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, **cfg)).fit(pairs, seed=3).effects
+    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, pair_prior="independent", heterogeneity="per_pair",
+                                           **cfg)).fit(pairs, seed=3).effects
     per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
@@ -162,10 +162,9 @@ def test_bambi_and_pymc_agree_on_a_mixed_design():
 
 
 @pytest.mark.slow
-def test_meta_agrees_in_sign_on_every_credible_overall_effect(mixed_design):
-    pairs, _ = mixed_design
-    bayes = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False,
-                                           predictive_checks=False)).fit(pairs, seed=1).effects
+def test_meta_agrees_in_sign_on_every_credible_overall_effect(mixed_fit):
+    pairs, _, result = mixed_fit
+    bayes = result.effects
     meta = MetaAnalysisPooling().fit(pairs, 0).effects
     m = bayes.merge(meta, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_meta"))
     credible = m[(m.effect == "overall") & ((m.hdi_low_pymc > 0) | (m.hdi_high_pymc < 0))]

@@ -56,11 +56,15 @@ class PyMCPooling(PoolingModel):
         #: Chains run in parallel (2 cores on the reference machine).
         cores: int = 2
         #: Between-drug and between-dataset sds: one per network pair around a learned common
-        #: scale (per_pair) or one for all pairs (shared).
-        heterogeneity: str = "per_pair"
-        #: Prior of each pair's overall effect: by_class (pairs of a system-pair class share a
-        #: learned mean and spread: pooling across pairs) or independent (Normal(0, effect_sd)).
-        pair_prior: str = "by_class"
+        #: scale (pooled), one per pair with a fixed HalfNormal(priors.*_sd) prior (per_pair, as
+        #: bambi fits it) or one for all pairs (shared).
+        heterogeneity: str = "pooled"
+        #: Prior of each pair's overall effect: independent (Normal(0, effect_sd), the default) or
+        #: by_class (pairs of a system-pair class share a learned mean and spread). by_class pulls
+        #: every pair towards its class mean: on the synthetic study, where classes mix null and
+        #: large pairs, null pairs' 95% intervals covered 0 only 74% of the time (95% independent)
+        #: and a residual motion bias common to all pairs grew from 0.09 to 0.8 posterior sd.
+        pair_prior: str = "independent"
         #: Adjust for each scan's mean FD (effects at equal motion): null = whenever every
         #: included scan has mean_fd; true = required; false = never.
         motion: Optional[bool] = None
@@ -85,7 +89,8 @@ class PyMCPooling(PoolingModel):
         super().__init__(config)
         c = self.config
         validate_sampler_config(c)
-        for key, allowed in (("heterogeneity", ("per_pair", "shared")), ("pair_prior", ("by_class", "independent"))):
+        for key, allowed in (("heterogeneity", ("pooled", "per_pair", "shared")),
+                             ("pair_prior", ("by_class", "independent"))):
             if getattr(c, key) not in allowed:
                 raise ConfigError(f"config key 'pooling.{key}' is '{getattr(c, key)}'; expected one of {list(allowed)}")
         for key, allowed in (("parametrization", "marginal"), ("likelihood", "normal")):
@@ -284,7 +289,8 @@ def pair_classes(design: ScanDesign, is_summary: np.ndarray) -> list[str]:
 
 
 def heterogeneity_sds(name: str, scale: float, heterogeneity: str, n_pairs: int, used: bool):
-    """Between-drug or between-dataset sds: per pair around a learned common scale, or shared."""
+    """Between-drug or between-dataset sds: per pair around a learned common scale (pooled), per
+    pair with a fixed prior (per_pair), or one for all pairs (shared)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -292,6 +298,8 @@ def heterogeneity_sds(name: str, scale: float, heterogeneity: str, n_pairs: int,
         return pt.zeros(n_pairs)
     if heterogeneity == "shared":
         return pm.HalfNormal(name, scale) * pt.ones(n_pairs)
+    if heterogeneity == "per_pair":
+        return pm.HalfNormal(name, scale, dims="pair")
     common = pm.HalfNormal(f"{name}_scale", scale)
     raw = pm.HalfNormal(f"{name}_raw", 1.0, dims="pair")
     return pm.Deterministic(name, common * raw, dims="pair")
