@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .data import CONTROL_CONDITIONS, Atlas, Connectomes, exclude
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 #: Scan metadata carried into the network-pair table (the optional ones when the scans have them).
 PAIR_SCAN_COLUMNS = ("scan_id", "dataset", "subject", "session", "drug", "condition", "dose", "mean_fd")
@@ -66,6 +66,29 @@ def network_pair_table(
     out = pd.concat([meta_rep.reset_index(drop=True), table], axis=1)
     out.attrs["level"] = level
     out.attrs["networks"] = groups
+    return out
+
+
+def select_pairs(pairs: pd.DataFrame, wanted: list | None, key: str = "aggregate.pairs") -> pd.DataFrame:
+    """Only the network pairs in ``wanted`` (each two network names, either order); summary
+    outcomes (``network_b`` == "") are kept. ``None`` keeps everything.
+
+    For slow per-pair models and focused questions: the same pairs in every job of a sweep.
+    """
+    if wanted is None:
+        return pairs
+    if not len(wanted) or any(len(p) != 2 for p in wanted):
+        raise ConfigError(f"config key '{key}' must be a non-empty list of network pairs, e.g. [[Default, Vis]]")
+    present = set(zip(pairs["network_a"], pairs["network_b"]))
+    keys = {tuple(sorted(map(str, p))) for p in wanted}
+    missing = sorted(k for k in keys if k not in present)
+    if missing:
+        known = sorted({n for a, b in present if b for n in (a, b)})
+        raise ConfigError(f"config key '{key}' names pair(s) {[list(k) for k in missing]} that the network-pair "
+                          f"table does not have; its networks are {known}")
+    keep = [(a, b) in keys or b == "" for a, b in zip(pairs["network_a"], pairs["network_b"])]
+    out = pairs[np.asarray(keep)].reset_index(drop=True)
+    out.attrs = dict(pairs.attrs)
     return out
 
 

@@ -64,9 +64,9 @@ def attach_truth(table: pd.DataFrame, truth: pd.DataFrame, level: str,
 
 
 def strata(truth: pd.Series, min_effect: float) -> pd.Series:
-    """null (|truth| < min_effect / 10), small (< min_effect) or large."""
+    """zero (|truth| < min_effect / 10; not "null", which table readers take for a missing value), small (< min_effect) or large."""
     size = truth.abs()
-    return pd.Series(np.where(size < min_effect / 10, "null", np.where(size < min_effect, "small", "large")),
+    return pd.Series(np.where(size < min_effect / 10, "zero", np.where(size < min_effect, "small", "large")),
                      index=truth.index)
 
 
@@ -79,7 +79,7 @@ def score_table(rows: pd.DataFrame, min_effect: float) -> pd.DataFrame:
         inside95=(rows["hdi_low"] <= rows["truth"]) & (rows["truth"] <= rows["hdi_high"]),
         credible=credible,
         # a credible effect whose sign is not the truth's (a null truth has no sign to get right)
-        false_sign=credible & ((np.sign(rows["mean"]) != np.sign(rows["truth"])) | (rows["stratum"] == "null")),
+        false_sign=credible & ((np.sign(rows["mean"]) != np.sign(rows["truth"])) | (rows["stratum"] == "zero")),
         right_sign=credible & (np.sign(rows["mean"]) == np.sign(rows["truth"])),
         error=rows["mean"] - rows["truth"], width=rows["hdi_high"] - rows["hdi_low"],
     )

@@ -22,6 +22,9 @@ class ExtractionConfig:
 class AggregateConfig:
     #: ``network`` (e.g. Default) or ``subnetwork`` (e.g. DefaultA) pairs.
     level: str = "network"
+    #: Only these network pairs (e.g. [[Default, Vis], [Caudate, SomMot]]); null: all. Summaries
+    #: are still means over all their member pairs.
+    pairs: Optional[list[list[str]]] = None
 
 
 @dataclass

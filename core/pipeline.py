@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .aggregate import mark_uninformative, mark_unpaired, network_pair_table
+from .aggregate import mark_uninformative, mark_unpaired, network_pair_table, select_pairs
 from .data import (
     AGGREGATION_LEVELS,
     EFFECT_COLUMNS,
@@ -198,7 +198,12 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             staged.write_table("qc_fc.tsv", qc_fc(connectomes, scans))
             if cfg.derivatives == "all" or (cfg.derivatives == "auto" and images is not None):
                 write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images)
-            pairs = network_pair_table(connectomes, atlas, scans, level=level)
+            all_pairs = network_pair_table(connectomes, atlas, scans, level=level)
+            wanted = OmegaConf.to_container(cfg.aggregate, resolve=True)["pairs"]
+            pairs = select_pairs(all_pairs, wanted)
+            if wanted is not None:
+                log.info("aggregate.pairs: %d of %d network pairs analysed", pairs.groupby(["network_a", "network_b"]).ngroups,
+                         all_pairs.groupby(["network_a", "network_b"]).ngroups)
             hook.megafc_after_aggregation(pairs=pairs, staging_dir=str(staged.staging))
             log.info("network pairs: %d pairs x %d scans", pairs.groupby(["network_a", "network_b"]).ngroups, len(included))
             pooling = plugins["pooling"]
@@ -206,8 +211,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 pooling.set_connectomes(connectomes, atlas, scans)
             model_pairs = pairs
             if pooling.fits_summaries:
-                model_pairs = with_summaries(pairs, atlas, OmegaConf.to_container(cfg.summaries, resolve=True),
-                                             bool(cfg.summaries_builtin))
+                model_pairs = select_pairs(with_summaries(all_pairs, atlas, OmegaConf.to_container(
+                    cfg.summaries, resolve=True), bool(cfg.summaries_builtin)), wanted)
                 members = model_pairs.attrs["summaries"]
                 staged.write_table("summary_pairs.tsv", members)
                 log.info("summaries: %d fitted as outcomes of their own (members in summary_pairs.tsv)",

@@ -56,9 +56,20 @@ def flag_ok(
     )
 
 
+def treedepth_hits(idata) -> int:
+    """Draws whose NUTS trajectory stopped at the maximum tree depth (pymc and nutpie name the
+    flag differently); many mean the sampler could not explore at that depth."""
+    stats = getattr(idata, "sample_stats", None)
+    for name in ("reached_max_treedepth", "maxdepth_reached"):
+        if stats is not None and name in stats:
+            return int(stats[name].to_numpy().astype(bool).sum())
+    return 0
+
+
 def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: float,
                         summarised: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """One row per sampled variable: worst R-hat and ESS, plus run-level divergences and BFMI.
+    """One row per sampled variable: worst R-hat and ESS, plus run-level divergences, draws at
+    the maximum tree depth and BFMI.
 
     ``summarised``: variables whose quantities were already summarised (tables with ``r_hat``,
     ``ess_bulk``, ``ess_tail`` per quantity, e.g. the effects table): their rows are taken from
@@ -68,6 +79,7 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
 
     post = idata.posterior
     div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    depth_hits = treedepth_hits(idata)
     try:
         bfmi = np.atleast_1d(az.bfmi(idata))
         bfmi_min = float(np.min(bfmi))
@@ -93,6 +105,7 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
                 "ess_bulk_min": eb,
                 "ess_tail_min": et,
                 "divergences": div,
+                "treedepth_hits": depth_hits,
                 "bfmi_min": bfmi_min,
                 "chains": int(post.sizes["chain"]),
                 "draws": int(post.sizes["draw"]),

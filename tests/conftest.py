@@ -24,6 +24,7 @@ TINY = [
     "pooling.chains=2",
     "pooling.cores=1",
     "pooling.sampler=pymc",
+    "pooling.max_treedepth=5",  # tiny runs check the plumbing, not the posterior
     "figures=false",
     "report=false",
 ]

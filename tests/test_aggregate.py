@@ -66,3 +66,20 @@ def test_paired_differences_subtract_the_subjects_control():
     assert set(diffs["scan_id"]) == {scans.scan_id[0], scans.scan_id[2]}
     assert np.allclose(diffs[diffs.subject == "1"]["fc_diff"], 0.3)
     assert np.allclose(diffs[diffs.subject == "2"]["fc_diff"], 0.0)
+
+
+def test_select_pairs_keeps_named_pairs_and_summaries():
+    from megafc.core import ConfigError
+    from megafc.core.aggregate import select_pairs
+
+    pairs = pd.DataFrame({"network_a": ["Default", "Default", "Vis", "transmodal-unimodal"],
+                          "network_b": ["Default", "Vis", "Vis", ""], "fc": [0.1, 0.2, 0.3, 0.15]})
+    pairs.attrs["summaries"] = "members"
+    out = select_pairs(pairs, [["Vis", "Default"]])  # either order
+    assert list(zip(out.network_a, out.network_b)) == [("Default", "Vis"), ("transmodal-unimodal", "")]
+    assert out.attrs["summaries"] == "members"
+    assert select_pairs(pairs, None) is pairs
+    with pytest.raises(ConfigError, match=r"aggregate.pairs.*\['Caudate', 'Vis'\].*'Default', 'Vis'"):
+        select_pairs(pairs, [["Vis", "Caudate"]])
+    with pytest.raises(ConfigError, match="aggregate.pairs"):
+        select_pairs(pairs, [["Vis"]])

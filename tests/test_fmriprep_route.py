@@ -13,7 +13,9 @@ from megafc.core import InputError
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
 
-POOL = [o for o in TINY if o.startswith(("pooling.", "figures"))]
+#: These tests are about the images' route: the fast deterministic model pools them.
+POOL = ["pooling=meta", "figures=false"]
+TINY_PYMC = [o for o in TINY if o.startswith(("pooling.", "figures"))]
 
 
 @pytest.fixture(scope="module")
@@ -183,12 +185,12 @@ def test_motion_qc_excludes_with_reasons(tmp_path):
     high = scans[scans["mean_fd"] > limit]
     assert len(high) == 1 and high["excluded"].all()
     assert high["exclusion_reason"].str.contains(f"mean FD > {limit}").all()
-    # the scan-level model keeps its partner (a single scan still informs the subject's intercept)
+    # a scan-level model keeps its partner (a single scan still informs the subject's intercept)
     assert not scans[scans.mean_fd <= limit]["excluded"].any()
     counts = pd.read_csv(out.run_dir / "exclusions.tsv", sep="\t")
     assert counts["n_scans"].sum() == len(scans)
     # a paired model cannot use the partner: it is excluded, saying why
-    paired = run(t.overrides("none") + POOL + ["pooling=pymc_paired", "extraction.cache_dir=null",
+    paired = run(t.overrides("none") + TINY_PYMC + ["pooling=pymc_paired", "extraction.cache_dir=null",
                                                f"qc.max_mean_fd={limit}"], tmp_path / "run_paired").scans
     partners = paired[paired.excluded & (paired.mean_fd <= limit)]
     assert len(partners) == 1

@@ -128,8 +128,7 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
     of every overall and drug effect agree within 0.1 posterior sd."""
     pairs = key(simulated[0])
     cfg = dict(draws=3000, tune=1000, chains=2, cores=2, progressbar=False, predictive_checks=False)
-    scan = PyMCPooling(PyMCPooling.Config(motion=False, pair_prior="independent", heterogeneity="per_pair",
-                                          **cfg)).fit(pairs, seed=1).effects
+    scan = PyMCPooling(PyMCPooling.Config(motion=False, **cfg)).fit(pairs, seed=1).effects
     paired = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(pairs, seed=2).effects
     m = scan.merge(paired, on=["network_a", "network_b", "effect"], suffixes=("_scan", "_paired"))
     main = m[m.effect_type_scan.isin(["overall", "drug"])]
@@ -139,16 +138,14 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
 
 @pytest.mark.slow
 def test_bambi_and_pymc_agree_on_a_mixed_design():
-    """Same model, two implementations (every effect sampled by bambi, integrated out by pymc;
-    pymc without the priors that pool across pairs, which bambi cannot express):
+    """Same model, two implementations (every effect sampled by bambi, integrated out by pymc):
     posterior means of the overall and drug effects agree within 0.1 posterior sd beyond Monte
     Carlo error (2 standard errors of the difference; bambi mixes the overall effect slowly,
     ESS ~ 250 of 4000 draws). bambi pools the per-dataset sds within a pair only."""
     pairs, _ = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=4, design="mixed")
     pairs = key(pairs, {("Default", "Vis")})
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
-    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, pair_prior="independent", heterogeneity="per_pair",
-                                           **cfg)).fit(pairs, seed=3).effects
+    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, **cfg)).fit(pairs, seed=3).effects
     per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
@@ -278,3 +275,38 @@ def test_missing_dose_is_a_config_error_in_the_paired_model(key_pairs):
     pairs = pairs.assign(dose=np.where(pairs.drug == "ayahuasca", np.nan, pairs.dose))
     with pytest.raises(ConfigError, match="pooling.dose"):
         PyMCPairedPooling(PyMCPairedPooling.Config(dose=True, sampler="pymc")).fit(pairs, seed=0)
+
+
+def test_by_class_pair_prior_centres_each_pair_on_its_class(simulated):
+    """pair_prior=by_class: every pair's prior mean is its system-pair class's learned mean;
+    summaries keep the fixed prior."""
+    pairs = key(simulated[0], KEY_PAIRS | {("transmodal-unimodal", "")})
+    result = PyMCPooling(PyMCPooling.Config(draws=30, tune=30, pair_prior="by_class", **QUICK)).fit(pairs, seed=0)
+    post = result.idata.posterior
+    classes = list(post["class_effect"].coords["pair_class"].values)
+    assert "transmodal-unimodal" in classes and "subcortical-unimodal" in classes
+    means = post["overall_prior_mean"]
+    for name in ("Default--Vis", "Caudate--SomMot"):
+        a, b = name.split("--")
+        sys_a, sys_b = pairs.loc[(pairs.network_a == a) & (pairs.network_b == b), ["system_a", "system_b"]].iloc[0]
+        cls = "-".join(sorted((sys_a, sys_b)))
+        assert np.allclose(means.sel(pair=name), post["class_effect"].sel(pair_class=cls))
+    summary = [p for p in means.coords["pair"].values if p.endswith("--")]
+    assert summary and np.allclose(means.sel(pair=summary), 0.0)
+    assert "system-pair class" in result.description
+
+
+def test_horseshoe_pair_prior_learns_a_scale_per_pair(simulated):
+    """pair_prior=horseshoe: each pair's prior sd is its own learned (bounded) scale, centred at
+    0; summaries keep the fixed Normal(0, effect_sd)."""
+    pairs = key(simulated[0], KEY_PAIRS | {("transmodal-unimodal", "")})
+    c = PyMCPooling.Config(draws=30, tune=30, pair_prior="horseshoe", **QUICK)
+    result = PyMCPooling(c).fit(pairs, seed=0)
+    post = result.idata.posterior
+    sd = post["overall_prior_sd"]
+    real = [p for p in sd.coords["pair"].values if not p.endswith("--")]
+    assert len(real) == 6 and "overall_prior_mean" not in post
+    assert np.allclose(sd.sel(pair="transmodal-unimodal--"), c.priors.effect_sd)
+    assert float(sd.sel(pair=real).max()) <= c.priors.effect_sd + 1e-9  # the slab bounds every scale
+    assert float(sd.sel(pair=real).std("pair").mean()) > 0  # one scale per pair, not one for all
+    assert "horseshoe" in result.description

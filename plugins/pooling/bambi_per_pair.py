@@ -27,7 +27,7 @@ import pandas as pd
 from megafc.core import PoolingModel, PoolingResult
 
 from .derived import contrast_pairs
-from .design import SamplerConfig, ess_threshold, resolve_sampler, validate_sampler_config
+from .design import SamplerConfig, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
 from .pymc_scan_level import ScanPriors
 from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
@@ -116,14 +116,15 @@ class BambiPooling(PoolingModel):
         draws = {k: [] for k in keys}
         diverging = []
         sampler = resolve_sampler(c, auto="pymc")
+        sample_kwargs = {k: v for k, v in nuts_kwargs(c, sampler).items() if k != "nuts_sampler"}
         start = time.perf_counter()
         for p in range(n_pairs):
             frame["fc"] = design.y[:, p]
             model = bmb.Model(formula, frame, priors=self.priors(design, design.y[:, p]))
             idata = model.fit(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
-                target_accept=c.target_accept, random_seed=seed + p, progressbar=c.progressbar,
-                compute_convergence_checks=False, inference_method=sampler,
+                random_seed=seed + p, progressbar=c.progressbar, compute_convergence_checks=False,
+                inference_method=sampler, **sample_kwargs,
             )
             self._collect(idata.posterior, design, motion, scales, draws)
             diverging.append(idata.sample_stats["diverging"].to_numpy())

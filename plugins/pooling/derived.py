@@ -1,4 +1,4 @@
-"""Quantities derived from posterior draws: drug contrasts, system summaries, map similarity.
+"""Quantities derived from posterior draws: drug contrasts, summary rows, map similarity, false sign rates.
 
 Each is computed draw by draw, so it carries its own interval and diagnostics, rather than
 being assembled from per-pair summaries after the fact.
@@ -12,18 +12,6 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import ConfigError, summarise_draws
-
-#: Summaries over sets of network pairs: name -> predicate on (network_a, network_b, system_a, system_b).
-SUMMARIES = {
-    "within_network": lambda a, b, sa, sb: a == b,
-    "between_network": lambda a, b, sa, sb: a != b,
-    "transmodal-unimodal": lambda a, b, sa, sb: {sa, sb} == {"transmodal", "unimodal"},
-    "within_unimodal_networks": lambda a, b, sa, sb: a == b and sa == "unimodal",
-    "within_transmodal_networks": lambda a, b, sa, sb: a == b and sa == "transmodal",
-    "subcortical-unimodal": lambda a, b, sa, sb: {sa, sb} == {"subcortical", "unimodal"},
-    "cerebellar-unimodal": lambda a, b, sa, sb: {sa, sb} == {"cerebellar", "unimodal"},
-}
-
 
 def contrast_pairs(drugs: list[str], requested: list[str]) -> list[tuple[str, str]]:
     """Drug pairs to contrast; ``requested`` entries are "a-b" and must name known drugs."""
@@ -48,23 +36,6 @@ def contrast_blocks(drugs: list[str], drug_draws: np.ndarray, requested: list[st
         (f"contrast:{a}-{b}", "contrast", f"{a}-{b}", drug_draws[:, :, idx[a]] - drug_draws[:, :, idx[b]])
         for a, b in contrast_pairs(drugs, requested)
     ]
-
-
-def summary_table(pairs: pd.DataFrame, blocks, hdi_prob: float, rope: float) -> pd.DataFrame:
-    """Mean effect over each summary's network pairs, per effect (overall and each drug)."""
-    rows = []
-    for name, rule in SUMMARIES.items():
-        mask = np.array([rule(a, b, sa, sb) for a, b, sa, sb in
-                         pairs[["network_a", "network_b", "system_a", "system_b"]].itertuples(index=False)])
-        if not mask.any():
-            continue
-        for effect, etype, level, draws in blocks:
-            mean_draws = draws[:, :, mask].mean(axis=2)[:, :, None]
-            s = summarise_draws(mean_draws, hdi_prob=hdi_prob).iloc[0].to_dict()
-            s["p_rope"] = float((np.abs(mean_draws) <= rope).mean()) if rope else np.nan
-            rows.append({"summary": name, "n_pairs": int(mask.sum()), "effect": effect, "effect_type": etype,
-                         "level": level, **s})
-    return pd.DataFrame(rows)
 
 
 def summary_columns(pairs_meta: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:

@@ -50,6 +50,9 @@ class NUTSConfig:
     #: 0.95 avoids the divergences the between-drug sd funnel of the sampled
     #: parametrisations (and bambi) gives at 0.9.
     target_accept: float = 0.95
+    #: NUTS doubles its trajectory at most this many times (2^depth leapfrog steps). Lower it
+    #: only for quick looks: draws that hit it are counted in diagnostics.tsv and warned about.
+    max_treedepth: int = 10
     hdi_prob: float = 0.95
     #: An effect is flagged (ok = false) above this R-hat or below this bulk/tail ESS
     #: (null: 100 per chain, as Vehtari et al. 2021 recommend).
@@ -87,6 +90,18 @@ def resolve_sampler(c: NUTSConfig, auto: str) -> str:
     return auto if importlib.util.find_spec(auto) is not None else "pymc"
 
 
+#: Each NUTS implementation's name for the maximum tree depth (pm.sample passes it through).
+MAX_DEPTH_KEYWORD = {"nutpie": "maxdepth", "numpyro": "max_tree_depth"}
+
+
+def nuts_kwargs(c: NUTSConfig, sampler: str) -> dict:
+    """``pm.sample`` keyword arguments for target_accept and max_treedepth in every sampler."""
+    if sampler == "pymc":
+        return {"nuts": {"target_accept": c.target_accept, "max_treedepth": c.max_treedepth}}
+    extra = {MAX_DEPTH_KEYWORD[sampler]: c.max_treedepth} if sampler in MAX_DEPTH_KEYWORD else {}
+    return {"target_accept": c.target_accept, "nuts_sampler": sampler, "nuts_sampler_kwargs": extra}
+
+
 def validate_sampler_config(c: NUTSConfig) -> None:
     if c.sampler not in SAMPLERS:
         raise ConfigError(f"config key 'pooling.sampler' is '{c.sampler}'; expected one of {list(SAMPLERS)}")
@@ -102,6 +117,11 @@ def validate_sampler_config(c: NUTSConfig) -> None:
         raise ConfigError(f"config key 'pooling.target_accept' is {c.target_accept}; expected in (0, 1)")
     if not 0 < c.hdi_prob < 1:
         raise ConfigError(f"config key 'pooling.hdi_prob' is {c.hdi_prob}; expected in (0, 1)")
+    if not 1 <= c.max_treedepth <= 15:
+        raise ConfigError(f"config key 'pooling.max_treedepth' is {c.max_treedepth}; expected an integer in [1, 15]")
+    if c.max_treedepth != 10 and c.sampler == "blackjax":
+        raise ConfigError("config key 'pooling.max_treedepth' cannot be passed to the blackjax sampler; "
+                          "use pooling.sampler=nutpie, pymc or numpyro")
     if c.rope < 0:
         raise ConfigError(f"config key 'pooling.rope' is {c.rope}; expected >= 0")
     if not c.rhat_max >= 1:

@@ -39,7 +39,7 @@ from megafc.core import (
     summarise_draws,
 )
 
-from .design import NUTSConfig, PoolingLevels, ess_threshold, resolve_sampler, validate_sampler_config
+from .design import NUTSConfig, PoolingLevels, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
 
 EDGE_COLUMNS = ("region_a", "region_b", "network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd")
 
@@ -417,8 +417,8 @@ class PyMCEdgePooling(PoolingModel):
             with model:
                 idata = pm.sample(
                     draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
-                    target_accept=c.target_accept, random_seed=seed, progressbar=c.progressbar,
-                    nuts_sampler=sampler, compute_convergence_checks=False,
+                    random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
+                    **nuts_kwargs(c, sampler),
                 )
             post = idata.posterior
             n_chains, n_draw = post.sizes["chain"], post.sizes["draw"]

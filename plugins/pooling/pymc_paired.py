@@ -22,6 +22,7 @@ from .design import (
     describe,
     effects_table,
     ess_threshold,
+    nuts_kwargs,
     paired_design,
     resolve_sampler,
     validate_sampler_config,
@@ -208,8 +209,8 @@ class PyMCPairedPooling(PoolingModel):
         with model:
             idata = pm.sample(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
-                target_accept=c.target_accept, random_seed=seed, progressbar=c.progressbar,
-                nuts_sampler=sampler, compute_convergence_checks=False,
+                random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
+                **nuts_kwargs(c, sampler),
             )
         if parametrization == "marginal":
             add_group_effects(idata, design, stats, slope_names, c.priors.effect_sd, np.random.default_rng(seed))

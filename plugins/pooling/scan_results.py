@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
+from megafc.core.summaries import treedepth_hits
 
 from .derived import contrast_blocks, drug_similarity, split_summaries, summary_columns
 from .design import effects_table, ess_threshold
@@ -55,6 +56,10 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     warnings = []
     if divergences:
         warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
+    hits = treedepth_hits(idata)
+    if hits:
+        warnings.append(f"pooling: {hits} draws stopped at the maximum tree depth (pooling.max_treedepth="
+                        f"{c.max_treedepth}); mixing may be poor: check R-hat and ESS, raise it or tune longer")
     rmax = float(diagnostics["r_hat_max"].max()) if len(diagnostics) else np.nan
     if rmax > c.rhat_max:
         warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
