@@ -42,6 +42,16 @@ def compose(overrides: list[str], registry=None):
         return hydra_compose(config_name="config", overrides=overrides)
 
 
+@pytest.fixture(scope="session")
+def tiny_pymc_run(tmp_path_factory):
+    """One tiny default run with figures and report, shared by the pipeline and report tests."""
+    from megafc.core.pipeline import run_experiment
+    from megafc.core.registry import build_registry
+
+    cfg = compose(TINY + ["figures=true", "report=true"])
+    return run_experiment(cfg, build_registry(), tmp_path_factory.mktemp("tiny_pymc"))
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)

@@ -14,12 +14,8 @@ from megafc.core.registry import build_registry
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from conftest import TINY
-
-    cfg = compose(TINY + ["figures=true", "report=true"])
-    run_dir = tmp_path_factory.mktemp("run")
-    return run_experiment(cfg, build_registry(), run_dir)
+def tiny_run(tiny_pymc_run):
+    return tiny_pymc_run
 
 
 def test_run_writes_every_output(tiny_run):

@@ -16,7 +16,7 @@ from simulation import SMALL_ATLAS, simulate_pairs
 
 KEY_PAIRS = {("Default", "Vis"), ("SomMot", "SomMot"), ("DorsAttn", "SalVentAttn"), ("Caudate", "SomMot"),
              ("Cont", "SomMot"), ("Vis", "Vis")}
-QUICK = dict(chains=2, cores=1, progressbar=False, sampler="pymc", predictive_checks=False)
+QUICK = dict(chains=2, cores=1, progressbar=False, sampler="pymc", predictive_checks=False, max_treedepth=6)
 
 
 def key(pairs: pd.DataFrame, keep=KEY_PAIRS) -> pd.DataFrame:
@@ -31,9 +31,12 @@ def simulated():
 
 @pytest.fixture(scope="module")
 def default_fit():
-    """The default model on the default study at half size, every scan (shared by tests)."""
-    pairs, truth = simulate_pairs(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, paired=False)
-    result = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False)).fit(pairs, seed=1)
+    """The default model, fitted once and shared, on the default study at half size with every
+    design in turn over the 11 sites (placebo crossover, pre/post with two drug scans, parallel
+    groups, crossover with two drug scans) and one site 3x noisier: every scan enters."""
+    pairs, truth = simulate_pairs(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, paired=False, seed=3, design="mixed",
+                                  site_noise={"lsd_2": 3.0})
+    result = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False)).fit(pairs, seed=3)
     return pairs, truth, result
 
 
@@ -71,23 +74,11 @@ def test_heterogeneity_and_predictive_checks(default_fit):
     assert len(fd) == n_pairs and "equal motion" in result.description
 
 
-@pytest.fixture(scope="module")
-def mixed_fit():
-    """Every design at once over the 11 sites (placebo crossover, pre/post with two drug scans,
-    parallel groups, crossover with two drug scans, in turn), one site 3x noisier; the default
-    model fitted once and shared."""
-    pairs, truth = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=3, design="mixed",
-                                  site_noise={"lsd_2": 3.0})
-    result = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False,
-                                            predictive_checks=False)).fit(pairs, seed=3)
-    return pairs, truth, result
-
-
 @pytest.mark.slow
-def test_every_design_recovers_the_truth(mixed_fit):
+def test_every_design_recovers_the_truth(default_fit):
     """Every scan of every design enters and the 95% intervals cover the planted effects at every
     level (the calibration over replicates, design by design, is in docs/calibration.md)."""
-    pairs, truth, result = mixed_fit
+    pairs, truth, result = default_fit
     scans = pairs.drop_duplicates("scan_id").assign(is_drug=lambda d: d.condition == "drug")
     per_subject = scans.groupby(["dataset", "subject"]).agg(n=("scan_id", "size"), drug=("is_drug", "sum"))
     assert {1, 2, 3} <= set(per_subject["n"]) and (per_subject.drug >= 2).any()  # single-scan and repeated-scan subjects
@@ -103,22 +94,23 @@ def test_every_design_recovers_the_truth(mixed_fit):
 
 @pytest.mark.slow
 def test_motion_confound_is_adjusted_at_zero():
-    """All effects 0, drug scans move 3x as much: unadjusted, the null pairs sit ~2 posterior
-    sds above 0; the default model brings them back to within the one-replicate scatter of the
+    """All effects 0, drug scans move 3x as much: unadjusted (meta without FD), the null pairs sit
+    ~3.5 sds above 0; the default model brings them back to within the one-replicate scatter of the
     mean z over pairs (sd ~0.35 over replicates; the 20-replicate figure is in
     docs/calibration.md) and no more than a few summaries are credible."""
     null = EffectSpec(0.0, 0.0, 0.0, 0.0, 0.0, drug_deviation_sd=0.0)
     sim = dict(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, seed=5, effects=null, motion_confound=2.0)
     cfg = dict(draws=300, tune=300, cores=2, progressbar=False, predictive_checks=False)
-    result = PyMCPooling(PyMCPooling.Config(**cfg)).fit(simulate_pairs(paired=False, **sim)[0], seed=5)
+    pairs = simulate_pairs(paired=False, **sim)[0]
+    result = PyMCPooling(PyMCPooling.Config(**cfg)).fit(pairs, seed=5)
     overall = result.effects[result.effects.effect == "overall"]
     adjusted = (overall["mean"] / overall["sd"]).mean()
     summaries = result.tables["summaries"]
     assert ((summaries.hdi_low <= 0) & (summaries.hdi_high >= 0)).mean() >= 0.85
-    biased = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(simulate_pairs(**sim)[0], 5)
+    biased = MetaAnalysisPooling(MetaAnalysisPooling.Config(motion=False)).fit(pairs, 0)
     o = biased.effects[biased.effects.effect == "overall"]
     unadjusted = (o["mean"] / o["sd"]).mean()
-    assert unadjusted > 1.5 and abs(adjusted) < 1.0 and abs(adjusted) < unadjusted / 2, (adjusted, unadjusted)
+    assert unadjusted > 2.0 and abs(adjusted) < 1.0 and abs(adjusted) < unadjusted / 3, (adjusted, unadjusted)
 
 
 @pytest.mark.slow
@@ -141,7 +133,7 @@ def test_bambi_and_pymc_agree_on_a_mixed_design():
     """Same model, two implementations (every effect sampled by bambi, integrated out by pymc):
     posterior means of the overall and drug effects agree within 0.1 posterior sd beyond Monte
     Carlo error (2 standard errors of the difference; bambi mixes the overall effect slowly,
-    ESS ~ 250 of 4000 draws). bambi pools the per-dataset sds within a pair only."""
+    ESS ~ 5% of its draws). bambi pools the per-dataset sds within a pair only."""
     pairs, _ = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=4, design="mixed")
     pairs = key(pairs, {("Default", "Vis")})
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
@@ -159,8 +151,8 @@ def test_bambi_and_pymc_agree_on_a_mixed_design():
 
 
 @pytest.mark.slow
-def test_meta_agrees_in_sign_on_every_credible_overall_effect(mixed_fit):
-    pairs, _, result = mixed_fit
+def test_meta_agrees_in_sign_on_every_credible_overall_effect(default_fit):
+    pairs, _, result = default_fit
     bayes = result.effects
     meta = MetaAnalysisPooling().fit(pairs, 0).effects
     m = bayes.merge(meta, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_meta"))
@@ -193,8 +185,7 @@ def key_pairs(simulated):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("options", [
-    dict(likelihood="student_t"), dict(motion=True), dict(heterogeneity="shared"),
-    dict(parametrization="non_centered", motion=True),
+    dict(likelihood="student_t", heterogeneity="shared"), dict(parametrization="non_centered", motion=True),
 ])
 def test_paired_model_options_sample_and_recover_sign(key_pairs, options):
     pairs, truth = key_pairs

@@ -81,10 +81,8 @@ def table_frame(rows: list[list[str]]) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def pymc_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("report_pymc")
-    run_experiment(compose(TINY), build_registry(), run_dir)
-    return run_dir
+def pymc_run(tiny_pymc_run) -> Path:
+    return tiny_pymc_run.run_dir
 
 
 @pytest.fixture(scope="module")
