@@ -57,6 +57,10 @@ def test_effects_table_has_diagnostics(tiny_run):
     # 60 draws x 2 chains cannot reach ESS 200: every effect must be flagged, not silently ok
     assert not eff["ok"].any()
     assert tiny_run.diagnostics_ok is False
+    # TINY caps the tree depth at 5: the draws that hit it are counted and warned about
+    diag = pd.read_csv(tiny_run.run_dir / "diagnostics.tsv", sep="\t")
+    assert (diag["treedepth_hits"] > 0).all()
+    assert any("maximum tree depth (pooling.max_treedepth=5)" in w for w in tiny_run.result.warnings)
 
 
 def test_derived_tables(tiny_run):

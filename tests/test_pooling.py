@@ -249,7 +249,8 @@ def test_motion_true_without_fd_is_a_config_error(key_pairs):
 
 
 @pytest.mark.parametrize("key_, value", [("likelihood", "student_t"), ("parametrization", "centered"), ("pair_prior", "lasso"),
-                                         ("heterogeneity", "per_edge"), ("rhat_max", 0.99), ("ess_min", 0.0)])
+                                         ("heterogeneity", "per_edge"), ("rhat_max", 0.99), ("ess_min", 0.0),
+                                         ("max_treedepth", 0)])
 def test_bad_model_option_names_its_config_key(key_, value):
     with pytest.raises(ConfigError, match=f"pooling.{key_}"):
         PyMCPooling(PyMCPooling.Config(**{key_: value}))
@@ -301,3 +302,14 @@ def test_horseshoe_pair_prior_learns_a_scale_per_pair(simulated):
     assert float(sd.sel(pair=real).max()) <= c.priors.effect_sd + 1e-9  # the slab bounds every scale
     assert float(sd.sel(pair=real).std("pair").mean()) > 0  # one scale per pair, not one for all
     assert "horseshoe" in result.description
+
+
+def test_tree_depth_reaches_every_sampler():
+    from megafc.plugins.pooling.design import nuts_kwargs
+
+    c = PyMCPooling.Config(max_treedepth=7, target_accept=0.85)
+    assert nuts_kwargs(c, "pymc") == {"nuts": {"target_accept": 0.85, "max_treedepth": 7}}
+    assert nuts_kwargs(c, "nutpie")["nuts_sampler_kwargs"] == {"maxdepth": 7}
+    assert nuts_kwargs(c, "numpyro")["nuts_sampler_kwargs"] == {"max_tree_depth": 7}
+    with pytest.raises(ConfigError, match="pooling.max_treedepth"):
+        PyMCPooling(PyMCPooling.Config(max_treedepth=16))
