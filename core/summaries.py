@@ -16,7 +16,7 @@ def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95, hdi50: bool = Tru
     """Summarise draws of shape (chain, draw, n) into one row per quantity.
 
     Columns: mean, sd, hdi_low, hdi_high (``hdi_prob`` HDI), hdi50_low, hdi50_high (50% HDI,
-    for calibration checks; NaN unless ``hdi50``), pd (probability of direction), r_hat, ess_bulk,
+    for calibration checks; only with ``hdi50``), pd (probability of direction), r_hat, ess_bulk,
     ess_tail. R-hat and ESS are computed on the quantity itself, so derived effects (e.g. a
     drug's effect = overall + deviation) carry honest diagnostics.
     """
@@ -24,24 +24,16 @@ def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95, hdi50: bool = Tru
     if draws.ndim != 3:
         raise ValueError(f"expected draws of shape (chain, draw, n), got {draws.shape}")
     interval = hdi(draws, hdi_prob)
-    half = hdi(draws, 0.5) if hdi50 else np.full((draws.shape[2], 2), np.nan)
     r_hat, ess_bulk, ess_tail = diagnose(draws)
     flat = draws.reshape(-1, draws.shape[2])
     prob_pos = (flat > 0).mean(axis=0)
-    return pd.DataFrame(
-        {
-            "mean": flat.mean(axis=0),
-            "sd": flat.std(axis=0, ddof=1),
-            "hdi_low": interval[:, 0],
-            "hdi_high": interval[:, 1],
-            "hdi50_low": half[:, 0],
-            "hdi50_high": half[:, 1],
-            "pd": np.maximum(prob_pos, 1 - prob_pos),
-            "r_hat": r_hat,
-            "ess_bulk": ess_bulk,
-            "ess_tail": ess_tail,
-        }
-    )
+    columns = {"mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1),
+               "hdi_low": interval[:, 0], "hdi_high": interval[:, 1]}
+    if hdi50:
+        half = hdi(draws, 0.5)
+        columns.update(hdi50_low=half[:, 0], hdi50_high=half[:, 1])
+    columns.update(pd=np.maximum(prob_pos, 1 - prob_pos), r_hat=r_hat, ess_bulk=ess_bulk, ess_tail=ess_tail)
+    return pd.DataFrame(columns)
 
 
 def flag_ok(

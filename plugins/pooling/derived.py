@@ -71,7 +71,7 @@ def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.Data
     members = table.attrs.get("summaries")
     if members is None or members.empty:
         return false_sign_rates(effects), None
-    is_summary = (effects["network_b"] == "") & effects["network_a"].isin(set(members["summary"]))
+    is_summary = summary_columns(effects, table)
     n_pairs = members.groupby("summary").size()
     summaries = effects[is_summary].drop(columns=["network_b", "system_a", "system_b"], errors="ignore")
     summaries = summaries.rename(columns={"network_a": "summary"})

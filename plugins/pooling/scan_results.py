@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
-from megafc.core.summaries import treedepth_hits
 
 from .derived import contrast_blocks, drug_similarity, split_summaries, summary_columns
 from .design import effects_table, ess_threshold
@@ -38,8 +37,7 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     effects, summaries = split_summaries(effects_table(design, blocks, divergences=divergences, config=c), table)
     is_pair = ~summary_columns(design.pairs, table)
     het = heterogeneity_table(design, post, c.hdi_prob, names)
-    summary_names = set(summaries["summary"]) if summaries is not None else set()
-    tables = {"heterogeneity": het[~((het.network_b == "") & het.network_a.isin(summary_names))].reset_index(drop=True)}
+    tables = {"heterogeneity": het[~summary_columns(het, table)].reset_index(drop=True)}
     if summaries is not None:
         tables["summaries"] = summaries
     if len(design.drugs) > 1:
@@ -56,7 +54,7 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     warnings = []
     if divergences:
         warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
-    hits = treedepth_hits(idata)
+    hits = int(diagnostics["treedepth_hits"].max()) if len(diagnostics) else 0
     if hits:
         warnings.append(f"pooling: {hits} draws stopped at the maximum tree depth (pooling.max_treedepth="
                         f"{c.max_treedepth}); mixing may be poor: check R-hat and ESS, raise it or tune longer")
@@ -82,7 +80,6 @@ def heterogeneity_table(design: ScanDesign, post, hdi_prob: float, names: list[s
     blocks += [(f"slope:{n}", SLOPE_UNITS[n.split(":")[0]], post[f"slope:{n}"].to_numpy()) for n in names]
     n_pairs = len(design.pairs)
     s = summarise_draws(np.concatenate([b for _, _, b in blocks], axis=-1), hdi_prob=hdi_prob, hdi50=False)
-    s = s.drop(columns=["hdi50_low", "hdi50_high"])
     s.insert(0, "level", np.repeat([lv for _, lv, _ in blocks], n_pairs))
     s.insert(0, "parameter", np.repeat([name for name, _, _ in blocks], n_pairs))
     s.insert(0, "network_b", np.tile(design.pairs["network_b"].to_numpy(), len(blocks)))
