@@ -11,6 +11,7 @@ from .data import (
     CONDITIONS,
     CONTROL_CONDITIONS,
     EFFECT_COLUMNS,
+    FISHER_Z_MAX_ABS_R,
     SCAN_COLUMNS,
     SYSTEMS,
     Atlas,
@@ -35,7 +36,7 @@ from .plugin import (
 from .summaries import flag_ok, sampler_diagnostics, summarise_draws
 
 __all__ = [
-    "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "SCAN_COLUMNS",
+    "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "FISHER_Z_MAX_ABS_R", "SCAN_COLUMNS",
     "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
     "DatasetInputs", "DatasetLoader", "Denoiser", "InputError", "MegafcError", "Plugin",
     "PluginError", "PoolingModel", "PoolingResult", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -9,8 +10,10 @@ import traceback
 from typing import NoReturn
 
 from .errors import MegafcError
+from .job_names import register_resolver
 
 log = logging.getLogger("megafc")
+register_resolver()  # at import: sweep launchers' worker processes import this module too
 
 #: Exit codes: bad input/config/plugin, unexpected internal error, bad diagnostics.
 EXIT_ERROR = 2
@@ -22,10 +25,35 @@ def _want_traceback() -> bool:
     return any(os.environ.get(v, "") not in ("", "0") for v in ("MEGAFC_TRACEBACK", "HYDRA_FULL_ERROR"))
 
 
+#: Operating-system errors that are about the user's folders and disks, not megafc's code.
+USER_OS_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOTDIR: "a path component is a file, not a folder",
+}
+
+
+def os_error_message(exc: OSError) -> str | None:
+    """One paragraph for a disk or permission problem, naming the path; None for other errors."""
+    if exc.errno not in USER_OS_ERRORS:
+        return None
+    where = exc.filename if exc.filename is not None else "(path not reported by the system)"
+    return (
+        f"cannot write or read {where}: {USER_OS_ERRORS[exc.errno]}. Free space, fix the folder's "
+        "permissions, or choose another output folder (hydra.run.dir=... for megafc, --out for "
+        "megafc-compare and megafc-calibrate)"
+    )
+
+
 def fail(exc: BaseException) -> NoReturn:
     """Report an error as one paragraph and exit non-zero."""
     if isinstance(exc, MegafcError):
         message, code = str(exc), EXIT_ERROR
+    elif isinstance(exc, OSError) and os_error_message(exc):
+        message, code = os_error_message(exc), EXIT_ERROR
     else:
         message = (
             f"internal error: {type(exc).__name__}: {exc}. This is likely a bug in megafc or a "
@@ -96,6 +124,38 @@ def already_complete(run_dir: str, cfg) -> bool:
     return recorded == fingerprint_value(current)
 
 
+def check_output_folders(overrides: list[str]) -> None:
+    """Refuse up front an output folder that cannot be created, before Hydra writes into it.
+
+    Hydra creates the folder and writes its own files before megafc runs, so without this a
+    read-only or misspelt location ends in a long Hydra traceback instead of a sentence.
+    """
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    folders = {}
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir"):
+            folders[f"config key '{key.lstrip('+~')}' ({value})"] = value
+    if not folders:
+        folders["the current folder (where outputs/ and multirun/ go by default)"] = os.getcwd()
+    for what, value in folders.items():
+        literal = value.split("${", 1)[0].strip("'\"") or "."
+        folder = Path(literal).expanduser().absolute()
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ConfigError(f"{what}: {existing} is a file, so the output folder {folder} cannot be created")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"{what}: folder {existing} is not writable (permission denied or read-only file "
+                "system), so no results could be saved; choose a writable output folder"
+            )
+
+
 def main() -> None:
     """``megafc [overrides]``: compose the config from installed plugins and run it."""
     import hydra
@@ -103,6 +163,7 @@ def main() -> None:
     from .registry import default_registry, register_configs
 
     try:
+        check_output_folders(sys.argv[1:])
         register_configs(default_registry())
     except Exception as exc:
         fail(exc)

@@ -69,18 +69,23 @@ def _looks_like_job(path: Path) -> bool:
 
 
 def _candidate_dirs(sweep_dir: Path, skip: set[Path]) -> list[Path]:
-    """Directories one or two levels below ``sweep_dir`` (hidden ones and ``skip`` excluded)."""
+    """Job directories at any depth below ``sweep_dir`` (hidden ones and ``skip`` excluded).
+
+    A job's own subfolders are not searched; folders made by older megafc versions from
+    overrides holding paths nest jobs several levels deep, so the depth is not limited.
+    """
     found: list[Path] = []
 
-    def children(p: Path) -> list[Path]:
-        return sorted(c for c in p.iterdir()
-                      if c.is_dir() and not c.name.startswith(".") and c.resolve() not in skip)
+    def visit(p: Path) -> None:
+        for c in sorted(p.iterdir()):
+            if not c.is_dir() or c.is_symlink() or c.name.startswith(".") or c.resolve() in skip:
+                continue
+            if _looks_like_job(c):
+                found.append(c)
+            else:
+                visit(c)
 
-    for first in children(sweep_dir):
-        if _looks_like_job(first):
-            found.append(first)
-            continue
-        found.extend(second for second in children(first) if _looks_like_job(second))
+    visit(sweep_dir)
     return found
 
 
@@ -198,7 +203,7 @@ def _labels(records: list[dict[str, Any]]) -> list[str]:
 
 
 def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None) -> pd.DataFrame:
-    """One row per completed job of a sweep (job directories one or two levels down).
+    """One row per completed job of a sweep (job directories at any depth).
 
     Columns: ``job`` (directory relative to ``sweep_dir``), ``pipeline`` (label built from
     the choices that vary across jobs, ``loo_dataset`` excluded), ``loo_dataset`` (None for a
@@ -220,7 +225,7 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
         log.warning("job %s is incomplete (no %s): ignored", job, COMPLETION_MARKER)
     if not complete:
         extra = f" ({len(incomplete)} incomplete job(s) without it: {', '.join(incomplete)})" if incomplete else ""
-        raise InputError(f"no completed megafc job in {sweep}: no directory one or two levels below it "
+        raise InputError(f"no completed megafc job in {sweep}: no directory below it "
                          f"holds {COMPLETION_MARKER}{extra}; pass the sweep directory of "
                          "`megafc --multirun` after at least one job has finished")
 

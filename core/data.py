@@ -207,6 +207,11 @@ class DatasetInputs:
     description: str = ""
 
 
+#: Correlations are clipped to this magnitude before arctanh, so perfectly collinear regions
+#: stay finite (z ~ 8.4); the ``connectomes`` dataset refuses or reports such values in its files.
+FISHER_Z_MAX_ABS_R = 1 - 1e-7
+
+
 @dataclass
 class Connectomes:
     """Region x region matrices of the included scans, stacked in ``scan_ids`` order."""

@@ -264,7 +264,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                            fingerprints=inputs.fingerprints, started=started, extra_packages=dists),
             )
             if cfg.report:
-                write_run_report(staged.staging)
+                write_run_report(staged.staging, staged.run_dir)
             run_path = staged.commit()
         except BaseException as exc:
             hook.megafc_on_error(error=exc, config=cfg)
@@ -274,12 +274,12 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
 
 
-def write_run_report(folder: Path) -> None:
+def write_run_report(folder: Path, final: Path) -> None:
     """report.html from the staged outputs; a report bug is logged loudly, results still land."""
     from .report import write_report
 
     try:
-        write_report(folder)
+        write_report(folder, shown_as=final)
     except Exception as exc:  # the tables and posterior are the results; the report summarises them
         log.error("report.html could not be written (%s: %s); the results are complete", type(exc).__name__, exc)
 

@@ -62,6 +62,8 @@ class Run:
     log_text: str | None
     figures_dir: Path
     made: list[Path] = field(default_factory=list)
+    #: The folder the run lives in once committed (``path`` may be its staging folder).
+    shown_as: Path | None = None
 
     def table(self, name: str) -> pd.DataFrame | None:
         return self.tables.get(name)
@@ -92,7 +94,8 @@ def read_text(path: Path) -> str | None:
     return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
 
 
-def load_run(run_dir: Path) -> Run:
+def load_run(run_dir: Path, shown_as: Path | None = None) -> Run:
+    """Read a run directory; ``shown_as`` is where it will live (a staged run's final folder)."""
     import yaml
 
     config_text = read_text(run_dir / "config.yaml")
@@ -114,14 +117,18 @@ def load_run(run_dir: Path) -> Run:
         for col in ("excluded", "ok"):
             if t is not None and col in t:
                 t[col] = as_bool(t[col])
+    log_text = read_text(run_dir / "megafc.log")
+    if log_text is None and shown_as is not None:  # Hydra logs into the final folder, not the staging one
+        log_text = read_text(shown_as / "megafc.log")
     return Run(
         path=run_dir,
+        shown_as=shown_as or run_dir,
         config=config if isinstance(config, dict) else {},
         config_text=config_text,
         provenance=provenance if isinstance(provenance, dict) else {},
         tables=tables,
         methods=read_text(run_dir / "methods.md"),
-        log_text=read_text(run_dir / "megafc.log"),
+        log_text=log_text,
         figures_dir=run_dir / "figures",
     )
 
@@ -547,7 +554,7 @@ def header_section(run: Run, title: str) -> str:
         ("megafc version", version),
         ("run id", prov.get("run_id", "unknown")),
         ("seed", prov.get("seed", run.cfg("seed", default="unknown"))),
-        ("run directory", str(run.path)),
+        ("run directory", str(run.shown_as or run.path)),
     ]
     plugins = ", ".join(f"{k} = {run.plugin(k)}" for k in ("dataset", "atlas", "denoiser", "estimator", "pooling")
                         if run.plugin(k))
@@ -1099,8 +1106,11 @@ def render_page(title: str, header: str, sections: list[str]) -> str:
     )
 
 
-def write_report(run_dir: str | Path, title: str | None = None) -> Path:
+def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | Path | None = None) -> Path:
     """Write ``<run_dir>/report.html`` (self-contained) and the report's figures; return its path.
+
+    ``shown_as`` is the folder the report will end up in when ``run_dir`` is a staging folder:
+    the title, the "run directory" line and the log messages name it, and its megafc.log is read.
 
     Optional files that are absent (qc_fc.tsv, truth.tsv, summaries.tsv, posterior.nc, ...)
     only drop their part of the report. Figures go to ``figures/report_*.png`` and ``.svg``.
@@ -1110,12 +1120,13 @@ def write_report(run_dir: str | Path, title: str | None = None) -> Path:
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"run directory '{path}' does not exist")
-    run = load_run(path)
-    title = title or f"megafc report: {path.resolve().name}"
+    final = Path(shown_as) if shown_as is not None else path
+    run = load_run(path, final)
+    title = title or f"megafc report: {final.resolve().name}"
     with matplotlib.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
                                 "svg.hashsalt": "megafc"}):
         sections = [build_section(run, ident, name, builder) for ident, name, builder in SECTIONS]
     out = path / "report.html"
     out.write_text(render_page(title, header_section(run, title), sections), encoding="utf-8")
-    log.info("report written to %s (%d figures)", out, len(run.made) // 2)
+    log.info("report written to %s (%d figures)", final / out.name, len(run.made) // 2)
     return out

@@ -289,3 +289,17 @@ def test_report_renders_in_headless_chromium(pymc_report, tmp_path):
         assert im.size == (1200, 3000)
         colours = im.convert("RGB").resize((300, 750)).getcolors(maxcolors=1_000_000)
     assert len(colours) > 200, "the screenshot is (nearly) blank"
+
+
+def test_report_built_in_staging_names_the_final_folder_and_reads_its_log(meta_run, tmp_path, caplog):
+    """The pipeline writes the report before the commit: it must describe where the run will live."""
+    final = tmp_path / "my-run"
+    staging = final / ".megafc-staging-abc123"
+    shutil.copytree(meta_run, staging, ignore=shutil.ignore_patterns("report.html", "megafc.log"))
+    (final / "megafc.log").write_text("[2026-11-30 10:00:00,000][megafc][WARNING] - 3 scans excluded: mean FD > 0.5\n")
+    with caplog.at_level("INFO", logger="megafc"):
+        html = write_report(staging, shown_as=final).read_text()
+    assert ".megafc-staging" not in html
+    assert "megafc report: my-run" in html and str(final) in html
+    assert "3 scans excluded: mean FD &gt; 0.5" in html or "3 scans excluded: mean FD > 0.5" in html
+    assert any(f"report written to {final / 'report.html'}" in r.getMessage() for r in caplog.records)

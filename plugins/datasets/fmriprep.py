@@ -17,7 +17,7 @@ import pandas as pd
 from megafc.core import Atlas, DatasetInputs, DatasetLoader, InputError, ScanImages
 from megafc.core.outputs import fingerprint_file
 
-from .metadata import find_bids_file, read_metadata
+from .metadata import check_distinct_files, find_bids_file, read_metadata
 
 
 def confounds_path(bold: Path) -> Path:
@@ -93,6 +93,7 @@ class FmriprepDataset(DatasetLoader):
                 confounds=str(conf), entities=entities,
             )
             fingerprints[str(conf)] = fingerprint_file(conf)
+        check_distinct_files({k: Path(v.bold) for k, v in images.items()}, c.metadata, "BOLD file")
         scans["mean_fd"] = fds
         scans["n_volumes"] = nvols
         return DatasetInputs(

@@ -8,6 +8,7 @@ prefixes are accepted and stripped.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -90,3 +91,38 @@ def find_bids_file(root: str | Path, subject: str, session: str, suffix: str, re
             "add a 'run' column or a 'path' column to the metadata table"
         )
     return hits[0]
+
+
+def check_distinct_files(files: dict[str, Path], table: str | Path, what: str = "file") -> None:
+    """Refuse two scans read from one file (by path, symlink or hard link).
+
+    A drug scan and its control pointing to the same file give a difference of exactly 0,
+    which silently pulls the dataset's effect toward zero.
+    """
+    seen: dict[object, tuple[str, Path]] = {}
+    for scan_id, path in files.items():
+        try:
+            st = os.stat(path)
+            key: object = (st.st_dev, st.st_ino)
+        except OSError:
+            key = os.path.realpath(path)
+        if key in seen:
+            first, first_path = seen[key]
+            also = f" (also reached as {first_path})" if str(first_path) != str(path) else ""
+            raise InputError(
+                f"{table}: scans '{first}' and '{scan_id}' point to the same {what} {path}{also}; every scan "
+                "needs its own file (a scan compared with itself would count as a difference of exactly 0)"
+            )
+        seen[key] = (scan_id, path)
+
+
+def check_distinct_contents(digests: dict[str, str], table: str | Path, what: str = "file") -> None:
+    """Refuse two scans whose files have identical content (a copied file is the same scan)."""
+    seen: dict[str, str] = {}
+    for scan_id, digest in digests.items():
+        if digest in seen:
+            raise InputError(
+                f"{table}: scans '{seen[digest]}' and '{scan_id}' have byte-identical {what}s ({digest[:19]}...); "
+                "every scan needs its own data (was a file copied in place of another?)"
+            )
+        seen[digest] = scan_id

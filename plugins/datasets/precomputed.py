@@ -10,6 +10,7 @@ labels directly, so no atlas files are needed).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -17,10 +18,13 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from megafc.core import Atlas, DatasetInputs, DatasetLoader, InputError
+from megafc.core import FISHER_Z_MAX_ABS_R as MAX_ABS_R
+from megafc.core import Atlas, ConfigError, DatasetInputs, DatasetLoader, InputError
 from megafc.core.outputs import fingerprint_file
 
-from .metadata import find_bids_file, read_metadata
+from .metadata import check_distinct_contents, check_distinct_files, find_bids_file, read_metadata
+
+log = logging.getLogger("megafc")
 
 
 @dataclass
@@ -52,6 +56,7 @@ class _Precomputed(DatasetLoader):
             req = {"task": c.task, "seg": c.seg or ""}
             paths[row.scan_id] = find_bids_file(c.roots[row.dataset], row.subject, row.session, self.suffix,
                                                 req, run=run, what=self.what)
+        check_distinct_files(paths, self.config.metadata, self.what)
         return scans, paths
 
     def region_labels(self) -> list[str]:
@@ -77,7 +82,7 @@ class _Precomputed(DatasetLoader):
     def load(self, atlas: Atlas, seed: int) -> DatasetInputs:
         scans, paths = self.files()
         data, fingerprints = {}, {"metadata": fingerprint_file(self.config.metadata)}
-        nvols = []
+        nvols, digests = [], {}
         for scan_id, path in paths.items():
             table = self.reorder(self.read(path), atlas, path)
             arr = table.to_numpy(dtype=float)
@@ -88,7 +93,8 @@ class _Precomputed(DatasetLoader):
                 self.check_series(arr, path, atlas)
                 nvols.append(arr.shape[0])
             data[scan_id] = arr
-            fingerprints[str(path)] = fingerprint_file(path)
+            fingerprints[str(path)] = digests[scan_id] = fingerprint_file(path)
+        check_distinct_contents(digests, self.config.metadata, self.what)
         if scans["n_volumes"].isna().all():
             scans["n_volumes"] = nvols
         kind = "timeseries" if self.what != "connectome" else "connectomes"
@@ -134,6 +140,15 @@ class ConnectomesDataset(_Precomputed):
     class Config(PrecomputedConfig):
         #: The files hold correlations (r): Fisher z-transform them. False if already z.
         fisher_z: bool = True
+        #: An off-diagonal |r| = 1 (duplicated regions, a broken export) has no finite z:
+        #: ``error`` refuses the file, ``warn`` clips it to |r| = 1 - 1e-7 (z ~ 8.4) and says where.
+        perfect_correlation: str = "error"
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        if self.config.perfect_correlation not in ("error", "warn"):
+            raise ConfigError(f"config key 'dataset.perfect_correlation' is '{self.config.perfect_correlation}'; "
+                              "expected error or warn")
 
     def read(self, path: Path) -> pd.DataFrame:
         try:
@@ -154,6 +169,22 @@ class ConnectomesDataset(_Precomputed):
         if self.config.fisher_z:
             if np.abs(mat[off]).max() > 1:
                 raise InputError(f"{path}: values outside [-1, 1] cannot be correlations; set dataset.fisher_z=false if they are z")
-            mat = np.arctanh(np.clip(mat, -1 + 1e-7, 1 - 1e-7))
+            self.check_perfect(mat, atlas, path)
+            mat = np.arctanh(np.clip(mat, -MAX_ABS_R, MAX_ABS_R))
         np.fill_diagonal(mat, 0.0)
         return mat
+
+    def check_perfect(self, mat: np.ndarray, atlas: Atlas, path: Path) -> None:
+        rows, cols = np.nonzero(np.triu(np.abs(mat) >= MAX_ABS_R, k=1))
+        if not len(rows):
+            return
+        where = ", ".join(f"{atlas.labels[i]}-{atlas.labels[j]} (r={mat[i, j]:g})" for i, j in zip(rows[:5], cols[:5]))
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        if self.config.perfect_correlation == "error":
+            raise InputError(
+                f"{path}: off-diagonal correlation(s) of magnitude 1 between {where}{more}; Fisher z is infinite "
+                "there. Check for duplicated regions, or set dataset.perfect_correlation=warn to clip them to "
+                f"|r| = {MAX_ABS_R} (z = {np.arctanh(MAX_ABS_R):.1f})"
+            )
+        log.warning("%s: %d off-diagonal correlation(s) of magnitude 1 clipped to |r| = %s (z = %.1f): %s%s",
+                    path, len(rows), MAX_ABS_R, np.arctanh(MAX_ABS_R), where, more)

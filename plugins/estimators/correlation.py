@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from megafc.core import FISHER_Z_MAX_ABS_R as MAX_ABS_R
 from megafc.core import ConfigError, ConnectivityEstimator
-
-#: Correlations are clipped here before arctanh so perfectly collinear regions stay finite.
-MAX_ABS_R = 1 - 1e-7
 
 
 def fisher_z(r: np.ndarray) -> np.ndarray:

@@ -1,0 +1,51 @@
+"""Flat, short, filesystem-safe job folder names for ``megafc --multirun``.
+
+Hydra names a sweep's job folders after their overrides; an override holding a path
+(``dataset.metadata=/data/study/meta.tsv``) would nest the job several folders deep along the
+path's slashes. ``job_dirname`` keeps each override readable where it is short and replaces
+paths and long values by their last name and a hash, so every job is one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+#: Values longer than this are shortened (kept readable, made unique by a hash).
+MAX_VALUE = 24
+#: Longest folder name produced; file systems allow 255 bytes, archives and humans less.
+MAX_NAME = 120
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+,-]")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def _value(value: str) -> str:
+    if any(c in value for c in "/\\"):
+        stem = re.split(r"[/\\]", value.rstrip("/\\"))[-1] or "root"
+        return f"{_UNSAFE.sub('_', stem)[:MAX_VALUE]}-{_digest(value)}"
+    if len(value) > MAX_VALUE or any(c in value for c in "{}[]'\" "):
+        return f"{_UNSAFE.sub('_', value)[:MAX_VALUE // 2]}-{_digest(value)}"
+    return _UNSAFE.sub("_", value)
+
+
+def job_dirname(overrides: Iterable[str]) -> str:
+    """``a=1,dataset.metadata=meta.tsv-1a2b3c4d`` from a job's overrides (one folder, no slashes)."""
+    parts = []
+    for override in overrides:
+        key, sep, value = str(override).partition("=")
+        parts.append(_UNSAFE.sub("_", key) + (sep + _value(value) if sep else ""))
+    name = ",".join(parts)
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME - 9]}-{_digest(name)}"
+    return name
+
+
+def register_resolver() -> None:
+    """Make ``${megafc_jobdir:${hydra.overrides.task}}`` available to Hydra configs."""
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("megafc_jobdir", lambda overrides: job_dirname(list(overrides)), replace=True)

@@ -1,0 +1,259 @@
+"""One folder, one run: concurrent runs refuse, reruns leave no stale files, inputs are not confused.
+
+Each case here once gave a silently wrong result folder (two runs' files mixed, a stale
+posterior next to a new config, a scan compared with itself, an infinite z clipped quietly).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import TINY, compose, megafc_cli
+from megafc.core import InputError
+from megafc.core.compare import DEFAULT_OUT
+from megafc.core.app import check_output_folders, os_error_message
+from megafc.core.errors import ConfigError
+from megafc.core.job_names import job_dirname
+from megafc.core.outputs import MANIFEST_FILE, FolderBusyError, StagedRun
+from megafc.core.pipeline import run_experiment
+from megafc.core.registry import build_registry
+
+META = ["pooling=meta", "figures=false", "report=false"]
+SMALL = [o for o in TINY if o.startswith(("dataset.", "atlas."))] + META
+
+
+# -- concurrent runs ------------------------------------------------------------------------------
+
+
+def test_second_run_into_a_busy_folder_is_refused(tmp_path):
+    with StagedRun(tmp_path) as first:
+        first.write_text("a.txt", "first run")
+        with pytest.raises(FolderBusyError, match=str(tmp_path)) as info:
+            StagedRun(tmp_path)
+        assert f"pid {os.getpid()}" in str(info.value)
+        assert first.staging.is_dir(), "the refused run removed the live run's staging folder"
+        first.commit()
+    # once the first run has finished, the folder is free again
+    with StagedRun(tmp_path) as second:
+        second.write_text("a.txt", "second run")
+        second.commit()
+    assert (tmp_path / "a.txt").read_text() == "second run"
+
+
+def test_cli_run_into_a_folder_another_process_writes_exits_as_user_error(tmp_path):
+    """A real second process: refused with exit 2, and the first run's files are its own."""
+    run_dir = tmp_path / "same"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("first run's config\n")
+    with StagedRun(run_dir) as first:
+        first.write_text("scans.tsv", "first\n")
+        second = megafc_cli(SMALL + ["seed=2", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert "being written by another megafc run" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.staging.is_dir()
+        first.commit()
+    # Hydra rewrote .hydra/ for the refused run; the committed run restores its own
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "first run's config\n"
+    assert (run_dir / "scans.tsv").read_text() == "first\n"
+    assert not list(run_dir.glob(".megafc-staging-*"))
+
+
+# -- reruns into the same folder ------------------------------------------------------------------
+
+
+def test_rerun_removes_files_the_new_run_does_not_write(tmp_path):
+    (tmp_path / "my_notes.txt").write_text("not megafc's")
+    with StagedRun(tmp_path) as first:
+        first.write_text("posterior.nc", "old posterior")
+        first.write_text("figures/a.png", "old figure")
+        first.write_text("summaries.tsv", "old")
+        first.write_json("provenance.json", {"run": 1})
+        first.commit()
+    with StagedRun(tmp_path) as second:
+        second.write_text("summaries.tsv", "new")
+        second.write_json("provenance.json", {"run": 2})
+        second.commit()
+    assert not (tmp_path / "posterior.nc").exists() and not (tmp_path / "figures").exists()
+    assert (tmp_path / "summaries.tsv").read_text() == "new"
+    assert json.loads((tmp_path / "provenance.json").read_text()) == {"run": 2}
+    assert (tmp_path / "my_notes.txt").exists(), "a file megafc did not write was removed"
+    assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == ["provenance.json", "summaries.tsv"]
+
+
+def test_failed_rerun_keeps_the_previous_complete_run(tmp_path):
+    with StagedRun(tmp_path) as first:
+        first.write_text("effects.tsv", "complete")
+        first.write_json("provenance.json", {"run": 1})
+        first.commit()
+    with pytest.raises(RuntimeError):
+        with StagedRun(tmp_path) as second:
+            second.write_text("effects.tsv", "half")
+            raise RuntimeError("stage failed")
+    assert (tmp_path / "effects.tsv").read_text() == "complete"
+    assert (tmp_path / "provenance.json").exists()
+
+
+def test_pipeline_rerun_with_other_outputs_leaves_no_stale_files(tmp_path):
+    run_dir = tmp_path / "x"
+    run_experiment(compose(SMALL + ["figures=true", "derivatives=all"]), build_registry(), run_dir)
+    assert (run_dir / "figures").is_dir() and (run_dir / "derivatives").is_dir()
+    run_experiment(compose(SMALL + ["seed=3"]), build_registry(), run_dir)
+    assert not (run_dir / "figures").exists() and not (run_dir / "derivatives").exists()
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["seed"] == 3
+    assert "seed: 3" in (run_dir / "config.yaml").read_text()
+
+
+# -- job folders of sweeps ------------------------------------------------------------------------
+
+
+def test_job_folder_names_are_flat_short_and_distinct():
+    a = job_dirname(["dataset.metadata=/data/study-a/meta.tsv", "pooling=meta"])
+    b = job_dirname(["dataset.metadata=/data/study-b/meta.tsv", "pooling=meta"])
+    assert "/" not in a and a != b
+    assert a.startswith("dataset.metadata=meta.tsv-") and a.endswith(",pooling=meta")
+    roots = job_dirname(["dataset.roots={a:/x/y,b:/z}", "atlas=schaefer"])
+    assert "/" not in roots and "{" not in roots and ":" not in roots
+    assert len(job_dirname([f"k{i}=/very/long/path/number/{i}" for i in range(30)])) <= 120
+    assert job_dirname(["atlas=yeo"]) == "atlas=yeo"
+
+
+@pytest.mark.slow
+def test_sweep_over_absolute_paths_gives_flat_jobs_that_compare_finds(tmp_path):
+    sweep = tmp_path / "sweep"
+    caches = [tmp_path / "site one" / "cache", tmp_path / "site-two" / "cache"]
+    # the swept value is an absolute path: its slashes must not become folders
+    out = megafc_cli(["--multirun", *SMALL, "extraction.cache_dir=" + ",".join(f"'{c}'" for c in caches),
+                      f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 2 and all((j / "provenance.json").is_file() for j in jobs), [j.name for j in jobs]
+    assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1"] and all(len(j.name) <= 125 for j in jobs)
+    compare = megafc_cli([str(sweep)], cwd=tmp_path, script="megafc-compare")
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    assert len(pd.read_csv(sweep / DEFAULT_OUT / "jobs.tsv", sep="\t")) == 2
+
+
+def test_compare_finds_jobs_nested_at_any_depth(tmp_path):
+    from megafc.core.compare import _candidate_dirs
+
+    deep = tmp_path / "0_dataset.metadata=" / "data" / "study" / "meta.tsv"
+    deep.mkdir(parents=True)
+    (deep / "provenance.json").write_text("{}")
+    (deep / "figures").mkdir()
+    (deep / "figures" / "provenance.json").write_text("{}")  # inside a job: not a job of its own
+    assert _candidate_dirs(tmp_path, set()) == [deep]
+
+
+# -- folders that cannot be written ---------------------------------------------------------------
+
+
+def test_output_folder_under_a_file_is_refused_before_hydra(tmp_path):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(ConfigError, match="results.txt is a file"):
+        check_output_folders([f"hydra.run.dir={blocker}/run1"])
+    out = megafc_cli([*SMALL, f"hydra.run.dir={blocker}/run1"], cwd=tmp_path)
+    assert out.returncode == 2 and "hydra.run.dir" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder")
+def test_read_only_output_folder_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(ConfigError, match="not writable"):
+            check_output_folders([f"hydra.run.dir={ro}/run"])
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("code, words", [(28, "no space left"), (13, "permission denied"), (30, "read-only")])
+def test_disk_and_permission_errors_are_user_errors_naming_the_path(code, words):
+    message = os_error_message(OSError(code, os.strerror(code), "/data/out/effects.tsv"))
+    assert message and words in message and "/data/out/effects.tsv" in message
+    assert os_error_message(OSError(2, "No such file", "x")) is None  # other errors stay internal
+
+
+# -- inputs that would silently distort the results -----------------------------------------------
+
+
+LABELS = [f"17Networks_{h}_{n}_{i}" for n in ("VisCent", "DefaultA", "SomMotA") for h in ("LH", "RH") for i in (1, 2)]
+
+
+def write_relmats(folder: Path, n_subjects: int = 4, seed: int = 0) -> Path:
+    """Connectome TSVs (xcp_d style) and a metadata table with paths: drug and placebo per subject."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        for session, condition in (("drug", "drug"), ("placebo", "placebo")):
+            x = rng.standard_normal((120, len(LABELS))) + rng.standard_normal((120, 1))
+            r = np.corrcoef(x.T)
+            path = folder / f"sub-{s:02d}_ses-{session}_stat-pearsoncorrelation_relmat.tsv"
+            pd.DataFrame(r, index=LABELS, columns=LABELS).to_csv(path, sep="\t")
+            rows.append({"dataset": "study", "subject": f"{s:02d}", "session": session, "drug": "psilocybin",
+                         "condition": condition, "mean_fd": 0.1, "path": path.name})
+    table = folder / "meta.tsv"
+    pd.DataFrame(rows).to_csv(table, sep="\t", index=False)
+    return table
+
+
+def run_connectomes(table: Path, run_dir: Path, extra=()):
+    cfg = compose(["dataset=connectomes", f"dataset.metadata={table}", "atlas=from_labels", *META, *extra])
+    return run_experiment(cfg, build_registry(), run_dir)
+
+
+def test_relmat_route_runs(tmp_path):
+    out = run_connectomes(write_relmats(tmp_path), tmp_path / "run")
+    assert (out.run_dir / "effects.tsv").is_file()
+
+
+def test_one_file_as_drug_and_control_is_refused(tmp_path):
+    table = write_relmats(tmp_path)
+    meta = pd.read_csv(table, sep="\t", dtype=str)
+    meta.loc[1, "path"] = meta.loc[0, "path"]  # subject 00's placebo row points to the drug file
+    meta.to_csv(table, sep="\t", index=False)
+    with pytest.raises(InputError, match=r"scans '.*' and '.*' point to the same connectome .*sub-00_ses-drug"):
+        run_connectomes(table, tmp_path / "run")
+    assert not (tmp_path / "run" / "effects.tsv").exists()
+
+
+def test_symlinked_and_copied_files_are_the_same_scan(tmp_path):
+    table = write_relmats(tmp_path)
+    placebo = tmp_path / "sub-01_ses-placebo_stat-pearsoncorrelation_relmat.tsv"
+    drug = tmp_path / "sub-01_ses-drug_stat-pearsoncorrelation_relmat.tsv"
+    placebo.unlink()
+    placebo.symlink_to(drug)
+    with pytest.raises(InputError, match="point to the same connectome"):
+        run_connectomes(table, tmp_path / "run")
+    placebo.unlink()
+    shutil.copy(drug, placebo)
+    with pytest.raises(InputError, match="byte-identical connectomes"):
+        run_connectomes(table, tmp_path / "run")
+
+
+def test_perfect_correlation_in_a_relmat_is_refused_or_reported(tmp_path, caplog):
+    table = write_relmats(tmp_path)
+    path = tmp_path / "sub-02_ses-drug_stat-pearsoncorrelation_relmat.tsv"
+    mat = pd.read_csv(path, sep="\t", index_col=0)
+    a, b = LABELS[0], LABELS[5]
+    mat.loc[a, b] = mat.loc[b, a] = 1.0
+    mat.to_csv(path, sep="\t")
+    with pytest.raises(InputError, match=rf"{path.name}: off-diagonal correlation\(s\) of magnitude 1 between {a}-{b}"):
+        run_connectomes(table, tmp_path / "run")
+    with caplog.at_level("WARNING", logger="megafc"):
+        out = run_connectomes(table, tmp_path / "run", ["dataset.perfect_correlation=warn"])
+    warned = [r.getMessage() for r in caplog.records if "magnitude 1 clipped" in r.getMessage()]
+    assert warned and path.name in warned[0] and f"{a}-{b}" in warned[0]
+    assert (out.run_dir / "effects.tsv").is_file()
+    with pytest.raises(ConfigError, match="dataset.perfect_correlation"):
+        run_connectomes(table, tmp_path / "run2", ["dataset.perfect_correlation=clip"])
