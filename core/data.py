@@ -174,6 +174,27 @@ class Atlas:
         """Map each network (or subnetwork) to its system class."""
         return dict(zip(self.regions[level], self.regions["system"]))
 
+    def centroids(self) -> np.ndarray | None:
+        """(n_regions, 3) world (mm) coordinates of each region's centre; None without image or coords.
+
+        Label images give each region's centre of mass; an empty region is NaN.
+        """
+        if self.coords is not None:
+            return np.asarray(self.coords, dtype=float)
+        if self.maps is None:
+            return None
+        import nibabel as nib
+        from scipy import ndimage
+
+        img = nib.load(self.maps)
+        data = np.asarray(img.dataobj).astype(np.int64)
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        index = self.regions["index"].astype(int).to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            com = np.array(ndimage.center_of_mass(np.ones(data.shape), data, index), dtype=float)
+        return nib.affines.apply_affine(img.affine, com)
+
 
 @dataclass
 class ScanImages:

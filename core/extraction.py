@@ -29,14 +29,19 @@ log = logging.getLogger("megafc")
 EXTRACTION_VERSION = 1
 
 
+#: Why a scan was not extracted (it is then excluded with this reason in scans.tsv).
+TOO_FEW_FOR_CONFOUNDS = "too few volumes left after censoring to regress out the confounds"
+
+
 @dataclass
 class Extracted:
     scan_id: str
-    timeseries: np.ndarray
+    timeseries: np.ndarray | None  # None when the scan could not be extracted (see ``skipped``)
     n_volumes: int
     n_kept: int
     cached: bool
     path: str
+    skipped: str = ""
 
 
 def atlas_fingerprint(atlas: Atlas) -> str:
@@ -111,6 +116,12 @@ def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoi
         raise
     except Exception as exc:
         raise PluginError(f"denoiser '{denoiser.name}' failed on {images.bold}: {type(exc).__name__}: {exc}") from exc
+    n_kept = n_volumes if sample_mask is None else int(np.size(sample_mask))
+    n_confounds = 0 if confounds is None else int(np.shape(confounds)[1]) if np.ndim(confounds) == 2 else 1
+    if n_kept < n_confounds + 2:  # +1 for the mean: no residual degrees of freedom, a scan to exclude
+        log.warning("%s: %d of %d volumes left after censoring, %d confound regressors: not extracted (excluded)",
+                    images.bold, n_kept, n_volumes, n_confounds)
+        return Extracted(scan_id, None, n_volumes, n_kept, False, "", TOO_FEW_FOR_CONFOUNDS)
     masker = _masker(atlas, images, denoiser)
     try:
         ts = masker.fit_transform(images.bold, confounds=confounds, sample_mask=sample_mask)
@@ -164,11 +175,52 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def check_field_of_view(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas) -> None:
+    """Refuse BOLD images that miss most of the atlas before anything is extracted.
+
+    A BOLD in another space than the atlas, or with a broken affine, otherwise fails minutes
+    later inside nilearn with a message that does not mention spaces.
+    """
+    import nibabel as nib
+
+    centres = atlas.centroids()
+    if centres is None:
+        return
+    centres = centres[np.isfinite(centres).all(axis=1)]
+    seen: set[tuple] = set()
+    for s in scan_ids:
+        try:
+            header = nib.load(images[s].bold).header
+        except Exception:  # unreadable files are reported by extraction with their own message
+            continue
+        shape, affine = tuple(int(v) for v in header.get_data_shape()[:3]), header.get_best_affine()
+        key = (shape, np.round(affine, 4).tobytes())
+        if key in seen:
+            continue
+        seen.add(key)
+        vox = nib.affines.apply_affine(np.linalg.inv(affine), centres)
+        inside = np.all((vox > -0.5) & (vox < np.array(shape) - 0.5), axis=1)
+        if inside.mean() >= 0.5:
+            continue
+        corners = nib.affines.apply_affine(affine, np.array([[0, 0, 0], np.array(shape) - 1]))
+        span = ", ".join(f"{ax} {lo:.0f}..{hi:.0f}" for ax, lo, hi in zip("xyz", corners.min(0), corners.max(0)))
+        a_span = ", ".join(f"{ax} {lo:.0f}..{hi:.0f}" for ax, lo, hi in zip("xyz", centres.min(0), centres.max(0)))
+        space = images[s].entities.get("space")
+        raise InputError(
+            f"{images[s].bold}: only {int(inside.sum())} of {len(centres)} region centres of atlas '{atlas.name}' "
+            f"lie inside this image's field of view (image: {span} mm; atlas regions: {a_span} mm). The BOLD"
+            f"{f' (space-{space})' if space else ''} and the atlas are probably in different spaces, or the "
+            "image's affine is wrong: use BOLD in the atlas's space (fMRIPrep's --output-spaces) or an atlas in "
+            "the BOLD's space"
+        )
+
+
 def extract_all(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas, denoiser: Denoiser,
                 cache_dir: str | None, n_jobs: int = 1) -> dict[str, Extracted]:
     """Extract every scan (in parallel with joblib), logging progress as scans finish."""
     from joblib import Parallel, delayed
 
+    check_field_of_view(images, scan_ids, atlas)
     atlas_fp = atlas_fingerprint(atlas)
     jobs = (delayed(extract_scan)(s, images[s], atlas, denoiser, cache_dir, atlas_fp) for s in scan_ids)
     out: dict[str, Extracted] = {}

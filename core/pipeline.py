@@ -150,6 +150,9 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
         raise ConfigError(f"config key 'derivatives' is '{cfg.derivatives}'; expected auto, all or none")
     if level not in AGGREGATION_LEVELS:
         raise ConfigError(f"config key 'aggregate.level' is '{level}'; expected one of {list(AGGREGATION_LEVELS)}")
+    if int(cfg.extraction.n_jobs) == 0:
+        raise ConfigError("config key 'extraction.n_jobs' is 0; expected a number of parallel jobs >= 1, "
+                          "or -1 for one per CPU")
     plugins = instantiate_plugins(cfg, registry)
     seed = int(cfg.seed)
     with StagedRun(run_dir) as staged:
@@ -172,11 +175,14 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 cache = str(Path(cache).expanduser()) if cache else None
                 extracted = extract_all(inputs.images, todo, atlas, plugins["denoiser"], cache, int(cfg.extraction.n_jobs))
                 scans = exclude_by_censoring(scans, {k: v.n_kept for k, v in extracted.items()}, qc)
-                inputs.timeseries = {k: v.timeseries for k, v in extracted.items()}
+                skipped = {k: v.skipped for k, v in extracted.items() if v.skipped}
+                for reason in sorted(set(skipped.values())):
+                    scans = exclude(scans, scans["scan_id"].isin([k for k, r in skipped.items() if r == reason]), reason)
+                inputs.timeseries = {k: v.timeseries for k, v in extracted.items() if v.timeseries is not None}
                 staged.write_table("extraction.tsv", pd.DataFrame([
                     {"scan_id": e.scan_id, "cached": e.cached, "n_volumes": e.n_volumes, "n_volumes_kept": e.n_kept,
                      "bold": inputs.images[e.scan_id].bold, "confounds": inputs.images[e.scan_id].confounds,
-                     "cache_file": e.path} for e in extracted.values()
+                     "cache_file": e.path, "not_extracted": e.skipped or None} for e in extracted.values()
                 ]))
                 images, inputs.images = inputs.images, None
             else:
@@ -188,7 +194,9 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             hook.megafc_after_scans(scans=scans, staging_dir=str(staged.staging))
             included = list(scans.loc[~scans["excluded"], "scan_id"])
             if not included:
-                raise InputError(f"{source}: no scans left after exclusions (see scans.tsv reasons)")
+                reasons = scans["exclusion_reason"].value_counts()
+                raise InputError(f"{source}: no scans left after exclusions ("
+                                 + "; ".join(f"{n} x {r}" for r, n in reasons.items()) + ")")
             if inputs.timeseries is not None:
                 connectomes = estimate_connectomes(plugins["estimator"], inputs.timeseries, included, atlas)
             else:
@@ -342,7 +350,30 @@ def log_exclusions(scans: pd.DataFrame) -> None:
     for ds, row in per.iterrows():
         if row["sum"]:
             log.warning("dataset %s: %d of %d scans excluded (reasons in scans.tsv)", ds, row["sum"], row["size"])
+    for line in dropped_out(scans):
+        log.warning(line)
     log.info("scans: %d included, %d excluded", int((~scans["excluded"]).sum()), int(scans["excluded"].sum()))
+
+
+def dropped_out(scans: pd.DataFrame) -> list[str]:
+    """Sentences for datasets and drugs that lost every scan, and datasets left with one subject.
+
+    A whole study vanishing from a pooled estimate changes what the estimate means, so it is
+    said in the log (and thus the report) and in methods.md, not only in scans.tsv.
+    """
+    inc = scans[~scans["excluded"]]
+    out = []
+    for ds, group in scans.groupby("dataset", sort=True):
+        if group["excluded"].all():
+            reasons = group["exclusion_reason"].value_counts()
+            why = "; ".join(f"{n} x {r}" for r, n in reasons.items())
+            out.append(f"dataset {ds}: all {len(group)} scans excluded ({why}); it is not part of any estimate")
+        elif inc.loc[inc["dataset"] == ds, "subject"].nunique() == 1:
+            out.append(f"dataset {ds}: a single subject left; its dataset effect and between-subject sd rest "
+                       "largely on the priors")
+    for drug in sorted(set(scans["drug"]) - set(inc["drug"])):
+        out.append(f"drug {drug}: every scan of every dataset excluded; there is no {drug} effect in the results")
+    return out
 
 
 def report_diagnostics(result: PoolingResult) -> bool:
@@ -370,7 +401,7 @@ def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, 
         f"Data: {inc['dataset'].nunique()} datasets, {inc.groupby(['dataset', 'subject']).ngroups} subjects, "
         f"{len(inc)} scans included of {len(scans)} "
         f"({int(scans['excluded'].sum())} excluded; reasons in scans.tsv). "
-        f"Drugs: {', '.join(sorted(inc['drug'].unique()))}.",
+        f"Drugs: {', '.join(sorted(inc['drug'].unique()))}." + "".join(f" Note: {d[0].upper()}{d[1:]}." for d in dropped_out(scans)),
         f"Atlas: {atlas.name} ({atlas.n_regions} regions). {atlas.description}".strip(),
         f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].summary()}), "
         f"averaged within and between {level}s (mean Fisher z over each pair's edges).",

@@ -77,7 +77,11 @@ class Denoiser(Plugin):
     kind = "denoiser"
 
     def confounds(self, bold_file: str) -> tuple[pd.DataFrame | None, np.ndarray | None]:
-        """Return (confounds, sample_mask) for a BOLD file, as nilearn's maskers take them."""
+        """Return (confounds, sample_mask) for a BOLD file, as nilearn's maskers take them.
+
+        ``sample_mask`` holds the indices of the volumes kept; it may be empty, or shorter than
+        the confounds need: extraction then excludes the scan with the reason in ``scans.tsv``.
+        """
         return None, None
 
     def signal_kwargs(self) -> dict[str, Any]:

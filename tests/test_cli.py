@@ -17,6 +17,7 @@ def _pythonpath(site):
     (["pooling.nonsense=1"], "nonsense"),
     (["pooling.draws=many"], "pooling.draws"),
     (["seed=abc"], "seed"),
+    (["extraction.n_jobs=0"], "config key 'extraction.n_jobs' is 0"),
 ])
 def test_config_errors_are_clear(tmp_path, args, expected):
     run_dir = tmp_path / "run"

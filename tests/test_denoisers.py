@@ -168,10 +168,11 @@ def test_scrubbing_censors_through_the_sample_mask(bold):
     assert censored == set(np.flatnonzero(over)) | {0, 1, 2}
 
 
-def test_scrubbing_that_censors_everything_is_an_input_error(bold):
-    # nilearn's default thresholds flag every volume of this high-motion test file
-    with pytest.raises(InputError, match=rf"{CONF_STEM}\.tsv.*all 120 volumes are censored"):
-        ScrubbingDenoiser().confounds(bold)
+def test_scrubbing_that_censors_everything_returns_an_empty_sample_mask(bold):
+    # nilearn's default thresholds flag every volume of this high-motion test file; extraction
+    # then excludes the scan (tests/test_fmriprep_route.py), the denoiser does not stop the run
+    conf, mask = ScrubbingDenoiser().confounds(bold)
+    assert len(conf) == 120 and mask is not None and len(mask) == 0
 
 
 def test_missing_confounds_file(bold):
@@ -287,13 +288,21 @@ def test_band_pass_with_censoring(bold, labels_img):
     assert ts.shape == (len(mask), N_LABELS) and np.all(np.isfinite(ts))
 
 
-def test_more_confounds_than_volumes_is_an_input_error(bold):
+def test_more_confounds_than_volumes_excludes_the_scan(bold, caplog):
     # nilearn's 30-row file as is: 27 kept volumes for 27 'simple' confounds
+    from megafc.core import ScanImages
+    from megafc.core.extraction import TOO_FEW_FOR_CONFOUNDS, extract_scan
+    from megafc.plugins.atlases.synthetic import SyntheticAtlas
+
     src = _nilearn_test_confounds()
     shutil.copy(src, Path(bold).parent / f"{CONF_STEM}.tsv")
     nib.load(bold).slicer[..., :30].to_filename(bold)
-    with pytest.raises(InputError, match=rf"{CONF_STEM}\.tsv.*27 confounds out of 27 kept volumes"):
-        SimpleDenoiser().confounds(bold)
+    atlas = SyntheticAtlas(SyntheticAtlas.Config(n_cortical=34, subcortical=False, n_cerebellar=0)).load()
+    with caplog.at_level("WARNING", logger="megafc"):
+        out = extract_scan("scan-1", ScanImages(bold=str(bold), t_r=2.0), atlas, SimpleDenoiser(), None, "fp")
+    assert out.timeseries is None and out.skipped == TOO_FEW_FOR_CONFOUNDS
+    assert (out.n_volumes, out.n_kept) == (30, 27)
+    assert any(BOLD_NAME in r.getMessage() and "27 confound regressors" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(

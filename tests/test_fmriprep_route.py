@@ -10,6 +10,7 @@ import pytest
 from conftest import TINY, assert_no_results, compose, megafc_cli
 from fmriprep_tree import make_tree
 from megafc.core import InputError
+from megafc.core.extraction import TOO_FEW_FOR_CONFOUNDS
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
 
@@ -138,6 +139,35 @@ def test_atlas_region_empty_in_image(tmp_path):
     expect_error(t.overrides("none"), tmp_path / "run", f"{bold.name}: atlas 'custom' region.*empty")
 
 
+def test_bold_outside_the_atlas_field_of_view_is_refused_up_front(tmp_path):
+    t = fresh_tree(tmp_path)
+    bold = list(t.bold.values())[3]
+    img = nib.load(bold)
+    shifted = img.affine.copy()
+    shifted[:3, 3] += [200.0, 0.0, 0.0]  # e.g. native-space BOLD against an MNI atlas
+    nib.Nifti1Image(np.asarray(img.dataobj), shifted).to_filename(bold)
+    expect_error(t.overrides("none"), tmp_path / "run",
+                 rf"{bold.name}: only 0 of 34 region centres of atlas 'custom' lie inside.*space-MNI152NLin2009cAsym.*different spaces")
+
+
+def test_atlas_centroids_are_in_world_coordinates(tmp_path):
+    from megafc.plugins.atlases.custom import CustomAtlas
+
+    t = fresh_tree(tmp_path)
+    atlas = CustomAtlas(CustomAtlas.Config(image=str(t.atlas_image), labels=str(t.atlas_labels))).load()
+    c = atlas.centroids()
+    labels = np.asarray(nib.load(t.atlas_image).dataobj)
+    vox = np.argwhere(labels == atlas.regions["index"].iloc[0]).mean(axis=0)
+    assert c.shape == (34, 3) and np.allclose(c[0], vox * 3.0)  # the tree's affine is diag(3, 3, 3)
+
+
+def test_header_only_metadata_with_atlas_from_labels(tmp_path):
+    table = tmp_path / "meta.tsv"
+    table.write_text("dataset\tsubject\tsession\tdrug\tcondition\tpath\n")
+    expect_error(["dataset=timeseries", f"dataset.metadata={table}", "atlas=from_labels"], tmp_path / "run",
+                 "meta.tsv: the table has a header but no rows")
+
+
 def test_nan_and_constant_timeseries(tmp_path):
     t = fresh_tree(tmp_path)
     ts_dir = tmp_path / "ts"
@@ -167,6 +197,7 @@ def test_nan_and_constant_timeseries(tmp_path):
     (lambda m: pd.concat([m, m.iloc[[0]]]), "duplicate rows"),
     (lambda m: m.assign(condition=["active"] + m["condition"].tolist()[1:]), "unknown value.*'active'"),
     (lambda m: m[m.condition == "drug"], "dataset '.*' has .* drug scan.* but no included control"),
+    (lambda m: m.iloc[:0], "header but no rows"),
 ])
 def test_bad_metadata(tmp_path, edit, match):
     t = fresh_tree(tmp_path)
@@ -211,3 +242,24 @@ def test_parallel_extraction_matches_serial(tree, tmp_path):
     parallel = extract_all(inputs.images, ids, atlas, NoDenoising(), None, n_jobs=2)
     for s in ids:
         assert np.allclose(serial[s].timeseries, parallel[s].timeseries)
+
+
+@pytest.mark.parametrize("n_moving", [80, 60])
+def test_heavily_censored_scan_is_excluded_not_fatal(tmp_path, n_moving):
+    """All (80) or most (60 of 80) volumes censored by scrubbing: the scan is excluded, the run goes on."""
+    t = make_tree(tmp_path / "data", n_subjects=3, n_volumes=80)
+    conf = next(tmp_path.rglob("siteB/fmriprep/sub-01/ses-2/func/*desc-confounds_timeseries.tsv"))  # a drug scan
+    table = pd.read_csv(conf, sep="\t", na_values="n/a")
+    table.loc[table.index[-n_moving:], "framewise_displacement"] = 3.0  # large head movements
+    table.to_csv(conf, sep="\t", index=False, na_rep="n/a")
+    out = run(t.overrides("scrubbing") + POOL + ["extraction.cache_dir=null", "qc.max_mean_fd=null",
+                                                 "qc.min_volumes=5", "qc.max_censored_fraction=1"], tmp_path / "run")
+    scans = out.scans.set_index("scan_id")
+    bad = scans[(scans.dataset == "siteB") & (scans.subject == "01") & (scans.condition == "drug")]
+    assert len(bad) == 1 and bad["excluded"].all(), scans[["excluded", "exclusion_reason"]]
+    # 80: none left (below qc.min_volumes); 60: 20 left for 36 confound regressors
+    reason = "fewer than 5 volumes left after censoring" if n_moving == 80 else TOO_FEW_FOR_CONFOUNDS
+    assert bad["exclusion_reason"].iloc[0] == reason
+    assert not scans.drop(bad.index)["excluded"].any()
+    ext = pd.read_csv(out.run_dir / "extraction.tsv", sep="\t").set_index("scan_id")
+    assert ext.loc[bad.index[0], "not_extracted"] == TOO_FEW_FOR_CONFOUNDS

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import assert_no_results, compose
+from conftest import TINY, assert_no_results, compose
 from megafc.core import ConfigError, ConnectivityEstimator, PluginError, hookimpl
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
@@ -122,3 +122,34 @@ def test_invalid_prior_is_named(tmp_path, tiny_overrides):
     cfg = compose(tiny_overrides + ["pooling.priors.drug_sd=-1"])
     with pytest.raises(ConfigError, match="pooling.priors.drug_sd"):
         run_experiment(cfg, build_registry(), tmp_path / "run")
+
+
+def test_a_drug_that_drops_out_is_said_in_log_and_methods(tmp_path, caplog):
+    """Leaving out the only mescaline dataset removes a drug: the log and methods.md say so."""
+    small = [o for o in TINY if o.startswith(("dataset.", "atlas."))]
+    with caplog.at_level("WARNING", logger="megafc"):
+        out = run_experiment(compose(small + ["pooling=meta", "figures=false", "loo_dataset=mescaline_1"]),
+                             build_registry(), tmp_path / "run")
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(w.startswith("dataset mescaline_1: all") and "not part of any estimate" in w for w in warned)
+    assert any("drug mescaline: every scan" in w for w in warned)
+    methods = (out.run_dir / "methods.md").read_text()
+    assert "Note: Dataset mescaline_1: all" in methods and "no mescaline effect" in methods
+    assert not (out.result.effects["effect"] == "drug:mescaline").any()
+
+
+def test_single_subject_dataset_is_flagged():
+    from megafc.core.pipeline import dropped_out
+
+    scans = pd.DataFrame({
+        "dataset": ["a", "a", "a", "a", "b", "b"], "subject": ["1", "1", "2", "2", "1", "1"],
+        "drug": ["LSD"] * 4 + ["DMT"] * 2, "excluded": [False, False, False, False, False, True],
+        "exclusion_reason": [None] * 5 + ["mean FD > 0.5"],
+    })
+    lines = dropped_out(scans)
+    assert lines == ["dataset b: a single subject left; its dataset effect and between-subject sd rest largely "
+                     "on the priors"]
+    scans.loc[4, ["excluded", "exclusion_reason"]] = [True, "mean FD > 0.5"]
+    lines = dropped_out(scans)
+    assert lines[0] == "dataset b: all 2 scans excluded (2 x mean FD > 0.5); it is not part of any estimate"
+    assert lines[1].startswith("drug DMT: every scan")

@@ -31,6 +31,8 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; a metadata table needs {list(REQUIRED)}")
+    if table.empty:
+        raise InputError(f"{path}: the table has a header but no rows; expected one row per scan")
     table["subject"] = table["subject"].str.removeprefix("sub-")
     table["session"] = table["session"].str.removeprefix("ses-")
     if "run" in table.columns:

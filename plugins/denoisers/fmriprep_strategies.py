@@ -141,7 +141,7 @@ class FmriprepDenoiser(Denoiser):
 
         tsv = confounds_file(bold_file)
         with warnings.catch_warnings():
-            # nilearn only warns when every volume is censored; that is an error below
+            # every volume censored is a scan to exclude (megafc's extraction does, saying why)
             warnings.filterwarnings("ignore", "All volumes were marked as motion outliers")
             try:
                 conf, mask = load_confounds_strategy(
@@ -152,25 +152,15 @@ class FmriprepDenoiser(Denoiser):
         n_volumes = len(conf)
         self._check_volumes(bold_file, tsv, n_volumes)
         if mask is not None and len(mask) == 0:
-            raise InputError(
-                f"confounds file {tsv}: all {n_volumes} volumes are censored by the "
-                f"'{self.name}' strategy ({self._censoring_rule()}); expected some volumes to "
-                "remain: exclude this scan or relax the thresholds"
-            )
+            return conf, mask  # every volume censored (nilearn leaves the confounds undefined)
         bad = [col for col in conf.columns if not np.all(np.isfinite(conf[col].to_numpy(float)))]
         if bad:
             raise InputError(
                 f"confounds file {tsv}: columns {bad} contain missing or non-finite values "
                 "(beyond the first row of derivatives); expected finite confounds"
             )
-        n_kept = n_volumes if mask is None else len(mask)
-        if n_kept <= conf.shape[1] + 1:  # +1: the mean, removed by standardisation
-            raise InputError(
-                f"confounds file {tsv}: the '{self.name}' strategy regresses {conf.shape[1]} "
-                f"confounds out of {n_kept} kept volumes, leaving no degrees of freedom; expected "
-                "more volumes than confounds (use a strategy with fewer confounds, e.g. "
-                "compcor with a smaller n_compcor, or exclude this scan)"
-            )
+        # too few kept volumes for the confounds (or none at all) is not checked here: extraction
+        # excludes such a scan with its reason instead of stopping the run
         return conf, mask
 
     def signal_kwargs(self) -> dict[str, Any]:
