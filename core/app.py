@@ -74,7 +74,10 @@ def _quiet_libraries() -> None:
 
     # PyMC/bambi warn about < 4 chains on every run; our diagnostics report the same honestly.
     warnings.filterwarnings("ignore", message=".*fewer than 4 chains.*")
-    for name in ("pymc", "pytensor", "bambi", "numba"):
+    # PyTensor's C backend finds no BLAS to link on pip-only installs; megafc's models spend their
+    # time in numba kernels and small matrices, so the warning (18 lines) says nothing useful here.
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
+    for name in ("pymc", "pytensor", "bambi", "numba", "arviz"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -162,12 +165,35 @@ def main() -> None:
 
     from .registry import default_registry, register_configs
 
+    if "--version" in sys.argv[1:]:  # Hydra's own --version names Hydra, not the program
+        from .outputs import package_versions
+
+        v = package_versions()
+        print(f"megafc {v.get('megafc', 'unknown')} (hydra-core {v.get('hydra-core', '?')}, pymc {v.get('pymc', '?')}, "
+              f"nilearn {v.get('nilearn', '?')})")
+        return
     try:
         check_output_folders(sys.argv[1:])
         register_configs(default_registry())
     except Exception as exc:
         fail(exc)
     hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
+
+
+def config_presets() -> list[tuple[str, str, str]]:
+    """(group, name, file) of the config presets megafc ships next to its plugins (e.g. pymc_quick)."""
+    from importlib.resources import files
+
+    from .registry import PLUGIN_KINDS
+
+    root = files("megafc.conf")
+    out = []
+    for kind in PLUGIN_KINDS:
+        folder = root / kind
+        if folder.is_dir():
+            out += [(kind, f.name.removesuffix(".yaml"), f"megafc/conf/{kind}/{f.name}")
+                    for f in sorted(folder.iterdir(), key=lambda f: f.name) if f.name.endswith(".yaml")]
+    return out
 
 
 def list_plugins_main() -> None:
@@ -180,6 +206,7 @@ def list_plugins_main() -> None:
         fail(exc)
     header = ("kind", "name", "distribution", "version", "class")
     table = [header] + [(r.kind, r.name, r.distribution, r.version, r.location) for r in rows]
+    table += [(kind, name, "megafc", "", f"preset: {where}") for kind, name, where in config_presets()]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

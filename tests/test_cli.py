@@ -45,6 +45,14 @@ def test_megafc_plugins_lists_builtins_and_third_party(tmp_path, plugin_site):
     assert ("estimator", "correlation", "megafc") in found
     assert ("pooling", "pymc", "megafc") in found
     assert ("estimator", "partial_correlation", "megafc-example-plugin") in found
+    assert ("pooling", "pymc_quick", "megafc") in found  # a shipped config preset, not a class
+
+
+def test_version_names_megafc(tmp_path):
+    from megafc.core.outputs import package_versions
+
+    proc = megafc_cli(["--version"], cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"megafc {package_versions()['megafc']} ")
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from conftest import TINY, megafc_cli
-from megafc.core import InputError
 from megafc.core.compare import collect_jobs, compare, robustness_long, robustness_table
 
 PAIRS = [("Default", "Vis"), ("SomMot", "Vis"), ("Vis", "Vis")]

@@ -102,6 +102,36 @@ def nuts_kwargs(c: NUTSConfig, sampler: str) -> dict:
     return {"target_accept": c.target_accept, "nuts_sampler": sampler, "nuts_sampler_kwargs": extra}
 
 
+def sample(model, c: NUTSConfig, sampler: str, seed: int):
+    """``pm.sample`` with the run's NUTS settings and progress lines in megafc.log.
+
+    A line says what is sampled and how, a heartbeat every 10 s says how long it has run (and,
+    with PyMC's own sampler, how many draws are done and the time left), and a last line gives
+    the time taken and the divergences.
+    """
+    import time
+
+    import pymc as pm
+
+    from megafc.core.progress import Heartbeat, log
+
+    total = c.chains * (c.tune + c.draws)
+    log.info("pooling: compiling the model and sampling %d chains x (%d tune + %d draws) with %s ...",
+             c.chains, c.tune, c.draws, sampler)
+    start = time.perf_counter()
+    with Heartbeat("pooling: sampling", total=total if sampler == "pymc" else None) as beat:
+        extra = {"callback": lambda trace, draw: beat.advance()} if sampler == "pymc" else {}
+        with model:
+            idata = pm.sample(
+                draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
+                random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
+                **nuts_kwargs(c, sampler), **extra,
+            )
+    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    log.info("pooling: sampled in %.0f s, %d divergent transitions", time.perf_counter() - start, div)
+    return idata
+
+
 def validate_sampler_config(c: NUTSConfig) -> None:
     if c.sampler not in SAMPLERS:
         raise ConfigError(f"config key 'pooling.sampler' is '{c.sampler}'; expected one of {list(SAMPLERS)}")

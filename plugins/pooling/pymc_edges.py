@@ -39,7 +39,7 @@ from megafc.core import (
     summarise_draws,
 )
 
-from .design import NUTSConfig, PoolingLevels, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
+from .design import NUTSConfig, PoolingLevels, ess_threshold, resolve_sampler, sample, validate_sampler_config
 
 EDGE_COLUMNS = ("region_a", "region_b", "network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd")
 
@@ -380,8 +380,6 @@ class PyMCEdgePooling(PoolingModel):
 
     # ------------------------------------------------------------------ fit
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
-        import pymc as pm
-
         c = self.config
         if getattr(self, "connectomes", None) is None:
             raise InputError("pooling 'pymc_edges' needs the connectomes (set_connectomes was not called)")
@@ -414,12 +412,7 @@ class PyMCEdgePooling(PoolingModel):
         model, incidence = self.build_model(st, group, n_groups)
         t1 = time.perf_counter()
         if hyper:
-            with model:
-                idata = pm.sample(
-                    draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
-                    random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
-                    **nuts_kwargs(c, sampler),
-                )
+            idata = sample(model, c, sampler, seed)
             post = idata.posterior
             n_chains, n_draw = post.sizes["chain"], post.sizes["draw"]
             idx = np.linspace(0, n_draw - 1, n_per_chain).round().astype(int)

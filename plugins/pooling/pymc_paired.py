@@ -22,9 +22,9 @@ from .design import (
     describe,
     effects_table,
     ess_threshold,
-    nuts_kwargs,
     paired_design,
     resolve_sampler,
+    sample,
     validate_sampler_config,
 )
 from .marginal import UnitStatistics, conditional_effects, marginal_loglik, unit_statistics
@@ -186,8 +186,6 @@ class PyMCPairedPooling(PoolingModel):
         return mean + sigma * rng.standard_normal(mean.shape)
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
-        import pymc as pm
-
         c = self.config
         design = paired_design(pairs)
         contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
@@ -206,12 +204,7 @@ class PyMCPairedPooling(PoolingModel):
             model = self.build_model(design, parametrization)
         sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
-        with model:
-            idata = pm.sample(
-                draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
-                random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
-                **nuts_kwargs(c, sampler),
-            )
+        idata = sample(model, c, sampler, seed)
         if parametrization == "marginal":
             add_group_effects(idata, design, stats, slope_names, c.priors.effect_sd, np.random.default_rng(seed))
         elapsed = time.perf_counter() - start

@@ -10,6 +10,7 @@ and subject sds (partially pooled across datasets). Means are integrated out exa
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -20,7 +21,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .derived import contrast_pairs, summary_columns
 from .design import (
-    HierarchicalPriors, SamplerConfig, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config,
+    HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, sample, validate_sampler_config,
 )
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
 from .scan_design import ScanDesign, covariate_matrix, scan_design
@@ -170,8 +171,6 @@ class PyMCPooling(PoolingModel):
         return model
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
-        import pymc as pm
-
         c = self.config
         design = scan_design(pairs)
         contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
@@ -185,12 +184,7 @@ class PyMCPooling(PoolingModel):
         model = self.build_model(design, st, names, scales, is_summary)
         sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
-        with model:
-            idata = pm.sample(
-                draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
-                random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
-                **nuts_kwargs(c, sampler),
-            )
+        idata = sample(model, c, sampler, seed)
         add_effects(idata, design, st, names, scales, c.priors.effect_sd, np.random.default_rng(seed))
         elapsed = time.perf_counter() - start
         description = self.describe(design, names, sampler, cov_notes)
@@ -235,7 +229,10 @@ class PyMCPooling(PoolingModel):
                                          slopes(post), x, rng)
         hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", *[f"slope:{m}" for m in names])
                  if v in model.named_vars]
-        with model:
+        with model, warnings.catch_warnings():
+            # only hyperparameters are drawn here; the effects come from their priors below, so
+            # the marginal likelihood's Potential being ignored is what is wanted
+            warnings.filterwarnings("ignore", message="The effect of Potentials")
             prior = pm.sample_prior_predictive(draws=n, random_seed=seed, var_names=hyper).prior
         effect_sd = self.config.priors.effect_sd
         mu = effect_sd * rng.standard_normal((n, 1, n_pairs))

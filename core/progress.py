@@ -1,0 +1,58 @@
+"""Progress lines that reach megafc.log, redirected output and batch logs, not only a terminal.
+
+Samplers draw their progress bars on a terminal; a SLURM log or a redirected run sees nothing
+for minutes. ``Heartbeat`` logs a line every few seconds from a background thread while a long
+step runs, with the share done and the time left when the step can count its work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import TracebackType
+
+log = logging.getLogger("megafc")
+
+#: Seconds between heartbeat lines (megafc.log promises a line at least every 15 s).
+EVERY = 10.0
+
+
+class Heartbeat:
+    """Context manager: ``with Heartbeat("sampling", total=4000) as hb: ... hb.advance()``."""
+
+    def __init__(self, what: str, *, every: float | None = None, total: int | None = None,
+                 logger: logging.Logger = log) -> None:
+        self.what, self.total, self.log = what, total, logger
+        self.every = EVERY if every is None else every
+        self.done = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"megafc-heartbeat-{what}", daemon=True)
+        self.started = 0.0
+
+    def advance(self, n: int = 1) -> None:
+        """Count ``n`` units of work done (e.g. draws); safe from any thread."""
+        self.done += n
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        text = f"{self.what}: {elapsed:.0f} s elapsed"
+        if self.total and self.done:
+            frac = min(self.done / self.total, 1.0)
+            left = elapsed * (1 - frac) / frac
+            text += f", {self.done}/{self.total} ({frac:.0%}), about {left:.0f} s left"
+        return text
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.log.info(self.line())
+
+    def __enter__(self) -> Heartbeat:
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
