@@ -23,7 +23,8 @@ from .data import (
     validate_scans,
 )
 from .errors import ConfigError, InputError, MegafcError, PluginError
-from .extraction import derivative_name, extract_all
+from .derivatives import write_derivatives
+from .extraction import extract_all
 from .outputs import StagedRun, provenance
 from .pair_sets import with_summaries
 from .qc import QCConfig, exclude_by_censoring, exclude_by_motion, exclusion_counts, qc_fc, validate_qc
@@ -205,7 +206,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             hook.megafc_after_connectivity(connectomes=connectomes, scans=scans, staging_dir=str(staged.staging))
             staged.write_table("qc_fc.tsv", qc_fc(connectomes, scans))
             if cfg.derivatives == "all" or (cfg.derivatives == "auto" and images is not None):
-                write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images)
+                write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images, plugins)
             all_pairs = network_pair_table(connectomes, atlas, scans, level=level)
             wanted = OmegaConf.to_container(cfg.aggregate, resolve=True)["pairs"]
             pairs = select_pairs(all_pairs, wanted)
@@ -320,29 +321,6 @@ def load_atlas(atlas_plugin: Plugin, dataset_plugin: Plugin) -> Atlas:
             )
         return atlas_plugin.load_labels(labels())
     return atlas_plugin.load()
-
-
-def write_derivatives(staged: StagedRun, timeseries, connectomes: Connectomes, scans: pd.DataFrame,
-                      atlas: Atlas, images) -> None:
-    """Per-scan timeseries and connectomes as xcp_d-style TSVs under derivatives/."""
-    meta = scans.set_index("scan_id")
-    for i, scan_id in enumerate(connectomes.scan_ids):
-        if images is not None:
-            ents = dict(images[scan_id].entities)
-        else:
-            ents = {"sub": meta.loc[scan_id, "subject"], "ses": meta.loc[scan_id, "session"]}
-        folder = f"derivatives/{meta.loc[scan_id, 'dataset']}/sub-{ents['sub']}/func/"
-        if timeseries is not None:
-            name = derivative_name(ents, atlas.name, "stat-mean_timeseries.tsv")
-            staged.write_table(folder + name, pd.DataFrame(timeseries[scan_id], columns=atlas.labels))
-        z = connectomes.matrices[i]
-        r = np.tanh(z)
-        np.fill_diagonal(r, 1.0)
-        name = derivative_name(ents, atlas.name, f"stat-{connectomes.estimator.replace('_', '')}_relmat.tsv")
-        table = pd.DataFrame(r, index=atlas.labels, columns=atlas.labels)
-        table.index.name = "Node"
-        staged.path(folder + name)
-        table.to_csv(staged.staging / (folder + name), sep="\t", float_format="%.6g")
 
 
 def log_exclusions(scans: pd.DataFrame) -> None:

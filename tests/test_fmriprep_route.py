@@ -1,6 +1,7 @@
 """Real-data routes end to end on generated fMRIPrep-like trees: extraction, cache, QC, equivalence."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -53,6 +54,29 @@ def test_fmriprep_cli_end_to_end_then_cached(tree, tmp_path):
     assert not pd.read_csv(third.run_dir / "extraction.tsv", sep="\t")["cached"].any()
 
 
+def test_derivatives_are_a_bids_derivative_dataset(tree, tmp_path):
+    """dataset_description.json with the keys BIDS requires; pybids indexes the files' entities."""
+    from bids import BIDSLayout
+
+    out = run(tree.overrides("simple") + POOL + ["extraction.cache_dir=null", "derivatives=all"], tmp_path / "run")
+    root = out.run_dir / "derivatives" / "megafc"
+    desc = json.loads((root / "dataset_description.json").read_text())
+    assert {"Name", "BIDSVersion", "DatasetType", "GeneratedBy"} <= set(desc) and desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Name"] == "megafc"
+    assert {s["URL"] for s in desc["SourceDatasets"]} == {Path(r).resolve().as_uri() for r in tree.roots.values()}
+    layout = BIDSLayout(root, validate=False)
+    relmats = layout.get(extension=".tsv", suffix="relmat")
+    assert len(relmats) == 16
+    ents = relmats[0].get_entities()
+    assert {"subject", "session", "task", "space"} <= set(ents) and ents["space"] == "MNI152NLin2009cAsym"
+    assert all("stat-pearsoncorrelation_relmat.tsv" in f.filename for f in relmats)
+    assert len(layout.get(extension=".tsv", suffix="timeseries")) == 16
+    sidecar = json.loads(Path(relmats[0].path.replace(".tsv", ".json")).read_text())
+    assert sidecar["Estimator"]["name"] == "correlation" and sidecar["Atlas"] == "custom"
+    f = Path(relmats[0].path)
+    assert f.parent.name == "func" and f.parent.parent.name.startswith("ses-")
+
+
 def test_extraction_recovers_simulated_fc(tree, tmp_path):
     """Drug-minus-control FC from the images moves in the planted direction."""
     out = run(tree.overrides("none") + POOL + ["extraction.cache_dir=null"], tmp_path / "run")
@@ -74,7 +98,7 @@ def test_timeseries_and_connectomes_routes_agree_with_fmriprep(tree, tmp_path):
                                    ("connectomes", "relmat.tsv", "connectomes")):
         paths = []
         for row in meta.itertuples():
-            hits = list((derivs / row.dataset / f"sub-{row.subject}").rglob(f"*ses-{row.session}_*{pattern}"))
+            hits = list((derivs / "megafc" / row.dataset / f"sub-{row.subject}").rglob(f"*ses-{row.session}_*{pattern}"))
             assert len(hits) == 1
             paths.append(str(hits[0]))
         table = meta.assign(path=paths)
