@@ -126,6 +126,8 @@ class Atlas:
       ``radius`` mm (coordinate atlases such as Power, Seitzman, Dosenbach).
 
     ``references`` lists what to cite when the atlas is used (for methods text).
+    ``positions`` are display-only MNI coordinates (n_regions, 3) for atlases with neither
+    image nor coordinates (the synthetic atlas), so brain figures can still be drawn.
     """
 
     name: str
@@ -135,6 +137,7 @@ class Atlas:
     radius: float | None = None
     description: str = ""
     references: list[str] = field(default_factory=list)
+    positions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in REGION_COLUMNS if c not in self.regions.columns]
@@ -182,7 +185,7 @@ class Atlas:
         if self.coords is not None:
             return np.asarray(self.coords, dtype=float)
         if self.maps is None:
-            return None
+            return None if self.positions is None else np.asarray(self.positions, dtype=float)
         import nibabel as nib
         from scipy import ndimage
 

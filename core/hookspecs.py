@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .data import Connectomes, PoolingResult
+    from .report import ReportSection
     from .plugin import (
         AtlasLoader,
         ConnectivityEstimator,
@@ -76,6 +77,17 @@ def megafc_estimators() -> list[type[ConnectivityEstimator]]:
 @hookspec
 def megafc_pooling_models() -> list[type[PoolingModel]]:
     """Return pooling models (subclasses of ``megafc.core.PoolingModel``), ``pooling=<name>``."""
+
+
+@hookspec
+def megafc_report_sections() -> list[ReportSection]:
+    """Return extra sections for ``report.html`` (``megafc.core.report.ReportSection``).
+
+    Each section has an ``ident`` (the HTML anchor), a ``title``, ``build(run) -> html`` that
+    reads the run's tables from ``run`` (a ``megafc.core.report.Run``) and may save figures with
+    ``megafc.core.report.save_figure``, and ``after``: the ident of the section it follows
+    (default ``effects``). A section that fails becomes a visible note, never a lost report.
+    """
 
 
 # -- lifecycle: called in pipeline order ------------------------------------------------------

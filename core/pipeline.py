@@ -239,6 +239,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             resolved = OmegaConf.to_container(cfg, resolve=True)
             staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
             staged.write_table("scans.tsv", scans)
+            staged.write_table("atlas_regions.tsv", region_table(atlas))
             staged.write_table("network_pairs.tsv", pairs)
             staged.write_table("effects.tsv", result.effects)
             staged.write_table("diagnostics.tsv", result.diagnostics)
@@ -273,7 +274,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                            fingerprints=inputs.fingerprints, started=started, extra_packages=dists),
             )
             if cfg.report:
-                write_run_report(staged.staging, staged.run_dir)
+                write_run_report(staged.staging, staged.run_dir, registry)
             run_path = staged.commit()
         except BaseException as exc:
             hook.megafc_on_error(error=exc, config=cfg)
@@ -283,12 +284,17 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
 
 
-def write_run_report(folder: Path, final: Path) -> None:
+def plugin_report_sections(registry: Registry) -> list:
+    """The report sections every installed plugin adds (hook ``megafc_report_sections``)."""
+    return [s for block in registry.manager.hook.megafc_report_sections() for s in block or []]
+
+
+def write_run_report(folder: Path, final: Path, registry: Registry) -> None:
     """report.html from the staged outputs; a report bug is logged loudly, results still land."""
     from .report import write_report
 
     try:
-        write_report(folder, shown_as=final)
+        write_report(folder, shown_as=final, extra_sections=plugin_report_sections(registry))
     except Exception as exc:  # the tables and posterior are the results; the report summarises them
         log.error("report.html could not be written (%s: %s); the results are complete", type(exc).__name__, exc)
 
@@ -321,6 +327,15 @@ def load_atlas(atlas_plugin: Plugin, dataset_plugin: Plugin) -> Atlas:
             )
         return atlas_plugin.load_labels(labels())
     return atlas_plugin.load()
+
+
+def region_table(atlas: Atlas) -> pd.DataFrame:
+    """The atlas's regions with their networks and, when known, MNI centres (x, y, z in mm)."""
+    table = atlas.regions[["label", "network", "subnetwork", "system"]].copy()
+    centres = atlas.centroids()
+    if centres is not None:
+        table[["x", "y", "z"]] = np.round(centres, 2)
+    return table
 
 
 def log_exclusions(scans: pd.DataFrame) -> None:

@@ -32,7 +32,8 @@ import pandas as pd
 log = logging.getLogger("megafc")
 
 #: Tables a run may contain; each is loaded when present (network_pairs.tsv is not needed).
-TABLES = ("scans", "exclusions", "effects", "diagnostics", "summaries", "drug_similarity", "qc_fc", "truth")
+TABLES = ("scans", "exclusions", "effects", "diagnostics", "summaries", "drug_similarity", "qc_fc", "truth",
+          "heterogeneity", "atlas_regions")
 
 #: Prefix of the figures this module writes, so they never overwrite the pipeline's own.
 FIGURE_PREFIX = "report_"
@@ -544,7 +545,7 @@ def is_bayesian(run: Run) -> bool:
 # --------------------------------------------------------------------------- sections
 
 
-def header_section(run: Run, title: str) -> str:
+def header_section(run: Run, title: str, nav_items: list[tuple[str, str]] | None = None) -> str:
     prov = run.provenance
     version = prov.get("megafc_version") or (prov.get("packages") or {}).get("megafc") or installed_version()
     finished = prov.get("finished") or prov.get("started")
@@ -563,7 +564,7 @@ def header_section(run: Run, title: str) -> str:
     if run.cfg("aggregate", "level"):
         items.append(("aggregation level", run.cfg("aggregate", "level")))
     meta = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in items)
-    nav = "".join(f'<a href="#{i}">{esc(t)}</a>' for i, t in NAV)
+    nav = "".join(f'<a href="#{i}">{esc(t)}</a>' for i, t in (nav_items or NAV))
     return f"<header><h1>{esc(title)}</h1><dl class=\"meta\">{meta}</dl><nav>{nav}</nav></header>"
 
 
@@ -1044,6 +1045,31 @@ SECTIONS: tuple[tuple[str, str, Callable[[Run], str]], ...] = (
 
 NAV = tuple((ident, title) for ident, title, _ in SECTIONS)
 
+
+@dataclass
+class ReportSection:
+    """A report section a plugin adds (hook ``megafc_report_sections``)."""
+
+    ident: str
+    title: str
+    build: Callable[[Run], str]
+    #: The ident of the section this one follows.
+    after: str = "effects"
+
+
+def arrange_sections(extra: list[ReportSection]) -> list[tuple[str, str, Callable[[Run], str]]]:
+    """The built-in sections with the plugins' sections placed after the ones they name."""
+    out = list(SECTIONS)
+    for s in extra:
+        idents = [i for i, _, _ in out]
+        if s.ident in idents:
+            raise ValueError(f"report section '{s.ident}' is defined twice")
+        at = idents.index(s.after) + 1 if s.after in idents else len(out)
+        while at < len(out) and out[at][0] in {e.ident for e in extra}:  # keep plugins' order
+            at += 1
+        out.insert(at, (s.ident, s.title, s.build))
+    return out
+
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; margin: 0;
        background: #f6f7f9; line-height: 1.45; font-size: 15px; }
@@ -1106,7 +1132,8 @@ def render_page(title: str, header: str, sections: list[str]) -> str:
     )
 
 
-def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | Path | None = None) -> Path:
+def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | Path | None = None,
+                 extra_sections: list[ReportSection] | None = None) -> Path:
     """Write ``<run_dir>/report.html`` (self-contained) and the report's figures; return its path.
 
     ``shown_as`` is the folder the report will end up in when ``run_dir`` is a staging folder:
@@ -1125,8 +1152,10 @@ def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | 
     title = title or f"megafc report: {final.resolve().name}"
     with matplotlib.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
                                 "svg.hashsalt": "megafc"}):
-        sections = [build_section(run, ident, name, builder) for ident, name, builder in SECTIONS]
+        arranged = arrange_sections(list(extra_sections or []))
+        sections = [build_section(run, ident, name, builder) for ident, name, builder in arranged]
     out = path / "report.html"
-    out.write_text(render_page(title, header_section(run, title), sections), encoding="utf-8")
+    nav = [(ident, name) for ident, name, _ in arranged]
+    out.write_text(render_page(title, header_section(run, title, nav), sections), encoding="utf-8")
     log.info("report written to %s (%d figures)", final / out.name, len(run.made) // 2)
     return out

@@ -9,16 +9,18 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import TINY, compose
-from megafc.core.pipeline import run_experiment
+from megafc.core.pipeline import plugin_report_sections, run_experiment
 from megafc.core.registry import build_registry
 from megafc.core.report import REFERENCES, atlas_references, fmt, log_warnings, markdown_to_html, write_report
 
-SECTIONS = ("Data", "Motion QC", "Effects", "Diagnostics", "Methods", "Provenance")
-REPORT_FIGURES = ("mean_fd", "qc_fc", "effect_overall", "effect_drugs", "forest", "recovery")
+SECTIONS = ("Data", "Motion QC", "Effects", "Brain", "Datasets, drugs, overall", "Diagnostics", "Methods", "Provenance")
+REPORT_FIGURES = ("mean_fd", "qc_fc", "effect_overall", "effect_drugs", "forest", "recovery", "glass_brain",
+              "datasets_forest_0")
 
 
 class ReportParser(HTMLParser):
@@ -87,7 +89,7 @@ def pymc_run(tiny_pymc_run) -> Path:
 
 @pytest.fixture(scope="module")
 def pymc_report(pymc_run) -> Path:
-    return write_report(pymc_run)
+    return write_report(pymc_run, extra_sections=plugin_report_sections(build_registry()))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,8 @@ def test_report_has_every_section_and_no_errors(pymc_report):
 
 
 def test_report_is_self_contained(pymc_report):
-    text = pymc_report.read_text()
+    # the interactive connectome is a whole page in an iframe's srcdoc (scripts inline, escaped)
+    text = re.sub(r'srcdoc="[^"]*"', 'srcdoc=""', pymc_report.read_text())
     p = parse(text)
     assert len(p.imgs) >= len(REPORT_FIGURES)
     for src in p.imgs:
@@ -171,7 +174,7 @@ def test_citations_follow_the_plugins_used(pymc_report):
 
 def test_meta_run_report(meta_run):
     assert not (meta_run / "posterior.nc").exists()
-    report = write_report(meta_run, title="meta <comparator>")
+    report = write_report(meta_run, title="meta <comparator>", extra_sections=plugin_report_sections(build_registry()))
     text = report.read_text()
     p = parse(text)
     assert p.h2 == list(SECTIONS)
@@ -196,7 +199,7 @@ def test_missing_optional_files_only_drop_their_parts(pymc_run, tmp_path):
         "[2026-01-01 00:00:00,000][megafc][INFO] - fine\n"
         "[2026-01-01 00:00:01,000][megafc][WARNING] - pooling: max R-hat 1.3 > 1.01; chains have <not> converged\n"
     )
-    text = write_report(run).read_text()
+    text = write_report(run, extra_sections=plugin_report_sections(build_registry())).read_text()
     assert parse(text).h2 == list(SECTIONS)
     assert 'class="report-error"' not in text
     assert "qc_fc.tsv is missing" in text and "summaries.tsv is missing" in text and "methods.md is missing" in text
@@ -205,8 +208,9 @@ def test_missing_optional_files_only_drop_their_parts(pymc_run, tmp_path):
 
 
 def test_empty_directory_still_gives_a_report(tmp_path):
-    text = write_report(tmp_path).read_text()
+    text = write_report(tmp_path, extra_sections=plugin_report_sections(build_registry())).read_text()
     assert parse(text).h2 == list(SECTIONS)
+    assert "no brain figure" in text and "nothing to draw" in text
     assert 'class="report-error"' not in text
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "absent")
@@ -271,8 +275,13 @@ def test_report_renders_in_headless_chromium(pymc_report, tmp_path):
     check = tmp_path / "check.html"
     check.write_text(text.replace("</body>", PROBE + "</body>"))
 
-    dom = chromium(["--virtual-time-budget=10000", "--dump-dom", check.as_uri()], tmp_path)
+    dom = chromium(["--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", "--dump-dom", check.as_uri()],
+                   tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
+    # JavaScript errors in the page or in the interactive connectome (its iframe) are console lines
+    errors = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line and re.search(r"Uncaught|Error\b", line)]
+    assert not errors, errors[:5]
+    assert 'class="connectome-view"' in dom.stdout
     body = re.search(r"<body([^>]*)>", dom.stdout)
     assert body, dom.stdout[:500]
     attrs = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', body.group(1)))
@@ -291,6 +300,17 @@ def test_report_renders_in_headless_chromium(pymc_report, tmp_path):
     assert len(colours) > 200, "the screenshot is (nearly) blank"
 
 
+def test_console_error_check_can_fail(tmp_path):
+    """The console check above sees an error thrown inside an iframe's srcdoc."""
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    page = tmp_path / "bad.html"
+    page.write_text('<html><body><iframe srcdoc="&lt;script&gt;notDefined()&lt;/script&gt;"></iframe></body></html>')
+    out = chromium(["--virtual-time-budget=3000", "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+                   tmp_path)
+    assert any(":CONSOLE" in line and "Uncaught ReferenceError" in line for line in out.stderr.splitlines())
+
+
 def test_report_built_in_staging_names_the_final_folder_and_reads_its_log(meta_run, tmp_path, caplog):
     """The pipeline writes the report before the commit: it must describe where the run will live."""
     final = tmp_path / "my-run"
@@ -303,3 +323,33 @@ def test_report_built_in_staging_names_the_final_folder_and_reads_its_log(meta_r
     assert "megafc report: my-run" in html and str(final) in html
     assert "3 scans excluded: mean FD &gt; 0.5" in html or "3 scans excluded: mean FD > 0.5" in html
     assert any(f"report written to {final / 'report.html'}" in r.getMessage() for r in caplog.records)
+
+
+def test_forest_rows_group_datasets_under_their_drug():
+    from megafc.plugins.reports.forest import forest_rows, heterogeneity_text, subjects_per_unit, unit_drugs
+
+    scans = pd.DataFrame({
+        "dataset": ["a", "a", "a", "a", "b", "b", "b", "b"],
+        "subject": ["1", "1", "2", "2", "1", "1", "1", "2"],
+        "drug": ["LSD", "LSD", "LSD", "LSD", "DMT", "DMT", "psilocybin", "DMT"],
+        "condition": ["drug", "placebo", "drug", "placebo", "drug", "placebo", "drug", "placebo"],
+        "excluded": [False, False, True, True, False, False, False, False],
+    })
+    units = unit_drugs(scans)
+    assert units == {"a": "LSD", "b[DMT]": "DMT", "b[psilocybin]": "psilocybin"}
+    assert subjects_per_unit(scans) == {"a": 1, "b": 2}
+    effects = pd.DataFrame({
+        "network_a": "Vis", "network_b": "Default",
+        "effect": ["overall", "drug:DMT", "drug:LSD", "drug:psilocybin", "dataset:a", "dataset:b[DMT]",
+                   "dataset:b[psilocybin]"],
+        "mean": [0.1, 0.2, 0.05, 0.07, 0.05, 0.2, 0.07], "hdi_low": 0.0, "hdi_high": 0.3,
+        "i2": [40.0] + [np.nan] * 6,
+    })
+    rows = forest_rows(effects, units, subjects_per_unit(scans))
+    assert rows["label"].str.strip().tolist() == ["b[DMT]", "DMT", "a", "LSD", "b[psilocybin]", "psilocybin", "overall"]
+    assert rows["kind"].tolist() == ["dataset", "drug", "dataset", "drug", "dataset", "drug", "overall"]
+    assert rows.loc[rows.label.str.strip() == "a", "n"].item() == 1
+    het = pd.DataFrame({"network_a": "Vis", "network_b": "Default", "parameter": ["tau_drug", "tau_dataset"],
+                        "mean": [0.02, 0.01], "hdi_low": [0.0, 0.0], "hdi_high": [0.05, 0.03]})
+    text = heterogeneity_text(effects, het, "Vis", "Default")
+    assert text == "between-drug sd 0.020 [0.000, 0.050]; between-dataset sd 0.010 [0.000, 0.030]; I\u00b2 = 40%"

@@ -26,6 +26,30 @@ SUBNETWORK_WEIGHTS: dict[str, tuple[int, str]] = {
 }
 
 
+#: Plausible MNI centres (left hemisphere; x is mirrored for the right) of each subnetwork and
+#: structure, for drawing brains; the synthetic data have no anatomy.
+CENTRES: dict[str, tuple[float, float, float]] = {
+    "VisCent": (-30, -88, 4), "VisPeri": (-10, -80, 6), "SomMotA": (-38, -22, 56), "SomMotB": (-52, -20, 18),
+    "DorsAttnA": (-46, -64, 0), "DorsAttnB": (-30, -48, 56), "SalVentAttnA": (-38, 4, 4),
+    "SalVentAttnB": (-36, 40, 26), "LimbicA": (-40, 10, -32), "LimbicB": (-14, 36, -20), "ContA": (-42, -50, 44),
+    "ContB": (-44, 30, 8), "ContC": (-8, -66, 40), "DefaultA": (-6, -54, 28), "DefaultB": (-8, 50, 20),
+    "DefaultC": (-26, -30, -16), "TempPar": (-54, -48, 12), "Hippocampus": (-27, -22, -14),
+    "Amygdala": (-23, -4, -18), "Thalamus": (-10, -18, 8), "Accumbens": (-10, 12, -8), "Pallidum": (-20, -4, 0),
+    "Putamen": (-25, 3, 0), "Caudate": (-13, 12, 10), "Cerebellum": (-26, -66, -34),
+}
+
+
+def display_positions(regions, seed: int = 0) -> np.ndarray:
+    """Each region near its subnetwork's centre, mirrored by hemisphere, spread a few mm."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(regions), 3))
+    for i, (label, sub, net) in enumerate(regions[["label", "subnetwork", "network"]].itertuples(index=False)):
+        x, y, z = CENTRES.get(sub, CENTRES.get(net, (0.0, 0.0, 0.0)))
+        right = "_RH_" in label or label.endswith("-rh")
+        out[i] = (-x if right else x, y, z) + rng.normal(0, 4, 3)
+    return out
+
+
 class SyntheticAtlas(AtlasLoader):
     """Schaefer-17-named cortical parcels + Tian S1 subcortex + cerebellum, without images."""
 
@@ -75,6 +99,7 @@ class SyntheticAtlas(AtlasLoader):
         return Atlas(
             name=self.name,
             regions=regions,
+            positions=display_positions(regions),
             description=(
                 f"Synthetic atlas: {self.config.n_cortical} cortical parcels named as "
                 "Schaefer-2018 17-network, "
