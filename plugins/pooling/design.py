@@ -74,6 +74,11 @@ class SamplerConfig(NUTSConfig):
 
     #: Drug contrasts to report as "a-b" (e.g. psilocybin-LSD); empty: every pair of drugs.
     contrasts: list[str] = field(default_factory=list)
+    #: Pointwise log-likelihood in posterior.nc for az.loo / az.compare (pymc, pymc_paired):
+    #: per subject and network pair (subject_pair), per subject (subject) or none.
+    log_likelihood: str = "subject_pair"
+    #: Draws kept in the log_likelihood group (evenly spaced), to bound posterior.nc's size.
+    log_likelihood_draws: int = 1000
 
 
 def ess_threshold(c: NUTSConfig) -> float:
@@ -154,6 +159,11 @@ def validate_sampler_config(c: NUTSConfig) -> None:
                           "use pooling.sampler=nutpie, pymc or numpyro")
     if c.rope < 0:
         raise ConfigError(f"config key 'pooling.rope' is {c.rope}; expected >= 0")
+    if getattr(c, "log_likelihood", "none") not in ("subject_pair", "subject", "none"):
+        raise ConfigError(f"config key 'pooling.log_likelihood' is '{c.log_likelihood}'; expected subject_pair, "
+                          "subject or none")
+    if getattr(c, "log_likelihood_draws", 1) < 1:
+        raise ConfigError(f"config key 'pooling.log_likelihood_draws' is {c.log_likelihood_draws}; expected >= 1")
     if not c.rhat_max >= 1:
         raise ConfigError(f"config key 'pooling.rhat_max' is {c.rhat_max}; expected >= 1")
     if c.ess_min is not None and not c.ess_min > 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
 
@@ -27,6 +28,7 @@ from .design import (
     sample,
     validate_sampler_config,
 )
+from .loo import log_likelihood_group, paired_model_loglik, tidy_posterior
 from .marginal import UnitStatistics, conditional_effects, marginal_loglik, unit_statistics
 from .predictive import ppc_figure
 
@@ -216,6 +218,16 @@ class PyMCPairedPooling(PoolingModel):
                                pairs)
         if c.predictive_checks:
             result.figures.update(self.predictive_figures(model, idata, design, seed, parametrization))
+        is_pair = ~summary_columns(design.pairs, pairs)
+        coords = _coords(design)
+        loglik = None
+        if c.log_likelihood != "none":
+            labels = [p for p, keep in zip(coords["pair"], is_pair) if keep]
+            loglik = log_likelihood_group(paired_model_loglik(design, idata.posterior, self.covariates(design), is_pair,
+                                                              labels, c.likelihood),
+                                          c.log_likelihood, c.log_likelihood_draws)
+        observed = xr.DataArray(design.y, dims=("obs", "pair"), coords={"obs": coords["obs"], "pair": coords["pair"]})
+        result.idata = tidy_posterior(idata, loglik, {"fc_difference": observed})
         return result
 
 

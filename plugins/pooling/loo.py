@@ -1,0 +1,169 @@
+"""Pointwise log-likelihoods for ``az.loo`` / ``az.compare``: one value per subject and draw.
+
+Models that integrate the effects out have no observed variable, so ArviZ cannot compute
+PSIS-LOO from them. Here every model scores the same data, each subject's drug-minus-control
+differences (each drug scan minus the mean of the subject's control scans), over every network
+pair, given the draw's dataset effects, covariate slopes and residual sds. The unit left out is
+a subject; subjects without both a drug and a control scan are not scored. ``pymc`` (scan
+level) and ``pymc_paired`` then rank on one scale with ``az.compare``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+#: Draws handled at once (bounds memory at ~draws x pairs x differences doubles).
+CHUNK = 100
+
+
+def subject_differences(obs: pd.DataFrame, y: np.ndarray, x: np.ndarray) -> dict:
+    """Each drug scan minus its subject's mean control scan, for outcomes ``y`` and covariates ``x``.
+
+    Returns ``d`` (n_diff, P), ``dx`` (n_diff, Q), ``row`` (index of the drug scan), ``subject``
+    (subject number of each difference), ``subjects`` (their ``dataset/subject`` ids) and
+    ``n_control`` (control scans per subject).
+    """
+    key = (obs["dataset"].astype(str) + "/" + obs["subject"].astype(str)).to_numpy()
+    is_drug = (obs["condition"] == "drug").to_numpy()
+    rows, ctrl_means, ctrl_x, subj, n_ctrl = [], [], [], [], {}
+    order: dict[str, int] = {}
+    for k in dict.fromkeys(key):
+        members = np.flatnonzero(key == k)
+        drugs, controls = members[is_drug[members]], members[~is_drug[members]]
+        if not len(drugs) or not len(controls):
+            continue
+        order[k] = len(order)
+        n_ctrl[k] = len(controls)
+        for r in drugs:
+            rows.append(r)
+            ctrl_means.append(y[controls].mean(axis=0))
+            ctrl_x.append(x[controls].mean(axis=0) if x.shape[1] else np.zeros(0))
+            subj.append(order[k])
+    rows = np.asarray(rows, dtype=int)
+    return {
+        "d": y[rows] - np.asarray(ctrl_means).reshape(len(rows), -1),
+        "dx": (x[rows] - np.asarray(ctrl_x).reshape(len(rows), -1)) if x.shape[1] else np.zeros((len(rows), 0)),
+        "row": rows, "subject": np.asarray(subj, dtype=int), "subjects": list(order),
+        "n_control": np.array([n_ctrl[k] for k in order], dtype=float),
+    }
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1, *a.shape[2:])
+
+
+def scan_model_loglik(design, post, x: np.ndarray, names: list[str], scales: dict[str, float],
+                      is_pair: np.ndarray, pair_labels: list[str]) -> xr.DataArray:
+    """Subjects' log-likelihood under the scan-level model (subject intercepts integrated out).
+
+    A subject's differences share the mean control scan, so they are jointly Gaussian with
+    covariance sigma^2 (I + 11'/n_control): closed-form inverse and determinant.
+    """
+    sd = subject_differences(design.obs, design.y[:, is_pair], x)
+    theta = _flat(post["dataset_effect"].to_numpy())[..., is_pair]  # (S, U, P)
+    sigma = _flat(post["sigma"].to_numpy())[..., is_pair]  # (S, K, P)
+    slopes = [(_flat(post[f"slope:{n}"].to_numpy())[..., is_pair], 1.0 if n.startswith("dose:") else scales.get(n, 1.0))
+              for n in names]
+    unit = design.unit_idx[sd["row"]]
+    site = design.dataset_idx[sd["row"]]
+    n_sub = len(sd["subjects"])
+    member = np.zeros((n_sub, len(sd["row"])))
+    member[sd["subject"], np.arange(len(sd["row"]))] = 1.0
+    n_d = member.sum(axis=1)
+    n_c = sd["n_control"]
+    sub_site = np.array([site[sd["subject"] == j][0] for j in range(n_sub)])
+    out = np.empty((theta.shape[0], n_sub, theta.shape[-1]), dtype=np.float32)
+    for s0 in range(0, theta.shape[0], CHUNK):
+        s = slice(s0, s0 + CHUNK)
+        mean = theta[s][:, unit, :]
+        for q, (b, factor) in enumerate(slopes):
+            mean = mean + sd["dx"][None, :, q, None] * (b[s] * factor)[:, None, :]
+        r = sd["d"][None] - mean  # (s, n_diff, P)
+        sum_r = np.einsum("jn,snp->sjp", member, r)
+        sum_r2 = np.einsum("jn,snp->sjp", member, r * r)
+        var = sigma[s][:, sub_site, :] ** 2  # (s, n_sub, P)
+        quad = (sum_r2 - sum_r**2 / (n_c + n_d)[None, :, None]) / var
+        logdet = n_d[None, :, None] * np.log(var) + np.log1p(n_d / n_c)[None, :, None]
+        out[s] = -0.5 * (quad + logdet + n_d[None, :, None] * np.log(2 * np.pi))
+    return _as_dataarray(out, post, sd["subjects"], pair_labels)
+
+
+def paired_model_loglik(design, post, covariates: dict[str, np.ndarray], is_pair: np.ndarray,
+                        pair_labels: list[str], likelihood: str = "normal") -> xr.DataArray:
+    """Subjects' log-likelihood under ``pymc_paired`` (independent differences), summed per subject."""
+    from scipy import stats
+
+    key = (design.obs["dataset"].astype(str) + "/" + design.obs["subject"].astype(str)).to_numpy()
+    subjects = list(dict.fromkeys(key))
+    member = (key[None, :] == np.array(subjects)[:, None]).astype(float)
+    theta = _flat(post["dataset_effect"].to_numpy())[..., is_pair]
+    sigma = _flat(post["sigma"].to_numpy())
+    sigma = (sigma[..., is_pair] if sigma.ndim == 2 else np.broadcast_to(sigma[:, None], (len(sigma), is_pair.sum())))
+    betas = [(x, _flat(post[f"beta_{name}"].to_numpy())[..., is_pair]) for name, x in covariates.items()]
+    nu = _flat(post["nu"].to_numpy()) if likelihood == "student_t" else None
+    y = design.y[:, is_pair]
+    out = np.empty((theta.shape[0], len(subjects), theta.shape[-1]), dtype=np.float32)
+    for s0 in range(0, theta.shape[0], CHUNK):
+        s = slice(s0, s0 + CHUNK)
+        mean = theta[s][:, design.unit_idx, :]
+        for x, b in betas:
+            mean = mean + x[None, :, None] * b[s][:, None, :]
+        z = (y[None] - mean) / sigma[s][:, None, :]
+        if nu is None:
+            ll = stats.norm.logpdf(z) - np.log(sigma[s])[:, None, :]
+        else:
+            ll = stats.t.logpdf(z, df=nu[s][:, None, None]) - np.log(sigma[s])[:, None, :]
+        out[s] = np.einsum("jn,snp->sjp", member, ll)
+    return _as_dataarray(out, post, subjects, pair_labels)
+
+
+def _as_dataarray(values: np.ndarray, post, subjects: list[str], pairs: list[str]) -> xr.DataArray:
+    """(chain, draw, subject, pair), subjects sorted so every model lists them in one order."""
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    order = np.argsort(subjects, kind="stable")
+    return xr.DataArray(values[:, order].reshape(n_chain, n_draw, len(subjects), -1),
+                        dims=("chain", "draw", "subject", "pair"),
+                        coords={"chain": post["chain"].values, "draw": post["draw"].values,
+                                "subject": [subjects[i] for i in order], "pair": pairs},
+                        name="subject_differences")
+
+
+def log_likelihood_group(loglik: xr.DataArray, unit: str, max_draws: int) -> xr.DataArray | None:
+    """The pointwise log-likelihood to store: per subject and network pair (``subject_pair``),
+    summed over pairs (``subject``: leave one subject out; PSIS is often unreliable then) or none;
+    thinned to ``max_draws`` in all (evenly spaced within each chain) to bound the file size."""
+    if unit == "none":
+        return None
+    per_chain = max(1, max_draws // loglik.sizes["chain"])
+    if loglik.sizes["draw"] > per_chain:
+        loglik = loglik.isel(draw=np.linspace(0, loglik.sizes["draw"] - 1, per_chain).round().astype(int))
+    if unit == "subject":
+        loglik = loglik.sum("pair").rename("subject_differences")
+    return loglik
+
+
+def tidy_posterior(idata, loglik: xr.DataArray | None = None, observed: dict[str, xr.DataArray] | None = None):
+    """The InferenceData a user opens: no warmup groups, no sampler-space (``*__``) variables,
+    the subjects' log-likelihood (for ``az.loo``) and the observed outcomes added."""
+    for group in [g for g in idata.groups() if g.startswith("warmup")]:
+        delattr(idata, group)
+        idata._groups_warmup = [g for g in getattr(idata, "_groups_warmup", []) if g != group]
+    post = idata.posterior
+    internal = [v for v in post.data_vars if v.endswith("__")]
+    if internal:
+        post = post.drop_vars(internal)
+        unused = [d for d in post.coords if d not in ("chain", "draw") and not any(d in post[v].dims for v in post.data_vars)]
+        idata.posterior = post.drop_vars(unused)
+    groups = {}
+    if loglik is not None:
+        groups["log_likelihood"] = xr.Dataset({loglik.name: loglik})
+    if observed:
+        groups["observed_data"] = xr.Dataset(observed)
+    for name, data in groups.items():
+        if name in idata.groups():  # e.g. PyMC's own observed_data: keep it, add ours
+            setattr(idata, name, getattr(idata, name).merge(data, compat="override"))
+        else:
+            idata.add_groups({name: data})
+    return idata
