@@ -27,7 +27,15 @@ from .derivatives import write_derivatives
 from .extraction import extract_all
 from .outputs import StagedRun, provenance
 from .pair_sets import with_summaries
-from .qc import QCConfig, exclude_by_censoring, exclude_by_motion, exclusion_counts, qc_fc, validate_qc
+from .qc import (
+    QCConfig,
+    exclude_by_censoring,
+    exclude_by_motion,
+    exclusion_counts,
+    motion_change,
+    qc_fc,
+    validate_qc,
+)
 from .plugin import ConnectivityEstimator, Plugin
 from .registry import Registry
 
@@ -192,6 +200,12 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             check_inputs(inputs, atlas, scans, source)
             log_exclusions(scans)
             staged.write_table("exclusions.tsv", exclusion_counts(scans))
+            motion = motion_change(scans)
+            staged.write_table("motion.tsv", motion)
+            for row in motion[motion["differs"] & (motion["drug"] != "all")].itertuples(index=False):
+                log.warning("motion: %s scans move %+.3f mm FD [%.3f, %.3f] relative to their controls (%d subjects); "
+                            "motion can masquerade as an FC effect (keep pooling.motion=true)",
+                            row.drug, row.fd_change_mean, row.ci_low, row.ci_high, row.n_subjects)
             hook.megafc_after_scans(scans=scans, staging_dir=str(staged.staging))
             included = list(scans.loc[~scans["excluded"], "scan_id"])
             if not included:

@@ -51,6 +51,38 @@ def exclude_by_censoring(scans: pd.DataFrame, kept: dict[str, int], qc: QCConfig
     return exclude(out, out["n_volumes_kept"] < qc.min_volumes, f"fewer than {qc.min_volumes} volumes left after censoring")
 
 
+def motion_change(scans: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Drug-minus-control mean FD per drug (and over all drugs): the first QC question.
+
+    Per subject with both kinds of included scans, the mean FD of its drug scans minus that of
+    its control scans; per drug, the mean change over subjects with a t interval. A change whose
+    interval excludes 0 means motion differs by condition and can look like an FC effect.
+    """
+    from scipy import stats
+
+    inc = scans[~scans["excluded"].astype(bool)].assign(fd=lambda t: pd.to_numeric(t["mean_fd"], errors="coerce"))
+    inc = inc[np.isfinite(inc["fd"])]
+    is_drug = inc["condition"] == "drug"
+    keys = ["dataset", "subject"]
+    drug = inc[is_drug].groupby(keys).agg(fd_drug=("fd", "mean"), drug=("drug", "first"))
+    ctrl = inc[~is_drug].groupby(keys)["fd"].mean().rename("fd_control")
+    both = drug.join(ctrl, how="inner")
+    both["change"] = both["fd_drug"] - both["fd_control"]
+    rows = []
+    for name, g in [(d, both[both["drug"] == d]) for d in sorted(both["drug"].unique(), key=str.lower)] + [("all", both)]:
+        n = len(g)
+        mean = float(g["change"].mean()) if n else np.nan
+        if n > 1:
+            half = stats.t.ppf(0.5 + level / 2, n - 1) * g["change"].std(ddof=1) / np.sqrt(n)
+        else:
+            half = np.nan
+        rows.append({"drug": name, "n_subjects": n, "fd_control_median": float(g["fd_control"].median()) if n else np.nan,
+                     "fd_drug_median": float(g["fd_drug"].median()) if n else np.nan, "fd_change_mean": mean,
+                     "ci_low": mean - half, "ci_high": mean + half,
+                     "differs": bool(n > 1 and (mean - half > 0 or mean + half < 0))})
+    return pd.DataFrame(rows)
+
+
 def exclusion_counts(scans: pd.DataFrame) -> pd.DataFrame:
     """One row per dataset and reason (reason 'included' for kept scans)."""
     reason = scans["exclusion_reason"].where(scans["excluded"], "included")

@@ -33,7 +33,10 @@ log = logging.getLogger("megafc")
 
 #: Tables a run may contain; each is loaded when present (network_pairs.tsv is not needed).
 TABLES = ("scans", "exclusions", "effects", "diagnostics", "summaries", "drug_similarity", "qc_fc", "truth",
-          "heterogeneity", "atlas_regions")
+          "heterogeneity", "atlas_regions", "motion")
+
+#: Share of edges with QC-FC p < 0.05 above which the report warns (about 0.05 expected without motion effects).
+QCFC_ALERT = 0.10
 
 #: Prefix of the figures this module writes, so they never overwrite the pipeline's own.
 FIGURE_PREFIX = "report_"
@@ -611,6 +614,21 @@ def motion_section(run: Run) -> str:
         parts.append(html_table(by, "fd-table"))
     else:
         parts.append(note("No mean FD values (scans.tsv missing or mean_fd empty)."))
+    motion = run.table("motion")
+    if motion is not None and len(motion):
+        parts.append("<h3>Does motion differ between drug and control scans?</h3>")
+        differs = motion[motion["differs"].astype(str).str.lower().eq("true") & (motion["drug"] != "all")]
+        if len(differs):
+            which = "; ".join(f"{r.drug} {r.fd_change_mean:+.3f} mm [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+                              for r in differs.itertuples(index=False))
+            parts.append(f'<div class="banner warn" id="motion-banner"><strong>Drug scans move differently from '
+                         f"control scans</strong> ({esc(which)}; mean FD change per subject with 95% CI). Motion "
+                         "changes FC, so it can masquerade as a drug effect: keep the motion covariate "
+                         "(pooling.motion=true) and compare denoising strategies.</div>")
+        else:
+            parts.append('<div class="banner good" id="motion-banner">No drug changes mean FD credibly '
+                         "(every 95% CI of the drug-minus-control change includes 0).</div>")
+        parts.append(html_table(motion.drop(columns=["differs"]), "motion-table"))
     parts.append("<h3>QC-FC</h3>")
     if qc is None or not len(qc) or "r" not in qc:
         parts.append(note("qc_fc.tsv is missing or empty (e.g. no variation in mean FD): no QC-FC check."))
@@ -622,6 +640,12 @@ def motion_section(run: Run) -> str:
         "median |r|": float(np.median(np.abs(r))) if len(r) else np.nan,
         "edges with p < 0.05 (%)": 100 * float((p < 0.05).mean()) if len(p) else np.nan,
     }])
+    share = float((p < 0.05).mean()) if len(p) else np.nan
+    if np.isfinite(share) and share > QCFC_ALERT:
+        parts.append(f'<div class="banner warn" id="qcfc-banner"><strong>QC-FC: {100 * share:.0f}% of edges</strong> '
+                     "correlate with mean FD across scans at p &lt; 0.05, where about 5% would if motion did not "
+                     "drive FC (when drug scans move more, a drug effect also shows up here). Consider stricter "
+                     "denoising (denoiser=scrubbing or compcor) and qc.max_mean_fd.</div>")
     uri = save_figure(run, qcfc_figure(r), "qc_fc")
     parts.append(figure_html(uri, "QC-FC: distribution over edges of the across-scan correlation between "
                                   "mean FD and edge FC (Power et al. 2014); centred on 0 with ~5% of edges "
@@ -1099,6 +1123,7 @@ figcaption { font-size: 0.88em; color: #555; margin-top: 0.3em; }
 .banner { padding: 0.8em 1em; border-radius: 4px; margin: 0.8em 0; }
 .banner.bad { background: #c62828; color: #fff; }
 .banner.good { background: #e6f4ea; color: #1e5631; border: 1px solid #a8d5b5; }
+.banner.warn { background: #fff4e5; color: #663c00; border: 1px solid #ffb74d; }
 .report-error { background: #fff4e5; border: 1px solid #f0b46c; padding: 0.6em 1em; }
 ul.warnings li { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.85em; color: #8a4b00;
                  word-break: break-word; }

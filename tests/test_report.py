@@ -353,3 +353,32 @@ def test_forest_rows_group_datasets_under_their_drug():
                         "mean": [0.02, 0.01], "hdi_low": [0.0, 0.0], "hdi_high": [0.05, 0.03]})
     text = heterogeneity_text(effects, het, "Vis", "Default")
     assert text == "between-drug sd 0.020 [0.000, 0.050]; between-dataset sd 0.010 [0.000, 0.030]; I\u00b2 = 40%"
+
+
+def test_motion_first_banners(tmp_path):
+    """A credible drug-minus-control FD change and QC-FC far above 5% are warned about, not shown green."""
+    from megafc.core.qc import motion_change
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for drug, shift in (("LSD", 0.05), ("DMT", 0.0)):
+        for s in range(20):
+            base = rng.uniform(0.1, 0.2)
+            rows += [{"scan_id": f"{drug}-{s}-c", "dataset": drug, "subject": str(s), "drug": drug,
+                      "condition": "placebo", "mean_fd": base, "excluded": False, "exclusion_reason": None},
+                     {"scan_id": f"{drug}-{s}-d", "dataset": drug, "subject": str(s), "drug": drug,
+                      "condition": "drug", "mean_fd": base + shift + rng.normal(0, 0.01), "excluded": False,
+                      "exclusion_reason": None}]
+    scans = pd.DataFrame(rows)
+    motion = motion_change(scans).set_index("drug")
+    assert motion.loc["LSD", "differs"] and not motion.loc["DMT", "differs"]
+    assert motion.loc["LSD", "ci_low"] < 0.05 < motion.loc["LSD", "ci_high"] and motion.loc["LSD", "n_subjects"] == 20
+    assert motion.loc["all", "n_subjects"] == 40
+    scans.to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
+    motion.reset_index().to_csv(tmp_path / "motion.tsv", sep="\t", index=False)
+    p = np.r_[np.full(46, 0.01), np.full(54, 0.5)]
+    pd.DataFrame({"region_a": "a", "region_b": "b", "r": 0.2, "p": p}).to_csv(tmp_path / "qc_fc.tsv", sep="\t", index=False)
+    text = write_report(tmp_path).read_text()
+    assert 'class="banner warn" id="motion-banner"' in text and "LSD +0.05" in text and "DMT" not in text.split(
+        'id="motion-banner"')[1].split("</div>")[0]
+    assert 'class="banner warn" id="qcfc-banner"><strong>QC-FC: 46% of edges' in text
