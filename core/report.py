@@ -244,7 +244,7 @@ def new_figure(width: float, height: float, **kwargs):
 
 
 def save_figure(run: Run, fig, name: str) -> str:
-    """Save ``figures/report_<name>.png`` and ``.svg``; return the PNG as a data URI."""
+    """Save ``figures/report_<name>.png`` (and ``.svg`` unless ``report_svg=false``); return the PNG as a data URI."""
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)  # constrained layout: no costly bbox_inches="tight"
@@ -252,8 +252,10 @@ def save_figure(run: Run, fig, name: str) -> str:
     png_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.png"
     svg_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.svg"
     png_path.write_bytes(png)
-    fig.savefig(svg_path, format="svg", metadata={"Date": None})  # reproducible bytes
-    run.made += [png_path, svg_path]
+    run.made.append(png_path)
+    if run.cfg("report_svg", default=True) is not False:
+        fig.savefig(svg_path, format="svg", metadata={"Date": None})  # reproducible bytes
+        run.made.append(svg_path)
     return png_data_uri(png)
 
 
@@ -1182,5 +1184,5 @@ def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | 
     out = path / "report.html"
     nav = [(ident, name) for ident, name, _ in arranged]
     out.write_text(render_page(title, header_section(run, title, nav), sections), encoding="utf-8")
-    log.info("report written to %s (%d figures)", final / out.name, len(run.made) // 2)
+    log.info("report written to %s (%d figures)", final / out.name, len([p for p in run.made if p.suffix == ".png"]))
     return out
