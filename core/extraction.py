@@ -20,7 +20,7 @@ import pandas as pd
 
 from .data import Atlas, ScanImages
 from .errors import InputError, MegafcError, PluginError
-from .outputs import fingerprint_file, fingerprint_value
+from .outputs import fingerprint_file, fingerprint_value, remembered_fingerprint
 from .plugin import Denoiser
 
 log = logging.getLogger("megafc")
@@ -63,8 +63,14 @@ def derivative_name(entities: dict[str, str], atlas_name: str, suffix: str) -> s
     return "_".join(parts + [f"seg-{seg}", suffix])
 
 
-def scan_key(images: ScanImages, atlas_fp: str, denoiser: Denoiser) -> str:
-    files = {k: fingerprint_file(getattr(images, k)) for k in ("bold", "mask", "confounds") if getattr(images, k)}
+#: Subfolder of the cache holding remembered file hashes (see ``remembered_fingerprint``).
+HASHES = ".hashes"
+
+
+def scan_key(images: ScanImages, atlas_fp: str, denoiser: Denoiser, cache_dir: str | None = None) -> str:
+    memo = Path(cache_dir) / HASHES if cache_dir else None
+    files = {k: remembered_fingerprint(getattr(images, k), memo) for k in ("bold", "mask", "confounds")
+             if getattr(images, k)}
     return fingerprint_value({
         "files": files, "atlas": atlas_fp, "denoiser": denoiser.name, "params": denoiser.params(),
         "signal": denoiser.signal_kwargs(), "t_r": images.t_r, "version": EXTRACTION_VERSION,
@@ -102,7 +108,7 @@ def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoi
     """Timeseries of one scan in atlas region order; from the cache when possible."""
     n_volumes = _check_bold(images)
     name = derivative_name(images.entities, atlas.name, "stat-mean_timeseries.tsv")
-    key = scan_key(images, atlas_fp, denoiser) if cache_dir else None
+    key = scan_key(images, atlas_fp, denoiser, cache_dir) if cache_dir else None
     if cache_dir:
         folder = Path(cache_dir) / key
         tsv, sidecar = folder / name, folder / name.replace(".tsv", ".json")

@@ -1,6 +1,7 @@
 """Real-data routes end to end on generated fMRIPrep-like trees: extraction, cache, QC, equivalence."""
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -287,3 +288,39 @@ def test_heavily_censored_scan_is_excluded_not_fatal(tmp_path, n_moving):
     assert not scans.drop(bad.index)["excluded"].any()
     ext = pd.read_csv(out.run_dir / "extraction.tsv", sep="\t").set_index("scan_id")
     assert ext.loc[bad.index[0], "not_extracted"] == TOO_FEW_FOR_CONFOUNDS
+
+
+def test_cached_runs_do_not_reread_unchanged_images(tree, tmp_path, monkeypatch, capsys):
+    """File hashes are remembered by (path, size, mtime): a rerun reads no image again; a changed file is."""
+    import megafc.core.outputs as outputs
+    from megafc.core.cache_cli import main as cache_main
+    from megafc.core.extraction import extract_all
+    from megafc.plugins.atlases.custom import CustomAtlas
+    from megafc.plugins.datasets.fmriprep import FmriprepDataset
+    from megafc.plugins.denoisers.none import NoDenoising
+
+    atlas = CustomAtlas(CustomAtlas.Config(image=str(tree.atlas_image), labels=str(tree.atlas_labels))).load()
+    cfg = FmriprepDataset.Config(metadata=str(tree.metadata), roots={k: str(v) for k, v in tree.roots.items()})
+    inputs = FmriprepDataset(cfg).load(atlas, 0)
+    ids = list(inputs.scans["scan_id"])[:3]
+    read = []
+    real = outputs.fingerprint_file
+    monkeypatch.setattr(outputs, "fingerprint_file", lambda p, *a, **k: read.append(str(p)) or real(p, *a, **k))
+    cache = tmp_path / "cache"
+    first = extract_all(inputs.images, ids, atlas, NoDenoising(), str(cache), n_jobs=1)
+    bolds = {str(Path(inputs.images[s].bold).resolve()) for s in ids}
+    assert bolds <= set(read) and not any(e.cached for e in first.values())
+    read.clear()
+    second = extract_all(inputs.images, ids, atlas, NoDenoising(), str(cache), n_jobs=1)
+    assert all(e.cached for e in second.values()) and not read, read
+    changed = Path(inputs.images[ids[0]].bold)
+    os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+    extract_all(inputs.images, ids, atlas, NoDenoising(), str(cache), n_jobs=1)
+    assert str(changed.resolve()) in read and len(set(read) & bolds) == 1
+
+    cache_main(["info", str(cache)])
+    assert "3 cached scan extractions" in capsys.readouterr().out
+    (cache / "notes.txt").write_text("mine")
+    cache_main(["clear", str(cache)])
+    assert "removed 3 cached scan extractions" in capsys.readouterr().out
+    assert [p.name for p in cache.iterdir()] == ["notes.txt"]
