@@ -119,6 +119,19 @@ def estimate_connectomes(
     who = f"estimator '{estimator.name}'"
     n = atlas.n_regions
     mats = np.empty((len(scan_ids), n, n))
+    if estimator.group_level:
+        log.info("connectivity: estimator '%s' estimates all %d scans together", estimator.name, len(scan_ids))
+        try:
+            out = estimator.estimate_group([np.asarray(timeseries[s], dtype=float) for s in scan_ids])
+        except MegafcError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{who} failed on the group of {len(scan_ids)} scans: {type(exc).__name__}: {exc}") from exc
+        if len(out) != len(scan_ids):
+            raise PluginError(f"{who} returned {len(out)} matrices for {len(scan_ids)} scans")
+        for i, scan_id in enumerate(scan_ids):
+            mats[i] = check_connectome(out[i], n, who, scan_id)
+        return Connectomes(scan_ids=list(scan_ids), matrices=mats, labels=atlas.labels, estimator=estimator.name)
     step = max(1, len(scan_ids) // 10)
     for i, scan_id in enumerate(scan_ids):
         try:

@@ -94,13 +94,24 @@ class ConnectivityEstimator(Plugin):
 
     ``estimate(timeseries)`` receives an (n_volumes, n_regions) array and must return a
     symmetric (n_regions, n_regions) array of finite values on the scale that is pooled
-    (Fisher z for correlation-type measures). The diagonal is ignored.
+    (Fisher z for correlation-type measures). The diagonal is ignored. Network-pair FC is the
+    mean over a pair's edges, so the scale should be one where averaging edges and differences
+    between scans mean something (Fisher z, or tangent-space coordinates).
+
+    Estimators that need every scan at once (tangent space: each scan relative to the group's
+    mean covariance) set ``group_level = True`` and implement ``estimate_group``.
     """
 
     kind = "estimator"
+    #: True: ``estimate_group`` is called once with every included scan's timeseries.
+    group_level: ClassVar[bool] = False
 
     def estimate(self, timeseries: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def estimate_group(self, timeseries: list[np.ndarray]) -> list[np.ndarray]:
+        """One matrix per scan, in order, estimated from all scans together."""
+        return [self.estimate(ts) for ts in timeseries]
 
 
 class PoolingModel(Plugin):

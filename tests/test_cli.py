@@ -44,7 +44,7 @@ def test_megafc_plugins_lists_builtins_and_third_party(tmp_path, plugin_site):
     found = {(r[0], r[1], r[2]) for r in rows}
     assert ("estimator", "correlation", "megafc") in found
     assert ("pooling", "pymc", "megafc") in found
-    assert ("estimator", "partial_correlation", "megafc-example-plugin") in found
+    assert ("estimator", "shrunk_partial_correlation", "megafc-example-plugin") in found
     assert ("pooling", "pymc_quick", "megafc") in found  # a shipped config preset, not a class
 
 
@@ -59,13 +59,13 @@ def test_version_names_megafc(tmp_path):
 def test_third_party_estimator_runs_end_to_end(tmp_path, plugin_site):
     run_dir = tmp_path / "run"
     meta = [o for o in TINY if not o.startswith("pooling.")] + ["pooling=meta"]  # the estimator is under test
-    proc = megafc_cli(meta + ["estimator=partial_correlation", "estimator.shrinkage=0.2", f"hydra.run.dir={run_dir}"],
+    proc = megafc_cli(meta + ["estimator=shrunk_partial_correlation", "estimator.shrinkage=0.2", f"hydra.run.dir={run_dir}"],
                       cwd=tmp_path, env_extra=_pythonpath(plugin_site))
     assert proc.returncode == 0, proc.stderr[-3000:]
     eff = pd.read_csv(run_dir / "effects.tsv", sep="\t")
     assert len(eff) > 0
     prov = (run_dir / "provenance.json").read_text()
-    assert "megafc-example-plugin" in prov and "partial_correlation" in prov
+    assert "megafc-example-plugin" in prov and "shrunk_partial_correlation" in prov
     assert "shrinkage: 0.2" in (run_dir / "config.yaml").read_text()
 
 

@@ -5,7 +5,7 @@ from megafc.core import ConfigError
 from megafc_example_plugin import PartialCorrelation
 
 
-def test_partial_correlation_recovers_conditional_independence():
+def test_shrunk_partial_correlation_recovers_conditional_independence():
     rng = np.random.default_rng(0)
     a = rng.standard_normal(2000)
     b = a + 0.5 * rng.standard_normal(2000)  # b depends on a

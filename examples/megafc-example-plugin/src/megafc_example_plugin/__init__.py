@@ -1,6 +1,6 @@
-"""An example megafc plugin package: adds the ``partial_correlation`` estimator.
+"""An example megafc plugin package: adds the ``shrunk_partial_correlation`` estimator.
 
-Use it with ``megafc estimator=partial_correlation`` (optionally ``estimator.shrinkage=0.2``).
+Use it with ``megafc estimator=shrunk_partial_correlation`` (optionally ``estimator.shrinkage=0.2``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from megafc.core import ConfigError, ConnectivityEstimator, hookimpl
 class PartialCorrelation(ConnectivityEstimator):
     """Partial correlation from a shrunk precision matrix, Fisher z-transformed."""
 
-    name = "partial_correlation"
+    name = "shrunk_partial_correlation"
 
     @dataclass
     class Config:
