@@ -221,12 +221,13 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
 def main(argv: list[str] | None = None) -> None:
     from .app import _quiet_libraries, fail
 
-    ap = argparse.ArgumentParser(prog="megafc-calibrate", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="megafc-calibrate", description=__doc__.split("\n\n")[0].replace("``", ""),
                                  epilog="Other arguments are megafc config overrides, e.g. pooling=pymc dataset.scale=0.5")
     ap.add_argument("--replicates", type=int, default=10, help="number of simulated datasets (default 10)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default calibration/<date>_<time>)")
     ap.add_argument("--scenario", action="append", default=None,
-                    help=f"stress-test scenario, repeatable, or 'all' (default: default); one of {list(SCENARIOS)}")
+                    help="stress-test scenario, repeatable, or 'all' (default: default); one of "
+                         + ", ".join(SCENARIOS))
     ap.add_argument("--min-effect", type=float, default=0.02,
                     help="|planted effect| (Fisher z) counted as non-zero for sign recovery (default 0.02)")
     args, overrides = ap.parse_known_args(argv)

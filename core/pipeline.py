@@ -24,8 +24,10 @@ from .data import (
 )
 from .errors import ConfigError, InputError, MegafcError, PluginError
 from .derivatives import write_derivatives
+from .dictionary import data_dictionary
 from .extraction import extract_all
 from .outputs import StagedRun, provenance
+from .progress import Heartbeat
 from .pair_sets import with_summaries
 from .qc import (
     QCConfig,
@@ -254,7 +256,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 log.info("summaries: %d fitted as outcomes of their own (members in summary_pairs.tsv)",
                          members["summary"].nunique())
             try:
-                result = pooling.fit(model_pairs, seed)
+                with Heartbeat(f"pooling '{pooling.name}'"):
+                    result = pooling.fit(model_pairs, seed)
             except MegafcError:
                 raise
             except Exception as exc:
@@ -269,14 +272,18 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             staged.write_table("atlas_regions.tsv", region_table(atlas))
             staged.write_table("network_pairs.tsv", pairs)
             staged.write_table("effects.tsv", result.effects)
+            staged.write_json("effects.json", data_dictionary(result.effects, f"pooling '{pooling.name}'"))
             staged.write_table("diagnostics.tsv", result.diagnostics)
             if inputs.truth is not None:
                 staged.write_table("truth.tsv", inputs.truth)
             if result.idata is not None:
+                log.info("writing posterior.nc ...")
                 result.idata.to_netcdf(str(staged.path("posterior.nc")))
             for name, table in result.tables.items():
                 # large tables (e.g. one row per edge) ask to be gzipped
                 staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
+                if name == "summaries":
+                    staged.write_json("summaries.json", data_dictionary(table, f"pooling '{pooling.name}'"))
             for name, fig in result.figures.items():
                 fig.savefig(staged.path(f"figures/{name}.png"), dpi=110, bbox_inches="tight")
                 _close(fig)
@@ -301,7 +308,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                            fingerprints=inputs.fingerprints, started=started, extra_packages=dists),
             )
             if cfg.report:
-                write_run_report(staged.staging, staged.run_dir, registry)
+                with Heartbeat("writing report.html"):
+                    write_run_report(staged.staging, staged.run_dir, registry)
             run_path = staged.commit()
         except BaseException as exc:
             hook.megafc_on_error(error=exc, config=cfg)

@@ -112,3 +112,13 @@ def test_example_plugin_passes_its_own_tests(tmp_path, plugin_site):
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert "2 passed" in proc.stdout
+
+
+def test_help_explains_megafc_and_lists_plugin_groups(tmp_path):
+    proc = megafc_cli(["--help"], cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout.startswith("megafc: Bayesian mega-analysis")
+    assert "estimator: correlation, ledoit_wolf, partial_correlation, tangent" in proc.stdout
+    assert "megafc-compare" in proc.stdout and "Hydra" in proc.stdout
+    calibrate = megafc_cli(["--help"], cwd=tmp_path, script="megafc-calibrate")
+    assert calibrate.returncode == 0 and "``" not in calibrate.stdout and "['" not in calibrate.stdout

@@ -22,8 +22,16 @@ def test_run_writes_every_output(tiny_run):
     d = tiny_run.run_dir
     for f in ("config.yaml", "provenance.json", "scans.tsv", "network_pairs.tsv", "effects.tsv",
               "diagnostics.tsv", "posterior.nc", "truth.tsv", "methods.md", "figures/overall_effect.png",
-              "report.html", "summaries.tsv", "exclusions.tsv", "qc_fc.tsv"):
+              "report.html", "summaries.tsv", "exclusions.tsv", "qc_fc.tsv", "motion.tsv", "atlas_regions.tsv",
+              "effects.json", "summaries.json"):
         assert (d / f).exists(), f
+    # every column of effects.tsv and summaries.tsv is described by its JSON data dictionary
+    for name in ("effects", "summaries"):
+        columns = pd.read_csv(d / f"{name}.tsv", sep="\t", nrows=1).columns
+        described = json.loads((d / f"{name}.json").read_text())
+        assert list(described) == list(columns)
+        assert all("not described" not in v["Description"] for v in described.values()), name
+    assert json.loads((d / "effects.json").read_text())["mean"]["Units"].startswith("Fisher z")
     assert not list(d.glob(".megafc-staging-*"))
     prov = json.loads((d / "provenance.json").read_text())
     assert prov["seed"] == 0 and "pymc" in prov["packages"] and "numpy" in prov["packages"]

@@ -39,5 +39,6 @@ def test_sampling_logs_start_heartbeat_and_end(caplog, monkeypatch):
     assert idata.posterior.sizes["draw"] == 400 and np.isfinite(idata.posterior["x"]).all()
     assert any("sampling 1 chains x (200 tune + 400 draws) with pymc" in m for m in lines)
     assert any(m.startswith("pooling: sampled in") and "divergent" in m for m in lines)
+    assert "pooling: summarising the posterior ..." in lines  # the next stage is named at once
     # PyMC's own sampler counts its draws: the heartbeat says how far it is
     assert any(re.search(r"pooling: sampling: \d+ s elapsed, \d+/600 \(\d+%\)", m) for m in lines), lines

@@ -78,7 +78,7 @@ class SamplerConfig(NUTSConfig):
     #: per subject and network pair (subject_pair), per subject (subject) or none.
     log_likelihood: str = "subject_pair"
     #: Draws kept in the log_likelihood group (evenly spaced), to bound posterior.nc's size.
-    log_likelihood_draws: int = 1000
+    log_likelihood_draws: int = 500
 
 
 def ess_threshold(c: NUTSConfig) -> float:
@@ -110,30 +110,35 @@ def nuts_kwargs(c: NUTSConfig, sampler: str) -> dict:
 def sample(model, c: NUTSConfig, sampler: str, seed: int):
     """``pm.sample`` with the run's NUTS settings and progress lines in megafc.log.
 
-    A line says what is sampled and how, a heartbeat every 10 s says how long it has run (and,
+    A line says what is sampled and how, the heartbeat says every 10 s how long it has run (and,
     with PyMC's own sampler, how many draws are done and the time left), and a last line gives
-    the time taken and the divergences.
+    the time taken and the divergences. Inside a run the pipeline's heartbeat is reused.
     """
+    import contextlib
     import time
 
     import pymc as pm
 
-    from megafc.core.progress import Heartbeat, log
+    from megafc.core import progress
 
     total = c.chains * (c.tune + c.draws)
-    log.info("pooling: compiling the model and sampling %d chains x (%d tune + %d draws) with %s ...",
-             c.chains, c.tune, c.draws, sampler)
+    what = (f"pooling: compiling the model and sampling {c.chains} chains x ({c.tune} tune + {c.draws} draws) "
+            f"with {sampler}")
+    own = contextlib.nullcontext() if progress._active else progress.Heartbeat("pooling")
     start = time.perf_counter()
-    with Heartbeat("pooling: sampling", total=total if sampler == "pymc" else None) as beat:
-        extra = {"callback": lambda trace, draw: beat.advance()} if sampler == "pymc" else {}
+    with own:
+        progress.log.info("%s ...", what)
+        beat = progress.stage("pooling: sampling", total if sampler == "pymc" else None, announce=False)
+        extra = {"callback": lambda trace, draw: beat.advance()} if sampler == "pymc" and beat else {}
         with model:
             idata = pm.sample(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
                 random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
                 **nuts_kwargs(c, sampler), **extra,
             )
-    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
-    log.info("pooling: sampled in %.0f s, %d divergent transitions", time.perf_counter() - start, div)
+        div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+        progress.log.info("pooling: sampled in %.0f s, %d divergent transitions", time.perf_counter() - start, div)
+        progress.stage("pooling: summarising the posterior")
     return idata
 
 

@@ -1,0 +1,66 @@
+"""Data dictionaries: a JSON sidecar describing every column of a result table (BIDS TSV+JSON habit).
+
+Columns a plugin adds that are not described here are listed with that said, so a reader never
+meets an unexplained column.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+#: Column -> (description, units or None). Shared by effects.tsv and summaries.tsv.
+EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
+    "network_a": ("First network (or subnetwork) of the pair; network_a <= network_b in atlas order.", None),
+    "network_b": ("Second network of the pair (equal to network_a for a within-network pair).", None),
+    "system_a": ("System class of network_a: transmodal, unimodal, attention, subcortical or cerebellar.", None),
+    "system_b": ("System class of network_b.", None),
+    "summary": ("Name of the summary: a named set of network pairs whose per-scan mean FC was fitted as an "
+                "outcome of its own (members in summary_pairs.tsv).", None),
+    "n_pairs": ("Number of network pairs averaged in the summary.", None),
+    "effect": ("Which effect: overall, drug:<drug>, dataset:<dataset> (dataset[drug] when a dataset gives several "
+               "drugs), contrast:<drug a>-<drug b> (a minus b) or covariate:<name> (a slope).", None),
+    "effect_type": ("The part of effect before the colon: overall, drug, dataset, contrast or covariate.", None),
+    "level": ("The part of effect after the colon (drug, dataset or contrast name); n/a for overall.", None),
+    "mean": ("Posterior mean (or pooled point estimate for non-Bayesian models) of the drug-minus-control "
+             "change in FC.", "Fisher z (per covariate unit for covariate rows)"),
+    "sd": ("Posterior standard deviation (standard error for non-Bayesian models).", "Fisher z"),
+    "hdi_low": ("Lower end of the interval: highest-density interval at pooling.hdi_prob (95% by default); "
+                "a confidence interval for the meta model.", "Fisher z"),
+    "hdi_high": ("Upper end of that interval.", "Fisher z"),
+    "hdi50_low": ("Lower end of the 50% highest-density interval.", "Fisher z"),
+    "hdi50_high": ("Upper end of the 50% highest-density interval.", "Fisher z"),
+    "pd": ("Probability of direction: posterior probability that the effect has the sign of its mean.", None),
+    "lfsr": ("Local false sign rate (Stephens 2017): posterior probability that the sign of mean is wrong "
+             "(1 - pd under the default independent prior).", None),
+    "svalue": ("Expected proportion of wrong signs among all effects of this effect name at least as sure as "
+               "this one (mean lfsr of that list).", None),
+    "p_rope": ("Posterior probability that the effect lies within the region of practical equivalence "
+               "(pooling.rope) around 0.", None),
+    "r_hat": ("Rank-normalised split R-hat (Vehtari et al. 2021); n/a for non-Bayesian models.", None),
+    "ess_bulk": ("Bulk effective sample size; n/a for non-Bayesian models.", None),
+    "ess_tail": ("Tail effective sample size; n/a for non-Bayesian models.", None),
+    "divergences": ("Divergent transitions in the whole fit (the same on every row of a run).", None),
+    "ok": ("False when any diagnostic is bad (R-hat above pooling.rhat_max, ESS below the threshold, "
+           "divergences); true for non-Bayesian models whose fit succeeded.", None),
+    "n_obs": ("Scans (scan-level models) or drug-minus-control differences (paired models) informing the effect.",
+              None),
+    "tau2": ("meta: DerSimonian-Laird between-dataset variance.", "Fisher z squared"),
+    "i2": ("meta: Higgins' I^2, the share of variation across datasets beyond sampling error.", "percent"),
+    "q": ("meta: Cochran's Q heterogeneity statistic.", None),
+    "k": ("meta: number of datasets pooled.", None),
+    "z": ("meta: Wald z statistic of the pooled estimate.", None),
+    "p": ("meta: two-sided p-value of the Wald test.", None),
+    "p_fdr": ("meta: Benjamini-Hochberg adjusted p-value within the effect.", None),
+}
+
+
+def data_dictionary(table: pd.DataFrame, source: str) -> dict[str, Any]:
+    """A BIDS-style sidecar: one entry per column, with Description and Units when known."""
+    out: dict[str, Any] = {}
+    for col in table.columns:
+        desc, units = EFFECT_COLUMNS_DESCRIBED.get(
+            str(col), (f"Added by {source}; see its documentation (not described by megafc).", None))
+        out[str(col)] = {"Description": desc, **({"Units": units} if units else {})}
+    return out
