@@ -273,6 +273,8 @@ class PoolingResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: Extra matplotlib figures, written as ``figures/<name>.png``.
     figures: dict[str, Any] = field(default_factory=dict)
+    #: What hdi_low/hdi_high are, for figure legends: e.g. "95% HDI" or "95% CI".
+    interval: str = "95% HDI"
 
 
 #: Columns of effects.tsv (a pooling model may add more after these).

@@ -22,8 +22,12 @@ def effect_matrix(effects: pd.DataFrame, networks: list[str], effect: str = "ove
     return mean, cred
 
 
-def effect_matrix_figure(effects: pd.DataFrame, networks: list[str], path: Path, effect: str = "overall") -> Path:
-    """Network x network matrix of an effect's posterior mean; * marks intervals excluding 0."""
+def effect_matrix_figure(effects: pd.DataFrame, networks: list[str], path: Path, effect: str = "overall",
+                         interval: str = "95% HDI") -> Path:
+    """Network x network matrix of an effect's posterior mean; * marks intervals excluding 0.
+
+    ``interval`` names the interval in effects.tsv (its level and kind: HDI, or CI for meta).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +40,7 @@ def effect_matrix_figure(effects: pd.DataFrame, networks: list[str], path: Path,
     fig, ax = plt.subplots(figsize=(size + 1, size))
     plot_matrix(np.nan_to_num(mean), labels=networks, axes=ax, vmin=-vmax, vmax=vmax,
                 cmap="RdBu_r", colorbar=True, reorder=False,
-                title=f"{effect} effect (drug - control, Fisher z); * = 95% HDI excludes 0")
+                title=f"{effect} effect (drug - control, Fisher z); * = {interval} excludes 0")
     for i, j in zip(*np.nonzero(cred)):
         ax.text(j, i, "*", ha="center", va="center", fontsize=9, color="k")
     fig.savefig(path, dpi=120, bbox_inches="tight")

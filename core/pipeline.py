@@ -291,7 +291,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             if cfg.figures:
                 from .figures import effect_matrix_figure
 
-                effect_matrix_figure(result.effects, pairs.attrs["networks"], staged.path("figures/overall_effect.png"))
+                effect_matrix_figure(result.effects, pairs.attrs["networks"], staged.path("figures/overall_effect.png"),
+                                     interval=result.interval)
             plugin_info = {
                 kind: {
                     "name": p.name,

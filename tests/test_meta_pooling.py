@@ -192,8 +192,10 @@ def test_ci_level_config():
 
 
 def test_ci_level_sets_interval_width(simulated, meta_result):
-    narrow = MetaAnalysisPooling(MetaAnalysisPooling.Config(ci_level=0.5)).fit(simulated[0], 0).effects
+    narrow_result = MetaAnalysisPooling(MetaAnalysisPooling.Config(ci_level=0.5)).fit(simulated[0], 0)
+    narrow = narrow_result.effects
     wide = meta_result.effects
+    assert (narrow_result.interval, meta_result.interval) == ("50% CI", "95% CI")  # figure legends say so
     ratio = (narrow.hdi_high - narrow.hdi_low) / (wide.hdi_high - wide.hdi_low)
     np.testing.assert_allclose(ratio, 0.6744897501960817 / 1.959963984540054)
 

@@ -310,6 +310,7 @@ class MetaAnalysisPooling(PoolingModel):
             effects=effects, diagnostics=diagnostics, idata=None,
             description=self.describe(design, k_overall, how, motion), warnings=warnings,
             tables={} if summaries is None else {"summaries": summaries},
+            interval=f"{100 * self.config.ci_level:g}% CI",
         )
 
     def describe(self, design: ScanDesign, k: int, how: list[str], motion: bool) -> str:

@@ -507,7 +507,7 @@ class PyMCEdgePooling(PoolingModel):
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=idata,
             description=self.describe(st, n_pairs, sampler if hyper else "none", level),
-            warnings=warnings, tables={"edge_effects": edge_effects},
+            warnings=warnings, tables={"edge_effects": edge_effects}, interval=f"{100 * c.hdi_prob:g}% HDI",
         )
 
     def describe(self, st: EdgeStats, n_pairs: int, sampler: str, level: str) -> str:

@@ -291,4 +291,4 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
         warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
     warnings += [f"pooling: {n}" for n in design.notes()]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=description,
-                         warnings=warnings, tables=tables)
+                         warnings=warnings, tables=tables, interval=f"{100 * c.hdi_prob:g}% HDI")
