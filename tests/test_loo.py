@@ -14,7 +14,7 @@ from scipy import stats
 from conftest import TINY, compose
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
-from megafc.plugins.pooling.loo import log_likelihood_group, paired_model_loglik, scan_model_loglik
+from megafc.plugins.pooling.loo import log_likelihood_group, paired_model_loglik, scan_model_loglik, thinned
 
 
 def fake_design():
@@ -73,11 +73,11 @@ def test_paired_and_scan_models_score_the_same_data():
     paired_post = post.assign(sigma=post["sigma"].isel(site=1) * np.sqrt(2)).drop_vars("slope:mean_fd")
     paired = paired_model_loglik(paired_design, paired_post, {}, pair, ["p0", "p1"])
     assert np.allclose(paired.sel(subject="b/1").values, scan.sel(subject="b/1").values, rtol=1e-5)
-    per_subject = log_likelihood_group(scan, "subject", 1000)
+    per_subject = log_likelihood_group(scan, "subject")
     assert per_subject.dims == ("chain", "draw", "subject")
     assert np.allclose(per_subject.values, scan.values.sum(-1), rtol=1e-5)
-    assert log_likelihood_group(scan, "subject_pair", 2).sizes["draw"] == 2
-    assert log_likelihood_group(scan, "none", 10) is None
+    assert log_likelihood_group(scan, "subject_pair") is scan and log_likelihood_group(scan, "none") is None
+    assert thinned(post, 2).sizes["draw"] == 2 and thinned(post, 10).sizes["draw"] == 3
 
 
 @pytest.mark.slow

@@ -68,21 +68,19 @@ def scan_model_loglik(design, post, x: np.ndarray, names: list[str], scales: dic
               for n in names]
     unit = design.unit_idx[sd["row"]]
     site = design.dataset_idx[sd["row"]]
-    n_sub = len(sd["subjects"])
-    member = np.zeros((n_sub, len(sd["row"])))
-    member[sd["subject"], np.arange(len(sd["row"]))] = 1.0
-    n_d = member.sum(axis=1)
+    starts = np.flatnonzero(np.r_[True, np.diff(sd["subject"]) != 0])  # differences come in subject blocks
+    n_d = np.diff(np.r_[starts, len(sd["row"])]).astype(float)
     n_c = sd["n_control"]
-    sub_site = np.array([site[sd["subject"] == j][0] for j in range(n_sub)])
-    out = np.empty((theta.shape[0], n_sub, theta.shape[-1]), dtype=np.float32)
+    sub_site = site[starts]
+    out = np.empty((theta.shape[0], len(starts), theta.shape[-1]), dtype=np.float32)
     for s0 in range(0, theta.shape[0], CHUNK):
         s = slice(s0, s0 + CHUNK)
         mean = theta[s][:, unit, :]
         for q, (b, factor) in enumerate(slopes):
             mean = mean + sd["dx"][None, :, q, None] * (b[s] * factor)[:, None, :]
         r = sd["d"][None] - mean  # (s, n_diff, P)
-        sum_r = np.einsum("jn,snp->sjp", member, r)
-        sum_r2 = np.einsum("jn,snp->sjp", member, r * r)
+        sum_r = np.add.reduceat(r, starts, axis=1)
+        sum_r2 = np.add.reduceat(r * r, starts, axis=1)
         var = sigma[s][:, sub_site, :] ** 2  # (s, n_sub, P)
         quad = (sum_r2 - sum_r**2 / (n_c + n_d)[None, :, None]) / var
         logdet = n_d[None, :, None] * np.log(var) + np.log1p(n_d / n_c)[None, :, None]
@@ -96,18 +94,20 @@ def paired_model_loglik(design, post, covariates: dict[str, np.ndarray], is_pair
     from scipy import stats
 
     key = (design.obs["dataset"].astype(str) + "/" + design.obs["subject"].astype(str)).to_numpy()
-    subjects = list(dict.fromkeys(key))
-    member = (key[None, :] == np.array(subjects)[:, None]).astype(float)
+    order = np.argsort(key, kind="stable")  # rows of one subject together
+    starts = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1]])
+    subjects = list(key[order][starts])
     theta = _flat(post["dataset_effect"].to_numpy())[..., is_pair]
     sigma = _flat(post["sigma"].to_numpy())
     sigma = (sigma[..., is_pair] if sigma.ndim == 2 else np.broadcast_to(sigma[:, None], (len(sigma), is_pair.sum())))
-    betas = [(x, _flat(post[f"beta_{name}"].to_numpy())[..., is_pair]) for name, x in covariates.items()]
+    betas = [(x[order], _flat(post[f"beta_{name}"].to_numpy())[..., is_pair]) for name, x in covariates.items()]
     nu = _flat(post["nu"].to_numpy()) if likelihood == "student_t" else None
-    y = design.y[:, is_pair]
+    y = design.y[order][:, is_pair]
+    units = design.unit_idx[order]
     out = np.empty((theta.shape[0], len(subjects), theta.shape[-1]), dtype=np.float32)
     for s0 in range(0, theta.shape[0], CHUNK):
         s = slice(s0, s0 + CHUNK)
-        mean = theta[s][:, design.unit_idx, :]
+        mean = theta[s][:, units, :]
         for x, b in betas:
             mean = mean + x[None, :, None] * b[s][:, None, :]
         z = (y[None] - mean) / sigma[s][:, None, :]
@@ -115,7 +115,7 @@ def paired_model_loglik(design, post, covariates: dict[str, np.ndarray], is_pair
             ll = stats.norm.logpdf(z) - np.log(sigma[s])[:, None, :]
         else:
             ll = stats.t.logpdf(z, df=nu[s][:, None, None]) - np.log(sigma[s])[:, None, :]
-        out[s] = np.einsum("jn,snp->sjp", member, ll)
+        out[s] = np.add.reduceat(ll, starts, axis=1)
     return _as_dataarray(out, post, subjects, pair_labels)
 
 
@@ -130,15 +130,19 @@ def _as_dataarray(values: np.ndarray, post, subjects: list[str], pairs: list[str
                         name="subject_differences")
 
 
-def log_likelihood_group(loglik: xr.DataArray, unit: str, max_draws: int) -> xr.DataArray | None:
+def thinned(post, max_draws: int):
+    """The posterior at ``max_draws`` draws in all, evenly spaced within each chain."""
+    per_chain = max(1, max_draws // post.sizes["chain"])
+    if post.sizes["draw"] <= per_chain:
+        return post
+    return post.isel(draw=np.linspace(0, post.sizes["draw"] - 1, per_chain).round().astype(int))
+
+
+def log_likelihood_group(loglik: xr.DataArray | None, unit: str) -> xr.DataArray | None:
     """The pointwise log-likelihood to store: per subject and network pair (``subject_pair``),
-    summed over pairs (``subject``: leave one subject out; PSIS is often unreliable then) or none;
-    thinned to ``max_draws`` in all (evenly spaced within each chain) to bound the file size."""
-    if unit == "none":
+    summed over pairs (``subject``: leave one subject out; PSIS is often unreliable then) or none."""
+    if unit == "none" or loglik is None:
         return None
-    per_chain = max(1, max_draws // loglik.sizes["chain"])
-    if loglik.sizes["draw"] > per_chain:
-        loglik = loglik.isel(draw=np.linspace(0, loglik.sizes["draw"] - 1, per_chain).round().astype(int))
     if unit == "subject":
         loglik = loglik.sum("pair").rename("subject_differences")
     return loglik

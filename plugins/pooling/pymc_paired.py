@@ -28,7 +28,7 @@ from .design import (
     sample,
     validate_sampler_config,
 )
-from .loo import log_likelihood_group, paired_model_loglik, tidy_posterior
+from .loo import log_likelihood_group, paired_model_loglik, thinned, tidy_posterior
 from .marginal import UnitStatistics, conditional_effects, marginal_loglik, unit_statistics
 from .predictive import ppc_figure
 
@@ -223,9 +223,10 @@ class PyMCPairedPooling(PoolingModel):
         loglik = None
         if c.log_likelihood != "none":
             labels = [p for p, keep in zip(coords["pair"], is_pair) if keep]
-            loglik = log_likelihood_group(paired_model_loglik(design, idata.posterior, self.covariates(design), is_pair,
+            post = thinned(idata.posterior, c.log_likelihood_draws)
+            loglik = log_likelihood_group(paired_model_loglik(design, post, self.covariates(design), is_pair,
                                                               labels, c.likelihood),
-                                          c.log_likelihood, c.log_likelihood_draws)
+                                          c.log_likelihood)
         observed = xr.DataArray(design.y, dims=("obs", "pair"), coords={"obs": coords["obs"], "pair": coords["pair"]})
         result.idata = tidy_posterior(idata, loglik, {"fc_difference": observed})
         return result

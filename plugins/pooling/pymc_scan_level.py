@@ -24,7 +24,7 @@ from .derived import contrast_pairs, summary_columns
 from .design import (
     HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, sample, validate_sampler_config,
 )
-from .loo import log_likelihood_group, scan_model_loglik, tidy_posterior
+from .loo import log_likelihood_group, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
 from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
@@ -200,9 +200,10 @@ class PyMCPooling(PoolingModel):
         labels = pair_names(design)
         loglik = None
         if c.log_likelihood != "none":
-            loglik = log_likelihood_group(scan_model_loglik(design, idata.posterior, x, names, scales, ~is_summary,
+            post = thinned(idata.posterior, c.log_likelihood_draws)
+            loglik = log_likelihood_group(scan_model_loglik(design, post, x, names, scales, ~is_summary,
                                                             [p for p, s in zip(labels, is_summary) if not s]),
-                                          c.log_likelihood, c.log_likelihood_draws)
+                                          c.log_likelihood)
         observed = xr.DataArray(design.y, dims=("scan", "pair"),
                                 coords={"scan": design.obs["scan_id"].astype(str).to_numpy(), "pair": labels})
         result.idata = tidy_posterior(idata, loglik, {"fc": observed})
