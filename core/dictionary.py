@@ -56,11 +56,16 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
 }
 
 
-def data_dictionary(table: pd.DataFrame, source: str) -> dict[str, Any]:
-    """A BIDS-style sidecar: one entry per column, with Description and Units when known."""
+def data_dictionary(table: pd.DataFrame, source: str, interval: str | None = None) -> dict[str, Any]:
+    """A BIDS-style sidecar: one entry per column, with Description and Units when known.
+
+    ``interval`` (e.g. "95% CI") says what this run's hdi_low/hdi_high are.
+    """
     out: dict[str, Any] = {}
     for col in table.columns:
         desc, units = EFFECT_COLUMNS_DESCRIBED.get(
             str(col), (f"Added by {source}; see its documentation (not described by megafc).", None))
+        if interval and col in ("hdi_low", "hdi_high"):
+            desc = f"{'Lower' if col == 'hdi_low' else 'Upper'} end of this run's {interval}."
         out[str(col)] = {"Description": desc, **({"Units": units} if units else {})}
     return out

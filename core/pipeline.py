@@ -272,7 +272,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             staged.write_table("atlas_regions.tsv", region_table(atlas))
             staged.write_table("network_pairs.tsv", pairs)
             staged.write_table("effects.tsv", result.effects)
-            staged.write_json("effects.json", data_dictionary(result.effects, f"pooling '{pooling.name}'"))
+            who = f"pooling '{pooling.name}'"
+            staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval))
             staged.write_table("diagnostics.tsv", result.diagnostics)
             if inputs.truth is not None:
                 staged.write_table("truth.tsv", inputs.truth)
@@ -283,7 +284,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 # large tables (e.g. one row per edge) ask to be gzipped
                 staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
                 if name == "summaries":
-                    staged.write_json("summaries.json", data_dictionary(table, f"pooling '{pooling.name}'"))
+                    staged.write_json("summaries.json", data_dictionary(table, who, result.interval))
             for name, fig in result.figures.items():
                 fig.savefig(staged.path(f"figures/{name}.png"), dpi=110, bbox_inches="tight")
                 _close(fig)

@@ -31,7 +31,9 @@ def test_run_writes_every_output(tiny_run):
         described = json.loads((d / f"{name}.json").read_text())
         assert list(described) == list(columns)
         assert all("not described" not in v["Description"] for v in described.values()), name
-    assert json.loads((d / "effects.json").read_text())["mean"]["Units"].startswith("Fisher z")
+    dictionary = json.loads((d / "effects.json").read_text())
+    assert dictionary["mean"]["Units"].startswith("Fisher z")
+    assert dictionary["hdi_low"]["Description"] == "Lower end of this run's 95% HDI."
     assert not list(d.glob(".megafc-staging-*"))
     prov = json.loads((d / "provenance.json").read_text())
     assert prov["seed"] == 0 and "pymc" in prov["packages"] and "numpy" in prov["packages"]
