@@ -11,27 +11,11 @@ from megafc.core import ConfigError, ConnectivityEstimator
 from .correlation import fisher_z
 
 
-def _cov_estimator(shrinkage: float | None):
-    from sklearn.covariance import LedoitWolf, ShrunkCovariance
+class _NilearnMeasure(ConnectivityEstimator):
+    """What the nilearn kinds share: a (Ledoit-Wolf or fixed) shrunk covariance of z-scored series."""
 
-    if shrinkage is None:
-        return LedoitWolf(store_precision=False)
-    return ShrunkCovariance(shrinkage=shrinkage, store_precision=False)
-
-
-def _check_shrinkage(s: float | None) -> None:
-    if s is not None and not 0 <= s < 1:
-        raise ConfigError(f"config key 'estimator.shrinkage' is {s}; expected a value in [0, 1) or null")
-
-
-class PartialCorrelation(ConnectivityEstimator):
-    """Partial correlation (from the Ledoit-Wolf shrunk precision matrix), Fisher z-transformed.
-
-    Each edge is the correlation of two regions after removing every other region's signal:
-    direct rather than shared coupling. Needs clearly more volumes than regions.
-    """
-
-    name = "partial_correlation"
+    #: nilearn's ConnectivityMeasure ``kind``.
+    measure_kind = ""
 
     @dataclass
     class Config:
@@ -40,17 +24,34 @@ class PartialCorrelation(ConnectivityEstimator):
 
     def __init__(self, config=None):
         super().__init__(config)
-        _check_shrinkage(self.config.shrinkage)
+        s = self.config.shrinkage
+        if s is not None and not 0 <= s < 1:
+            raise ConfigError(f"config key 'estimator.shrinkage' is {s}; expected a value in [0, 1) or null")
+
+    def measure(self):
+        from nilearn.connectome import ConnectivityMeasure
+        from sklearn.covariance import LedoitWolf, ShrunkCovariance
+
+        s = self.config.shrinkage
+        cov = LedoitWolf(store_precision=False) if s is None else ShrunkCovariance(shrinkage=s, store_precision=False)
+        return ConnectivityMeasure(cov_estimator=cov, kind=self.measure_kind, standardize="zscore_sample")
+
+
+class PartialCorrelation(_NilearnMeasure):
+    """Partial correlation (from the Ledoit-Wolf shrunk precision matrix), Fisher z-transformed.
+
+    Each edge is the correlation of two regions after removing every other region's signal:
+    direct rather than shared coupling. Needs clearly more volumes than regions.
+    """
+
+    name = "partial_correlation"
+    measure_kind = "partial correlation"
 
     def estimate(self, timeseries: np.ndarray) -> np.ndarray:
-        from nilearn.connectome import ConnectivityMeasure
-
-        measure = ConnectivityMeasure(cov_estimator=_cov_estimator(self.config.shrinkage), kind="partial correlation",
-                                      standardize="zscore_sample")
-        return fisher_z(measure.fit_transform([timeseries])[0])
+        return fisher_z(self.measure().fit_transform([timeseries])[0])
 
 
-class TangentSpace(ConnectivityEstimator):
+class TangentSpace(_NilearnMeasure):
     """Tangent-space connectivity (Varoquaux et al. 2010): each scan's covariance relative to the
     group's geometric mean, as nilearn's ConnectivityMeasure(kind="tangent") computes it.
 
@@ -60,26 +61,13 @@ class TangentSpace(ConnectivityEstimator):
     """
 
     name = "tangent"
+    measure_kind = "tangent"
     group_level = True
-
-    @dataclass
-    class Config:
-        #: Fixed covariance shrinkage in [0, 1); null estimates it (Ledoit & Wolf 2004).
-        shrinkage: float | None = None
-
-    def __init__(self, config=None):
-        super().__init__(config)
-        _check_shrinkage(self.config.shrinkage)
 
     def estimate(self, timeseries: np.ndarray) -> np.ndarray:
         raise ConfigError("estimator 'tangent' needs every scan at once (it is group-level): use estimate_group")
 
     def estimate_group(self, timeseries: list[np.ndarray]) -> list[np.ndarray]:
-        from nilearn.connectome import ConnectivityMeasure
-
         if len(timeseries) < 2:
             raise ConfigError("estimator 'tangent' needs at least 2 scans to form the group's mean covariance")
-        measure = ConnectivityMeasure(cov_estimator=_cov_estimator(self.config.shrinkage), kind="tangent",
-                                      standardize="zscore_sample")
-        out = measure.fit_transform(timeseries)
-        return [(m + m.T) / 2 for m in out]
+        return [(m + m.T) / 2 for m in self.measure().fit_transform(timeseries)]
