@@ -184,7 +184,7 @@ def config_presets() -> list[tuple[str, str, str]]:
     """(group, name, file) of the config presets megafc ships next to its plugins (e.g. pymc_quick)."""
     from importlib.resources import files
 
-    from .registry import PLUGIN_KINDS
+    from .plugin import PLUGIN_KINDS
 
     root = files("megafc.conf")
     out = []

@@ -122,3 +122,64 @@ def test_help_explains_megafc_and_lists_plugin_groups(tmp_path):
     assert "megafc-compare" in proc.stdout and "Hydra" in proc.stdout
     calibrate = megafc_cli(["--help"], cwd=tmp_path, script="megafc-calibrate")
     assert calibrate.returncode == 0 and "``" not in calibrate.stdout and "['" not in calibrate.stdout
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
+def test_killed_run_leaves_no_sampler_processes(tmp_path):
+    """SIGKILL during 2-process sampling: the chains die with megafc instead of sampling on."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "megafc"
+    args = [o for o in TINY if not o.startswith("pooling.")] + [
+        "pooling.sampler=pymc", "pooling.chains=2", "pooling.cores=2", "pooling.draws=20000", "pooling.tune=1000",
+        f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(children) < 2 and proc.poll() is None:
+            time.sleep(1)
+            children = _children(proc.pid)
+        assert len(children) >= 2, "the chains never started in their own processes"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for _ in range(20):
+            alive = [c for c in children if _alive(c)]
+            if not alive:
+                break
+            time.sleep(0.5)
+        assert not alive, f"orphaned sampler processes {alive}"
+    finally:
+        for c in children:
+            try:
+                os.kill(c, signal.SIGKILL)
+            except OSError:
+                pass

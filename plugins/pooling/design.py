@@ -120,6 +120,7 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int):
     import pymc as pm
 
     from megafc.core import progress
+    from megafc.core.processes import children_die_with_parent
 
     total = c.chains * (c.tune + c.draws)
     what = (f"pooling: compiling the model and sampling {c.chains} chains x ({c.tune} tune + {c.draws} draws) "
@@ -130,7 +131,7 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int):
         progress.log.info("%s ...", what)
         beat = progress.stage("pooling: sampling", total if sampler == "pymc" else None, announce=False)
         extra = {"callback": lambda trace, draw: beat.advance()} if sampler == "pymc" and beat else {}
-        with model:
+        with model, children_die_with_parent():  # no orphaned chains if megafc is killed
             idata = pm.sample(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
                 random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
