@@ -17,7 +17,7 @@ from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
 
 #: These tests are about the images' route: the fast deterministic model pools them.
-POOL = ["pooling=meta", "figures=false"]
+POOL = ["pooling=meta", "figures=false", "report=false"]
 TINY_PYMC = [o for o in TINY if o.startswith(("pooling.", "figures"))]
 
 
@@ -34,8 +34,13 @@ def run(overrides, run_dir):
 def test_fmriprep_cli_end_to_end_then_cached(tree, tmp_path):
     cache = tmp_path / "cache"
     args = tree.overrides("simple") + POOL + [f"extraction.cache_dir={cache}", "derivatives=all"]
-    first = megafc_cli(args + [f"hydra.run.dir={tmp_path / 'run1'}"], cwd=tmp_path)
+    first = megafc_cli(args + ["report=true", f"hydra.run.dir={tmp_path / 'run1'}"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
+    # a real atlas image gives region centres, so the report draws the brain
+    report = (tmp_path / "run1" / "report.html").read_text()
+    assert 'data-name="glass_brain"' in report and 'class="connectome-view"' in report
+    regions = pd.read_csv(tmp_path / "run1" / "atlas_regions.tsv", sep="\t")
+    assert regions[["x", "y", "z"]].notna().all().all()
     ext1 = pd.read_csv(tmp_path / "run1" / "extraction.tsv", sep="\t")
     assert len(ext1) == 16 and not ext1["cached"].any()
     assert (tmp_path / "run1" / "qc_fc.tsv").exists() and (tmp_path / "run1" / "exclusions.tsv").exists()
@@ -91,7 +96,7 @@ def test_extraction_recovers_simulated_fc(tree, tmp_path):
 @pytest.mark.slow
 def test_timeseries_and_connectomes_routes_agree_with_fmriprep(tree, tmp_path):
     # meta is deterministic: the same inputs must give the same effects to the last digit
-    pool = ["pooling=meta", "pooling.motion=false", "figures=false"]
+    pool = ["pooling=meta", "pooling.motion=false", "figures=false", "report=false"]
     base = run(tree.overrides("simple") + pool + ["extraction.cache_dir=null", "derivatives=all"], tmp_path / "fmriprep")
     derivs = base.run_dir / "derivatives"
     meta = pd.read_csv(tree.metadata, sep="\t", dtype=str, keep_default_na=False)

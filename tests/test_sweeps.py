@@ -97,7 +97,7 @@ def test_sweep_extracts_each_scan_once_per_atlas_and_denoiser(tmp_path):
     proc = megafc_cli([
         "--multirun", f"atlas.image={tree.atlas_image},{second}", "denoiser=none,simple",
         "estimator=correlation,ledoit_wolf", "pooling=meta",  # estimators share the extracted timeseries
-        *overrides, "figures=false", f"extraction.cache_dir={cache}", f"hydra.sweep.dir={sweep}",
+        *overrides, "figures=false", "report=false", f"extraction.cache_dir={cache}", f"hydra.sweep.dir={sweep}",
         "pooling.motion=false",  # 2 subjects per site: with FD, meta has no residual degrees of freedom
         "hydra.sweep.subdir=${hydra.job.num}",
     ], cwd=tmp_path)
