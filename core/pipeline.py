@@ -37,6 +37,7 @@ from .qc import (
     motion_change,
     qc_fc,
     validate_qc,
+    with_distances,
 )
 from .plugin import ConnectivityEstimator, Plugin
 from .registry import Registry
@@ -233,7 +234,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 log.info("connectivity: inputs are connectomes; estimator step skipped")
                 connectomes = given_connectomes(inputs, included, atlas, source)
             hook.megafc_after_connectivity(connectomes=connectomes, scans=scans, staging_dir=str(staged.staging))
-            staged.write_table("qc_fc.tsv", qc_fc(connectomes, scans))
+            staged.write_table("qc_fc.tsv", with_distances(qc_fc(connectomes, scans), atlas.labels, atlas.centroids()))
             if cfg.derivatives == "all" or (cfg.derivatives == "auto" and images is not None):
                 write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images, plugins)
             all_pairs = network_pair_table(connectomes, atlas, scans, level=level)
@@ -279,7 +280,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 staged.write_table("truth.tsv", inputs.truth)
             if result.idata is not None:
                 log.info("writing posterior.nc ...")
-                result.idata.to_netcdf(str(staged.path("posterior.nc")))
+                with Heartbeat("writing posterior.nc"):
+                    result.idata.to_netcdf(str(staged.path("posterior.nc")))
             for name, table in result.tables.items():
                 # large tables (e.g. one row per edge) ask to be gzipped
                 staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)

@@ -110,3 +110,17 @@ def qc_fc(connectomes: Connectomes, scans: pd.DataFrame) -> pd.DataFrame:
     p = 2 * stats.t.sf(np.abs(t), n - 2)
     labels = np.asarray(connectomes.labels, dtype=object)
     return pd.DataFrame({"region_a": labels[iu], "region_b": labels[ju], "r": r, "p": p})
+
+
+def with_distances(qc: pd.DataFrame, labels: list[str], centres: np.ndarray | None) -> pd.DataFrame:
+    """QC-FC rows with the Euclidean distance (mm) between the two regions' centres.
+
+    Motion inflates short-range and deflates long-range FC (Power et al. 2012), so QC-FC that
+    varies with distance is the artefact's signature.
+    """
+    if centres is None or qc.empty:
+        return qc
+    index = {lab: i for i, lab in enumerate(labels)}
+    a = centres[[index[x] for x in qc["region_a"]]]
+    b = centres[[index[x] for x in qc["region_b"]]]
+    return qc.assign(distance_mm=np.round(np.linalg.norm(a - b, axis=1), 2))

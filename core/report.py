@@ -392,9 +392,20 @@ def fd_figure(scans: pd.DataFrame, threshold: float | None):
     return fig
 
 
-def qcfc_figure(r: np.ndarray):
-    fig = new_figure(6.0, 3.2, layout="constrained")
-    ax = fig.subplots()
+def qcfc_figure(r: np.ndarray, distance: np.ndarray | None = None):
+    """QC-FC histogram; with region distances, QC-FC against distance beside it."""
+    fig = new_figure(6.0 if distance is None else 10.0, 3.2, layout="constrained")
+    axes = fig.subplots(1, 1 if distance is None else 2, squeeze=False)[0]
+    ax = axes[0]
+    if distance is not None:
+        from scipy.stats import spearmanr
+
+        rho = spearmanr(distance, r).statistic
+        axes[1].hexbin(distance, r, gridsize=40, mincnt=1, cmap="Blues")
+        axes[1].axhline(0, color="#444444", lw=0.8)
+        axes[1].set_xlabel("distance between region centres (mm)")
+        axes[1].set_ylabel("QC-FC r")
+        axes[1].set_title(f"Spearman rho = {rho:.2f}", fontsize=9)
     ax.hist(r, bins=50, color="#4c72b0", alpha=0.85)
     ax.axvline(0, color="#444444", lw=0.8)
     ax.axvline(float(np.median(r)), color="#d62728", lw=1, ls="--", label=f"median r = {np.median(r):.3g}")
@@ -648,10 +659,21 @@ def motion_section(run: Run) -> str:
                      "correlate with mean FD across scans at p &lt; 0.05, where about 5% would if motion did not "
                      "drive FC (when drug scans move more, a drug effect also shows up here). Consider stricter "
                      "denoising (denoiser=scrubbing or compcor) and qc.max_mean_fd.</div>")
-    uri = save_figure(run, qcfc_figure(r), "qc_fc")
+    distance = None
+    if "distance_mm" in qc:
+        both = qc[["r", "distance_mm"]].apply(pd.to_numeric, errors="coerce").dropna()
+        if len(both) > 2:
+            from scipy.stats import spearmanr
+
+            r, distance = both["r"].to_numpy(), both["distance_mm"].to_numpy()
+            stats["QC-FC vs distance (Spearman rho)"] = float(spearmanr(distance, r).statistic)
+    uri = save_figure(run, qcfc_figure(r, distance), "qc_fc")
     parts.append(figure_html(uri, "QC-FC: distribution over edges of the across-scan correlation between "
                                   "mean FD and edge FC (Power et al. 2014); centred on 0 with ~5% of edges "
-                                  "at p < 0.05 means motion does not drive FC.", "qc_fc"))
+                                  "at p < 0.05 means motion does not drive FC."
+                                  + (" Right: QC-FC against the distance between the regions; motion "
+                                     "artefact raises short-range more than long-range FC, so a trend with "
+                                     "distance is its signature." if distance is not None else ""), "qc_fc"))
     parts.append(html_table(stats, "qcfc-table"))
     return "\n".join(parts)
 

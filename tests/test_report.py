@@ -379,8 +379,12 @@ def test_motion_first_banners(tmp_path):
     scans.to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
     motion.reset_index().to_csv(tmp_path / "motion.tsv", sep="\t", index=False)
     p = np.r_[np.full(46, 0.01), np.full(54, 0.5)]
-    pd.DataFrame({"region_a": "a", "region_b": "b", "r": 0.2, "p": p}).to_csv(tmp_path / "qc_fc.tsv", sep="\t", index=False)
+    distance = np.linspace(10, 120, 100)
+    pd.DataFrame({"region_a": "a", "region_b": "b", "r": 0.3 - distance / 500, "p": p,
+                  "distance_mm": distance}).to_csv(tmp_path / "qc_fc.tsv", sep="\t", index=False)
     text = write_report(tmp_path).read_text()
     assert 'class="banner warn" id="motion-banner"' in text and "LSD +0.05" in text and "DMT" not in text.split(
         'id="motion-banner"')[1].split("</div>")[0]
     assert 'class="banner warn" id="qcfc-banner"><strong>QC-FC: 46% of edges' in text
+    qcfc = table_frame(parse(text).tables["qcfc-table"])
+    assert float(qcfc["QC-FC vs distance (Spearman rho)"].iloc[0]) == pytest.approx(-1.0)
