@@ -22,7 +22,7 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "effect": ("Which effect: overall, drug:<drug>, dataset:<dataset> (dataset[drug] when a dataset gives several "
                "drugs), contrast:<drug a>-<drug b> (a minus b) or covariate:<name> (a slope).", None),
     "effect_type": ("The part of effect before the colon: overall, drug, dataset, contrast or covariate.", None),
-    "level": ("The part of effect after the colon (drug, dataset or contrast name); n/a for overall.", None),
+    "level": ("The part of effect after the colon (drug, dataset or contrast name); empty for overall.", None),
     "mean": ("Posterior mean (or pooled point estimate for non-Bayesian models) of the drug-minus-control "
              "change in FC.", "Fisher z (per covariate unit for covariate rows)"),
     "sd": ("Posterior standard deviation (standard error for non-Bayesian models).", "Fisher z"),

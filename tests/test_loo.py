@@ -94,6 +94,10 @@ def test_az_loo_and_compare_rank_pymc_and_pymc_paired(tmp_path, tiny_pymc_run):
         loo = az.loo(idata)
         assert np.isfinite(loo.elpd_loo)
         runs[name] = idata
+    # the replicates behind pymc's predictive-check figures are kept with the observed differences
+    ppc = runs["pymc"].posterior_predictive["within_subject_differences"]
+    observed = runs["pymc"].observed_data["within_subject_differences"]
+    assert ppc.shape[2:] == observed.shape and "prior_predictive" in runs["pymc"].groups()
     table = az.compare(runs)
     assert set(table.index) == {"pymc", "pymc_paired"} and sorted(table["rank"]) == [0, 1]
     # both models score the same subjects and pairs

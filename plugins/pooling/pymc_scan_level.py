@@ -191,8 +191,9 @@ class PyMCPooling(PoolingModel):
         elapsed = time.perf_counter() - start
         description = self.describe(design, names, sampler, cov_notes)
         result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes, pairs)
+        predictive = {}
         if c.predictive_checks:
-            figures = self.predictive_figures(model, idata, design, x, names, scales, seed)
+            figures, predictive = self.predictive_figures(model, idata, design, x, names, scales, seed)
             result.figures.update(figures)
             if not figures:
                 result.warnings.append("pooling: no subject has both drug and control scans, so there are no "
@@ -206,18 +207,23 @@ class PyMCPooling(PoolingModel):
                                           c.log_likelihood)
         observed = xr.DataArray(design.y, dims=("scan", "pair"),
                                 coords={"scan": design.obs["scan_id"].astype(str).to_numpy(), "pair": labels})
-        result.idata = tidy_posterior(idata, loglik, {"fc": observed})
+        result.idata = tidy_posterior(idata, loglik, {"fc": observed, **predictive.pop("observed", {})})
+        if predictive:  # the replicated within-subject differences behind the check figures
+            result.idata.add_groups(predictive)
         return result
 
     def predictive_figures(self, model, idata, design: ScanDesign, x: np.ndarray, names: list[str],
-                           scales: dict[str, float], seed: int, n: int = 40) -> dict:
+                           scales: dict[str, float], seed: int, n: int = 40) -> tuple[dict, dict]:
         """Within-subject drug-minus-control differences against replicates from the prior and the
-        posterior (subject and dataset intercepts cancel in them, so no intercept is drawn)."""
+        posterior (subject and dataset intercepts cancel in them, so no intercept is drawn).
+
+        Returns the figures and the replicates as InferenceData groups (prior_predictive,
+        posterior_predictive, and the observed differences under "observed")."""
         import pymc as pm
 
         observed, rows, _, _ = paired_contrasts(design)
         if not len(rows):
-            return {}
+            return {}, {}
         rng = np.random.default_rng(seed)
         post = idata.posterior
         total = post.sizes["chain"] * post.sizes["draw"]
@@ -253,10 +259,20 @@ class PyMCPooling(PoolingModel):
         beta = mu + tau_d * rng.standard_normal((n, len(design.drugs), n_pairs))
         theta = beta[:, design.unit_drug, :] + tau_k * rng.standard_normal((n, len(design.units), n_pairs))
         prior_rep = replicate_contrasts(design, theta, draws(prior, "sigma"), slopes(prior), x, rng)
-        return {
+        figures = {
             "prior_predictive": ppc_figure(observed, prior_rep, "Prior predictive check"),
             "posterior_predictive": ppc_figure(observed, replicated, "Posterior predictive check"),
         }
+        dims = ("chain", "draw", "difference", "pair")
+        coords = {"chain": [0], "draw": np.arange(n), "difference": np.arange(observed.shape[0]),
+                  "pair": pair_names(design)}
+        groups = {
+            name: xr.Dataset({"within_subject_differences": xr.DataArray(rep[None], dims=dims, coords=coords)})
+            for name, rep in (("prior_predictive", prior_rep), ("posterior_predictive", replicated))
+        }
+        groups["observed"] = {"within_subject_differences": xr.DataArray(
+            observed, dims=dims[2:], coords={k: coords[k] for k in dims[2:]})}
+        return figures, groups
 
     def describe(self, design: ScanDesign, names: list[str], sampler: str, notes: list[str]) -> str:
         c = self.config
