@@ -201,12 +201,15 @@ def list_plugins_main() -> None:
     from .registry import default_registry
 
     try:
-        rows = default_registry().rows()
+        registry = default_registry()
+        rows = registry.rows()
     except Exception as exc:
         fail(exc)
     header = ("kind", "name", "distribution", "version", "class")
     table = [header] + [(r.kind, r.name, r.distribution, r.version, r.location) for r in rows]
     table += [(kind, name, "megafc", "", f"preset: {where}") for kind, name, where in config_presets()]
+    table += [("hooks", h["name"], h["distribution"], h["version"], f"{h['module']}: {h['hooks']}")
+              for h in registry.hook_plugins()]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())

@@ -74,6 +74,24 @@ class Registry:
     def rows(self) -> list[PluginInfo]:
         return [info for kind in PLUGIN_KINDS for info in self.plugins.get(kind, {}).values()]
 
+    def hook_plugins(self) -> list[dict[str, str]]:
+        """Registered modules that implement lifecycle or report hooks (beyond registering classes):
+        name, distribution, version and the hooks, so plugins that only observe or add to a run
+        are visible in megafc-plugins and provenance.json too."""
+        registration = {hook for hook, _ in PLUGIN_KINDS.values()}
+        distinfo = dict(self.manager.list_plugin_distinfo())
+        out = []
+        for name, plugin in self.manager.list_name_plugin():
+            if plugin is None:
+                continue
+            hooks = sorted(h.name for h in (self.manager.get_hookcallers(plugin) or []) if h.name not in registration)
+            if hooks:
+                dist, version = _distribution_of(plugin, distinfo)
+                module = getattr(plugin, "__name__", type(plugin).__name__)
+                out.append({"name": str(name), "module": module, "distribution": dist, "version": version,
+                            "hooks": ", ".join(hooks)})
+        return out
+
 
 def _distribution_of(plugin: Any, distinfo: dict[Any, Any]) -> tuple[str, str]:
     dist = distinfo.get(plugin)

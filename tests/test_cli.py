@@ -46,6 +46,7 @@ def test_megafc_plugins_lists_builtins_and_third_party(tmp_path, plugin_site):
     assert ("pooling", "pymc", "megafc") in found
     assert ("estimator", "shrunk_partial_correlation", "megafc-example-plugin") in found
     assert ("pooling", "pymc_quick", "megafc") in found  # a shipped config preset, not a class
+    assert ("hooks", "reports", "megafc") in found  # a plugin that registers no class, only report sections
 
 
 def test_version_names_megafc(tmp_path):

@@ -40,6 +40,8 @@ def test_run_writes_every_output(tiny_run):
     prov = json.loads((d / "provenance.json").read_text())
     assert prov["seed"] == 0 and "pymc" in prov["packages"] and "numpy" in prov["packages"]
     assert prov["plugins"]["estimator"]["name"] == "correlation"
+    assert {"name": "reports", "module": "megafc.plugins.reports", "distribution": "megafc",
+            "version": prov["megafc_version"], "hooks": "megafc_report_sections"} in prov["hook_plugins"]
     assert prov["input_fingerprints"]["synthetic_generator"].startswith("sha256:")
 
 
