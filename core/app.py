@@ -172,8 +172,10 @@ def main() -> None:
         print(f"megafc {v.get('megafc', 'unknown')} (hydra-core {v.get('hydra-core', '?')}, pymc {v.get('pymc', '?')}, "
               f"nilearn {v.get('nilearn', '?')})")
         return
+    writes = not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--resolve"} & set(sys.argv[1:])
     try:
-        check_output_folders(sys.argv[1:])
+        if writes:
+            check_output_folders(sys.argv[1:])
         register_configs(default_registry())
     except Exception as exc:
         fail(exc)

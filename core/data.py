@@ -177,15 +177,16 @@ class Atlas:
         """Map each network (or subnetwork) to its system class."""
         return dict(zip(self.regions[level], self.regions["system"]))
 
-    def centroids(self) -> np.ndarray | None:
+    def centroids(self, display: bool = True) -> np.ndarray | None:
         """(n_regions, 3) world (mm) coordinates of each region's centre; None without image or coords.
 
-        Label images give each region's centre of mass; an empty region is NaN.
+        Label images give each region's centre of mass; an empty region is NaN. ``display``:
+        fall back to the display-only ``positions`` (for figures, never for measurements).
         """
         if self.coords is not None:
             return np.asarray(self.coords, dtype=float)
         if self.maps is None:
-            return None if self.positions is None else np.asarray(self.positions, dtype=float)
+            return None if self.positions is None or not display else np.asarray(self.positions, dtype=float)
         import nibabel as nib
         from scipy import ndimage
 

@@ -60,14 +60,20 @@ def write_derivatives(staged: StagedRun, timeseries: dict[str, np.ndarray] | Non
     stat = stat_entity(estimator.name if precomputed else connectomes.estimator)
     made_by = ({"name": "(precomputed: read from the input files)"} if precomputed else
                {"name": estimator.name, "description": estimator.summary(), **estimator.params()})
+    is_z = precomputed or estimator.fisher_z
+    measure = ("correlation (r; Fisher z = arctanh(r) is what megafc analyses)" if is_z else
+               f"{estimator.summary()} (values as analysed; diagonal 0)")
     sources = sorted({source_root(images[s].bold) for s in connectomes.scan_ids}) if images is not None else []
     staged.write_json(f"{ROOT}/dataset_description.json", dataset_description(sources))
     for i, scan_id in enumerate(connectomes.scan_ids):
         row = meta.loc[scan_id]
         if images is not None:
             ents = dict(images[scan_id].entities)
-        else:
+        else:  # precomputed inputs: the scan table's entities (run and task keep files apart)
             ents = {"sub": str(row["subject"]), "ses": str(row["session"])}
+            for key, col in (("task", "task"), ("run", "run")):
+                if col in row.index and pd.notna(row[col]) and str(row[col]):
+                    ents[key] = str(row[col])
         folder = f"{ROOT}/{row['dataset']}/sub-{ents['sub']}/" + (f"ses-{ents['ses']}/" if ents.get("ses") else "") + "func/"
         bold = [images[scan_id].bold] if images is not None else []
         ts_name = derivative_name(ents, atlas.name, "stat-mean_timeseries.tsv")
@@ -77,8 +83,11 @@ def write_derivatives(staged: StagedRun, timeseries: dict[str, np.ndarray] | Non
                 "Sources": bold, "Atlas": atlas.name, "Denoising": {"name": denoiser.name, **denoiser.params()},
                 **({"RepetitionTime": images[scan_id].t_r} if images is not None else {}),
             })
-        r = np.tanh(connectomes.matrices[i])
-        np.fill_diagonal(r, 1.0)
+        if is_z:
+            r = np.tanh(connectomes.matrices[i])
+            np.fill_diagonal(r, 1.0)
+        else:
+            r = connectomes.matrices[i]
         name = derivative_name(ents, atlas.name, f"stat-{stat}_relmat.tsv")
         table = pd.DataFrame(r, index=atlas.labels, columns=atlas.labels)
         table.index.name = "Node"
@@ -86,7 +95,7 @@ def write_derivatives(staged: StagedRun, timeseries: dict[str, np.ndarray] | Non
         table.to_csv(path, sep="\t", float_format="%.6g")
         staged.write_json(folder + name.replace(".tsv", ".json"), {
             "Sources": [ts_name] if timeseries is not None else [],
-            "Measure": "correlation (r; Fisher z = arctanh(r) is what megafc analyses)",
+            "Measure": measure,
             "Estimator": made_by,
             "Atlas": atlas.name,
         })

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -152,7 +154,13 @@ def _lock_folder(run_dir: Path):
     fh = open(run_dir / LOCK_FILE, "a+")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            # a file system without locks (Lustre noflock, NFS without lockd): run unlocked
+            logging.getLogger("megafc").warning("cannot lock %s (%s); concurrent runs into it are not detected",
+                                                run_dir, exc.strerror)
+            fh.close()
+            return None
         fh.seek(0)
         holder = fh.read().strip() or "unknown"
         fh.close()
@@ -207,11 +215,14 @@ def remembered_fingerprint(path: str | os.PathLike[str], memo_dir: str | os.Path
     except (OSError, ValueError):
         pass
     digest = fingerprint_file(real)
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        json.dump({**stamp, "sha256": digest}, fh)
-    os.replace(tmp, memo)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({**stamp, "sha256": digest}, fh)
+        os.replace(tmp, memo)
+    except OSError:  # a read-only shared cache: the hash is still right, only not remembered
+        pass
     return digest
 
 

@@ -234,7 +234,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 log.info("connectivity: inputs are connectomes; estimator step skipped")
                 connectomes = given_connectomes(inputs, included, atlas, source)
             hook.megafc_after_connectivity(connectomes=connectomes, scans=scans, staging_dir=str(staged.staging))
-            staged.write_table("qc_fc.tsv", with_distances(qc_fc(connectomes, scans), atlas.labels, atlas.centroids()))
+            staged.write_table("qc_fc.tsv", with_distances(qc_fc(connectomes, scans), atlas.labels,
+                                                           atlas.centroids(display=False)))
             if cfg.derivatives == "all" or (cfg.derivatives == "auto" and images is not None):
                 write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images, plugins)
             all_pairs = network_pair_table(connectomes, atlas, scans, level=level)
@@ -327,8 +328,16 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
 
 
 def plugin_report_sections(registry: Registry) -> list:
-    """The report sections every installed plugin adds (hook ``megafc_report_sections``)."""
-    return [s for block in registry.manager.hook.megafc_report_sections() for s in block or []]
+    """The report sections every installed plugin adds (hook ``megafc_report_sections``); a plugin
+    whose hook fails is logged and skipped, so one broken plugin never costs the report."""
+    out = []
+    for impl in registry.manager.hook.megafc_report_sections.get_hookimpls():
+        try:
+            out += list(impl.function() or [])
+        except Exception as exc:
+            log.warning("report: plugin '%s' could not give its sections (%s: %s)", impl.plugin_name,
+                        type(exc).__name__, exc)
+    return out
 
 
 def write_run_report(folder: Path, final: Path, registry: Registry) -> None:

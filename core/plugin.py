@@ -105,6 +105,9 @@ class ConnectivityEstimator(Plugin):
     kind = "estimator"
     #: True: ``estimate_group`` is called once with every included scan's timeseries.
     group_level: ClassVar[bool] = False
+    #: True: the values are Fisher z of correlations (derivatives write r = tanh(z)); False for
+    #: other scales (e.g. tangent coordinates), written as they are.
+    fisher_z: ClassVar[bool] = True
 
     def estimate(self, timeseries: np.ndarray) -> np.ndarray:
         raise NotImplementedError

@@ -16,7 +16,13 @@ from collections.abc import Iterator
 
 _active = False
 _registered = False
+_parent = 0
 PR_SET_PDEATHSIG = 1
+
+
+def _before_fork() -> None:
+    global _parent
+    _parent = os.getpid()
 
 
 def _after_fork_in_child() -> None:
@@ -26,7 +32,7 @@ def _after_fork_in_child() -> None:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() == 1:  # the parent died between fork and prctl
+        if os.getppid() != _parent:  # the parent died between fork and prctl
             os._exit(1)
     except Exception:  # no prctl (not glibc): the child simply lives on, as before
         pass
@@ -39,7 +45,7 @@ def children_die_with_parent() -> Iterator[None]:
         yield
         return
     if not _registered:
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
         _registered = True
     _active = True
     try:

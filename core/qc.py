@@ -64,12 +64,14 @@ def motion_change(scans: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     inc = inc[np.isfinite(inc["fd"])]
     is_drug = inc["condition"] == "drug"
     keys = ["dataset", "subject"]
-    drug = inc[is_drug].groupby(keys).agg(fd_drug=("fd", "mean"), drug=("drug", "first"))
+    # per subject and drug (a crossover of two drugs gives one row per drug), against the controls
+    drug = inc[is_drug].groupby(keys + ["drug"])["fd"].mean().rename("fd_drug").reset_index()
     ctrl = inc[~is_drug].groupby(keys)["fd"].mean().rename("fd_control")
-    both = drug.join(ctrl, how="inner")
+    both = drug.join(ctrl, on=keys, how="inner")
     both["change"] = both["fd_drug"] - both["fd_control"]
     rows = []
-    for name, g in [(d, both[both["drug"] == d]) for d in sorted(both["drug"].unique(), key=str.lower)] + [("all", both)]:
+    everyone = both.groupby(keys, as_index=False)[["fd_drug", "fd_control", "change"]].mean()  # a subject once
+    for name, g in [(d, both[both["drug"] == d]) for d in sorted(both["drug"].unique(), key=str.lower)] + [("all", everyone)]:
         n = len(g)
         mean = float(g["change"].mean()) if n else np.nan
         if n > 1:
@@ -113,6 +115,7 @@ def qc_fc(connectomes: Connectomes, scans: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_distances(qc: pd.DataFrame, labels: list[str], centres: np.ndarray | None) -> pd.DataFrame:
+    # centres: the atlas's real region centres (Atlas.centroids(display=False)), never display positions
     """QC-FC rows with the Euclidean distance (mm) between the two regions' centres.
 
     Motion inflates short-range and deflates long-range FC (Power et al. 2012), so QC-FC that

@@ -1111,7 +1111,9 @@ def arrange_sections(extra: list[ReportSection]) -> list[tuple[str, str, Callabl
     for s in extra:
         idents = [i for i, _, _ in out]
         if s.ident in idents:
-            raise ValueError(f"report section '{s.ident}' is defined twice")
+            log.warning("report: a second section '%s' (%s) is left out; section idents must be unique",
+                        s.ident, s.title)
+            continue
         at = idents.index(s.after) + 1 if s.after in idents else len(out)
         while at < len(out) and out[at][0] in {e.ident for e in extra}:  # keep plugins' order
             at += 1

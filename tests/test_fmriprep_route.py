@@ -41,6 +41,7 @@ def test_fmriprep_cli_end_to_end_then_cached(tree, tmp_path):
     assert 'data-name="glass_brain"' in report and 'class="connectome-view"' in report
     regions = pd.read_csv(tmp_path / "run1" / "atlas_regions.tsv", sep="\t")
     assert regions[["x", "y", "z"]].notna().all().all()
+    assert (pd.read_csv(tmp_path / "run1" / "qc_fc.tsv", sep="\t")["distance_mm"] > 0).all()
     ext1 = pd.read_csv(tmp_path / "run1" / "extraction.tsv", sep="\t")
     assert len(ext1) == 16 and not ext1["cached"].any()
     assert (tmp_path / "run1" / "qc_fc.tsv").exists() and (tmp_path / "run1" / "exclusions.tsv").exists()

@@ -61,6 +61,13 @@ def test_scan_model_loglik_is_the_multivariate_normal_of_the_differences():
                 assert ll.values[0, s, j, p] == pytest.approx(expected, rel=1e-5)
 
 
+def test_no_within_subject_difference_gives_no_log_likelihood():
+    design, post = fake_design(), fake_posterior()
+    design.obs = design.obs.assign(condition="drug")  # parallel groups only: nothing to score
+    assert scan_model_loglik(design, post, np.zeros((len(design.obs), 0)), [], {}, np.array([True, True]),
+                             ["p0", "p1"]) is None
+
+
 def test_paired_and_scan_models_score_the_same_data():
     """A subject with one drug and one control scan: d ~ N(theta, 2 sigma_scan^2) in both models."""
     design, post = fake_design(), fake_posterior()

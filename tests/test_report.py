@@ -339,7 +339,7 @@ def test_forest_rows_group_datasets_under_their_drug():
     })
     units = unit_drugs(scans)
     assert units == {"a": "LSD", "b[DMT]": "DMT", "b[psilocybin]": "psilocybin"}
-    assert subjects_per_unit(scans) == {"a": 1, "b": 2}
+    assert subjects_per_unit(scans) == {"a": 1, "b[DMT]": 1, "b[psilocybin]": 1}
     effects = pd.DataFrame({
         "network_a": "Vis", "network_b": "Default",
         "effect": ["overall", "drug:DMT", "drug:LSD", "drug:psilocybin", "dataset:a", "dataset:b[DMT]",
@@ -347,10 +347,11 @@ def test_forest_rows_group_datasets_under_their_drug():
         "mean": [0.1, 0.2, 0.05, 0.07, 0.05, 0.2, 0.07], "hdi_low": 0.0, "hdi_high": 0.3,
         "i2": [40.0] + [np.nan] * 6,
     })
-    rows = forest_rows(effects, units, subjects_per_unit(scans))
+    rows = forest_rows(effects, units, subjects_per_unit(scans) | {"b[DMT]": 7})
     assert rows["label"].str.strip().tolist() == ["b[DMT]", "DMT", "a", "LSD", "b[psilocybin]", "psilocybin", "overall"]
     assert rows["kind"].tolist() == ["dataset", "drug", "dataset", "drug", "dataset", "drug", "overall"]
     assert rows.loc[rows.label.str.strip() == "a", "n"].item() == 1
+    assert rows.loc[rows.label.str.strip() == "b[DMT]", "n"].item() == 7  # per unit, not per dataset
     het = pd.DataFrame({"network_a": "Vis", "network_b": "Default", "parameter": ["tau_drug", "tau_dataset"],
                         "mean": [0.02, 0.01], "hdi_low": [0.0, 0.0], "hdi_high": [0.05, 0.03]})
     text = heterogeneity_text(effects, het, "Vis", "Default")
@@ -388,3 +389,28 @@ def test_motion_first_banners(tmp_path):
     assert 'class="banner warn" id="qcfc-banner"><strong>QC-FC: 46% of edges' in text
     qcfc = table_frame(parse(text).tables["qcfc-table"])
     assert float(qcfc["QC-FC vs distance (Spearman rho)"].iloc[0]) == pytest.approx(-1.0)
+
+
+def test_motion_change_counts_each_drug_of_a_two_drug_subject_separately():
+    from megafc.core.qc import motion_change
+
+    scans = pd.DataFrame({
+        "dataset": "x", "subject": ["1", "1", "1", "2", "2", "2"],
+        "drug": ["LSD", "psilocybin", "LSD", "LSD", "psilocybin", "LSD"],
+        "condition": ["drug", "drug", "placebo", "drug", "drug", "placebo"],
+        "mean_fd": [0.3, 0.2, 0.2, 0.35, 0.25, 0.25], "excluded": False,
+    })
+    m = motion_change(scans).set_index("drug")
+    assert m.loc["LSD", "fd_change_mean"] == pytest.approx(0.1)
+    assert m.loc["psilocybin", "fd_change_mean"] == pytest.approx(0.0)
+    assert m.loc["all", "n_subjects"] == 2 and m.loc["all", "fd_change_mean"] == pytest.approx(0.05)
+
+
+def test_a_duplicate_plugin_section_is_left_out_not_fatal(caplog):
+    from megafc.core.report import ReportSection, arrange_sections
+
+    with caplog.at_level("WARNING", logger="megafc"):
+        arranged = arrange_sections([ReportSection("effects", "Again", lambda run: ""),
+                                     ReportSection("extra", "Extra", lambda run: "", after="data")])
+    assert [i for i, _, _ in arranged][:2] == ["data", "extra"] and [i for i, _, _ in arranged].count("effects") == 1
+    assert any("second section 'effects'" in r.getMessage() for r in caplog.records)

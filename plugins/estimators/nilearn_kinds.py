@@ -63,6 +63,7 @@ class TangentSpace(_NilearnMeasure):
     name = "tangent"
     measure_kind = "tangent"
     group_level = True
+    fisher_z = False
 
     def estimate(self, timeseries: np.ndarray) -> np.ndarray:
         raise ConfigError("estimator 'tangent' needs every scan at once (it is group-level): use estimate_group")

@@ -18,12 +18,12 @@ import xarray as xr
 CHUNK = 100
 
 
-def subject_differences(obs: pd.DataFrame, y: np.ndarray, x: np.ndarray) -> dict:
+def subject_differences(obs: pd.DataFrame, y: np.ndarray, x: np.ndarray) -> dict | None:
     """Each drug scan minus its subject's mean control scan, for outcomes ``y`` and covariates ``x``.
 
     Returns ``d`` (n_diff, P), ``dx`` (n_diff, Q), ``row`` (index of the drug scan), ``subject``
     (subject number of each difference), ``subjects`` (their ``dataset/subject`` ids) and
-    ``n_control`` (control scans per subject).
+    ``n_control`` (control scans per subject); None when no subject has both kinds of scan.
     """
     key = (obs["dataset"].astype(str) + "/" + obs["subject"].astype(str)).to_numpy()
     is_drug = (obs["condition"] == "drug").to_numpy()
@@ -41,6 +41,8 @@ def subject_differences(obs: pd.DataFrame, y: np.ndarray, x: np.ndarray) -> dict
             ctrl_means.append(y[controls].mean(axis=0))
             ctrl_x.append(x[controls].mean(axis=0) if x.shape[1] else np.zeros(0))
             subj.append(order[k])
+    if not rows:  # e.g. every dataset parallel-group: no within-subject difference to score
+        return None
     rows = np.asarray(rows, dtype=int)
     return {
         "d": y[rows] - np.asarray(ctrl_means).reshape(len(rows), -1),
@@ -55,13 +57,15 @@ def _flat(a: np.ndarray) -> np.ndarray:
 
 
 def scan_model_loglik(design, post, x: np.ndarray, names: list[str], scales: dict[str, float],
-                      is_pair: np.ndarray, pair_labels: list[str]) -> xr.DataArray:
+                      is_pair: np.ndarray, pair_labels: list[str]) -> xr.DataArray | None:
     """Subjects' log-likelihood under the scan-level model (subject intercepts integrated out).
 
     A subject's differences share the mean control scan, so they are jointly Gaussian with
     covariance sigma^2 (I + 11'/n_control): closed-form inverse and determinant.
     """
     sd = subject_differences(design.obs, design.y[:, is_pair], x)
+    if sd is None:
+        return None
     theta = _flat(post["dataset_effect"].to_numpy())[..., is_pair]  # (S, U, P)
     sigma = _flat(post["sigma"].to_numpy())[..., is_pair]  # (S, K, P)
     slopes = [(_flat(post[f"slope:{n}"].to_numpy())[..., is_pair], 1.0 if n.startswith("dose:") else scales.get(n, 1.0))
@@ -145,6 +149,9 @@ def log_likelihood_group(loglik: xr.DataArray | None, unit: str) -> xr.DataArray
         return None
     if unit == "subject":
         loglik = loglik.sum("pair").rename("subject_differences")
+    # thinned draws are close to independent: az.loo(idata, reff=1) treats them so (without
+    # reff, ArviZ divides the full posterior's ESS by the thinned count)
+    loglik.attrs["reff"] = 1.0
     return loglik
 
 
@@ -161,8 +168,8 @@ def tidy_posterior(idata, loglik: xr.DataArray | None = None, observed: dict[str
     post = post.drop_vars(internal)
     unused = [d for d in post.coords if d not in ("chain", "draw") and not any(d in post[v].dims for v in post.data_vars)]
     # float32 keeps 7 significant digits, far finer than any posterior sd, at half the file size
-    idata.posterior = post.drop_vars(unused).astype({v: "float32" for v in post.data_vars
-                                                     if post[v].dtype == "float64"})
+    post = post.drop_vars(unused)
+    idata.posterior = post.assign({v: post[v].astype("float32") for v in post.data_vars if post[v].dtype == "float64"})
     groups = {}
     if loglik is not None:
         groups["log_likelihood"] = xr.Dataset({loglik.name: loglik})

@@ -31,9 +31,14 @@ def unit_drugs(scans: pd.DataFrame) -> dict[str, str]:
 
 
 def subjects_per_unit(scans: pd.DataFrame) -> dict[str, int]:
-    inc = scans[~scans["excluded"].astype(bool)]
-    n = inc.groupby("dataset")["subject"].nunique()
-    return {str(k): int(v) for k, v in n.items()}
+    """Subjects with an included drug scan, per dataset-effect unit (as ``unit_drugs`` names them)."""
+    drug_scans = scans[(scans["condition"] == "drug") & ~scans["excluded"].astype(bool)]
+    out = {}
+    for ds, g in drug_scans.groupby("dataset"):
+        drugs = sorted(g["drug"].astype(str).unique())
+        for d in drugs:
+            out[f"{ds}[{d}]" if len(drugs) > 1 else str(ds)] = int(g.loc[g["drug"].astype(str) == d, "subject"].nunique())
+    return out
 
 
 def targets(run: Run) -> list[tuple[str, pd.DataFrame, str]]:
@@ -80,8 +85,7 @@ def forest_rows(rows: pd.DataFrame, units: dict[str, str], n_subjects: dict[str,
     for d in drugs:
         for unit in sorted(u for u, drug in units.items() if drug == d):
             if f"dataset:{unit}" in by.index:
-                dataset = unit.split("[", 1)[0]
-                out.append({"label": f"   {unit}", "kind": "dataset", "n": n_subjects.get(dataset, np.nan),
+                out.append({"label": f"   {unit}", "kind": "dataset", "n": n_subjects.get(unit, np.nan),
                             **by.loc[f"dataset:{unit}", ["mean", "hdi_low", "hdi_high"]].to_dict()})
         out.append({"label": d, "kind": "drug", "n": np.nan, **by.loc[f"drug:{d}", ["mean", "hdi_low", "hdi_high"]].to_dict()})
     if "overall" in by.index:
