@@ -328,7 +328,7 @@ def test_report_built_in_staging_names_the_final_folder_and_reads_its_log(meta_r
 
 
 def test_forest_rows_group_datasets_under_their_drug():
-    from megafc.plugins.reports.forest import forest_rows, heterogeneity_text, subjects_per_unit, unit_drugs
+    from megafc.plugins.reports.forest import dataset_units, forest_rows, heterogeneity_text
 
     scans = pd.DataFrame({
         "dataset": ["a", "a", "a", "a", "b", "b", "b", "b"],
@@ -337,9 +337,9 @@ def test_forest_rows_group_datasets_under_their_drug():
         "condition": ["drug", "placebo", "drug", "placebo", "drug", "placebo", "drug", "placebo"],
         "excluded": [False, False, True, True, False, False, False, False],
     })
-    units = unit_drugs(scans)
+    units, n_subjects = dataset_units(scans)
     assert units == {"a": "LSD", "b[DMT]": "DMT", "b[psilocybin]": "psilocybin"}
-    assert subjects_per_unit(scans) == {"a": 1, "b[DMT]": 1, "b[psilocybin]": 1}
+    assert n_subjects == {"a": 1, "b[DMT]": 1, "b[psilocybin]": 1}
     effects = pd.DataFrame({
         "network_a": "Vis", "network_b": "Default",
         "effect": ["overall", "drug:DMT", "drug:LSD", "drug:psilocybin", "dataset:a", "dataset:b[DMT]",
@@ -347,7 +347,7 @@ def test_forest_rows_group_datasets_under_their_drug():
         "mean": [0.1, 0.2, 0.05, 0.07, 0.05, 0.2, 0.07], "hdi_low": 0.0, "hdi_high": 0.3,
         "i2": [40.0] + [np.nan] * 6,
     })
-    rows = forest_rows(effects, units, subjects_per_unit(scans) | {"b[DMT]": 7})
+    rows = forest_rows(effects, units, n_subjects | {"b[DMT]": 7})
     assert rows["label"].str.strip().tolist() == ["b[DMT]", "DMT", "a", "LSD", "b[psilocybin]", "psilocybin", "overall"]
     assert rows["kind"].tolist() == ["dataset", "drug", "dataset", "drug", "dataset", "drug", "overall"]
     assert rows.loc[rows.label.str.strip() == "a", "n"].item() == 1

@@ -19,26 +19,18 @@ PREFERRED = ("transmodal-unimodal", "within_network", "between_network")
 MAX_PLOTS = 6
 
 
-def unit_drugs(scans: pd.DataFrame) -> dict[str, str]:
-    """Dataset-effect unit -> drug: ``lsd_1`` or, for a dataset with several drugs, ``ds[drug]``."""
+def dataset_units(scans: pd.DataFrame) -> tuple[dict[str, str], dict[str, int]]:
+    """Dataset-effect units (``lsd_1``, or ``ds[drug]`` for a dataset with several drugs): each
+    unit's drug, and its number of subjects with an included drug scan."""
     drug_scans = scans[(scans["condition"] == "drug") & ~scans["excluded"].astype(bool)]
-    out = {}
+    drug_of, n_subjects = {}, {}
     for ds, g in drug_scans.groupby("dataset"):
         drugs = sorted(g["drug"].astype(str).unique())
         for d in drugs:
-            out[f"{ds}[{d}]" if len(drugs) > 1 else str(ds)] = d
-    return out
-
-
-def subjects_per_unit(scans: pd.DataFrame) -> dict[str, int]:
-    """Subjects with an included drug scan, per dataset-effect unit (as ``unit_drugs`` names them)."""
-    drug_scans = scans[(scans["condition"] == "drug") & ~scans["excluded"].astype(bool)]
-    out = {}
-    for ds, g in drug_scans.groupby("dataset"):
-        drugs = sorted(g["drug"].astype(str).unique())
-        for d in drugs:
-            out[f"{ds}[{d}]" if len(drugs) > 1 else str(ds)] = int(g.loc[g["drug"].astype(str) == d, "subject"].nunique())
-    return out
+            unit = f"{ds}[{d}]" if len(drugs) > 1 else str(ds)
+            drug_of[unit] = d
+            n_subjects[unit] = int(g.loc[g["drug"].astype(str) == d, "subject"].nunique())
+    return drug_of, n_subjects
 
 
 def targets(run: Run) -> list[tuple[str, pd.DataFrame, str]]:
@@ -124,7 +116,7 @@ def forest_section(run: Run) -> str:
     plots = targets(run)
     if scans is None or not plots:
         return note("No effects table with dataset and drug effects: nothing to draw.")
-    units, n_subjects = unit_drugs(scans), subjects_per_unit(scans)
+    units, n_subjects = dataset_units(scans)
     interval = interval_name(run)
     parts = [note(f"Each dataset's effect (grey squares, sized by its number of subjects n), each drug's (blue) "
                   f"and the overall effect (black), with their {interval}s. Datasets are pooled around their "
