@@ -66,8 +66,8 @@ def motion_change(scans: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     keys = ["dataset", "subject"]
     # per subject and drug (a crossover of two drugs gives one row per drug), against the controls
     drug = inc[is_drug].groupby(keys + ["drug"])["fd"].mean().rename("fd_drug").reset_index()
-    ctrl = inc[~is_drug].groupby(keys)["fd"].mean().rename("fd_control")
-    both = drug.join(ctrl, on=keys, how="inner")
+    ctrl = inc[~is_drug].groupby(keys)["fd"].mean().rename("fd_control").reset_index()
+    both = drug.merge(ctrl, on=keys, how="inner")
     both["change"] = both["fd_drug"] - both["fd_control"]
     rows = []
     everyone = both.groupby(keys, as_index=False)[["fd_drug", "fd_control", "change"]].mean()  # a subject once
