@@ -306,9 +306,9 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 }
                 for kind, p in plugins.items()
             }
-            dists = sorted({v["distribution"] for v in plugin_info.values()})
             hook_plugins = registry.hook_plugins()
-            dists = sorted(set(dists) | {h["distribution"] for h in hook_plugins} - {"(registered in code)"})
+            dists = sorted({v["distribution"] for v in [*plugin_info.values(), *hook_plugins]}
+                           - {"(registered in code)"})
             staged.write_json(
                 "provenance.json",
                 {**provenance(config=resolved, seed=seed, plugins=plugin_info,

@@ -55,8 +55,13 @@ class LedoitWolfCorrelation(FisherZCorrelation):
             raise ConfigError(f"config key 'estimator.shrinkage' is {s}; expected a value in [0, 1] or null")
 
     def _cov_estimator(self):
-        from sklearn.covariance import LedoitWolf, ShrunkCovariance
+        return shrunk_covariance(self.config.shrinkage)
 
-        if self.config.shrinkage is None:
-            return LedoitWolf(store_precision=False)
-        return ShrunkCovariance(shrinkage=self.config.shrinkage, store_precision=False)
+
+def shrunk_covariance(shrinkage: float | None):
+    """Ledoit-Wolf shrinkage (estimated) when ``shrinkage`` is None, else that fixed shrinkage."""
+    from sklearn.covariance import LedoitWolf, ShrunkCovariance
+
+    if shrinkage is None:
+        return LedoitWolf(store_precision=False)
+    return ShrunkCovariance(shrinkage=shrinkage, store_precision=False)

@@ -8,7 +8,7 @@ import numpy as np
 
 from megafc.core import ConfigError, ConnectivityEstimator
 
-from .correlation import fisher_z
+from .correlation import fisher_z, shrunk_covariance
 
 
 class _NilearnMeasure(ConnectivityEstimator):
@@ -30,11 +30,9 @@ class _NilearnMeasure(ConnectivityEstimator):
 
     def measure(self):
         from nilearn.connectome import ConnectivityMeasure
-        from sklearn.covariance import LedoitWolf, ShrunkCovariance
 
-        s = self.config.shrinkage
-        cov = LedoitWolf(store_precision=False) if s is None else ShrunkCovariance(shrinkage=s, store_precision=False)
-        return ConnectivityMeasure(cov_estimator=cov, kind=self.measure_kind, standardize="zscore_sample")
+        return ConnectivityMeasure(cov_estimator=shrunk_covariance(self.config.shrinkage), kind=self.measure_kind,
+                                   standardize="zscore_sample")
 
 
 class PartialCorrelation(_NilearnMeasure):
