@@ -128,6 +128,9 @@ class Atlas:
     ``references`` lists what to cite when the atlas is used (for methods text).
     ``positions`` are display-only MNI coordinates (n_regions, 3) for atlases with neither
     image nor coordinates (the synthetic atlas), so brain figures can still be drawn.
+    ``space`` is the template space of the image or coordinates, e.g. ``MNI152NLin2009cAsym``
+    (TemplateFlow's and fMRIPrep's names); None when unknown. Extraction refuses BOLD whose
+    ``space`` entity is known and differs: a few mm between MNI templates misplace small regions.
     """
 
     name: str
@@ -138,6 +141,7 @@ class Atlas:
     description: str = ""
     references: list[str] = field(default_factory=list)
     positions: np.ndarray | None = None
+    space: str | None = None
 
     def __post_init__(self) -> None:
         missing = [c for c in REGION_COLUMNS if c not in self.regions.columns]

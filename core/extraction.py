@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,14 +182,41 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def bold_space(image: ScanImages) -> str | None:
+    """The BOLD's template space: the ``space-`` entity of its file name, else of its entities."""
+    m = re.search(r"(?:^|_)space-([A-Za-z0-9]+)(?=_|\.)", Path(image.bold).name)
+    return m.group(1) if m else (image.entities.get("space") or None)
+
+
+def check_spaces(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas) -> None:
+    """Refuse BOLD in a known space other than the atlas's known space.
+
+    MNI152NLin6Asym and MNI152NLin2009cAsym overlap almost everywhere, so the field-of-view check
+    cannot tell them apart, yet they differ by a few mm: enough to mix small subcortical regions.
+    """
+    if not atlas.space:
+        return
+    for s in scan_ids:
+        space = bold_space(images[s])
+        if space and space != atlas.space:
+            raise InputError(
+                f"{images[s].bold}: this BOLD is in space {space} but atlas '{atlas.name}' is in space "
+                f"{atlas.space}. Use BOLD in the atlas's space (fMRIPrep --output-spaces {atlas.space}, then "
+                f"dataset.space={atlas.space}) or the atlas in the BOLD's space (atlas.source=templateflow "
+                f"atlas.template={space}; for atlas=combined, atlas.<part>.template={space} for every part)"
+            )
+
+
 def check_field_of_view(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas) -> None:
-    """Refuse BOLD images that miss most of the atlas before anything is extracted.
+    """Refuse BOLD images in another space than the atlas, or missing most of it, before
+    anything is extracted.
 
     A BOLD in another space than the atlas, or with a broken affine, otherwise fails minutes
     later inside nilearn with a message that does not mention spaces.
     """
     import nibabel as nib
 
+    check_spaces(images, scan_ids, atlas)
     centres = atlas.centroids()
     if centres is None:
         return

@@ -12,7 +12,24 @@ subnetwork level. Label file formats (see ``_files.read_label_file``):
 Labels ``7Networks_k`` / ``17Networks_k`` (Buckner's, which number networks as Yeo 2011 does)
 are named after the Schaefer network: ``17Networks_16`` -> ``Cerebellum-DefaultA``. Any other
 label is used as it is: ``Lobule_VI`` -> ``Cerebellum-Lobule_VI``. Region labels are the
-subnetwork names (each must be unique).
+subnetwork names (each must be unique). Local files have no known space unless ``atlas.space``
+names it (Buckner's ``*_MNI152_FreeSurferConformed1mm*`` images are in FSL MNI152,
+``MNI152NLin6Asym``).
+
+``atlas.source=templateflow`` reads Buckner 2011 (``atlas.networks`` 7 or 17) from a
+TemplateFlow home instead (see ``_templateflow``), so it sits next to fMRIPrep's templates with a
+known space. TemplateFlow itself does not distribute this atlas: put the files there once, named
+by template (space), resolution and network count, e.g. for 17 networks at 1 mm::
+
+    <TEMPLATEFLOW_HOME>/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_res-01_atlas-Buckner2011_desc-17Networks_dseg.nii.gz
+    <TEMPLATEFLOW_HOME>/tpl-MNI152NLin6Asym/tpl-MNI152NLin6Asym_atlas-Buckner2011_desc-17Networks_dseg.tsv
+
+(``Buckner2011_17Networks_MNI152_FreeSurferConformed1mm_TightMask.nii.gz``, and a tab-separated
+table with a header line ``index<TAB>name`` and rows ``1<TAB>17Networks_1`` ...
+``17<TAB>17Networks_17`` as in ``Buckner2011_17Networks_ColorLUT.txt``), then run with ``atlas=cerebellum
+atlas.source=templateflow atlas.template=MNI152NLin6Asym atlas.networks=17``. Use
+``tpl-MNI152NLin2009cAsym/tpl-MNI152NLin2009cAsym_...`` names for an image resampled to
+fMRIPrep's default output space, and ``res-02`` for 2 mm images.
 """
 
 from __future__ import annotations
@@ -21,11 +38,12 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from megafc.core import Atlas, AtlasLoader
+from megafc.core import Atlas, AtlasLoader, ConfigError
 
 from ._files import REFERENCES, local_label_regions
+from ._templateflow import FILE_SOURCES, check_source_and_template, fetch_templateflow_atlas
 from .schaefer_names import yeo_network_name
-from .tian import require_key
+from .tian import check_space_key, require_key, templateflow_regions
 
 
 def cerebellar_region(label: str) -> dict[str, str]:
@@ -38,36 +56,69 @@ def cerebellar_region(label: str) -> dict[str, str]:
 
 
 class CerebellumAtlas(AtlasLoader):
-    """Cerebellar network atlas (e.g. Buckner 2011 7/17 networks) from a local image and label file."""
+    """Cerebellar network atlas (e.g. Buckner 2011 7/17 networks) from a local image and label file, or TemplateFlow."""
 
     name = "cerebellum"
 
     @dataclass
     class Config:
         #: Path of the label image, e.g. Buckner2011_17Networks_MNI152_FreeSurferConformed1mm_
-        #: TightMask.nii.gz (required).
+        #: TightMask.nii.gz (required with source=files).
         image: Optional[str] = None
-        #: Path of the label file, e.g. Buckner2011_17Networks_ColorLUT.txt (required).
+        #: Path of the label file, e.g. Buckner2011_17Networks_ColorLUT.txt (required with source=files).
         labels: Optional[str] = None
         #: What to cite (the default is Buckner 2011; replace it for another atlas).
         references: List[str] = field(default_factory=lambda: [REFERENCES["buckner"]])
+        #: Where the files come from: "files" (image + labels) or "templateflow" (Buckner 2011,
+        #: see the module doc).
+        source: str = "files"
+        #: TemplateFlow template = space of the image (source=templateflow): MNI152NLin2009cAsym
+        #: or MNI152NLin6Asym.
+        template: str = "MNI152NLin2009cAsym"
+        #: TemplateFlow home (None: $TEMPLATEFLOW_HOME, else ~/.cache/templateflow).
+        templateflow_home: Optional[str] = None
+        #: Voxel size of the TemplateFlow label image in mm (res-01 / res-02): 1 or 2.
+        resolution_mm: int = 1
+        #: Buckner 2011 network solution of the TemplateFlow files: 7 or 17.
+        networks: int = 17
+        #: Template space of local files (source=files), e.g. MNI152NLin6Asym; None: unknown.
+        space: Optional[str] = None
 
     def __init__(self, config=None):
         super().__init__(config)
-        hint = ("pass a cerebellar label image and its label file, e.g. Buckner 2011 from "
-                "https://surfer.nmr.mgh.harvard.edu/fswiki/CerebellumParcellation_Buckner2011: "
-                "atlas.image=.../Buckner2011_7Networks_MNI152_FreeSurferConformed1mm_TightMask.nii.gz "
-                "atlas.labels=.../Buckner2011_7Networks_ColorLUT.txt")
-        require_key(self.config.image, "atlas.image", hint)
-        require_key(self.config.labels, "atlas.labels", hint)
+        c = self.config
+        check_source_and_template(c.source, c.template, FILE_SOURCES)
+        check_space_key(c.space, c.source, c.template)
+        if c.resolution_mm not in (1, 2):
+            raise ConfigError(f"config key 'atlas.resolution_mm' is {c.resolution_mm!r}; expected one of [1, 2]")
+        if c.networks not in (7, 17):
+            raise ConfigError(f"config key 'atlas.networks' is {c.networks!r}; expected one of [7, 17]")
+        if c.source == "files":
+            hint = ("pass a cerebellar label image and its label file, e.g. Buckner 2011 from "
+                    "https://surfer.nmr.mgh.harvard.edu/fswiki/CerebellumParcellation_Buckner2011: "
+                    "atlas.image=.../Buckner2011_7Networks_MNI152_FreeSurferConformed1mm_TightMask.nii.gz "
+                    "atlas.labels=.../Buckner2011_7Networks_ColorLUT.txt, or read them from TemplateFlow "
+                    "with atlas.source=templateflow")
+            require_key(c.image, "atlas.image", hint)
+            require_key(c.labels, "atlas.labels", hint)
 
     def load(self) -> Atlas:
-        image, regions = local_label_regions(self.config.image, self.config.labels, cerebellar_region,
-                                             f"atlas '{self.name}'")
+        c = self.config
+        what = f"atlas '{self.name}'"
+        if c.source == "templateflow":
+            what = f"atlas '{self.name}' (Buckner 2011, {c.networks} networks, {c.template})"
+            tf = fetch_templateflow_atlas(what, c.template, "Buckner2011", f"{c.networks}Networks", c.resolution_mm,
+                                          home=c.templateflow_home, download=False, distributed=False)
+            image, space = tf.image, c.template
+            regions = templateflow_regions(tf.pairs, cerebellar_region, what, str(tf.table))
+        else:
+            image, regions = local_label_regions(c.image, c.labels, cerebellar_region, what)
+            space = c.space
         return Atlas(
             name=self.name,
             regions=regions,
             maps=str(image),
             description=f"Cerebellar network atlas with {len(regions)} regions, from {image.name}.",
-            references=list(self.config.references),
+            references=list(c.references),
+            space=space,
         )

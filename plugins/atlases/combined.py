@@ -18,6 +18,14 @@ two parts are an error (``overlap: error``) or keep the earlier part's label (``
 Regions left without voxels (by resampling to a coarser grid, or under ``first``) are dropped
 with a warning. The merged image is written to ``cache_dir`` as
 ``combined_<content hash>.nii.gz`` with the region table next to it.
+
+Parts must be in one template space: the merged atlas's ``space`` is the space the parts
+name (parts of unknown space, e.g. local files without ``space``, are trusted to match it), and
+parts in two different known spaces are an error, as resampling does not change a space. With
+TemplateFlow all parts can come from the same template, e.g.::
+
+    megafc atlas=combined 'atlas.cortical={name: schaefer, source: templateflow, template: MNI152NLin6Asym}' \
+        'atlas.subcortical={name: tian, source: templateflow, template: MNI152NLin6Asym, scale: 2}'
 """
 
 from __future__ import annotations
@@ -85,12 +93,24 @@ class CombinedAtlas(AtlasLoader):
         what = f"atlas '{self.name}'"
         ref_img = merged = owner = None
         tables, descriptions, references = [], [], []
+        spaces: dict[str, tuple[str, str]] = {}  # space -> (part, plugin) that named it first
         offset = 0
         for k, (part, loader) in enumerate(self.parts):
             try:
                 atlas = loader.load()
             except InputError as exc:  # its advice names the part's keys: atlas.<part>.data_dir
                 raise InputError(_retarget(str(exc), part, loader)) from exc
+            space = getattr(atlas, "space", None)
+            if space and spaces and space not in spaces:
+                (other, (o_part, o_name)), = spaces.items()
+                raise InputError(
+                    f"{what}: part '{part}' ({loader.name}) is in space {space} but part '{o_part}' "
+                    f"({o_name}) is in space {other}; use parts in one template space, e.g. "
+                    f"atlas.{part}.source=templateflow atlas.{part}.template={other} (and the same "
+                    "source and template for every part)"
+                )
+            if space:
+                spaces.setdefault(space, (part, loader.name))
             if atlas.maps is None:
                 raise ConfigError(
                     f"config key 'atlas.{part}': atlas '{loader.name}' has no label image (a coordinate "
@@ -176,6 +196,7 @@ class CombinedAtlas(AtlasLoader):
             maps=str(path),
             description="Combined atlas: " + "; ".join(descriptions) + " (merged on the first part's grid).",
             references=references,
+            space=next(iter(spaces), None),
         )
 
 

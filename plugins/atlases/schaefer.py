@@ -7,6 +7,22 @@ v0.14.3) only when they are missing there. It needs two files per atlas version:
 - ``Schaefer2018_<n_rois>Parcels_<yeo_networks>Networks_order.txt``: tab-separated lines
   ``<value> <label> <r> <g> <b> 0`` without header (value 1..n_rois);
 - ``Schaefer2018_<n_rois>Parcels_<yeo_networks>Networks_order_FSLMNI152_<res>mm.nii.gz``.
+
+These images are in FSL's MNI152 space, TemplateFlow's ``MNI152NLin6Asym`` (the atlas's
+``space``), not in fMRIPrep's default output space ``MNI152NLin2009cAsym``.
+
+``atlas.source=templateflow`` reads the atlas from TemplateFlow instead, in the space of your
+fMRIPrep outputs: ``atlas.template=MNI152NLin2009cAsym`` (default) or ``MNI152NLin6Asym``, from
+the TemplateFlow home (``atlas.templateflow_home``, else ``$TEMPLATEFLOW_HOME``, else
+``~/.cache/templateflow``; fMRIPrep users usually have one already), e.g.::
+
+    megafc dataset=fmriprep ... atlas=schaefer atlas.source=templateflow \
+        atlas.template=MNI152NLin2009cAsym atlas.n_rois=400 atlas.resolution_mm=2
+
+It uses ``tpl-<template>/tpl-<template>_res-0<resolution_mm>_atlas-Schaefer2018_desc-<n_rois>
+Parcels<yeo_networks>Networks_dseg.nii.gz`` and ``tpl-<template>_atlas-Schaefer2018_desc-
+<n_rois>Parcels<yeo_networks>Networks_dseg.tsv``; files not yet downloaded are fetched once
+(``atlas.download=false``: never, an error names the files and the command that fetches them).
 """
 
 from __future__ import annotations
@@ -19,9 +35,14 @@ import pandas as pd
 from megafc.core import Atlas, AtlasLoader, ConfigError, InputError
 
 from ._files import REFERENCES, check_image_labels, fetch_with_nilearn
+from ._templateflow import check_source_and_template, fetch_templateflow_atlas
 from .schaefer_names import parse_schaefer_label
 
 N_ROIS = tuple(range(100, 1001, 100))
+#: Values of ``atlas.source`` of the Schaefer atlas.
+SOURCES = ("nilearn", "templateflow")
+#: The space of nilearn's Schaefer images (FSL MNI152 = TemplateFlow's MNI152NLin6Asym).
+NILEARN_SPACE = "MNI152NLin6Asym"
 
 
 def schaefer_files(n_rois: int, yeo_networks: int, resolution_mm: int) -> list[str]:
@@ -38,7 +59,7 @@ def check_choice(key: str, value: Any, allowed: tuple) -> None:
 
 
 class SchaeferAtlas(AtlasLoader):
-    """Schaefer 2018 cortical parcellation (100-1000 parcels, Yeo 7/17 networks; nilearn fetch)."""
+    """Schaefer 2018 cortical parcellation (100-1000 parcels, Yeo 7/17 networks; nilearn or TemplateFlow)."""
 
     name = "schaefer"
 
@@ -50,10 +71,17 @@ class SchaeferAtlas(AtlasLoader):
         yeo_networks: int = 17
         #: Voxel size of the label image in mm: 1 or 2.
         resolution_mm: int = 1
-        #: Folder holding ``schaefer_2018/`` (None: nilearn's default data folders).
+        #: Folder holding ``schaefer_2018/`` (None: nilearn's default data folders; source=nilearn).
         data_dir: Optional[str] = None
-        #: Let nilearn download missing files (false: fail at once when they are missing).
+        #: Download missing files (false: fail at once when they are missing).
         download: bool = True
+        #: Where the files come from: "nilearn" (FSL MNI152 images) or "templateflow".
+        source: str = "nilearn"
+        #: TemplateFlow template = space of the image (source=templateflow): MNI152NLin2009cAsym
+        #: or MNI152NLin6Asym; pick your fMRIPrep output space.
+        template: str = "MNI152NLin2009cAsym"
+        #: TemplateFlow home (None: $TEMPLATEFLOW_HOME, else ~/.cache/templateflow).
+        templateflow_home: Optional[str] = None
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -61,12 +89,44 @@ class SchaeferAtlas(AtlasLoader):
         check_choice("atlas.n_rois", c.n_rois, N_ROIS)
         check_choice("atlas.yeo_networks", c.yeo_networks, (7, 17))
         check_choice("atlas.resolution_mm", c.resolution_mm, (1, 2))
+        check_source_and_template(c.source, c.template, SOURCES)
 
     def load(self) -> Atlas:
+        c = self.config
+        what = f"atlas '{self.name}' (Schaefer 2018, {c.n_rois} parcels, {c.yeo_networks} networks)"
+        if c.source == "templateflow":
+            tf = fetch_templateflow_atlas(
+                what, c.template, "Schaefer2018", f"{c.n_rois}Parcels{c.yeo_networks}Networks", c.resolution_mm,
+                home=c.templateflow_home, download=c.download,
+            )
+            pairs, maps, space = tf.pairs, str(tf.image), c.template
+            origin = f"TemplateFlow {c.template}"
+        else:
+            pairs, maps = self._from_nilearn(what)
+            space, origin = NILEARN_SPACE, f"nilearn, FSL MNI152 = {NILEARN_SPACE}"
+        if len(pairs) != c.n_rois:
+            raise InputError(f"{what}: the label file lists {len(pairs)} parcels, expected {c.n_rois}")
+        regions = pd.DataFrame([parse_schaefer_label(label) for _, label in pairs])
+        regions.insert(0, "index", [i for i, _ in pairs])
+        if c.source != "templateflow":  # the TemplateFlow route checked its image already
+            check_image_labels(maps, list(regions["index"]), what)
+        return Atlas(
+            name=self.name,
+            regions=regions,
+            maps=maps,
+            description=(
+                f"Schaefer 2018 cortical parcellation with {c.n_rois} parcels labelled by the "
+                f"Yeo {c.yeo_networks}-network solution ({c.resolution_mm} mm label image, {origin})."
+            ),
+            references=[REFERENCES["schaefer"], REFERENCES["yeo"]],
+            space=space,
+        )
+
+    def _from_nilearn(self, what: str) -> tuple[list[tuple[int, str]], str]:
+        """(image value, label) pairs and the image path from nilearn's fetcher."""
         from nilearn.datasets import fetch_atlas_schaefer_2018
 
         c = self.config
-        what = f"atlas '{self.name}' (Schaefer 2018, {c.n_rois} parcels, {c.yeo_networks} networks)"
         bunch = fetch_with_nilearn(
             what, "schaefer_2018", schaefer_files(c.n_rois, c.yeo_networks, c.resolution_mm),
             lambda d: fetch_atlas_schaefer_2018(
@@ -75,23 +135,7 @@ class SchaeferAtlas(AtlasLoader):
             ),
             c.data_dir, c.download,
         )
-        pairs = fetched_labels(bunch, what)
-        if len(pairs) != c.n_rois:
-            raise InputError(f"{what}: the label file lists {len(pairs)} parcels, expected {c.n_rois}")
-        regions = pd.DataFrame([parse_schaefer_label(label) for _, label in pairs])
-        regions.insert(0, "index", [i for i, _ in pairs])
-        maps = str(bunch["maps"])
-        check_image_labels(maps, list(regions["index"]), what)
-        return Atlas(
-            name=self.name,
-            regions=regions,
-            maps=maps,
-            description=(
-                f"Schaefer 2018 cortical parcellation with {c.n_rois} parcels labelled by the "
-                f"Yeo {c.yeo_networks}-network solution ({c.resolution_mm} mm MNI152 label image)."
-            ),
-            references=[REFERENCES["schaefer"], REFERENCES["yeo"]],
-        )
+        return fetched_labels(bunch, what), str(bunch["maps"])
 
 
 def fetched_labels(bunch: Any, what: str) -> list[tuple[int, str]]:
