@@ -40,7 +40,7 @@ from .outputs import COMPLETION_MARKER, StagedRun
 log = logging.getLogger("megafc.compare")
 
 #: Plugin kinds, in the order they appear in pipeline labels.
-PLUGIN_KINDS = ("dataset", "atlas", "denoiser", "estimator", "pooling")
+PLUGIN_KINDS = ("dataset", "atlas", "denoiser", "estimator", "harmonizer", "pooling")
 
 #: Config keys that never distinguish pipelines: how to run, not what is computed.
 IGNORED_KEYS = frozenset({

@@ -33,6 +33,7 @@ class RunConfig:
     atlas: Any = MISSING
     denoiser: Any = MISSING
     estimator: Any = MISSING
+    harmonizer: Any = MISSING
     pooling: Any = MISSING
     #: Seeds data simulation and MCMC; recorded in provenance.json.
     seed: int = 0

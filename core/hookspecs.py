@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         ConnectivityEstimator,
         DatasetLoader,
         Denoiser,
+        Harmonizer,
         PoolingModel,
     )
 
@@ -72,6 +73,12 @@ def megafc_estimators() -> list[type[ConnectivityEstimator]]:
         def megafc_estimators():
             return [PartialCorrelation]
     """
+
+
+@hookspec
+def megafc_harmonizers() -> list[type[Harmonizer]]:
+    """Return site harmonisation steps (subclasses of ``megafc.core.Harmonizer``),
+    ``harmonizer=<name>``; applied to the connectomes between estimation and aggregation."""
 
 
 @hookspec

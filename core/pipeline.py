@@ -39,12 +39,12 @@ from .qc import (
     validate_qc,
     with_distances,
 )
-from .plugin import ConnectivityEstimator, Plugin
+from .plugin import ConnectivityEstimator, Harmonizer, Plugin
 from .registry import Registry
 
 log = logging.getLogger("megafc")
 
-KINDS_IN_ORDER = ("atlas", "dataset", "denoiser", "estimator", "pooling")
+KINDS_IN_ORDER = ("atlas", "dataset", "denoiser", "estimator", "harmonizer", "pooling")
 
 
 @dataclass
@@ -149,6 +149,26 @@ def estimate_connectomes(
     return Connectomes(scan_ids=list(scan_ids), matrices=mats, labels=atlas.labels, estimator=estimator.name)
 
 
+def harmonize(harmonizer: Plugin, connectomes: Connectomes, scans: pd.DataFrame) -> Connectomes:
+    """The harmonizer's connectomes, checked to be the same scans and shape (QC-FC and the
+    derivatives keep the connectomes as estimated; only aggregation and pooling see these)."""
+    if type(harmonizer).harmonize is Harmonizer.harmonize:  # the identity: nothing to check
+        return connectomes
+    who = f"harmonizer '{harmonizer.name}'"
+    try:
+        with Heartbeat(who):
+            out = harmonizer.harmonize(connectomes, scans)
+    except MegafcError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, Connectomes) or list(out.scan_ids) != list(connectomes.scan_ids):
+        raise PluginError(f"{who} must return Connectomes of the same scans, in order")
+    n = connectomes.matrices.shape[1]
+    out.matrices = np.stack([check_connectome(m, n, who, s) for m, s in zip(out.matrices, out.scan_ids)])
+    return out
+
+
 def given_connectomes(inputs: DatasetInputs, scan_ids: list[str], atlas: Atlas, source: str) -> Connectomes:
     n = atlas.n_regions
     mats = np.stack([check_connectome(np.asarray(inputs.connectomes[s], dtype=float), n, source, s) for s in scan_ids])
@@ -238,6 +258,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                                                            atlas.centroids(display=False)))
             if cfg.derivatives == "all" or (cfg.derivatives == "auto" and images is not None):
                 write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images, plugins)
+            connectomes = harmonize(plugins["harmonizer"], connectomes, scans)
             all_pairs = network_pair_table(connectomes, atlas, scans, level=level)
             wanted = OmegaConf.to_container(cfg.aggregate, resolve=True)["pairs"]
             pairs = select_pairs(all_pairs, wanted)
@@ -449,10 +470,16 @@ def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, 
         f"Atlas: {atlas.name} ({atlas.n_regions} regions). {atlas.description}".strip(),
         f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].summary()}), "
         f"averaged within and between {level}s (mean Fisher z over each pair's edges).",
+        *([f"Harmonisation: '{plugins['harmonizer'].name}' ({plugins['harmonizer'].summary()}) applied to the "
+           "connectomes before aggregation; QC-FC and derivatives use the connectomes before it."]
+          if "harmonizer" in plugins and plugins["harmonizer"].name != "none" else []),
         f"Pooling: {result.description}",
         "",
         "Plugin parameters:",
     ]
     for kind, p in plugins.items():
         lines.append(f"- {kind} `{p.name}`: {p.params()}")
+    cited = [ref for p in plugins.values() for ref in (p.references() if hasattr(p, "references") else [])]
+    if cited:
+        lines += ["", "References (methods):", *[f"- {ref}" for ref in cited]]
     return "\n".join(lines) + "\n"

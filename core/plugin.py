@@ -1,4 +1,4 @@
-"""Base classes for the five plugin kinds.
+"""Base classes for the six plugin kinds.
 
 A plugin is a class that subclasses one of these, sets ``name`` (its config name, as in
 ``megafc estimator=<name>``) and may declare a nested ``Config`` dataclass with its
@@ -117,6 +117,22 @@ class ConnectivityEstimator(Plugin):
         return [self.estimate(ts) for ts in timeseries]
 
 
+class Harmonizer(Plugin):
+    """Removes site (dataset) effects from the connectomes before they are aggregated and pooled.
+
+    ``harmonize(connectomes, scans)`` receives every included scan's connectome and the scan
+    table (``dataset`` is the site; ``condition``, ``drug`` and ``mean_fd`` are what must be
+    preserved) and returns connectomes of the same scans, labels and shape. It exists so that
+    the field's usual site correction (ComBat) can be compared with the hierarchical model's
+    own site terms on the same data: ``megafc --multirun harmonizer=none,combat``.
+    """
+
+    kind = "harmonizer"
+
+    def harmonize(self, connectomes: Any, scans: pd.DataFrame) -> Any:
+        return connectomes
+
+
 class PoolingModel(Plugin):
     """Pools network-pair FC across scans, subjects, datasets and drugs."""
 
@@ -150,5 +166,6 @@ PLUGIN_KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "atlas": ("megafc_atlases", AtlasLoader),
     "denoiser": ("megafc_denoisers", Denoiser),
     "estimator": ("megafc_estimators", ConnectivityEstimator),
+    "harmonizer": ("megafc_harmonizers", Harmonizer),
     "pooling": ("megafc_pooling_models", PoolingModel),
 }

@@ -573,7 +573,7 @@ def header_section(run: Run, title: str, nav_items: list[tuple[str, str]] | None
         ("seed", prov.get("seed", run.cfg("seed", default="unknown"))),
         ("run directory", str(run.shown_as or run.path)),
     ]
-    plugins = ", ".join(f"{k} = {run.plugin(k)}" for k in ("dataset", "atlas", "denoiser", "estimator", "pooling")
+    plugins = ", ".join(f"{k} = {run.plugin(k)}" for k in ("dataset", "atlas", "denoiser", "estimator", "harmonizer", "pooling")
                         if run.plugin(k))
     if plugins:
         items.append(("plugins", plugins))

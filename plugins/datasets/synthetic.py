@@ -122,6 +122,10 @@ class SyntheticDataset(DatasetLoader):
         motion_confound: float = 0.25
         #: sd of each scan's session-to-session variation of latent FC (Fisher z).
         session_sd: float = 0.02
+        #: sd of each site's additive offset of latent FC (Fisher z, per subnetwork pair), shared by
+        #: all its scans: scanner and protocol differences. Raise it (e.g. 0.3) to stress site
+        #: correction (harmonizer=combat against the model's own site terms).
+        site_offset_sd: float = 0.05
         #: Overrides of every site's design, drug scans per subject and noise, for stress tests
         #: from the command line (e.g. dataset.design=parallel, dataset.site_noise={lsd_2: 3}).
         #: ``mixed`` gives the sites crossover, prepost (2 drug scans), parallel and crossover
@@ -149,6 +153,8 @@ class SyntheticDataset(DatasetLoader):
             raise ConfigError(f"config key 'dataset.drug_scans' is {c.drug_scans}; expected >= 1")
         if c.motion_confound <= -1:
             raise ConfigError(f"config key 'dataset.motion_confound' is {c.motion_confound}; expected > -1")
+        if c.site_offset_sd < 0:
+            raise ConfigError(f"config key 'dataset.site_offset_sd' is {c.site_offset_sd}; expected >= 0")
         unknown = sorted(set(c.site_noise) - {s.name for s in c.sites})
         if unknown:
             raise ConfigError(f"config key 'dataset.site_noise' names unknown site(s) {unknown}; "
@@ -262,7 +268,7 @@ class SyntheticDataset(DatasetLoader):
             )
         for site in self.site_specs():
             ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
-            ds_shift = rng.normal(0, 0.05, (k, k))
+            ds_shift = rng.normal(0, c.site_offset_sd, (k, k))
             ds_shift = (ds_shift + ds_shift.T) / 2
             ds_eff = ds_scale * drug_effect(site.drug)
             truth_mats[f"dataset:{site.name}"] = self._region_corr(
