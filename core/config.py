@@ -16,6 +16,16 @@ class ExtractionConfig:
     cache_dir: Optional[str] = "~/.cache/megafc/extraction"
     #: Scans extracted in parallel (joblib); -1 uses every core.
     n_jobs: int = 1
+    #: With stage=extract: split the included scans into this many shards (round robin over
+    #: the sorted scan ids) and extract only shard number ``shard`` (0-based) into cache_dir.
+    #: Sweep it over a cluster with Hydra's submitit launcher:
+    #: ``megafc --multirun stage=extract extraction.shards=N 'extraction.shard=range(N)'
+    #: hydra/launcher=submitit_slurm``.
+    shards: int = 1
+    shard: int = 0
+    #: A BOLD whose space- entity differs from the atlas's space: error (default) or warn (e.g.
+    #: nilearn's FSL-MNI152 Schaefer image on MNI152NLin2009cAsym BOLD, a few mm apart).
+    space_mismatch: str = "error"
 
 
 @dataclass
@@ -60,6 +70,9 @@ class RunConfig:
     #: Leave this dataset out (its scans stay in scans.tsv as excluded, with the reason).
     #: Sweep it for a leave-one-dataset-out analysis: --multirun loo_dataset=null,ds1,ds2,...
     loo_dataset: Optional[str] = None
+    #: ``all``: every stage; ``extract``: only region timeseries extraction into the cache
+    #: (one shard of it with extraction.shards/shard), for studies too large for one job.
+    stage: str = "all"
     #: Recompute a run whose directory already holds a complete run of the same config
     #: (otherwise it is skipped, which is how an interrupted sweep resumes).
     rerun: bool = False

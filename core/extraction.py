@@ -188,7 +188,8 @@ def bold_space(image: ScanImages) -> str | None:
     return m.group(1) if m else (image.entities.get("space") or None)
 
 
-def check_spaces(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas) -> None:
+def check_spaces(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas,
+                 on_mismatch: str = "error") -> None:
     """Refuse BOLD in a known space other than the atlas's known space.
 
     MNI152NLin6Asym and MNI152NLin2009cAsym overlap almost everywhere, so the field-of-view check
@@ -198,16 +199,21 @@ def check_spaces(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atla
         return
     for s in scan_ids:
         space = bold_space(images[s])
-        if space and space != atlas.space:
+        if space and space != atlas.space and on_mismatch == "warn":
+            log.warning("%s: BOLD in space %s, atlas '%s' in space %s; extracting anyway "
+                        "(extraction.space_mismatch=warn)", images[s].bold, space, atlas.name, atlas.space)
+        elif space and space != atlas.space:
             raise InputError(
                 f"{images[s].bold}: this BOLD is in space {space} but atlas '{atlas.name}' is in space "
                 f"{atlas.space}. Use BOLD in the atlas's space (fMRIPrep --output-spaces {atlas.space}, then "
                 f"dataset.space={atlas.space}) or the atlas in the BOLD's space (atlas.source=templateflow "
-                f"atlas.template={space}; for atlas=combined, atlas.<part>.template={space} for every part)"
+                f"atlas.template={space}; for atlas=combined, atlas.<part>.template={space} for every part), "
+                "or accept the difference with extraction.space_mismatch=warn"
             )
 
 
-def check_field_of_view(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas) -> None:
+def check_field_of_view(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas,
+                        space_mismatch: str = "error") -> None:
     """Refuse BOLD images in another space than the atlas, or missing most of it, before
     anything is extracted.
 
@@ -216,7 +222,7 @@ def check_field_of_view(images: dict[str, ScanImages], scan_ids: list[str], atla
     """
     import nibabel as nib
 
-    check_spaces(images, scan_ids, atlas)
+    check_spaces(images, scan_ids, atlas, space_mismatch)
     centres = atlas.centroids()
     if centres is None:
         return
@@ -249,12 +255,18 @@ def check_field_of_view(images: dict[str, ScanImages], scan_ids: list[str], atla
         )
 
 
+def shard_of(scan_ids: list[str], shard: int, shards: int) -> list[str]:
+    """Shard ``shard`` of ``shards``: every shards-th scan id in sorted order, starting at
+    ``shard``, so shards are balanced and every scan is in exactly one, whatever the order given."""
+    return sorted(scan_ids)[shard::shards]
+
+
 def extract_all(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas, denoiser: Denoiser,
-                cache_dir: str | None, n_jobs: int = 1) -> dict[str, Extracted]:
+                cache_dir: str | None, n_jobs: int = 1, space_mismatch: str = "error") -> dict[str, Extracted]:
     """Extract every scan (in parallel with joblib), logging progress as scans finish."""
     from joblib import Parallel, delayed
 
-    check_field_of_view(images, scan_ids, atlas)
+    check_field_of_view(images, scan_ids, atlas, space_mismatch)
     atlas_fp = atlas_fingerprint(atlas)
     jobs = (delayed(extract_scan)(s, images[s], atlas, denoiser, cache_dir, atlas_fp) for s in scan_ids)
     out: dict[str, Extracted] = {}

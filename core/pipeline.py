@@ -25,7 +25,7 @@ from .data import (
 from .errors import ConfigError, InputError, MegafcError, PluginError
 from .derivatives import write_derivatives
 from .dictionary import data_dictionary
-from .extraction import extract_all
+from .extraction import extract_all, shard_of
 from .outputs import StagedRun, provenance
 from .progress import Heartbeat
 from .pair_sets import with_summaries
@@ -52,7 +52,8 @@ class RunOutcome:
     run_dir: Path
     scans: pd.DataFrame
     pairs: pd.DataFrame
-    result: PoolingResult
+    #: None for stage=extract (no model is fitted)
+    result: PoolingResult | None
     diagnostics_ok: bool
 
 
@@ -198,6 +199,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     if int(cfg.extraction.n_jobs) == 0:
         raise ConfigError("config key 'extraction.n_jobs' is 0; expected a number of parallel jobs >= 1, "
                           "or -1 for one per CPU")
+    stage = check_stage(cfg)
     plugins = instantiate_plugins(cfg, registry)
     seed = int(cfg.seed)
     with StagedRun(run_dir) as staged:
@@ -214,21 +216,30 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
             scans = exclude_by_motion(scans, qc)
             usable = mark_unpaired if plugins["pooling"].needs_pairs else mark_uninformative
             scans = usable(scans)  # before extraction: nothing is extracted that cannot enter the model
+            if stage == "extract" and inputs.images is None:
+                raise ConfigError(f"config key 'stage' is 'extract', but {source} gives "
+                                  f"{'connectomes' if inputs.connectomes is not None else 'timeseries'}, "
+                                  "not images: there is nothing to extract (use dataset=fmriprep)")
             if inputs.images is not None:
                 todo = list(scans.loc[~scans["excluded"], "scan_id"])
                 cache = cfg.extraction.cache_dir
                 cache = str(Path(cache).expanduser()) if cache else None
-                extracted = extract_all(inputs.images, todo, atlas, plugins["denoiser"], cache, int(cfg.extraction.n_jobs))
+                if stage == "extract":
+                    todo = shard_of(todo, int(cfg.extraction.shard), int(cfg.extraction.shards))
+                    log.info("stage extract: shard %d of %d, %d scans", int(cfg.extraction.shard),
+                             int(cfg.extraction.shards), len(todo))
+                extracted = extract_all(inputs.images, todo, atlas, plugins["denoiser"], cache,
+                                        int(cfg.extraction.n_jobs), str(cfg.extraction.space_mismatch))
+                if stage == "extract":
+                    run_path = finish_extract_stage(staged, cfg, plugins, registry, inputs, extracted, seed, started)
+                    hook.megafc_after_run(run_dir=str(run_path))
+                    return RunOutcome(run_path, scans, pd.DataFrame(), None, True)
                 scans = exclude_by_censoring(scans, {k: v.n_kept for k, v in extracted.items()}, qc)
                 skipped = {k: v.skipped for k, v in extracted.items() if v.skipped}
                 for reason in sorted(set(skipped.values())):
                     scans = exclude(scans, scans["scan_id"].isin([k for k, r in skipped.items() if r == reason]), reason)
                 inputs.timeseries = {k: v.timeseries for k, v in extracted.items() if v.timeseries is not None}
-                staged.write_table("extraction.tsv", pd.DataFrame([
-                    {"scan_id": e.scan_id, "cached": e.cached, "n_volumes": e.n_volumes, "n_volumes_kept": e.n_kept,
-                     "bold": inputs.images[e.scan_id].bold, "confounds": inputs.images[e.scan_id].confounds,
-                     "cache_file": e.path, "not_extracted": e.skipped or None} for e in extracted.values()
-                ]))
+                staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
                 images, inputs.images = inputs.images, None
             else:
                 images = None
@@ -318,24 +329,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
 
                 effect_matrix_figure(result.effects, pairs.attrs["networks"], staged.path("figures/overall_effect.png"),
                                      interval=result.interval)
-            plugin_info = {
-                kind: {
-                    "name": p.name,
-                    "class": f"{type(p).__module__}:{type(p).__qualname__}",
-                    "distribution": registry.get(kind, p.name).distribution,
-                    "version": registry.get(kind, p.name).version,
-                }
-                for kind, p in plugins.items()
-            }
-            hook_plugins = registry.hook_plugins()
-            dists = sorted({v["distribution"] for v in [*plugin_info.values(), *hook_plugins]}
-                           - {"(registered in code)"})
-            staged.write_json(
-                "provenance.json",
-                {**provenance(config=resolved, seed=seed, plugins=plugin_info,
-                              fingerprints=inputs.fingerprints, started=started, extra_packages=dists),
-                 "hook_plugins": hook_plugins},
-            )
+            staged.write_json("provenance.json", run_provenance(resolved, seed, plugins, registry, inputs, started))
             if cfg.report:
                 with Heartbeat("writing report.html"):
                     write_run_report(staged.staging, staged.run_dir, registry)
@@ -346,6 +340,78 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     hook.megafc_after_run(run_dir=str(run_path))
     log.info("results written to %s", run_path)
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
+
+
+#: Values of config key ``stage``.
+STAGES = ("all", "extract")
+
+
+def check_stage(cfg: Any) -> str:
+    """The stage to run, with the extraction keys it relies on checked before anything loads."""
+    stage = str(cfg.get("stage", "all"))
+    if stage not in STAGES:
+        raise ConfigError(f"config key 'stage' is '{stage}'; expected one of {list(STAGES)}")
+    ex = cfg.extraction
+    if str(ex.space_mismatch) not in ("error", "warn"):
+        raise ConfigError(f"config key 'extraction.space_mismatch' is '{ex.space_mismatch}'; expected error or warn")
+    shards, shard = int(ex.shards), int(ex.shard)
+    if shards < 1:
+        raise ConfigError(f"config key 'extraction.shards' is {shards}; expected >= 1")
+    if not 0 <= shard < shards:
+        raise ConfigError(f"config key 'extraction.shard' is {shard}; expected 0 to {shards - 1} "
+                          f"(extraction.shards={shards})")
+    if shards > 1 and stage != "extract":
+        raise ConfigError(f"config key 'extraction.shards' is {shards}, but only stage=extract runs shards; a "
+                          "full run extracts (or finds in the cache) every scan")
+    if stage == "extract" and not ex.cache_dir:
+        raise ConfigError("config key 'extraction.cache_dir' is null, but stage=extract writes into the cache: "
+                          "set it to a folder every job can reach")
+    return stage
+
+
+def extraction_table(inputs: DatasetInputs, extracted: dict) -> pd.DataFrame:
+    """extraction.tsv: one row per scan given to extraction, where its timeseries is cached."""
+    return pd.DataFrame([
+        {"scan_id": e.scan_id, "cached": e.cached, "n_volumes": e.n_volumes, "n_volumes_kept": e.n_kept,
+         "bold": inputs.images[e.scan_id].bold, "confounds": inputs.images[e.scan_id].confounds,
+         "cache_file": e.path, "not_extracted": e.skipped or None} for e in extracted.values()
+    ])
+
+
+def run_provenance(resolved: dict, seed: int, plugins: dict[str, Plugin], registry: Registry,
+                   inputs: DatasetInputs, started: datetime) -> dict[str, Any]:
+    """provenance.json: config, seed, versions, input fingerprints, and which distribution gave
+    each plugin (and each module that only implements hooks)."""
+    plugin_info = {
+        kind: {
+            "name": p.name,
+            "class": f"{type(p).__module__}:{type(p).__qualname__}",
+            "distribution": registry.get(kind, p.name).distribution,
+            "version": registry.get(kind, p.name).version,
+        }
+        for kind, p in plugins.items()
+    }
+    hook_plugins = registry.hook_plugins()
+    dists = sorted({v["distribution"] for v in [*plugin_info.values(), *hook_plugins]} - {"(registered in code)"})
+    return {**provenance(config=resolved, seed=seed, plugins=plugin_info, fingerprints=inputs.fingerprints,
+                         started=started, extra_packages=dists),
+            "hook_plugins": hook_plugins}
+
+
+def finish_extract_stage(staged: StagedRun, cfg: Any, plugins: dict[str, Plugin], registry: Registry,
+                         inputs: DatasetInputs, extracted: dict, seed: int, started: datetime) -> Path:
+    """A stage=extract job's outputs: what it extracted (extraction.tsv), its config and provenance."""
+    from omegaconf import OmegaConf
+
+    staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
+    staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    staged.write_json("provenance.json", run_provenance(OmegaConf.to_container(cfg, resolve=True), seed, plugins,
+                                                        registry, inputs, started))
+    n_new = sum(not e.cached and not e.skipped for e in extracted.values())
+    log.info("stage extract: %d scans extracted, %d already cached, %d not extractable; cache %s", n_new,
+             sum(e.cached for e in extracted.values()), sum(bool(e.skipped) for e in extracted.values()),
+             Path(str(cfg.extraction.cache_dir)).expanduser())
+    return staged.commit()
 
 
 def plugin_report_sections(registry: Registry) -> list:

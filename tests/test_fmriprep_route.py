@@ -330,3 +330,56 @@ def test_cached_runs_do_not_reread_unchanged_images(tree, tmp_path, monkeypatch,
     cache_main(["clear", str(cache)])
     assert "removed 3 cached scan extractions" in capsys.readouterr().out
     assert [p.name for p in cache.iterdir()] == ["notes.txt"]
+
+
+def cache_contents(cache: Path) -> dict[str, str]:
+    """Every file under a cache folder (relative path -> sha256), temporary files excluded."""
+    import hashlib
+
+    return {str(p.relative_to(cache)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(cache.rglob("*")) if p.is_file() and not p.name.startswith(".tmp-")}
+
+
+@pytest.mark.slow
+def test_sharded_extraction_fills_the_same_cache_as_one_job(tree, tmp_path):
+    """stage=extract over 3 submitit_local tasks writes exactly the cache one job writes, and the
+    following full run extracts nothing."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    single, sharded = tmp_path / "cache one job", tmp_path / "cache sharded"
+    one = run(tree.overrides("simple") + POOL + ["stage=extract", f"extraction.cache_dir={single}"], tmp_path / "one")
+    assert one.result is None
+    assert len(pd.read_csv(one.run_dir / "extraction.tsv", sep="\t")) == 16
+    assert not (one.run_dir / "effects.tsv").exists()  # no model in the extract stage
+    sweep = tmp_path / "shards"
+    proc = megafc_cli(["--multirun", "hydra/launcher=submitit_local_megafc", "stage=extract", "extraction.shards=3",
+                       "extraction.shard=0,1,2", f"extraction.cache_dir={sharded}", *tree.overrides("simple"), *POOL,
+                       f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    per_shard = [pd.read_csv(p, sep="\t") for p in sorted(sweep.glob("*/extraction.tsv"))]
+    assert len(per_shard) == 3 and sorted(len(t) for t in per_shard) == [5, 5, 6]
+    assert sorted(sum((list(t["scan_id"]) for t in per_shard), [])) == sorted(
+        pd.read_csv(one.run_dir / "extraction.tsv", sep="\t")["scan_id"])
+    assert cache_contents(sharded) == cache_contents(single) and cache_contents(single)
+    full = run(tree.overrides("simple") + POOL + [f"extraction.cache_dir={sharded}"], tmp_path / "full")
+    assert pd.read_csv(full.run_dir / "extraction.tsv", sep="\t")["cached"].all()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["stage=extract", "extraction.cache_dir=null"], "extraction.cache_dir' is null"),
+    (["stage=extract", "extraction.shards=2", "extraction.shard=2"], r"extraction.shard' is 2; expected 0 to 1"),
+    (["extraction.shards=2"], "only stage=extract runs shards"),
+    (["stage=fit"], "config key 'stage' is 'fit'"),
+])
+def test_stage_keys_are_checked_before_loading(overrides, message, tmp_path):
+    from megafc.core import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        run(TINY + overrides, tmp_path / "run")
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_stage_extract_needs_images(tmp_path):
+    from megafc.core import ConfigError
+
+    with pytest.raises(ConfigError, match="nothing to extract"):
+        run(TINY + ["stage=extract"], tmp_path / "run")

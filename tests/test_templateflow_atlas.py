@@ -280,7 +280,7 @@ def bold(tmp_path: Path, space: str | None, entity: str | None = None) -> ScanIm
     return ScanImages(bold=str(path), t_r=2.0, entities={"sub": "01", "space": entity or space or ""})
 
 
-def test_bold_in_another_space_is_refused_before_extraction(tmp_path, home):
+def test_bold_in_another_space_is_refused_before_extraction(tmp_path, home, caplog):
     atlas = schaefer(home, template=NLIN6).load()
     images = {"a": bold(tmp_path, NLIN2009C)}
     cache = tmp_path / "cache"
@@ -290,6 +290,7 @@ def test_bold_in_another_space_is_refused_before_extraction(tmp_path, home):
     assert images["a"].bold in msg and "atlas 'schaefer'" in msg
     assert f"space {NLIN2009C}" in msg and f"space {NLIN6}" in msg
     assert f"--output-spaces {NLIN6}" in msg and f"atlas.template={NLIN2009C}" in msg
+    assert "extraction.space_mismatch=warn" in msg
     assert not cache.exists()
     # the space entity counts when the file name has none
     with pytest.raises(InputError, match=f"space {NLIN2009C} but atlas 'schaefer' is in space {NLIN6}"):
@@ -297,6 +298,10 @@ def test_bold_in_another_space_is_refused_before_extraction(tmp_path, home):
     # same space, or unknown on either side: only the field-of-view check, which passes here
     check_field_of_view({"c": bold(tmp_path / "c", NLIN6)}, ["c"], atlas)
     check_field_of_view({"d": bold(tmp_path / "d", None)}, ["d"], atlas)
+    # a user who accepts the few-mm difference says so, and the log says it happened
+    with caplog.at_level("WARNING", logger="megafc"):
+        check_field_of_view(images, ["a"], atlas, space_mismatch="warn")
+    assert f"BOLD in space {NLIN2009C}, atlas 'schaefer' in space {NLIN6}" in caplog.text
     atlas.space = None
     check_field_of_view(images, ["a"], atlas)
 
