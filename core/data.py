@@ -225,11 +225,16 @@ class DatasetInputs:
     ``connectomes`` (scan_id -> n_regions x n_regions Fisher-z matrix) is set.
     ``truth`` holds planted effects for simulated data (one row per network pair and effect).
     ``fingerprints`` maps each input (file or generator) to a content hash for provenance.
+    ``confounds`` (with ``timeseries`` only) maps a scan to the fMRIPrep-style BOLD name whose
+    confounds file (``*_desc-confounds_timeseries.tsv`` next to it; the BOLD itself need not
+    exist) the denoiser reads: the timeseries are then raw region means, cleaned by the
+    pipeline exactly as a masker would clean them (``t_r`` from ``scans['t_r']`` or 2 s).
     """
 
     scans: pd.DataFrame
     images: dict[str, ScanImages] | None = None
     timeseries: dict[str, np.ndarray] | None = None
+    confounds: dict[str, str] | None = None
     connectomes: dict[str, np.ndarray] | None = None
     truth: pd.DataFrame | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)

@@ -150,6 +150,37 @@ def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoi
     return Extracted(scan_id, ts, n_volumes, n_kept, False, path)
 
 
+def denoise_timeseries(scan_id: str, timeseries: np.ndarray, bold_name: str, denoiser: Denoiser,
+                       t_r: float) -> Extracted:
+    """Clean raw region timeseries with the denoiser's confounds and sample mask, as nilearn's
+    maskers clean region signals after averaging (same ``signal.clean`` call and arguments)."""
+    from nilearn.signal import clean
+
+    ts = np.asarray(timeseries, dtype=float)
+    n_volumes = ts.shape[0]
+    try:
+        confounds, sample_mask = denoiser.confounds(bold_name)
+    except MegafcError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"denoiser '{denoiser.name}' failed on {bold_name}: {type(exc).__name__}: {exc}") from exc
+    if confounds is not None and len(confounds) != n_volumes:
+        raise InputError(f"{bold_name}: the confounds file has {len(confounds)} rows but scan '{scan_id}' has "
+                         f"{n_volumes} volumes")
+    n_kept = n_volumes if sample_mask is None else int(np.size(sample_mask))
+    n_confounds = 0 if confounds is None else int(np.shape(confounds)[1]) if np.ndim(confounds) == 2 else 1
+    if n_kept < n_confounds + 2:
+        log.warning("%s: %d of %d volumes left after censoring, %d confound regressors: not denoised (excluded)",
+                    bold_name, n_kept, n_volumes, n_confounds)
+        return Extracted(scan_id, None, n_volumes, n_kept, False, "", TOO_FEW_FOR_CONFOUNDS)
+    kwargs = {"detrend": False, "standardize": False, **denoiser.signal_kwargs()}
+    if kwargs.get("standardize") is None:
+        kwargs["standardize"] = False
+    cleaned = clean(ts, confounds=None if confounds is None else np.asarray(confounds, dtype=float),
+                    sample_mask=sample_mask, t_r=t_r, **kwargs)
+    return Extracted(scan_id, cleaned, n_volumes, int(cleaned.shape[0]), False, "")
+
+
 def _in_atlas_order(ts: np.ndarray, masker, atlas: Atlas, bold: str) -> np.ndarray:
     if atlas.maps is None:
         return ts

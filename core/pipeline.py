@@ -25,7 +25,7 @@ from .data import (
 from .errors import ConfigError, InputError, MegafcError, PluginError
 from .derivatives import write_derivatives
 from .dictionary import data_dictionary
-from .extraction import extract_all, shard_of
+from .extraction import denoise_timeseries, extract_all, shard_of
 from .outputs import StagedRun, provenance
 from .progress import Heartbeat
 from .pair_sets import with_summaries
@@ -39,7 +39,7 @@ from .qc import (
     validate_qc,
     with_distances,
 )
-from .plugin import ConnectivityEstimator, Harmonizer, Plugin
+from .plugin import ConnectivityEstimator, Denoiser, Harmonizer, Plugin
 from .registry import Registry
 
 log = logging.getLogger("megafc")
@@ -234,15 +234,17 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                     run_path = finish_extract_stage(staged, cfg, plugins, registry, inputs, extracted, seed, started)
                     hook.megafc_after_run(run_dir=str(run_path))
                     return RunOutcome(run_path, scans, pd.DataFrame(), None, True)
+                staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
+                images, inputs.images = inputs.images, None
+            else:
+                images = None
+                extracted = denoise_given_timeseries(inputs, scans, plugins["denoiser"], source)
+            if extracted is not None:
                 scans = exclude_by_censoring(scans, {k: v.n_kept for k, v in extracted.items()}, qc)
                 skipped = {k: v.skipped for k, v in extracted.items() if v.skipped}
                 for reason in sorted(set(skipped.values())):
                     scans = exclude(scans, scans["scan_id"].isin([k for k, r in skipped.items() if r == reason]), reason)
                 inputs.timeseries = {k: v.timeseries for k, v in extracted.items() if v.timeseries is not None}
-                staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
-                images, inputs.images = inputs.images, None
-            else:
-                images = None
             scans = usable(scans)  # again: censoring may have excluded more
             check_inputs(inputs, atlas, scans, source)
             log_exclusions(scans)
@@ -340,6 +342,36 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
     hook.megafc_after_run(run_dir=str(run_path))
     log.info("results written to %s", run_path)
     return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
+
+
+def denoise_given_timeseries(inputs: DatasetInputs, scans: pd.DataFrame, denoiser: Plugin,
+                             source: str) -> dict | None:
+    """Raw timeseries with confounds files (``DatasetInputs.confounds``) cleaned by the denoiser;
+    None when there is nothing to do. A denoiser that cannot apply is said, not silently ignored."""
+    if inputs.timeseries is None:
+        return None
+    acts = type(denoiser).confounds is not Denoiser.confounds
+    if inputs.confounds is None:
+        if acts:
+            log.warning("denoiser '%s' is not applied: %s gives region timeseries without confounds files "
+                        "(they are used as given)", denoiser.name, source)
+        return None
+    if not acts:
+        log.info("denoiser '%s': the raw timeseries are used as given", denoiser.name)
+        return None
+    todo = list(scans.loc[~scans["excluded"], "scan_id"])
+    missing = [s for s in todo if s not in inputs.confounds]
+    if missing:
+        raise InputError(f"{source}: no confounds file for scan(s) {missing[:5]}")
+    t_r = scans.set_index("scan_id")["t_r"] if "t_r" in scans else pd.Series(dtype=float)
+    out = {}
+    with Heartbeat(f"denoising with '{denoiser.name}'"):
+        for s in todo:
+            tr = float(t_r.get(s, np.nan)) if len(t_r) else np.nan
+            out[s] = denoise_timeseries(s, inputs.timeseries[s], inputs.confounds[s], denoiser,
+                                        tr if np.isfinite(tr) else 2.0)
+    log.info("denoiser '%s': %d scans' timeseries cleaned with their confounds", denoiser.name, len(out))
+    return out
 
 
 #: Values of config key ``stage``.

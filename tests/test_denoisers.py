@@ -317,3 +317,55 @@ def test_unreadable_confounds(bold, tsv_text, json_text, named):
         tsv.with_suffix(".json").write_text(json_text)
     with pytest.raises(InputError, match=rf"{CONF_STEM}\.tsv.*{named}"):
         CompCorDenoiser().confounds(bold)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_denoising_region_timeseries_equals_the_masker(bold, labels_img, case):
+    """Cleaning raw region means with the confounds files gives what the masker gives from the
+    image (the route for timeseries datasets with confounds, e.g. synthetic with confounds)."""
+    from nilearn.maskers import NiftiLabelsMasker
+
+    from megafc.core.extraction import denoise_timeseries
+
+    denoiser = CASES[case][0]
+    conf, mask = denoiser.confounds(bold)
+    expected = NiftiLabelsMasker(labels_img, **denoiser.signal_kwargs(), t_r=T_R).fit_transform(
+        bold, confounds=conf, sample_mask=mask)
+    raw = NiftiLabelsMasker(labels_img, standardize=None, t_r=T_R).fit_transform(bold)
+    # the BOLD need not exist: only its confounds files are read
+    Path(bold).unlink()
+    out = denoise_timeseries("s", raw, bold, denoiser, T_R)
+    assert out.timeseries.shape == expected.shape and out.n_kept == len(expected)
+    assert np.abs(out.timeseries - expected).max() < 1e-3  # the masker works in float32
+    with pytest.raises(InputError, match=r"confounds file has 120 rows but scan 's' has 100 volumes"):
+        denoise_timeseries("s", raw[:100], bold, denoiser, T_R)
+
+
+def test_synthetic_confounds_carry_the_motion_artifact(tmp_path):
+    """With dataset.confounds=true every strategy reads the synthetic confounds like fMRIPrep's,
+    and regressing the global signal removes the simulated artifact: the motion-FC coupling of
+    raw timeseries (mean FC rises with FD) is gone after simple_gsr."""
+    from megafc.core.extraction import denoise_timeseries
+    from megafc.plugins.atlases.synthetic import SyntheticAtlas
+    from megafc.plugins.datasets.synthetic import SiteSpec, SyntheticDataset
+
+    atlas = SyntheticAtlas(SyntheticAtlas.Config(n_cortical=34, subcortical=False, n_cerebellar=0)).load()
+    cfg = SyntheticDataset.Config(sites=[SiteSpec("a", "LSD", 40)], n_volumes=150, confounds=True,
+                                  confounds_dir=str(tmp_path / "conf"), motion_coupling=1.0)
+    inputs = SyntheticDataset(cfg).load(atlas, 0)
+    assert set(inputs.confounds) == set(inputs.scans["scan_id"])
+    fd = inputs.scans.set_index("scan_id")["mean_fd"]
+
+    def motion_fc(clean) -> float:
+        mean_fc = {s: np.arctanh(np.corrcoef(clean(s).T)[np.triu_indices(atlas.n_regions, 1)]).mean()
+                   for s in inputs.timeseries}
+        return float(np.corrcoef(fd.loc[list(mean_fc)], list(mean_fc.values()))[0, 1])
+
+    raw = motion_fc(lambda s: inputs.timeseries[s])
+    for denoiser in (SimpleDenoiser(), SimpleGsrDenoiser(), ScrubbingDenoiser(), CompCorDenoiser()):
+        out = denoise_timeseries("x", inputs.timeseries[next(iter(inputs.confounds))],
+                                 next(iter(inputs.confounds.values())), denoiser, 2.0)
+        assert out.timeseries is not None and out.n_kept >= 100
+    gsr = motion_fc(lambda s: denoise_timeseries(s, inputs.timeseries[s], inputs.confounds[s],
+                                                 SimpleGsrDenoiser(), 2.0).timeseries)
+    assert raw > 0.5 and abs(gsr) < 0.3

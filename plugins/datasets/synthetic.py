@@ -16,6 +16,7 @@ returned as ``truth`` so recovery can be checked.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
@@ -122,6 +123,13 @@ class SyntheticDataset(DatasetLoader):
         motion_confound: float = 0.25
         #: sd of each scan's session-to-session variation of latent FC (Fisher z).
         session_sd: float = 0.02
+        #: Write fMRIPrep-style confounds files (motion, global/WM/CSF signals, aCompCor, FD,
+        #: cosines) that carry the simulated motion artifact, and hand the raw timeseries with them
+        #: to the denoiser: denoising strategies (denoiser=simple,simple_gsr,scrubbing,compcor)
+        #: then act on synthetic data as on fMRIPrep's.
+        confounds: bool = False
+        #: Where those files go (one folder per simulation, reused when it is complete).
+        confounds_dir: str = "~/.cache/megafc/synthetic_confounds"
         #: sd of each site's additive offset of latent FC (Fisher z, per subnetwork pair), shared by
         #: all its scans: scanner and protocol differences. Raise it (e.g. 0.3) to stress site
         #: correction (harmonizer=combat against the model's own site terms).
@@ -260,7 +268,7 @@ class SyntheticDataset(DatasetLoader):
         def drug_effect(d: str) -> np.ndarray:
             return c.drug_scale[d] * effect + drug_dev[d]
 
-        rows, series, truth_mats = [], {}, {}
+        rows, series, truth_mats, artifacts = [], {}, {}, {}
         ctrl_pop = self._region_corr(self._latent_corr(base), base_load, member)
         for d in drugs:
             truth_mats[f"drug:{d}"] = self._region_corr(
@@ -304,9 +312,11 @@ class SyntheticDataset(DatasetLoader):
                     load = base_load + (ds_scale * sub_scale * c.drug_scale[site.drug] * loading_change if is_drug else 0.0)
                     load = np.clip(load, 0.05, 0.95)
                     fd = float(sub_fd * ((1.0 + c.motion_confound) if is_drug else 1.0) * rng.lognormal(0, 0.15))
-                    ts = self._simulate(self._latent_corr(z), load, member, fd, rng, n_vol)
+                    ts, artifact = self._simulate(self._latent_corr(z), load, member, fd, rng, n_vol)
                     scan_id = f"ds-{site.name}_sub-{subject}_ses-{session}"
                     series[scan_id] = ts
+                    if c.confounds:
+                        artifacts[scan_id] = (artifact, site.name, subject, session, fd)
                     rows.append(
                         {
                             "scan_id": scan_id, "dataset": site.name, "subject": subject,
@@ -318,16 +328,33 @@ class SyntheticDataset(DatasetLoader):
         scans = pd.DataFrame(rows)
         truth = self._truth_table(atlas, ctrl_pop, truth_mats)
         params = dataclasses.asdict(c) if dataclasses.is_dataclass(c) else dict(c)
+        generator = fingerprint_value({"params": params, "seed": seed, "regions": atlas.labels})
         return DatasetInputs(
             scans=scans,
             timeseries=series,
+            confounds=self._write_confounds(series, artifacts, generator, seed) if c.confounds else None,
             truth=truth,
-            fingerprints={"synthetic_generator": fingerprint_value({"params": params, "seed": seed, "regions": atlas.labels})},
-            description=f"Simulated data ({len(c.sites)} datasets, {len(scans)} scans, seed {seed}).",
+            fingerprints={"synthetic_generator": generator},
+            description=f"Simulated data ({len(c.sites)} datasets, {len(scans)} scans, seed {seed})"
+                        + (", with fMRIPrep-style confounds files." if c.confounds else "."),
         )
 
+    def _write_confounds(self, series: dict, artifacts: dict, generator: str, seed: int) -> dict[str, str]:
+        """scan_id -> the (absent) BOLD name whose confounds files sit next to it."""
+        from .synthetic_confounds import bold_name, confounds_table, write_confounds
+
+        folder = Path(self.config.confounds_dir).expanduser() / generator.split(":")[-1][:16]
+        out = {}
+        for i, (scan_id, (artifact, dataset, subject, session, fd)) in enumerate(artifacts.items()):
+            bold = bold_name(folder, dataset, subject, session)
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 5519, i]))
+            write_confounds(bold, confounds_table(artifact, series[scan_id], fd, 2.0, rng))
+            out[scan_id] = str(bold)
+        return out
+
     def _simulate(self, latent: np.ndarray, loadings: np.ndarray, member: np.ndarray, fd: float, rng,
-                  n_volumes: int) -> np.ndarray:
+                  n_volumes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Region timeseries and the motion artifact added to every region."""
         c = self.config
         t = n_volumes
         k = latent.shape[0]
@@ -339,8 +366,8 @@ class SyntheticDataset(DatasetLoader):
         e = lfilter([scale], ar, rng.standard_normal((t, len(member))), axis=0)
         x = f[:, member] * lam + e * np.sqrt(1 - lam**2)
         g = lfilter([scale], ar, rng.standard_normal(t))
-        x += np.sqrt(c.motion_coupling * fd) * g[:, None]
-        return x
+        artifact = np.sqrt(c.motion_coupling * fd) * g
+        return x + artifact[:, None], artifact
 
     @staticmethod
     def _truth_table(atlas: Atlas, control: np.ndarray, drug_mats: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -190,6 +190,8 @@ class FmriprepDenoiser(Denoiser):
         """Catch a confounds file from another run before the masker fails obscurely."""
         import nibabel as nib
 
+        if not Path(bold_file).exists():
+            return  # region timeseries with confounds files only (the pipeline checks their rows)
         try:
             shape = nib.load(str(bold_file)).shape
         except FileNotFoundError:
