@@ -12,6 +12,8 @@ and never used) and writes, into ``<multirun dir>/comparison/``:
 - ``robustness_long.tsv``: the same, one row per network pair, effect and pipeline;
 - ``jobs.tsv``: every job directory, its pipeline label and plugins (incomplete ones flagged);
 - ``figures/robustness.png`` / ``.svg``: pairs x pipelines heatmap of the overall effect;
+- ``summaries_long.tsv`` and ``figures/specification_curve.png`` / ``.svg``: every key
+  summary's overall effect under every pipeline (when the jobs wrote ``summaries.tsv``);
 - ``report.html``: a self-contained summary (figure embedded).
 
 A *pipeline* is a combination of choices that varies across the sweep's jobs (plugin names
@@ -36,6 +38,7 @@ import pandas as pd
 
 from .errors import InputError
 from .outputs import COMPLETION_MARKER, StagedRun
+from .specification_curve import specification_curve_figure, summaries_long
 
 log = logging.getLogger("megafc.compare")
 
@@ -482,7 +485,8 @@ code { background: #f5f5f5; padding: 0 3px; }
 """
 
 
-def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir: Path) -> str:
+def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir: Path,
+                  curve: Path | None = None) -> str:
     """report.html: self-contained (the figure is a base64 data URI; no external resources)."""
     esc = html.escape
     pipelines = _pipelines(jobs)
@@ -541,6 +545,15 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
     parts.append("<h2>Overall effect across pipelines</h2>")
     parts.append(f'<img alt="pairs x pipelines heatmap of the overall effect" src="data:image/png;base64,{encoded}">')
 
+    if curve is not None:
+        encoded = base64.b64encode(curve.read_bytes()).decode("ascii")
+        parts.append('<h2 id="specification-curve">Key summaries across pipelines (specification curve)</h2>')
+        parts.append("<p>Each panel is one summary's overall effect under every pipeline, sorted by the "
+                     "estimate; filled markers: the interval excludes 0. A finding that holds whatever the "
+                     "pipeline keeps its side of 0 across the whole curve (table: "
+                     "<code>summaries_long.tsv</code>).</p>")
+        parts.append(f'<img alt="specification curve of the key summaries" src="data:image/png;base64,{encoded}">')
+
     parts.append("<h2>Jobs</h2>")
     job_cols = [col for col in jobs.columns if col != "effects_file"]
     parts.append(_html_table(jobs[job_cols]))
@@ -577,7 +590,13 @@ def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
         staged.write_table("robustness_long.tsv", long)
         staged.write_table("jobs.tsv", _jobs_file(jobs))
         png, _ = robustness_figure(long, _pipelines(jobs), staged.path("figures/robustness.png"))
-        staged.write_text("report.html", render_report(jobs, table, png, sweep))
+        summaries = summaries_long(jobs)
+        curve = None
+        if len(summaries):
+            staged.write_table("summaries_long.tsv", summaries)
+            curve = next(iter(specification_curve_figure(summaries, staged.path("figures/specification_curve.png"))),
+                         None)
+        staged.write_text("report.html", render_report(jobs, table, png, sweep, curve))
         staged.commit()
     return out
 

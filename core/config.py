@@ -70,6 +70,9 @@ class RunConfig:
     #: Leave this dataset out (its scans stay in scans.tsv as excluded, with the reason).
     #: Sweep it for a leave-one-dataset-out analysis: --multirun loo_dataset=null,ds1,ds2,...
     loo_dataset: Optional[str] = None
+    #: Sentences about this run's choices that a reader of the results must see (experiment
+    #: configs say what they swapped or guessed): logged at the start and written to methods.md.
+    notes: list[str] = field(default_factory=list)
     #: ``all``: every stage; ``extract``: only region timeseries extraction into the cache
     #: (one shard of it with extraction.shards/shard), for studies too large for one job.
     stage: str = "all"
