@@ -157,6 +157,9 @@ def denoise_timeseries(scan_id: str, timeseries: np.ndarray, bold_name: str, den
     from nilearn.signal import clean
 
     ts = np.asarray(timeseries, dtype=float)
+    if ts.ndim != 2 or not np.all(np.isfinite(ts)):
+        raise InputError(f"timeseries of scan '{scan_id}' must be a finite (volumes x regions) array to be "
+                         f"denoised; got shape {ts.shape}{'' if ts.ndim != 2 else ' with NaN or inf'}")
     n_volumes = ts.shape[0]
     try:
         confounds, sample_mask = denoiser.confounds(bold_name)
@@ -176,8 +179,11 @@ def denoise_timeseries(scan_id: str, timeseries: np.ndarray, bold_name: str, den
     kwargs = {"detrend": False, "standardize": False, **denoiser.signal_kwargs()}
     if kwargs.get("standardize") is None:
         kwargs["standardize"] = False
-    cleaned = clean(ts, confounds=None if confounds is None else np.asarray(confounds, dtype=float),
-                    sample_mask=sample_mask, t_r=t_r, **kwargs)
+    try:
+        cleaned = clean(ts, confounds=None if confounds is None else np.asarray(confounds, dtype=float),
+                        sample_mask=sample_mask, t_r=t_r, **kwargs)
+    except ValueError as exc:  # nilearn: e.g. a sample mask beyond the data, a rank-deficient design
+        raise InputError(f"scan '{scan_id}': denoising with the confounds of {bold_name} failed: {exc}") from exc
     return Extracted(scan_id, cleaned, n_volumes, int(cleaned.shape[0]), False, "")
 
 
@@ -238,7 +244,8 @@ def check_spaces(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atla
                 f"{images[s].bold}: this BOLD is in space {space} but atlas '{atlas.name}' is in space "
                 f"{atlas.space}. Use BOLD in the atlas's space (fMRIPrep --output-spaces {atlas.space}, then "
                 f"dataset.space={atlas.space}) or the atlas in the BOLD's space (atlas.source=templateflow "
-                f"atlas.template={space}; for atlas=combined, atlas.<part>.template={space} for every part), "
+                f"atlas.template={space}; for atlas=combined, atlas.<part>.source=templateflow atlas.<part>.template={space} for "
+                f"every part), "
                 "or accept the difference with extraction.space_mismatch=warn"
             )
 

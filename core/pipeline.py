@@ -242,6 +242,9 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 images = None
                 extracted = denoise_given_timeseries(inputs, scans, plugins["denoiser"], source)
             if extracted is not None:
+                # volumes counted in the data where the scan table does not say (censored fractions need them)
+                counted = scans["scan_id"].map({k: v.n_volumes for k, v in extracted.items()})
+                scans["n_volumes"] = pd.to_numeric(scans["n_volumes"], errors="coerce").fillna(counted)
                 scans = exclude_by_censoring(scans, {k: v.n_kept for k, v in extracted.items()}, qc)
                 skipped = {k: v.skipped for k, v in extracted.items() if v.skipped}
                 for reason in sorted(set(skipped.values())):

@@ -24,6 +24,8 @@ class CompareWhenSweepEnds(Callback):
         from .compare import compare
 
         sweep_dir = config.hydra.sweep.dir
+        if str(config.get("stage", "all")) == "extract":  # extraction jobs have no effects to compare
+            return
         try:
             out = compare(sweep_dir)
         except Exception as exc:  # the jobs' results stand on their own

@@ -105,6 +105,20 @@ def test_labels_name_varying_settings_and_nested_layout(tmp_path):
     assert list(jobs["job"]) == ["12-00-00/0", "12-00-01/0"]
 
 
+def test_labels_ignore_notes_and_run_mechanics(tmp_path):
+    """Keys that say how a job ran (notes naming its atlas, the stage, shards) are not pipeline
+    choices: labels stay the plugin names, so the figures' tick labels stay short."""
+    root = tmp_path / "multirun"
+    for i, atlas in enumerate(("schaefer", "synthetic")):
+        job = root / str(i)
+        write_job(job, atlas, "pymc", FULL[(atlas, "pymc")])
+        config = yaml.safe_load((job / "config.yaml").read_text())
+        config.update(notes=[f"atlas '{atlas}': a sentence"], stage="all", report_svg=bool(i))
+        config["dataset"]["confounds_dir"] = f"/tmp/c{i}"
+        (job / "config.yaml").write_text(yaml.safe_dump(config))
+    assert list(collect_jobs(root)["pipeline"]) == ["atlas=schaefer", "atlas=synthetic"]
+
+
 def test_robustness_flags(sweep):
     jobs = collect_jobs(sweep)
     table = robustness_table(jobs).set_index(["network_a", "network_b", "effect"])

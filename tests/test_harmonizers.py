@@ -23,7 +23,9 @@ def site_data(seed: int = 0, n_per_site: int = 24, n_regions: int = 6):
     rows, mats = [], []
     for site, offset in SITES.items():
         for i in range(n_per_site):
-            drug = i % 2 == 1
+            # site c is mostly drug scans, site a mostly control: harmonising without the
+            # condition as a covariate would take part of the drug effect for site effects
+            drug = i % 4 != 0 if site == "c" else i % 4 == 1 if site == "a" else i % 2 == 1
             fd = rng.uniform(0.05, 0.3)
             m = rng.normal(offset, 0.05, (n_regions, n_regions))
             m[0, 1] += DRUG_EFFECT * drug
@@ -46,18 +48,23 @@ def test_combat_removes_site_offsets_and_keeps_the_drug_effect():
     out = harmonize(ComBatHarmonizer(), conn, scans)
     assert out.matrices.shape == conn.matrices.shape
     assert np.allclose(out.matrices, out.matrices.transpose(0, 2, 1))
-    for a, b in [(0, 1), (2, 4), (3, 5)]:
-        before = edge(conn, scans, a, b).groupby(scans["dataset"].to_numpy()).mean()
-        after = edge(out, scans, a, b).groupby(scans["dataset"].to_numpy()).mean()
+    control = scans["condition"].eq("placebo").to_numpy()
+    site = scans["dataset"].to_numpy()[control]
+    for a, b in [(0, 1), (2, 4), (3, 5)]:  # site means of the control scans (drug shares differ by site)
+        before = edge(conn, scans, a, b)[control].groupby(site).mean()
+        after = edge(out, scans, a, b)[control].groupby(site).mean()
         assert before.max() - before.min() > 0.5  # the planted offsets
         assert after.max() - after.min() < 0.05
     drug = scans["condition"].eq("drug").to_numpy()
     effect_after = out.matrices[drug, 0, 1].mean() - out.matrices[~drug, 0, 1].mean()
     assert effect_after == pytest.approx(DRUG_EFFECT, abs=0.04)
-    # without preserving condition, ComBat's site model does not know about the drug; a
-    # null edge keeps no drug difference either way
     null_after = out.matrices[drug, 2, 4].mean() - out.matrices[~drug, 2, 4].mean()
     assert abs(null_after) < 0.04
+    # without the condition as a covariate, ComBat takes part of the unbalanced site's drug
+    # effect for a site effect: the preserved covariate is what keeps it
+    blind = harmonize(ComBatHarmonizer(ComBatHarmonizer.Config(preserve_condition=False)), conn, scans)
+    effect_blind = blind.matrices[drug, 0, 1].mean() - blind.matrices[~drug, 0, 1].mean()
+    assert effect_blind < effect_after - 0.02
 
 
 def test_none_is_the_identity():

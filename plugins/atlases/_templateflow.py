@@ -144,6 +144,21 @@ def _usable(path: Optional[Path]) -> bool:
     return path is not None and path.is_file() and path.stat().st_size > 0
 
 
+def _complete(path: Path) -> bool:
+    """A downloaded file reads to its end (a truncated .nii.gz fails in gzip, a .tsv never does)."""
+    if not path.name.endswith(".nii.gz"):
+        return True
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (OSError, EOFError):
+        return False
+    return True
+
+
 def _pick(found: list[Path], expected: Path) -> Optional[Path]:
     """The expected file among the client's matches (e.g. res-1 as well as res-01), else the first."""
     if not found:
@@ -197,6 +212,10 @@ def fetch_templateflow_atlas(
         else:
             reason = "TemplateFlow does not list them (an outdated TemplateFlow home?)"
         found = [_pick(client.ls(template, **q), e) for q, e in zip(queries, expected)]
+        for i in list(missing):  # templateflow streams into the final path: an interrupted download
+            if _usable(found[i]) and not _complete(found[i]):  # leaves a truncated file behind
+                found[i].unlink()
+                reason = f"the download of {found[i].name} was incomplete (removed; run again)"
         missing = [i for i, p in enumerate(found) if not _usable(p)]
     if missing:
         placeholders = [found[i] for i in missing if found[i] is not None and found[i].is_file()]

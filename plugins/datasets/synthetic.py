@@ -35,6 +35,8 @@ from megafc.core import (
 )
 from megafc.core.outputs import fingerprint_value
 
+from .synthetic_confounds import CONFOUNDS_VERSION
+
 TRANSMODAL = ("Default", "Cont", "Limbic")
 UNIMODAL = ("Vis", "SomMot")
 
@@ -334,7 +336,8 @@ class SyntheticDataset(DatasetLoader):
             timeseries=series,
             confounds=self._write_confounds(series, artifacts, generator, seed) if c.confounds else None,
             truth=truth,
-            fingerprints={"synthetic_generator": generator},
+            fingerprints={"synthetic_generator": generator,
+                          **({"synthetic_confounds": f"version {CONFOUNDS_VERSION}"} if c.confounds else {})},
             description=f"Simulated data ({len(c.sites)} datasets, {len(scans)} scans, seed {seed})"
                         + (", with fMRIPrep-style confounds files." if c.confounds else "."),
         )
@@ -343,7 +346,7 @@ class SyntheticDataset(DatasetLoader):
         """scan_id -> the (absent) BOLD name whose confounds files sit next to it."""
         from .synthetic_confounds import bold_name, confounds_table, write_confounds
 
-        folder = Path(self.config.confounds_dir).expanduser() / generator.split(":")[-1][:16]
+        folder = Path(self.config.confounds_dir).expanduser() / f"v{CONFOUNDS_VERSION}-{generator.split(':')[-1][:16]}"
         out = {}
         for i, (scan_id, (artifact, dataset, subject, session, fd)) in enumerate(artifacts.items()):
             bold = bold_name(folder, dataset, subject, session)

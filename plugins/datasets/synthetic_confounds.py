@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+#: Bump when the files' content changes for the same simulation: it names their folder, so old
+#: files in a shared cache are never taken for new ones.
+CONFOUNDS_VERSION = 1
 SPACE = "MNI152NLin2009cAsym"
 N_COMPCOR = 6
 HIGH_PASS_S = 128.0
@@ -70,15 +73,14 @@ def bold_name(folder: Path, dataset: str, subject: str, session: str) -> Path:
 
 
 def write_confounds(bold: Path, table: pd.DataFrame) -> None:
-    """The confounds TSV and JSON that nilearn finds for ``bold``, each written atomically (a
-    concurrent run writing the same content never leaves a half-written file)."""
+    """The confounds TSV and JSON that nilearn finds for ``bold``, each written atomically and
+    always (a concurrent run writing the same content never leaves a half-written file, and a
+    file left by other code is never taken for this one)."""
     stem = bold.name.replace(f"_space-{SPACE}_desc-preproc_bold.nii.gz", "_desc-confounds_timeseries")
     bold.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".tsv", table.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.8g")),
                          (".json", json.dumps(compcor_sidecar()))):
         target = bold.parent / f"{stem}{suffix}"
-        if target.exists():
-            continue
         fd, tmp = tempfile.mkstemp(dir=bold.parent, prefix=".tmp-")
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
