@@ -113,7 +113,7 @@ def test_combat_and_the_hierarchical_model_agree_under_strong_site_offsets(tmp_p
     key = ["network_a", "network_b", "effect"]
     eff = {h: pd.read_csv(p / "effects.tsv", sep="\t").query("effect == 'overall'").set_index(key)
            for h, p in jobs.items()}
-    both = eff["none"].join(eff["combat"], lsuffix="_none", rsuffix="_combat")
+    both = eff["none"].merge(eff["combat"], left_index=True, right_index=True, suffixes=("_none", "_combat"))
     credible = pd.Series(False, index=both.index)
     for h in ("none", "combat"):
         credible |= (both[f"hdi_low_{h}"] > 0) | (both[f"hdi_high_{h}"] < 0)
