@@ -27,7 +27,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from megafc.core import ConfigError, InputError
 
@@ -37,6 +37,65 @@ from ._files import _first_line, check_image_labels, read_label_file
 TEMPLATES = ("MNI152NLin2009cAsym", "MNI152NLin6Asym")
 #: Values of ``atlas.source`` for atlases read from local files or TemplateFlow.
 FILE_SOURCES = ("files", "templateflow")
+
+
+@dataclass
+class FileOrTemplateFlowConfig:
+    """Config keys shared by atlases read from local files or from a TemplateFlow home."""
+
+    #: Where the files come from: "files" (atlas.image + atlas.labels) or "templateflow".
+    source: str = "files"
+    #: TemplateFlow template = space of the image (source=templateflow): MNI152NLin2009cAsym
+    #: or MNI152NLin6Asym.
+    template: str = "MNI152NLin2009cAsym"
+    #: TemplateFlow home (None: $TEMPLATEFLOW_HOME, else ~/.cache/templateflow).
+    templateflow_home: Optional[str] = None
+    #: Voxel size of the TemplateFlow label image in mm (res-01 / res-02): 1 or 2.
+    resolution_mm: int = 1
+    #: Template space of local files (source=files), e.g. MNI152NLin6Asym; None: unknown.
+    space: Optional[str] = None
+
+
+def require_key(value: Optional[str], key: str, hint: str) -> None:
+    if value is None or str(value).strip() == "":
+        raise ConfigError(f"config key '{key}' is not set; {hint}")
+
+
+def check_file_or_templateflow(c: Any, hint: str) -> None:
+    """Validate a ``FileOrTemplateFlowConfig`` (with ``image`` and ``labels``) at construction."""
+    check_source_and_template(c.source, c.template, FILE_SOURCES)
+    if c.space is not None and str(c.space).strip() == "":
+        raise ConfigError("config key 'atlas.space' is empty; name the template space "
+                          "(e.g. MNI152NLin6Asym) or leave it unset")
+    if c.source == "templateflow" and c.space is not None and c.space != c.template:
+        raise ConfigError(
+            f"config key 'atlas.space' is {c.space!r} but atlas.template is {c.template!r}; with "
+            "atlas.source=templateflow the space is the template: set atlas.template instead"
+        )
+    if c.resolution_mm not in (1, 2):
+        raise ConfigError(f"config key 'atlas.resolution_mm' is {c.resolution_mm!r}; expected one of [1, 2]")
+    if c.source == "files":
+        require_key(c.image, "atlas.image", hint)
+        require_key(c.labels, "atlas.labels", hint)
+
+
+def load_file_or_templateflow(c: Any, what: str, atlas: str, desc: str,
+                              parse: Callable[[str], dict]) -> tuple[Path, Any, Optional[str]]:
+    """(label image, region table with ``index``, space) from local files or TemplateFlow."""
+    import pandas as pd
+
+    from ._files import local_label_regions
+
+    if c.source != "templateflow":
+        image, regions = local_label_regions(c.image, c.labels, parse, what)
+        return image, regions, c.space
+    tf = fetch_templateflow_atlas(what, c.template, atlas, desc, c.resolution_mm, home=c.templateflow_home,
+                                  download=False, distributed=False)
+    try:
+        regions = pd.DataFrame([{"index": index, **parse(label)} for index, label in tf.pairs])
+    except InputError as exc:
+        raise InputError(f"{what}: label table '{tf.table}': {exc}") from exc
+    return tf.image, regions, c.template
 
 
 @dataclass
@@ -247,6 +306,7 @@ def _raise_missing(what: str, root: Path, template: str, queries: list[dict[str,
 
 
 __all__ = [
-    "FILE_SOURCES", "TEMPLATES", "TemplateFlowAtlas", "check_source_and_template", "fetch_templateflow_atlas",
-    "file_names", "templateflow_home",
+    "FILE_SOURCES", "TEMPLATES", "FileOrTemplateFlowConfig", "TemplateFlowAtlas", "check_file_or_templateflow",
+    "check_source_and_template", "fetch_templateflow_atlas", "file_names", "load_file_or_templateflow",
+    "require_key", "templateflow_home",
 ]

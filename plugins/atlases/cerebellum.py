@@ -40,10 +40,9 @@ from typing import List, Optional
 
 from megafc.core import Atlas, AtlasLoader, ConfigError
 
-from ._files import REFERENCES, local_label_regions
-from ._templateflow import FILE_SOURCES, check_source_and_template, fetch_templateflow_atlas
+from ._files import REFERENCES
+from ._templateflow import FileOrTemplateFlowConfig, check_file_or_templateflow, load_file_or_templateflow
 from .schaefer_names import yeo_network_name
-from .tian import check_space_key, require_key, templateflow_regions
 
 
 def cerebellar_region(label: str) -> dict[str, str]:
@@ -61,7 +60,7 @@ class CerebellumAtlas(AtlasLoader):
     name = "cerebellum"
 
     @dataclass
-    class Config:
+    class Config(FileOrTemplateFlowConfig):
         #: Path of the label image, e.g. Buckner2011_17Networks_MNI152_FreeSurferConformed1mm_
         #: TightMask.nii.gz (required with source=files).
         image: Optional[str] = None
@@ -69,51 +68,27 @@ class CerebellumAtlas(AtlasLoader):
         labels: Optional[str] = None
         #: What to cite (the default is Buckner 2011; replace it for another atlas).
         references: List[str] = field(default_factory=lambda: [REFERENCES["buckner"]])
-        #: Where the files come from: "files" (image + labels) or "templateflow" (Buckner 2011,
-        #: see the module doc).
-        source: str = "files"
-        #: TemplateFlow template = space of the image (source=templateflow): MNI152NLin2009cAsym
-        #: or MNI152NLin6Asym.
-        template: str = "MNI152NLin2009cAsym"
-        #: TemplateFlow home (None: $TEMPLATEFLOW_HOME, else ~/.cache/templateflow).
-        templateflow_home: Optional[str] = None
-        #: Voxel size of the TemplateFlow label image in mm (res-01 / res-02): 1 or 2.
-        resolution_mm: int = 1
         #: Buckner 2011 network solution of the TemplateFlow files: 7 or 17.
         networks: int = 17
-        #: Template space of local files (source=files), e.g. MNI152NLin6Asym; None: unknown.
-        space: Optional[str] = None
 
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        check_source_and_template(c.source, c.template, FILE_SOURCES)
-        check_space_key(c.space, c.source, c.template)
-        if c.resolution_mm not in (1, 2):
-            raise ConfigError(f"config key 'atlas.resolution_mm' is {c.resolution_mm!r}; expected one of [1, 2]")
+        check_file_or_templateflow(c, hint=(
+            "pass a cerebellar label image and its label file, e.g. Buckner 2011 from "
+            "https://surfer.nmr.mgh.harvard.edu/fswiki/CerebellumParcellation_Buckner2011: "
+            "atlas.image=.../Buckner2011_7Networks_MNI152_FreeSurferConformed1mm_TightMask.nii.gz "
+            "atlas.labels=.../Buckner2011_7Networks_ColorLUT.txt, or read them from TemplateFlow "
+            "with atlas.source=templateflow"))
         if c.networks not in (7, 17):
             raise ConfigError(f"config key 'atlas.networks' is {c.networks!r}; expected one of [7, 17]")
-        if c.source == "files":
-            hint = ("pass a cerebellar label image and its label file, e.g. Buckner 2011 from "
-                    "https://surfer.nmr.mgh.harvard.edu/fswiki/CerebellumParcellation_Buckner2011: "
-                    "atlas.image=.../Buckner2011_7Networks_MNI152_FreeSurferConformed1mm_TightMask.nii.gz "
-                    "atlas.labels=.../Buckner2011_7Networks_ColorLUT.txt, or read them from TemplateFlow "
-                    "with atlas.source=templateflow")
-            require_key(c.image, "atlas.image", hint)
-            require_key(c.labels, "atlas.labels", hint)
 
     def load(self) -> Atlas:
         c = self.config
-        what = f"atlas '{self.name}'"
-        if c.source == "templateflow":
-            what = f"atlas '{self.name}' (Buckner 2011, {c.networks} networks, {c.template})"
-            tf = fetch_templateflow_atlas(what, c.template, "Buckner2011", f"{c.networks}Networks", c.resolution_mm,
-                                          home=c.templateflow_home, download=False, distributed=False)
-            image, space = tf.image, c.template
-            regions = templateflow_regions(tf.pairs, cerebellar_region, what, str(tf.table))
-        else:
-            image, regions = local_label_regions(c.image, c.labels, cerebellar_region, what)
-            space = c.space
+        what = (f"atlas '{self.name}' (Buckner 2011, {c.networks} networks, {c.template})"
+                if c.source == "templateflow" else f"atlas '{self.name}'")
+        image, regions, space = load_file_or_templateflow(c, what, "Buckner2011", f"{c.networks}Networks",
+                                                          cerebellar_region)
         return Atlas(
             name=self.name,
             regions=regions,

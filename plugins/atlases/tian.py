@@ -30,38 +30,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import pandas as pd
+from megafc.core import Atlas, AtlasLoader, ConfigError
 
-from megafc.core import Atlas, AtlasLoader, ConfigError, InputError
-
-from ._files import REFERENCES, local_label_regions
-from ._templateflow import FILE_SOURCES, check_source_and_template, fetch_templateflow_atlas
+from ._files import REFERENCES
+from ._templateflow import FileOrTemplateFlowConfig, check_file_or_templateflow, load_file_or_templateflow
 from .schaefer_names import parse_subcortical_label
-
-
-def require_key(value: Optional[str], key: str, hint: str) -> None:
-    if value is None or str(value).strip() == "":
-        raise ConfigError(f"config key '{key}' is not set; {hint}")
-
-
-def check_space_key(space: Optional[str], source: str, template: str) -> None:
-    """``atlas.space`` describes local files; with TemplateFlow the space is ``atlas.template``."""
-    if space is not None and str(space).strip() == "":
-        raise ConfigError("config key 'atlas.space' is empty; name the template space "
-                          "(e.g. MNI152NLin6Asym) or leave it unset")
-    if source == "templateflow" and space is not None and space != template:
-        raise ConfigError(
-            f"config key 'atlas.space' is {space!r} but atlas.template is {template!r}; with "
-            "atlas.source=templateflow the space is the template: set atlas.template instead"
-        )
-
-
-def templateflow_regions(tf_pairs: list[tuple[int, str]], parse, what: str, table: str) -> pd.DataFrame:
-    """Region table (with ``index``) of a TemplateFlow label table, each label parsed by ``parse``."""
-    try:
-        return pd.DataFrame([{"index": index, **parse(label)} for index, label in tf_pairs])
-    except InputError as exc:
-        raise InputError(f"{what}: label table '{table}': {exc}") from exc
 
 
 class TianAtlas(AtlasLoader):
@@ -70,54 +43,30 @@ class TianAtlas(AtlasLoader):
     name = "tian"
 
     @dataclass
-    class Config:
+    class Config(FileOrTemplateFlowConfig):
         #: Path of the label image, e.g. Tian_Subcortex_S2_3T.nii (required with source=files).
         image: Optional[str] = None
         #: Path of the label file, e.g. Tian_Subcortex_S2_3T_label.txt (required with source=files;
         #: one label per line, or '<value> <label>' lines, or a table with index and label columns).
         labels: Optional[str] = None
-        #: Where the files come from: "files" (image + labels) or "templateflow" (see the module doc).
-        source: str = "files"
-        #: TemplateFlow template = space of the image (source=templateflow): MNI152NLin2009cAsym
-        #: or MNI152NLin6Asym.
-        template: str = "MNI152NLin2009cAsym"
-        #: TemplateFlow home (None: $TEMPLATEFLOW_HOME, else ~/.cache/templateflow).
-        templateflow_home: Optional[str] = None
-        #: Voxel size of the TemplateFlow label image in mm (res-01 / res-02): 1 or 2.
-        resolution_mm: int = 1
         #: Tian scale S1-S4 (16, 32, 50, 54 regions) of the TemplateFlow files: 1-4.
         scale: int = 1
-        #: Template space of local files (source=files), e.g. MNI152NLin6Asym; None: unknown.
-        space: Optional[str] = None
 
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
-        check_source_and_template(c.source, c.template, FILE_SOURCES)
-        check_space_key(c.space, c.source, c.template)
-        if c.resolution_mm not in (1, 2):
-            raise ConfigError(f"config key 'atlas.resolution_mm' is {c.resolution_mm!r}; expected one of [1, 2]")
+        check_file_or_templateflow(c, hint=(
+            "pass the Melbourne subcortex atlas files from https://github.com/yetianmed/subcortex, "
+            "e.g. atlas.image=.../Tian_Subcortex_S1_3T.nii atlas.labels=.../Tian_Subcortex_S1_3T_label.txt, "
+            "or read them from TemplateFlow with atlas.source=templateflow"))
         if c.scale not in (1, 2, 3, 4):
             raise ConfigError(f"config key 'atlas.scale' is {c.scale!r}; expected one of [1, 2, 3, 4]")
-        if c.source == "files":
-            hint = ("pass the Melbourne subcortex atlas files from https://github.com/yetianmed/subcortex, "
-                    "e.g. atlas.image=.../Tian_Subcortex_S1_3T.nii atlas.labels=.../Tian_Subcortex_S1_3T_label.txt, "
-                    "or read them from TemplateFlow with atlas.source=templateflow")
-            require_key(c.image, "atlas.image", hint)
-            require_key(c.labels, "atlas.labels", hint)
 
     def load(self) -> Atlas:
         c = self.config
-        what = f"atlas '{self.name}'"
-        if c.source == "templateflow":
-            what = f"atlas '{self.name}' (Tian S{c.scale}, {c.template})"
-            tf = fetch_templateflow_atlas(what, c.template, "Tian", f"S{c.scale}", c.resolution_mm,
-                                          home=c.templateflow_home, download=False, distributed=False)
-            image, space = tf.image, c.template
-            regions = templateflow_regions(tf.pairs, parse_subcortical_label, what, str(tf.table))
-        else:
-            image, regions = local_label_regions(c.image, c.labels, parse_subcortical_label, what)
-            space = c.space
+        what = (f"atlas '{self.name}' (Tian S{c.scale}, {c.template})" if c.source == "templateflow"
+                else f"atlas '{self.name}'")
+        image, regions, space = load_file_or_templateflow(c, what, "Tian", f"S{c.scale}", parse_subcortical_label)
         return Atlas(
             name=self.name,
             regions=regions,
