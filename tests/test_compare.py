@@ -252,3 +252,22 @@ def test_end_to_end_meta_sweep(tmp_path):
     assert len(long) == 2 * len(table)
     assert (out / "figures" / "robustness.svg").is_file()
     assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_sweep_end_callback_compares_analysis_sweeps_only(sweep, tmp_path, caplog):
+    """The callback girn2026 uses: a comparison after an analysis sweep, nothing after an
+    extraction sweep, and a logged error (never a failed sweep) when the comparison fails."""
+    from omegaconf import OmegaConf
+
+    from megafc.core.sweep_callbacks import CompareWhenSweepEnds
+
+    def ends(folder, stage):
+        CompareWhenSweepEnds().on_multirun_end(OmegaConf.create({"stage": stage, "hydra": {"sweep": {"dir": str(folder)}}}))
+
+    ends(sweep, "extract")
+    assert not (sweep / "comparison").exists()
+    ends(sweep, "all")
+    assert (sweep / "comparison" / "report.html").is_file()
+    with caplog.at_level("ERROR", logger="megafc"):
+        ends(tmp_path / "no such sweep", "all")
+    assert "could not be written" in caplog.text and "megafc-compare" in caplog.text
