@@ -42,6 +42,13 @@ class Plugin:
         self.config = config
 
     @classmethod
+    def from_config(cls, config: Any, registry: Any) -> "Plugin":
+        """How the registry builds the plugin from its checked config. Plugins made of other
+        plugins (the ``combined`` atlas's parts) override it to build those from the same
+        ``registry``, so a registry built with extra plugins reaches the parts too."""
+        return cls(config)
+
+    @classmethod
     def summary(cls) -> str:
         """First line of the class docstring: what ``megafc-plugins`` shows."""
         doc = (cls.__doc__ or "").strip()

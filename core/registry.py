@@ -69,7 +69,7 @@ class Registry:
             key = getattr(exc, "full_key", None)
             where = f" (config key '{kind}.{key}')" if key else ""
             raise ConfigError(f"{kind} plugin '{name}': {str(exc).splitlines()[0]}{where}") from exc
-        return info.cls(config)
+        return info.cls.from_config(config, self)
 
     def rows(self) -> list[PluginInfo]:
         return [info for kind in PLUGIN_KINDS for info in self.plugins.get(kind, {}).values()]

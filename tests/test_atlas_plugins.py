@@ -436,6 +436,33 @@ def test_combined_config_errors(tmp_path):
         CombinedAtlas(CombinedAtlas.Config(subcortical={"name": "dosenbach"}, cortical={"name": "seitzman"})).load()
 
 
+def test_combined_parts_come_from_the_same_registry(tmp_path, no_download):
+    """A registry built with extra plugins (a third party's atlas) builds the combined atlas's
+    parts too, not only the installed ones."""
+    import types
+
+    from megafc.core import hookimpl
+    from megafc.core.registry import build_registry
+    from megafc.plugins.atlases.tian import TianAtlas
+
+    class LabTian(TianAtlas):
+        """A lab's own subcortical atlas (here: Tian's files under another name)."""
+
+        name = "lab_subcortex"
+
+    extra = types.ModuleType("lab_plugin")
+    extra.megafc_atlases = hookimpl(lambda: [LabTian])
+    cfg = combined_config(tmp_path)
+    sub = {**cfg.subcortical, "name": "lab_subcortex"}
+    node = {"name": "combined", "cortical": cfg.cortical, "subcortical": sub, "cerebellar": cfg.cerebellar,
+            "cache_dir": cfg.cache_dir}
+    with pytest.raises(ConfigError, match="no atlas plugin named 'lab_subcortex'"):
+        default_registry().instantiate("atlas", node)
+    atlas = build_registry(extra_plugins=[extra]).instantiate("atlas", node)
+    assert [type(p).__name__ for _, p in atlas.parts] == ["SchaeferAtlas", "LabTian", "CerebellumAtlas"]
+    assert atlas.load().n_regions == 100 + 16 + 7
+
+
 def test_combined_parts_from_the_command_line():
     """Nested plugin configs go through Hydra: `megafc atlas=combined atlas.subcortical={...}`."""
     from conftest import compose

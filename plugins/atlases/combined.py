@@ -67,8 +67,16 @@ class CombinedAtlas(AtlasLoader):
         #: Where the merged label image is written (named by a hash of its content).
         cache_dir: str = "~/.cache/megafc/atlases"
 
-    def __init__(self, config=None):
+    @classmethod
+    def from_config(cls, config: Any, registry: Any) -> "CombinedAtlas":
+        return cls(config, registry=registry)
+
+    def __init__(self, config=None, registry=None):
         super().__init__(config)
+        if registry is None:  # built directly, not by a registry: the installed plugins
+            from megafc.core.registry import default_registry
+
+            registry = default_registry()
         c = self.config
         if c.overlap not in OVERLAP:
             raise ConfigError(f"config key 'atlas.overlap' is {c.overlap!r}; expected one of {list(OVERLAP)}")
@@ -77,7 +85,7 @@ class CombinedAtlas(AtlasLoader):
             node = getattr(c, part)
             if not node:  # None or {}: part not used
                 continue
-            self.parts.append((part, _instantiate(part, node)))
+            self.parts.append((part, _instantiate(part, node, registry)))
         if len(self.parts) < 2:
             raise ConfigError(
                 "config keys 'atlas.cortical', 'atlas.subcortical', 'atlas.cerebellar': the combined "
@@ -200,11 +208,9 @@ class CombinedAtlas(AtlasLoader):
         )
 
 
-def _instantiate(part: str, node: Any) -> AtlasLoader:
-    """Build one part's plugin; config errors name the key inside ``atlas.<part>``."""
+def _instantiate(part: str, node: Any, registry: Any) -> AtlasLoader:
+    """Build one part's plugin from ``registry``; config errors name the key inside ``atlas.<part>``."""
     from omegaconf import DictConfig, OmegaConf
-
-    from megafc.core.registry import default_registry
 
     values = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     if not values.get("name"):
@@ -212,7 +218,7 @@ def _instantiate(part: str, node: Any) -> AtlasLoader:
     if values["name"] == CombinedAtlas.name:
         raise ConfigError(f"config key 'atlas.{part}.name': a combined atlas cannot be a part of itself")
     try:
-        return default_registry().instantiate("atlas", values)
+        return registry.instantiate("atlas", values)
     except ConfigError as exc:
         msg = str(exc).replace("config key 'atlas': ", "").replace("config key 'atlas.", f"config key 'atlas.{part}.")
         if f"'atlas.{part}" not in msg:
