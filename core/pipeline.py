@@ -39,7 +39,7 @@ from .qc import (
     validate_qc,
     with_distances,
 )
-from .plugin import ConnectivityEstimator, Denoiser, Harmonizer, Plugin
+from .plugin import AtlasLoader, ConnectivityEstimator, DatasetLoader, Denoiser, Harmonizer, Plugin
 from .registry import Registry
 
 log = logging.getLogger("megafc")
@@ -491,17 +491,17 @@ def leave_out(scans: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
     return exclude(scans, scans["dataset"] == dataset, "left out (leave-one-dataset-out)")
 
 
-def load_atlas(atlas_plugin: Plugin, dataset_plugin: Plugin) -> Atlas:
+def load_atlas(atlas_plugin: AtlasLoader, dataset_plugin: DatasetLoader) -> Atlas:
     """Most atlases load on their own; ``from_labels`` needs the dataset's region labels."""
-    if getattr(atlas_plugin, "needs_data_labels", False):
-        labels = getattr(dataset_plugin, "region_labels", None)
+    if atlas_plugin.needs_data_labels:
+        labels = dataset_plugin.region_labels()
         if labels is None:
             raise ConfigError(
                 f"atlas '{atlas_plugin.name}' reads region labels from the data, but dataset "
                 f"'{dataset_plugin.name}' provides none; use dataset=timeseries or dataset=connectomes, "
                 "or choose an atlas with files"
             )
-        return atlas_plugin.load_labels(labels())
+        return atlas_plugin.load_labels(labels)
     return atlas_plugin.load()
 
 

@@ -68,13 +68,25 @@ class DatasetLoader(Plugin):
         """Return the scans and their timeseries (in ``atlas`` region order) or connectomes."""
         raise NotImplementedError
 
+    def region_labels(self) -> list[str] | None:
+        """The data's own region labels, read before ``load`` (e.g. from a timeseries header),
+        for atlases built from them (``AtlasLoader.needs_data_labels``); None: the data has none."""
+        return None
+
 
 class AtlasLoader(Plugin):
     """Provides regions with their network, subnetwork and system class."""
 
     kind = "atlas"
+    #: True: the atlas is built from the dataset's region labels; the pipeline then calls
+    #: ``load_labels(dataset.region_labels())`` instead of ``load()`` (e.g. ``from_labels``).
+    needs_data_labels: ClassVar[bool] = False
 
     def load(self) -> Atlas:
+        raise NotImplementedError
+
+    def load_labels(self, labels: list[str]) -> Atlas:
+        """The atlas of the data's own region labels (only with ``needs_data_labels``)."""
         raise NotImplementedError
 
 

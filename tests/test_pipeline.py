@@ -167,3 +167,24 @@ def test_single_subject_dataset_is_flagged():
     lines = dropped_out(scans)
     assert lines[0] == "dataset b: all 2 scans excluded (2 x mean FD > 0.5); it is not part of any estimate"
     assert lines[1].startswith("drug DMT: every scan")
+
+
+def test_atlas_from_data_labels_needs_a_dataset_with_labels(tmp_path):
+    """from_labels declares needs_data_labels; a dataset without region labels (the synthetic
+    study: DatasetLoader.region_labels returns None) is refused before anything is written."""
+    from megafc.core.pipeline import load_atlas
+    from megafc.plugins.atlases.from_labels import FromLabelsAtlas
+    from megafc.plugins.datasets.synthetic import SyntheticDataset
+
+    with pytest.raises(ConfigError, match="reads region labels from the data, but dataset 'synthetic' provides none"):
+        run_experiment(compose([o for o in TINY if not o.startswith("atlas.")] + ["atlas=from_labels"]),
+                       build_registry(), tmp_path / "run")
+    assert_no_results(tmp_path / "run")
+
+    class Labelled(SyntheticDataset):
+        def region_labels(self):
+            return ["17Networks_LH_DefaultA_pCunPCC_1", "17Networks_RH_VisCent_ExStr_1", "CAU-lh"]
+
+    atlas = load_atlas(FromLabelsAtlas(), Labelled())
+    assert atlas.labels == Labelled().region_labels()
+    assert list(atlas.regions["network"]) == ["Default", "Vis", "Caudate"]

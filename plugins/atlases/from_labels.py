@@ -16,7 +16,6 @@ class FromLabelsAtlas(AtlasLoader):
     """Regions and networks parsed from the dataset's region labels (no atlas files)."""
 
     name = "from_labels"
-    #: The pipeline passes the dataset's region labels to ``load_labels`` instead of ``load``.
     needs_data_labels = True
 
     def load_labels(self, labels: list[str]) -> Atlas:
