@@ -212,6 +212,11 @@ def list_plugins_main() -> None:
     table += [(kind, name, "megafc", "", f"preset: {where}") for kind, name, where in config_presets()]
     table += [("hooks", h["name"], h["distribution"], h["version"], f"{h['module']}: {h['hooks']}")
               for h in registry.hook_plugins()]
+    table += [("BROKEN", b["entry_point"], b["distribution"], "", f"not loaded: {b['error']}")
+              for b in registry.broken]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    for row in table:
-        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    try:
+        for row in table:
+            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+    except BrokenPipeError:  # `megafc-plugins | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

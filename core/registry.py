@@ -32,20 +32,33 @@ class PluginInfo:
         return f"{self.cls.__module__}:{self.cls.__qualname__}"
 
 
+#: Comma-separated entry-point or distribution names not to load (e.g. a plugin package that
+#: breaks on import, or to check a run without some plugin's lifecycle hooks).
+DISABLE_ENV = "MEGAFC_DISABLE_PLUGINS"
+#: Set to 1 to log every hook call (pluggy's tracing) to stderr.
+TRACE_ENV = "MEGAFC_TRACE_HOOKS"
+
+
 @dataclass
 class Registry:
     """Every plugin class by kind and name, plus the pluggy manager for lifecycle hooks."""
 
     manager: pluggy.PluginManager
     plugins: dict[str, dict[str, PluginInfo]] = field(default_factory=dict)
+    #: Entry points that could not be loaded: {entry_point, distribution, error}.
+    broken: list[dict[str, str]] = field(default_factory=list)
+    #: Registered plugin object -> (distribution, version), for entry-point plugins.
+    distributions: dict[Any, tuple[str, str]] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> PluginInfo:
         try:
             return self.plugins[kind][name]
         except KeyError:
             known = sorted(self.plugins.get(kind, {}))
+            broken = "".join(f"; entry point '{b['entry_point']}' of {b['distribution']} could not be loaded "
+                             f"({b['error']})" for b in self.broken)
             raise ConfigError(
-                f"config key '{kind}': no {kind} plugin named '{name}'; installed: {known}"
+                f"config key '{kind}': no {kind} plugin named '{name}'; installed: {known}{broken}"
             ) from None
 
     def instantiate(self, kind: str, node: Any) -> Plugin:
@@ -79,7 +92,7 @@ class Registry:
         name, distribution, version and the hooks, so plugins that only observe or add to a run
         are visible in megafc-plugins and provenance.json too."""
         registration = {hook for hook, _ in PLUGIN_KINDS.values()}
-        distinfo = dict(self.manager.list_plugin_distinfo())
+        distinfo = self.distributions
         out = []
         for name, plugin in self.manager.list_name_plugin():
             if plugin is None:
@@ -93,29 +106,56 @@ class Registry:
         return out
 
 
-def _distribution_of(plugin: Any, distinfo: dict[Any, Any]) -> tuple[str, str]:
-    dist = distinfo.get(plugin)
-    if dist is None:
-        return "(registered in code)", ""
-    return str(dist.project_name), str(dist.version)
+def _distribution_of(plugin: Any, distinfo: dict[Any, tuple[str, str]]) -> tuple[str, str]:
+    return distinfo.get(plugin, ("(registered in code)", ""))
+
+
+def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[Any, tuple[str, str]], list[dict[str, str]]]:
+    """Register every ``megafc`` entry point on its own, so that one package that fails to
+    import (or whose hooks do not match the specs) costs only its own plugins: it is logged,
+    listed by ``megafc-plugins`` and named when one of its plugins is asked for. Entry points or
+    distributions named in ``$MEGAFC_DISABLE_PLUGINS`` are not loaded."""
+    import os
+    from importlib.metadata import entry_points
+
+    disabled = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
+    distinfo: dict[Any, tuple[str, str]] = {}
+    broken: list[dict[str, str]] = []
+    for ep in entry_points(group=hookspecs.PROJECT_NAME):
+        dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("?", "")
+        if ep.name in disabled or dist[0] in disabled:
+            log.info("plugin entry point '%s' (%s) not loaded: listed in %s", ep.name, dist[0], DISABLE_ENV)
+            continue
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # a broken third-party package must not stop every run
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            broken.append({"entry_point": ep.name, "distribution": dist[0], "error": error})
+            log.warning("plugin entry point '%s' of %s could not be loaded (%s); its plugins are unavailable "
+                        "(%s=%s skips it quietly)", ep.name, dist[0], error, DISABLE_ENV, dist[0])
+            continue
+        distinfo[plugin] = dist
+    return distinfo, broken
 
 
 def build_registry(extra_plugins: list[Any] | None = None, entry_points: bool = True) -> Registry:
     """Load plugins from the ``megafc`` entry-point group (plus ``extra_plugins``)."""
+    import os
+    import sys
+
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    if entry_points:
-        try:
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
-        except Exception as exc:  # a broken third-party package must not look like a megafc bug
-            raise PluginError(
-                f"loading plugins from entry-point group 'megafc' failed: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+    distinfo, broken = load_entry_points(pm) if entry_points else ({}, [])
     for plugin in extra_plugins or []:
         pm.register(plugin)
-    distinfo = dict(pm.list_plugin_distinfo())
-    registry = Registry(manager=pm, plugins={kind: {} for kind in PLUGIN_KINDS})
+    if os.environ.get(TRACE_ENV, "") not in ("", "0"):
+        pm.trace.root.setwriter(lambda line: sys.stderr.write(f"megafc hook: {line}"))
+        pm.enable_tracing()
+    registry = Registry(manager=pm, plugins={kind: {} for kind in PLUGIN_KINDS}, broken=broken,
+                        distributions=distinfo)
     for kind, (hook_name, base) in PLUGIN_KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             dist, version = _distribution_of(impl.plugin, distinfo)

@@ -67,3 +67,54 @@ def test_core_source_names_no_plugin():
 
     for path in Path(megafc.core.__file__).parent.glob("*.py"):
         assert "megafc.plugins" not in path.read_text(), path
+
+
+class FakeEntryPoint:
+    """An entry point as importlib.metadata lists it; ``load`` may fail like a broken package."""
+
+    def __init__(self, name, target, dist_name="lab-plugins"):
+        self.name, self._target = name, target
+        self.dist = types.SimpleNamespace(name=dist_name, version="0.3")
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+def with_entry_points(monkeypatch, extra):
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: list(real(group=group)) + list(extra))
+
+
+def test_a_broken_entry_point_costs_only_its_own_plugins(monkeypatch, caplog):
+    from megafc.core import ConfigError
+
+    good = types.ModuleType("lab_good")
+    good.megafc_estimators = hookimpl(lambda: [type("LabCorr", (ConnectivityEstimator,), {"name": "lab_corr"})])
+    with_entry_points(monkeypatch, [FakeEntryPoint("lab_broken", ImportError("No module named 'torch'"), "lab-broken"),
+                                    FakeEntryPoint("lab_good", good)])
+    with caplog.at_level("WARNING"):
+        reg = build_registry()
+    assert "correlation" in reg.plugins["estimator"] and "lab_corr" in reg.plugins["estimator"]
+    assert reg.get("estimator", "lab_corr").distribution == "lab-plugins"
+    assert reg.broken == [{"entry_point": "lab_broken", "distribution": "lab-broken",
+                           "error": "ImportError: No module named 'torch'"}]
+    assert "entry point 'lab_broken' of lab-broken could not be loaded" in caplog.text
+    with pytest.raises(ConfigError, match=r"no estimator plugin named 'lab_net'.*'lab_broken' of lab-broken "
+                                          r"could not be loaded \(ImportError"):
+        reg.get("estimator", "lab_net")
+    # named in MEGAFC_DISABLE_PLUGINS (by entry point or distribution): not loaded, not broken
+    monkeypatch.setenv("MEGAFC_DISABLE_PLUGINS", "lab-broken, lab_good")
+    quiet = build_registry()
+    assert quiet.broken == [] and "lab_corr" not in quiet.plugins["estimator"]
+
+
+def test_hook_calls_can_be_traced(monkeypatch, capfd):
+    monkeypatch.setenv("MEGAFC_TRACE_HOOKS", "1")
+    build_registry().manager.hook.megafc_after_run(run_dir="/somewhere")
+    err = capfd.readouterr().err
+    assert "megafc hook:" in err and "megafc_after_run" in err and "/somewhere" in err
