@@ -233,7 +233,8 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 extracted = extract_all(inputs.images, todo, atlas, plugins["denoiser"], cache,
                                         int(cfg.extraction.n_jobs), str(cfg.extraction.space_mismatch))
                 if stage == "extract":
-                    run_path = finish_extract_stage(staged, cfg, plugins, registry, inputs, extracted, seed, started)
+                    run_path = finish_extract_stage(staged, cfg, plugins, registry, inputs, scans, extracted, seed,
+                                                    started)
                     hook.megafc_after_run(run_dir=str(run_path))
                     return RunOutcome(run_path, scans, pd.DataFrame(), None, True)
                 staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
@@ -437,11 +438,14 @@ def run_provenance(resolved: dict, seed: int, plugins: dict[str, Plugin], regist
 
 
 def finish_extract_stage(staged: StagedRun, cfg: Any, plugins: dict[str, Plugin], registry: Registry,
-                         inputs: DatasetInputs, extracted: dict, seed: int, started: datetime) -> Path:
-    """A stage=extract job's outputs: what it extracted (extraction.tsv), its config and provenance."""
+                         inputs: DatasetInputs, scans: pd.DataFrame, extracted: dict, seed: int,
+                         started: datetime) -> Path:
+    """A stage=extract job's outputs: what it extracted (extraction.tsv), the scan table with the
+    scans left out before extraction and why (scans.tsv), its config and provenance."""
     from omegaconf import OmegaConf
 
     staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
+    staged.write_table("scans.tsv", scans)
     staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     staged.write_json("provenance.json", run_provenance(OmegaConf.to_container(cfg, resolve=True), seed, plugins,
                                                         registry, inputs, started))

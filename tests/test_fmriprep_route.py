@@ -350,6 +350,7 @@ def test_sharded_extraction_fills_the_same_cache_as_one_job(tree, tmp_path):
     assert one.result is None
     assert len(pd.read_csv(one.run_dir / "extraction.tsv", sep="\t")) == 16
     assert not (one.run_dir / "effects.tsv").exists()  # no model in the extract stage
+    assert len(pd.read_csv(one.run_dir / "scans.tsv", sep="\t")) == 16  # every scan, excluded or not
     sweep = tmp_path / "shards"
     proc = megafc_cli(["--multirun", "hydra/launcher=submitit_local_megafc", "stage=extract", "extraction.shards=3",
                        "extraction.shard=0,1,2", f"extraction.cache_dir={sharded}", *tree.overrides("simple"), *POOL,
