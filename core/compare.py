@@ -38,7 +38,8 @@ import pandas as pd
 
 from .errors import InputError
 from .outputs import COMPLETION_MARKER, StagedRun
-from .specification_curve import specification_curve_figure, summaries_long
+from .figures import save_png_svg
+from .specification_curve import specification_curve_figure
 
 log = logging.getLogger("megafc.compare")
 
@@ -263,17 +264,22 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
 # Robustness tables
 # --------------------------------------------------------------------------------------
 
-def _read_effects(path: str) -> pd.DataFrame:
+def _read_table(path: str | Path, required: tuple[str, ...], what: str) -> pd.DataFrame:
+    """A job's result table with numeric means and interval bounds; InputError naming the file."""
     try:
-        eff = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from exc
-    missing = [c for c in REQUIRED_EFFECT_COLUMNS if c not in eff.columns]
+    missing = [c for c in required if c not in table.columns]
     if missing:
-        raise InputError(f"{path} lacks column(s) {', '.join(missing)} (expected a megafc effects.tsv)")
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)} (expected a megafc {what})")
     for c in ("mean", "hdi_low", "hdi_high"):
-        eff[c] = pd.to_numeric(eff[c], errors="coerce")
-    return eff
+        table[c] = pd.to_numeric(table[c], errors="coerce")
+    return table
+
+
+def _read_effects(path: str) -> pd.DataFrame:
+    return _read_table(path, REQUIRED_EFFECT_COLUMNS, "effects.tsv")
 
 
 def _credible(low: pd.Series, high: pd.Series) -> pd.Series:
@@ -327,6 +333,23 @@ def robustness_long(jobs: pd.DataFrame) -> pd.DataFrame:
                "mean", "sd", "hdi_low", "hdi_high", "pd", "ok", "credible",
                "n_loo", "loo_min", "loo_max", "loo_sign_stable"]
     return long[columns]
+
+
+def summaries_long(jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per summary, effect and pipeline (full-data jobs that wrote a summaries.tsv):
+    summary, effect, pipeline, job, mean, hdi_low, hdi_high, credible (as in robustness_long)."""
+    columns = ["summary", "effect", "pipeline", "job", "mean", "hdi_low", "hdi_high", "credible"]
+    frames = []
+    for job in jobs.itertuples(index=False):
+        path = Path(job.effects_file).with_name("summaries.tsv")
+        if path.is_file() and (job.loo_dataset is None or pd.isna(job.loo_dataset)):
+            table = _read_table(path, ("summary", "effect", "mean", "hdi_low", "hdi_high"), "summaries.tsv")
+            frames.append(table.assign(pipeline=job.pipeline, job=job.job))
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True)
+    out["credible"] = _credible(out["hdi_low"], out["hdi_high"])
+    return out[columns]
 
 
 def _pipelines(jobs: pd.DataFrame) -> list[str]:
@@ -427,13 +450,7 @@ def robustness_figure(long: pd.DataFrame, pipelines: list[str], stem: Path, effe
     ax.set_title(f"{effect} effect (drug - control, Fisher z) across pipelines\n"
                  "* = 95% interval excludes 0; rows sorted by mean across pipelines", fontsize=9, pad=12)
     fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="mean")
-    paths = []
-    for suffix in (".png", ".svg"):
-        path = stem.with_suffix(suffix)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_png_svg(fig, stem)
 
 
 def _html_table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:

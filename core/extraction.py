@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pandas as pd
 
 from .data import Atlas, ScanImages
 from .errors import InputError, MegafcError, PluginError
-from .outputs import fingerprint_file, fingerprint_value, remembered_fingerprint
+from .outputs import fingerprint_file, fingerprint_value, remembered_fingerprint, write_text_atomic
 from .plugin import Denoiser
 
 log = logging.getLogger("megafc")
@@ -104,6 +103,28 @@ def _check_bold(images: ScanImages) -> int:
     return int(shape[3])
 
 
+def denoiser_confounds(scan_id: str, bold: str, denoiser: Denoiser, n_volumes: int,
+                       action: str) -> tuple[Any, Any, Extracted | None]:
+    """(confounds, sample mask, None) of one scan from its denoiser; or, when too few volumes are
+    left for the confounds, the scan's ``Extracted`` marking it excluded (third item)."""
+    try:
+        confounds, sample_mask = denoiser.confounds(bold)
+    except MegafcError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"denoiser '{denoiser.name}' failed on {bold}: {type(exc).__name__}: {exc}") from exc
+    if confounds is not None and len(confounds) != n_volumes:
+        raise InputError(f"{bold}: the confounds file has {len(confounds)} rows but scan '{scan_id}' has "
+                         f"{n_volumes} volumes")
+    n_kept = n_volumes if sample_mask is None else int(np.size(sample_mask))
+    n_confounds = 0 if confounds is None else int(np.shape(confounds)[1]) if np.ndim(confounds) == 2 else 1
+    if n_kept < n_confounds + 2:  # +1 for the mean: no residual degrees of freedom, a scan to exclude
+        log.warning("%s: %d of %d volumes left after censoring, %d confound regressors: not %s (excluded)",
+                    bold, n_kept, n_volumes, n_confounds, action)
+        return confounds, sample_mask, Extracted(scan_id, None, n_volumes, n_kept, False, "", TOO_FEW_FOR_CONFOUNDS)
+    return confounds, sample_mask, None
+
+
 def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoiser, cache_dir: str | None,
                  atlas_fp: str) -> Extracted:
     """Timeseries of one scan in atlas region order; from the cache when possible."""
@@ -117,18 +138,9 @@ def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoi
             meta = json.loads(sidecar.read_text())
             ts = pd.read_csv(tsv, sep="\t")[atlas.labels].to_numpy(dtype=float)
             return Extracted(scan_id, ts, meta["n_volumes"], meta["n_kept"], True, str(tsv))
-    try:
-        confounds, sample_mask = denoiser.confounds(images.bold)
-    except MegafcError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"denoiser '{denoiser.name}' failed on {images.bold}: {type(exc).__name__}: {exc}") from exc
-    n_kept = n_volumes if sample_mask is None else int(np.size(sample_mask))
-    n_confounds = 0 if confounds is None else int(np.shape(confounds)[1]) if np.ndim(confounds) == 2 else 1
-    if n_kept < n_confounds + 2:  # +1 for the mean: no residual degrees of freedom, a scan to exclude
-        log.warning("%s: %d of %d volumes left after censoring, %d confound regressors: not extracted (excluded)",
-                    images.bold, n_kept, n_volumes, n_confounds)
-        return Extracted(scan_id, None, n_volumes, n_kept, False, "", TOO_FEW_FOR_CONFOUNDS)
+    confounds, sample_mask, too_few = denoiser_confounds(scan_id, images.bold, denoiser, n_volumes, "extracted")
+    if too_few is not None:
+        return too_few
     masker = _masker(atlas, images, denoiser)
     try:
         ts = masker.fit_transform(images.bold, confounds=confounds, sample_mask=sample_mask)
@@ -140,8 +152,8 @@ def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoi
     path = ""
     if cache_dir:
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(tsv, pd.DataFrame(ts, columns=atlas.labels).to_csv(sep="\t", index=False, float_format="%.8g"))
-        _atomic_write(sidecar, json.dumps({
+        write_text_atomic(tsv, pd.DataFrame(ts, columns=atlas.labels).to_csv(sep="\t", index=False, float_format="%.8g"))
+        write_text_atomic(sidecar, json.dumps({
             "scan_id": scan_id, "n_volumes": n_volumes, "n_kept": n_kept, "denoiser": denoiser.name,
             "denoiser_params": denoiser.params(), "signal": denoiser.signal_kwargs(), "atlas": atlas.name,
             "bold": images.bold, "confounds": images.confounds, "key": key,
@@ -161,21 +173,9 @@ def denoise_timeseries(scan_id: str, timeseries: np.ndarray, bold_name: str, den
         raise InputError(f"timeseries of scan '{scan_id}' must be a finite (volumes x regions) array to be "
                          f"denoised; got shape {ts.shape}{'' if ts.ndim != 2 else ' with NaN or inf'}")
     n_volumes = ts.shape[0]
-    try:
-        confounds, sample_mask = denoiser.confounds(bold_name)
-    except MegafcError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"denoiser '{denoiser.name}' failed on {bold_name}: {type(exc).__name__}: {exc}") from exc
-    if confounds is not None and len(confounds) != n_volumes:
-        raise InputError(f"{bold_name}: the confounds file has {len(confounds)} rows but scan '{scan_id}' has "
-                         f"{n_volumes} volumes")
-    n_kept = n_volumes if sample_mask is None else int(np.size(sample_mask))
-    n_confounds = 0 if confounds is None else int(np.shape(confounds)[1]) if np.ndim(confounds) == 2 else 1
-    if n_kept < n_confounds + 2:
-        log.warning("%s: %d of %d volumes left after censoring, %d confound regressors: not denoised (excluded)",
-                    bold_name, n_kept, n_volumes, n_confounds)
-        return Extracted(scan_id, None, n_volumes, n_kept, False, "", TOO_FEW_FOR_CONFOUNDS)
+    confounds, sample_mask, too_few = denoiser_confounds(scan_id, bold_name, denoiser, n_volumes, "denoised")
+    if too_few is not None:
+        return too_few
     kwargs = {"detrend": False, "standardize": False, **denoiser.signal_kwargs()}
     if kwargs.get("standardize") is None:
         kwargs["standardize"] = False
@@ -212,13 +212,6 @@ def _check_timeseries(ts: np.ndarray, atlas: Atlas, source: str) -> None:
         raise InputError(f"{source}: constant (empty?) timeseries in region(s) {[atlas.labels[i] for i in flat[:5]]}")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def bold_space(image: ScanImages) -> str | None:
     """The BOLD's template space: the ``space-`` entity of its file name, else of its entities."""
     m = re.search(r"(?:^|_)space-([A-Za-z0-9]+)(?=_|\.)", Path(image.bold).name)
@@ -236,10 +229,12 @@ def check_spaces(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atla
         return
     for s in scan_ids:
         space = bold_space(images[s])
-        if space and space != atlas.space and on_mismatch == "warn":
+        if not space or space == atlas.space:
+            continue
+        if on_mismatch == "warn":
             log.warning("%s: BOLD in space %s, atlas '%s' in space %s; extracting anyway "
                         "(extraction.space_mismatch=warn)", images[s].bold, space, atlas.name, atlas.space)
-        elif space and space != atlas.space:
+        else:
             raise InputError(
                 f"{images[s].bold}: this BOLD is in space {space} but atlas '{atlas.name}' is in space "
                 f"{atlas.space}. Use BOLD in the atlas's space (fMRIPrep --output-spaces {atlas.space}, then "

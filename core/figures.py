@@ -8,6 +8,20 @@ import numpy as np
 import pandas as pd
 
 
+def save_png_svg(fig, stem: Path) -> list[Path]:
+    """Save ``fig`` as ``<stem>.png`` and ``<stem>.svg`` (folders made as needed), then close it."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for suffix in (".png", ".svg"):
+        path = stem.with_suffix(suffix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
 def effect_matrix(effects: pd.DataFrame, networks: list[str], effect: str = "overall") -> tuple[np.ndarray, np.ndarray]:
     """Posterior means and credibility (interval excludes 0) as symmetric network matrices."""
     idx = {n: i for i, n in enumerate(networks)}

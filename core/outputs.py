@@ -195,6 +195,21 @@ def fingerprint_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename it
+    into place: a concurrent reader (or a run writing the same file) never sees half a file,
+    and a failed write leaves nothing behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def remembered_fingerprint(path: str | os.PathLike[str], memo_dir: str | os.PathLike[str] | None) -> str:
     """sha256 of a file, remembered in ``memo_dir`` by (path, size, modification time, inode).
 
@@ -217,10 +232,7 @@ def remembered_fingerprint(path: str | os.PathLike[str], memo_dir: str | os.Path
     digest = fingerprint_file(real)
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=memo.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({**stamp, "sha256": digest}, fh)
-        os.replace(tmp, memo)
+        write_text_atomic(memo, json.dumps({**stamp, "sha256": digest}))
     except OSError:  # a read-only shared cache: the hash is still right, only not remembered
         pass
     return digest

@@ -370,11 +370,11 @@ def denoise_given_timeseries(inputs: DatasetInputs, scans: pd.DataFrame, denoise
     missing = [s for s in todo if s not in inputs.confounds]
     if missing:
         raise InputError(f"{source}: no confounds file for scan(s) {missing[:5]}")
-    t_r = scans.set_index("scan_id")["t_r"] if "t_r" in scans else pd.Series(dtype=float)
+    t_r = pd.to_numeric(scans.set_index("scan_id")["t_r"], errors="coerce").to_dict() if "t_r" in scans else {}
     out = {}
     with Heartbeat(f"denoising with '{denoiser.name}'"):
         for s in todo:
-            tr = float(t_r.get(s, np.nan)) if len(t_r) else np.nan
+            tr = float(t_r.get(s, np.nan))
             out[s] = denoise_timeseries(s, inputs.timeseries[s], inputs.confounds[s], denoiser,
                                         tr if np.isfinite(tr) else 2.0)
     log.info("denoiser '%s': %d scans' timeseries cleaned with their confounds", denoiser.name, len(out))

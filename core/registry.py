@@ -87,27 +87,26 @@ class Registry:
     def rows(self) -> list[PluginInfo]:
         return [info for kind in PLUGIN_KINDS for info in self.plugins.get(kind, {}).values()]
 
+    def distribution_of(self, plugin: Any) -> tuple[str, str]:
+        """(distribution, version) of a registered plugin object; plugins passed in code have none."""
+        return self.distributions.get(plugin, ("(registered in code)", ""))
+
     def hook_plugins(self) -> list[dict[str, str]]:
         """Registered modules that implement lifecycle or report hooks (beyond registering classes):
         name, distribution, version and the hooks, so plugins that only observe or add to a run
         are visible in megafc-plugins and provenance.json too."""
         registration = {hook for hook, _ in PLUGIN_KINDS.values()}
-        distinfo = self.distributions
         out = []
         for name, plugin in self.manager.list_name_plugin():
             if plugin is None:
                 continue
             hooks = sorted(h.name for h in (self.manager.get_hookcallers(plugin) or []) if h.name not in registration)
             if hooks:
-                dist, version = _distribution_of(plugin, distinfo)
+                dist, version = self.distribution_of(plugin)
                 module = getattr(plugin, "__name__", type(plugin).__name__)
                 out.append({"name": str(name), "module": module, "distribution": dist, "version": version,
                             "hooks": ", ".join(hooks)})
         return out
-
-
-def _distribution_of(plugin: Any, distinfo: dict[Any, tuple[str, str]]) -> tuple[str, str]:
-    return distinfo.get(plugin, ("(registered in code)", ""))
 
 
 def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[Any, tuple[str, str]], list[dict[str, str]]]:
@@ -158,7 +157,7 @@ def build_registry(extra_plugins: list[Any] | None = None, entry_points: bool = 
                         distributions=distinfo)
     for kind, (hook_name, base) in PLUGIN_KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            dist, version = _distribution_of(impl.plugin, distinfo)
+            dist, version = registry.distribution_of(impl.plugin)
             for cls in impl.function() or []:
                 _check_plugin_class(cls, base, kind, impl.plugin_name)
                 if cls.name in registry.plugins[kind]:

@@ -1,4 +1,4 @@
-"""Summaries across a sweep's pipelines, drawn as a specification curve.
+"""Summaries across a sweep's pipelines (``compare.summaries_long``), drawn as a specification curve.
 
 A specification curve (Simonsohn, Simmons & Nelson 2020, Nat Hum Behav 4:1208) shows one
 result under every defensible analysis: here each key summary's overall effect (estimate and
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
+from .figures import save_png_svg
 
 #: The paper's findings, as summaries (``megafc.core.pair_sets`` built-ins), in display order.
 KEY_SUMMARIES = (
@@ -22,31 +22,6 @@ KEY_SUMMARIES = (
     "Caudate-unimodal", "Putamen-unimodal", "Thalamus-unimodal", "Cerebellum-unimodal",
     "Caudate-transmodal", "Putamen-transmodal", "Thalamus-transmodal", "Cerebellum-transmodal",
 )
-
-COLUMNS = ["summary", "effect", "pipeline", "job", "mean", "hdi_low", "hdi_high", "credible"]
-
-
-def summaries_long(jobs: pd.DataFrame) -> pd.DataFrame:
-    """One row per summary, effect and pipeline (full-data jobs with a summaries.tsv)."""
-    frames = []
-    for job in jobs.itertuples(index=False):
-        path = Path(job.effects_file).with_name("summaries.tsv")
-        if not path.is_file() or not (job.loo_dataset is None or pd.isna(job.loo_dataset)):
-            continue
-        try:
-            table = pd.read_csv(path, sep="\t", na_values=["n/a"])
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-            raise InputError(f"cannot read {path}: {exc}") from exc
-        missing = [c for c in ("summary", "effect", "mean", "hdi_low", "hdi_high") if c not in table.columns]
-        if missing:
-            raise InputError(f"{path} lacks column(s) {', '.join(missing)} (expected a megafc summaries.tsv)")
-        frames.append(table.assign(pipeline=job.pipeline, job=job.job))
-    if not frames:
-        return pd.DataFrame(columns=COLUMNS)
-    out = pd.concat(frames, ignore_index=True)
-    out["credible"] = np.where(out["hdi_low"] > 0, 1, np.where(out["hdi_high"] < 0, -1, 0))
-    return out[COLUMNS]
-
 
 def short_label(pipeline: str) -> str:
     """``denoiser=simple aggregate.level=network`` -> ``simple / network`` (the keys are the
@@ -92,11 +67,4 @@ def specification_curve_figure(long: pd.DataFrame, stem: Path, effect: str = "ov
     fig.suptitle("Specification curve: each key summary under every pipeline (sorted by estimate; bars = 95% "
                  f"intervals)\npipelines: {keys}", fontsize=10)
     fig.tight_layout()
-    paths = []
-    for suffix in (".png", ".svg"):
-        path = stem.with_suffix(suffix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_png_svg(fig, stem)

@@ -13,12 +13,12 @@ region timeseries (``DatasetInputs.confounds``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from megafc.core.outputs import write_text_atomic
 
 #: Bump when the files' content changes for the same simulation: it names their folder, so old
 #: files in a shared cache are never taken for new ones.
@@ -80,8 +80,4 @@ def write_confounds(bold: Path, table: pd.DataFrame) -> None:
     bold.parent.mkdir(parents=True, exist_ok=True)
     for suffix, text in ((".tsv", table.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.8g")),
                          (".json", json.dumps(compcor_sidecar()))):
-        target = bold.parent / f"{stem}{suffix}"
-        fd, tmp = tempfile.mkstemp(dir=bold.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
+        write_text_atomic(bold.parent / f"{stem}{suffix}", text)
