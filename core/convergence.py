@@ -28,29 +28,13 @@ def _split_chains(x: np.ndarray) -> np.ndarray:
 def _average_ranks(flat: np.ndarray) -> np.ndarray:
     """Ranks along the last axis, ties sharing their average rank (as scipy's rankdata, faster)."""
     order = np.argsort(flat, axis=-1)
-    s = np.take_along_axis(flat, order, axis=-1)
-    m = s.shape[-1]
-    sorted_ranks = np.broadcast_to(np.arange(1.0, m + 1.0), s.shape).copy()
-    tied = np.zeros(s.shape, dtype=bool)
-    tied[:, 1:] = s[:, 1:] == s[:, :-1]
-    rows = np.flatnonzero(tied.any(axis=1))
-    if len(rows):  # continuous draws rarely tie; indicators and discrete draws do
-        new_run = ~tied[rows]
-        idx = np.broadcast_to(np.arange(m), new_run.shape)
-        first = np.maximum.accumulate(np.where(new_run, idx, 0), axis=-1)
-        run_end = np.ones(new_run.shape, dtype=bool)
-        run_end[:, :-1] = new_run[:, 1:]
-        last = np.minimum.accumulate(np.where(run_end, idx, m)[:, ::-1], axis=-1)[:, ::-1]
-        sorted_ranks[rows] = (first + last) / 2.0 + 1.0
-    ranks = np.empty(s.shape)
-    np.put_along_axis(ranks, order, sorted_ranks, axis=-1)
-    return ranks
+    return _ranks_from_order(np.take_along_axis(flat, order, axis=-1), order)
 
 
 def _z_scale(x: np.ndarray) -> np.ndarray:
     """Normal scores of the pooled ranks (Blom's offset 3/8), per quantity."""
     flat = x.reshape(x.shape[0], -1)
-    return ndtri((_average_ranks(flat) - 0.375) / (flat.shape[1] + 0.25)).reshape(x.shape)
+    return _normal_scores(_average_ranks(flat), flat.shape[1]).reshape(x.shape)
 
 
 def _rhat(x: np.ndarray) -> np.ndarray:
@@ -111,13 +95,29 @@ def _ess(x: np.ndarray) -> np.ndarray:
     # pairs j = (rho[2j], rho[2j + 1]); ArviZ computes pair j >= 1 while 2j - 1 < n_draw - 3
     # and the previous pair's sum is positive, so it stops after the first non-positive sum.
     j_max = max(0, (n_draw - 3) // 2)
-    n_pairs = j_max + 1
+    tau = _geyer(rho, j_max, min(j_max + 1, 32))
+    longer = np.isnan(tau)  # no non-positive pair sum among the first lags: look at them all
+    if longer.any():
+        tau[longer] = _geyer(rho[longer], j_max, j_max + 1)
+    ess = total / np.maximum(tau, 1.0 / np.log10(total))
+    ess[np.isnan(rho).any(axis=1)] = np.nan
+    ess[constant] = total
+    return ess
+
+
+def _geyer(rho: np.ndarray, j_max: int, n_pairs: int) -> np.ndarray:
+    """Integrated autocorrelation time from the first ``n_pairs`` lag pairs (Geyer's initial
+    monotone sequence); NaN where those pairs end before the sequence does."""
+    n_q = len(rho)
     padded = np.zeros((n_q, 2 * n_pairs))
     width = min(rho.shape[1], 2 * n_pairs)
     padded[:, :width] = rho[:, :width]
     sums = padded[:, 0::2] + padded[:, 1::2]  # (n, n_pairs)
     nonpos = sums <= 0
-    last = np.minimum(np.where(nonpos.any(axis=1), nonpos.argmax(axis=1), n_pairs), j_max)
+    found = nonpos.any(axis=1)
+    last = np.minimum(np.where(found, nonpos.argmax(axis=1), n_pairs), j_max)
+    undecided = ~found & (last >= n_pairs)
+    last = np.minimum(last, n_pairs - 1)
     j = np.arange(n_pairs)[None, :]
     before = j < last[:, None]
     # Geyer's initial monotone sequence: running minimum of the pair sums before the last pair
@@ -126,10 +126,8 @@ def _ess(x: np.ndarray) -> np.ndarray:
     even_last = padded[rows, 2 * last]
     tail = np.where((sums[rows, last] >= 0) | (even_last > 0), even_last, 0.0)
     tau = -1.0 + 2.0 * kept + np.where(last == 0, 1.0, tail)
-    ess = total / np.maximum(tau, 1.0 / np.log10(total))
-    ess[np.isnan(rho).any(axis=1)] = np.nan
-    ess[constant] = total
-    return ess
+    tau[undecided] = np.nan
+    return tau
 
 
 def ess_bulk(draws: np.ndarray) -> np.ndarray:
@@ -155,31 +153,112 @@ def ess_tail(draws: np.ndarray, prob: tuple[float, float] = (0.05, 0.95)) -> np.
 
 
 def diagnose(draws: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(R-hat, bulk ESS, tail ESS) at once, sharing the rank normalisation.
+    """(R-hat, bulk ESS, tail ESS) at once, sharing the rank normalisation."""
+    out = summarise(draws, (), chunk)
+    return out["r_hat"], out["ess_bulk"], out["ess_tail"]
 
-    Quantities are processed in chunks on a thread per core (sorting and FFTs release the GIL).
+
+def summarise(draws: np.ndarray, hdi_probs: tuple[float, ...] = (0.95,), chunk: int = 512) -> dict[str, np.ndarray]:
+    """Mean, sd, probability of direction, HDIs, R-hat, bulk and tail ESS of every quantity.
+
+    One sort of each quantity's pooled draws serves its ranks (bulk ESS, R-hat), its median
+    (folded R-hat), its 5% and 95% quantiles (tail ESS) and its HDIs; sorting thrice more
+    took 15 of the 25 s that summarising a 325-pair fit's ~18,000 quantities took. Quantities
+    are processed in chunks on a thread per core (sorting and FFTs release the GIL). Keys:
+    ``mean``, ``sd``, ``pd``, ``r_hat``, ``ess_bulk``, ``ess_tail`` and, per probability
+    ``q``, ``hdi_low:q`` / ``hdi_high:q``.
     """
     draws = np.asarray(draws, dtype=float)
+    if draws.ndim != 3:
+        raise ValueError(f"expected draws of shape (chain, draw, n), got {draws.shape}")
     n = draws.shape[-1]
-    if n <= chunk:
-        return _diagnose(draws)
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(_diagnose, [draws[..., i:i + chunk] for i in range(0, n, chunk)]))
-    return tuple(np.concatenate(p) for p in zip(*parts))
+    if draws.shape[0] * draws.shape[1] - int(np.floor(max(hdi_probs, default=0) * draws.shape[0] * draws.shape[1])) <= 0:
+        raise ValueError("too few draws for an HDI")
+    parts = [draws[..., i:i + chunk] for i in range(0, n, chunk)] or [draws]
+    workers = max(1, min(4, os.cpu_count() or 1, len(parts)))
+    if workers == 1:
+        done = [_summarise(part, hdi_probs) for part in parts]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(lambda part: _summarise(part, hdi_probs), parts))
+    return {key: np.concatenate([d[key] for d in done]) for key in done[0]}
 
 
-def _diagnose(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    bulk, ok, x = _quantity_major(draws, min_chains=1)
-    r_hat, tail = bulk.copy(), bulk.copy()
-    if ok.any():
-        split = _split_chains(x)
+def _summarise(draws: np.ndarray, hdi_probs: tuple[float, ...]) -> dict[str, np.ndarray]:
+    n_chain, n_draw, n = draws.shape
+    ok = ~np.isnan(draws).any(axis=(0, 1))
+    out = {key: np.full(n, np.nan) for key in ("mean", "sd", "pd", "r_hat", "ess_bulk", "ess_tail")}
+    for q in hdi_probs:
+        out[f"hdi_low:{q}"], out[f"hdi_high:{q}"] = np.full(n, np.nan), np.full(n, np.nan)
+    if not ok.any():
+        return out
+    x = np.ascontiguousarray(np.moveaxis(draws[..., ok], 2, 0))  # (n_ok, chain, draw)
+    flat = x.reshape(len(x), -1)  # chains pooled in order
+    order = np.argsort(flat, axis=-1)
+    s = np.take_along_axis(flat, order, axis=-1)
+    total = s.shape[1]
+    out["mean"][ok] = flat.mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["sd"][ok] = flat.std(axis=1, ddof=1) if total > 1 else np.nan
+    prob_pos = (flat > 0).mean(axis=1)
+    out["pd"][ok] = np.maximum(prob_pos, 1 - prob_pos)
+    rows = np.arange(len(s))
+    for q in hdi_probs:
+        inc = int(np.floor(q * total))
+        low = np.argmin(s[:, inc:] - s[:, :total - inc], axis=1)
+        out[f"hdi_low:{q}"][ok], out[f"hdi_high:{q}"][ok] = s[rows, low], s[rows, low + inc]
+    if n_draw < 4:  # too short for ArviZ's R-hat and ESS
+        return out
+    split = _split_chains(x)
+    if n_draw % 2:  # split chains drop the middle draw: rank what is left, as ArviZ does
         z = _z_scale(split)
-        bulk[ok] = _ess(z)
-        tail[ok] = _ess_tail(x, (0.05, 0.95))
-        if x.shape[1] >= 2:  # R-hat needs two chains
-            r_hat[ok] = _rhat_rank(split, z)
-    return r_hat, bulk, tail
+        median = np.median(split.reshape(len(split), -1), axis=1)
+    else:  # split chains are a permutation of the draws: the pooled ranks serve
+        z = _split_chains(_normal_scores(_ranks_from_order(s, order), total).reshape(x.shape))
+        median = _sorted_quantile(s, 0.5)
+    out["ess_bulk"][ok] = _ess(z)
+    lo, hi = (_sorted_quantile(s, p)[:, None, None] for p in (0.05, 0.95))
+    out["ess_tail"][ok] = np.minimum(_ess(_split_chains((x <= lo).astype(float))),
+                                     _ess(_split_chains((x <= hi).astype(float))))
+    if n_chain >= 2:  # R-hat needs two chains
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["r_hat"][ok] = np.maximum(_rhat(z), _rhat(_z_scale(np.abs(split - median[:, None, None]))))
+    return out
+
+
+def _sorted_quantile(s: np.ndarray, prob: float) -> np.ndarray:
+    """np.quantile's default (linear) estimate from rows already sorted."""
+    h = (s.shape[1] - 1) * prob
+    lo = int(np.floor(h))
+    hi = min(lo + 1, s.shape[1] - 1)
+    t = h - lo
+    a, b = s[:, lo], s[:, hi]
+    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
+
+
+def _ranks_from_order(s: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share theirs) of rows whose sorted values and argsort are given."""
+    m = s.shape[-1]
+    sorted_ranks = np.broadcast_to(np.arange(1.0, m + 1.0), s.shape).copy()
+    tied = np.zeros(s.shape, dtype=bool)
+    tied[:, 1:] = s[:, 1:] == s[:, :-1]
+    rows = np.flatnonzero(tied.any(axis=1))
+    if len(rows):  # continuous draws rarely tie; indicators and discrete draws do
+        new_run = ~tied[rows]
+        idx = np.broadcast_to(np.arange(m), new_run.shape)
+        first = np.maximum.accumulate(np.where(new_run, idx, 0), axis=-1)
+        run_end = np.ones(new_run.shape, dtype=bool)
+        run_end[:, :-1] = new_run[:, 1:]
+        last = np.minimum.accumulate(np.where(run_end, idx, m)[:, ::-1], axis=-1)[:, ::-1]
+        sorted_ranks[rows] = (first + last) / 2.0 + 1.0
+    ranks = np.empty(s.shape)
+    np.put_along_axis(ranks, order, sorted_ranks, axis=-1)
+    return ranks
+
+
+def _normal_scores(ranks: np.ndarray, total: int) -> np.ndarray:
+    """Normal scores of pooled ranks (Blom's offset 3/8)."""
+    return ndtri((ranks - 0.375) / (total + 0.25))
 
 
 def hdi(draws: np.ndarray, prob: float) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .convergence import diagnose, hdi
+from .convergence import diagnose, summarise
 
 #: Default thresholds for the ``ok`` flag (Vehtari et al. 2021 recommendations).
 RHAT_MAX = 1.01
@@ -20,19 +20,13 @@ def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95, hdi50: bool = Tru
     ess_tail. R-hat and ESS are computed on the quantity itself, so derived effects (e.g. a
     drug's effect = overall + deviation) carry honest diagnostics.
     """
-    draws = np.asarray(draws, dtype=float)
-    if draws.ndim != 3:
-        raise ValueError(f"expected draws of shape (chain, draw, n), got {draws.shape}")
-    interval = hdi(draws, hdi_prob)
-    r_hat, ess_bulk, ess_tail = diagnose(draws)
-    flat = draws.reshape(-1, draws.shape[2])
-    prob_pos = (flat > 0).mean(axis=0)
-    columns = {"mean": flat.mean(axis=0), "sd": flat.std(axis=0, ddof=1),
-               "hdi_low": interval[:, 0], "hdi_high": interval[:, 1]}
+    probs = (hdi_prob, 0.5) if hdi50 else (hdi_prob,)
+    out = summarise(draws, probs)
+    columns = {"mean": out["mean"], "sd": out["sd"],
+               "hdi_low": out[f"hdi_low:{hdi_prob}"], "hdi_high": out[f"hdi_high:{hdi_prob}"]}
     if hdi50:
-        half = hdi(draws, 0.5)
-        columns.update(hdi50_low=half[:, 0], hdi50_high=half[:, 1])
-    columns.update(pd=np.maximum(prob_pos, 1 - prob_pos), r_hat=r_hat, ess_bulk=ess_bulk, ess_tail=ess_tail)
+        columns.update(hdi50_low=out["hdi_low:0.5"], hdi50_high=out["hdi_high:0.5"])
+    columns.update(pd=out["pd"], r_hat=out["r_hat"], ess_bulk=out["ess_bulk"], ess_tail=out["ess_tail"])
     return pd.DataFrame(columns)
 
 

@@ -58,3 +58,28 @@ def test_average_ranks_equal_scipy():
 
     x = np.round(np.random.default_rng(3).standard_normal((5, 300)), 1)
     np.testing.assert_array_equal(convergence._average_ranks(x), rankdata(x, axis=1))
+
+
+@pytest.mark.parametrize("shape", [(2, 1000, 30), (4, 301, 12), (1, 200, 8), (2, 3, 5)])
+def test_one_sort_summary_equals_the_separate_estimators(shape):
+    """summarise() reuses one sort for ranks, quantiles and HDIs; it must give what the
+    estimators above give one by one (odd draws, ties, a NaN quantity, one chain, too few draws)."""
+    from megafc.core.convergence import ess_bulk, ess_tail, hdi, rhat, summarise
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_t(3, size=shape).cumsum(axis=1) * 0.05 + rng.standard_normal(shape)
+    x[..., 0] = np.round(x[..., 0])  # ties
+    x[0, 0, 1] = np.nan
+    x[..., 2] = rng.standard_normal(shape[:2]).cumsum(axis=1)  # autocorrelated beyond the first lags
+    out = summarise(x, (0.9, 0.5))
+    np.testing.assert_allclose(out["r_hat"], rhat(x), rtol=1e-10, equal_nan=True)
+    np.testing.assert_allclose(out["ess_bulk"], ess_bulk(x), rtol=1e-10, equal_nan=True)
+    np.testing.assert_allclose(out["ess_tail"], ess_tail(x), rtol=1e-10, equal_nan=True)
+    ok = ~np.isnan(x).any(axis=(0, 1))
+    assert np.isnan(out["mean"][~ok]).all()
+    for q in (0.9, 0.5):
+        np.testing.assert_array_equal(np.column_stack([out[f"hdi_low:{q}"], out[f"hdi_high:{q}"]])[ok],
+                                      hdi(x[..., ok], q))
+    flat = x[..., ok].reshape(-1, ok.sum())
+    np.testing.assert_allclose(out["mean"][ok], flat.mean(axis=0))
+    np.testing.assert_allclose(out["sd"][ok], flat.std(axis=0, ddof=1))

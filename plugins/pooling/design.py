@@ -107,12 +107,13 @@ def nuts_kwargs(c: NUTSConfig, sampler: str) -> dict:
     return {"target_accept": c.target_accept, "nuts_sampler": sampler, "nuts_sampler_kwargs": extra}
 
 
-def sample(model, c: NUTSConfig, sampler: str, seed: int):
+def sample(model, c: NUTSConfig, sampler: str, seed: int, var_names: list[str] | None = None):
     """``pm.sample`` with the run's NUTS settings and progress lines in megafc.log.
 
     A line says what is sampled and how, the heartbeat says every 10 s how long it has run (and,
     with PyMC's own sampler, how many draws are done and the time left), and a last line gives
     the time taken and the divergences. Inside a run the pipeline's heartbeat is reused.
+    ``var_names``: the variables to keep (default: all).
     """
     import contextlib
     import time
@@ -135,7 +136,7 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int):
             idata = pm.sample(
                 draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
                 random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
-                **nuts_kwargs(c, sampler), **extra,
+                var_names=var_names, **nuts_kwargs(c, sampler), **extra,
             )
         div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
         progress.log.info("pooling: sampled in %.0f s, %d divergent transitions", time.perf_counter() - start, div)

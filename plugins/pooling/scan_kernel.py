@@ -143,7 +143,9 @@ def _register_numba(op_class) -> None:
 
     @numba_funcify.register(op_class)
     def _funcify(op, node=None, **kwargs):
-        kernel = get_kernel()[0]
+        from . import scan_numba
+
+        entry = scan_numba.kernel_entry.ctypes  # by address: see scan_numba.kernel_entry
 
         @numba.njit
         def scan_marginal_loglik(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, sxx, sxw, sww, sxy, swy, syy,
@@ -154,12 +156,18 @@ def _register_numba(op_class) -> None:
             grads = (np.zeros_like(values[0]), np.zeros_like(values[1]), np.zeros_like(values[2]),
                      np.zeros_like(values[3]), np.zeros_like(values[4]), np.zeros_like(values[5]),
                      np.zeros_like(values[6]))
-            # writable copies (a few kB) and a run-time int: graph constants are read-only arrays
-            # and literal ints, types for which numba would compile the kernel again (~15 s)
-            ll = kernel(values[0], values[1], values[2], values[3], values[4], values[5], values[6],
-                        sxx.copy(), sxw.copy(), sww.copy(), sxy.copy(), swy.copy(), syy.copy(), sizes.copy(),
-                        n_subjects.copy(), m_units.copy(), units.copy(), unit_drug.copy(), unit_drug.max() + 1,
-                        grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6])
+            stats = (np.ascontiguousarray(sxx), np.ascontiguousarray(sxw), np.ascontiguousarray(sww),
+                     np.ascontiguousarray(sxy), np.ascontiguousarray(swy), np.ascontiguousarray(syy),
+                     np.ascontiguousarray(sizes), np.ascontiguousarray(n_subjects))
+            ints = (np.ascontiguousarray(m_units), np.ascontiguousarray(units), np.ascontiguousarray(unit_drug))
+            dims = np.array([sxx.shape[0], sxx.shape[1], sxx.shape[2], sxw.shape[3], values[0].shape[1],
+                             unit_drug.shape[0], units.shape[1], unit_drug.max() + 1], dtype=np.int64)
+            ll = entry(values[0].ctypes, values[1].ctypes, values[2].ctypes, values[3].ctypes, values[4].ctypes,
+                       values[5].ctypes, values[6].ctypes, stats[0].ctypes, stats[1].ctypes, stats[2].ctypes,
+                       stats[3].ctypes, stats[4].ctypes, stats[5].ctypes, stats[6].ctypes, stats[7].ctypes,
+                       ints[0].ctypes, ints[1].ctypes, ints[2].ctypes, dims.ctypes,
+                       grads[0].ctypes, grads[1].ctypes, grads[2].ctypes, grads[3].ctypes, grads[4].ctypes,
+                       grads[5].ctypes, grads[6].ctypes)
             return np.asarray(ll), grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6]
 
         return scan_marginal_loglik

@@ -424,3 +424,31 @@ def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
                     for p in range(P):
                         theta[n, u, p] += np.sqrt(tk2[p]) * L[i, j, p] * xi_theta[n, units[k, j], p]
 
+
+
+_F64 = numba.types.CPointer(numba.types.float64)
+_I64 = numba.types.CPointer(numba.types.int64)
+
+
+@numba.cfunc(numba.types.float64(*([_F64] * 15), *([_I64] * 4), *([_F64] * 7)), cache=True, error_model="numpy")
+def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, sxx, sxw, sww, sxy, swy, syy, sizes,
+                 n_subjects, m_units, units, unit_drug, dims,
+                 g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd):
+    """:func:`kernel` behind a C entry point, called by address from the compiled model.
+
+    A jitted caller that calls :func:`kernel` directly links its machine code into its own
+    module and optimises it again (~13 s of nutpie's compile, every run); a C function pointer
+    is called as it is, from the on-disk cache. ``dims``: K, C, R, Q, P, U, M (units' width),
+    D (drugs).
+    """
+    K, C, R, Q, P, U, M, D = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7]
+    return kernel(numba.carray(sigma, (K, P)), numba.carray(omega, (K, P)), numba.carray(b, (Q, P)),
+                  numba.carray(tau_d, (P,)), numba.carray(tau_k, (P,)), numba.carray(prior_mean, (P,)),
+                  numba.carray(prior_sd, (P,)), numba.carray(sxx, (K, C, R, R)), numba.carray(sxw, (K, C, R, Q)),
+                  numba.carray(sww, (K, C, Q, Q)), numba.carray(sxy, (K, C, R, P)),
+                  numba.carray(swy, (K, C, Q, P)), numba.carray(syy, (K, C, P)), numba.carray(sizes, (C - 1,)),
+                  numba.carray(n_subjects, (K, C - 1)), numba.carray(m_units, (K,)), numba.carray(units, (K, M)),
+                  numba.carray(unit_drug, (U,)), D,
+                  numba.carray(g_sigma, (K, P)), numba.carray(g_omega, (K, P)), numba.carray(g_b, (Q, P)),
+                  numba.carray(g_tau_d, (P,)), numba.carray(g_tau_k, (P,)), numba.carray(g_prior_mean, (P,)),
+                  numba.carray(g_prior_sd, (P,)))
