@@ -39,6 +39,12 @@ def main() -> None:
     included = list(scans.loc[~scans.excluded, "scan_id"])
     pairs = network_pair_table(estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas),
                                atlas, scans, level=args.level)
+    # the paired special case: subjects with one drug and one control scan (the study's few
+    # single-scan subjects inform only the scan-level model)
+    per_subject = pairs.drop_duplicates("scan_id").groupby(["dataset", "subject"])["condition"]
+    both = per_subject.agg(lambda c: len(c) == 2 and (c == "drug").sum() == 1)
+    pairs = pairs.merge(both[both].reset_index()[["dataset", "subject"]], on=["dataset", "subject"])
+    included = list(pairs["scan_id"].unique())
     cfg = dict(draws=args.draws, tune=args.tune, chains=2, cores=2, progressbar=False)
     fits = {}
     for name, model in (("pymc", PyMCPooling(PyMCPooling.Config(motion=False, predictive_checks=False, **cfg))),

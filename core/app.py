@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-from .errors import MegafcError
+from .errors import ConfigError, MegafcError
 from .job_names import register_resolver
 
 log = logging.getLogger("megafc")
@@ -198,25 +198,89 @@ def config_presets() -> list[tuple[str, str, str]]:
     return out
 
 
-def list_plugins_main() -> None:
-    """``megafc-plugins``: every installed plugin with its providing distribution."""
+def list_plugins_main(argv: list[str] | None = None) -> None:
+    """``megafc-plugins [KIND ...] [--json] [--show KIND/NAME]``: the installed plugins."""
+    import argparse
+    import json
+
+    from .plugin import PLUGIN_KINDS
     from .registry import default_registry
 
+    kinds = list(PLUGIN_KINDS)
+    ap = argparse.ArgumentParser(
+        prog="megafc-plugins",
+        description="Every installed plugin (kind, name, providing distribution, version, class), the config "
+                    "presets megafc ships, plugins that only implement hooks, and entry points that failed to load.")
+    ap.add_argument("kinds", nargs="*", metavar="KIND", help=f"only these kinds ({', '.join(kinds)})")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--show", metavar="KIND/NAME", help="one plugin's config keys: type, default and documentation")
+    args = ap.parse_args(argv)
     try:
+        unknown = sorted(set(args.kinds) - set(kinds))
+        if unknown:
+            raise ConfigError(f"megafc-plugins: unknown kind(s) {unknown}; expected some of {kinds}")
         registry = default_registry()
-        rows = registry.rows()
+        if args.show:
+            return _show_plugin(registry, args.show, args.json)
+        rows = [{"kind": r.kind, "name": r.name, "distribution": r.distribution, "version": r.version,
+                 "class": r.location, "summary": r.cls.summary()} for r in registry.rows()]
+        rows += [{"kind": kind, "name": name, "distribution": "megafc", "version": "", "class": f"preset: {where}",
+                  "summary": ""} for kind, name, where in config_presets()]
+        if args.kinds:
+            rows = [r for r in rows if r["kind"] in args.kinds]
+        hooks = [] if args.kinds else registry.hook_plugins()
+        broken = registry.broken
     except Exception as exc:
         fail(exc)
+    if args.json:
+        _print(json.dumps({"plugins": rows, "hook_plugins": hooks, "broken": broken}, indent=2))
+        return
     header = ("kind", "name", "distribution", "version", "class")
-    table = [header] + [(r.kind, r.name, r.distribution, r.version, r.location) for r in rows]
-    table += [(kind, name, "megafc", "", f"preset: {where}") for kind, name, where in config_presets()]
-    table += [("hooks", h["name"], h["distribution"], h["version"], f"{h['module']}: {h['hooks']}")
-              for h in registry.hook_plugins()]
-    table += [("BROKEN", b["entry_point"], b["distribution"], "", f"not loaded: {b['error']}")
-              for b in registry.broken]
+    table = [header] + [tuple(r[k] for k in header) for r in rows]
+    table += [("hooks", h["name"], h["distribution"], h["version"], f"{h['module']}: {h['hooks']}") for h in hooks]
+    table += [("BROKEN", b["entry_point"], b["distribution"], "", f"not loaded: {b['error']}") for b in broken]
     widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    _print("\n".join("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in table))
+
+
+def _show_plugin(registry, which: str, as_json: bool) -> None:
+    """``--show pooling/pymc``: where the plugin comes from and every config key it takes."""
+    import json
+
+    from .plugin import config_fields
+
+    kind, _, name = which.partition("/")
+    if not name:
+        raise ConfigError(f"megafc-plugins --show '{which}': expected KIND/NAME, e.g. pooling/pymc")
+    info = registry.get(kind, name)
+    fields = config_fields(info.cls.Config)
+    out = {"kind": kind, "name": name, "distribution": info.distribution, "version": info.version,
+           "class": info.location, "summary": info.cls.summary(),
+           "config": [{**f, "default": f["default"] if isinstance(f["default"], (str, int, float, bool, list, dict,
+                                                                                    type(None))) else repr(f["default"])}
+                      for f in fields]}
+    if as_json:
+        _print(json.dumps(out, indent=2, default=str))
+        return
+    lines = [f"{kind}/{name}: {out['summary']}", f"  class        {info.location}",
+             f"  distribution {info.distribution} {info.version}".rstrip(), "", "config keys (megafc "
+             f"{kind}.<key>=<value>):"]
+    for f in fields:
+        lines.append(f"  {kind}.{f['key']}: {f['type']} = {f['default']!r}")
+        if f["doc"]:
+            lines += [f"      {line}" for line in _wrap(f["doc"], 88)]
+    _print("\n".join(lines))
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width) or [""]
+
+
+def _print(text: str) -> None:
     try:
-        for row in table:
-            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip())
+        print(text)
+        sys.stdout.flush()
     except BrokenPipeError:  # `megafc-plugins | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -188,3 +188,55 @@ PLUGIN_KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "harmonizer": ("megafc_harmonizers", Harmonizer),
     "pooling": ("megafc_pooling_models", PoolingModel),
 }
+
+
+def config_fields(config_cls: type, prefix: str = "") -> list[dict[str, Any]]:
+    """Every config key of a plugin's ``Config`` (nested dataclasses flattened to ``a.b``): its
+    type, default and documentation, which is the ``#:`` comment right above the field (the
+    convention Sphinx reads); a field a subclass redefines without one keeps its base's. For
+    ``megafc-plugins --show``."""
+    docs: dict[str, str] = {}
+    for klass in reversed(config_cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_field_comments(klass))
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = None
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if dataclasses.is_dataclass(default):
+            rows += config_fields(type(default), f"{prefix}{f.name}.")
+            continue
+        rows.append({"key": prefix + f.name, "type": kind, "default": default, "doc": docs.get(f.name, "")})
+    return rows
+
+
+def _field_comments(klass: type) -> dict[str, str]:
+    import inspect
+    import re
+    import textwrap
+
+    try:
+        lines = textwrap.dedent(inspect.getsource(klass)).splitlines()
+    except (OSError, TypeError):  # classes made at run time have no source
+        return {}
+    lines = lines[next(i for i, l in enumerate(lines) if l.startswith("class ")) + 1:]  # after decorators
+    body = min((len(l) - len(l.lstrip()) for l in lines if l.strip()), default=0)
+    out: dict[str, str] = {}
+    comment: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if len(line) - len(line.lstrip()) != body:
+            continue
+        if stripped.startswith("#:"):
+            comment.append(stripped[2:].strip())
+            continue
+        match = re.match(r"(\w+)\s*:", stripped)
+        if match and comment:
+            out[match.group(1)] = " ".join(comment)
+        comment = []
+    return out

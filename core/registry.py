@@ -32,11 +32,24 @@ class PluginInfo:
         return f"{self.cls.__module__}:{self.cls.__qualname__}"
 
 
+#: Comma-separated entry-point or distribution names: load only these (an allow-list, e.g.
+#: ``MEGAFC_LOAD_PLUGINS=megafc`` for the built-ins alone, as datasette's DATASETTE_LOAD_PLUGINS).
+LOAD_ENV = "MEGAFC_LOAD_PLUGINS"
 #: Comma-separated entry-point or distribution names not to load (e.g. a plugin package that
-#: breaks on import, or to check a run without some plugin's lifecycle hooks).
+#: breaks on import, or to check a run without some plugin's lifecycle hooks; pytest's -p no:).
 DISABLE_ENV = "MEGAFC_DISABLE_PLUGINS"
-#: Set to 1 to log every hook call (pluggy's tracing) to stderr.
-TRACE_ENV = "MEGAFC_TRACE_HOOKS"
+#: Set to 1 to log every hook call (pluggy's tracing) to stderr; MEGAFC_TRACE_HOOKS is the
+#: earlier name.
+TRACE_ENV = "MEGAFC_TRACE_PLUGINS"
+TRACE_ENV_OLD = "MEGAFC_TRACE_HOOKS"
+
+
+def _names(variable: str) -> set[str] | None:
+    """The comma-separated names in an environment variable; None when it is unset."""
+    import os
+
+    value = os.environ.get(variable)
+    return None if value is None else {s.strip() for s in value.split(",") if s.strip()}
 
 
 @dataclass
@@ -112,18 +125,22 @@ class Registry:
 def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[Any, tuple[str, str]], list[dict[str, str]]]:
     """Register every ``megafc`` entry point on its own, so that one package that fails to
     import (or whose hooks do not match the specs) costs only its own plugins: it is logged,
-    listed by ``megafc-plugins`` and named when one of its plugins is asked for. Entry points or
-    distributions named in ``$MEGAFC_DISABLE_PLUGINS`` are not loaded."""
-    import os
+    listed by ``megafc-plugins`` and named when one of its plugins is asked for. When
+    ``$MEGAFC_LOAD_PLUGINS`` is set, only the entry points or distributions it names are loaded;
+    those named in ``$MEGAFC_DISABLE_PLUGINS`` are not."""
     from importlib.metadata import entry_points
 
-    disabled = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
+    allowed = _names(LOAD_ENV)
+    disabled = _names(DISABLE_ENV) or set()
     distinfo: dict[Any, tuple[str, str]] = {}
     broken: list[dict[str, str]] = []
     for ep in entry_points(group=hookspecs.PROJECT_NAME):
         dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("?", "")
         if ep.name in disabled or dist[0] in disabled:
             log.info("plugin entry point '%s' (%s) not loaded: listed in %s", ep.name, dist[0], DISABLE_ENV)
+            continue
+        if allowed is not None and ep.name not in allowed and dist[0] not in allowed:
+            log.info("plugin entry point '%s' (%s) not loaded: not listed in %s", ep.name, dist[0], LOAD_ENV)
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
@@ -150,7 +167,7 @@ def build_registry(extra_plugins: list[Any] | None = None, entry_points: bool = 
     distinfo, broken = load_entry_points(pm) if entry_points else ({}, [])
     for plugin in extra_plugins or []:
         pm.register(plugin)
-    if os.environ.get(TRACE_ENV, "") not in ("", "0"):
+    if any(os.environ.get(v, "") not in ("", "0") for v in (TRACE_ENV, TRACE_ENV_OLD)):
         pm.trace.root.setwriter(lambda line: sys.stderr.write(f"megafc hook: {line}"))
         pm.enable_tracing()
     registry = Registry(manager=pm, plugins={kind: {} for kind in PLUGIN_KINDS}, broken=broken,

@@ -49,6 +49,36 @@ def test_megafc_plugins_lists_builtins_and_third_party(tmp_path, plugin_site):
     assert ("hooks", "reports", "megafc") in found  # a plugin that registers no class, only report sections
 
 
+def test_megafc_plugins_json_kinds_and_show(tmp_path, plugin_site):
+    import json
+
+    env = _pythonpath(plugin_site)
+    proc = megafc_cli(["--json"], cwd=tmp_path, script="megafc-plugins", env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    listing = json.loads(proc.stdout)
+    found = {(p["kind"], p["name"], p["distribution"]) for p in listing["plugins"]}
+    assert ("estimator", "shrunk_partial_correlation", "megafc-example-plugin") in found
+    assert ("pooling", "pymc", "megafc") in found
+    assert ("estimator", "malformed", "megafc-broken-plugin") in found and listing["broken"] == []
+    assert any(h["hooks"] == "megafc_report_sections" for h in listing["hook_plugins"])
+    # one kind only
+    proc = megafc_cli(["estimator"], cwd=tmp_path, script="megafc-plugins", env_extra=env)
+    kinds = {line.split()[0] for line in proc.stdout.splitlines()[1:]}
+    assert proc.returncode == 0 and kinds == {"estimator"}
+    # one plugin's config keys with their documentation
+    proc = megafc_cli(["--show", "pooling/pymc"], cwd=tmp_path, script="megafc-plugins", env_extra=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "pooling.draws: int = 2000" in proc.stdout and "pooling.priors.effect_sd: float = 0.2" in proc.stdout
+    assert "Adjust for each scan's mean FD" in proc.stdout
+    shown = json.loads(megafc_cli(["--show", "pooling/pymc", "--json"], cwd=tmp_path, script="megafc-plugins").stdout)
+    assert shown["class"] == "megafc.plugins.pooling.pymc_scan_level:PyMCPooling"
+    assert {"key": "tune", "type": "int", "default": 500}.items() <= next(
+        f for f in shown["config"] if f["key"] == "tune").items()
+    for args, expected in ((["nope"], "unknown kind(s) ['nope']"), (["--show", "pooling/nope"], "no pooling plugin named 'nope'")):
+        proc = megafc_cli(args, cwd=tmp_path, script="megafc-plugins")
+        assert proc.returncode == 2 and expected in proc.stderr
+
+
 def test_version_names_megafc(tmp_path):
     from megafc.core.outputs import package_versions
 

@@ -113,8 +113,53 @@ def test_a_broken_entry_point_costs_only_its_own_plugins(monkeypatch, caplog):
     assert quiet.broken == [] and "lab_corr" not in quiet.plugins["estimator"]
 
 
-def test_hook_calls_can_be_traced(monkeypatch, capfd):
-    monkeypatch.setenv("MEGAFC_TRACE_HOOKS", "1")
+def test_load_plugins_is_an_allow_list(monkeypatch):
+    good = types.ModuleType("lab_good")
+    good.megafc_estimators = hookimpl(lambda: [type("LabCorr", (ConnectivityEstimator,), {"name": "lab_corr"})])
+    with_entry_points(monkeypatch, [FakeEntryPoint("lab_broken", ImportError("No module named 'torch'"), "lab-broken"),
+                                    FakeEntryPoint("lab_good", good)])
+    # by entry point (the built-in estimators, the lab's) and by distribution
+    monkeypatch.setenv("MEGAFC_LOAD_PLUGINS", "estimators, lab-plugins")
+    reg = build_registry()
+    assert set(reg.plugins["estimator"]) >= {"correlation", "lab_corr"}
+    assert reg.plugins["pooling"] == {} and reg.broken == []  # neither loaded nor tried
+    monkeypatch.setenv("MEGAFC_LOAD_PLUGINS", "megafc")  # the built-ins alone
+    reg = build_registry()
+    assert "lab_corr" not in reg.plugins["estimator"] and {"pymc", "meta"} <= set(reg.plugins["pooling"])
+    assert reg.broken == []
+
+
+@pytest.mark.parametrize("variable", ["MEGAFC_TRACE_PLUGINS", "MEGAFC_TRACE_HOOKS"])
+def test_hook_calls_can_be_traced(monkeypatch, capfd, variable):
+    monkeypatch.setenv(variable, "1")
     build_registry().manager.hook.megafc_after_run(run_dir="/somewhere")
     err = capfd.readouterr().err
     assert "megafc hook:" in err and "megafc_after_run" in err and "/somewhere" in err
+
+
+def test_config_fields_list_keys_types_defaults_and_docs():
+    from dataclasses import dataclass, field
+
+    from megafc.core.plugin import config_fields
+
+    @dataclass
+    class Inner:
+        #: how wide
+        width: float = 0.5
+
+    @dataclass
+    class Base:
+        #: how many
+        n: int = 3
+        undocumented: str = "x"
+
+    @dataclass
+    class Config(Base):
+        n: int = 4  # redefined without a doc comment: keeps the base's
+        #: nested settings
+        inner: Inner = field(default_factory=Inner)
+
+    rows = {r["key"]: r for r in config_fields(Config)}
+    assert rows["n"] == {"key": "n", "type": "int", "default": 4, "doc": "how many"}
+    assert rows["undocumented"]["doc"] == "" and rows["inner.width"]["doc"] == "how wide"
+    assert rows["inner.width"]["default"] == 0.5 and "inner" not in rows

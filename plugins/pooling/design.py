@@ -42,8 +42,11 @@ class HierarchicalPriors:
 class NUTSConfig:
     """Sampling and reporting settings shared by every Bayesian pooling model."""
 
+    #: Draws kept per chain.
     draws: int = 1500
+    #: Tuning (warm-up) steps per chain, discarded.
     tune: int = 1500
+    #: Independent chains (R-hat needs at least 2).
     chains: int = 2
     #: Chains run in parallel processes when > 1.
     cores: int = 1
@@ -53,11 +56,13 @@ class NUTSConfig:
     #: NUTS doubles its trajectory at most this many times (2^depth leapfrog steps). Lower it
     #: only for quick looks: draws that hit it are counted in diagnostics.tsv and warned about.
     max_treedepth: int = 10
+    #: Probability mass of the reported highest-density intervals (hdi_low, hdi_high).
     hdi_prob: float = 0.95
-    #: An effect is flagged (ok = false) above this R-hat or below this bulk/tail ESS
-    #: (null: 100 per chain, as Vehtari et al. 2021 recommend).
+    #: An effect is flagged (ok = false) above this R-hat or below ess_min bulk/tail ESS.
     rhat_max: float = 1.01
+    #: Smallest acceptable bulk/tail ESS (null: 100 per chain, as Vehtari et al. 2021 recommend).
     ess_min: Optional[float] = None
+    #: Show the sampler's progress bar on the terminal (megafc.log gets progress lines anyway).
     progressbar: bool = True
     #: NUTS implementation: auto (the fastest installed for this model), pymc, nutpie,
     #: numpyro or blackjax.
