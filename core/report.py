@@ -32,8 +32,8 @@ import pandas as pd
 log = logging.getLogger("megafc")
 
 #: Tables a run may contain; each is loaded when present (network_pairs.tsv is not needed).
-TABLES = ("scans", "exclusions", "effects", "diagnostics", "summaries", "drug_similarity", "qc_fc", "truth",
-          "heterogeneity", "atlas_regions", "motion")
+TABLES = ("scans", "exclusions", "effects", "diagnostics", "summaries", "drug_similarity", "drug_scales", "qc_fc",
+          "truth", "heterogeneity", "atlas_regions", "motion")
 
 #: Share of edges with QC-FC p < 0.05 above which the report warns (about 0.05 expected without motion effects).
 QCFC_ALERT = 0.10
@@ -725,10 +725,21 @@ def effects_section(run: Run) -> str:
     similarity = run.table("drug_similarity")
     if similarity is not None and len(similarity):
         parts.append("<h3>Drug similarity</h3>")
-        parts.append("<p>Correlation between two drugs' effect maps across network pairs.</p>")
+        parts.append("<p>Per pair of drugs, computed draw by draw on the drug-level effects across network "
+                     "pairs: the maps' correlation (<code>pearson_r_across_pairs</code>, blind to scale), drug a's "
+                     "root-mean-square effect over drug b's (<code>rms_ratio</code>), the root-mean-square "
+                     "difference (<code>rms_distance</code>) and, with <code>pooling.drug_scale=true</code>, "
+                     "the ratio of the drugs' scales (<code>scale_ratio</code>).</p>")
         wanted = ("drug_a", "drug_b", "measure", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk")
         keep = [c for c in wanted if c in similarity]
         parts.append(html_table(similarity[keep], "similarity-table"))
+    scales = run.table("drug_scales")
+    if scales is not None and len(scales):
+        parts.append("<h3>Drug scales</h3>")
+        parts.append("<p>The strength at which each drug shows the shared pattern of effects (geometric mean "
+                     "of all drugs' = 1).</p>")
+        keep = [c for c in ("drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk") if c in scales]
+        parts.append(html_table(scales[keep], "scales-table"))
     truth = run.table("truth")
     if truth is not None and len(truth):
         parts.append(recovery_block(run, effects, truth, interval))

@@ -48,8 +48,9 @@ def mixed():
 FIXED_PRIOR = (np.zeros(2), np.full(2, EFFECT_SD))
 
 
-def scan_covariance(m, sigma, omega, tau_d, tau_k, p, effect_sd=EFFECT_SD):
-    """Covariance of all scans of outcome p with every effect and intercept integrated out by hand."""
+def scan_covariance(m, sigma, omega, tau_d, tau_k, p, effect_sd=EFFECT_SD, lam=np.ones(3)):
+    """Covariance of all scans of outcome p with every effect and intercept integrated out by hand
+    (drug d's effects centred on lam[d] x the overall effect)."""
     ds, sub, unit = m["ds"], m["sub"], m["unit"]
     n, n_units = len(ds), len(UNIT_DRUG)
     intercepts = np.eye(ds.max() + 1)[ds]
@@ -57,7 +58,8 @@ def scan_covariance(m, sigma, omega, tau_d, tau_k, p, effect_sd=EFFECT_SD):
     x = np.zeros((n, n_units))
     x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
     drug = np.eye(UNIT_DRUG.max() + 1)[UNIT_DRUG]
-    theta_cov = effect_sd ** 2 + tau_d[p] ** 2 * drug @ drug.T + tau_k[p] ** 2 * np.eye(n_units)
+    load = lam[UNIT_DRUG]
+    theta_cov = effect_sd ** 2 * np.outer(load, load) + tau_d[p] ** 2 * drug @ drug.T + tau_k[p] ** 2 * np.eye(n_units)
     sub_sd = omega[ds[np.unique(sub, return_index=True)[1]], p]
     return (np.diag(sigma[ds, p] ** 2) + FLAT ** 2 * intercepts @ intercepts.T
             + subjects @ np.diag(sub_sd ** 2) @ subjects.T + x @ theta_cov @ x.T)
@@ -78,6 +80,51 @@ def test_likelihood_equals_the_multivariate_normal_of_all_scans(mixed):
     fast = [loglik_and_grad(arrays, *prm, *pri)[0] for prm, pri in zip(mixed["params"], mixed["prior"])]
     want = [brute(*prm, *pri) for prm, pri in zip(mixed["params"], mixed["prior"])]
     np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
+
+
+LAMS = [np.array([0.6, 1.3, 1.0]), np.array([1.5, 0.4, 0.9]), np.array([1.0, 1.0, 2.0]), np.array([0.8, 1.1, 1.2])]
+
+
+def test_drug_scales_equal_the_multivariate_normal_of_all_scans(mixed):
+    """Drug d's effects centred on lam[d] x the overall effect: the kernel's differences between
+    parameter values (drug scales included) equal the full multivariate normal's."""
+    drug_scan = mixed["unit"] >= 0
+
+    def brute(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam):
+        mean_load = np.where(drug_scan, lam[UNIT_DRUG[np.maximum(mixed["unit"], 0)]], 0.0)
+        return sum(multivariate_normal(mixed["w"][:, 0] * b[0, p] + mean_load * prior_mean[p],
+                                       scan_covariance(mixed, sigma, omega, tau_d, tau_k, p, prior_sd[p], lam)
+                                       ).logpdf(mixed["y"][:, p])
+                   for p in range(2))
+
+    arrays = kernel_arrays(mixed["st"])
+    cases = list(zip(mixed["params"], mixed["prior"], LAMS))
+    fast = [loglik_and_grad(arrays, *prm, *pri, lam)[0] for prm, pri, lam in cases]
+    want = [brute(*prm, *pri, lam) for prm, pri, lam in cases]
+    np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
+    # and all ones is the model without scales
+    prm, pri = mixed["params"][0], mixed["prior"][0]
+    assert loglik_and_grad(arrays, *prm, *pri, np.ones(3))[0] == loglik_and_grad(arrays, *prm, *pri)[0]
+
+
+def test_gradient_in_the_drug_scales(mixed):
+    arrays = kernel_arrays(mixed["st"])
+    prm, pri, lam = mixed["params"][1], mixed["prior"][1], LAMS[0]
+    grad = loglik_and_grad(arrays, *prm, *pri, lam)[8]
+    eps = 1e-6
+    for d in range(3):
+        up, down = lam.copy(), lam.copy()
+        up[d] += eps
+        down[d] -= eps
+        numeric = (loglik_and_grad(arrays, *prm, *pri, up)[0] - loglik_and_grad(arrays, *prm, *pri, down)[0]) / (2 * eps)
+        assert grad[d] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+    # the path nutpie compiles (the Op in PyTensor's numba mode) gives the same gradient
+    ins = [pt.matrix(), pt.matrix(), pt.matrix(), pt.vector(), pt.vector(), pt.vector()]
+    op = scan_marginal_loglik(mixed["st"], *ins[:5], *pri, drug_scale=ins[5])
+    numba_op = pytensor.function(ins, [op, pt.grad(op, ins[5])], mode="NUMBA")
+    value, g = numba_op(*prm, lam)
+    assert value == pytest.approx(loglik_and_grad(arrays, *prm, *pri, lam)[0], rel=1e-10)
+    np.testing.assert_allclose(g, grad, rtol=1e-9)
 
 
 def test_gradient_in_the_prior_of_the_overall_effect(mixed):
@@ -145,6 +192,40 @@ def test_conditional_draws_have_the_exact_posterior(mixed):
     sd = np.sqrt(np.diag(post_cov))
     np.testing.assert_array_less(np.abs(e.mean(axis=0) - post_mean) / (sd / np.sqrt(n)), 4.5)
     np.testing.assert_allclose(e.std(axis=0), sd, rtol=0.03)
+    np.testing.assert_allclose(np.cov(e.T), post_cov, atol=0.03 * sd.max() ** 2)
+
+
+def test_conditional_draws_with_drug_scales_have_the_exact_posterior(mixed):
+    """As above with drug scales: beta[d] ~ Normal(lam[d] mu, tau_drug)."""
+    sigma, omega, b, tau_d, tau_k = mixed["params"][2]
+    lam = LAMS[1]
+    p = 1
+    ds, unit = mixed["ds"], mixed["unit"]
+    n_units, n_drugs = len(UNIT_DRUG), 3
+    L = np.zeros((1 + n_drugs + n_units,) * 2)
+    L[0, 0] = EFFECT_SD
+    L[1:1 + n_drugs, 0] = EFFECT_SD * lam
+    L[1:1 + n_drugs, 1:1 + n_drugs] = tau_d[p] * np.eye(n_drugs)
+    L[1 + n_drugs:] = L[1 + UNIT_DRUG]
+    L[1 + n_drugs:, 1 + n_drugs:] = tau_k[p] * np.eye(n_units)
+    x = np.zeros((len(ds), n_units))
+    x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
+    z = np.hstack([np.zeros((len(ds), 1 + n_drugs)), x])
+    noise = scan_covariance(mixed, sigma, omega, np.zeros(2), np.zeros(2), p, 0.0)
+    prior = L @ L.T
+    m = 0.05
+    prior_mean = m * np.r_[1.0, lam, lam[UNIT_DRUG]]
+    gain = prior @ z.T @ np.linalg.inv(z @ prior @ z.T + noise)
+    post_mean = prior_mean + gain @ (mixed["y"][:, p] - mixed["w"][:, 0] * b[0, p] - z @ prior_mean)
+    post_cov = prior - gain @ z @ prior
+    n = 40_000
+    rep = [np.broadcast_to(a, (n, *a.shape)) for a in (sigma, omega, b, tau_d, tau_k, np.full(2, m),
+                                                        np.full(2, EFFECT_SD))]
+    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(1),
+                                        lam_d=np.broadcast_to(lam, (n, 3)))
+    e = np.column_stack([mu[:, p], beta[:, :, p], theta[:, :, p]])
+    sd = np.sqrt(np.diag(post_cov))
+    np.testing.assert_array_less(np.abs(e.mean(axis=0) - post_mean) / (sd / np.sqrt(n)), 4.5)
     np.testing.assert_allclose(np.cov(e.T), post_cov, atol=0.03 * sd.max() ** 2)
 
 

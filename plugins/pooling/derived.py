@@ -80,13 +80,38 @@ def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.Data
             false_sign_rates(summaries.reset_index(drop=True)))
 
 
-def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float) -> pd.DataFrame:
-    """Posterior of the correlation between two drugs' effect maps (across network pairs)."""
+def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
+                    scales: np.ndarray | None = None) -> pd.DataFrame:
+    """How alike two drugs' effect maps are (across network pairs), each measure computed draw
+    by draw on the drug-level effects, so its interval carries their posterior uncertainty.
+
+    ``pearson_r_across_pairs``: the maps' correlation (blind to scale: a drug with half the
+    effect everywhere correlates 1); ``rms_ratio``: root-mean-square effect of drug a over drug
+    b's (their relative magnitude); ``rms_distance``: root-mean-square difference of the maps;
+    ``scale_ratio`` (models with drug scales, ``drug_draws`` (chain, draw, drug, pair) and
+    ``scales`` (chain, draw, drug)): scale a / scale b, the ratio of the strengths at which the
+    two drugs show the shared pattern.
+    """
     rows = []
+    rms = np.sqrt((drug_draws ** 2).mean(axis=-1))  # (chain, draw, drug)
     for a, b in itertools.combinations(range(len(drugs)), 2):
         x = drug_draws[:, :, a] - drug_draws[:, :, a].mean(axis=-1, keepdims=True)
         y = drug_draws[:, :, b] - drug_draws[:, :, b].mean(axis=-1, keepdims=True)
-        r = (x * y).sum(-1) / np.sqrt((x**2).sum(-1) * (y**2).sum(-1))
-        s = summarise_draws(r[:, :, None], hdi_prob=hdi_prob).iloc[0].to_dict()
-        rows.append({"drug_a": drugs[a], "drug_b": drugs[b], "measure": "pearson_r_across_pairs", **s})
+        measures = {
+            "pearson_r_across_pairs": (x * y).sum(-1) / np.sqrt((x**2).sum(-1) * (y**2).sum(-1)),
+            "rms_ratio": rms[:, :, a] / rms[:, :, b],
+            "rms_distance": np.sqrt(((drug_draws[:, :, a] - drug_draws[:, :, b]) ** 2).mean(axis=-1)),
+        }
+        if scales is not None:
+            measures["scale_ratio"] = scales[:, :, a] / scales[:, :, b]
+        stacked = summarise_draws(np.stack(list(measures.values()), axis=-1), hdi_prob=hdi_prob)
+        rows += [{"drug_a": drugs[a], "drug_b": drugs[b], "measure": m, **stacked.iloc[i].to_dict()}
+                 for i, m in enumerate(measures)]
     return pd.DataFrame(rows)
+
+
+def drug_scale_table(drugs: list[str], scales: np.ndarray, hdi_prob: float) -> pd.DataFrame:
+    """One row per drug: the posterior of its scale (geometric mean of all drugs' = 1)."""
+    out = summarise_draws(scales, hdi_prob=hdi_prob)
+    out.insert(0, "drug", drugs)
+    return out

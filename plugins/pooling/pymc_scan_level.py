@@ -42,6 +42,9 @@ class ScanPriors(HierarchicalPriors):
     #: scale of the HalfNormal prior on the spread of a pair's per-dataset values (log total
     #: sd, logit subject share) around their dataset's common shift.
     sd_spread: float = 0.5
+    #: sd of the drugs' log scales (pooling.drug_scale): a drug 2x as strong as the drugs'
+    #: geometric mean is 1.4 prior sds out.
+    drug_scale_sd: float = 0.5
 
 
 class PyMCPooling(PoolingModel):
@@ -78,6 +81,11 @@ class PyMCPooling(PoolingModel):
         #: Adjust for each scan's mean FD (effects at equal motion): null = whenever every
         #: included scan has mean_fd; true = required; false = never.
         motion: Optional[bool] = None
+        #: Each drug's effects centred on its own scale x the overall effect (beta[d, p] =
+        #: scale[d] mu[p] + deviation), the scales' geometric mean fixed at 1: drugs that share a
+        #: pattern at different strengths are not made to disagree pair by pair, and
+        #: drug_similarity.tsv gets each pair's scale_ratio.
+        drug_scale: bool = False
         #: Drug-specific dose slopes (partially pooled across drugs); needs dose_reference.
         dose: bool = False
         #: Reference dose per drug (the drug's own unit, e.g. {psilocybin: 25, LSD: 0.1}):
@@ -148,7 +156,8 @@ class PyMCPooling(PoolingModel):
         p = c.priors
         n_pairs = design.y.shape[1]
         classes = pair_classes(design, is_summary)
-        coords = {"pair": pair_names(design), "site": design.datasets, "pair_class": sorted(set(classes) - {""})}
+        coords = {"pair": pair_names(design), "site": design.datasets, "pair_class": sorted(set(classes) - {""}),
+                  "drug": design.drugs}
         with pm.Model(coords=coords) as model:
             sigma, omega = site_sds(p, len(design.datasets))
             tau_d = heterogeneity_sds("tau_drug", p.drug_sd, c.heterogeneity, n_pairs, design.use_drug_level)
@@ -171,8 +180,9 @@ class PyMCPooling(PoolingModel):
                     pm.Deterministic(f"slope:{name}", b[i], dims="pair")
                     rows.append(b[i])
             slopes = pt.stack(rows) if rows else None
+            scale = drug_scales(p.drug_scale_sd) if c.drug_scale and len(design.drugs) > 1 else None
             pm.Potential("marginal_loglik",
-                         scan_marginal_loglik(st, sigma, omega, slopes, tau_d, tau_k, prior_mean, prior_sd))
+                         scan_marginal_loglik(st, sigma, omega, slopes, tau_d, tau_k, prior_mean, prior_sd, scale))
         return model
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
@@ -248,7 +258,7 @@ class PyMCPooling(PoolingModel):
 
         replicated = replicate_contrasts(design, draws(post, "dataset_effect"), draws(post, "sigma"),
                                          slopes(post), x, rng)
-        hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", *[f"slope:{m}" for m in names])
+        hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", "drug_scale", *[f"slope:{m}" for m in names])
                  if v in model.named_vars]
         with model, warnings.catch_warnings():
             # only hyperparameters are drawn here; the effects come from their priors below, so
@@ -259,7 +269,8 @@ class PyMCPooling(PoolingModel):
         mu = effect_sd * rng.standard_normal((n, 1, n_pairs))
         tau_d = draws(prior, "tau_drug", (n,)).reshape(n, 1, -1)
         tau_k = draws(prior, "tau_dataset", (n,)).reshape(n, 1, -1)
-        beta = mu + tau_d * rng.standard_normal((n, len(design.drugs), n_pairs))
+        scale = draws(prior, "drug_scale", (n, len(design.drugs))) + (0.0 if "drug_scale" in prior else 1.0)
+        beta = scale[:, :, None] * mu + tau_d * rng.standard_normal((n, len(design.drugs), n_pairs))
         theta = beta[:, design.unit_drug, :] + tau_k * rng.standard_normal((n, len(design.units), n_pairs))
         prior_rep = replicate_contrasts(design, theta, draws(prior, "sigma"), slopes(prior), x, rng)
         figures = {
@@ -291,9 +302,12 @@ class PyMCPooling(PoolingModel):
             "= dataset intercept + subject intercept + drug effect of the scan's dataset (on drug scans)"
             + (" + " + " + ".join(f"slope x {u}" for u in used) if used else "")
             + " + residual; subject intercepts and residuals with per-dataset sds partially pooled across datasets "
-            f"(log-normal around a per-pair sd with a common per-dataset multiplier); dataset effects partially "
-            f"pooled around their drug's effect and drug effects around the overall effect "
-            f"({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
+            "(log-normal around a per-pair sd with a common per-dataset multiplier); dataset effects partially "
+            "pooled around their drug's effect and drug effects around "
+            + ("the drug's own scale x the overall effect (scales log-normal with sd "
+               f"{p.drug_scale_sd} on the log scale, their geometric mean fixed at 1) "
+               if c.drug_scale and len(design.drugs) > 1 else "the overall effect ")
+            + f"({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
             f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             f"Priors: {overall_prior_text(c.pair_prior, p.effect_sd)}, between-drug sd ~ HalfNormal({p.drug_sd}), "
             f"between-dataset sd ~ HalfNormal({p.dataset_sd}) ({HETEROGENEITY_TEXT[c.heterogeneity]}), residual sd "
@@ -435,6 +449,16 @@ def site_sds(priors: ScanPriors, n_sites: int):
     return sigma, omega
 
 
+def drug_scales(sd: float):
+    """Each drug's scale, log-normal with the logs summing to zero (geometric mean 1: the overall
+    effect is the pattern at the drugs' typical strength)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    log_scale = pm.ZeroSumNormal("log_drug_scale", sigma=sd, dims="drug")
+    return pm.Deterministic("drug_scale", pt.exp(log_scale), dims="drug")
+
+
 def pooled_slope(name: str, scale: float):
     """A covariate slope per pair (per unit of the standardised covariate), pooled across pairs."""
     import pymc as pm
@@ -470,8 +494,9 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
         slopes = np.zeros((n_chain, n_draw, 0, n_pairs))
     prior_mean = flat(per_pair("overall_prior_mean")) if "overall_prior_mean" in post else zeros
     prior_sd = flat(per_pair("overall_prior_sd")) if "overall_prior_sd" in post else zeros + effect_sd
+    lam = flat(post["drug_scale"].to_numpy()) if "drug_scale" in post else None
     mu, beta, theta = conditional_draws(kernel_arrays(st), flat(sigma), flat(post["subject_sd"].to_numpy()),
-                                        flat(slopes), tau_d, tau_k, prior_mean, prior_sd, rng)
+                                        flat(slopes), tau_d, tau_k, prior_mean, prior_sd, rng, lam_d=lam)
     effects = {"overall": mu.reshape(n_chain, n_draw, n_pairs),
                "drug_effect": beta.reshape(n_chain, n_draw, *beta.shape[1:]),
                "dataset_effect": theta.reshape(n_chain, n_draw, *theta.shape[1:])}

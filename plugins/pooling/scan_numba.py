@@ -143,7 +143,7 @@ def workspace(sxx, n_drugs, P):
             np.empty(P), np.empty(P), np.empty((4, nmax, nmax, P)), np.empty(P))
 
 @numba.njit(cache=True, error_model="numpy")
-def forward(sigma, omega, b, td2, tk2,
+def forward(sigma, omega, b, td2, tk2, lam_d,
             sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs, ws):
     """Every message up the tree; ws[-1] (const) gets each pair's log-constant so far,
     ws[17], ws[18] the message (precision, score) on the overall effect."""
@@ -220,22 +220,26 @@ def forward(sigma, omega, b, td2, tk2,
                 for p in range(P):
                     Lam[di, dj, p] += Pik[k, i, j, p]
     pass_up(Lam, ell, td2, D, Md, Pib, pib, scratch, const)
+    # drug d's effect is centred on lam[d] x the overall effect: the message on the overall
+    # effect is the drugs' message seen through those loadings
     hmu[:] = 0.0
     gmu[:] = 0.0
     for i in range(D):
         for p in range(P):
-            gmu[p] += pib[i, p]
+            gmu[p] += lam_d[i] * pib[i, p]
         for j in range(D):
+            w = lam_d[i] * lam_d[j]
             for p in range(P):
-                hmu[p] += Pib[i, j, p]
+                hmu[p] += w * Pib[i, j, p]
 
 @numba.njit(cache=True, error_model="numpy")
-def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
+def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
            sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
-           g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd):
+           g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd, g_lam_d):
     """The log-likelihood summed over pairs; gradients written into g_*.
 
-    Each pair's overall effect has a Normal(prior_mean[p], prior_sd[p]) prior."""
+    Each pair's overall effect has a Normal(prior_mean[p], prior_sd[p]) prior; drug d's
+    effects are centred on lam_d[d] times it (all ones: on the overall effect itself)."""
     n_ds, n_comp, R, _ = sxx.shape
     Q = sxw.shape[3]
     P = sigma.shape[1]
@@ -244,7 +248,7 @@ def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
     td2 = tau_d * tau_d
     tk2 = tau_k * tau_k
     ws = workspace(sxx, n_drugs, P)
-    forward(sigma, omega, b, td2, tk2, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units,
+    forward(sigma, omega, b, td2, tk2, lam_d, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units,
             unit_drug, n_drugs, ws)
     s2, o2, lam, sxy_a, syy_a, F, h, Hk, gk, Mk, Pik, pik, Lam, ell, Md, Pib, pib, hmu, gmu, scratch, const = ws
     Pibbar = np.empty((D, D, P))
@@ -262,9 +266,11 @@ def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
         g_prior_mean[p] = (gmu[p] - hmu[p] * m) / amu
         g_prior_sd[p] = 2.0 * prior_sd[p] * (-0.5 * hmu[p] / amu + 0.5 * gmu[p] * gmu[p] / amu - num * hmu[p] / (amu * amu))
         for i in range(D):
-            pibbar[i, p] = gbar_mu
+            pibbar[i, p] = gbar_mu * lam_d[i]
+            g_lam_d[i] += gbar_mu * pib[i, p]
             for j in range(D):
-                Pibbar[i, j, p] = hbar_mu
+                Pibbar[i, j, p] = hbar_mu * lam_d[i] * lam_d[j]
+                g_lam_d[i] += 2.0 * hbar_mu * Pib[i, j, p] * lam_d[j]  # Pib is symmetric
     # ---- backward
     Lambar = np.empty((D, D, P))
     ellbar = np.empty((D, P))
@@ -360,7 +366,7 @@ def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
     return total
 
 @numba.njit(cache=True, error_model="numpy")
-def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
+def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
           sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
           xi_mu, xi_beta, xi_theta, mu, beta, theta):
     """Exact conditional draws, top-down, one per draw of the sds and slopes (leading axis)."""
@@ -377,23 +383,23 @@ def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
     for n in range(N):
         td2 = tau_d[n] * tau_d[n]
         tk2 = tau_k[n] * tau_k[n]
-        forward(sigma[n], omega[n], b[n], td2, tk2, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects,
+        forward(sigma[n], omega[n], b[n], td2, tk2, lam_d[n], sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects,
                 m_units, units, unit_drug, n_drugs, ws)
         for p in range(P):
             v = prior_sd[n, p] * prior_sd[n, p]
             amu = 1.0 + v * hmu[p]
             mu[n, p] = (prior_mean[n, p] + v * gmu[p]) / amu + np.sqrt(v / amu) * xi_mu[n, p]
-        # beta ~ Normal(mu + td2 Md (ell - Lam mu), td2 Md)
+        # beta ~ Normal(c + td2 Md (ell - Lam c), td2 Md), c = lam_d x mu
         chol(Md, D, L, logdet)
         for i in range(D):
             for p in range(P):
                 r[i, p] = ell[i, p]
             for j in range(D):
                 for p in range(P):
-                    r[i, p] -= Lam[i, j, p] * mu[n, p]
+                    r[i, p] -= Lam[i, j, p] * lam_d[n, j] * mu[n, p]
         for i in range(D):
             for p in range(P):
-                beta[n, i, p] = mu[n, p]
+                beta[n, i, p] = lam_d[n, i] * mu[n, p]
             for j in range(D):
                 for p in range(P):
                     beta[n, i, p] += td2[p] * Md[i, j, p] * r[j, p]
@@ -430,10 +436,10 @@ _F64 = numba.types.CPointer(numba.types.float64)
 _I64 = numba.types.CPointer(numba.types.int64)
 
 
-@numba.cfunc(numba.types.float64(*([_F64] * 15), *([_I64] * 4), *([_F64] * 7)), cache=True, error_model="numpy")
-def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, sxx, sxw, sww, sxy, swy, syy, sizes,
+@numba.cfunc(numba.types.float64(*([_F64] * 16), *([_I64] * 4), *([_F64] * 8)), cache=True, error_model="numpy")
+def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, sxx, sxw, sww, sxy, swy, syy, sizes,
                  n_subjects, m_units, units, unit_drug, dims,
-                 g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd):
+                 g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd, g_lam_d):
     """:func:`kernel` behind a C entry point, called by address from the compiled model.
 
     A jitted caller that calls :func:`kernel` directly links its machine code into its own
@@ -444,11 +450,11 @@ def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, sxx, sxw, 
     K, C, R, Q, P, U, M, D = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7]
     return kernel(numba.carray(sigma, (K, P)), numba.carray(omega, (K, P)), numba.carray(b, (Q, P)),
                   numba.carray(tau_d, (P,)), numba.carray(tau_k, (P,)), numba.carray(prior_mean, (P,)),
-                  numba.carray(prior_sd, (P,)), numba.carray(sxx, (K, C, R, R)), numba.carray(sxw, (K, C, R, Q)),
+                  numba.carray(prior_sd, (P,)), numba.carray(lam_d, (D,)), numba.carray(sxx, (K, C, R, R)), numba.carray(sxw, (K, C, R, Q)),
                   numba.carray(sww, (K, C, Q, Q)), numba.carray(sxy, (K, C, R, P)),
                   numba.carray(swy, (K, C, Q, P)), numba.carray(syy, (K, C, P)), numba.carray(sizes, (C - 1,)),
                   numba.carray(n_subjects, (K, C - 1)), numba.carray(m_units, (K,)), numba.carray(units, (K, M)),
                   numba.carray(unit_drug, (U,)), D,
                   numba.carray(g_sigma, (K, P)), numba.carray(g_omega, (K, P)), numba.carray(g_b, (Q, P)),
                   numba.carray(g_tau_d, (P,)), numba.carray(g_tau_k, (P,)), numba.carray(g_prior_mean, (P,)),
-                  numba.carray(g_prior_sd, (P,)))
+                  numba.carray(g_prior_sd, (P,)), numba.carray(g_lam_d, (D,)))

@@ -13,7 +13,7 @@ import pandas as pd
 
 from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
 
-from .derived import contrast_blocks, drug_similarity, split_summaries, summary_columns
+from .derived import contrast_blocks, drug_scale_table, drug_similarity, split_summaries, summary_columns
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -40,13 +40,17 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     tables = {"heterogeneity": het[~summary_columns(het, table)].reset_index(drop=True)}
     if summaries is not None:
         tables["summaries"] = summaries
+    scales = post["drug_scale"].to_numpy() if "drug_scale" in post else None
     if len(design.drugs) > 1:
-        tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., is_pair], c.hdi_prob)
+        tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., is_pair], c.hdi_prob, scales)
+    if scales is not None:
+        tables["drug_scales"] = drug_scale_table(design.drugs, scales, c.hdi_prob)
     het = tables["heterogeneity"]
     summarised = {"drug_effect": effects[effects.effect_type == "drug"],
                   "dataset_effect": effects[effects.effect_type == "dataset"],
                   "sigma": het[het.parameter == "residual_sd"], "subject_sd": het[het.parameter == "subject_sd"],
                   **{v: het[het.parameter == v] for v in ("tau_drug", "tau_dataset") if v in post},
+                  **({"drug_scale": tables["drug_scales"]} if "drug_scales" in tables else {}),
                   **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
     sampled = [v for v in post.data_vars if not v.endswith("_z") and v != "overall" and v not in summarised]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c), summarised)
