@@ -33,6 +33,10 @@ SCENARIOS: dict[str, list[str]] = {
     "crossover_two_drug_scans": ["dataset.design=crossover", "dataset.drug_scans=2"],
     "noisy_site": ["dataset.site_noise={lsd_2: 3.0}"],
     "mixed_designs": ["dataset.design=mixed"],
+    "heavy_tails": ["dataset.noise_df=3"],
+    "outlier_scans": ["dataset.outlier_fraction=0.05"],
+    "correlated_pairs": ["dataset.scan_offset_sd=0.05", "dataset.dataset_offset_sd=0.05"],
+    "order_effect": ["dataset.order_effect=0.02"],
     "motion_null": ["dataset.effects.transmodal_unimodal=0", "dataset.effects.thalamus_sensory=0",
                     "dataset.effects.striatum_sommot=0", "dataset.effects.cerebellum_sommot=0",
                     "dataset.effects.within_sensory_loading=0", "dataset.effects.drug_deviation_sd=0"],
@@ -61,6 +65,31 @@ def attach_truth(table: pd.DataFrame, truth: pd.DataFrame, level: str,
         per = members.merge(long, on=["network_a", "network_b"]).groupby(["summary", "effect"], as_index=False)["truth"].mean()
         return table.merge(per, on=["summary", "effect"], how="inner")
     return table.merge(long, on=["network_a", "network_b", "effect"], how="inner")
+
+
+def similarity_truth(truth: pd.DataFrame, level: str) -> pd.DataFrame:
+    """The planted values of drug_similarity.tsv's measures, per ordered drug pair: computed, as
+    the models compute them draw by draw, on the drugs' planted effects across network pairs;
+    a scale's planted value is the least-squares slope of the drug's planted map on the
+    overall one (the overall effect being the drugs' common pattern)."""
+    t = truth[truth["aggregation"] == level]
+    wide = t.pivot_table(index=["network_a", "network_b"], columns="effect", values="truth", sort=False)
+    drugs = [c.split(":", 1)[1] for c in wide.columns if c.startswith("drug:")]
+    if "overall" not in wide or len(drugs) < 2:
+        return pd.DataFrame(columns=["drug_a", "drug_b", "measure", "truth"])
+    overall = wide["overall"].to_numpy()
+    maps = {d: wide[f"drug:{d}"].to_numpy() for d in drugs}
+    rms = {d: np.sqrt(np.mean(m ** 2)) for d, m in maps.items()}
+    slope = {d: float(m @ overall / (overall @ overall)) for d, m in maps.items()}
+    rows = []
+    for a in drugs:
+        for b in drugs:
+            if a != b:
+                rows += [(a, b, "pearson_r_across_pairs", float(np.corrcoef(maps[a], maps[b])[0, 1])),
+                         (a, b, "rms_ratio", rms[a] / rms[b]),
+                         (a, b, "rms_distance", float(np.sqrt(np.mean((maps[a] - maps[b]) ** 2)))),
+                         (a, b, "scale_ratio", slope[a] / slope[b])]
+    return pd.DataFrame(rows, columns=["drug_a", "drug_b", "measure", "truth"])
 
 
 def strata(truth: pd.Series, min_effect: float) -> pd.Series:
@@ -104,12 +133,19 @@ def score_table(rows: pd.DataFrame, min_effect: float) -> pd.DataFrame:
 
 
 def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_effect: float,
-                    summaries: pd.DataFrame | None = None, members: pd.DataFrame | None = None) -> pd.DataFrame:
+                    summaries: pd.DataFrame | None = None, members: pd.DataFrame | None = None,
+                    similarity: pd.DataFrame | None = None) -> pd.DataFrame:
     """Scores of one replicate for every table with planted values: effects (overall, drug,
-    dataset, contrast) and summaries. One row per table, effect type and stratum."""
+    dataset, contrast), summaries and drug similarity (one "effect type" per measure). One row
+    per table, effect type and stratum."""
     parts = [score_table(attach_truth(effects, truth, level), min_effect).assign(table="effects")]
     if summaries is not None and members is not None and len(summaries):
         parts.append(score_table(attach_truth(summaries, truth, level, members), min_effect).assign(table="summaries"))
+    if similarity is not None and len(similarity):
+        rows = similarity.merge(similarity_truth(truth, level), on=["drug_a", "drug_b", "measure"])
+        if len(rows):
+            part = score_table(rows.assign(effect_type=rows["measure"]), min_effect)
+            parts.append(part[part["stratum"] == "all"].assign(table="drug_similarity"))
     out = pd.concat(parts, ignore_index=True)
     return out[["table"] + [c for c in out.columns if c != "table"]]
 
@@ -203,7 +239,8 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                 members_file = outcome.run_dir / "summary_pairs.tsv"
                 members = pd.read_csv(members_file, sep="\t", keep_default_na=False) if members_file.exists() else None
                 s = score_replicate(outcome.result.effects, truth, cfg.aggregate.level, min_effect,
-                                    outcome.result.tables.get("summaries"), members)
+                                    outcome.result.tables.get("summaries"), members,
+                                    outcome.result.tables.get("drug_similarity"))
                 s.insert(0, "scenario", scenario)
                 s.insert(1, "replicate", r)
                 s.insert(2, "seed", int(cfg.seed))

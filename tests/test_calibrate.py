@@ -1,5 +1,6 @@
 """megafc-calibrate: interval coverage over simulated replicates."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -30,6 +31,22 @@ def test_scoring_counts_coverage_and_signs():
     assert c["coverage_95"] == 1.0 and c["bias"] == pytest.approx(-0.01)
 
 
+def test_similarity_truth_of_proportional_maps():
+    """Drugs that are the overall pattern at scales 2 and 0.5 (plus DMT's own deviation):
+    their planted correlation, magnitude and scale ratios are what the measures mean."""
+    from megafc.core.calibrate import similarity_truth
+
+    pattern = np.array([0.1, -0.05, 0.0, 0.02])
+    rows = [("overall", pattern), ("drug:DMT", 2 * pattern), ("drug:ayahuasca", 0.5 * pattern)]
+    truth = pd.DataFrame([{"aggregation": "network", "network_a": f"N{i}", "network_b": "X", "effect": e,
+                           "truth": v} for e, values in rows for i, v in enumerate(values)])
+    t = similarity_truth(truth, "network").set_index(["drug_a", "drug_b", "measure"])["truth"]
+    assert t[("DMT", "ayahuasca", "pearson_r_across_pairs")] == pytest.approx(1.0)
+    assert t[("DMT", "ayahuasca", "scale_ratio")] == pytest.approx(4.0)
+    assert t[("ayahuasca", "DMT", "rms_ratio")] == pytest.approx(0.25)
+    assert t[("DMT", "ayahuasca", "rms_distance")] == pytest.approx(1.5 * np.sqrt(np.mean(pattern ** 2)))
+
+
 def test_summary_truth_is_the_mean_of_its_pairs():
     summaries = pd.DataFrame({"summary": ["s"], "effect": ["overall"], "effect_type": ["overall"], "mean": [0.1],
                               "sd": [0.02], "hdi_low": [0.06], "hdi_high": [0.14]})
@@ -52,7 +69,10 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "calibration.tsv", sep="\t")
     assert (out / "calibration.png").exists() and (out / "default" / "replicate-01" / "effects.tsv").exists()
-    assert set(summary["table"]) == {"effects", "summaries"} and set(summary["scenario"]) == {"default"}
+    assert set(summary["table"]) == {"effects", "summaries", "drug_similarity"} and set(summary["scenario"]) == {"default"}
+    similarity = summary[summary.table == "drug_similarity"]
+    assert set(similarity["effect_type"]) == {"pearson_r_across_pairs", "rms_ratio", "rms_distance"}
+    assert (similarity["n"] == 2 * 10).all()  # 10 drug pairs in each of 2 replicates
     effects = summary[summary.table == "effects"]
     summary = effects[effects.stratum == "all"].set_index("effect_type")
     assert set(summary.index) == {"overall", "drug", "dataset", "contrast"}

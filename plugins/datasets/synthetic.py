@@ -143,6 +143,20 @@ class SyntheticDataset(DatasetLoader):
         design: Optional[str] = None
         drug_scans: Optional[int] = None
         site_noise: dict[str, float] = field(default_factory=dict)
+        #: Student-t degrees of freedom of subjects' and sessions' FC deviations (null: normal),
+        #: same sd: heavy-tailed data for a model that assumes Gaussian residuals.
+        noise_df: Optional[float] = None
+        #: Fraction of subjects with one outlying scan: every latent pair shifted by
+        #: Normal(0, outlier_sd) (an artifact-ridden session that slipped past QC).
+        outlier_fraction: float = 0.0
+        outlier_sd: float = 0.3
+        #: sd of one offset per scan and one per dataset added to every latent pair (global FC
+        #: shifts: arousal, scanner drift), so that network pairs are correlated across scans.
+        scan_offset_sd: float = 0.0
+        dataset_offset_sd: float = 0.0
+        #: Added to every latent pair per session after the first (habituation): confounded with
+        #: the drug in pre/post designs, balanced out in counterbalanced crossovers.
+        order_effect: float = 0.0
         effects: EffectSpec = field(default_factory=EffectSpec)
         drug_scale: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_DRUG_SCALE))
 
@@ -163,8 +177,14 @@ class SyntheticDataset(DatasetLoader):
             raise ConfigError(f"config key 'dataset.drug_scans' is {c.drug_scans}; expected >= 1")
         if c.motion_confound <= -1:
             raise ConfigError(f"config key 'dataset.motion_confound' is {c.motion_confound}; expected > -1")
-        if c.site_offset_sd < 0:
-            raise ConfigError(f"config key 'dataset.site_offset_sd' is {c.site_offset_sd}; expected >= 0")
+        for key in ("site_offset_sd", "outlier_sd", "scan_offset_sd", "dataset_offset_sd"):
+            if getattr(c, key) < 0:
+                raise ConfigError(f"config key 'dataset.{key}' is {getattr(c, key)}; expected >= 0")
+        if c.noise_df is not None and not c.noise_df > 2:
+            raise ConfigError(f"config key 'dataset.noise_df' is {c.noise_df}; expected > 2 (a finite variance) "
+                              "or null (normal)")
+        if not 0 <= c.outlier_fraction < 1:
+            raise ConfigError(f"config key 'dataset.outlier_fraction' is {c.outlier_fraction}; expected in [0, 1)")
         unknown = sorted(set(c.site_noise) - {s.name for s in c.sites})
         if unknown:
             raise ConfigError(f"config key 'dataset.site_noise' names unknown site(s) {unknown}; "
@@ -280,6 +300,8 @@ class SyntheticDataset(DatasetLoader):
             ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
             ds_shift = rng.normal(0, c.site_offset_sd, (k, k))
             ds_shift = (ds_shift + ds_shift.T) / 2
+            if c.dataset_offset_sd:
+                ds_shift = ds_shift + rng.normal(0, c.dataset_offset_sd)
             ds_eff = ds_scale * drug_effect(site.drug)
             truth_mats[f"dataset:{site.name}"] = self._region_corr(
                 self._latent_corr(base + ds_eff), base_load + ds_scale * c.drug_scale[site.drug] * loading_change, member
@@ -291,8 +313,7 @@ class SyntheticDataset(DatasetLoader):
             for s in range(n_sub):
                 subject = f"{s + 1:02d}"
                 sub_scale = 1 + rng.normal(0, c.effects.subject_scale_sd)
-                sub_shift = rng.normal(0, 0.05, (k, k))
-                sub_shift = (sub_shift + sub_shift.T) / 2
+                sub_shift = self._deviation(rng, 0.05, k)
                 sub_fd = fd_base * rng.lognormal(0, 0.35)
                 if site.design == "parallel":
                     conds = ["drug"] * site.drug_scans if s % 2 == 0 else [control]
@@ -306,11 +327,18 @@ class SyntheticDataset(DatasetLoader):
                 if len(conds) > 1 and rng.random() < c.missing_scan_fraction:
                     drop = int(rng.integers(len(conds)))
                     conds, order, minutes = ([x for i, x in enumerate(v) if i != drop] for v in (conds, order, minutes))
-                for cond, session, minute in zip(conds, order, minutes):
+                outlier = int(rng.integers(len(conds))) if c.outlier_fraction and rng.random() < c.outlier_fraction else -1
+                for i_scan, (cond, session, minute) in enumerate(zip(conds, order, minutes)):
                     is_drug = cond == "drug"
                     z = base + ds_shift + sub_shift + (sub_scale * ds_eff if is_drug else 0.0)
-                    sess = rng.normal(0, c.session_sd * site.noise, (k, k))
-                    z = z + (sess + sess.T) / 2
+                    z = z + self._deviation(rng, c.session_sd * site.noise, k)
+                    if c.scan_offset_sd:
+                        z = z + rng.normal(0, c.scan_offset_sd)
+                    if c.order_effect:
+                        z = z + c.order_effect * (int(session) - 1)
+                    if i_scan == outlier:
+                        shift = rng.normal(0, c.outlier_sd, (k, k))
+                        z = z + (shift + shift.T) / 2
                     load = base_load + (ds_scale * sub_scale * c.drug_scale[site.drug] * loading_change if is_drug else 0.0)
                     load = np.clip(load, 0.05, 0.95)
                     fd = float(sub_fd * ((1.0 + c.motion_confound) if is_drug else 1.0) * rng.lognormal(0, 0.15))
@@ -341,6 +369,15 @@ class SyntheticDataset(DatasetLoader):
             description=f"Simulated data ({len(c.sites)} datasets, {len(scans)} scans, seed {seed})"
                         + (", with fMRIPrep-style confounds files." if c.confounds else "."),
         )
+
+    def _deviation(self, rng, sd: float, k: int) -> np.ndarray:
+        """A symmetric (k, k) deviation of latent FC: normal, or Student-t with the same sd."""
+        df = self.config.noise_df
+        if df is None:
+            d = rng.normal(0, sd, (k, k))
+        else:
+            d = sd * rng.standard_t(df, (k, k)) / np.sqrt(df / (df - 2))
+        return (d + d.T) / 2
 
     def _write_confounds(self, series: dict, artifacts: dict, generator: str, seed: int) -> dict[str, str]:
         """scan_id -> the (absent) BOLD name whose confounds files sit next to it."""
