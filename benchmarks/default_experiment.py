@@ -9,7 +9,7 @@ import argparse
 import resource
 import time
 
-from megafc.core import mark_uninformative, network_pair_table, validate_scans
+from megafc.core import mark_uninformative, network_pair_table, validate_scans, with_summaries
 from megafc.core.pipeline import estimate_connectomes
 from megafc.plugins.atlases.synthetic import SyntheticAtlas
 from megafc.plugins.datasets.synthetic import SyntheticDataset
@@ -37,7 +37,7 @@ def main() -> None:
     t1 = time.perf_counter()
     conn = estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas)
     t2 = time.perf_counter()
-    pairs = network_pair_table(conn, atlas, scans, level=args.level)
+    pairs = with_summaries(network_pair_table(conn, atlas, scans, level=args.level), atlas)  # as a run fits them
     t3 = time.perf_counter()
     config = PyMCPooling.Config(sampler=args.sampler, progressbar=False, predictive_checks=False)
     if args.draws:
@@ -46,8 +46,10 @@ def main() -> None:
     result = pooling.fit(pairs, seed=0)
     t4 = time.perf_counter()
     d = result.diagnostics
-    n_pairs = pairs.groupby(["network_a", "network_b"]).ngroups
-    print(f"scans included         {len(included)} of {len(scans)} ({atlas.n_regions} regions, {n_pairs} network pairs)")
+    n_outcomes = pairs.groupby(["network_a", "network_b"]).ngroups
+    n_summaries = pairs.attrs["summaries"]["summary"].nunique()
+    print(f"scans included         {len(included)} of {len(scans)} ({atlas.n_regions} regions, "
+          f"{n_outcomes - n_summaries} network pairs + {n_summaries} summaries)")
     print(f"simulate               {t1 - t0:7.1f} s")
     print(f"connectivity           {t2 - t1:7.1f} s  ({len(included) / (t2 - t1):.0f} scans/s)")
     print(f"aggregate              {t3 - t2:7.1f} s")

@@ -48,7 +48,7 @@ PLUGIN_KINDS = ("dataset", "atlas", "denoiser", "estimator", "harmonizer", "pool
 
 #: Config keys that never distinguish pipelines: how to run, not what is computed.
 IGNORED_KEYS = frozenset({
-    "loo_dataset", "rerun", "figures", "fail_on_bad_diagnostics",
+    "loo_dataset", "rerun", "figures", "figures.enabled", "figures.formats", "fail_on_bad_diagnostics",
     "extraction.cache_dir", "extraction.n_jobs", "pooling.cores", "notes", "stage", "extraction.shards",
     "extraction.shard", "extraction.space_mismatch", "dataset.confounds_dir", "report_svg", "report",
 })

@@ -61,12 +61,15 @@ class RunConfig:
     derivatives: str = "auto"
     #: Exit non-zero (after writing outputs) when any posterior fails its diagnostics.
     fail_on_bad_diagnostics: bool = False
-    #: Draw figures (matplotlib) into figures/.
-    figures: bool = True
+    #: Figures (matplotlib) in figures/: ``figures.formats`` lists the file formats of every
+    #: figure (png, svg, pdf; the report embeds the PNG), ``figures.enabled=false`` (or
+    #: ``figures=false``) draws none beyond the report's.
+    figures: Any = field(default_factory=lambda: {"enabled": True, "formats": ["png"]})
     #: Write report.html (self-contained: data, QC, effects, diagnostics, methods, provenance).
     report: bool = True
-    #: Also save every report figure as SVG (vector, for papers; about a third of the report's time).
-    report_svg: bool = True
+    #: Also (true) or never (false) save the report's figures as SVG, whatever figures.formats says
+    #: (kept from earlier versions, where SVG was the default).
+    report_svg: Optional[bool] = None
     #: Leave this dataset out (its scans stay in scans.tsv as excluded, with the reason).
     #: Sweep it for a leave-one-dataset-out analysis: --multirun loo_dataset=null,ds1,ds2,...
     loo_dataset: Optional[str] = None

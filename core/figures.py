@@ -3,9 +3,53 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+def figure_formats(figures: Any) -> list[str]:
+    """The file formats a run draws its figures in, from the ``figures`` config value: a mapping
+    with ``enabled`` and ``formats``, or a bare true/false (earlier versions); [] when disabled."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from .errors import ConfigError
+
+    if isinstance(figures, DictConfig):
+        figures = OmegaConf.to_container(figures, resolve=True)
+    if isinstance(figures, bool) or figures is None:
+        return ["png"] if figures else []
+    if not isinstance(figures, dict) or set(figures) - {"enabled", "formats"}:
+        raise ConfigError(f"config key 'figures' is {figures!r}; expected true/false or "
+                          "{enabled: true|false, formats: [png, svg, pdf]}")
+    formats = figures.get("formats", ["png"])
+    if isinstance(formats, str):
+        formats = [formats]
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad or not formats:
+        raise ConfigError(f"config key 'figures.formats' is {list(formats)}; expected a non-empty list of "
+                          f"{list(FIGURE_FORMATS)}")
+    if not isinstance(figures.get("enabled", True), bool):
+        raise ConfigError(f"config key 'figures.enabled' is {figures.get('enabled')!r}; expected true or false")
+    return list(dict.fromkeys(formats)) if figures.get("enabled", True) else []
+
+
+def save_formats(fig, stem: Path, formats: list[str], dpi: int = 110) -> list[Path]:
+    """Save ``fig`` as ``<stem>.<format>`` for each format (folders made as needed), then close it."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", **({"metadata": {"Date": None}} if fmt == "svg" else {}))
+        paths.append(path)
+    plt.close(fig)
+    return paths
 
 
 def save_png_svg(fig, stem: Path) -> list[Path]:
@@ -37,7 +81,7 @@ def effect_matrix(effects: pd.DataFrame, networks: list[str], effect: str = "ove
 
 
 def effect_matrix_figure(effects: pd.DataFrame, networks: list[str], path: Path, effect: str = "overall",
-                         interval: str = "95% HDI") -> Path:
+                         interval: str = "95% HDI", formats: tuple[str, ...] = ("png",)) -> Path:
     """Network x network matrix of an effect's posterior mean; * marks intervals excluding 0.
 
     ``interval`` names the interval in effects.tsv (its level and kind: HDI, or CI for meta).
@@ -57,6 +101,5 @@ def effect_matrix_figure(effects: pd.DataFrame, networks: list[str], path: Path,
                 title=f"{effect} effect (drug - control, Fisher z); * = {interval} excludes 0")
     for i, j in zip(*np.nonzero(cred)):
         ax.text(j, i, "*", ha="center", va="center", fontsize=9, color="k")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_formats(fig, Path(path), list(formats), dpi=120)
     return path

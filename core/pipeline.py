@@ -26,6 +26,7 @@ from .errors import ConfigError, InputError, MegafcError, PluginError
 from .derivatives import write_derivatives
 from .dictionary import data_dictionary
 from .extraction import denoise_timeseries, extract_all, shard_of
+from .figures import figure_formats
 from .outputs import StagedRun, provenance
 from .progress import Heartbeat
 from .pair_sets import with_summaries
@@ -200,6 +201,7 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
         raise ConfigError("config key 'extraction.n_jobs' is 0; expected a number of parallel jobs >= 1, "
                           "or -1 for one per CPU")
     stage = check_stage(cfg)
+    figure_formats(cfg.get("figures"))  # refuse a bad figures value before anything runs
     for note in cfg.get("notes") or []:
         log.warning("note: %s", note)
     plugins = instantiate_plugins(cfg, registry)
@@ -328,16 +330,18 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                 staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
                 if name == "summaries":
                     staged.write_json("summaries.json", data_dictionary(table, who, result.interval))
+            formats = figure_formats(cfg.get("figures"))
             for name, fig in result.figures.items():
-                fig.savefig(staged.path(f"figures/{name}.png"), dpi=110, bbox_inches="tight")
+                for fmt in formats or ["png"]:  # the model's own figures (predictive checks) always
+                    fig.savefig(staged.path(f"figures/{name}.{fmt}"), dpi=110, bbox_inches="tight")
                 _close(fig)
             staged.write_text("methods.md", methods_text(plugins, atlas, scans, level, result,
                                                          list(cfg.get("notes") or [])))
-            if cfg.figures:
+            if formats:
                 from .figures import effect_matrix_figure
 
                 effect_matrix_figure(result.effects, pairs.attrs["networks"], staged.path("figures/overall_effect.png"),
-                                     interval=result.interval)
+                                     interval=result.interval, formats=formats)
             staged.write_json("provenance.json", run_provenance(resolved, seed, plugins, registry, inputs, started))
             if cfg.report:
                 with Heartbeat("writing report.html"):

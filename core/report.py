@@ -243,19 +243,32 @@ def new_figure(width: float, height: float, **kwargs):
     return fig
 
 
+def report_formats(run: Run) -> list[str]:
+    """Formats of the report's figure files beyond the PNG it embeds: figures.formats, with
+    report_svg=true/false forcing SVG on or off."""
+    from .figures import figure_formats
+
+    extra = [f for f in figure_formats(run.cfg("figures", default=True)) if f != "png"]
+    forced = run.cfg("report_svg")
+    if forced is True and "svg" not in extra:
+        extra.append("svg")
+    return [f for f in extra if not (forced is False and f == "svg")]
+
+
 def save_figure(run: Run, fig, name: str) -> str:
-    """Save ``figures/report_<name>.png`` (and ``.svg`` unless ``report_svg=false``); return the PNG as a data URI."""
+    """Save ``figures/report_<name>.png`` (and the other formats of ``figures.formats``); return
+    the PNG as a data URI."""
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)  # constrained layout: no costly bbox_inches="tight"
     png = buf.getvalue()
     png_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.png"
-    svg_path = run.figures_dir / f"{FIGURE_PREFIX}{name}.svg"
     png_path.write_bytes(png)
     run.made.append(png_path)
-    if run.cfg("report_svg", default=True) is not False:
-        fig.savefig(svg_path, format="svg", metadata={"Date": None})  # reproducible bytes
-        run.made.append(svg_path)
+    for fmt in report_formats(run):
+        path = run.figures_dir / f"{FIGURE_PREFIX}{name}.{fmt}"
+        fig.savefig(path, format=fmt, metadata={"Date": None} if fmt == "svg" else None)  # reproducible bytes
+        run.made.append(path)
     return png_data_uri(png)
 
 
@@ -1202,7 +1215,7 @@ def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | 
     the title, the "run directory" line and the log messages name it, and its megafc.log is read.
 
     Optional files that are absent (qc_fc.tsv, truth.tsv, summaries.tsv, posterior.nc, ...)
-    only drop their part of the report. Figures go to ``figures/report_*.png`` and ``.svg``.
+    only drop their part of the report. Figures go to ``figures/report_*.png`` (and ``figures.formats``' others).
     """
     import matplotlib
 

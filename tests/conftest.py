@@ -48,7 +48,7 @@ def tiny_pymc_run(tmp_path_factory):
     from megafc.core.pipeline import run_experiment
     from megafc.core.registry import build_registry
 
-    cfg = compose(TINY + ["figures=true", "report=true"])
+    cfg = compose([o for o in TINY if o != "figures=false"] + ["figures.formats=[png,svg]", "report=true"])
     return run_experiment(cfg, build_registry(), tmp_path_factory.mktemp("tiny_pymc"))
 
 

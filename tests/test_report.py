@@ -126,13 +126,25 @@ def test_report_is_self_contained(pymc_report):
     assert not re.search(r"url\(", text)
 
 
-def test_report_figures_saved_as_png_and_svg(pymc_report):
+def test_report_figures_saved_in_every_requested_format(pymc_report):
+    """figures.formats=[png,svg]: every figure, the report's and the run's, in both."""
     figures = pymc_report.parent / "figures"
-    for name in REPORT_FIGURES:
+    for name in [f"report_{n}" for n in REPORT_FIGURES] + ["overall_effect"]:
         for ext in ("png", "svg"):
-            f = figures / f"report_{name}.{ext}"
+            f = figures / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
     assert (figures / "report_mean_fd.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_figure_formats_config():
+    from megafc.core import ConfigError
+    from megafc.core.figures import figure_formats
+
+    assert figure_formats({"enabled": True, "formats": ["png"]}) == ["png"]  # the default: PNG only
+    assert figure_formats(True) == ["png"] and figure_formats(False) == []  # figures=true/false as before
+    assert figure_formats({"enabled": False, "formats": ["svg"]}) == []
+    with pytest.raises(ConfigError, match=r"'figures.formats' is \['gif'\]"):
+        figure_formats({"enabled": True, "formats": ["gif"]})
 
 
 def test_dataset_and_exclusion_tables_match_scans(pymc_report):
