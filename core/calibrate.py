@@ -67,12 +67,15 @@ def attach_truth(table: pd.DataFrame, truth: pd.DataFrame, level: str,
     return table.merge(long, on=["network_a", "network_b", "effect"], how="inner")
 
 
-def similarity_truth(truth: pd.DataFrame, level: str) -> pd.DataFrame:
+def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The planted values of drug_similarity.tsv's measures, per ordered drug pair: computed, as
-    the models compute them draw by draw, on the drugs' planted effects across network pairs;
-    a scale's planted value is the least-squares slope of the drug's planted map on the
-    overall one (the overall effect being the drugs' common pattern)."""
+    the models compute them draw by draw, on the drugs' planted effects across the network
+    pairs analysed (``pairs``: network_a, network_b; default all); a scale's planted value is
+    the least-squares slope of the drug's planted map on the overall one (the overall effect
+    being the drugs' common pattern)."""
     t = truth[truth["aggregation"] == level]
+    if pairs is not None:
+        t = t.merge(pairs[["network_a", "network_b"]].drop_duplicates(), on=["network_a", "network_b"])
     wide = t.pivot_table(index=["network_a", "network_b"], columns="effect", values="truth", sort=False)
     drugs = [c.split(":", 1)[1] for c in wide.columns if c.startswith("drug:")]
     if "overall" not in wide or len(drugs) < 2:
@@ -85,7 +88,8 @@ def similarity_truth(truth: pd.DataFrame, level: str) -> pd.DataFrame:
     for a in drugs:
         for b in drugs:
             if a != b:
-                rows += [(a, b, "pearson_r_across_pairs", float(np.corrcoef(maps[a], maps[b])[0, 1])),
+                r = float(np.corrcoef(maps[a], maps[b])[0, 1])
+                rows += [(a, b, "pattern_r_corrected", r), (a, b, "pearson_r_across_pairs", r),
                          (a, b, "rms_ratio", rms[a] / rms[b]),
                          (a, b, "rms_distance", float(np.sqrt(np.mean((maps[a] - maps[b]) ** 2)))),
                          (a, b, "scale_ratio", slope[a] / slope[b])]
@@ -142,10 +146,16 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
     if summaries is not None and members is not None and len(summaries):
         parts.append(score_table(attach_truth(summaries, truth, level, members), min_effect).assign(table="summaries"))
     if similarity is not None and len(similarity):
-        rows = similarity.merge(similarity_truth(truth, level), on=["drug_a", "drug_b", "measure"])
+        analysed = effects.loc[effects["effect"] == "overall", ["network_a", "network_b"]]
+        rows = similarity.merge(similarity_truth(truth, level, analysed), on=["drug_a", "drug_b", "measure"])
         if len(rows):
             part = score_table(rows.assign(effect_type=rows["measure"]), min_effect)
-            parts.append(part[part["stratum"] == "all"].assign(table="drug_similarity"))
+            part = part[part["stratum"] == "all"].assign(table="drug_similarity")
+            # ratios and distances are positive: "credible" and signs mean nothing for them
+            unsigned = ~part["effect_type"].isin(["pattern_r_corrected", "pearson_r_across_pairs"])
+            part.loc[unsigned, ["n_credible", "n_large", "false_sign_rate"]] = 0
+            part.loc[unsigned, "sign_recovery"] = np.nan
+            parts.append(part)
     out = pd.concat(parts, ignore_index=True)
     return out[["table"] + [c for c in out.columns if c != "table"]]
 

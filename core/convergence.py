@@ -58,7 +58,7 @@ def _quantity_major(draws: np.ndarray, min_chains: int) -> tuple[np.ndarray, np.
 def _rhat_rank(split: np.ndarray, z: np.ndarray) -> np.ndarray:
     folded = np.abs(split - np.median(split.reshape(len(split), -1), axis=1)[:, None, None])
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.maximum(_rhat(z), _rhat(_z_scale(folded)))
+        return np.fmax(_rhat(z), _rhat(_z_scale(folded)))
 
 
 def rhat(draws: np.ndarray) -> np.ndarray:
@@ -172,7 +172,8 @@ def summarise(draws: np.ndarray, hdi_probs: tuple[float, ...] = (0.95,), chunk: 
     if draws.ndim != 3:
         raise ValueError(f"expected draws of shape (chain, draw, n), got {draws.shape}")
     n = draws.shape[-1]
-    if draws.shape[0] * draws.shape[1] - int(np.floor(max(hdi_probs, default=0) * draws.shape[0] * draws.shape[1])) <= 0:
+    total = draws.shape[0] * draws.shape[1]
+    if hdi_probs and total - int(np.floor(max(hdi_probs) * total)) <= 0:
         raise ValueError("too few draws for an HDI")
     parts = [draws[..., i:i + chunk] for i in range(0, n, chunk)] or [draws]
     workers = max(1, min(4, os.cpu_count() or 1, len(parts)))
@@ -222,7 +223,8 @@ def _summarise(draws: np.ndarray, hdi_probs: tuple[float, ...]) -> dict[str, np.
                                      _ess(_split_chains((x <= hi).astype(float))))
     if n_chain >= 2:  # R-hat needs two chains
         with np.errstate(divide="ignore", invalid="ignore"):
-            out["r_hat"][ok] = np.maximum(_rhat(z), _rhat(_z_scale(np.abs(split - median[:, None, None]))))
+            # fmax: a bulk R-hat of inf (constant but different split chains) is not lost to a NaN fold
+            out["r_hat"][ok] = np.fmax(_rhat(z), _rhat(_z_scale(np.abs(split - median[:, None, None]))))
     return out
 
 

@@ -35,7 +35,8 @@ def figure_formats(figures: Any) -> list[str]:
                           f"{list(FIGURE_FORMATS)}")
     if not isinstance(figures.get("enabled", True), bool):
         raise ConfigError(f"config key 'figures.enabled' is {figures.get('enabled')!r}; expected true or false")
-    return list(dict.fromkeys(formats)) if figures.get("enabled", True) else []
+    # PNG always: the report embeds it and lists the run's figures by their .png
+    return list(dict.fromkeys(["png", *formats])) if figures.get("enabled", True) else []
 
 
 def save_formats(fig, stem: Path, formats: list[str], dpi: int = 110) -> list[Path]:
@@ -46,10 +47,15 @@ def save_formats(fig, stem: Path, formats: list[str], dpi: int = 110) -> list[Pa
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight", **({"metadata": {"Date": None}} if fmt == "svg" else {}))
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata=reproducible_metadata(fmt))
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def reproducible_metadata(fmt: str) -> dict | None:
+    """savefig metadata without a creation date, so reruns write the same bytes."""
+    return {"Date": None} if fmt == "svg" else {"CreationDate": None} if fmt == "pdf" else None
 
 
 def save_png_svg(fig, stem: Path) -> list[Path]:

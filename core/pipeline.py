@@ -26,7 +26,7 @@ from .errors import ConfigError, InputError, MegafcError, PluginError
 from .derivatives import write_derivatives
 from .dictionary import data_dictionary
 from .extraction import denoise_timeseries, extract_all, shard_of
-from .figures import figure_formats
+from .figures import figure_formats, reproducible_metadata
 from .outputs import StagedRun, provenance
 from .progress import Heartbeat
 from .pair_sets import with_summaries
@@ -332,8 +332,9 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutc
                     staged.write_json("summaries.json", data_dictionary(table, who, result.interval))
             formats = figure_formats(cfg.get("figures"))
             for name, fig in result.figures.items():
-                for fmt in formats or ["png"]:  # the model's own figures (predictive checks) always
-                    fig.savefig(staged.path(f"figures/{name}.{fmt}"), dpi=110, bbox_inches="tight")
+                for fmt in formats or ["png"]:  # the model's own figures (predictive checks): always a PNG
+                    fig.savefig(staged.path(f"figures/{name}.{fmt}"), dpi=110, bbox_inches="tight",
+                                metadata=reproducible_metadata(fmt))
                 _close(fig)
             staged.write_text("methods.md", methods_text(plugins, atlas, scans, level, result,
                                                          list(cfg.get("notes") or [])))

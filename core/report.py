@@ -258,6 +258,9 @@ def report_formats(run: Run) -> list[str]:
 def save_figure(run: Run, fig, name: str) -> str:
     """Save ``figures/report_<name>.png`` (and the other formats of ``figures.formats``); return
     the PNG as a data URI."""
+    from .figures import reproducible_metadata
+
+
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)  # constrained layout: no costly bbox_inches="tight"
@@ -267,7 +270,7 @@ def save_figure(run: Run, fig, name: str) -> str:
     run.made.append(png_path)
     for fmt in report_formats(run):
         path = run.figures_dir / f"{FIGURE_PREFIX}{name}.{fmt}"
-        fig.savefig(path, format=fmt, metadata={"Date": None} if fmt == "svg" else None)  # reproducible bytes
+        fig.savefig(path, format=fmt, metadata=reproducible_metadata(fmt))
         run.made.append(path)
     return png_data_uri(png)
 
@@ -739,10 +742,12 @@ def effects_section(run: Run) -> str:
     if similarity is not None and len(similarity):
         parts.append("<h3>Drug similarity</h3>")
         parts.append("<p>Per pair of drugs, computed draw by draw on the drug-level effects across network "
-                     "pairs: the maps' correlation (<code>pearson_r_across_pairs</code>, blind to scale), drug a's "
-                     "root-mean-square effect over drug b's (<code>rms_ratio</code>), the root-mean-square "
-                     "difference (<code>rms_distance</code>) and, with <code>pooling.drug_scale=true</code>, "
-                     "the ratio of the drugs' scales (<code>scale_ratio</code>).</p>")
+                     "pairs, with the posterior noise's share of each draw's spread subtracted: the maps' "
+                     "correlation (<code>pattern_r_corrected</code>, blind to scale), drug a's root-mean-square "
+                     "effect over drug b's (<code>rms_ratio</code>), the root-mean-square difference "
+                     "(<code>rms_distance</code>) and, with <code>pooling.drug_scale=true</code>, the ratio of "
+                     "the drugs' scales (<code>scale_ratio</code>); <code>pearson_r_across_pairs</code> is the "
+                     "uncorrected correlation (attenuated by that noise).</p>")
         wanted = ("drug_a", "drug_b", "measure", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk")
         keep = [c for c in wanted if c in similarity]
         parts.append(html_table(similarity[keep], "similarity-table"))

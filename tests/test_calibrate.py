@@ -42,6 +42,7 @@ def test_similarity_truth_of_proportional_maps():
                            "truth": v} for e, values in rows for i, v in enumerate(values)])
     t = similarity_truth(truth, "network").set_index(["drug_a", "drug_b", "measure"])["truth"]
     assert t[("DMT", "ayahuasca", "pearson_r_across_pairs")] == pytest.approx(1.0)
+    assert t[("DMT", "ayahuasca", "pattern_r_corrected")] == pytest.approx(1.0)
     assert t[("DMT", "ayahuasca", "scale_ratio")] == pytest.approx(4.0)
     assert t[("ayahuasca", "DMT", "rms_ratio")] == pytest.approx(0.25)
     assert t[("DMT", "ayahuasca", "rms_distance")] == pytest.approx(1.5 * np.sqrt(np.mean(pattern ** 2)))
@@ -71,7 +72,9 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     assert (out / "calibration.png").exists() and (out / "default" / "replicate-01" / "effects.tsv").exists()
     assert set(summary["table"]) == {"effects", "summaries", "drug_similarity"} and set(summary["scenario"]) == {"default"}
     similarity = summary[summary.table == "drug_similarity"]
-    assert set(similarity["effect_type"]) == {"pearson_r_across_pairs", "rms_ratio", "rms_distance"}
+    assert set(similarity["effect_type"]) == {"pattern_r_corrected", "pearson_r_across_pairs", "rms_ratio",
+                                              "rms_distance"}
+    assert (similarity.loc[similarity.effect_type == "rms_ratio", "n_credible"] == 0).all()  # no sign to get
     assert (similarity["n"] == 2 * 10).all()  # 10 drug pairs in each of 2 replicates
     effects = summary[summary.table == "effects"]
     summary = effects[effects.stratum == "all"].set_index("effect_type")

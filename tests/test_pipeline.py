@@ -83,9 +83,10 @@ def test_derived_tables(tiny_run):
     row = summaries[(summaries.summary == "transmodal-unimodal") & (summaries.effect == "overall")].iloc[0]
     assert row["n_pairs"] == 6 and row["hdi_low"] <= row["mean"] <= row["hdi_high"]
     sim = pd.read_csv(tiny_run.run_dir / "drug_similarity.tsv", sep="\t")
-    assert sim.groupby("measure").size().to_dict() == {"pearson_r_across_pairs": 10, "rms_ratio": 10,
-                                                       "rms_distance": 10}
-    assert sim[sim.measure == "pearson_r_across_pairs"]["mean"].between(-1, 1).all()
+    assert sim.groupby("measure").size().to_dict() == {"pattern_r_corrected": 10, "pearson_r_across_pairs": 10,
+                                                       "rms_ratio": 10, "rms_distance": 10}
+    r = sim[sim.measure.str.contains("r_")]
+    assert r["hdi_low"].between(-1, 1).all() and r["hdi_high"].between(-1, 1).all()
     ratio = sim[sim.measure == "rms_ratio"]
     assert (ratio["hdi_low"] > 0).all() and (ratio["hdi_low"] <= ratio["mean"]).all()
 

@@ -85,22 +85,37 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     """How alike two drugs' effect maps are (across network pairs), each measure computed draw
     by draw on the drug-level effects, so its interval carries their posterior uncertainty.
 
-    ``pearson_r_across_pairs``: the maps' correlation (blind to scale: a drug with half the
-    effect everywhere correlates 1); ``rms_ratio``: root-mean-square effect of drug a over drug
-    b's (their relative magnitude); ``rms_distance``: root-mean-square difference of the maps;
-    ``scale_ratio`` (models with drug scales, ``drug_draws`` (chain, draw, drug, pair) and
-    ``scales`` (chain, draw, drug)): scale a / scale b, the ratio of the strengths at which the
-    two drugs show the shared pattern.
+    A draw of a map is the map plus posterior noise, and across ~100 mostly-null pairs that
+    noise dominates what a draw's correlation or spread sees: on simulated studies the raw
+    correlation of draws came out ~0.2 below the planted one (95% intervals covered it in 0 of
+    150 drug pairs) and raw distances ~2x too large. The ``_corrected`` measures therefore
+    subtract, from each draw's cross-pair (co)variances, the posterior (co)variances averaged
+    over pairs (the noise's expected share; as disattenuating a correlation for measurement
+    error): ``pattern_r_corrected`` (the maps' correlation; covered the planted one in 150 of
+    150), ``rms_ratio`` (drug a's root-mean-square effect over drug b's: which is stronger) and
+    ``rms_distance`` (root-mean-square difference). ``pearson_r_across_pairs`` is the raw
+    correlation of earlier versions. ``scale_ratio`` (models with drug scales: ``scales``
+    (chain, draw, drug)): scale a / scale b, the strengths at which the drugs show the shared
+    pattern. ``drug_draws``: (chain, draw, drug, pair).
     """
+    n_chain, n_draw, n_drugs, _ = drug_draws.shape
+    flat = drug_draws.reshape(n_chain * n_draw, n_drugs, -1)
+    dev = flat - flat.mean(axis=0)
+    noise = np.einsum("sdp,sep->de", dev, dev) / max(len(flat) - 1, 1) / flat.shape[-1]  # mean over pairs
+    tiny = np.finfo(float).tiny
     rows = []
-    rms = np.sqrt((drug_draws ** 2).mean(axis=-1))  # (chain, draw, drug)
-    for a, b in itertools.combinations(range(len(drugs)), 2):
+    for a, b in itertools.combinations(range(n_drugs), 2):
         x = drug_draws[:, :, a] - drug_draws[:, :, a].mean(axis=-1, keepdims=True)
         y = drug_draws[:, :, b] - drug_draws[:, :, b].mean(axis=-1, keepdims=True)
+        sab, saa, sbb = (x * y).mean(-1), (x ** 2).mean(-1), (y ** 2).mean(-1)
+        ms_a, ms_b = (drug_draws[:, :, a] ** 2).mean(-1), (drug_draws[:, :, b] ** 2).mean(-1)
+        ms_d = ((drug_draws[:, :, a] - drug_draws[:, :, b]) ** 2).mean(-1)
+        corrected = (sab - noise[a, b]) / np.sqrt(np.maximum(saa - noise[a, a], tiny) * np.maximum(sbb - noise[b, b], tiny))
         measures = {
-            "pearson_r_across_pairs": (x * y).sum(-1) / np.sqrt((x**2).sum(-1) * (y**2).sum(-1)),
-            "rms_ratio": rms[:, :, a] / rms[:, :, b],
-            "rms_distance": np.sqrt(((drug_draws[:, :, a] - drug_draws[:, :, b]) ** 2).mean(axis=-1)),
+            "pattern_r_corrected": np.clip(corrected, -1.0, 1.0),
+            "pearson_r_across_pairs": sab / np.sqrt(saa * sbb),
+            "rms_ratio": np.sqrt(np.maximum(ms_a - noise[a, a], 0.0) / np.maximum(ms_b - noise[b, b], tiny)),
+            "rms_distance": np.sqrt(np.maximum(ms_d - (noise[a, a] + noise[b, b] - 2 * noise[a, b]), 0.0)),
         }
         if scales is not None:
             measures["scale_ratio"] = scales[:, :, a] / scales[:, :, b]

@@ -42,8 +42,9 @@ class ScanPriors(HierarchicalPriors):
     #: scale of the HalfNormal prior on the spread of a pair's per-dataset values (log total
     #: sd, logit subject share) around their dataset's common shift.
     sd_spread: float = 0.5
-    #: sd of the drugs' log scales (pooling.drug_scale): a drug 2x as strong as the drugs'
-    #: geometric mean is 1.4 prior sds out.
+    #: sigma of the zero-sum normal prior on the drugs' log scales (pooling.drug_scale); with D
+    #: drugs each log scale has prior sd sigma sqrt(1 - 1/D) (0.45 for 5 drugs), so a drug 2x
+    #: the drugs' geometric mean is ~1.5 prior sds out.
     drug_scale_sd: float = 0.5
 
 
@@ -190,6 +191,8 @@ class PyMCPooling(PoolingModel):
         design = scan_design(pairs)
         contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
         x, names, scales, cov_notes = self.covariates(design)
+        if c.drug_scale and len(design.drugs) < 2:
+            cov_notes.append("pooling.drug_scale=true has no effect with a single drug")
         order = [n for n in names if not n.startswith("dose:")] + [n for n in names if n.startswith("dose:")]
         x = x[:, [names.index(n) for n in order]] if names else x
         names = order
@@ -304,8 +307,8 @@ class PyMCPooling(PoolingModel):
             + " + residual; subject intercepts and residuals with per-dataset sds partially pooled across datasets "
             "(log-normal around a per-pair sd with a common per-dataset multiplier); dataset effects partially "
             "pooled around their drug's effect and drug effects around "
-            + ("the drug's own scale x the overall effect (scales log-normal with sd "
-               f"{p.drug_scale_sd} on the log scale, their geometric mean fixed at 1) "
+            + ("the drug's own scale x the overall effect (log scales zero-sum normal with sigma "
+               f"{p.drug_scale_sd}, so the scales' geometric mean is 1) "
                if c.drug_scale and len(design.drugs) > 1 else "the overall effect ")
             + f"({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
             f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
@@ -344,7 +347,7 @@ def overall_prior_text(kind: str, effect_sd: float) -> str:
 def kept_variables(model) -> list[str]:
     """Every variable but the standard-normal offsets of non-centred terms (~7,000 of them at
     subnetwork level; the posterior drops them anyway), so they are neither stored nor moved."""
-    return [v.name for v in model.free_RVs + model.deterministics if not v.name.endswith("_z")]
+    return [v.name for v in model.free_RVs if not v.name.endswith("_z")] + [v.name for v in model.deterministics]
 
 
 def pair_names(design) -> list[str]:
