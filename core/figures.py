@@ -59,17 +59,8 @@ def reproducible_metadata(fmt: str) -> dict | None:
 
 
 def save_png_svg(fig, stem: Path) -> list[Path]:
-    """Save ``fig`` as ``<stem>.png`` and ``<stem>.svg`` (folders made as needed), then close it."""
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for suffix in (".png", ".svg"):
-        path = stem.with_suffix(suffix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    """Save ``fig`` as ``<stem>.png`` and ``<stem>.svg`` (the sweep comparison's figures), then close it."""
+    return save_formats(fig, stem, ["png", "svg"])
 
 
 def effect_matrix(effects: pd.DataFrame, networks: list[str], effect: str = "overall") -> tuple[np.ndarray, np.ndarray]:

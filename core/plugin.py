@@ -224,7 +224,10 @@ def _field_comments(klass: type) -> dict[str, str]:
         lines = textwrap.dedent(inspect.getsource(klass)).splitlines()
     except (OSError, TypeError):  # classes made at run time have no source
         return {}
-    lines = lines[next(i for i, l in enumerate(lines) if l.startswith("class ")) + 1:]  # after decorators
+    start = next((i for i, l in enumerate(lines) if l.startswith("class ")), None)
+    if start is None:
+        return {}
+    lines = lines[start + 1:]  # the body, after any decorators
     body = min((len(l) - len(l.lstrip()) for l in lines if l.strip()), default=0)
     out: dict[str, str] = {}
     comment: list[str] = []

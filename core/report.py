@@ -260,7 +260,6 @@ def save_figure(run: Run, fig, name: str) -> str:
     the PNG as a data URI."""
     from .figures import reproducible_metadata
 
-
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)  # constrained layout: no costly bbox_inches="tight"

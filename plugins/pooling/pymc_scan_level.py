@@ -62,9 +62,11 @@ class PyMCPooling(PoolingModel):
         #: nutpie's adaptation has settled by 500 steps (1000 gave the same R-hat and ESS on the
         #: 325-pair benchmark for 17% more sampling time).
         tune: int = 500
-        #: 0.95 doubles the leapfrog steps for no gain: no divergences at 0.9 on the 325-pair
-        #: benchmark (only sds are sampled; the effects' funnels are integrated out).
-        target_accept: float = 0.9
+        #: Only sds and slopes are sampled (the effects' funnels are integrated out), so a
+        #: larger step is safe: at 0.8 the 325-pair benchmark takes the same 31 leapfrog steps a
+        #: draw as at 0.9 but they reach further (bulk ESS of the slowest sd 156 -> 421, R-hat
+        #: 1.015 -> 1.008, no divergences); 0.95 doubles the steps for no gain.
+        target_accept: float = 0.8
         #: Chains run in parallel (2 cores on the reference machine).
         cores: int = 2
         #: Between-drug and between-dataset sds: one per network pair with a HalfNormal(priors.*_sd)
