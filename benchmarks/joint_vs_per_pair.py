@@ -19,13 +19,9 @@ import time
 
 import numpy as np
 
-from megafc.core import mark_uninformative, network_pair_table, validate_scans
-from megafc.core.pipeline import estimate_connectomes
-from megafc.plugins.atlases.synthetic import SyntheticAtlas
-from megafc.plugins.datasets.synthetic import SyntheticDataset
-from megafc.plugins.estimators.correlation import FisherZCorrelation
 from megafc.plugins.pooling.bambi_per_pair import BambiPooling
 from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
+from study import default_study_pairs
 
 
 def main() -> None:
@@ -36,12 +32,8 @@ def main() -> None:
     ap.add_argument("--bambi-sampler", default="nutpie", help="bambi's NUTS (nutpie: compiled, fastest here)")
     args = ap.parse_args()
 
-    atlas = SyntheticAtlas().load()
-    inputs = SyntheticDataset().load(atlas, seed=0)
-    scans = mark_uninformative(validate_scans(inputs.scans))
-    included = list(scans.loc[~scans.excluded, "scan_id"])
-    pairs = network_pair_table(estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas),
-                               atlas, scans, level=args.level)
+    pairs = default_study_pairs(args.level)
+    included = pairs["scan_id"].unique()
     keys = pairs[["network_a", "network_b"]].drop_duplicates()
     n_pairs = len(keys)
 

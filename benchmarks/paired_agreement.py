@@ -17,13 +17,9 @@ import time
 
 import numpy as np
 
-from megafc.core import mark_uninformative, network_pair_table, validate_scans
-from megafc.core.pipeline import estimate_connectomes
-from megafc.plugins.atlases.synthetic import SyntheticAtlas
-from megafc.plugins.datasets.synthetic import SyntheticDataset
-from megafc.plugins.estimators.correlation import FisherZCorrelation
 from megafc.plugins.pooling.pymc_paired import PyMCPairedPooling
 from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
+from study import default_study_pairs
 
 
 def main() -> None:
@@ -33,12 +29,7 @@ def main() -> None:
     ap.add_argument("--tune", type=int, default=500)
     args = ap.parse_args()
 
-    atlas = SyntheticAtlas().load()
-    inputs = SyntheticDataset().load(atlas, seed=0)
-    scans = mark_uninformative(validate_scans(inputs.scans))
-    included = list(scans.loc[~scans.excluded, "scan_id"])
-    pairs = network_pair_table(estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas),
-                               atlas, scans, level=args.level)
+    pairs = default_study_pairs(args.level)
     # the paired special case: subjects with one drug and one control scan (the study's few
     # single-scan subjects inform only the scan-level model)
     per_subject = pairs.drop_duplicates("scan_id").groupby(["dataset", "subject"])["condition"]

@@ -157,51 +157,19 @@ def test_kernel_value_and_gradient_equal_the_autodiff_reference(mixed):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
-def test_conditional_draws_have_the_exact_posterior(mixed):
-    """Draws of (overall, drug, unit effects) for fixed sds match the Gaussian posterior."""
-    sigma, omega, b, tau_d, tau_k = mixed["params"][1]
-    p = 0
+@pytest.mark.parametrize("case, p, lam, m", [(1, 0, None, 0.07), (2, 1, LAMS[1], 0.05)])
+def test_conditional_draws_have_the_exact_posterior(mixed, case, p, lam, m):
+    """Draws of (overall, drug, unit effects) for fixed sds match the Gaussian posterior, with
+    every drug centred on the overall effect or on its own scale x it (beta[d] ~ Normal(lam[d] mu,
+    tau_drug)); the overall effect's prior mean m is inherited below it."""
+    sigma, omega, b, tau_d, tau_k = mixed["params"][case]
     ds, unit = mixed["ds"], mixed["unit"]
     n_units, n_drugs = len(UNIT_DRUG), 3
-    # effects e = (mu, beta, theta) = L z, z ~ N(0, I); scans = X theta + noise with the rest of the covariance
+    load = np.ones(n_drugs) if lam is None else lam
+    # effects e = (mu, beta, theta) = mean + L z, z ~ N(0, I); scans = X theta + the other noise
     L = np.zeros((1 + n_drugs + n_units,) * 2)
     L[0, 0] = EFFECT_SD
-    L[1:1 + n_drugs, 0] = EFFECT_SD
-    L[1:1 + n_drugs, 1:1 + n_drugs] = tau_d[p] * np.eye(n_drugs)
-    L[1 + n_drugs:] = L[1 + UNIT_DRUG]
-    L[1 + n_drugs:, 1 + n_drugs:] = tau_k[p] * np.eye(n_units)
-    x = np.zeros((len(ds), n_units))
-    x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
-    z = np.hstack([np.zeros((len(ds), 1 + n_drugs)), x])
-    drug_scan = x.sum(axis=1)
-    noise = scan_covariance(mixed, sigma, omega, np.zeros(2), np.zeros(2), p) - EFFECT_SD ** 2 * np.outer(drug_scan, drug_scan)
-    prior = L @ L.T
-    m = 0.07  # every effect's prior mean (the overall effect's, inherited below it)
-    gain = prior @ z.T @ np.linalg.inv(z @ prior @ z.T + noise)
-    post_mean = m + gain @ (mixed["y"][:, p] - mixed["w"][:, 0] * b[0, p] - z @ np.full(z.shape[1], m))
-    post_cov = prior - gain @ z @ prior
-
-    n = 40_000
-    rep = [np.broadcast_to(a, (n, *a.shape)) for a in (sigma, omega, b, tau_d, tau_k, np.full(2, m),
-                                                        np.full(2, EFFECT_SD))]
-    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(0))
-    e = np.column_stack([mu[:, p], beta[:, :, p], theta[:, :, p]])
-    sd = np.sqrt(np.diag(post_cov))
-    np.testing.assert_array_less(np.abs(e.mean(axis=0) - post_mean) / (sd / np.sqrt(n)), 4.5)
-    np.testing.assert_allclose(e.std(axis=0), sd, rtol=0.03)
-    np.testing.assert_allclose(np.cov(e.T), post_cov, atol=0.03 * sd.max() ** 2)
-
-
-def test_conditional_draws_with_drug_scales_have_the_exact_posterior(mixed):
-    """As above with drug scales: beta[d] ~ Normal(lam[d] mu, tau_drug)."""
-    sigma, omega, b, tau_d, tau_k = mixed["params"][2]
-    lam = LAMS[1]
-    p = 1
-    ds, unit = mixed["ds"], mixed["unit"]
-    n_units, n_drugs = len(UNIT_DRUG), 3
-    L = np.zeros((1 + n_drugs + n_units,) * 2)
-    L[0, 0] = EFFECT_SD
-    L[1:1 + n_drugs, 0] = EFFECT_SD * lam
+    L[1:1 + n_drugs, 0] = EFFECT_SD * load
     L[1:1 + n_drugs, 1:1 + n_drugs] = tau_d[p] * np.eye(n_drugs)
     L[1 + n_drugs:] = L[1 + UNIT_DRUG]
     L[1 + n_drugs:, 1 + n_drugs:] = tau_k[p] * np.eye(n_units)
@@ -210,19 +178,20 @@ def test_conditional_draws_with_drug_scales_have_the_exact_posterior(mixed):
     z = np.hstack([np.zeros((len(ds), 1 + n_drugs)), x])
     noise = scan_covariance(mixed, sigma, omega, np.zeros(2), np.zeros(2), p, 0.0)
     prior = L @ L.T
-    m = 0.05
-    prior_mean = m * np.r_[1.0, lam, lam[UNIT_DRUG]]
+    prior_mean = m * np.r_[1.0, load, load[UNIT_DRUG]]
     gain = prior @ z.T @ np.linalg.inv(z @ prior @ z.T + noise)
     post_mean = prior_mean + gain @ (mixed["y"][:, p] - mixed["w"][:, 0] * b[0, p] - z @ prior_mean)
     post_cov = prior - gain @ z @ prior
+
     n = 40_000
     rep = [np.broadcast_to(a, (n, *a.shape)) for a in (sigma, omega, b, tau_d, tau_k, np.full(2, m),
                                                         np.full(2, EFFECT_SD))]
-    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(1),
-                                        lam_d=np.broadcast_to(lam, (n, 3)))
+    scales = None if lam is None else np.broadcast_to(lam, (n, n_drugs))
+    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(case), lam_d=scales)
     e = np.column_stack([mu[:, p], beta[:, :, p], theta[:, :, p]])
     sd = np.sqrt(np.diag(post_cov))
     np.testing.assert_array_less(np.abs(e.mean(axis=0) - post_mean) / (sd / np.sqrt(n)), 4.5)
+    np.testing.assert_allclose(e.std(axis=0), sd, rtol=0.03)
     np.testing.assert_allclose(np.cov(e.T), post_cov, atol=0.03 * sd.max() ** 2)
 
 
