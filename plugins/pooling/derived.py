@@ -102,7 +102,6 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     flat = drug_draws.reshape(n_chain * n_draw, n_drugs, -1)
     dev = flat - flat.mean(axis=0)
     noise = np.einsum("sdp,sep->de", dev, dev) / max(len(flat) - 1, 1) / flat.shape[-1]  # mean over pairs
-    tiny = np.finfo(float).tiny
     rows = []
     for a, b in itertools.combinations(range(n_drugs), 2):
         x = drug_draws[:, :, a] - drug_draws[:, :, a].mean(axis=-1, keepdims=True)
@@ -110,13 +109,14 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
         sab, saa, sbb = (x * y).mean(-1), (x ** 2).mean(-1), (y ** 2).mean(-1)
         ms_a, ms_b = (drug_draws[:, :, a] ** 2).mean(-1), (drug_draws[:, :, b] ** 2).mean(-1)
         ms_d = ((drug_draws[:, :, a] - drug_draws[:, :, b]) ** 2).mean(-1)
-        corrected = (sab - noise[a, b]) / np.sqrt(np.maximum(saa - noise[a, a], tiny) * np.maximum(sbb - noise[b, b], tiny))
-        measures = {
-            "pattern_r_corrected": np.clip(corrected, -1.0, 1.0),
-            "pearson_r_across_pairs": sab / np.sqrt(saa * sbb),
-            "rms_ratio": np.sqrt(np.maximum(ms_a - noise[a, a], 0.0) / np.maximum(ms_b - noise[b, b], tiny)),
-            "rms_distance": np.sqrt(np.maximum(ms_d - (noise[a, a] + noise[b, b] - 2 * noise[a, b]), 0.0)),
-        }
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a map drowned in noise: inf or NaN
+            corrected = (sab - noise[a, b]) / np.sqrt(np.maximum(saa - noise[a, a], 0.0) * np.maximum(sbb - noise[b, b], 0.0))
+            measures = {
+                "pattern_r_corrected": np.clip(corrected, -1.0, 1.0),
+                "pearson_r_across_pairs": sab / np.sqrt(saa * sbb),
+                "rms_ratio": np.sqrt(np.maximum(ms_a - noise[a, a], 0.0) / np.maximum(ms_b - noise[b, b], 0.0)),
+                "rms_distance": np.sqrt(np.maximum(ms_d - (noise[a, a] + noise[b, b] - 2 * noise[a, b]), 0.0)),
+            }
         if scales is not None:
             measures["scale_ratio"] = scales[:, :, a] / scales[:, :, b]
         stacked = summarise_draws(np.stack(list(measures.values()), axis=-1), hdi_prob=hdi_prob)
