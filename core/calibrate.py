@@ -82,18 +82,20 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
         return pd.DataFrame(columns=["drug_a", "drug_b", "measure", "truth"])
     overall = wide["overall"].to_numpy()
     maps = {d: wide[f"drug:{d}"].to_numpy() for d in drugs}
-    rms = {d: np.sqrt(np.mean(m ** 2)) for d, m in maps.items()}
-    slope = {d: float(m @ overall / (overall @ overall)) for d, m in maps.items()}
     rows = []
-    for a in drugs:
-        for b in drugs:
-            if a != b:
-                r = float(np.corrcoef(maps[a], maps[b])[0, 1])
-                rows += [(a, b, "pattern_r_corrected", r), (a, b, "pearson_r_across_pairs", r),
-                         (a, b, "rms_ratio", rms[a] / rms[b]),
-                         (a, b, "rms_distance", float(np.sqrt(np.mean((maps[a] - maps[b]) ** 2)))),
-                         (a, b, "scale_ratio", slope[a] / slope[b])]
-    return pd.DataFrame(rows, columns=["drug_a", "drug_b", "measure", "truth"])
+    with np.errstate(divide="ignore", invalid="ignore"):  # planted maps of zeros (motion_null): no truth
+        rms = {d: np.sqrt(np.mean(m ** 2)) for d, m in maps.items()}
+        slope = {d: float(m @ overall / (overall @ overall)) for d, m in maps.items()}
+        for a in drugs:
+            for b in drugs:
+                if a != b:
+                    r = float(np.corrcoef(maps[a], maps[b])[0, 1]) if rms[a] > 0 and rms[b] > 0 else np.nan
+                    rows += [(a, b, "pattern_r_corrected", r), (a, b, "pearson_r_across_pairs", r),
+                             (a, b, "rms_ratio", rms[a] / rms[b]),
+                             (a, b, "rms_distance", float(np.sqrt(np.mean((maps[a] - maps[b]) ** 2)))),
+                             (a, b, "scale_ratio", slope[a] / slope[b])]
+    out = pd.DataFrame(rows, columns=["drug_a", "drug_b", "measure", "truth"])
+    return out[np.isfinite(out["truth"])].reset_index(drop=True)
 
 
 def strata(truth: pd.Series, min_effect: float) -> pd.Series:
@@ -148,6 +150,7 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
     if similarity is not None and len(similarity):
         analysed = effects.loc[effects["effect"] == "overall", ["network_a", "network_b"]]
         rows = similarity.merge(similarity_truth(truth, level, analysed), on=["drug_a", "drug_b", "measure"])
+        rows = rows[np.isfinite(rows["mean"])]  # measures undefined for this replicate (a map lost in noise)
         if len(rows):
             part = score_table(rows.assign(effect_type=rows["measure"]), min_effect)
             part = part[part["stratum"] == "all"].assign(table="drug_similarity")

@@ -87,8 +87,8 @@ def test_derived_tables(tiny_run):
                                                        "rms_ratio": 10, "rms_distance": 10}
     r = sim[sim.measure.str.contains("r_")]
     assert r["hdi_low"].between(-1, 1).all() and r["hdi_high"].between(-1, 1).all()
-    ratio = sim[sim.measure == "rms_ratio"]
-    assert (ratio["hdi_low"] > 0).all() and (ratio["hdi_low"] <= ratio["mean"]).all()
+    ratio = sim[sim.measure == "rms_ratio"].dropna(subset=["mean"])  # NaN: a map lost in posterior noise
+    assert (ratio["hdi_low"] >= 0).all() and (ratio["hdi_low"] <= ratio["mean"]).all()
 
 
 def test_unknown_drug_in_contrasts(tmp_path, tiny_overrides):

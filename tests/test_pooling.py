@@ -338,20 +338,32 @@ def test_tree_depth_reaches_every_sampler():
 
 
 def test_drug_similarity_is_corrected_for_posterior_noise():
-    """Three drugs with one pattern at strengths 1, 2 and 0.5, each draw the maps plus posterior
-    noise as large as the pattern: the raw correlation of draws is attenuated; the corrected
-    measures recover the planted correlation (1), magnitude ratios and distance."""
+    """Known maps plus posterior-like noise: unequal per drug, a part shared by the drugs on each
+    pair (as the overall effect's uncertainty is) and an offset shared by every pair. The raw
+    correlation of draws misses the planted one; the corrected measures recover the planted correlation,
+    magnitude ratio and distance; a map lost in the noise, or too few pairs, gives NaN."""
     from megafc.plugins.pooling.derived import drug_similarity
 
     rng = np.random.default_rng(0)
-    pattern = rng.normal(0, 0.05, 200)
-    strength = np.array([1.0, 2.0, 0.5])
-    draws = strength[None, None, :, None] * pattern + rng.normal(0, 0.05, (2, 500, 3, 200))
-    sim = drug_similarity(["a", "b", "c"], draws, 0.95).set_index(["drug_a", "drug_b", "measure"])
-    raw, corrected = sim.loc[("a", "c", "pearson_r_across_pairs")], sim.loc[("a", "c", "pattern_r_corrected")]
-    assert raw["hdi_high"] < 0.6 and corrected["hdi_low"] < 1.0 <= corrected["hdi_high"] + 1e-9
-    for (a, b), ratio in {("a", "b"): 0.5, ("a", "c"): 2.0, ("b", "c"): 4.0}.items():
-        row = sim.loc[(a, b, "rms_ratio")]
-        assert row["hdi_low"] < ratio < row["hdi_high"], (a, b, row)
-    planted = np.sqrt(np.mean((pattern - 2 * pattern) ** 2))
-    assert sim.loc[("a", "b", "rms_distance"), "hdi_low"] < planted < sim.loc[("a", "b", "rms_distance"), "hdi_high"]
+    n_pairs = 150
+    base, other = rng.normal(0, 0.05, (2, n_pairs))
+    maps = np.stack([base, 0.5 * base + np.sqrt(0.75) * other, 2 * base])  # a, b, c = 2a
+    noise = (rng.normal(0, 1, (2, 400, 3, n_pairs)) * np.array([0.02, 0.05, 0.03])[:, None]
+             + rng.normal(0, 0.04, (2, 400, 1, n_pairs)) + rng.normal(0, 0.03, (2, 400, 1, 1)))
+    sim = drug_similarity(["a", "b", "c"], maps[None, None] + noise, 0.95).set_index(["drug_a", "drug_b", "measure"])
+    planted_r = np.corrcoef(maps[0], maps[1])[0, 1]
+    raw, corrected = sim.loc[("a", "b", "pearson_r_across_pairs")], sim.loc[("a", "b", "pattern_r_corrected")]
+    assert corrected["hdi_low"] < planted_r < corrected["hdi_high"] and abs(corrected["mean"] - planted_r) < 0.05
+    assert abs(raw["mean"] - planted_r) > 2 * abs(corrected["mean"] - planted_r)  # shared noise biases the raw one
+    rms = np.sqrt((maps ** 2).mean(axis=1))
+    for (i, j), (x, y) in {(0, 1): ("a", "b"), (0, 2): ("a", "c"), (1, 2): ("b", "c")}.items():
+        row = sim.loc[(x, y, "rms_ratio")]
+        assert row["hdi_low"] < rms[i] / rms[j] < row["hdi_high"], (x, y, row["mean"], rms[i] / rms[j])
+        distance = np.sqrt(np.mean((maps[i] - maps[j]) ** 2))
+        row = sim.loc[(x, y, "rms_distance")]
+        assert row["hdi_low"] < distance < row["hdi_high"], (x, y, row["mean"], distance)
+    # a drug with no effect at all, and a study of two pairs: undefined, not +-1 or 0
+    lost = drug_similarity(["a", "none"], np.stack([maps[0], 0 * maps[0]])[None, None] + noise[:, :, :2], 0.95)
+    assert lost.set_index("measure").loc[["pattern_r_corrected", "rms_ratio"], "mean"].isna().all()
+    few = drug_similarity(["a", "b"], (maps[None, None] + noise)[:, :, :2, :2], 0.95).set_index("measure")
+    assert few.loc[["pattern_r_corrected", "rms_ratio"], "mean"].isna().all()

@@ -83,39 +83,51 @@ def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.Data
 def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
                     scales: np.ndarray | None = None) -> pd.DataFrame:
     """How alike two drugs' effect maps are (across network pairs), each measure computed draw
-    by draw on the drug-level effects, so its interval carries their posterior uncertainty.
+    by draw on the drug-level effects.
 
     A draw of a map is the map plus posterior noise, and across ~100 mostly-null pairs that
     noise dominates what a draw's correlation or spread sees: on simulated studies the raw
-    correlation of draws came out ~0.2 below the planted one (95% intervals covered it in 0 of
-    150 drug pairs) and raw distances ~2x too large. The ``_corrected`` measures therefore
-    subtract, from each draw's cross-pair (co)variances, the posterior (co)variances averaged
-    over pairs (the noise's expected share; as disattenuating a correlation for measurement
-    error): ``pattern_r_corrected`` (the maps' correlation; covered the planted one in 150 of
-    150), ``rms_ratio`` (drug a's root-mean-square effect over drug b's: which is stronger) and
-    ``rms_distance`` (root-mean-square difference). ``pearson_r_across_pairs`` is the raw
-    correlation of earlier versions. ``scale_ratio`` (models with drug scales: ``scales``
-    (chain, draw, drug)): scale a / scale b, the strengths at which the drugs show the shared
-    pattern. ``drug_draws``: (chain, draw, drug, pair).
+    correlation of draws came out ~0.2 below the planted one (its 95% intervals covered it in
+    0 of 150 drug pairs) and raw distances several times too large. The ``_corrected`` measures
+    therefore subtract, from each draw's cross-pair (co)variances, the posterior (co)variances
+    averaged over pairs (the noise's expected share, as in disattenuating a correlation for
+    measurement error; the interval keeps the draws' spread, a heuristic rather than a
+    posterior): ``pattern_r_corrected`` (the maps' correlation), ``rms_ratio`` (drug a's
+    root-mean-square effect over drug b's: which is stronger) and ``rms_distance`` (root-mean-
+    square difference). Where a map cannot be told from the noise (its corrected spread <= 0 in
+    more than 5% of draws, or fewer than 3 pairs) the measure is NaN: undefined, not 0 or +-1;
+    in up to 5% of draws a correlation is capped at +-1 and a ratio at its largest other draw.
+    ``pearson_r_across_pairs`` is the raw correlation
+    of earlier versions. ``scale_ratio`` (models with drug scales: ``scales`` (chain, draw,
+    drug)): scale a / scale b, the strengths at which the drugs show the shared pattern.
+    ``drug_draws``: (chain, draw, drug, pair).
     """
-    n_chain, n_draw, n_drugs, _ = drug_draws.shape
-    flat = drug_draws.reshape(n_chain * n_draw, n_drugs, -1)
+    n_chain, n_draw, n_drugs, n_pairs = drug_draws.shape
+    flat = drug_draws.reshape(n_chain * n_draw, n_drugs, n_pairs)
     dev = flat - flat.mean(axis=0)
-    noise = np.einsum("sdp,sep->de", dev, dev) / max(len(flat) - 1, 1) / flat.shape[-1]  # mean over pairs
+    denom = max(len(flat) - 1, 1) * n_pairs
+    noise = np.einsum("sdp,sep->de", dev, dev) / denom  # posterior (co)variance, averaged over pairs
+    dev_c = dev - dev.mean(axis=-1, keepdims=True)  # what is left of it in statistics centred over pairs
+    noise_c = np.einsum("sdp,sep->de", dev_c, dev_c) / denom
     rows = []
     for a, b in itertools.combinations(range(n_drugs), 2):
         x = drug_draws[:, :, a] - drug_draws[:, :, a].mean(axis=-1, keepdims=True)
         y = drug_draws[:, :, b] - drug_draws[:, :, b].mean(axis=-1, keepdims=True)
         sab, saa, sbb = (x * y).mean(-1), (x ** 2).mean(-1), (y ** 2).mean(-1)
-        ms_a, ms_b = (drug_draws[:, :, a] ** 2).mean(-1), (drug_draws[:, :, b] ** 2).mean(-1)
-        ms_d = ((drug_draws[:, :, a] - drug_draws[:, :, b]) ** 2).mean(-1)
-        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):  # a map drowned in noise: inf or NaN
-            corrected = (sab - noise[a, b]) / np.sqrt(np.maximum(saa - noise[a, a], 0.0) * np.maximum(sbb - noise[b, b], 0.0))
+        va, vb = saa - noise_c[a, a], sbb - noise_c[b, b]
+        ms_a, ms_b = (drug_draws[:, :, a] ** 2).mean(-1) - noise[a, a], (drug_draws[:, :, b] ** 2).mean(-1) - noise[b, b]
+        ms_d = ((drug_draws[:, :, a] - drug_draws[:, :, b]) ** 2).mean(-1) - (noise[a, a] + noise[b, b] - 2 * noise[a, b])
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            corrected = np.clip((sab - noise_c[a, b]) / np.sqrt(np.maximum(va, 0.0) * np.maximum(vb, 0.0)), -1.0, 1.0)
+            ratio = np.where(ms_b > 0, np.sqrt(np.maximum(ms_a, 0.0) / ms_b), np.nan)
+            if np.isnan(ratio).any() and np.isfinite(ratio).any():  # b lost in the noise in a few draws:
+                ratio = np.where(np.isnan(ratio), np.nanmax(ratio), ratio)  # censored at the largest seen
+            defined = n_pairs >= 3 and ((va <= 0) | (vb <= 0)).mean() <= 0.05
             measures = {
-                "pattern_r_corrected": np.clip(corrected, -1.0, 1.0),
+                "pattern_r_corrected": corrected if defined else np.full_like(sab, np.nan),
                 "pearson_r_across_pairs": sab / np.sqrt(saa * sbb),
-                "rms_ratio": np.sqrt(np.maximum(ms_a - noise[a, a], 0.0) / np.maximum(ms_b - noise[b, b], 0.0)),
-                "rms_distance": np.sqrt(np.maximum(ms_d - (noise[a, a] + noise[b, b] - 2 * noise[a, b]), 0.0)),
+                "rms_ratio": ratio if n_pairs >= 3 and (ms_b <= 0).mean() <= 0.05 else np.full_like(sab, np.nan),
+                "rms_distance": np.sqrt(np.maximum(ms_d, 0.0)),
             }
         if scales is not None:
             measures["scale_ratio"] = scales[:, :, a] / scales[:, :, b]
