@@ -55,9 +55,14 @@ def _quantity_major(draws: np.ndarray, min_chains: int) -> tuple[np.ndarray, np.
     return np.full(x.shape[2], np.nan), ok, np.ascontiguousarray(np.moveaxis(x[..., ok], 2, 0))
 
 
-def _rhat_rank(split: np.ndarray, z: np.ndarray) -> np.ndarray:
-    folded = np.abs(split - np.median(split.reshape(len(split), -1), axis=1)[:, None, None])
+def _rhat_rank(split: np.ndarray, z: np.ndarray, median: np.ndarray | None = None) -> np.ndarray:
+    """The larger of the bulk R-hat (of ``z``, the split draws' normal scores) and the folded
+    one; ``median``: each quantity's median of the split draws, when already known."""
+    if median is None:
+        median = np.median(split.reshape(len(split), -1), axis=1)
+    folded = np.abs(split - median[:, None, None])
     with np.errstate(divide="ignore", invalid="ignore"):
+        # fmax: a bulk R-hat of inf (constant but different split chains) is not lost to a NaN fold
         return np.fmax(_rhat(z), _rhat(_z_scale(folded)))
 
 
@@ -138,9 +143,14 @@ def ess_bulk(draws: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ess_tail(x: np.ndarray, prob: tuple[float, float]) -> np.ndarray:
-    flat = x.reshape(len(x), -1)
-    lo, hi = (_ess(_split_chains((x <= np.quantile(flat, p, axis=1)[:, None, None]).astype(float))) for p in prob)
+def _ess_tail(x: np.ndarray, prob: tuple[float, float], quantiles: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> np.ndarray:
+    """The smaller ESS of the indicators of two quantiles of x (n, chain, draw); ``quantiles``:
+    those quantiles per quantity, when already known."""
+    if quantiles is None:
+        flat = x.reshape(len(x), -1)
+        quantiles = tuple(np.quantile(flat, p, axis=1) for p in prob)
+    lo, hi = (_ess(_split_chains((x <= q[:, None, None]).astype(float))) for q in quantiles)
     return np.minimum(lo, hi)
 
 
@@ -218,13 +228,10 @@ def _summarise(draws: np.ndarray, hdi_probs: tuple[float, ...]) -> dict[str, np.
         z = _split_chains(_normal_scores(_ranks_from_order(s, order), total).reshape(x.shape))
         median = _sorted_quantile(s, 0.5)
     out["ess_bulk"][ok] = _ess(z)
-    lo, hi = (_sorted_quantile(s, p)[:, None, None] for p in (0.05, 0.95))
-    out["ess_tail"][ok] = np.minimum(_ess(_split_chains((x <= lo).astype(float))),
-                                     _ess(_split_chains((x <= hi).astype(float))))
+    tails = (0.05, 0.95)
+    out["ess_tail"][ok] = _ess_tail(x, tails, tuple(_sorted_quantile(s, p) for p in tails))
     if n_chain >= 2:  # R-hat needs two chains
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # fmax: a bulk R-hat of inf (constant but different split chains) is not lost to a NaN fold
-            out["r_hat"][ok] = np.fmax(_rhat(z), _rhat(_z_scale(np.abs(split - median[:, None, None]))))
+        out["r_hat"][ok] = _rhat_rank(split, z, median)
     return out
 
 
