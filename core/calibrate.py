@@ -105,11 +105,12 @@ def strata(truth: pd.Series, min_effect: float) -> pd.Series:
                      index=truth.index)
 
 
-def score_table(rows: pd.DataFrame, min_effect: float) -> pd.DataFrame:
+def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool = True) -> pd.DataFrame:
     """Coverage, bias, width and sign errors of rows that carry ``truth``, per effect type and
-    stratum of |truth| (and over all strata)."""
-    rows = rows.assign(stratum=strata(rows["truth"], min_effect))
-    credible = (rows["hdi_low"] > 0) | (rows["hdi_high"] < 0)
+    stratum of |truth| (and over all strata). ``signed`` False (per row, or for all): a positive
+    quantity (a ratio, a distance) that is never "credible" and has no sign to recover."""
+    rows = rows.assign(stratum=strata(rows["truth"], min_effect), _signed=signed)
+    credible = ((rows["hdi_low"] > 0) | (rows["hdi_high"] < 0)) & rows["_signed"]
     rows = rows.assign(
         inside95=(rows["hdi_low"] <= rows["truth"]) & (rows["truth"] <= rows["hdi_high"]),
         credible=credible,
@@ -131,7 +132,7 @@ def score_table(rows: pd.DataFrame, min_effect: float) -> pd.DataFrame:
                 row["coverage_50"] = g["inside50"].mean()
             if "lfsr" in g:
                 row["reported_false_sign_rate"] = g.loc[g["credible"], "lfsr"].mean() if g["credible"].any() else 0.0
-            large = g[g["stratum"] == "large"]
+            large = g[(g["stratum"] == "large") & g["_signed"]]
             row["n_large"] = len(large)
             row["sign_recovery"] = large["right_sign"].mean() if len(large) else np.nan
             out.append(row)
@@ -152,13 +153,10 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
         rows = similarity.merge(similarity_truth(truth, level, analysed), on=["drug_a", "drug_b", "measure"])
         rows = rows[np.isfinite(rows["mean"])]  # measures undefined for this replicate (a map lost in noise)
         if len(rows):
-            part = score_table(rows.assign(effect_type=rows["measure"]), min_effect)
-            part = part[part["stratum"] == "all"].assign(table="drug_similarity")
             # ratios and distances are positive: "credible" and signs mean nothing for them
-            unsigned = ~part["effect_type"].isin(["pattern_r_corrected", "pearson_r_across_pairs"])
-            part.loc[unsigned, ["n_credible", "n_large", "false_sign_rate"]] = 0
-            part.loc[unsigned, "sign_recovery"] = np.nan
-            parts.append(part)
+            signed = rows["measure"].isin(["pattern_r_corrected", "pearson_r_across_pairs"])
+            part = score_table(rows.assign(effect_type=rows["measure"]), min_effect, signed)
+            parts.append(part[part["stratum"] == "all"].assign(table="drug_similarity"))
     out = pd.concat(parts, ignore_index=True)
     return out[["table"] + [c for c in out.columns if c != "table"]]
 
