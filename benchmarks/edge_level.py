@@ -12,14 +12,9 @@ from __future__ import annotations
 import argparse
 import gc
 import resource
-import time
 
-from megafc.core import mark_unpaired, network_pair_table, validate_scans
-from megafc.core.pipeline import estimate_connectomes
-from megafc.plugins.atlases.synthetic import SyntheticAtlas
-from megafc.plugins.datasets.synthetic import SyntheticDataset
-from megafc.plugins.estimators.correlation import FisherZCorrelation
-from megafc.plugins.pooling.pymc_edges import PyMCEdgePooling
+from megafc.core.pipeline import pool, stage
+from study import run_until
 
 
 def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
@@ -37,33 +32,26 @@ def main() -> None:
     ap.add_argument("--conditional-draws", type=int, default=400)
     args = ap.parse_args()
 
-    t0 = time.perf_counter()
-    atlas = SyntheticAtlas(SyntheticAtlas.Config(n_cortical=args.regions - 16 - 8)).load()
-    inputs = SyntheticDataset(SyntheticDataset.Config(scale=args.scale)).load(atlas, seed=0)
-    scans = mark_unpaired(validate_scans(inputs.scans))
-    included = list(scans.loc[~scans.excluded, "scan_id"])
-    t1 = time.perf_counter()
-    conn = estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas)
-    t2 = time.perf_counter()
-    inputs.timeseries = None  # the pipeline no longer needs them either
+    ctx, results = run_until([
+        f"dataset.scale={args.scale}", f"atlas.n_cortical={args.regions - 16 - 8}", "pooling=pymc_edges",
+        f"pooling.draws={args.draws}", f"pooling.tune={args.tune}", f"pooling.sampler={args.sampler}",
+        f"pooling.heterogeneity={args.heterogeneity}", f"pooling.conditional_draws={args.conditional_draws}",
+        "pooling.progressbar=false",
+    ], until="aggregate")
+    atlas, t = results.atlas, results.timings
+    included = results.connectomes.scan_ids
+    results.extracted.timeseries = results.inputs.timeseries = None  # the run no longer needs them either
     gc.collect()
-    pairs = network_pair_table(conn, atlas, scans)
     rss_before_fit = peak_rss_mb()
-    model = PyMCEdgePooling(PyMCEdgePooling.Config(
-        draws=args.draws, tune=args.tune, sampler=args.sampler, heterogeneity=args.heterogeneity,
-        conditional_draws=args.conditional_draws, progressbar=False,
-    ))
-    model.set_connectomes(conn, atlas, scans)
-    t3 = time.perf_counter()
-    result = model.fit(pairs, seed=0)
-    t4 = time.perf_counter()
+    with stage(ctx, "pool", t):
+        result = pool(ctx, atlas, results.scans, results.aggregated)
     edges = result.tables["edge_effects"]
     n_edges = atlas.n_regions * (atlas.n_regions - 1) // 2
     print(f"regions: {atlas.n_regions}  edges: {n_edges}  scans: {len(included)}  "
           f"edge_effects rows: {len(edges)}")
-    print(f"simulation: {t1 - t0:.1f} s")
-    print(f"connectivity: {t2 - t1:.1f} s")
-    print(f"edge-level fit: {t4 - t3:.1f} s")
+    print(f"simulation: {t['load'] + t['extract']:.1f} s")
+    print(f"connectivity: {t['estimate']:.1f} s")
+    print(f"edge-level fit: {t['pool']:.1f} s")
     d = result.diagnostics
     for col in ("stats_seconds", "sampling_seconds", "conditional_seconds"):
         if col in d:

@@ -1,22 +1,22 @@
-"""The built-in synthetic study as a network-pair table, the way a run builds it (shared by the
-benchmarks that fit models to it)."""
+"""The built-in synthetic study run through megafc's own stages (shared by the benchmarks):
+the same load -> extract -> estimate -> aggregate as ``megafc``, so a benchmark times what a
+run does, not a hand-assembled copy of it."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from megafc.core import mark_uninformative, network_pair_table, validate_scans
-from megafc.core.pipeline import estimate_connectomes
-from megafc.plugins.atlases.synthetic import SyntheticAtlas
-from megafc.plugins.datasets.synthetic import SyntheticDataset
-from megafc.plugins.estimators.correlation import FisherZCorrelation
+from megafc.core.config import compose
+from megafc.core.pipeline import RunContext, RunResults, run_stages
+
+
+def run_until(overrides: list[str], until: str = "aggregate") -> tuple[RunContext, RunResults]:
+    """The run of ``megafc <overrides>`` up to stage ``until``, as values (nothing is written)."""
+    ctx = RunContext.create(compose(["report=false", "figures=false", "extraction.cache_dir=null", *overrides]))
+    return ctx, run_stages(ctx, until=until)
 
 
 def default_study_pairs(level: str = "network", seed: int = 0) -> pd.DataFrame:
     """Fisher-z network-pair FC of every informative scan of the default synthetic study."""
-    atlas = SyntheticAtlas().load()
-    inputs = SyntheticDataset().load(atlas, seed=seed)
-    scans = mark_uninformative(validate_scans(inputs.scans))
-    included = list(scans.loc[~scans.excluded, "scan_id"])
-    return network_pair_table(estimate_connectomes(FisherZCorrelation(), inputs.timeseries, included, atlas),
-                              atlas, scans, level=level)
+    _, results = run_until([f"aggregate.level={level}", f"seed={seed}"])
+    return results.aggregated.pairs

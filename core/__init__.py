@@ -17,6 +17,7 @@ from .data import (
     Atlas,
     Connectomes,
     DatasetInputs,
+    PoolingInputs,
     PoolingResult,
     ScanImages,
     exclude,
@@ -39,7 +40,7 @@ from .summaries import flag_ok, sampler_diagnostics, summarise_draws
 __all__ = [
     "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "FISHER_Z_MAX_ABS_R", "SCAN_COLUMNS",
     "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
-    "DatasetInputs", "DatasetLoader", "Denoiser", "Harmonizer", "InputError", "MegafcError", "Plugin",
+    "DatasetInputs", "DatasetLoader", "PoolingInputs", "Denoiser", "Harmonizer", "InputError", "MegafcError", "Plugin",
     "PluginError", "PoolingModel", "PoolingResult", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",
     "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
     "summarise_draws", "validate_scans", "with_summaries",

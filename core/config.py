@@ -82,3 +82,16 @@ class RunConfig:
     #: Recompute a run whose directory already holds a complete run of the same config
     #: (otherwise it is skipped, which is how an interrupted sweep resumes).
     rerun: bool = False
+
+
+def compose(overrides: list[str] | None = None, registry: Any = None) -> Any:
+    """The run config exactly as ``megafc <overrides>`` composes it, for Python callers
+    (benchmarks, calibration, notebooks): ``RunContext.create(compose(["pooling=meta"]))``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from .registry import default_registry, register_configs
+
+    register_configs(registry or default_registry())
+    with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides or []))

@@ -285,6 +285,30 @@ class PoolingResult:
     figures: dict[str, Any] = field(default_factory=dict)
     #: What hdi_low/hdi_high are, for figure legends: e.g. "95% HDI" or "95% CI".
     interval: str = "95% HDI"
+    #: The kind of interval in hdi_low/hdi_high: HDI (Bayesian highest density), ETI (Bayesian
+    #: equal-tailed) or CI (frequentist confidence); read from ``interval`` when not given.
+    interval_kind: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.interval_kind:
+            words = self.interval.upper().split()
+            self.interval_kind = next((w for w in ("CI", "ETI", "HDI") if w in words), "HDI")
+
+
+@dataclass
+class PoolingInputs:
+    """Everything a pooling model is given: one value, so a model never reaches for more.
+
+    ``pairs`` is the network-pair table (plus summary outcomes for models that fit them);
+    ``connectomes`` and ``atlas`` are filled only for models that declare
+    ``needs_connectomes = True`` (edge-level models), else None.
+    """
+
+    pairs: pd.DataFrame
+    seed: int
+    scans: pd.DataFrame
+    connectomes: Connectomes | None = None
+    atlas: Atlas | None = None
 
 
 #: Columns of effects.tsv (a pooling model may add more after these).

@@ -110,6 +110,22 @@ def megafc_before_run(config: Any, staging_dir: str) -> None:
 
 
 @hookspec
+def megafc_before_stage(stage: str, config: Any) -> None:
+    """Called as each stage starts: ``load``, ``extract``, ``estimate``, ``aggregate``, ``pool``,
+    ``derive``, then ``write`` (``megafc.core.pipeline.STAGE_NAMES``)."""
+
+
+@hookspec
+def megafc_after_stage(stage: str, seconds: float) -> None:
+    """Called when a stage has finished, with its wall time in seconds."""
+
+
+@hookspec
+def megafc_on_stage_error(stage: str, error: BaseException) -> None:
+    """Called when a stage fails, before the error is raised (and ``megafc_on_error`` called)."""
+
+
+@hookspec
 def megafc_after_scans(scans: pd.DataFrame, staging_dir: str) -> None:
     """Called with the final scan table (exclusions marked) before connectivity is estimated."""
 

@@ -21,6 +21,8 @@ import pandas as pd
 
 from .errors import InputError
 
+log = logging.getLogger("megafc")
+
 #: Written last: its presence means the run directory is complete.
 COMPLETION_MARKER = "provenance.json"
 
@@ -269,3 +271,131 @@ def provenance(
         # 'rerun' only says whether to redo a finished run; it does not change the results
         "config_fingerprint": fingerprint_value({k: v for k, v in config.items() if k != "rerun"}),
     }
+
+
+def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
+    """The one writer: every file of a run, from its ``RunResults``, into the staging folder."""
+    from omegaconf import OmegaConf
+
+    from .dictionary import data_dictionary
+    from .figures import figure_formats, reproducible_metadata
+
+    cfg = results.config
+    extracted = results.extracted
+    staged.write_table("scans.tsv", results.scans)
+    if extracted is not None and extracted.extraction is not None:
+        staged.write_table("extraction.tsv", extracted.extraction)
+    staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    staged.write_table("warnings.tsv", pd.DataFrame(results.warnings, columns=["stage", "level", "message"]))
+    if results.result is None:  # stage=extract: what was extracted, and the scans left out before it
+        staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
+        return
+    result, aggregated = results.result, results.aggregated
+    for name in ("exclusions", "motion", "qc_fc"):
+        if name in results.tables:
+            staged.write_table(f"{name}.tsv", results.tables[name])
+    derivatives = str(cfg.derivatives)
+    images = results.inputs.images
+    if derivatives == "all" or (derivatives == "auto" and images is not None):
+        from .derivatives import write_derivatives
+
+        write_derivatives(staged, extracted.timeseries if extracted else None, results.connectomes, results.scans,
+                          results.atlas, images, results.plugins)
+    if aggregated.summary_pairs is not None:
+        staged.write_table("summary_pairs.tsv", aggregated.summary_pairs)
+    staged.write_table("atlas_regions.tsv", region_table(results.atlas))
+    staged.write_table("network_pairs.tsv", aggregated.pairs)
+    who = f"pooling '{results.plugins['pooling'].name}'"
+    staged.write_table("effects.tsv", result.effects)
+    staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval))
+    staged.write_table("diagnostics.tsv", result.diagnostics)
+    if results.inputs.truth is not None:
+        staged.write_table("truth.tsv", results.inputs.truth)
+    if result.idata is not None:
+        from .progress import Heartbeat
+
+        log.info("writing posterior.nc ...")
+        with Heartbeat("writing posterior.nc"):
+            result.idata.to_netcdf(str(staged.path("posterior.nc")))
+    for name, table in result.tables.items():
+        # large tables (e.g. one row per edge) ask to be gzipped
+        staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
+        if name == "summaries":
+            staged.write_json("summaries.json", data_dictionary(table, who, result.interval))
+    formats = figure_formats(cfg.get("figures"))
+    for name, fig in result.figures.items():
+        for fmt in formats or ["png"]:  # the model's own figures (predictive checks): always a PNG
+            fig.savefig(staged.path(f"figures/{name}.{fmt}"), dpi=110, bbox_inches="tight",
+                        metadata=reproducible_metadata(fmt))
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    staged.write_text("methods.md", results.methods)
+    if formats:
+        from .figures import effect_matrix_figure
+
+        effect_matrix_figure(result.effects, aggregated.pairs.attrs["networks"], staged.path("figures/overall_effect.png"),
+                             interval=result.interval, formats=formats)
+    staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
+    if cfg.report:
+        from .progress import Heartbeat
+
+        with Heartbeat("writing report.html"):
+            write_run_report(staged.staging, staged.run_dir, registry)
+
+
+def region_table(atlas: Any) -> pd.DataFrame:
+    """The atlas's regions with their networks and, when known, MNI centres (x, y, z in mm)."""
+    import numpy as np
+
+    table = atlas.regions[["label", "network", "subnetwork", "system"]].copy()
+    centres = atlas.centroids()
+    if centres is not None:
+        table[["x", "y", "z"]] = np.round(centres, 2)
+    return table
+
+
+def run_provenance(results: Any, registry: Any) -> dict[str, Any]:
+    """provenance.json: config, seed, versions, input fingerprints, and which distribution gave
+    each plugin (and each module that only implements hooks)."""
+    from omegaconf import OmegaConf
+
+    plugin_info = {
+        kind: {
+            "name": p.name,
+            "class": f"{type(p).__module__}:{type(p).__qualname__}",
+            "distribution": registry.get(kind, p.name).distribution,
+            "version": registry.get(kind, p.name).version,
+        }
+        for kind, p in results.plugins.items()
+    }
+    hook_plugins = registry.hook_plugins()
+    dists = sorted({v["distribution"] for v in [*plugin_info.values(), *hook_plugins]} - {"(registered in code)"})
+    return {**provenance(config=OmegaConf.to_container(results.config, resolve=True), seed=results.seed,
+                         plugins=plugin_info, fingerprints=results.inputs.fingerprints, started=results.started,
+                         extra_packages=dists),
+            "stage_seconds": {k: round(v, 2) for k, v in results.timings.items()},
+            "hook_plugins": hook_plugins}
+
+
+def plugin_report_sections(registry: Any) -> list:
+    """The report sections every installed plugin adds (hook ``megafc_report_sections``); a plugin
+    whose hook fails is logged and skipped, so one broken plugin never costs the report."""
+    out = []
+    for impl in registry.manager.hook.megafc_report_sections.get_hookimpls():
+        try:
+            out += list(impl.function() or [])
+        except Exception as exc:
+            log.warning("report: plugin '%s' could not give its sections (%s: %s)", impl.plugin_name,
+                        type(exc).__name__, exc)
+    return out
+
+
+def write_run_report(folder: Path, final: Path, registry: Any) -> None:
+    """report.html from the staged outputs; a report bug is logged loudly, results still land."""
+    from .report import write_report
+
+    try:
+        write_report(folder, shown_as=final, extra_sections=plugin_report_sections(registry))
+    except Exception as exc:  # the tables and posterior are the results; the report summarises them
+        log.error("report.html could not be written (%s: %s); the results are complete", type(exc).__name__, exc)

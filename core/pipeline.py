@@ -1,121 +1,414 @@
-"""The stages of a run, in order. Each stage is a function of plain values."""
+"""The stages of a run, in order: load -> extract -> estimate -> aggregate -> pool -> derive.
+
+Each stage is a function of plain values that returns one, so a stage can be run (and tested,
+and benchmarked) on its own. ``run_experiment`` runs them in order, each inside ``stage(name)``
+(lifecycle hooks, a timed log line, plugin errors named, warnings collected), gathers their
+values in one ``RunResults`` and hands that to the one writer, ``outputs.write_run``.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 from .aggregate import mark_uninformative, mark_unpaired, network_pair_table, select_pairs
-from .data import (
-    AGGREGATION_LEVELS,
-    EFFECT_COLUMNS,
-    Atlas,
-    Connectomes,
-    DatasetInputs,
-    PoolingResult,
-    exclude,
-    validate_scans,
-)
+from .checks import check_connectome, check_inputs, check_result, check_run_config
+from .data import Atlas, Connectomes, DatasetInputs, PoolingInputs, PoolingResult, exclude, validate_scans
 from .errors import ConfigError, InputError, MegafcError, PluginError
-from .derivatives import write_derivatives
-from .dictionary import data_dictionary
 from .extraction import denoise_timeseries, extract_all, shard_of
-from .figures import figure_formats, reproducible_metadata
-from .outputs import StagedRun, provenance
-from .progress import Heartbeat
 from .pair_sets import with_summaries
-from .qc import (
-    QCConfig,
-    exclude_by_censoring,
-    exclude_by_motion,
-    exclusion_counts,
-    motion_change,
-    qc_fc,
-    validate_qc,
-    with_distances,
-)
 from .plugin import AtlasLoader, ConnectivityEstimator, DatasetLoader, Denoiser, Harmonizer, Plugin
+from .progress import Heartbeat
+from .qc import QCConfig, exclude_by_censoring, exclude_by_motion, exclusion_counts, motion_change, qc_fc, validate_qc
 from .registry import Registry
 
 log = logging.getLogger("megafc")
 
 KINDS_IN_ORDER = ("atlas", "dataset", "denoiser", "estimator", "harmonizer", "pooling")
+#: The stages of a full run, in order (``stage=extract`` runs the first two).
+STAGE_NAMES = ("load", "extract", "estimate", "aggregate", "pool", "derive")
+
+
+# -- the run's context and values ------------------------------------------------------------
 
 
 @dataclass
-class RunOutcome:
-    run_dir: Path
+class RunContext:
+    """What every stage may consult besides the value the previous stage returned."""
+
+    cfg: Any
+    registry: Registry
+    plugins: dict[str, Plugin]
+    seed: int
+    qc: QCConfig
+    #: The folder whose files become the run's outputs (lifecycle hooks may add files); None
+    #: when stages run outside a run (benchmarks, notebooks).
+    staging_dir: Path | None = None
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    #: Every warning logged during a stage: {stage, message}; written to warnings.tsv.
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, cfg: Any, registry: Registry | None = None, staging_dir: Path | None = None) -> RunContext:
+        """Check the run config and build its plugins (nothing is loaded yet)."""
+        from omegaconf import OmegaConf
+
+        from .registry import default_registry
+
+        registry = registry or default_registry()
+        check_run_config(cfg)
+        qc = cfg.qc if isinstance(cfg.qc, QCConfig) else OmegaConf.to_object(cfg.qc)
+        validate_qc(qc)
+        plugins = {kind: registry.instantiate(kind, cfg[kind]) for kind in KINDS_IN_ORDER}
+        return cls(cfg=cfg, registry=registry, plugins=plugins, seed=int(cfg.seed), qc=qc, staging_dir=staging_dir)
+
+    @property
+    def hook(self) -> Any:
+        return self.registry.manager.hook
+
+    @property
+    def staging(self) -> str:
+        return str(self.staging_dir) if self.staging_dir is not None else ""
+
+    @property
+    def source(self) -> str:
+        return f"dataset '{self.plugins['dataset'].name}'"
+
+
+@dataclass
+class LoadedData:
+    """Stage ``load``: the atlas, the dataset's inputs and the scan table (exclusions marked)."""
+
+    atlas: Atlas
+    inputs: DatasetInputs
     scans: pd.DataFrame
+
+
+@dataclass
+class ExtractedData:
+    """Stage ``extract``: each included scan's region timeseries (or the given connectomes)."""
+
+    scans: pd.DataFrame
+    timeseries: dict[str, np.ndarray] | None
+    connectomes: dict[str, np.ndarray] | None
+    #: extraction.tsv (one row per scan given to extraction); None when inputs were not images.
+    extraction: pd.DataFrame | None = None
+
+
+@dataclass
+class AggregatedData:
+    """Stage ``aggregate``: the network-pair table analysed and what the pooling model is given."""
+
+    #: One row per scan and analysed network pair (network_pairs.tsv).
     pairs: pd.DataFrame
-    #: None for stage=extract (no model is fitted)
-    result: PoolingResult | None
-    diagnostics_ok: bool
+    #: ``pairs`` plus each summary's per-scan mean as an outcome, for models that fit summaries.
+    model_pairs: pd.DataFrame
+    #: The connectomes the pairs were averaged from (after harmonisation).
+    connectomes: Connectomes
+    #: summary_pairs.tsv: which network pairs make up each fitted summary (None: none fitted).
+    summary_pairs: pd.DataFrame | None = None
 
 
-def instantiate_plugins(cfg: Any, registry: Registry) -> dict[str, Plugin]:
-    return {kind: registry.instantiate(kind, cfg[kind]) for kind in KINDS_IN_ORDER}
+@dataclass
+class RunResults:
+    """Everything a run computed; ``outputs.write_run`` writes it, nothing else does."""
+
+    config: Any
+    seed: int
+    plugins: dict[str, Plugin]
+    atlas: Atlas
+    inputs: DatasetInputs
+    scans: pd.DataFrame
+    started: datetime
+    extracted: ExtractedData | None = None
+    #: Connectomes as estimated (before harmonisation): QC-FC and derivatives use these.
+    connectomes: Connectomes | None = None
+    aggregated: AggregatedData | None = None
+    result: PoolingResult | None = None
+    #: Stage ``derive``: exclusions, motion, qc_fc tables, methods.md text, diagnostics verdict.
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    methods: str = ""
+    diagnostics_ok: bool = True
+    warnings: list[dict[str, str]] = field(default_factory=list)
+    #: Seconds per stage.
+    timings: dict[str, float] = field(default_factory=dict)
+    #: The final run folder (set once the outputs are in place).
+    run_dir: Path | None = None
+
+    @property
+    def pairs(self) -> pd.DataFrame:
+        return self.aggregated.pairs if self.aggregated is not None else pd.DataFrame()
 
 
-def check_inputs(inputs: DatasetInputs, atlas: Atlas, scans: pd.DataFrame, source: str) -> None:
-    """Every included scan must come with well-shaped timeseries or a connectome."""
+#: Kept for callers of earlier versions: ``run_experiment`` returned a RunOutcome.
+RunOutcome = RunResults
+
+
+# -- one stage's frame -----------------------------------------------------------------------
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps every warning logged under ``megafc`` during a stage, so warnings.tsv (and the
+    report) list the run's warnings without reading a log file."""
+
+    def __init__(self, into: list[dict[str, str]], stage_name: str) -> None:
+        super().__init__(level=logging.WARNING)
+        self.into, self.stage_name = into, stage_name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append({"stage": self.stage_name, "level": record.levelname.lower(), "message": record.getMessage()})
+
+
+@contextmanager
+def stage(ctx: RunContext, name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
+    """Run one stage: hooks before and after (or on error), a log line with its duration, its
+    warnings collected, and an unexpected error named after the stage."""
+    collector = _WarningCollector(ctx.warnings, name)
+    log.addHandler(collector)
+    started = time.perf_counter()
+    try:
+        ctx.hook.megafc_before_stage(stage=name, config=ctx.cfg)
+        yield
+    except BaseException as exc:
+        ctx.hook.megafc_on_stage_error(stage=name, error=exc)
+        if isinstance(exc, Exception) and not isinstance(exc, (MegafcError, OSError)):
+            raise PluginError(f"stage '{name}' failed: {type(exc).__name__}: {exc}") from exc
+        raise
+    finally:
+        log.removeHandler(collector)
+    seconds = time.perf_counter() - started
+    if timings is not None:
+        timings[name] = seconds
+    log.info("stage %s: %.1f s", name, seconds)
+    ctx.hook.megafc_after_stage(stage=name, seconds=seconds)
+
+
+def _call(who: str, what: str, fn: Any, *args: Any) -> Any:
+    """A plugin call whose unexpected error names the plugin (megafc's own errors pass through)."""
+    try:
+        return fn(*args)
+    except MegafcError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{who} failed{what}: {type(exc).__name__}: {exc}") from exc
+
+
+# -- the stages ------------------------------------------------------------------------------
+
+
+def load(ctx: RunContext) -> LoadedData:
+    """The atlas, the dataset's scans and inputs, and the exclusions known before extraction."""
+    dataset = ctx.plugins["dataset"]
+    atlas = load_atlas(ctx.plugins["atlas"], dataset)
+    log.info("atlas '%s': %d regions, %d networks", atlas.name, atlas.n_regions, len(atlas.groups("network")))
+    inputs = _call(ctx.source, "", dataset.load, atlas, ctx.seed)
+    scans = validate_scans(inputs.scans, source=ctx.source)
+    scans = leave_out(scans, ctx.cfg.get("loo_dataset"))
+    scans = exclude_by_motion(scans, ctx.qc)
+    scans = usable_scans(ctx, scans)  # before extraction: nothing is extracted that cannot enter the model
+    return LoadedData(atlas, inputs, scans)
+
+
+def usable_scans(ctx: RunContext, scans: pd.DataFrame) -> pd.DataFrame:
+    """Exclude scans the pooling model cannot use (unpaired for paired models)."""
+    return mark_unpaired(scans) if ctx.plugins["pooling"].needs_pairs else mark_uninformative(scans)
+
+
+def extract(ctx: RunContext, loaded: LoadedData) -> ExtractedData:
+    """Region timeseries of every included scan: extracted from images (cached), denoised from
+    given raw timeseries, or the given timeseries/connectomes as they are."""
+    inputs, scans, atlas = loaded.inputs, loaded.scans.copy(), loaded.atlas
     given = [k for k in ("images", "timeseries", "connectomes") if getattr(inputs, k) is not None]
     if len(given) != 1:
-        raise PluginError(f"{source}: must return exactly one of images, timeseries or connectomes (got {given})")
-    included = scans.loc[~scans["excluded"], "scan_id"]
-    store = inputs.timeseries if inputs.timeseries is not None else inputs.connectomes
-    missing = [s for s in included if s not in store]
-    if missing:
-        raise InputError(f"{source}: no data for included scan(s) {missing[:5]}")
-    for scan_id in included:
-        arr = np.asarray(store[scan_id])
-        if inputs.timeseries is not None:
-            if arr.ndim != 2 or arr.shape[1] != atlas.n_regions:
-                raise InputError(
-                    f"{source}: timeseries of scan '{scan_id}' has shape {arr.shape}, expected "
-                    f"(n_volumes, {atlas.n_regions}) for atlas '{atlas.name}'"
-                )
-            if not np.all(np.isfinite(arr)):
-                raise InputError(f"{source}: timeseries of scan '{scan_id}' contains NaN or inf")
-            flat = np.flatnonzero(np.ptp(arr, axis=0) == 0)
-            if len(flat):
-                raise InputError(
-                    f"{source}: timeseries of scan '{scan_id}' is constant in region(s) "
-                    f"{[atlas.labels[i] for i in flat[:5]]}"
-                )
-        elif arr.shape != (atlas.n_regions, atlas.n_regions):
-            raise InputError(
-                f"{source}: connectome of scan '{scan_id}' has shape {arr.shape}, expected "
-                f"({atlas.n_regions}, {atlas.n_regions}) for atlas '{atlas.name}'"
-            )
+        raise PluginError(f"{ctx.source}: must return exactly one of images, timeseries or connectomes (got {given})")
+    cfg = ctx.cfg
+    only_extract = str(cfg.get("stage", "all")) == "extract"
+    if only_extract and inputs.images is None:
+        raise ConfigError(f"config key 'stage' is 'extract', but {ctx.source} gives {given[0]}, not images: "
+                          "there is nothing to extract (use dataset=fmriprep)")
+    extraction = None
+    if inputs.images is not None:
+        todo = list(scans.loc[~scans["excluded"], "scan_id"])
+        cache = str(Path(cfg.extraction.cache_dir).expanduser()) if cfg.extraction.cache_dir else None
+        if only_extract:
+            todo = shard_of(todo, int(cfg.extraction.shard), int(cfg.extraction.shards))
+            log.info("stage extract: shard %d of %d, %d scans", int(cfg.extraction.shard),
+                     int(cfg.extraction.shards), len(todo))
+        extracted = extract_all(inputs.images, todo, atlas, ctx.plugins["denoiser"], cache,
+                                int(cfg.extraction.n_jobs), str(cfg.extraction.space_mismatch))
+        extraction = extraction_table(inputs, extracted)
+        if only_extract:
+            log.info("stage extract: %d scans extracted, %d already cached, %d not extractable; cache %s",
+                     sum(not e.cached and not e.skipped for e in extracted.values()),
+                     sum(e.cached for e in extracted.values()), sum(bool(e.skipped) for e in extracted.values()), cache)
+            return ExtractedData(scans, None, None, extraction)
+    else:
+        extracted = denoise_given_timeseries(inputs, scans, ctx.plugins["denoiser"], ctx.source)
+    timeseries = inputs.timeseries
+    if extracted is not None:
+        # volumes counted in the data where the scan table does not say (censored fractions need them)
+        counted = scans["scan_id"].map({k: v.n_volumes for k, v in extracted.items()})
+        scans["n_volumes"] = pd.to_numeric(scans["n_volumes"], errors="coerce").fillna(counted)
+        scans = exclude_by_censoring(scans, {k: v.n_kept for k, v in extracted.items()}, ctx.qc)
+        skipped = {k: v.skipped for k, v in extracted.items() if v.skipped}
+        for reason in sorted(set(skipped.values())):
+            scans = exclude(scans, scans["scan_id"].isin([k for k, r in skipped.items() if r == reason]), reason)
+        timeseries = {k: v.timeseries for k, v in extracted.items() if v.timeseries is not None}
+    scans = usable_scans(ctx, scans)  # again: censoring may have excluded more
+    check_inputs(timeseries, inputs.connectomes, atlas, scans, ctx.source)
+    log_exclusions(scans)
+    ctx.hook.megafc_after_scans(scans=scans, staging_dir=ctx.staging)
+    return ExtractedData(scans, timeseries, inputs.connectomes, extraction)
 
 
-def check_connectome(matrix: Any, n_regions: int, who: str, scan_id: str) -> np.ndarray:
-    """A connectome must be a finite symmetric (n_regions, n_regions) array; diagonal zeroed."""
-    arr = np.asarray(matrix, dtype=float) if isinstance(matrix, np.ndarray) else None
-    if arr is None:
-        raise PluginError(
-            f"{who} returned {type(matrix).__name__} for scan '{scan_id}', expected a numpy array"
-        )
-    if arr.shape != (n_regions, n_regions):
-        raise PluginError(
-            f"{who} returned a matrix of shape {arr.shape} for scan '{scan_id}', expected "
-            f"({n_regions}, {n_regions})"
-        )
-    off = ~np.eye(n_regions, dtype=bool)
-    if not np.all(np.isfinite(arr[off])):
-        raise PluginError(f"{who} returned NaN or inf off the diagonal for scan '{scan_id}'")
-    scale = max(1.0, float(np.max(np.abs(arr[off]))) if n_regions > 1 else 1.0)
-    if not np.allclose(arr, arr.T, atol=1e-6 * scale, rtol=0):
-        raise PluginError(f"{who} returned a non-symmetric matrix for scan '{scan_id}'")
-    arr = (arr + arr.T) / 2
-    np.fill_diagonal(arr, 0.0)
-    return arr
+def estimate(ctx: RunContext, atlas: Atlas, data: ExtractedData) -> Connectomes:
+    """One connectome per included scan (the estimator's, or the dataset's own)."""
+    included = list(data.scans.loc[~data.scans["excluded"], "scan_id"])
+    if not included:
+        reasons = data.scans["exclusion_reason"].value_counts()
+        raise InputError(f"{ctx.source}: no scans left after exclusions ("
+                         + "; ".join(f"{n} x {r}" for r, n in reasons.items()) + ")")
+    if data.timeseries is not None:
+        connectomes = estimate_connectomes(ctx.plugins["estimator"], data.timeseries, included, atlas)
+    else:
+        log.info("connectivity: inputs are connectomes; estimator step skipped")
+        connectomes = given_connectomes(data.connectomes, included, atlas, ctx.source)
+    ctx.hook.megafc_after_connectivity(connectomes=connectomes, scans=data.scans, staging_dir=ctx.staging)
+    return connectomes
+
+
+def aggregate(ctx: RunContext, atlas: Atlas, connectomes: Connectomes, scans: pd.DataFrame) -> AggregatedData:
+    """Harmonise, then average edges within and between networks; add the summary outcomes."""
+    from omegaconf import OmegaConf
+
+    cfg = ctx.cfg
+    level = cfg.aggregate.level
+    harmonized = harmonize(ctx.plugins["harmonizer"], connectomes, scans)
+    all_pairs = network_pair_table(harmonized, atlas, scans, level=level)
+    wanted = OmegaConf.to_container(cfg.aggregate, resolve=True)["pairs"]
+    pairs = select_pairs(all_pairs, wanted)
+    n_pairs = pairs.groupby(["network_a", "network_b"]).ngroups
+    if wanted is not None:
+        log.info("aggregate.pairs: %d of %d network pairs analysed", n_pairs,
+                 all_pairs.groupby(["network_a", "network_b"]).ngroups)
+    ctx.hook.megafc_after_aggregation(pairs=pairs, staging_dir=ctx.staging)
+    log.info("network pairs: %d pairs x %d scans", n_pairs, len(connectomes.scan_ids))
+    model_pairs, members = pairs, None
+    if ctx.plugins["pooling"].fits_summaries:
+        wanted_summaries = OmegaConf.to_container(cfg.summaries, resolve=True)
+        model_pairs = select_pairs(with_summaries(all_pairs, atlas, wanted_summaries, bool(cfg.summaries_builtin)),
+                                   wanted)
+        members = model_pairs.attrs["summaries"]
+        log.info("summaries: %d fitted as outcomes of their own (members in summary_pairs.tsv)",
+                 members["summary"].nunique())
+    return AggregatedData(pairs, model_pairs, harmonized, members)
+
+
+def pool(ctx: RunContext, atlas: Atlas, scans: pd.DataFrame, aggregated: AggregatedData) -> PoolingResult:
+    """The pooling model's result (the connectomes only reach models that declare they need them)."""
+    model = ctx.plugins["pooling"]
+    wants = model.needs_connectomes
+    inputs = PoolingInputs(pairs=aggregated.model_pairs, seed=ctx.seed, scans=scans,
+                           connectomes=aggregated.connectomes if wants else None, atlas=atlas if wants else None)
+    who = f"pooling '{model.name}'"
+    with Heartbeat(who):
+        result = check_result(_call(who, "", model.pool, inputs), who)
+    ctx.hook.megafc_after_fit(result=result, staging_dir=ctx.staging)
+    return result
+
+
+def derive(ctx: RunContext, results: RunResults) -> None:
+    """The tables and text that describe the run rather than estimate anything: exclusion
+    counts, motion by drug, QC-FC, the diagnostics verdict and the methods paragraph."""
+    scans = results.scans
+    results.tables["exclusions"] = exclusion_counts(scans)
+    motion = motion_change(scans)
+    results.tables["motion"] = motion
+    for row in motion[motion["differs"] & (motion["drug"] != "all")].itertuples(index=False):
+        log.warning("motion: %s scans move %+.3f mm FD [%.3f, %.3f] relative to their controls (%d subjects); "
+                    "motion can masquerade as an FC effect (keep pooling.motion=true)",
+                    row.drug, row.fd_change_mean, row.ci_low, row.ci_high, row.n_subjects)
+    if results.connectomes is not None:
+        from .qc import with_distances
+
+        atlas = results.atlas
+        results.tables["qc_fc"] = with_distances(qc_fc(results.connectomes, scans), atlas.labels,
+                                                 atlas.centroids(display=False))
+    if results.result is not None:
+        results.diagnostics_ok = report_diagnostics(results.result)
+        results.methods = methods_text(ctx.plugins, results.atlas, scans, ctx.cfg.aggregate.level, results.result,
+                                       list(ctx.cfg.get("notes") or []))
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def run_stages(ctx: RunContext, until: str = "derive") -> RunResults:
+    """The stages in order up to and including ``until``, as values (nothing is written): what
+    ``run_experiment`` writes, and what benchmarks call (e.g. ``until="aggregate"``)."""
+    if until not in STAGE_NAMES:
+        raise ConfigError(f"run_stages(until='{until}'): expected one of {list(STAGE_NAMES)}")
+    stop = STAGE_NAMES.index(until)
+    timings: dict[str, float] = {}
+    with stage(ctx, "load", timings):
+        loaded = load(ctx)
+    results = RunResults(config=ctx.cfg, seed=ctx.seed, plugins=ctx.plugins, atlas=loaded.atlas, inputs=loaded.inputs,
+                         scans=loaded.scans, started=ctx.started, warnings=ctx.warnings, timings=timings)
+    with stage(ctx, "extract", timings):
+        results.extracted = extract(ctx, loaded)
+    results.scans = results.extracted.scans
+    if str(ctx.cfg.get("stage", "all")) == "extract" or stop < 2:
+        return results
+    with stage(ctx, "estimate", timings):
+        results.connectomes = estimate(ctx, loaded.atlas, results.extracted)
+    if stop < 3:
+        return results
+    with stage(ctx, "aggregate", timings):
+        results.aggregated = aggregate(ctx, loaded.atlas, results.connectomes, results.scans)
+    if stop < 4:
+        return results
+    with stage(ctx, "pool", timings):
+        results.result = pool(ctx, loaded.atlas, results.scans, results.aggregated)
+    if stop < 5:
+        return results
+    with stage(ctx, "derive", timings):
+        derive(ctx, results)
+    return results
+
+
+def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunResults:
+    """Run every stage and write the run directory atomically."""
+    from .outputs import StagedRun, write_run
+
+    ctx = RunContext.create(cfg, registry)
+    for note in cfg.get("notes") or []:
+        log.warning("note: %s", note)
+        ctx.warnings.append({"stage": "config", "level": "warning", "message": f"note: {note}"})
+    with StagedRun(run_dir) as staged:
+        ctx.staging_dir = staged.staging
+        try:
+            ctx.hook.megafc_before_run(config=cfg, staging_dir=ctx.staging)
+            results = run_stages(ctx)
+            with stage(ctx, "write", results.timings):
+                write_run(staged, results, registry)
+            results.run_dir = staged.commit()
+        except BaseException as exc:
+            ctx.hook.megafc_on_error(error=exc, config=cfg)
+            raise
+    ctx.hook.megafc_after_run(run_dir=str(results.run_dir))
+    log.info("results written to %s", results.run_dir)
+    return results
+
+
+# -- helpers of the stages -------------------------------------------------------------------
 
 
 def estimate_connectomes(
@@ -126,12 +419,8 @@ def estimate_connectomes(
     mats = np.empty((len(scan_ids), n, n))
     if estimator.group_level:
         log.info("connectivity: estimator '%s' estimates all %d scans together", estimator.name, len(scan_ids))
-        try:
-            out = estimator.estimate_group([np.asarray(timeseries[s], dtype=float) for s in scan_ids])
-        except MegafcError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"{who} failed on the group of {len(scan_ids)} scans: {type(exc).__name__}: {exc}") from exc
+        out = _call(who, f" on the group of {len(scan_ids)} scans", estimator.estimate_group,
+                    [np.asarray(timeseries[s], dtype=float) for s in scan_ids])
         if len(out) != len(scan_ids):
             raise PluginError(f"{who} returned {len(out)} matrices for {len(scan_ids)} scans")
         for i, scan_id in enumerate(scan_ids):
@@ -139,12 +428,7 @@ def estimate_connectomes(
         return Connectomes(scan_ids=list(scan_ids), matrices=mats, labels=atlas.labels, estimator=estimator.name)
     step = max(1, len(scan_ids) // 10)
     for i, scan_id in enumerate(scan_ids):
-        try:
-            out = estimator.estimate(np.asarray(timeseries[scan_id], dtype=float))
-        except MegafcError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"{who} failed on scan '{scan_id}': {type(exc).__name__}: {exc}") from exc
+        out = _call(who, f" on scan '{scan_id}'", estimator.estimate, np.asarray(timeseries[scan_id], dtype=float))
         mats[i] = check_connectome(out, n, who, scan_id)
         if (i + 1) % step == 0 or i + 1 == len(scan_ids):
             log.info("connectivity: %d/%d scans", i + 1, len(scan_ids))
@@ -157,13 +441,8 @@ def harmonize(harmonizer: Plugin, connectomes: Connectomes, scans: pd.DataFrame)
     if type(harmonizer).harmonize is Harmonizer.harmonize:  # the identity: nothing to check
         return connectomes
     who = f"harmonizer '{harmonizer.name}'"
-    try:
-        with Heartbeat(who):
-            out = harmonizer.harmonize(connectomes, scans)
-    except MegafcError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"{who} failed: {type(exc).__name__}: {exc}") from exc
+    with Heartbeat(who):
+        out = _call(who, "", harmonizer.harmonize, connectomes, scans)
     if not isinstance(out, Connectomes) or list(out.scan_ids) != list(connectomes.scan_ids):
         raise PluginError(f"{who} must return Connectomes of the same scans, in order")
     n = connectomes.matrices.shape[1]
@@ -171,189 +450,11 @@ def harmonize(harmonizer: Plugin, connectomes: Connectomes, scans: pd.DataFrame)
     return out
 
 
-def given_connectomes(inputs: DatasetInputs, scan_ids: list[str], atlas: Atlas, source: str) -> Connectomes:
+def given_connectomes(connectomes: dict[str, np.ndarray], scan_ids: list[str], atlas: Atlas,
+                      source: str) -> Connectomes:
     n = atlas.n_regions
-    mats = np.stack([check_connectome(np.asarray(inputs.connectomes[s], dtype=float), n, source, s) for s in scan_ids])
+    mats = np.stack([check_connectome(np.asarray(connectomes[s], dtype=float), n, source, s) for s in scan_ids])
     return Connectomes(scan_ids=list(scan_ids), matrices=mats, labels=atlas.labels, estimator="(precomputed)")
-
-
-def check_result(result: Any, who: str) -> PoolingResult:
-    if not isinstance(result, PoolingResult):
-        raise PluginError(f"{who} returned {type(result).__name__}, expected a PoolingResult")
-    missing = [c for c in EFFECT_COLUMNS if c not in result.effects.columns]
-    if missing:
-        raise PluginError(f"{who}: effects table lacks column(s) {missing}")
-    return result
-
-
-def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunOutcome:
-    """Run every stage and write the run directory atomically."""
-    from omegaconf import OmegaConf
-
-    started = datetime.now(timezone.utc)
-    hook = registry.manager.hook
-    level = cfg.aggregate.level
-    if cfg.derivatives not in ("auto", "all", "none"):
-        raise ConfigError(f"config key 'derivatives' is '{cfg.derivatives}'; expected auto, all or none")
-    if level not in AGGREGATION_LEVELS:
-        raise ConfigError(f"config key 'aggregate.level' is '{level}'; expected one of {list(AGGREGATION_LEVELS)}")
-    if int(cfg.extraction.n_jobs) == 0:
-        raise ConfigError("config key 'extraction.n_jobs' is 0; expected a number of parallel jobs >= 1, "
-                          "or -1 for one per CPU")
-    stage = check_stage(cfg)
-    figure_formats(cfg.get("figures"))  # refuse a bad figures value before anything runs
-    for note in cfg.get("notes") or []:
-        log.warning("note: %s", note)
-    plugins = instantiate_plugins(cfg, registry)
-    seed = int(cfg.seed)
-    with StagedRun(run_dir) as staged:
-        try:
-            hook.megafc_before_run(config=cfg, staging_dir=str(staged.staging))
-            atlas = load_atlas(plugins["atlas"], plugins["dataset"])
-            log.info("atlas '%s': %d regions, %d networks", atlas.name, atlas.n_regions, len(atlas.groups("network")))
-            source = f"dataset '{plugins['dataset'].name}'"
-            inputs = plugins["dataset"].load(atlas, seed)
-            scans = validate_scans(inputs.scans, source=source)
-            scans = leave_out(scans, cfg.get("loo_dataset"))
-            qc = OmegaConf.to_object(cfg.qc) if not isinstance(cfg.qc, QCConfig) else cfg.qc
-            validate_qc(qc)
-            scans = exclude_by_motion(scans, qc)
-            usable = mark_unpaired if plugins["pooling"].needs_pairs else mark_uninformative
-            scans = usable(scans)  # before extraction: nothing is extracted that cannot enter the model
-            if stage == "extract" and inputs.images is None:
-                raise ConfigError(f"config key 'stage' is 'extract', but {source} gives "
-                                  f"{'connectomes' if inputs.connectomes is not None else 'timeseries'}, "
-                                  "not images: there is nothing to extract (use dataset=fmriprep)")
-            if inputs.images is not None:
-                todo = list(scans.loc[~scans["excluded"], "scan_id"])
-                cache = cfg.extraction.cache_dir
-                cache = str(Path(cache).expanduser()) if cache else None
-                if stage == "extract":
-                    todo = shard_of(todo, int(cfg.extraction.shard), int(cfg.extraction.shards))
-                    log.info("stage extract: shard %d of %d, %d scans", int(cfg.extraction.shard),
-                             int(cfg.extraction.shards), len(todo))
-                extracted = extract_all(inputs.images, todo, atlas, plugins["denoiser"], cache,
-                                        int(cfg.extraction.n_jobs), str(cfg.extraction.space_mismatch))
-                if stage == "extract":
-                    run_path = finish_extract_stage(staged, cfg, plugins, registry, inputs, scans, extracted, seed,
-                                                    started)
-                    hook.megafc_after_run(run_dir=str(run_path))
-                    return RunOutcome(run_path, scans, pd.DataFrame(), None, True)
-                staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
-                images, inputs.images = inputs.images, None
-            else:
-                images = None
-                extracted = denoise_given_timeseries(inputs, scans, plugins["denoiser"], source)
-            if extracted is not None:
-                # volumes counted in the data where the scan table does not say (censored fractions need them)
-                counted = scans["scan_id"].map({k: v.n_volumes for k, v in extracted.items()})
-                scans["n_volumes"] = pd.to_numeric(scans["n_volumes"], errors="coerce").fillna(counted)
-                scans = exclude_by_censoring(scans, {k: v.n_kept for k, v in extracted.items()}, qc)
-                skipped = {k: v.skipped for k, v in extracted.items() if v.skipped}
-                for reason in sorted(set(skipped.values())):
-                    scans = exclude(scans, scans["scan_id"].isin([k for k, r in skipped.items() if r == reason]), reason)
-                inputs.timeseries = {k: v.timeseries for k, v in extracted.items() if v.timeseries is not None}
-            scans = usable(scans)  # again: censoring may have excluded more
-            check_inputs(inputs, atlas, scans, source)
-            log_exclusions(scans)
-            staged.write_table("exclusions.tsv", exclusion_counts(scans))
-            motion = motion_change(scans)
-            staged.write_table("motion.tsv", motion)
-            for row in motion[motion["differs"] & (motion["drug"] != "all")].itertuples(index=False):
-                log.warning("motion: %s scans move %+.3f mm FD [%.3f, %.3f] relative to their controls (%d subjects); "
-                            "motion can masquerade as an FC effect (keep pooling.motion=true)",
-                            row.drug, row.fd_change_mean, row.ci_low, row.ci_high, row.n_subjects)
-            hook.megafc_after_scans(scans=scans, staging_dir=str(staged.staging))
-            included = list(scans.loc[~scans["excluded"], "scan_id"])
-            if not included:
-                reasons = scans["exclusion_reason"].value_counts()
-                raise InputError(f"{source}: no scans left after exclusions ("
-                                 + "; ".join(f"{n} x {r}" for r, n in reasons.items()) + ")")
-            if inputs.timeseries is not None:
-                connectomes = estimate_connectomes(plugins["estimator"], inputs.timeseries, included, atlas)
-            else:
-                log.info("connectivity: inputs are connectomes; estimator step skipped")
-                connectomes = given_connectomes(inputs, included, atlas, source)
-            hook.megafc_after_connectivity(connectomes=connectomes, scans=scans, staging_dir=str(staged.staging))
-            staged.write_table("qc_fc.tsv", with_distances(qc_fc(connectomes, scans), atlas.labels,
-                                                           atlas.centroids(display=False)))
-            if cfg.derivatives == "all" or (cfg.derivatives == "auto" and images is not None):
-                write_derivatives(staged, inputs.timeseries, connectomes, scans, atlas, images, plugins)
-            connectomes = harmonize(plugins["harmonizer"], connectomes, scans)
-            all_pairs = network_pair_table(connectomes, atlas, scans, level=level)
-            wanted = OmegaConf.to_container(cfg.aggregate, resolve=True)["pairs"]
-            pairs = select_pairs(all_pairs, wanted)
-            if wanted is not None:
-                log.info("aggregate.pairs: %d of %d network pairs analysed", pairs.groupby(["network_a", "network_b"]).ngroups,
-                         all_pairs.groupby(["network_a", "network_b"]).ngroups)
-            hook.megafc_after_aggregation(pairs=pairs, staging_dir=str(staged.staging))
-            log.info("network pairs: %d pairs x %d scans", pairs.groupby(["network_a", "network_b"]).ngroups, len(included))
-            pooling = plugins["pooling"]
-            if getattr(pooling, "needs_connectomes", False):
-                pooling.set_connectomes(connectomes, atlas, scans)
-            model_pairs = pairs
-            if pooling.fits_summaries:
-                model_pairs = select_pairs(with_summaries(all_pairs, atlas, OmegaConf.to_container(
-                    cfg.summaries, resolve=True), bool(cfg.summaries_builtin)), wanted)
-                members = model_pairs.attrs["summaries"]
-                staged.write_table("summary_pairs.tsv", members)
-                log.info("summaries: %d fitted as outcomes of their own (members in summary_pairs.tsv)",
-                         members["summary"].nunique())
-            try:
-                with Heartbeat(f"pooling '{pooling.name}'"):
-                    result = pooling.fit(model_pairs, seed)
-            except MegafcError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"pooling '{pooling.name}' failed: {type(exc).__name__}: {exc}") from exc
-            result = check_result(result, f"pooling '{pooling.name}'")
-            hook.megafc_after_fit(result=result, staging_dir=str(staged.staging))
-            diagnostics_ok = report_diagnostics(result)
-
-            resolved = OmegaConf.to_container(cfg, resolve=True)
-            staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-            staged.write_table("scans.tsv", scans)
-            staged.write_table("atlas_regions.tsv", region_table(atlas))
-            staged.write_table("network_pairs.tsv", pairs)
-            staged.write_table("effects.tsv", result.effects)
-            who = f"pooling '{pooling.name}'"
-            staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval))
-            staged.write_table("diagnostics.tsv", result.diagnostics)
-            if inputs.truth is not None:
-                staged.write_table("truth.tsv", inputs.truth)
-            if result.idata is not None:
-                log.info("writing posterior.nc ...")
-                with Heartbeat("writing posterior.nc"):
-                    result.idata.to_netcdf(str(staged.path("posterior.nc")))
-            for name, table in result.tables.items():
-                # large tables (e.g. one row per edge) ask to be gzipped
-                staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
-                if name == "summaries":
-                    staged.write_json("summaries.json", data_dictionary(table, who, result.interval))
-            formats = figure_formats(cfg.get("figures"))
-            for name, fig in result.figures.items():
-                for fmt in formats or ["png"]:  # the model's own figures (predictive checks): always a PNG
-                    fig.savefig(staged.path(f"figures/{name}.{fmt}"), dpi=110, bbox_inches="tight",
-                                metadata=reproducible_metadata(fmt))
-                _close(fig)
-            staged.write_text("methods.md", methods_text(plugins, atlas, scans, level, result,
-                                                         list(cfg.get("notes") or [])))
-            if formats:
-                from .figures import effect_matrix_figure
-
-                effect_matrix_figure(result.effects, pairs.attrs["networks"], staged.path("figures/overall_effect.png"),
-                                     interval=result.interval, formats=formats)
-            staged.write_json("provenance.json", run_provenance(resolved, seed, plugins, registry, inputs, started))
-            if cfg.report:
-                with Heartbeat("writing report.html"):
-                    write_run_report(staged.staging, staged.run_dir, registry)
-            run_path = staged.commit()
-        except BaseException as exc:
-            hook.megafc_on_error(error=exc, config=cfg)
-            raise
-    hook.megafc_after_run(run_dir=str(run_path))
-    log.info("results written to %s", run_path)
-    return RunOutcome(run_path, scans, pairs, result, diagnostics_ok)
 
 
 def denoise_given_timeseries(inputs: DatasetInputs, scans: pd.DataFrame, denoiser: Plugin,
@@ -386,33 +487,6 @@ def denoise_given_timeseries(inputs: DatasetInputs, scans: pd.DataFrame, denoise
     return out
 
 
-#: Values of config key ``stage``.
-STAGES = ("all", "extract")
-
-
-def check_stage(cfg: Any) -> str:
-    """The stage to run, with the extraction keys it relies on checked before anything loads."""
-    stage = str(cfg.get("stage", "all"))
-    if stage not in STAGES:
-        raise ConfigError(f"config key 'stage' is '{stage}'; expected one of {list(STAGES)}")
-    ex = cfg.extraction
-    if str(ex.space_mismatch) not in ("error", "warn"):
-        raise ConfigError(f"config key 'extraction.space_mismatch' is '{ex.space_mismatch}'; expected error or warn")
-    shards, shard = int(ex.shards), int(ex.shard)
-    if shards < 1:
-        raise ConfigError(f"config key 'extraction.shards' is {shards}; expected >= 1")
-    if not 0 <= shard < shards:
-        raise ConfigError(f"config key 'extraction.shard' is {shard}; expected 0 to {shards - 1} "
-                          f"(extraction.shards={shards})")
-    if shards > 1 and stage != "extract":
-        raise ConfigError(f"config key 'extraction.shards' is {shards}, but only stage=extract runs shards; a "
-                          "full run extracts (or finds in the cache) every scan")
-    if stage == "extract" and not ex.cache_dir:
-        raise ConfigError("config key 'extraction.cache_dir' is null, but stage=extract writes into the cache: "
-                          "set it to a folder every job can reach")
-    return stage
-
-
 def extraction_table(inputs: DatasetInputs, extracted: dict) -> pd.DataFrame:
     """extraction.tsv: one row per scan given to extraction, where its timeseries is cached."""
     return pd.DataFrame([
@@ -420,74 +494,6 @@ def extraction_table(inputs: DatasetInputs, extracted: dict) -> pd.DataFrame:
          "bold": inputs.images[e.scan_id].bold, "confounds": inputs.images[e.scan_id].confounds,
          "cache_file": e.path, "not_extracted": e.skipped or None} for e in extracted.values()
     ])
-
-
-def run_provenance(resolved: dict, seed: int, plugins: dict[str, Plugin], registry: Registry,
-                   inputs: DatasetInputs, started: datetime) -> dict[str, Any]:
-    """provenance.json: config, seed, versions, input fingerprints, and which distribution gave
-    each plugin (and each module that only implements hooks)."""
-    plugin_info = {
-        kind: {
-            "name": p.name,
-            "class": f"{type(p).__module__}:{type(p).__qualname__}",
-            "distribution": registry.get(kind, p.name).distribution,
-            "version": registry.get(kind, p.name).version,
-        }
-        for kind, p in plugins.items()
-    }
-    hook_plugins = registry.hook_plugins()
-    dists = sorted({v["distribution"] for v in [*plugin_info.values(), *hook_plugins]} - {"(registered in code)"})
-    return {**provenance(config=resolved, seed=seed, plugins=plugin_info, fingerprints=inputs.fingerprints,
-                         started=started, extra_packages=dists),
-            "hook_plugins": hook_plugins}
-
-
-def finish_extract_stage(staged: StagedRun, cfg: Any, plugins: dict[str, Plugin], registry: Registry,
-                         inputs: DatasetInputs, scans: pd.DataFrame, extracted: dict, seed: int,
-                         started: datetime) -> Path:
-    """A stage=extract job's outputs: what it extracted (extraction.tsv), the scan table with the
-    scans left out before extraction and why (scans.tsv), its config and provenance."""
-    from omegaconf import OmegaConf
-
-    staged.write_table("extraction.tsv", extraction_table(inputs, extracted))
-    staged.write_table("scans.tsv", scans)
-    staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    staged.write_json("provenance.json", run_provenance(OmegaConf.to_container(cfg, resolve=True), seed, plugins,
-                                                        registry, inputs, started))
-    n_new = sum(not e.cached and not e.skipped for e in extracted.values())
-    log.info("stage extract: %d scans extracted, %d already cached, %d not extractable; cache %s", n_new,
-             sum(e.cached for e in extracted.values()), sum(bool(e.skipped) for e in extracted.values()),
-             Path(str(cfg.extraction.cache_dir)).expanduser())
-    return staged.commit()
-
-
-def plugin_report_sections(registry: Registry) -> list:
-    """The report sections every installed plugin adds (hook ``megafc_report_sections``); a plugin
-    whose hook fails is logged and skipped, so one broken plugin never costs the report."""
-    out = []
-    for impl in registry.manager.hook.megafc_report_sections.get_hookimpls():
-        try:
-            out += list(impl.function() or [])
-        except Exception as exc:
-            log.warning("report: plugin '%s' could not give its sections (%s: %s)", impl.plugin_name,
-                        type(exc).__name__, exc)
-    return out
-
-
-def write_run_report(folder: Path, final: Path, registry: Registry) -> None:
-    """report.html from the staged outputs; a report bug is logged loudly, results still land."""
-    from .report import write_report
-
-    try:
-        write_report(folder, shown_as=final, extra_sections=plugin_report_sections(registry))
-    except Exception as exc:  # the tables and posterior are the results; the report summarises them
-        log.error("report.html could not be written (%s: %s); the results are complete", type(exc).__name__, exc)
-
-
-def _close(fig: Any) -> None:
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
 
 
 def leave_out(scans: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
@@ -501,26 +507,18 @@ def leave_out(scans: pd.DataFrame, dataset: str | None) -> pd.DataFrame:
 
 
 def load_atlas(atlas_plugin: AtlasLoader, dataset_plugin: DatasetLoader) -> Atlas:
-    """Most atlases load on their own; ``from_labels`` needs the dataset's region labels."""
+    """Most atlases load on their own; an atlas that declares ``needs_data_labels`` is built
+    from the dataset's own region labels (``DatasetLoader.region_labels``)."""
     if atlas_plugin.needs_data_labels:
         labels = dataset_plugin.region_labels()
         if labels is None:
             raise ConfigError(
                 f"atlas '{atlas_plugin.name}' reads region labels from the data, but dataset "
-                f"'{dataset_plugin.name}' provides none; use dataset=timeseries or dataset=connectomes, "
-                "or choose an atlas with files"
+                f"'{dataset_plugin.name}' provides none; choose a dataset that gives region timeseries "
+                "or connectomes with labels, or an atlas with files"
             )
-        return atlas_plugin.load_labels(labels)
-    return atlas_plugin.load()
-
-
-def region_table(atlas: Atlas) -> pd.DataFrame:
-    """The atlas's regions with their networks and, when known, MNI centres (x, y, z in mm)."""
-    table = atlas.regions[["label", "network", "subnetwork", "system"]].copy()
-    centres = atlas.centroids()
-    if centres is not None:
-        table[["x", "y", "z"]] = np.round(centres, 2)
-    return table
+        return _call(f"atlas '{atlas_plugin.name}'", "", atlas_plugin.load_labels, labels)
+    return _call(f"atlas '{atlas_plugin.name}'", "", atlas_plugin.load)
 
 
 def log_exclusions(scans: pd.DataFrame) -> None:
@@ -537,7 +535,7 @@ def dropped_out(scans: pd.DataFrame) -> list[str]:
     """Sentences for datasets and drugs that lost every scan, and datasets left with one subject.
 
     A whole study vanishing from a pooled estimate changes what the estimate means, so it is
-    said in the log (and thus the report) and in methods.md, not only in scans.tsv.
+    said in warnings.tsv (and thus the report) and in methods.md, not only in scans.tsv.
     """
     inc = scans[~scans["excluded"]]
     out = []
@@ -574,6 +572,7 @@ def report_diagnostics(result: PoolingResult) -> bool:
 def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, level: str, result: PoolingResult,
                  notes: list[str] | None = None) -> str:
     inc = scans[~scans["excluded"]]
+    harmonizer = plugins.get("harmonizer")
     lines = [
         "# Methods (generated by megafc)",
         "",
@@ -584,9 +583,9 @@ def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, 
         f"Atlas: {atlas.name} ({atlas.n_regions} regions). {atlas.description}".strip(),
         f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].summary()}), "
         f"averaged within and between {level}s (mean Fisher z over each pair's edges).",
-        *([f"Harmonisation: '{plugins['harmonizer'].name}' ({plugins['harmonizer'].summary()}) applied to the "
+        *([f"Harmonisation: '{harmonizer.name}' ({harmonizer.summary()}) applied to the "
            "connectomes before aggregation; QC-FC and derivatives use the connectomes before it."]
-          if "harmonizer" in plugins and plugins["harmonizer"].name != "none" else []),
+          if harmonizer is not None and type(harmonizer).harmonize is not Harmonizer.harmonize else []),
         f"Pooling: {result.description}",
         *[f"Note: {n}" for n in notes or []],
         "",

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from .data import Atlas, DatasetInputs, PoolingResult
+from .data import Atlas, DatasetInputs, PoolingInputs, PoolingResult
 from .errors import PluginError
 
 
@@ -156,7 +156,7 @@ class PoolingModel(Plugin):
     """Pools network-pair FC across scans, subjects, datasets and drugs."""
 
     kind = "pooling"
-    #: Set True to be handed the region-level connectomes before ``fit`` (edge-level models).
+    #: Set True to be given the region-level connectomes in ``PoolingInputs`` (edge-level models).
     needs_connectomes: ClassVar[bool] = False
     #: Set True for models of within-subject drug-minus-control differences: drug scans
     #: without a control of the same subject (and controls without a drug scan) are then
@@ -170,8 +170,15 @@ class PoolingModel(Plugin):
     #: in ``effects``.
     fits_summaries: ClassVar[bool] = False
 
+    def pool(self, inputs: PoolingInputs) -> PoolingResult:
+        """What the run calls. Models of the network-pair table implement ``fit``; models that
+        need more of ``inputs`` (the connectomes) override this instead."""
+        if self.needs_connectomes:  # models written for the earlier set_connectomes contract
+            self.set_connectomes(inputs.connectomes, inputs.atlas, inputs.scans)
+        return self.fit(inputs.pairs, inputs.seed)
+
     def set_connectomes(self, connectomes: Any, atlas: Atlas, scans: pd.DataFrame) -> None:
-        """Called before ``fit`` when ``needs_connectomes`` is True."""
+        """Earlier contract, kept for plugins that use it: prefer overriding ``pool``."""
         self.connectomes, self.atlas, self.scans = connectomes, atlas, scans
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from conftest import TINY, compose
-from megafc.core import ConfigError, mark_unpaired, network_pair_table, validate_scans
+from megafc.core import ConfigError, PoolingInputs, mark_unpaired, network_pair_table, validate_scans
 from megafc.core.pipeline import estimate_connectomes, run_experiment
 from megafc.core.registry import build_registry
 from megafc.plugins.atlases.synthetic import SyntheticAtlas
@@ -33,8 +33,7 @@ def edge_fit(small_study):
     conn, atlas, scans, pairs = small_study
     model = PyMCEdgePooling(PyMCEdgePooling.Config(draws=300, tune=300, conditional_draws=200,
                                                    progressbar=False, sampler="pymc"))
-    model.set_connectomes(conn, atlas, scans)
-    return model.fit(pairs, seed=1)
+    return model.pool(PoolingInputs(pairs=pairs, seed=1, scans=scans, connectomes=conn, atlas=atlas))
 
 
 @pytest.mark.parametrize("unit_drug", [[0, 0, 0, 1, 1, 2], [0, 0, 0], [0, 1, 2]])

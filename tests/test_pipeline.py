@@ -12,6 +12,9 @@ from megafc.core import ConfigError, ConnectivityEstimator, PluginError, hookimp
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
 
+#: The fast deterministic model, for tests about the stages rather than the posterior.
+META = [o for o in TINY if not o.startswith("pooling.")] + ["pooling=meta"]
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_pymc_run):
@@ -193,3 +196,71 @@ def test_atlas_from_data_labels_needs_a_dataset_with_labels(tmp_path):
     atlas = load_atlas(FromLabelsAtlas(), Labelled())
     assert atlas.labels == Labelled().region_labels()
     assert list(atlas.regions["network"]) == ["Default", "Vis", "Caudate"]
+
+
+class StageRecorder:
+    """A lifecycle-hook plugin that records the stage hooks it sees."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def megafc_before_stage(self, stage, config):
+        self.calls.append(("before", stage))
+
+    @hookimpl
+    def megafc_after_stage(self, stage, seconds):
+        assert seconds >= 0
+        self.calls.append(("after", stage))
+
+    @hookimpl
+    def megafc_on_stage_error(self, stage, error):
+        self.calls.append(("error", stage, type(error).__name__))
+
+
+def test_stages_return_values_in_order_and_write_nothing(tmp_path, monkeypatch):
+    """run_stages gives every stage's value (what benchmarks call) and touches no folder."""
+    from megafc.core.pipeline import STAGE_NAMES, RunContext, run_stages
+
+    monkeypatch.chdir(tmp_path)
+    recorder = StageRecorder()
+    reg = build_registry(extra_plugins=[recorder])
+    ctx = RunContext.create(compose(META + ["qc.max_mean_fd=0.2"], registry=reg), reg)
+    partial = run_stages(ctx, until="aggregate")
+    assert partial.result is None and partial.aggregated is not None
+    assert set(partial.aggregated.pairs["scan_id"]) == set(partial.connectomes.scan_ids)
+    results = run_stages(ctx)
+    assert list(results.timings) == list(STAGE_NAMES)
+    assert recorder.calls[-2 * len(STAGE_NAMES):] == [(w, s) for s in STAGE_NAMES for w in ("before", "after")]
+    assert results.result.interval_kind == "CI"  # meta declares its Wald intervals
+    assert {"exclusions", "motion", "qc_fc"} <= set(results.tables) and "Pooling:" in results.methods
+    # the motion exclusions were logged as warnings of the stage that made them
+    assert any(w["stage"] == "extract" and "scans excluded" in w["message"] for w in results.warnings)
+    assert any("scans excluded" in w["message"] for w in results.warnings)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unexpected_error_names_its_stage_and_reaches_the_hook(tmp_path, monkeypatch):
+    from megafc.core import pipeline
+
+    def broken(*args, **kwargs):
+        raise KeyError("no such column")
+
+    monkeypatch.setattr(pipeline, "network_pair_table", broken)
+    recorder = StageRecorder()
+    reg = build_registry(extra_plugins=[recorder])
+    with pytest.raises(PluginError, match=r"stage 'aggregate' failed: KeyError"):
+        run_experiment(compose(META, registry=reg), reg, tmp_path / "run")
+    assert ("error", "aggregate", "KeyError") in recorder.calls
+    assert_no_results(tmp_path / "run")
+
+
+def test_warnings_file_lists_the_runs_warnings(tmp_path):
+    out = run_experiment(compose(META + ["qc.max_mean_fd=0.2", "notes=[checking notes]"]),
+                         build_registry(), tmp_path / "run")
+    table = pd.read_csv(out.run_dir / "warnings.tsv", sep="\t")
+    assert list(table.columns) == ["stage", "level", "message"]
+    assert "note: checking notes" in set(table["message"])
+    excluded = out.scans.groupby("dataset")["excluded"].sum()
+    for ds in excluded[excluded > 0].index:
+        assert table["message"].str.startswith(f"dataset {ds}:").any(), ds

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, compose
-from megafc.core.pipeline import plugin_report_sections, run_experiment
+from megafc.core.outputs import plugin_report_sections
+from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
 from megafc.core.report import REFERENCES, atlas_references, fmt, log_warnings, markdown_to_html, write_report
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from megafc.core import (
     CONTROL_CONDITIONS,
     ConfigError,
     InputError,
+    PoolingInputs,
     PoolingModel,
     PoolingResult,
     flag_ok,
@@ -379,16 +381,26 @@ class PyMCEdgePooling(PoolingModel):
         return mu, cache
 
     # ------------------------------------------------------------------ fit
+    def pool(self, inputs: PoolingInputs) -> PoolingResult:
+        if inputs.connectomes is None or inputs.atlas is None:
+            raise InputError("pooling 'pymc_edges' needs the connectomes and atlas in its PoolingInputs")
+        return self.fit_edges(inputs.pairs, inputs.seed, inputs.connectomes, inputs.atlas, inputs.scans)
+
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
-        c = self.config
+        """The earlier contract (``set_connectomes`` then ``fit``)."""
         if getattr(self, "connectomes", None) is None:
-            raise InputError("pooling 'pymc_edges' needs the connectomes (set_connectomes was not called)")
+            raise InputError("pooling 'pymc_edges' needs the connectomes: call pool(PoolingInputs(...))")
+        return self.fit_edges(pairs, seed, self.connectomes, self.atlas, self.scans)
+
+    def fit_edges(self, pairs: pd.DataFrame, seed: int, connectomes: Any, atlas: Any,
+                  scans: pd.DataFrame) -> PoolingResult:
+        c = self.config
         level = pairs.attrs.get("level", "network")
-        regions = self.atlas.regions
-        if list(self.connectomes.labels) != list(regions["label"]):
+        regions = atlas.regions
+        if list(connectomes.labels) != list(regions["label"]):
             raise InputError("pooling 'pymc_edges': connectome labels do not match the atlas")
         t0 = time.perf_counter()
-        st = edge_statistics(self.connectomes, self.scans)
+        st = edge_statistics(connectomes, scans)
         stats_seconds = time.perf_counter() - t0
 
         # edges -> network pairs (network_a <= network_b, as in the network-pair table)
@@ -469,7 +481,7 @@ class PyMCEdgePooling(PoolingModel):
         edge_effects = pd.concat(edge_tables, ignore_index=True)
         edge_effects.attrs["compress"] = True
 
-        systems = self.atlas.systems(level)
+        systems = atlas.systems(level)
         rows = []
         for effect, etype, lvl, draws in net_blocks:
             s = summarise_draws(draws, hdi_prob=c.hdi_prob)
