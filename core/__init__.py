@@ -34,6 +34,7 @@ from .plugin import (
     Denoiser,
     Plugin,
     PoolingModel,
+    Reporter,
 )
 from .summaries import flag_ok, sampler_diagnostics, summarise_draws
 
@@ -41,7 +42,7 @@ __all__ = [
     "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "FISHER_Z_MAX_ABS_R", "SCAN_COLUMNS",
     "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
     "DatasetInputs", "DatasetLoader", "PoolingInputs", "Denoiser", "Harmonizer", "InputError", "MegafcError", "Plugin",
-    "PluginError", "PoolingModel", "PoolingResult", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",
+    "PluginError", "PoolingModel", "PoolingResult", "Reporter", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",
     "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
     "summarise_draws", "validate_scans", "with_summaries",
 ]

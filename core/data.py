@@ -288,6 +288,8 @@ class PoolingResult:
     #: The kind of interval in hdi_low/hdi_high: HDI (Bayesian highest density), ETI (Bayesian
     #: equal-tailed) or CI (frequentist confidence); read from ``interval`` when not given.
     interval_kind: str = ""
+    #: What to cite for this particular fit, beyond the pooling plugin's declared ``references``.
+    references: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.interval_kind:

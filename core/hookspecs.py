@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         Denoiser,
         Harmonizer,
         PoolingModel,
+        Reporter,
     )
 
 PROJECT_NAME = "megafc"
@@ -84,6 +85,13 @@ def megafc_harmonizers() -> list[type[Harmonizer]]:
 @hookspec
 def megafc_pooling_models() -> list[type[PoolingModel]]:
     """Return pooling models (subclasses of ``megafc.core.PoolingModel``), ``pooling=<name>``."""
+
+
+@hookspec
+def megafc_reporters() -> list[type[Reporter]]:
+    """Return reporter classes (subclasses of ``megafc.core.Reporter``): what writes a run's
+    report and figures (scope ``run``), a sweep's comparison (``sweep``) or a calibration's
+    report (``calibration``). Every installed reporter of a scope is called."""
 
 
 @hookspec

@@ -331,17 +331,12 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
 
         plt.close(fig)
     staged.write_text("methods.md", results.methods)
-    if formats:
-        from .figures import effect_matrix_figure
+    from .references import to_bibtex
 
-        effect_matrix_figure(result.effects, aggregated.pairs.attrs["networks"], staged.path("figures/overall_effect.png"),
-                             interval=result.interval, formats=formats)
+    staged.write_text("references.bib", to_bibtex(results.references))
     staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
-    if cfg.report:
-        from .progress import Heartbeat
-
-        with Heartbeat("writing report.html"):
-            write_run_report(staged.staging, staged.run_dir, registry)
+    if cfg.report or formats:
+        write_reports(registry, "run", staged.staging, staged.run_dir, plugin_report_sections(registry))
 
 
 def region_table(atlas: Any) -> pd.DataFrame:
@@ -375,6 +370,9 @@ def run_provenance(results: Any, registry: Any) -> dict[str, Any]:
                          plugins=plugin_info, fingerprints=results.inputs.fingerprints, started=results.started,
                          extra_packages=dists),
             "stage_seconds": {k: round(v, 2) for k, v in results.timings.items()},
+            "references": list(results.references),
+            **({"pooling_interval": {"label": results.result.interval, "kind": results.result.interval_kind}}
+               if results.result is not None else {}),
             "hook_plugins": hook_plugins}
 
 
@@ -391,11 +389,22 @@ def plugin_report_sections(registry: Any) -> list:
     return out
 
 
-def write_run_report(folder: Path, final: Path, registry: Any) -> None:
-    """report.html from the staged outputs; a report bug is logged loudly, results still land."""
-    from .report import write_report
+def write_reports(registry: Any, scope: str, folder: Path, shown_as: Path | None = None,
+                  sections: list | None = None) -> list[Path]:
+    """Call every installed reporter of ``scope``; a reporter's failure is logged loudly and the
+    results it would have described stay complete."""
+    from .progress import Heartbeat
 
-    try:
-        write_report(folder, shown_as=final, extra_sections=plugin_report_sections(registry))
-    except Exception as exc:  # the tables and posterior are the results; the report summarises them
-        log.error("report.html could not be written (%s: %s); the results are complete", type(exc).__name__, exc)
+    written = []
+    for reporter in registry.reporters(scope):
+        who = f"reporter '{reporter.name}'"
+        try:
+            with Heartbeat(who):
+                out = reporter.write(Path(folder), shown_as=shown_as, sections=list(sections or []))
+        except Exception as exc:  # the tables and posterior are the results; a report summarises them
+            log.error("%s could not write its report (%s: %s); the results are complete", who,
+                      type(exc).__name__, exc)
+            continue
+        if out is not None:
+            written.append(Path(out))
+    return written

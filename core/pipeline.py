@@ -136,6 +136,8 @@ class RunResults:
     #: Stage ``derive``: exclusions, motion, qc_fc tables, methods.md text, diagnostics verdict.
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     methods: str = ""
+    #: What to cite (methods.md, provenance.json, references.bib).
+    references: list[str] = field(default_factory=list)
     diagnostics_ok: bool = True
     warnings: list[dict[str, str]] = field(default_factory=list)
     #: Seconds per stage.
@@ -342,10 +344,29 @@ def derive(ctx: RunContext, results: RunResults) -> None:
         atlas = results.atlas
         results.tables["qc_fc"] = with_distances(qc_fc(results.connectomes, scans), atlas.labels,
                                                  atlas.centroids(display=False))
+    results.references = run_references(ctx, results)
     if results.result is not None:
         results.diagnostics_ok = report_diagnostics(results.result)
         results.methods = methods_text(ctx.plugins, results.atlas, scans, ctx.cfg.aggregate.level, results.result,
-                                       list(ctx.cfg.get("notes") or []))
+                                       list(ctx.cfg.get("notes") or []), results.references)
+
+
+def run_references(ctx: RunContext, results: RunResults) -> list[str]:
+    """Everything this run should cite: megafc and what core uses, each plugin's declared
+    references, the atlas's and the fit's own, and those of the report sections plugins add."""
+    from .outputs import package_versions, plugin_report_sections
+    from .references import CORE_REFERENCES, plugin_references, software_reference, unique
+
+    refs = [software_reference(package_versions().get("megafc", "unknown")), *CORE_REFERENCES]
+    for plugin in ctx.plugins.values():
+        refs += plugin_references(plugin)
+    refs += results.atlas.references
+    if results.result is not None:
+        refs += results.result.references
+    if ctx.cfg.get("report"):
+        for section in plugin_report_sections(ctx.registry):
+            refs += list(getattr(section, "references", ()) or ())
+    return unique(refs)
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -570,7 +591,7 @@ def report_diagnostics(result: PoolingResult) -> bool:
 
 
 def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, level: str, result: PoolingResult,
-                 notes: list[str] | None = None) -> str:
+                 notes: list[str] | None = None, references: list[str] | None = None) -> str:
     inc = scans[~scans["excluded"]]
     harmonizer = plugins.get("harmonizer")
     lines = [
@@ -593,7 +614,6 @@ def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, 
     ]
     for kind, p in plugins.items():
         lines.append(f"- {kind} `{p.name}`: {p.params()}")
-    cited = [ref for p in plugins.values() for ref in (p.references() if hasattr(p, "references") else [])]
-    if cited:
-        lines += ["", "References (methods):", *[f"- {ref}" for ref in cited]]
+    if references:
+        lines += ["", "References (also in references.bib):", *[f"- {ref}" for ref in references]]
     return "\n".join(lines) + "\n"

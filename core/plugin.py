@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,10 @@ class Plugin:
     kind: ClassVar[str] = ""
     #: The plugin's config name; unique within its kind.
     name: ClassVar[str] = ""
+    #: What to cite when the plugin is used, one reference a string in the style
+    #: ``Authors (Year) Title. Journal Volume:Pages``; collected into methods.md, provenance.json
+    #: and references.bib. A property may compute them from the config (e.g. the sampler used).
+    references: ClassVar[Sequence[str]] = ()
 
     @dataclass
     class Config:
@@ -186,6 +191,26 @@ class PoolingModel(Plugin):
         raise NotImplementedError
 
 
+class Reporter(Plugin):
+    """Writes a human-readable account of finished results: a report, its figures.
+
+    ``scope`` says what it reports on: ``run`` reporters are called at the end of every run
+    whose config enables ``report`` or ``figures``, on the staged run folder (``folder``) that
+    will be moved to ``shown_as``, with the sections every plugin adds (hook
+    ``megafc_report_sections``); ``sweep`` reporters by ``megafc-compare`` and at the end of a
+    multirun, with the sweep folder and the output folder; ``calibration`` reporters by
+    ``megafc-calibrate`` with its output folder. A reporter that fails is logged; the results
+    it would have described stay in place.
+    """
+
+    kind = "reporter"
+    scope: ClassVar[str] = "run"
+
+    def write(self, folder: Path, shown_as: Path | None = None, sections: Sequence[Any] = ()) -> Path | None:
+        """Write the report into ``folder`` (or the folder it names); return its main file."""
+        raise NotImplementedError
+
+
 #: kind -> (registration hook name, base class)
 PLUGIN_KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "dataset": ("megafc_datasets", DatasetLoader),
@@ -194,6 +219,7 @@ PLUGIN_KINDS: dict[str, tuple[str, type[Plugin]]] = {
     "estimator": ("megafc_estimators", ConnectivityEstimator),
     "harmonizer": ("megafc_harmonizers", Harmonizer),
     "pooling": ("megafc_pooling_models", PoolingModel),
+    "reporter": ("megafc_reporters", Reporter),
 }
 
 

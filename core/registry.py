@@ -97,6 +97,11 @@ class Registry:
             raise ConfigError(f"{kind} plugin '{name}': {str(exc).splitlines()[0]}{where}") from exc
         return info.cls.from_config(config, self)
 
+    def reporters(self, scope: str) -> list[Plugin]:
+        """An instance of every installed reporter of this scope (``run``, ``sweep``, ``calibration``)."""
+        return [info.cls() for info in self.plugins.get("reporter", {}).values()
+                if getattr(info.cls, "scope", "run") == scope]
+
     def rows(self) -> list[PluginInfo]:
         return [info for kind in PLUGIN_KINDS for info in self.plugins.get(kind, {}).values()]
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, megafc_cli
-from megafc.core.calibrate import score_replicate
+from megafc.plugins.reports.calibration import score_replicate
 
 
 def test_scoring_counts_coverage_and_signs():
@@ -34,7 +34,7 @@ def test_scoring_counts_coverage_and_signs():
 def test_similarity_truth_of_proportional_maps():
     """Drugs that are the overall pattern at scales 2 and 0.5 (plus DMT's own deviation):
     their planted correlation, magnitude and scale ratios are what the measures mean."""
-    from megafc.core.calibrate import similarity_truth
+    from megafc.plugins.reports.calibration import similarity_truth
 
     pattern = np.array([0.1, -0.05, 0.0, 0.02])
     rows = [("overall", pattern), ("drug:DMT", 2 * pattern), ("drug:ayahuasca", 0.5 * pattern)]
@@ -96,7 +96,7 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
 def test_every_scenario_runs_once(tmp_path):
     """Each stress scenario, once, tiny, with the fast deterministic model: every design enters
     and is scored (the pymc figures over many replicates are in docs/calibration.md)."""
-    from megafc.core.calibrate import SCENARIOS
+    from megafc.plugins.reports.calibration import SCENARIOS
 
     small = [o for o in TINY if not o.startswith(("pooling.", "dataset.scale"))]
     out = tmp_path / "calib"
@@ -107,6 +107,10 @@ def test_every_scenario_runs_once(tmp_path):
     assert set(summary["scenario"]) == set(SCENARIOS)
     for scenario in SCENARIOS:
         assert (out / scenario / "replicate-00" / "effects.tsv").exists()
+    # the calibration reporter's page: one section per scenario, its title the output folder
+    report = (out / "report.html").read_text()
+    assert "<title>megafc calibration: calib</title>" in report
+    assert all(f'id="scenario-{s}"' in report for s in SCENARIOS)
     summary = summary[(summary.stratum == "all") & (summary.table == "effects")]
     assert (summary.groupby("scenario")["coverage_95"].min() >= 0.6).all(), summary
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from megafc.core import ConfigError
-from megafc.core.calibrate import score_replicate
+from megafc.plugins.reports.calibration import score_replicate
 from megafc.plugins.datasets.synthetic import EffectSpec, SiteSpec
 from megafc.plugins.pooling.bambi_per_pair import BambiPooling
 from megafc.plugins.pooling.design import paired_design

@@ -17,10 +17,11 @@ from conftest import TINY, compose
 from megafc.core.outputs import plugin_report_sections
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
-from megafc.core.report import REFERENCES, atlas_references, fmt, log_warnings, markdown_to_html, write_report
+from megafc.plugins.reports.page import fmt, markdown_to_html
+from megafc.plugins.reports.run_report import write_report
 
 SECTIONS = ("Data", "Motion QC", "Effects", "Brain", "Datasets, drugs, overall", "Diagnostics", "Methods", "Provenance")
-REPORT_FIGURES = ("mean_fd", "qc_fc", "effect_overall", "effect_drugs", "forest", "recovery", "glass_brain",
+REPORT_FIGURES = ("mean_fd", "qc_fc", "effect_drugs", "forest", "recovery", "glass_brain",
               "datasets_forest_0")
 
 
@@ -135,6 +136,9 @@ def test_report_figures_saved_in_every_requested_format(pymc_report):
             f = figures / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
     assert (figures / "report_mean_fd.svg").read_text().lstrip().startswith("<?xml")
+    # the overall-effect matrix is drawn once: the report embeds figures/overall_effect.png
+    assert not list(figures.glob("report_effect_overall.*"))
+    assert 'data-name="effect_overall"' in pymc_report.read_text()
 
 
 def test_figure_formats_config():
@@ -210,10 +214,8 @@ def test_missing_optional_files_only_drop_their_parts(pymc_run, tmp_path):
     shutil.copytree(pymc_run, run, ignore=shutil.ignore_patterns("figures", "report.html", "posterior.nc"))
     for name in ("qc_fc.tsv", "truth.tsv", "summaries.tsv", "drug_similarity.tsv", "exclusions.tsv", "methods.md"):
         (run / name).unlink(missing_ok=True)
-    (run / "megafc.log").write_text(
-        "[2026-01-01 00:00:00,000][megafc][INFO] - fine\n"
-        "[2026-01-01 00:00:01,000][megafc][WARNING] - pooling: max R-hat 1.3 > 1.01; chains have <not> converged\n"
-    )
+    (run / "warnings.tsv").write_text("stage\tlevel\tmessage\n"
+                                      "pool\twarning\tpooling: max R-hat 1.3 > 1.01; chains have <not> converged\n")
     text = write_report(run, extra_sections=plugin_report_sections(build_registry())).read_text()
     assert parse(text).h2 == list(SECTIONS)
     assert 'class="report-error"' not in text
@@ -237,18 +239,18 @@ def test_helpers():
     md = markdown_to_html("# Title\n\nline one\nline <two>\n\n- a `x`\n- b\n  continued\n", shift=2)
     assert md == ("<h3>Title</h3>\n<p>line one<br>line &lt;two&gt;</p>\n"
                   "<ul><li>a <code>x</code></li><li>b continued</li></ul>")
-    assert log_warnings("[t][megafc][WARNING] - careful\n[t][megafc][INFO] - ok") == ["WARNING (megafc): careful"]
 
 
-def test_atlas_citations():
-    from megafc.plugins.atlases._files import REFERENCES as PLUGIN_REFERENCES
+def test_atlas_citations_come_from_the_atlas(tmp_path):
+    """The atlas's own references (a combined atlas collects its parts') reach provenance and
+    references.bib; the synthetic atlas, which only borrows Schaefer's names, cites none."""
+    from megafc.core.references import to_bibtex
+    from megafc.plugins.atlases._files import REFERENCES as ATLAS
 
-    assert all(REFERENCES[k] == text for k, text in PLUGIN_REFERENCES.items())  # one wording
-    combined = {"name": "combined", "cortical": {"name": "schaefer"}, "subcortical": {"name": "tian", "image": "x"},
-                "cerebellar": {"name": "cerebellum", "references": ["SUIT (own reference)"]}}
-    assert atlas_references(combined) == [REFERENCES["schaefer"], REFERENCES["yeo"], REFERENCES["tian"],
-                                          "SUIT (own reference)"]
-    assert atlas_references({"name": "synthetic"}) == []
+    bib = to_bibtex([ATLAS["schaefer"], ATLAS["yeo"], "SUIT (own reference)"])
+    assert "@article{Schaefer2018," in bib and "@article{Yeo2011," in bib and "pages = {3095--3114}" in bib
+    assert "@misc{SUIT," in bib and "note = {SUIT (own reference)}" in bib
+    assert "author = {Schaefer, A and Kong, R and" in bib
 
 
 # --------------------------------------------------------------------------- real browser
@@ -326,17 +328,15 @@ def test_console_error_check_can_fail(tmp_path):
     assert any(":CONSOLE" in line and "Uncaught ReferenceError" in line for line in out.stderr.splitlines())
 
 
-def test_report_built_in_staging_names_the_final_folder_and_reads_its_log(meta_run, tmp_path, caplog):
+def test_report_built_in_staging_names_the_final_folder(meta_run, tmp_path, caplog):
     """The pipeline writes the report before the commit: it must describe where the run will live."""
     final = tmp_path / "my-run"
     staging = final / ".megafc-staging-abc123"
-    shutil.copytree(meta_run, staging, ignore=shutil.ignore_patterns("report.html", "megafc.log"))
-    (final / "megafc.log").write_text("[2026-11-30 10:00:00,000][megafc][WARNING] - 3 scans excluded: mean FD > 0.5\n")
+    shutil.copytree(meta_run, staging, ignore=shutil.ignore_patterns("report.html"))
     with caplog.at_level("INFO", logger="megafc"):
         html = write_report(staging, shown_as=final).read_text()
     assert ".megafc-staging" not in html
     assert "megafc report: my-run" in html and str(final) in html
-    assert "3 scans excluded: mean FD &gt; 0.5" in html or "3 scans excluded: mean FD > 0.5" in html
     assert any(f"report written to {final / 'report.html'}" in r.getMessage() for r in caplog.records)
 
 
@@ -420,7 +420,8 @@ def test_motion_change_counts_each_drug_of_a_two_drug_subject_separately():
 
 
 def test_a_duplicate_plugin_section_is_left_out_not_fatal(caplog):
-    from megafc.core.report import ReportSection, arrange_sections
+    from megafc.core.report import ReportSection
+    from megafc.plugins.reports.run_report import arrange_sections
 
     with caplog.at_level("WARNING", logger="megafc"):
         arranged = arrange_sections([ReportSection("effects", "Again", lambda run: ""),

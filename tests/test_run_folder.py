@@ -17,7 +17,7 @@ import pytest
 
 from conftest import TINY, compose, megafc_cli
 from megafc.core import InputError
-from megafc.core.compare import DEFAULT_OUT
+from megafc.plugins.reports.compare import DEFAULT_OUT
 from megafc.core.app import check_output_folders, os_error_message
 from megafc.core.errors import ConfigError
 from megafc.core.job_names import job_dirname
@@ -143,7 +143,7 @@ def test_sweep_over_absolute_paths_gives_flat_jobs_that_compare_finds(tmp_path):
 
 
 def test_compare_finds_jobs_nested_at_any_depth(tmp_path):
-    from megafc.core.compare import _candidate_dirs
+    from megafc.plugins.reports.compare import _candidate_dirs
 
     deep = tmp_path / "0_dataset.metadata=" / "data" / "study" / "meta.tsv"
     deep.mkdir(parents=True)

@@ -56,6 +56,11 @@ class FmriprepDataset(DatasetLoader):
     """fMRIPrep derivative folders + a metadata table (BOLD, mask, confounds, TR)."""
 
     name = "fmriprep"
+    references = [
+        "Esteban O, Markiewicz CJ, Blair RW, Moodie CA, Isik AI, Erramuzpe A, Kent JD, Goncalves M, DuPre E, "
+        "Snyder M, Oya H, Ghosh SS, Wright J, Durnez J, Poldrack RA, Gorgolewski KJ (2019) fMRIPrep: a robust "
+        "preprocessing pipeline for functional MRI. Nat Methods 16:111-116",
+    ]
 
     @dataclass
     class Config:

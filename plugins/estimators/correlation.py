@@ -42,6 +42,12 @@ class LedoitWolfCorrelation(FisherZCorrelation):
     """
 
     name = "ledoit_wolf"
+    references = [
+        "Pedregosa F, Varoquaux G, Gramfort A, et al. (2011) Scikit-learn: machine learning in Python. "
+        "J Mach Learn Res 12:2825-2830",
+        "Ledoit O, Wolf M (2004) A well-conditioned estimator for large-dimensional covariance matrices. "
+        "J Multivar Anal 88:365-411",
+    ]
 
     @dataclass
     class Config:

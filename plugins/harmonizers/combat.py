@@ -42,6 +42,7 @@ class ComBatHarmonizer(Harmonizer):
     """ComBat (neuroCombat) across datasets on every edge, preserving condition per drug and FD."""
 
     name = "combat"
+    references = REFERENCES
 
     @dataclass
     class Config:
@@ -121,5 +122,3 @@ class ComBatHarmonizer(Harmonizer):
             continuous.append("mean_fd")
         return covars, categorical, continuous
 
-    def references(self) -> list[str]:
-        return list(REFERENCES)

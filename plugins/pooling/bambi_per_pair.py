@@ -27,18 +27,25 @@ import pandas as pd
 from megafc.core import PoolingModel, PoolingResult
 
 from .derived import contrast_pairs
-from .design import SamplerConfig, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
+from .design import SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
 from .pymc_scan_level import ScanPriors
 from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
 
 log = logging.getLogger("megafc")
 
+BAMBI_REFERENCE = ("Capretto T, Piho C, Kumar R, Westfall J, Yarkoni T, Martin OA (2022) Bambi: a simple interface "
+                   "for fitting Bayesian linear models in Python. J Stat Softw 103(15):1-29")
+
 
 class BambiPooling(PoolingModel):
     """Scan-level hierarchical model per network pair as a bambi formula (the pymc model, every effect sampled)."""
 
     name = "bambi"
+
+    @property
+    def references(self) -> list[str]:
+        return [*bayesian_references(self.config, auto="pymc"), BAMBI_REFERENCE]
     fits_summaries = True
 
     @dataclass

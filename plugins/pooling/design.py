@@ -93,6 +93,32 @@ def ess_threshold(c: NUTSConfig) -> float:
 SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
 
 
+#: What every Bayesian pooling model cites: PyMC, ArviZ (summaries) and the rank-normalised R-hat.
+BAYESIAN_REFERENCES: tuple[str, ...] = (
+    "Abril-Pla O, Andreani V, Carroll C, Dong L, Fonnesbeck CJ, Kochurov M, Kumar R, Lao J, Luhmann CC, "
+    "Martin OA, Osthege M, Vieira R, Wiecki T, Zinkov R (2023) PyMC: a modern, and comprehensive probabilistic "
+    "programming framework in Python. PeerJ Comput Sci 9:e1516",
+    "Kumar R, Carroll C, Hartikainen A, Martin O (2019) ArviZ a unified library for exploratory analysis of "
+    "Bayesian models in Python. J Open Source Softw 4:1143",
+    "Vehtari A, Gelman A, Simpson D, Carpenter B, Buerkner PC (2021) Rank-normalization, folding, and "
+    "localization: an improved R-hat for assessing convergence of MCMC. Bayesian Anal 16:667-718",
+)
+
+#: The NUTS implementations other than PyMC's own, cited when a run uses them.
+SAMPLER_REFERENCES: dict[str, str] = {
+    "nutpie": "nutpie: a NUTS sampler for PyMC models (software, PyMC developers).",
+    "numpyro": ("Phan D, Pradhan N, Jankowiak M (2019) Composable effects for flexible and accelerated "
+                "probabilistic programming in NumPyro. arXiv 1912.11554"),
+    "blackjax": "BlackJAX: composable Bayesian inference in JAX (software, BlackJAX developers).",
+}
+
+
+def bayesian_references(c: NUTSConfig, auto: str) -> list[str]:
+    """What a Bayesian pooling model with this sampler config cites."""
+    sampler = resolve_sampler(c, auto)
+    return [*BAYESIAN_REFERENCES, *([SAMPLER_REFERENCES[sampler]] if sampler in SAMPLER_REFERENCES else [])]
+
+
 def resolve_sampler(c: NUTSConfig, auto: str) -> str:
     """The sampler to use; ``auto`` becomes ``auto`` if its package is installed, else pymc."""
     if c.sampler != "auto":

@@ -189,6 +189,11 @@ class MetaAnalysisPooling(PoolingModel):
     """Two-stage DerSimonian-Laird random-effects meta-analysis (frequentist comparator)."""
 
     name = "meta"
+    references = [
+        "DerSimonian R, Laird N (1986) Meta-analysis in clinical trials. Control Clin Trials 7:177-188",
+        "Benjamini Y, Hochberg Y (1995) Controlling the false discovery rate: a practical and powerful approach to "
+        "multiple testing. J R Stat Soc B 57:289-300",
+    ]
     fits_summaries = True
 
     @dataclass

@@ -41,7 +41,15 @@ from megafc.core import (
     summarise_draws,
 )
 
-from .design import NUTSConfig, PoolingLevels, ess_threshold, resolve_sampler, sample, validate_sampler_config
+from .design import (
+    NUTSConfig,
+    PoolingLevels,
+    bayesian_references,
+    ess_threshold,
+    resolve_sampler,
+    sample,
+    validate_sampler_config,
+)
 
 EDGE_COLUMNS = ("region_a", "region_b", "network_a", "network_b", "effect", "mean", "sd", "hdi_low", "hdi_high", "pd")
 
@@ -313,6 +321,10 @@ class PyMCEdgePooling(PoolingModel):
     """Edge-level hierarchical model (per-dataset summaries, collapsed Gaussian hierarchy, NUTS on variances)."""
 
     name = "pymc_edges"
+
+    @property
+    def references(self) -> list[str]:
+        return bayesian_references(self.config, auto="pymc")
     needs_connectomes = True
     needs_pairs = True
 

@@ -19,6 +19,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagno
 
 from .derived import contrast_blocks, contrast_pairs, drug_similarity, split_summaries, summary_columns
 from .design import (
+    bayesian_references,
     SamplerConfig,
     describe,
     effects_table,
@@ -37,6 +38,10 @@ class PyMCPairedPooling(PoolingModel):
     """Joint hierarchical model of within-subject drug-minus-control differences over all network pairs."""
 
     name = "pymc_paired"
+
+    @property
+    def references(self) -> list[str]:
+        return bayesian_references(self.config, auto="nutpie")
     needs_pairs = True
     fits_summaries = True
 

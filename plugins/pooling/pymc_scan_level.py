@@ -22,6 +22,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .derived import contrast_pairs, summary_columns
 from .design import (
+    bayesian_references,
     HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, sample, validate_sampler_config,
 )
 from .loo import log_likelihood_group, scan_model_loglik, thinned, tidy_posterior
@@ -52,6 +53,10 @@ class PyMCPooling(PoolingModel):
     """Scan-level hierarchical model over all network pairs (every design, FD-adjusted, per-dataset noise)."""
 
     name = "pymc"
+
+    @property
+    def references(self) -> list[str]:
+        return bayesian_references(self.config, auto="nutpie")
     fits_summaries = True
 
     @dataclass

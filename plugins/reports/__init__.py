@@ -1,10 +1,25 @@
-"""Built-in report sections, registered like a third party's (hook ``megafc_report_sections``)."""
+"""Built-in reporters and report sections, registered like a third party's (hooks
+``megafc_reporters`` and ``megafc_report_sections``).
+
+- ``html`` (run_report.py): every run's report.html and figures;
+- ``compare`` (compare.py): a sweep's comparison (``megafc-compare``);
+- ``calibration`` (calibration.py): a calibration's report (``megafc-calibrate``);
+- sections ``brain`` (brain.py) and ``datasets`` (forest.py) in the run report.
+"""
 
 from megafc.core import hookimpl
 from megafc.core.report import ReportSection
 
 from .brain import brain_section
+from .calibration import CalibrationReport
+from .compare import SweepComparison
 from .forest import forest_section
+from .run_report import RunReport
+
+
+@hookimpl
+def megafc_reporters():
+    return [RunReport, SweepComparison, CalibrationReport]
 
 
 @hookimpl

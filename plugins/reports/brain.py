@@ -13,7 +13,7 @@ import html
 import numpy as np
 import pandas as pd
 
-from megafc.core.report import Run, figure_html, interval_name, new_figure, note, save_figure
+from megafc.core.report import Run, figure_html, new_figure, note, save_figure
 
 #: At most this many per-drug glass brains (the overall one is always drawn).
 MAX_DRUGS = 6
@@ -90,7 +90,7 @@ def brain_section(run: Run) -> str:
         panels.append((name.split(":", 1)[-1], mat, within))
     values = np.concatenate([np.abs(m).ravel() for _, m, _ in panels] + [np.abs(w) for _, _, w in panels])
     vmax = float(values.max()) if values.size and values.max() > 0 else 1.0
-    interval = interval_name(run)
+    interval = run.interval
     parts = [note(f"Network effects whose {interval} excludes 0, drawn between the networks' centres in each "
                   f"hemisphere (edges) or on the network's nodes (within-network effects); red = FC up on the drug, "
                   f"blue = down; one colour scale (\u00b1{vmax:.3f} Fisher z). Grey nodes: no credible within-network "

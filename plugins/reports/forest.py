@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from megafc.core.report import Run, figure_html, interval_name, new_figure, note, save_figure
+from megafc.core.report import Run, figure_html, new_figure, note, save_figure
 
 #: Summaries drawn first when present (the paper's headline findings), then the strongest.
 PREFERRED = ("transmodal-unimodal", "within_network", "between_network")
@@ -117,7 +117,7 @@ def forest_section(run: Run) -> str:
     if scans is None or not plots:
         return note("No effects table with dataset and drug effects: nothing to draw.")
     units, n_subjects = dataset_units(scans)
-    interval = interval_name(run)
+    interval = run.interval
     parts = [note(f"Each dataset's effect (grey squares, sized by its number of subjects n), each drug's (blue) "
                   f"and the overall effect (black), with their {interval}s. Datasets are pooled around their "
                   "drug, drugs around the overall effect.")]

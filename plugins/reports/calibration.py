@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, MegafcError
-from .outputs import StagedRun
+from megafc.core import ConfigError, MegafcError, Reporter
+from megafc.core.outputs import StagedRun
 
 log = logging.getLogger("megafc")
 
@@ -216,8 +216,8 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
     """Run ``replicates`` simulated analyses per scenario into out_dir/<scenario>/replicate-XX and score them."""
     from hydra import compose, initialize_config_module
 
-    from .pipeline import run_experiment
-    from .registry import default_registry, register_configs
+    from megafc.core.pipeline import run_experiment
+    from megafc.core.registry import default_registry, register_configs
 
     if replicates < 1:
         raise ConfigError(f"--replicates is {replicates}; expected >= 1")
@@ -261,13 +261,16 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
         summary = summarise_scores(table)
         staged.write_table("calibration.tsv", summary)
         calibration_figure(summary, staged.path("calibration.png"))
+        from megafc.core.outputs import write_reports
+
+        write_reports(registry, "calibration", staged.staging, Path(out_dir))
         staged.commit()
     print(summary[summary["stratum"] == "all"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return out_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .app import _quiet_libraries, fail
+    from megafc.core.app import _quiet_libraries, fail
 
     ap = argparse.ArgumentParser(prog="megafc-calibrate", description=__doc__.split("\n\n")[0].replace("``", ""),
                                  epilog="Other arguments are megafc config overrides, e.g. pooling=pymc dataset.scale=0.5")
@@ -290,3 +293,35 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # hydra override errors and bugs: still one paragraph
         fail(exc)
     sys.exit(0)
+
+
+class CalibrationReport(Reporter):
+    """report.html of a megafc-calibrate folder: coverage, bias and false signs per scenario and table."""
+
+    name = "calibration"
+    scope = "calibration"
+
+    def write(self, folder: Path, shown_as: Path | None = None, sections=()) -> Path | None:
+        from megafc.core.report import figure_html, png_data_uri, read_tsv
+
+        from .page import html_table, render_page
+
+        folder = Path(folder)
+        summary = read_tsv(folder / "calibration.tsv")
+        if summary is None:
+            return None
+        parts = [("overview", "Coverage of the planted effects",
+                  "<p>How often each table's 50% and 95% intervals contain the planted value, over the simulated "
+                  "replicates (dashed lines: nominal).</p>"
+                  + figure_html(png_data_uri((folder / "calibration.png").read_bytes()), "Interval coverage.",
+                                "calibration"))]
+        for scenario, rows in summary.groupby("scenario", sort=False):
+            parts.append((f"scenario-{scenario}", f"Scenario: {scenario}",
+                          f"<p>Overrides: <code>{' '.join(SCENARIOS.get(str(scenario), [])) or '(none)'}</code>.</p>"
+                          + html_table(rows.drop(columns="scenario"), scroll=True)))
+        out = folder / "report.html"
+        shown = Path(shown_as or folder)
+        out.write_text(render_page(f"megafc calibration: {shown.resolve().name}", parts,
+                                   [("folder", str(shown)), ("replicates", int(summary["replicates"].max()))]),
+                       encoding="utf-8")
+        return out

@@ -24,8 +24,6 @@ non-null ``loo_dataset`` is a leave-one-dataset-out refit of the pipeline with t
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import json
 import logging
 import re
@@ -36,9 +34,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .outputs import COMPLETION_MARKER, StagedRun
+from megafc.core import InputError, Reporter
+from megafc.core.outputs import COMPLETION_MARKER, StagedRun
+
+from megafc.core.report import esc, figure_html, png_data_uri
+
 from .figures import save_png_svg
+from .page import html_table, render_page
 from .specification_curve import specification_curve_figure
 
 log = logging.getLogger("megafc.compare")
@@ -182,6 +184,7 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "settings": settings,
         "seed": provenance.get("seed", config.get("seed")) if isinstance(provenance, dict) else config.get("seed"),
         "effects_file": str(effects_file),
+        "interval": ((provenance.get("pooling_interval") or {}).get("label") if isinstance(provenance, dict) else None),
     }
 
 
@@ -243,6 +246,7 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
     for r, label in zip(records, labels):
         row = {"job": r["job"], "pipeline": label, "loo_dataset": r["loo_dataset"], "seed": r["seed"]}
         row.update({k: r["plugins"].get(k) for k in kinds})
+        row["interval"] = r["interval"]
         row["effects_file"] = r["effects_file"]
         rows.append(row)
     jobs = pd.DataFrame(rows)
@@ -453,20 +457,6 @@ def robustness_figure(long: pd.DataFrame, pipelines: list[str], stem: Path, effe
     return save_png_svg(fig, stem)
 
 
-def _html_table(df: pd.DataFrame, floatfmt: str = "{:.3g}") -> str:
-    def cell(v: Any) -> str:
-        if v is None or (not isinstance(v, str) and pd.isna(v)):
-            return "n/a"
-        if isinstance(v, (float, np.floating)):
-            return floatfmt.format(v)
-        return html.escape(str(v))
-
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def summary_counts(table: pd.DataFrame, effect: str = "overall") -> dict[str, Any]:
     """How many pairs' ``effect`` is credible in all pipelines / sign-consistent / LOO-stable."""
     sub = table[table["effect"] == effect]
@@ -491,62 +481,39 @@ def robust_pairs(table: pd.DataFrame, effect: str = "overall") -> pd.DataFrame:
     return sub.sort_values("weakest", ascending=False)
 
 
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em;
-       max-width: 1200px; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; }
-th { background: #f2f2f2; }
-img { max-width: 100%; }
-.warn { color: #a40000; }
-code { background: #f5f5f5; padding: 0 3px; }
-"""
-
-
 def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir: Path,
                   curve: Path | None = None) -> str:
-    """report.html: self-contained (the figure is a base64 data URI; no external resources)."""
-    esc = html.escape
+    """report.html: self-contained (figures are base64 data URIs; no external resources)."""
     pipelines = _pipelines(jobs)
     c = summary_counts(table)
     n_loo_jobs = int(jobs["loo_dataset"].notna().sum())
     incomplete = list(jobs.attrs.get("incomplete", []))
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>megafc sweep comparison</title>',
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>megafc sweep comparison</h1>",
-        f"<p>Sweep: <code>{esc(str(sweep_dir))}</code>. {len(jobs)} completed job(s): "
-        f"{len(pipelines)} pipeline(s) on the full data and {n_loo_jobs} leave-one-dataset-out job(s).</p>",
-    ]
+    intro = [f"<p>{len(jobs)} completed job(s): {len(pipelines)} pipeline(s) on the full data and {n_loo_jobs} "
+             "leave-one-dataset-out job(s).</p>"]
     if incomplete:
-        parts.append(f'<p class="warn">{len(incomplete)} incomplete job(s) (no {COMPLETION_MARKER}) '
+        intro.append(f'<p class="banner warn">{len(incomplete)} incomplete job(s) (no {COMPLETION_MARKER}) '
                      "were ignored: " + ", ".join(f"<code>{esc(j)}</code>" for j in incomplete) + ".</p>")
-    if "pooling" in jobs.columns and (jobs["pooling"] == "meta").any():
-        parts.append("<p>For <code>pooling=meta</code> the intervals are 95% confidence intervals; "
-                     "for the Bayesian models, 95% highest-density intervals.</p>")
+    kinds = _interval_kinds(jobs)
+    if len(kinds) > 1:
+        intro.append("<p>The jobs' intervals are not all of one kind: " + "; ".join(
+            f"{esc(label)} for {n} job(s)" for label, n in kinds.items()) + " (hdi_low/hdi_high of each job).</p>")
 
-    parts.append("<h2>Summary (overall effect)</h2><ul>")
-    parts.append(f"<li>{c['n_pairs']} network pairs.</li>")
-    parts.append(f"<li>Credible in all {len(pipelines)} pipeline(s) (interval excludes 0 on the same side): "
-                 f"<b>{c['all_credible']}</b>.</li>")
-    parts.append(f"<li>Sign-consistent across pipelines: <b>{c['sign_agree']}</b>.</li>")
+    summary = [f"<ul><li>{c['n_pairs']} network pairs.</li>",
+               f"<li>Credible in all {len(pipelines)} pipeline(s) (interval excludes 0 on the same side): "
+               f"<b>{c['all_credible']}</b>.</li>",
+               f"<li>Sign-consistent across pipelines: <b>{c['sign_agree']}</b>.</li>"]
     if c["loo_checked"]:
-        parts.append(f"<li>Leave-one-dataset-out sign-stable: <b>{c['loo_stable']}</b> of "
-                     f"{c['loo_checked']} pairs checked.</li>")
+        summary.append(f"<li>Leave-one-dataset-out sign-stable: <b>{c['loo_stable']}</b> of "
+                       f"{c['loo_checked']} pairs checked.</li>")
     else:
-        parts.append("<li>No leave-one-dataset-out jobs (sweep <code>loo_dataset=null,&lt;dataset&gt;,...</code> "
-                     "to check stability).</li>")
-    parts.append(f"<li>Robust (credible everywhere{', LOO-stable' if c['loo_checked'] else ''}): "
-                 f"<b>{c['robust']}</b>.</li></ul>")
+        summary.append("<li>No leave-one-dataset-out jobs (sweep <code>loo_dataset=null,&lt;dataset&gt;,...</code> "
+                       "to check stability).</li>")
+    summary.append(f"<li>Robust (credible everywhere{', LOO-stable' if c['loo_checked'] else ''}): "
+                   f"<b>{c['robust']}</b>.</li></ul>")
 
     top = robust_pairs(table).head(15)
-    parts.append("<h2>Most robust pairs (overall effect)</h2>")
-    if len(top):
-        cols = ["network_a", "network_b", "n_pipelines", "credible_in", "min_mean", "max_mean", "loo_sign_stable"]
-        parts.append(_html_table(top[cols]))
-    else:
-        parts.append("<p>No pair's overall effect is credible in every pipeline.</p>")
+    cols = ["network_a", "network_b", "n_pipelines", "credible_in", "min_mean", "max_mean", "loo_sign_stable"]
+    robust = html_table(top[cols]) if len(top) else "<p>No pair's overall effect is credible in every pipeline.</p>"
 
     per = []
     overall = table[table["effect"] == "overall"]
@@ -556,30 +523,34 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
         per.append({"pipeline": p, "pairs": int(m.notna().sum()) if m is not None else 0,
                     "credible pairs": n_cred,
                     "LOO jobs": int(((jobs["pipeline"] == p) & jobs["loo_dataset"].notna()).sum())})
-    parts.append("<h2>Pipelines</h2>")
-    parts.append(_html_table(pd.DataFrame(per)))
 
-    encoded = base64.b64encode(png.read_bytes()).decode("ascii")
-    parts.append("<h2>Overall effect across pipelines</h2>")
-    parts.append(f'<img alt="pairs x pipelines heatmap of the overall effect" src="data:image/png;base64,{encoded}">')
-
+    sections = [
+        ("summary", "Summary (overall effect)", "".join(summary)),
+        ("robust", "Most robust pairs (overall effect)", robust),
+        ("pipelines", "Pipelines", html_table(pd.DataFrame(per))),
+        ("heatmap", "Overall effect across pipelines",
+         figure_html(png_data_uri(png.read_bytes()), "Pairs x pipelines heatmap of the overall effect.", "robustness")),
+    ]
     if curve is not None:
-        encoded = base64.b64encode(curve.read_bytes()).decode("ascii")
-        parts.append('<h2 id="specification-curve">Key summaries across pipelines (specification curve)</h2>')
-        parts.append("<p>Each panel is one summary's overall effect under every pipeline, sorted by the "
-                     "estimate; filled markers: the interval excludes 0. A finding that holds whatever the "
-                     "pipeline keeps its side of 0 across the whole curve (table: "
-                     "<code>summaries_long.tsv</code>).</p>")
-        parts.append(f'<img alt="specification curve of the key summaries" src="data:image/png;base64,{encoded}">')
-
-    parts.append("<h2>Jobs</h2>")
+        sections.append(("specification-curve", "Key summaries across pipelines (specification curve)",
+                         "<p>Each panel is one summary's overall effect under every pipeline, sorted by the "
+                         "estimate; filled markers: the interval excludes 0. A finding that holds whatever the "
+                         "pipeline keeps its side of 0 across the whole curve (table: "
+                         "<code>summaries_long.tsv</code>).</p>"
+                         + figure_html(png_data_uri(curve.read_bytes()), "Specification curve of the key summaries.",
+                                       "specification_curve")))
     job_cols = [col for col in jobs.columns if col != "effects_file"]
-    parts.append(_html_table(jobs[job_cols]))
-    parts.append("<p>Tables: <code>robustness.tsv</code> (one row per pair and effect), "
-                 "<code>robustness_long.tsv</code> (one row per pair, effect and pipeline), "
-                 "<code>jobs.tsv</code>.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    sections.append(("jobs", "Jobs", html_table(jobs[job_cols], scroll=True)
+                     + "<p>Tables: <code>robustness.tsv</code> (one row per pair and effect), "
+                       "<code>robustness_long.tsv</code> (one row per pair, effect and pipeline), "
+                       "<code>jobs.tsv</code>.</p>"))
+    return render_page("megafc sweep comparison", sections, [("sweep", str(sweep_dir))], intro="".join(intro))
+
+
+def _interval_kinds(jobs: pd.DataFrame) -> dict[str, int]:
+    """How many jobs declared each interval (provenance.json's pooling_interval)."""
+    labels = jobs["interval"] if "interval" in jobs else pd.Series(dtype=object)
+    return labels.dropna().astype(str).value_counts().to_dict()
 
 
 def _jobs_file(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -621,7 +592,7 @@ def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """``megafc-compare <multirun dir> [--out DIR]``."""
-    from .app import fail
+    from megafc.core.app import fail
 
     parser = argparse.ArgumentParser(
         prog="megafc-compare",
@@ -645,3 +616,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         fail(exc)
     print(f"comparison written to {out}")
+
+
+class SweepComparison(Reporter):
+    """comparison/: how each network pair's effect holds up across a sweep's pipelines."""
+
+    name = "compare"
+    scope = "sweep"
+
+    def write(self, folder: Path, shown_as: Path | None = None, sections=()) -> Path | None:
+        return compare(folder, shown_as) / "report.html"
