@@ -95,13 +95,17 @@ def megafc_reporters() -> list[type[Reporter]]:
 
 
 @hookspec
-def megafc_report_sections() -> list[ReportSection]:
+def megafc_report_sections(config: Any) -> list[ReportSection]:
     """Return extra sections for ``report.html`` (``megafc.core.report.ReportSection``).
 
     Each section has an ``ident`` (the HTML anchor), a ``title``, ``build(run) -> html`` that
     reads the run's tables from ``run`` (a ``megafc.core.report.Run``) and may save figures with
-    ``megafc.core.report.save_figure``, and ``after``: the ident of the section it follows
-    (default ``effects``). A section that fails becomes a visible note, never a lost report.
+    ``megafc.core.report.save_figure``, ``after``: the ident of the section it follows
+    (default ``effects``), and ``references``: what its reader should cite (they join the run's
+    methods.md, provenance.json and references.bib). ``config`` is the run's resolved config
+    (None outside a run), so a plugin can add a section only to the runs it concerns; an
+    implementation may leave the argument out. A section that fails becomes a visible note,
+    never a lost report.
     """
 
 

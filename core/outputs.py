@@ -336,7 +336,7 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     staged.write_text("references.bib", to_bibtex(results.references))
     staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
     if cfg.report or formats:
-        write_reports(registry, "run", staged.staging, staged.run_dir, plugin_report_sections(registry))
+        write_reports(registry, "run", staged.staging, staged.run_dir, plugin_report_sections(registry, cfg))
 
 
 def region_table(atlas: Any) -> pd.DataFrame:
@@ -376,13 +376,14 @@ def run_provenance(results: Any, registry: Any) -> dict[str, Any]:
             "hook_plugins": hook_plugins}
 
 
-def plugin_report_sections(registry: Any) -> list:
-    """The report sections every installed plugin adds (hook ``megafc_report_sections``); a plugin
-    whose hook fails is logged and skipped, so one broken plugin never costs the report."""
+def plugin_report_sections(registry: Any, config: Any = None) -> list:
+    """The report sections every installed plugin adds to a run of ``config`` (hook
+    ``megafc_report_sections``); a plugin whose hook fails is logged and skipped, so one broken
+    plugin never costs the report."""
     out = []
     for impl in registry.manager.hook.megafc_report_sections.get_hookimpls():
         try:
-            out += list(impl.function() or [])
+            out += list(impl.function(*[{"config": config}[a] for a in impl.argnames]) or [])
         except Exception as exc:
             log.warning("report: plugin '%s' could not give its sections (%s: %s)", impl.plugin_name,
                         type(exc).__name__, exc)

@@ -364,7 +364,7 @@ def run_references(ctx: RunContext, results: RunResults) -> list[str]:
     if results.result is not None:
         refs += results.result.references
     if ctx.cfg.get("report"):
-        for section in plugin_report_sections(ctx.registry):
+        for section in plugin_report_sections(ctx.registry, ctx.cfg):
             refs += list(getattr(section, "references", ()) or ())
     return unique(refs)
 

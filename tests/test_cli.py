@@ -100,6 +100,32 @@ def test_third_party_estimator_runs_end_to_end(tmp_path, plugin_site):
     assert "shrinkage: 0.2" in (run_dir / "config.yaml").read_text()
 
 
+def test_third_party_report_section_and_citations_reach_every_output(tmp_path, plugin_site):
+    """The example package's report section (hook megafc_report_sections) and its citations (the
+    section's and the estimator's declared references) appear in report.html, methods.md,
+    references.bib and provenance.json; a run without the estimator gets neither."""
+    import json
+
+    meta = [o for o in TINY if not o.startswith(("pooling.", "report"))] + ["pooling=meta", "report=true"]
+    env = _pythonpath(plugin_site)
+    run_dir = tmp_path / "run"
+    proc = megafc_cli(meta + ["estimator=shrunk_partial_correlation", f"hydra.run.dir={run_dir}"], cwd=tmp_path,
+                      env_extra=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (run_dir / "report.html").read_text()
+    assert '<section id="partial-correlation"><h2>Partial correlation</h2>' in report
+    assert "<code>0.1</code> (<code>estimator.shrinkage</code>)" in report
+    for surname, key in (("Marrelec G", "Marrelec2006"), ("Smith SM", "Smith2011")):
+        assert surname in report and surname in (run_dir / "methods.md").read_text()
+        assert f"@article{{{key}," in (run_dir / "references.bib").read_text()
+        assert any(r.startswith(surname) for r in json.loads((run_dir / "provenance.json").read_text())["references"])
+    plain = tmp_path / "plain"
+    proc = megafc_cli(meta + [f"hydra.run.dir={plain}"], cwd=tmp_path, env_extra=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'id="partial-correlation"' not in (plain / "report.html").read_text()
+    assert "Marrelec" not in (plain / "references.bib").read_text()
+
+
 @pytest.mark.parametrize("estimator, message", [
     ("malformed", "returned a matrix of shape"),
     ("asymmetric", "returned a non-symmetric matrix"),

@@ -3,6 +3,7 @@ diagnostics banner, a non-Bayesian run, missing optional files, and a real brows
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import subprocess
@@ -334,9 +335,9 @@ def test_report_built_in_staging_names_the_final_folder(meta_run, tmp_path, capl
     staging = final / ".megafc-staging-abc123"
     shutil.copytree(meta_run, staging, ignore=shutil.ignore_patterns("report.html"))
     with caplog.at_level("INFO", logger="megafc"):
-        html = write_report(staging, shown_as=final).read_text()
-    assert ".megafc-staging" not in html
-    assert "megafc report: my-run" in html and str(final) in html
+        page = write_report(staging, shown_as=final).read_text()
+    assert ".megafc-staging" not in page
+    assert "megafc report: my-run" in page and str(final) in page
     assert any(f"report written to {final / 'report.html'}" in r.getMessage() for r in caplog.records)
 
 
@@ -428,3 +429,28 @@ def test_a_duplicate_plugin_section_is_left_out_not_fatal(caplog):
                                      ReportSection("extra", "Extra", lambda run: "", after="data")])
     assert [i for i, _, _ in arranged][:2] == ["data", "extra"] and [i for i, _, _ in arranged].count("effects") == 1
     assert any("second section 'effects'" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_report_names_its_final_folder_and_lists_the_exclusion_warnings(tmp_path):
+    """A real command-line run: the report's title and run directory are the folder the results
+    landed in (never the staging folder), its warnings section lists the run's exclusions (from
+    warnings.tsv, as the log said them), and every path it names exists."""
+    from conftest import megafc_cli
+
+    run_dir = tmp_path / "my run"
+    overrides = [o for o in TINY if not o.startswith(("pooling.", "report"))] + [
+        "pooling=meta", "report=true", "qc.max_mean_fd=0.2", f"hydra.run.dir={run_dir}"]
+    proc = megafc_cli(overrides, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = (run_dir / "report.html").read_text()
+    assert "<title>megafc report: my run</title>" in text and ".megafc-staging" not in text
+    p = parse(text)
+    assert f"<dt>run directory</dt><dd>{run_dir}</dd>" in text and run_dir.is_dir()
+    warnings = pd.read_csv(run_dir / "warnings.tsv", sep="\t")
+    excluded = warnings[warnings["message"].str.contains("scans excluded")]
+    assert len(excluded) > 0
+    log = (run_dir / "megafc.log").read_text()
+    for message in excluded["message"]:
+        assert message in log  # the same sentence the log has
+        assert html.escape(f"WARNING (extract): {message}") in text
+    assert all(src.startswith("data:") for src in p.imgs)

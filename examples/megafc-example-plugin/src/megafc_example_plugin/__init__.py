@@ -1,4 +1,5 @@
-"""An example megafc plugin package: adds the ``shrunk_partial_correlation`` estimator.
+"""An example megafc plugin package: adds the ``shrunk_partial_correlation`` estimator and,
+to the report of every run that uses it, a section about it (with what to cite).
 
 Use it with ``megafc estimator=shrunk_partial_correlation`` (optionally ``estimator.shrinkage=0.2``).
 """
@@ -10,12 +11,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from megafc.core import ConfigError, ConnectivityEstimator, hookimpl
+from megafc.core.report import ReportSection, Run, esc
 
 
 class PartialCorrelation(ConnectivityEstimator):
     """Partial correlation from a shrunk precision matrix, Fisher z-transformed."""
 
     name = "shrunk_partial_correlation"
+    #: What to cite when the estimator is used: megafc collects it into methods.md,
+    #: provenance.json and references.bib.
+    references = [
+        "Smith SM, Miller KL, Salimi-Khorshidi G, Webster M, Beckmann CF, Nichols TE, Ramsey JD, Woolrich MW "
+        "(2011) Network modelling methods for FMRI. NeuroImage 54:875-891",
+    ]
 
     @dataclass
     class Config:
@@ -43,3 +51,30 @@ class PartialCorrelation(ConnectivityEstimator):
 @hookimpl
 def megafc_estimators():
     return [PartialCorrelation]
+
+
+#: What a reader of the report section below should cite.
+SECTION_REFERENCE = (
+    "Marrelec G, Krainik A, Duffau H, Pelegrini-Issac M, Lehericy S, Doyon J, Benali H (2006) Partial "
+    "correlation for functional brain interactivity investigation in functional MRI. NeuroImage 32:228-237"
+)
+
+
+def partial_correlation_section(run: Run) -> str:
+    """What a partial-correlation connectome means, with this run's shrinkage."""
+    shrinkage = run.cfg("estimator", "shrinkage", default="?")
+    return (f"<p>Connectivity is partial correlation: each edge is the correlation of two regions after "
+            f"every other region is regressed out, from a covariance shrunk toward its diagonal by "
+            f"<code>{esc(shrinkage)}</code> (<code>estimator.shrinkage</code>). Direct couplings therefore "
+            f"look stronger, and couplings relayed through third regions weaker, than with full "
+            f"correlation.</p>")
+
+
+@hookimpl
+def megafc_report_sections(config):
+    """The section, only in the reports of runs that use the estimator."""
+    estimator = (config or {}).get("estimator") or {}
+    if estimator.get("name") != PartialCorrelation.name:
+        return []
+    return [ReportSection("partial-correlation", "Partial correlation", partial_correlation_section,
+                          after="effects", references=[SECTION_REFERENCE])]
