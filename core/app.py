@@ -72,13 +72,17 @@ def fail(exc: BaseException) -> NoReturn:
 def _quiet_libraries() -> None:
     import warnings
 
-    # PyMC/bambi warn about < 4 chains on every run; our diagnostics report the same honestly.
+    # PyMC warns about < 4 chains on every run; our diagnostics report the same honestly.
     warnings.filterwarnings("ignore", message=".*fewer than 4 chains.*")
     # PyTensor's C backend finds no BLAS to link on pip-only installs; megafc's models spend their
     # time in numba kernels and small matrices, so the warning (18 lines) says nothing useful here.
     warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
-    for name in ("pymc", "pytensor", "bambi", "numba", "arviz"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    from .registry import default_registry
+
+    # the modelling libraries the plugins declare log every sampler step at INFO
+    for info in default_registry().rows():
+        for name in ("arviz", *getattr(info.cls, "packages", ())):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _task(cfg) -> None:
@@ -169,8 +173,8 @@ def main() -> None:
         from .outputs import package_versions
 
         v = package_versions()
-        print(f"megafc {v.get('megafc', 'unknown')} (hydra-core {v.get('hydra-core', '?')}, pymc {v.get('pymc', '?')}, "
-              f"nilearn {v.get('nilearn', '?')})")
+        print(f"megafc {v.get('megafc', 'unknown')} (hydra-core {v.get('hydra-core', '?')}, "
+              f"nilearn {v.get('nilearn', '?')}, numpy {v.get('numpy', '?')})")
         return
     writes = not {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--resolve"} & set(sys.argv[1:])
     try:
@@ -251,7 +255,8 @@ def _show_plugin(registry, which: str, as_json: bool) -> None:
 
     kind, _, name = which.partition("/")
     if not name:
-        raise ConfigError(f"megafc-plugins --show '{which}': expected KIND/NAME, e.g. pooling/pymc")
+        raise ConfigError(f"megafc-plugins --show '{which}': expected KIND/NAME, e.g. pooling/<name> "
+                          "(megafc-plugins lists the names)")
     info = registry.get(kind, name)
     fields = config_fields(info.cls.Config)
     out = {"kind": kind, "name": name, "distribution": info.distribution, "version": info.version,

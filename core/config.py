@@ -86,7 +86,7 @@ class RunConfig:
 
 def compose(overrides: list[str] | None = None, registry: Any = None) -> Any:
     """The run config exactly as ``megafc <overrides>`` composes it, for Python callers
-    (benchmarks, calibration, notebooks): ``RunContext.create(compose(["pooling=meta"]))``."""
+    (benchmarks, calibration, notebooks): ``RunContext.create(compose(["seed=1"]))``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 

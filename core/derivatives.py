@@ -22,12 +22,9 @@ from .outputs import StagedRun, package_versions
 ROOT = "derivatives/megafc"
 #: BIDS version the outputs follow.
 BIDS_VERSION = "1.9.0"
-#: The relmat ``stat-`` entity of each estimator (xcp_d's names where it has one).
-STAT_ENTITY = {"correlation": "pearsoncorrelation", "ledoit_wolf": "ledoitwolfcorrelation"}
-
-
-def stat_entity(estimator: str) -> str:
-    return STAT_ENTITY.get(estimator, "".join(ch for ch in estimator if ch.isalnum()))
+def stat_entity(estimator: Any, name: str) -> str:
+    """The relmat ``stat-`` entity: the estimator's declared one (xcp_d's names), else its name."""
+    return getattr(estimator, "stat_entity", "") or "".join(ch for ch in name if ch.isalnum())
 
 
 def source_root(bold: str) -> str:
@@ -57,7 +54,7 @@ def write_derivatives(staged: StagedRun, timeseries: dict[str, np.ndarray] | Non
     meta = scans.set_index("scan_id")
     estimator, denoiser = plugins["estimator"], plugins["denoiser"]
     precomputed = connectomes.estimator == "(precomputed)"
-    stat = stat_entity(estimator.name if precomputed else connectomes.estimator)
+    stat = stat_entity(estimator, estimator.name)
     made_by = ({"name": "(precomputed: read from the input files)"} if precomputed else
                {"name": estimator.name, "description": estimator.summary(), **estimator.params()})
     is_z = precomputed or estimator.fisher_z

@@ -239,8 +239,8 @@ def check_spaces(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atla
                 f"{images[s].bold}: this BOLD is in space {space} but atlas '{atlas.name}' is in space "
                 f"{atlas.space}. Use BOLD in the atlas's space (fMRIPrep --output-spaces {atlas.space}, then "
                 f"dataset.space={atlas.space}) or the atlas in the BOLD's space (atlas.source=templateflow "
-                f"atlas.template={space}; for atlas=combined, atlas.<part>.source=templateflow atlas.<part>.template={space} for "
-                f"every part), "
+                f"atlas.template={space}; for an atlas made of parts, atlas.<part>.source=templateflow "
+                f"atlas.<part>.template={space} for every part), "
                 "or accept the difference with extraction.space_mismatch=warn"
             )
 

@@ -33,7 +33,7 @@ def _value(value: str) -> str:
 
 
 def job_dirname(overrides: Iterable[str]) -> str:
-    """``a=1,dataset.metadata=meta.tsv-1a2b3c4d`` from a job's overrides (one folder, no slashes)."""
+    """``a=1,dataset.metadata=studies.tsv-1a2b3c4d`` from a job's overrides (one folder, no slashes)."""
     parts = []
     for override in overrides:
         key, sep, value = str(override).partition("=")

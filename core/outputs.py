@@ -26,11 +26,10 @@ log = logging.getLogger("megafc")
 #: Written last: its presence means the run directory is complete.
 COMPLETION_MARKER = "provenance.json"
 
-#: Distributions whose versions every run records.
+#: Distributions whose versions every run records (its plugins add theirs: ``Plugin.packages``).
 CORE_PACKAGES = (
-    "megafc", "numpy", "scipy", "pandas", "nilearn", "nibabel", "scikit-learn", "pymc",
-    "pytensor", "bambi", "formulae", "arviz", "hydra-core", "omegaconf", "pluggy",
-    "matplotlib", "nutpie", "numpyro", "jax",
+    "megafc", "numpy", "scipy", "pandas", "nilearn", "nibabel", "scikit-learn", "arviz", "xarray", "hydra-core",
+    "omegaconf", "pluggy", "matplotlib", "jinja2",
 )
 
 
@@ -366,6 +365,7 @@ def run_provenance(results: Any, registry: Any) -> dict[str, Any]:
     }
     hook_plugins = registry.hook_plugins()
     dists = sorted({v["distribution"] for v in [*plugin_info.values(), *hook_plugins]} - {"(registered in code)"})
+    dists += list(dict.fromkeys(name for p in results.plugins.values() for name in getattr(p, "packages", ())))
     return {**provenance(config=OmegaConf.to_container(results.config, resolve=True), seed=results.seed,
                          plugins=plugin_info, fingerprints=results.inputs.fingerprints, started=results.started,
                          extra_packages=dists),

@@ -235,7 +235,7 @@ def extract(ctx: RunContext, loaded: LoadedData) -> ExtractedData:
     only_extract = str(cfg.get("stage", "all")) == "extract"
     if only_extract and inputs.images is None:
         raise ConfigError(f"config key 'stage' is 'extract', but {ctx.source} gives {given[0]}, not images: "
-                          "there is nothing to extract (use dataset=fmriprep)")
+                          "there is nothing to extract (use a dataset plugin that gives BOLD images)")
     extraction = None
     if inputs.images is not None:
         todo = list(scans.loc[~scans["excluded"], "scan_id"])

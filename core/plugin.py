@@ -31,6 +31,10 @@ class Plugin:
     #: ``Authors (Year) Title. Journal Volume:Pages``; collected into methods.md, provenance.json
     #: and references.bib. A property may compute them from the config (e.g. the sampler used).
     references: ClassVar[Sequence[str]] = ()
+    #: Distributions the plugin relies on beyond core's (e.g. ``pymc``): a run that uses the
+    #: plugin records their versions (those installed) in provenance.json, and megafc keeps their
+    #: loggers at WARNING.
+    packages: ClassVar[Sequence[str]] = ()
 
     @dataclass
     class Config:
@@ -49,7 +53,7 @@ class Plugin:
     @classmethod
     def from_config(cls, config: Any, registry: Any) -> "Plugin":
         """How the registry builds the plugin from its checked config. Plugins made of other
-        plugins (the ``combined`` atlas's parts) override it to build those from the same
+        plugins (an atlas assembled from other atlases) override it to build those from the same
         ``registry``, so a registry built with extra plugins reaches the parts too."""
         return cls(config)
 
@@ -129,6 +133,9 @@ class ConnectivityEstimator(Plugin):
     kind = "estimator"
     #: True: ``estimate_group`` is called once with every included scan's timeseries.
     group_level: ClassVar[bool] = False
+    #: The ``stat-`` entity of the derivatives' relmat files (xcp_d's name where it has one, e.g.
+    #: ``pearsoncorrelation``); empty: the plugin's name without punctuation.
+    stat_entity: ClassVar[str] = ""
     #: True: the values are Fisher z of correlations (derivatives write r = tanh(z)); False for
     #: other scales (e.g. tangent coordinates), written as they are.
     fisher_z: ClassVar[bool] = True
@@ -148,7 +155,7 @@ class Harmonizer(Plugin):
     table (``dataset`` is the site; ``condition``, ``drug`` and ``mean_fd`` are what must be
     preserved) and returns connectomes of the same scans, labels and shape. It exists so that
     the field's usual site correction (ComBat) can be compared with the hierarchical model's
-    own site terms on the same data: ``megafc --multirun harmonizer=none,combat``.
+    own site terms on the same data, in one sweep over ``harmonizer``.
     """
 
     kind = "harmonizer"

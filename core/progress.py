@@ -22,7 +22,7 @@ _active: list[Heartbeat] = []
 
 
 class Heartbeat:
-    """Context manager: ``with Heartbeat("pooling 'pymc'") as hb: ...``; ``hb.advance()`` counts work."""
+    """Context manager: ``with Heartbeat("pooling model") as hb: ...``; ``hb.advance()`` counts work."""
 
     def __init__(self, what: str, *, every: float | None = None, total: int | None = None,
                  logger: logging.Logger = log) -> None:

@@ -1,8 +1,8 @@
 """The report contract: what a report section gets (``Run``, a finished run folder read back)
 and gives (``ReportSection``), and the few helpers every section needs to embed a figure.
 
-Reports themselves are plugins (kind ``reporter``; the built-in run report, sweep comparison
-and calibration report live in ``megafc.plugins.reports``). Any plugin adds a section to the
+Reports themselves are plugins (kind ``reporter``; megafc's own run report, sweep comparison
+and calibration report are built-in plugins like any other). Any plugin adds a section to the
 run report through the hook ``megafc_report_sections``.
 """
 

@@ -58,6 +58,7 @@ class CerebellumAtlas(AtlasLoader):
     """Cerebellar network atlas (e.g. Buckner 2011 7/17 networks) from a local image and label file, or TemplateFlow."""
 
     name = "cerebellum"
+    packages = ("templateflow",)  # atlas.source=templateflow
 
     @dataclass
     class Config(FileOrTemplateFlowConfig):

@@ -62,6 +62,7 @@ class SchaeferAtlas(AtlasLoader):
     """Schaefer 2018 cortical parcellation (100-1000 parcels, Yeo 7/17 networks; nilearn or TemplateFlow)."""
 
     name = "schaefer"
+    packages = ("templateflow",)  # atlas.source=templateflow
 
     @dataclass
     class Config:

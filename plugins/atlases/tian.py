@@ -41,6 +41,7 @@ class TianAtlas(AtlasLoader):
     """Melbourne subcortex atlas (Tian 2020) S1-S4 from a local label image and label file, or TemplateFlow."""
 
     name = "tian"
+    packages = ("templateflow",)  # atlas.source=templateflow
 
     @dataclass
     class Config(FileOrTemplateFlowConfig):

@@ -20,6 +20,7 @@ class FisherZCorrelation(ConnectivityEstimator):
     """Pearson correlation (sample covariance), Fisher z-transformed."""
 
     name = "correlation"
+    stat_entity = "pearsoncorrelation"
 
     def _cov_estimator(self):
         from sklearn.covariance import EmpiricalCovariance
@@ -42,6 +43,7 @@ class LedoitWolfCorrelation(FisherZCorrelation):
     """
 
     name = "ledoit_wolf"
+    stat_entity = "ledoitwolfcorrelation"
     references = [
         "Pedregosa F, Varoquaux G, Gramfort A, et al. (2011) Scikit-learn: machine learning in Python. "
         "J Mach Learn Res 12:2825-2830",

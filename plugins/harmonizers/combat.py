@@ -43,6 +43,7 @@ class ComBatHarmonizer(Harmonizer):
 
     name = "combat"
     references = REFERENCES
+    packages = ("neuroCombat",)
 
     @dataclass
     class Config:

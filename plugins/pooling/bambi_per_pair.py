@@ -27,7 +27,7 @@ import pandas as pd
 from megafc.core import PoolingModel, PoolingResult
 
 from .derived import contrast_pairs
-from .design import SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
+from .design import PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
 from .pymc_scan_level import ScanPriors
 from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
@@ -42,6 +42,7 @@ class BambiPooling(PoolingModel):
     """Scan-level hierarchical model per network pair as a bambi formula (the pymc model, every effect sampled)."""
 
     name = "bambi"
+    packages = ("bambi", "formulae", *PYMC_PACKAGES)
 
     @property
     def references(self) -> list[str]:

@@ -93,6 +93,9 @@ def ess_threshold(c: NUTSConfig) -> float:
 SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
 
 
+#: The distributions a PyMC pooling model relies on (the NUTS samplers only where installed).
+PYMC_PACKAGES: tuple[str, ...] = ("pymc", "pytensor", "nutpie", "numba", "numpyro", "jax", "blackjax")
+
 #: What every Bayesian pooling model cites: PyMC, ArviZ (summaries) and the rank-normalised R-hat.
 BAYESIAN_REFERENCES: tuple[str, ...] = (
     "Abril-Pla O, Andreani V, Carroll C, Dong L, Fonnesbeck CJ, Kochurov M, Kumar R, Lao J, Luhmann CC, "

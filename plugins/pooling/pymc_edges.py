@@ -42,6 +42,7 @@ from megafc.core import (
 )
 
 from .design import (
+    PYMC_PACKAGES,
     NUTSConfig,
     PoolingLevels,
     bayesian_references,
@@ -321,6 +322,7 @@ class PyMCEdgePooling(PoolingModel):
     """Edge-level hierarchical model (per-dataset summaries, collapsed Gaussian hierarchy, NUTS on variances)."""
 
     name = "pymc_edges"
+    packages = PYMC_PACKAGES
 
     @property
     def references(self) -> list[str]:

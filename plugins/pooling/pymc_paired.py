@@ -19,6 +19,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagno
 
 from .derived import contrast_blocks, contrast_pairs, drug_similarity, split_summaries, summary_columns
 from .design import (
+    PYMC_PACKAGES,
     bayesian_references,
     SamplerConfig,
     describe,
@@ -38,6 +39,7 @@ class PyMCPairedPooling(PoolingModel):
     """Joint hierarchical model of within-subject drug-minus-control differences over all network pairs."""
 
     name = "pymc_paired"
+    packages = PYMC_PACKAGES
 
     @property
     def references(self) -> list[str]:

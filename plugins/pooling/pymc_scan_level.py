@@ -22,6 +22,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .derived import contrast_pairs, summary_columns
 from .design import (
+    PYMC_PACKAGES,
     bayesian_references,
     HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, sample, validate_sampler_config,
 )
@@ -53,6 +54,7 @@ class PyMCPooling(PoolingModel):
     """Scan-level hierarchical model over all network pairs (every design, FD-adjusted, per-dataset noise)."""
 
     name = "pymc"
+    packages = PYMC_PACKAGES
 
     @property
     def references(self) -> list[str]:

@@ -1,9 +1,9 @@
 """Built-in reporters and report sections, registered like a third party's (hooks
 ``megafc_reporters`` and ``megafc_report_sections``).
 
-- ``html`` (run_report.py): every run's report.html and figures;
+- ``run_report`` (run_report.py): every run's report.html and figures;
 - ``compare`` (compare.py): a sweep's comparison (``megafc-compare``);
-- ``calibration`` (calibration.py): a calibration's report (``megafc-calibrate``);
+- ``calibration_report`` (calibration.py): a calibration's report (``megafc-calibrate``);
 - sections ``brain`` (brain.py) and ``datasets`` (forest.py) in the run report.
 """
 

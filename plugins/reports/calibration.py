@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
 class CalibrationReport(Reporter):
     """report.html of a megafc-calibrate folder: coverage, bias and false signs per scenario and table."""
 
-    name = "calibration"
+    name = "calibration_report"
     scope = "calibration"
 
     def write(self, folder: Path, shown_as: Path | None = None, sections=()) -> Path | None:

@@ -854,7 +854,7 @@ def overall_effect_figure(run: Run) -> str | None:
 class RunReport(Reporter):
     """report.html: one self-contained page per run (data, motion QC, effects, diagnostics, methods)."""
 
-    name = "html"
+    name = "run_report"
     scope = "run"
 
     def write(self, folder: Path, shown_as: Path | None = None, sections=()) -> Path | None:
