@@ -454,3 +454,25 @@ def test_cli_report_names_its_final_folder_and_lists_the_exclusion_warnings(tmp_
         assert message in log  # the same sentence the log has
         assert html.escape(f"WARNING (extract): {message}") in text
     assert all(src.startswith("data:") for src in p.imgs)
+
+
+def test_glass_brain_outlines_drawn_fast_are_the_same_pixels():
+    """Skipping matplotlib's autoscale while nilearn draws the outlines changes nothing drawn."""
+    import io
+
+    from matplotlib import image as mpimg
+
+    from megafc.plugins.reports.brain import glass_brain
+
+    rng = np.random.default_rng(0)
+    coords = rng.uniform(-60, 60, (6, 3))
+    mat = np.zeros((6, 6))
+    mat[0, 3] = mat[3, 0] = 0.05
+    panels = [("overall", mat, np.array([0.02, 0, 0, 0, 0, 0])), ("drug", -mat, np.zeros(6))]
+    pixels = []
+    for fast in (False, True):
+        buf = io.BytesIO()
+        glass_brain(panels, coords, 0.1, fast=fast).savefig(buf, format="png", dpi=40)
+        buf.seek(0)
+        pixels.append(mpimg.imread(buf))
+    assert pixels[0].shape == pixels[1].shape and np.array_equal(pixels[0], pixels[1])

@@ -9,6 +9,7 @@ An interactive 3D view of the overall effect (nilearn's ``view_connectome``) is 
 from __future__ import annotations
 
 import html
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,8 @@ from megafc.core.report import Run, figure_html, new_figure, note, save_figure
 
 #: At most this many per-drug glass brains (the overall one is always drawn).
 MAX_DRUGS = 6
+#: Per-drug glass brains (seen from above) side by side.
+DRUGS_PER_ROW = 3
 
 
 def network_nodes(regions: pd.DataFrame, level: str) -> pd.DataFrame:
@@ -47,20 +50,50 @@ def edge_matrix(effects: pd.DataFrame, nodes: pd.DataFrame, effect: str) -> tupl
     return mat, within
 
 
-def glass_brain(panels: list[tuple[str, np.ndarray, np.ndarray]], coords: np.ndarray, vmax: float):
+@contextmanager
+def outlines_without_autoscale():
+    """nilearn draws each glass-brain outline as ~230 patches and then sets the axes' limits
+    from the outline's own bounds; matplotlib meanwhile computes every patch's Bezier extrema
+    to update the data limits (60% of the brain figure's time). Skipped while nilearn draws:
+    the limits it sets are the same, so is the figure (a test compares the pixels)."""
+    from matplotlib.axes import Axes
+
+    original = getattr(Axes, "_update_patch_limits", None)
+    if original is None:  # a matplotlib without it: nothing to skip
+        yield
+        return
+    Axes._update_patch_limits = lambda self, patch: None
+    try:
+        yield
+    finally:
+        Axes._update_patch_limits = original
+
+
+def glass_brain(panels: list[tuple[str, np.ndarray, np.ndarray]], coords: np.ndarray, vmax: float,
+                fast: bool = True):
+    """The first panel (overall) from the left, above and the right; each drug's from above,
+    three to a row (the matrices show every drug's effects in full)."""
     from matplotlib import colormaps
     from nilearn import plotting
 
     cmap = colormaps["RdBu_r"]
-    fig = new_figure(9, 2.6 * len(panels), layout=None)
-    for k, (title, mat, within) in enumerate(panels):
-        top = 1 - (k + 1) / len(panels)
-        node_color = np.array([cmap(0.5 + 0.5 * w / vmax) if w else (0.73, 0.73, 0.73, 1.0) for w in within])
-        plotting.plot_connectome(
-            mat, coords, node_color=node_color, node_size=18, edge_cmap=cmap, edge_vmin=-vmax, edge_vmax=vmax,
-            edge_threshold=None, display_mode="lzr", figure=fig, axes=(0, top, 1, 1 / len(panels)),
-            title=title, colorbar=k == 0, annotate=False, edge_kwargs={"linewidth": 2},
-        )
+    per_row = DRUGS_PER_ROW
+    drug_rows = -(-(len(panels) - 1) // per_row)
+    row = 2.6
+    height = row * (1 + drug_rows)
+    fig = new_figure(9, height, layout=None)
+    boxes = [(0.0, 1 - row / height, 1.0, row / height, "lzr")]
+    for i in range(len(panels) - 1):
+        r, c = divmod(i, per_row)
+        boxes.append((c / per_row, 1 - row * (r + 2) / height, 1 / per_row, row / height, "z"))
+    with outlines_without_autoscale() if fast else nullcontext():
+        for k, ((title, mat, within), (x, y, w, h, mode)) in enumerate(zip(panels, boxes)):
+            node_color = np.array([cmap(0.5 + 0.5 * v / vmax) if v else (0.73, 0.73, 0.73, 1.0) for v in within])
+            plotting.plot_connectome(
+                mat, coords, node_color=node_color, node_size=18, edge_cmap=cmap, edge_vmin=-vmax, edge_vmax=vmax,
+                edge_threshold=None, display_mode=mode, figure=fig, axes=(x, y, w, h),
+                title=title, colorbar=k == 0, annotate=False, edge_kwargs={"linewidth": 2},
+            )
     return fig
 
 
@@ -96,7 +129,8 @@ def brain_section(run: Run) -> str:
                   f"blue = down; one colour scale (\u00b1{vmax:.3f} Fisher z). Grey nodes: no credible within-network "
                   "effect.")]
     uri = save_figure(run, glass_brain(panels, coords, vmax), "glass_brain")
-    parts.append(figure_html(uri, "Glass brains: overall effect, then each drug's.", "glass_brain"))
+    parts.append(figure_html(uri, "Glass brains: the overall effect (from the left, above and the right), then "
+                                  "each drug's (from above).", "glass_brain"))
     parts.append("<h3>Interactive view (overall effect)</h3>")
     if not np.any(panels[0][1]):
         parts.append(note(f"No between-network overall effect has a {interval} excluding 0: only the nodes are shown."))

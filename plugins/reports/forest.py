@@ -13,6 +13,8 @@ import pandas as pd
 
 from megafc.core.report import Run, figure_html, new_figure, note, save_figure
 
+from .figures import place_grid, text_inches
+
 #: Summaries drawn first when present (the paper's headline findings), then the strongest.
 PREFERRED = ("transmodal-unimodal", "within_network", "between_network")
 #: At most this many forest plots per report.
@@ -88,8 +90,11 @@ def forest_rows(rows: pd.DataFrame, units: dict[str, str], n_subjects: dict[str,
 
 def forest_figure(table: pd.DataFrame, title: str, subtitle: str, interval: str):
     n = len(table)
-    fig = new_figure(7.2, 0.9 + 0.24 * n, layout="constrained")
+    labels = [f"{lab}  (n={int(k)})" if np.isfinite(k) else lab for lab, k in zip(table["label"], table["n"])]
+    top = 0.3 + 0.16 * (title + (f"\n{subtitle}" if subtitle else "")).count("\n")
+    fig = new_figure(7.2, 0.75 + top + 0.24 * n, layout=None)
     ax = fig.add_subplot()
+    place_grid(fig, text_inches(labels, 8) + 0.1, 1.75, top, 0.5)
     y = np.arange(n)[::-1]
     style = {"dataset": ("s", "#888888", 4), "drug": ("D", "#2a5db0", 6), "overall": ("D", "#111111", 8)}
     total = np.nansum(table["n"])
@@ -100,7 +105,6 @@ def forest_figure(table: pd.DataFrame, title: str, subtitle: str, interval: str)
         ax.plot([row.hdi_low, row.hdi_high], [yi, yi], color=color, lw=1.2)
         ax.plot([row.mean], [yi], marker=marker, color=color, markersize=size, linestyle="none")
     ax.axvline(0, color="#bbbbbb", lw=0.8, zorder=0)
-    labels = [f"{lab}  (n={int(k)})" if np.isfinite(k) else lab for lab, k in zip(table["label"], table["n"])]
     ax.set_yticks(y, labels, fontsize=8)
     for yi, row in zip(y, table.itertuples(index=False)):
         ax.annotate(f"{row.mean:+.3f} [{row.hdi_low:+.3f}, {row.hdi_high:+.3f}]", (1.01, yi),

@@ -37,6 +37,7 @@ from megafc.core.report import (
     save_figure,
 )
 
+from .figures import place_grid, text_inches
 from .page import (
     excludes_zero,
     fmt,
@@ -136,13 +137,17 @@ def matrix_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], networks: li
     k = len(networks)
     ncols = min(ncols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    side = max(3.6, 0.26 * k + 1.6)
-    fig = new_figure(side * ncols + 0.8, side * nrows + 0.3, layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
-    image = None
     star = max(3.0, min(8.0, 110.0 / max(k, 1)))
     label_size = max(4.0, min(8.0, 130.0 / max(k, 1)))
+    side = max(2.4, 0.2 * k + 1.0)  # the matrix itself
+    label = text_inches(networks, label_size) + 0.12
+    left, right, top, bottom, wgap, hgap = label, 1.0, 0.35, label, label + 0.2, label + 0.4
+    fig = new_figure(left + ncols * side + (ncols - 1) * wgap + right, top + nrows * side + (nrows - 1) * hgap + bottom,
+                     layout=None)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    place_grid(fig, left, right, top, bottom, wgap, hgap)
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
+    image = None
     for ax, (title, mean, cred) in zip(axes.flat, panels):
         image = plot_matrix(mean, labels=networks, axes=ax, vmin=-vmax, vmax=vmax, cmap=cmap,
                             colorbar=False, reorder=False, auto_fit=False)
@@ -153,8 +158,11 @@ def matrix_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], networks: li
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     if image is not None:
-        cb = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=min(0.85, 1.6 / nrows))
-        cb.set_label(f"drug - control (Fisher z); * = {interval} excludes 0", fontsize=9)
+        w, h = fig.get_size_inches()
+        span = min(h - top - bottom, 2.2 * side)
+        cax = fig.add_axes([1 - 0.8 / w, (h - top - span) / h, 0.14 / w, span / h])
+        cb = fig.colorbar(image, cax=cax)
+        cb.set_label(f"drug - control (Fisher z); * = {interval} excludes 0", fontsize=8)
     return fig
 
 
@@ -165,8 +173,10 @@ def forest_figure(effects: pd.DataFrame, pairs: list[tuple[str, str]], effect_na
     ncols = 2 if len(pairs) > 1 else 1
     nrows = math.ceil(len(pairs) / ncols)
     height = max(1.2, 0.24 * len(effect_names) + 0.6)
-    fig = new_figure(11 if ncols == 2 else 6, height * nrows + 0.6, layout="constrained")
+    label = text_inches([n.split(":", 1)[-1] for n in effect_names], 8) + 0.15
+    fig = new_figure(11 if ncols == 2 else 6, (height + 0.35) * nrows + 0.6, layout=None)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    place_grid(fig, label, 0.15, 0.3, 0.5, wgap=label + 0.25, hgap=0.35)
     colors = ["#222222"] + [matplotlib.colormaps["tab10"](i % 10) for i in range(len(effect_names) - 1)]
     keyed = (effects.assign(network_a=effects["network_a"].astype(str), network_b=effects["network_b"].astype(str))
              .set_index(["network_a", "network_b", "effect"]).sort_index())
@@ -201,8 +211,9 @@ def fd_figure(scans: pd.DataFrame, threshold: float | None):
     conditions = [c for c in ("placebo", "baseline", "drug") if c in set(scans["condition"])]
     conditions += sorted(set(scans["condition"].astype(str)) - set(conditions))
     width = 0.8 / max(len(conditions), 1)
-    fig = new_figure(max(7.0, 0.75 * len(datasets) + 2), 4.2, layout="constrained")
+    fig = new_figure(max(7.0, 0.75 * len(datasets) + 2), 4.2, layout=None)
     ax = fig.subplots()
+    place_grid(fig, 0.7, 0.15, 0.4, 0.3 + 0.6 * text_inches(datasets, 8))
     rng = np.random.default_rng(0)
     fd = pd.to_numeric(scans["mean_fd"], errors="coerce")
     excluded = excluded_mask(scans)
@@ -240,8 +251,9 @@ def fd_figure(scans: pd.DataFrame, threshold: float | None):
 
 def qcfc_figure(r: np.ndarray, distance: np.ndarray | None = None):
     """QC-FC histogram; with region distances, QC-FC against distance beside it."""
-    fig = new_figure(6.0 if distance is None else 10.0, 3.2, layout="constrained")
+    fig = new_figure(6.0 if distance is None else 10.0, 3.2, layout=None)
     axes = fig.subplots(1, 1 if distance is None else 2, squeeze=False)[0]
+    place_grid(fig, 0.65, 0.15, 0.35, 0.55, wgap=0.8)
     ax = axes[0]
     if distance is not None:
         from scipy.stats import spearmanr
@@ -263,8 +275,9 @@ def qcfc_figure(r: np.ndarray, distance: np.ndarray | None = None):
 
 def recovery_figure(merged: pd.DataFrame, interval: str):
     """Planted (truth) vs estimated overall effect per network pair, with the identity line."""
-    fig = new_figure(4.6, 4.4, layout="constrained")
+    fig = new_figure(4.6, 4.4, layout=None)
     ax = fig.subplots()
+    place_grid(fig, 0.75, 0.15, 0.35, 0.55)
     x, y = merged["truth"].to_numpy(float), merged["mean"].to_numpy(float)
     ax.errorbar(x, y, yerr=[y - merged["hdi_low"].to_numpy(float), merged["hdi_high"].to_numpy(float) - y],
                 fmt="o", ms=3.5, color="#4c72b0", ecolor="#b8c7e0", elinewidth=1)
