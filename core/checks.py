@@ -8,22 +8,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import AGGREGATION_LEVELS, EFFECT_COLUMNS, Atlas, PoolingResult
+from .data import EFFECT_COLUMNS, Atlas, PoolingResult
 from .errors import ConfigError, InputError, PluginError
-
-#: Values of config key ``stage``.
-STAGES = ("all", "extract")
-
 
 def check_run_config(cfg: Any) -> str:
     """Refuse bad run-level config values before anything loads; return the stage to run."""
     from .figures import figure_formats
 
-    if cfg.derivatives not in ("auto", "all", "none"):
-        raise ConfigError(f"config key 'derivatives' is '{cfg.derivatives}'; expected auto, all or none")
-    if cfg.aggregate.level not in AGGREGATION_LEVELS:
-        raise ConfigError(f"config key 'aggregate.level' is '{cfg.aggregate.level}'; expected one of "
-                          f"{list(AGGREGATION_LEVELS)}")
+    # derivatives, aggregate.level, stage and extraction.space_mismatch are Enums in the schema
+    # (megafc.core.config): OmegaConf has refused any other value while composing the config
     if int(cfg.extraction.n_jobs) == 0:
         raise ConfigError("config key 'extraction.n_jobs' is 0; expected a number of parallel jobs >= 1, "
                           "or -1 for one per CPU")
@@ -34,11 +27,7 @@ def check_run_config(cfg: Any) -> str:
 def check_stage(cfg: Any) -> str:
     """The stage to run, with the extraction keys it relies on checked before anything loads."""
     stage = str(cfg.get("stage", "all"))
-    if stage not in STAGES:
-        raise ConfigError(f"config key 'stage' is '{stage}'; expected one of {list(STAGES)}")
     ex = cfg.extraction
-    if str(ex.space_mismatch) not in ("error", "warn"):
-        raise ConfigError(f"config key 'extraction.space_mismatch' is '{ex.space_mismatch}'; expected error or warn")
     shards, shard = int(ex.shards), int(ex.shard)
     if shards < 1:
         raise ConfigError(f"config key 'extraction.shards' is {shards}; expected >= 1")

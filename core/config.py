@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from omegaconf import MISSING
 
+from .data import AGGREGATION_LEVELS
 from .qc import QCConfig
+
+
+class Choice(str, Enum):
+    """A config value from a fixed list. OmegaConf refuses any other value when the config is
+    composed, naming the key and the choices; the member compares and prints as its text."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class SpaceMismatch(Choice):
+    error = "error"
+    warn = "warn"
+
+
+#: ``network`` or ``subnetwork`` (``megafc.core.AGGREGATION_LEVELS``).
+AggregationLevel = Choice("AggregationLevel", [(level, level) for level in AGGREGATION_LEVELS])
+
+
+class Derivatives(Choice):
+    auto = "auto"
+    all = "all"
+    none = "none"
+
+
+class Stage(Choice):
+    all = "all"
+    extract = "extract"
 
 
 @dataclass
@@ -25,13 +58,13 @@ class ExtractionConfig:
     shard: int = 0
     #: A BOLD whose space- entity differs from the atlas's space: error (default) or warn (e.g.
     #: nilearn's FSL-MNI152 Schaefer image on MNI152NLin2009cAsym BOLD, a few mm apart).
-    space_mismatch: str = "error"
+    space_mismatch: SpaceMismatch = SpaceMismatch.error
 
 
 @dataclass
 class AggregateConfig:
     #: ``network`` (e.g. Default) or ``subnetwork`` (e.g. DefaultA) pairs.
-    level: str = "network"
+    level: AggregationLevel = AggregationLevel.network
     #: Only these network pairs (e.g. [[Default, Vis], [Caudate, SomMot]]); null: all. Summaries
     #: are still means over all their member pairs.
     pairs: Optional[list[list[str]]] = None
@@ -58,7 +91,7 @@ class RunConfig:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     #: Write per-scan timeseries and connectomes as xcp_d-style TSVs under derivatives/:
     #: auto (when extracted from images), all, or none.
-    derivatives: str = "auto"
+    derivatives: Derivatives = Derivatives.auto
     #: Exit non-zero (after writing outputs) when any posterior fails its diagnostics.
     fail_on_bad_diagnostics: bool = False
     #: Figures (matplotlib) in figures/: ``figures.formats`` lists the file formats of every
@@ -78,7 +111,7 @@ class RunConfig:
     notes: list[str] = field(default_factory=list)
     #: ``all``: every stage; ``extract``: only region timeseries extraction into the cache
     #: (one shard of it with extraction.shards/shard), for studies too large for one job.
-    stage: str = "all"
+    stage: Stage = Stage.all
     #: Recompute a run whose directory already holds a complete run of the same config
     #: (otherwise it is skipped, which is how an interrupted sweep resumes).
     rerun: bool = False

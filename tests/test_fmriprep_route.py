@@ -369,7 +369,6 @@ def test_sharded_extraction_fills_the_same_cache_as_one_job(tree, tmp_path):
     (["stage=extract", "extraction.cache_dir=null"], "extraction.cache_dir' is null"),
     (["stage=extract", "extraction.shards=2", "extraction.shard=2"], r"extraction.shard' is 2; expected 0 to 1"),
     (["extraction.shards=2"], "only stage=extract runs shards"),
-    (["stage=fit"], "config key 'stage' is 'fit'"),
 ])
 def test_stage_keys_are_checked_before_loading(overrides, message, tmp_path):
     from megafc.core import ConfigError

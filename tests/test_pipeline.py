@@ -133,11 +133,26 @@ def test_misbehaving_estimator_leaves_no_results(tmp_path, tiny_overrides, cls, 
     assert_no_results(tmp_path / "run")
 
 
-def test_bad_aggregation_level(tmp_path, tiny_overrides):
-    cfg = compose(tiny_overrides + ["aggregate.level=voxel"])
-    with pytest.raises(ConfigError, match="aggregate.level"):
-        run_experiment(cfg, build_registry(), tmp_path / "run")
-    assert_no_results(tmp_path / "run")
+@pytest.mark.parametrize("override, choices", [
+    ("aggregate.level=voxel", "[network, subnetwork]"),
+    ("derivatives=sometimes", "[auto, all, none]"),
+    ("stage=pool", "[all, extract]"),
+    ("extraction.space_mismatch=ignore", "[error, warn]"),
+])
+def test_choice_valued_keys_are_refused_when_composed(override, choices):
+    """Choice-valued keys are Enums in the schema: OmegaConf refuses another value before any
+    run starts, naming the key and the choices."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as info:
+        compose(TINY + [override])
+    cause = str(info.value.__cause__)
+    assert f"expected one of {choices}" in cause and f"full_key: {override.split('=')[0]}" in cause
+
+
+def test_choice_values_read_as_their_text(tiny_overrides):
+    cfg = compose(tiny_overrides + ["derivatives=none", "aggregate.level=subnetwork"])
+    assert cfg.derivatives == "none" and f"{cfg.aggregate.level}" == "subnetwork" and str(cfg.stage) == "all"
 
 
 def test_invalid_prior_is_named(tmp_path, tiny_overrides):
