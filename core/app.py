@@ -259,8 +259,11 @@ def _show_plugin(registry, which: str, as_json: bool) -> None:
                           "(megafc-plugins lists the names)")
     info = registry.get(kind, name)
     fields = config_fields(info.cls.Config)
+    refs = _default_references(info.cls)
     out = {"kind": kind, "name": name, "distribution": info.distribution, "version": info.version,
            "class": info.location, "summary": info.cls.summary(),
+           "references": refs,
+           "packages": list(getattr(info.cls, "packages", ())),
            "config": [{**f, "default": f["default"] if isinstance(f["default"], (str, int, float, bool, list, dict,
                                                                                     type(None))) else repr(f["default"])}
                       for f in fields]}
@@ -268,13 +271,25 @@ def _show_plugin(registry, which: str, as_json: bool) -> None:
         _print(json.dumps(out, indent=2, default=str))
         return
     lines = [f"{kind}/{name}: {out['summary']}", f"  class        {info.location}",
-             f"  distribution {info.distribution} {info.version}".rstrip(), "", "config keys (megafc "
-             f"{kind}.<key>=<value>):"]
+             f"  distribution {info.distribution} {info.version}".rstrip()]
+    lines += [f"  cites        {r}" for r in refs]
+    lines += ["", f"config keys (megafc {kind}.<key>=<value>):" if fields else "no config keys"]
     for f in fields:
         lines.append(f"  {kind}.{f['key']}: {f['type']} = {f['default']!r}")
         if f["doc"]:
             lines += [f"      {line}" for line in _wrap(f["doc"], 88)]
     _print("\n".join(lines))
+
+
+def _default_references(cls: type) -> list[str]:
+    """What the plugin cites with its default config (references may depend on the config)."""
+    from .references import plugin_references
+
+    try:
+        return plugin_references(cls())
+    except Exception:  # a plugin that cannot be built without settings: its class-level list
+        refs = getattr(cls, "references", ())
+        return [str(r) for r in refs] if isinstance(refs, (list, tuple)) else []
 
 
 def _wrap(text: str, width: int) -> list[str]:

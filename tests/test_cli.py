@@ -74,6 +74,10 @@ def test_megafc_plugins_json_kinds_and_show(tmp_path, plugin_site):
     assert shown["class"] == "megafc.plugins.pooling.pymc_scan_level:PyMCPooling"
     assert {"key": "tune", "type": "int", "default": 500}.items() <= next(
         f for f in shown["config"] if f["key"] == "tune").items()
+    assert any(r.startswith("Abril-Pla O") for r in shown["references"]) and "pymc" in shown["packages"]
+    # a reporter: no config keys, said as such
+    proc = megafc_cli(["--show", "reporter/run_report"], cwd=tmp_path, script="megafc-plugins")
+    assert proc.returncode == 0 and "no config keys" in proc.stdout and "RunReport" in proc.stdout
     for args, expected in ((["nope"], "unknown kind(s) ['nope']"), (["--show", "pooling/nope"], "no pooling plugin named 'nope'")):
         proc = megafc_cli(args, cwd=tmp_path, script="megafc-plugins")
         assert proc.returncode == 2 and expected in proc.stderr
