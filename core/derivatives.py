@@ -23,8 +23,9 @@ ROOT = "derivatives/megafc"
 #: BIDS version the outputs follow.
 BIDS_VERSION = "1.9.0"
 def stat_entity(estimator: Any, name: str) -> str:
-    """The relmat ``stat-`` entity: the estimator's declared one (xcp_d's names), else its name."""
-    return getattr(estimator, "stat_entity", "") or "".join(ch for ch in name if ch.isalnum())
+    """The relmat ``stat-`` entity: the one the estimator's own class declares (xcp_d's names; a
+    subclass measures something else unless it says otherwise), else its name."""
+    return vars(type(estimator)).get("stat_entity", "") or "".join(ch for ch in name if ch.isalnum())
 
 
 def source_root(bold: str) -> str:

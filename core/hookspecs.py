@@ -7,7 +7,9 @@ below. megafc's own built-in plugins register exactly this way.
 Registration hooks return plugin *classes* (subclasses of the base classes in
 ``megafc.core``); their results from every plugin are gathered into one registry, and a name
 registered twice within a kind is an error. Lifecycle hooks are called in pipeline order, with
-keyword arguments; they observe and may add outputs but return nothing.
+keyword arguments; they observe and may add outputs but return nothing. Hooks given a
+``staging_dir`` may write files there (they become outputs of the run); it is ``""`` when the
+stages run outside a run (``megafc.core.pipeline.run_stages``, as benchmarks do): write nothing then.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def megafc_before_run(config: Any, staging_dir: str) -> None:
 @hookspec
 def megafc_before_stage(stage: str, config: Any) -> None:
     """Called as each stage starts: ``load``, ``extract``, ``estimate``, ``aggregate``, ``pool``,
-    ``derive``, then ``write`` (``megafc.core.pipeline.STAGE_NAMES``)."""
+    ``derive`` (``megafc.core.pipeline.STAGE_NAMES``), then, in a run that writes its folder,
+    ``write``."""
 
 
 @hookspec

@@ -285,8 +285,8 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     if extracted is not None and extracted.extraction is not None:
         staged.write_table("extraction.tsv", extracted.extraction)
     staged.write_text("config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    staged.write_table("warnings.tsv", pd.DataFrame(results.warnings, columns=["stage", "level", "message"]))
     if results.result is None:  # stage=extract: what was extracted, and the scans left out before it
+        write_warnings(staged, results)
         staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
         return
     result, aggregated = results.result, results.aggregated
@@ -333,9 +333,15 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     from .references import to_bibtex
 
     staged.write_text("references.bib", to_bibtex(results.references))
-    staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
+    write_warnings(staged, results)  # what the report lists
     if cfg.report or formats:
-        write_reports(registry, "run", staged.staging, staged.run_dir, plugin_report_sections(registry, cfg))
+        write_reports(registry, "run", staged.staging, staged.run_dir, results.report_sections)
+        write_warnings(staged, results)  # again, with the reporters' own
+    staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
+
+
+def write_warnings(staged: StagedRun, results: Any) -> None:
+    staged.write_table("warnings.tsv", pd.DataFrame(results.warnings, columns=["stage", "level", "message"]))
 
 
 def region_table(atlas: Any) -> pd.DataFrame:
@@ -397,15 +403,34 @@ def write_reports(registry: Any, scope: str, folder: Path, shown_as: Path | None
     from .progress import Heartbeat
 
     written = []
+    folder = Path(folder)
     for reporter in registry.reporters(scope):
         who = f"reporter '{reporter.name}'"
+        before = _entries(folder)
         try:
             with Heartbeat(who):
-                out = reporter.write(Path(folder), shown_as=shown_as, sections=list(sections or []))
+                out = reporter.write(folder, shown_as=shown_as, sections=list(sections or []))
+        except OSError:  # a full disk or a permission problem: the run cannot land either
+            _remove_new(folder, before)
+            raise
         except Exception as exc:  # the tables and posterior are the results; a report summarises them
-            log.error("%s could not write its report (%s: %s); the results are complete", who,
-                      type(exc).__name__, exc)
+            _remove_new(folder, before)
+            log.error("%s could not write its report (%s: %s); the results are complete and its partial "
+                      "files were removed", who, type(exc).__name__, exc)
             continue
         if out is not None:
             written.append(Path(out))
     return written
+
+
+def _entries(folder: Path) -> set[Path]:
+    return set(folder.rglob("*")) if folder.is_dir() else set()
+
+
+def _remove_new(folder: Path, before: set[Path]) -> None:
+    """Remove what a failed reporter added, so no half-written report lands."""
+    for path in sorted(_entries(folder) - before, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ values in one ``RunResults`` and hands that to the one writer, ``outputs.write_r
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -138,6 +139,8 @@ class RunResults:
     methods: str = ""
     #: What to cite (methods.md, provenance.json, references.bib).
     references: list[str] = field(default_factory=list)
+    #: The report sections plugins add to this run (hook ``megafc_report_sections``).
+    report_sections: list[Any] = field(default_factory=list)
     diagnostics_ok: bool = True
     warnings: list[dict[str, str]] = field(default_factory=list)
     #: Seconds per stage.
@@ -159,20 +162,25 @@ RunOutcome = RunResults
 
 class _WarningCollector(logging.Handler):
     """Keeps every warning logged under ``megafc`` during a stage, so warnings.tsv (and the
-    report) list the run's warnings without reading a log file."""
+    report) list the run's warnings without reading a log file. Only the stage's own thread
+    counts: runs in other threads of the process log to the same logger."""
 
     def __init__(self, into: list[dict[str, str]], stage_name: str) -> None:
         super().__init__(level=logging.WARNING)
-        self.into, self.stage_name = into, stage_name
+        self.into, self.stage_name, self.thread = into, stage_name, threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.into.append({"stage": self.stage_name, "level": record.levelname.lower(), "message": record.getMessage()})
+        if record.thread == self.thread:
+            self.into.append({"stage": self.stage_name, "level": record.levelname.lower(),
+                              "message": record.getMessage()})
 
 
 @contextmanager
 def stage(ctx: RunContext, name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
-    """Run one stage: hooks before and after (or on error), a log line with its duration, its
-    warnings collected, and an unexpected error named after the stage."""
+    """Run one stage: hooks before and after (or on error), a log line with its duration and its
+    warnings collected. Plugin calls inside name their plugin when they fail (``_call``); any
+    other error is megafc's own and passes through as it is (the command line reports it as a
+    bug, with the stage named in the log)."""
     collector = _WarningCollector(ctx.warnings, name)
     log.addHandler(collector)
     started = time.perf_counter()
@@ -180,9 +188,12 @@ def stage(ctx: RunContext, name: str, timings: dict[str, float] | None = None) -
         ctx.hook.megafc_before_stage(stage=name, config=ctx.cfg)
         yield
     except BaseException as exc:
-        ctx.hook.megafc_on_stage_error(stage=name, error=exc)
-        if isinstance(exc, Exception) and not isinstance(exc, (MegafcError, OSError)):
-            raise PluginError(f"stage '{name}' failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(exc, MegafcError):
+            log.error("stage %s failed: %s: %s", name, type(exc).__name__, exc)
+        try:
+            ctx.hook.megafc_on_stage_error(stage=name, error=exc)
+        except Exception as hook_exc:  # a failing observer must not hide the error it observes
+            log.error("a megafc_on_stage_error hook failed (%s: %s)", type(hook_exc).__name__, hook_exc)
         raise
     finally:
         log.removeHandler(collector)
@@ -344,29 +355,46 @@ def derive(ctx: RunContext, results: RunResults) -> None:
         atlas = results.atlas
         results.tables["qc_fc"] = with_distances(qc_fc(results.connectomes, scans), atlas.labels,
                                                  atlas.centroids(display=False))
+    if ctx.cfg.get("report"):
+        from .outputs import plugin_report_sections
+
+        results.report_sections = plugin_report_sections(ctx.registry, ctx.cfg)
     results.references = run_references(ctx, results)
     if results.result is not None:
         results.diagnostics_ok = report_diagnostics(results.result)
         results.methods = methods_text(ctx.plugins, results.atlas, scans, ctx.cfg.aggregate.level, results.result,
-                                       list(ctx.cfg.get("notes") or []), results.references)
+                                       list(ctx.cfg.get("notes") or []), results.references,
+                                       estimated="estimator" in acted(results))
 
 
 def run_references(ctx: RunContext, results: RunResults) -> list[str]:
     """Everything this run should cite: megafc and what core uses, each plugin's declared
     references, the atlas's and the fit's own, and those of the report sections plugins add."""
-    from .outputs import package_versions, plugin_report_sections
+    from .outputs import package_versions
     from .references import CORE_REFERENCES, plugin_references, software_reference, unique
 
     refs = [software_reference(package_versions().get("megafc", "unknown")), *CORE_REFERENCES]
-    for plugin in ctx.plugins.values():
-        refs += plugin_references(plugin)
+    for kind, plugin in ctx.plugins.items():
+        if kind in acted(results):
+            refs += plugin_references(plugin)
     refs += results.atlas.references
     if results.result is not None:
         refs += results.result.references
-    if ctx.cfg.get("report"):
-        for section in plugin_report_sections(ctx.registry, ctx.cfg):
-            refs += list(getattr(section, "references", ()) or ())
+    for section in results.report_sections:
+        refs += list(getattr(section, "references", ()) or ())
     return unique(refs)
+
+
+def acted(results: RunResults) -> set[str]:
+    """The plugin kinds whose plugin did something in this run: an estimator is skipped when the
+    data are connectomes, a denoiser when nothing is extracted or cleaned with confounds."""
+    inputs = results.inputs
+    kinds = set(results.plugins) - {"estimator", "denoiser"}
+    if results.connectomes is not None and results.connectomes.estimator != "(precomputed)":
+        kinds.add("estimator")
+    if inputs.images is not None or (inputs.timeseries is not None and inputs.confounds is not None):
+        kinds.add("denoiser")
+    return kinds
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -379,6 +407,10 @@ def run_stages(ctx: RunContext, until: str = "derive") -> RunResults:
         raise ConfigError(f"run_stages(until='{until}'): expected one of {list(STAGE_NAMES)}")
     stop = STAGE_NAMES.index(until)
     timings: dict[str, float] = {}
+    ctx.warnings = []
+    for note in ctx.cfg.get("notes") or []:
+        log.warning("note: %s", note)
+        ctx.warnings.append({"stage": "config", "level": "warning", "message": f"note: {note}"})
     with stage(ctx, "load", timings):
         loaded = load(ctx)
     results = RunResults(config=ctx.cfg, seed=ctx.seed, plugins=ctx.plugins, atlas=loaded.atlas, inputs=loaded.inputs,
@@ -410,9 +442,6 @@ def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunResu
     from .outputs import StagedRun, write_run
 
     ctx = RunContext.create(cfg, registry)
-    for note in cfg.get("notes") or []:
-        log.warning("note: %s", note)
-        ctx.warnings.append({"stage": "config", "level": "warning", "message": f"note: {note}"})
     with StagedRun(run_dir) as staged:
         ctx.staging_dir = staged.staging
         try:
@@ -591,7 +620,7 @@ def report_diagnostics(result: PoolingResult) -> bool:
 
 
 def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, level: str, result: PoolingResult,
-                 notes: list[str] | None = None, references: list[str] | None = None) -> str:
+                 notes: list[str] | None = None, references: list[str] | None = None, estimated: bool = True) -> str:
     inc = scans[~scans["excluded"]]
     harmonizer = plugins.get("harmonizer")
     lines = [
@@ -602,8 +631,9 @@ def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, 
         f"({int(scans['excluded'].sum())} excluded; reasons in scans.tsv). "
         f"Drugs: {', '.join(sorted(inc['drug'].unique()))}." + "".join(f" Note: {d[0].upper()}{d[1:]}." for d in dropped_out(scans)),
         f"Atlas: {atlas.name} ({atlas.n_regions} regions). {atlas.description}".strip(),
-        f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].summary()}), "
-        f"averaged within and between {level}s (mean Fisher z over each pair's edges).",
+        (f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].summary()}), "
+         if estimated else "Connectivity: the dataset's own connectomes (no estimator was run), ")
+        + f"averaged within and between {level}s (mean Fisher z over each pair's edges).",
         *([f"Harmonisation: '{harmonizer.name}' ({harmonizer.summary()}) applied to the "
            "connectomes before aggregation; QC-FC and derivatives use the connectomes before it."]
           if harmonizer is not None and type(harmonizer).harmonize is not Harmonizer.harmonize else []),

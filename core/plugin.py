@@ -204,8 +204,8 @@ class Reporter(Plugin):
     ``scope`` says what it reports on: ``run`` reporters are called at the end of every run
     whose config enables ``report`` or ``figures``, on the staged run folder (``folder``) that
     will be moved to ``shown_as``, with the sections every plugin adds (hook
-    ``megafc_report_sections``); ``sweep`` reporters by ``megafc-compare`` and at the end of a
-    multirun, with the sweep folder and the output folder; ``calibration`` reporters by
+    ``megafc_report_sections``); ``sweep`` reporters at the end of a multirun, with the sweep
+    folder (``megafc-compare`` runs the built-in one on any sweep folder); ``calibration`` reporters by
     ``megafc-calibrate`` with its output folder. A reporter that fails is logged; the results
     it would have described stay in place.
     """

@@ -58,8 +58,16 @@ def _bib_authors(authors: str) -> str:
             out.append("others")
             continue
         parts = name.split()
-        out.append(f"{' '.join(parts[:-1])}, {parts[-1]}" if len(parts) > 1 else name)
+        if len(parts) > 1 and parts[-1].isupper():  # "Yeo BTT": surname, then initials
+            out.append(f"{' '.join(parts[:-1])}, {' '.join(c + '.' for c in parts[-1])}")
+        else:
+            out.append(name)
     return " and ".join(out)
+
+
+def _latex(text: str) -> str:
+    """Characters BibTeX passes to LaTeX that LaTeX would read as commands."""
+    return re.sub(r"([&%$#_])", r"\\\1", text)
 
 
 def bibtex_entry(ref: str, key: str) -> str:
@@ -67,9 +75,9 @@ def bibtex_entry(ref: str, key: str) -> str:
     esc = ref.replace("{", "").replace("}", "")
     m = _STYLE.match(esc)
     if not m:
-        return f"@misc{{{key},\n  note = {{{esc}}}\n}}"
-    fields = {"author": _bib_authors(m["authors"]), "year": m["year"], "title": f"{{{m['title']}}}",
-              "journal": m["journal"], "volume": m["volume"], "pages": m["pages"].replace("-", "--")}
+        return f"@misc{{{key},\n  note = {{{_latex(esc)}}}\n}}"
+    fields = {"author": _latex(_bib_authors(m["authors"])), "year": m["year"], "title": f"{{{_latex(m['title'])}}}",
+              "journal": _latex(m["journal"]), "volume": m["volume"], "pages": m["pages"].replace("-", "--")}
     body = ",\n".join(f"  {k} = {{{v}}}" for k, v in fields.items())
     return f"@article{{{key},\n{body}\n}}"
 

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,7 +70,12 @@ class Run:
     def interval(self) -> str:
         """What hdi_low/hdi_high are, as the pooling result declared it: e.g. '95% HDI' or '95% CI'."""
         declared = (self.provenance.get("pooling_interval") or {}).get("label")
-        return str(declared) if declared else "interval"
+        if declared:
+            return str(declared)
+        # runs of earlier versions: effects.json says "Lower end of this run's 95% HDI."
+        described = read_text(self.path / "effects.json") or ""
+        found = re.search(r"this run's ([^\"]+?)\.\"", described)
+        return found.group(1) if found else "interval"
 
 
 def read_tsv(path: Path) -> pd.DataFrame | None:

@@ -244,3 +244,36 @@ def test_killed_run_leaves_no_sampler_processes(tmp_path):
                 os.kill(c, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_a_failing_reporter_leaves_no_partial_files_and_is_in_warnings(tmp_path):
+    """A reporter that writes a file and then fails: the run still lands, without that file,
+    and warnings.tsv says which reporter failed."""
+    import types
+
+    from conftest import compose
+    from megafc.core import Reporter, hookimpl
+    from megafc.core.pipeline import run_experiment
+    from megafc.core.registry import build_registry
+
+    class Broken(Reporter):
+        """Writes half a report, then fails."""
+
+        name = "broken_report"
+
+        def write(self, folder, shown_as=None, sections=()):
+            (folder / "half.pdf").write_text("%PDF-")
+            (folder / "figures").mkdir(exist_ok=True)
+            (folder / "figures" / "half.png").write_bytes(b"\x89PNG")
+            raise RuntimeError("ran out of ideas")
+
+    module = types.ModuleType("broken_reporter")
+    module.megafc_reporters = hookimpl(lambda: [Broken])
+    registry = build_registry(extra_plugins=[module])
+    meta = [o for o in TINY if not o.startswith(("pooling.", "report"))] + ["pooling=meta", "report=true"]
+    out = run_experiment(compose(meta, registry=registry), registry, tmp_path / "run")
+    assert (out.run_dir / "report.html").is_file() and (out.run_dir / "effects.tsv").is_file()
+    assert not (out.run_dir / "half.pdf").exists() and not (out.run_dir / "figures" / "half.png").exists()
+    warnings = pd.read_csv(out.run_dir / "warnings.tsv", sep="\t")
+    failed = warnings[warnings["message"].str.contains("reporter 'broken_report' could not write its report")]
+    assert list(failed["stage"]) == ["write"] and list(failed["level"]) == ["error"]

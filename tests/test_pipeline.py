@@ -255,7 +255,7 @@ def test_stages_return_values_in_order_and_write_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unexpected_error_names_its_stage_and_reaches_the_hook(tmp_path, monkeypatch):
+def test_an_unexpected_error_reaches_the_stage_hook_and_leaves_no_results(tmp_path, monkeypatch):
     from megafc.core import pipeline
 
     def broken(*args, **kwargs):
@@ -264,7 +264,7 @@ def test_an_unexpected_error_names_its_stage_and_reaches_the_hook(tmp_path, monk
     monkeypatch.setattr(pipeline, "network_pair_table", broken)
     recorder = StageRecorder()
     reg = build_registry(extra_plugins=[recorder])
-    with pytest.raises(PluginError, match=r"stage 'aggregate' failed: KeyError"):
+    with pytest.raises(KeyError, match="no such column"):  # megafc's own bug: not blamed on a plugin
         run_experiment(compose(META, registry=reg), reg, tmp_path / "run")
     assert ("error", "aggregate", "KeyError") in recorder.calls
     assert_no_results(tmp_path / "run")

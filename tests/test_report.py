@@ -251,7 +251,8 @@ def test_atlas_citations_come_from_the_atlas(tmp_path):
     bib = to_bibtex([ATLAS["schaefer"], ATLAS["yeo"], "SUIT (own reference)"])
     assert "@article{Schaefer2018," in bib and "@article{Yeo2011," in bib and "pages = {3095--3114}" in bib
     assert "@misc{SUIT," in bib and "note = {SUIT (own reference)}" in bib
-    assert "author = {Schaefer, A and Kong, R and" in bib
+    assert "author = {Schaefer, A. and Kong, R. and" in bib and "author = {Yeo, B. T. T. and" in bib
+    assert "note = {R\\&D 100\\% (software)}" in to_bibtex(["R&D 100% (software)"])  # LaTeX specials escaped
 
 
 # --------------------------------------------------------------------------- real browser
@@ -476,3 +477,47 @@ def test_glass_brain_outlines_drawn_fast_are_the_same_pixels():
         buf.seek(0)
         pixels.append(mpimg.imread(buf))
     assert pixels[0].shape == pixels[1].shape and np.array_equal(pixels[0], pixels[1])
+
+
+def test_fast_outlines_are_undone_and_stay_in_their_thread():
+    """Overlapping uses (threads) restore matplotlib's autoscale at the end, and a figure drawn
+    in another thread meanwhile still autoscales."""
+    import threading
+
+    from matplotlib.axes import Axes
+
+    from megafc.core.report import new_figure
+    from megafc.plugins.reports.brain import outlines_without_autoscale
+
+    original = Axes._update_patch_limits
+    inside, release, limits = threading.Event(), threading.Event(), {}
+
+    def hold():
+        with outlines_without_autoscale():
+            inside.set()
+            release.wait(5)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    inside.wait(5)
+    with outlines_without_autoscale():  # overlapping, nested in this thread too
+        with outlines_without_autoscale():
+            pass
+    ax = new_figure(2, 2).subplots()
+    ax.bar([0, 1], [10, 1000])  # another thread's skip must not reach this thread
+    limits["y"] = ax.get_ylim()
+    release.set()
+    worker.join()
+    assert Axes._update_patch_limits is original
+    assert limits["y"][1] >= 1000
+
+
+def test_figure_margins_for_very_long_labels_still_leave_room_to_draw():
+    from megafc.core.report import new_figure
+    from megafc.plugins.reports.figures import place_grid, text_inches
+
+    fig = new_figure(7, 4.2)
+    ax = fig.subplots()
+    place_grid(fig, 0.7, 0.15, 0.4, 0.3 + 0.6 * text_inches(["d" * 200], 8))  # a 200-character dataset name
+    box = ax.get_position()
+    assert box.height >= 0.45 and box.y0 > 0 and box.y1 <= 1

@@ -213,8 +213,11 @@ def run_connectomes(table: Path, run_dir: Path, extra=()):
 
 
 def test_relmat_route_runs(tmp_path):
-    out = run_connectomes(write_relmats(tmp_path), tmp_path / "run")
+    out = run_connectomes(write_relmats(tmp_path), tmp_path / "run", ["estimator=ledoit_wolf"])
     assert (out.run_dir / "effects.tsv").is_file()
+    # given connectomes: the configured estimator never ran, so the run does not cite it
+    bib = (out.run_dir / "references.bib").read_text()
+    assert "DerSimonian" in bib and "Ledoit" not in bib and "Ledoit" not in (out.run_dir / "methods.md").read_text()
 
 
 def test_one_file_as_drug_and_control_is_refused(tmp_path):

@@ -9,6 +9,7 @@ An interactive 3D view of the overall effect (nilearn's ``view_connectome``) is 
 from __future__ import annotations
 
 import html
+import threading
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -50,23 +51,43 @@ def edge_matrix(effects: pd.DataFrame, nodes: pd.DataFrame, effect: str) -> tupl
     return mat, within
 
 
+_SKIPPING: dict[int, int] = {}  # thread -> how deep inside outlines_without_autoscale
+_LOCK = threading.Lock()
+_ORIGINAL: list = []  # matplotlib's own Axes._update_patch_limits, while ours is installed
+
+
+def _update_patch_limits(self, patch):
+    if threading.get_ident() not in _SKIPPING:
+        _ORIGINAL[0](self, patch)
+
+
 @contextmanager
 def outlines_without_autoscale():
     """nilearn draws each glass-brain outline as ~230 patches and then sets the axes' limits
     from the outline's own bounds; matplotlib meanwhile computes every patch's Bezier extrema
-    to update the data limits (60% of the brain figure's time). Skipped while nilearn draws:
-    the limits it sets are the same, so is the figure (a test compares the pixels)."""
+    to update the data limits (60% of the brain figure's time). Skipped while nilearn draws,
+    in this thread only (other threads' figures autoscale as usual): the limits nilearn sets
+    are the same, so is the figure (a test compares the pixels)."""
     from matplotlib.axes import Axes
 
-    original = getattr(Axes, "_update_patch_limits", None)
-    if original is None:  # a matplotlib without it: nothing to skip
+    if not callable(getattr(Axes, "_update_patch_limits", None)):  # a matplotlib without it
         yield
         return
-    Axes._update_patch_limits = lambda self, patch: None
+    me = threading.get_ident()
+    with _LOCK:
+        if not _SKIPPING:
+            _ORIGINAL[:] = [Axes._update_patch_limits]
+            Axes._update_patch_limits = _update_patch_limits
+        _SKIPPING[me] = _SKIPPING.get(me, 0) + 1
     try:
         yield
     finally:
-        Axes._update_patch_limits = original
+        with _LOCK:
+            _SKIPPING[me] -= 1
+            if not _SKIPPING[me]:
+                del _SKIPPING[me]
+            if not _SKIPPING:
+                Axes._update_patch_limits = _ORIGINAL[0]
 
 
 def glass_brain(panels: list[tuple[str, np.ndarray, np.ndarray]], coords: np.ndarray, vmax: float,
