@@ -333,11 +333,13 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     from .references import to_bibtex
 
     staged.write_text("references.bib", to_bibtex(results.references))
-    write_warnings(staged, results)  # what the report lists
+    # the reporters read these two (the folder moves into place as a whole, so the completion
+    # marker being written before the reports does not make an incomplete run look complete)
+    write_warnings(staged, results)
+    staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
     if cfg.report or formats:
         write_reports(registry, "run", staged.staging, staged.run_dir, results.report_sections)
         write_warnings(staged, results)  # again, with the reporters' own
-    staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
 
 
 def write_warnings(staged: StagedRun, results: Any) -> None:

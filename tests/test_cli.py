@@ -119,8 +119,9 @@ def test_third_party_report_section_and_citations_reach_every_output(tmp_path, p
     report = (run_dir / "report.html").read_text()
     assert '<section id="partial-correlation"><h2>Partial correlation</h2>' in report
     assert "<code>0.1</code> (<code>estimator.shrinkage</code>)" in report
+    citations = report.split('<ol class="citations">')[1].split("</ol>")[0]  # the report's own list
     for surname, key in (("Marrelec G", "Marrelec2006"), ("Smith SM", "Smith2011")):
-        assert surname in report and surname in (run_dir / "methods.md").read_text()
+        assert surname in citations and surname in (run_dir / "methods.md").read_text()
         assert f"@article{{{key}," in (run_dir / "references.bib").read_text()
         assert any(r.startswith(surname) for r in json.loads((run_dir / "provenance.json").read_text())["references"])
     plain = tmp_path / "plain"
