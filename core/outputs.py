@@ -11,6 +11,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from datetime import datetime, timezone
 from importlib import metadata
@@ -314,8 +315,10 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
         from .progress import Heartbeat
 
         log.info("writing posterior.nc ...")
+        started = time.perf_counter()
         with Heartbeat("writing posterior.nc"):
             result.idata.to_netcdf(str(staged.path("posterior.nc")))
+        log.info("posterior.nc: %.1f s", time.perf_counter() - started)
     for name, table in result.tables.items():
         # large tables (e.g. one row per edge) ask to be gzipped
         staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
@@ -409,6 +412,7 @@ def write_reports(registry: Any, scope: str, folder: Path, shown_as: Path | None
     for reporter in registry.reporters(scope):
         who = f"reporter '{reporter.name}'"
         before = _entries(folder)
+        started = time.perf_counter()
         try:
             with Heartbeat(who):
                 out = reporter.write(folder, shown_as=shown_as, sections=list(sections or []))
@@ -420,6 +424,7 @@ def write_reports(registry: Any, scope: str, folder: Path, shown_as: Path | None
             log.error("%s could not write its report (%s: %s); the results are complete and its partial "
                       "files were removed", who, type(exc).__name__, exc)
             continue
+        log.info("%s: %.1f s", who, time.perf_counter() - started)
         if out is not None:
             written.append(Path(out))
     return written
