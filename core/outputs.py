@@ -341,7 +341,7 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     write_warnings(staged, results)
     staged.write_json(COMPLETION_MARKER, run_provenance(results, registry))
     if cfg.report or formats:
-        write_reports(registry, "run", staged.staging, staged.run_dir, results.report_sections)
+        write_reports(registry, "run", staged.staging, staged.run_dir, results.report_sections, staging=True)
         write_warnings(staged, results)  # again, with the reporters' own
 
 
@@ -402,27 +402,29 @@ def plugin_report_sections(registry: Any, config: Any = None) -> list:
 
 
 def write_reports(registry: Any, scope: str, folder: Path, shown_as: Path | None = None,
-                  sections: list | None = None) -> list[Path]:
+                  sections: list | None = None, staging: bool = False) -> list[Path]:
     """Call every installed reporter of ``scope``; a reporter's failure is logged loudly and the
-    results it would have described stay complete."""
+    results it would have described stay complete. In a ``staging`` folder (a run's own, which
+    nothing else writes) a failed reporter's partial files are removed, and a disk error fails
+    the run as it would fail its commit."""
     from .progress import Heartbeat
 
     written = []
     folder = Path(folder)
     for reporter in registry.reporters(scope):
         who = f"reporter '{reporter.name}'"
-        before = _entries(folder)
+        before = _entries(folder) if staging else set()
         started = time.perf_counter()
         try:
             with Heartbeat(who):
                 out = reporter.write(folder, shown_as=shown_as, sections=list(sections or []))
-        except OSError:  # a full disk or a permission problem: the run cannot land either
-            _remove_new(folder, before)
-            raise
         except Exception as exc:  # the tables and posterior are the results; a report summarises them
-            _remove_new(folder, before)
-            log.error("%s could not write its report (%s: %s); the results are complete and its partial "
-                      "files were removed", who, type(exc).__name__, exc)
+            if staging:
+                _remove_new(folder, before)
+                if isinstance(exc, OSError):  # a full disk or a permission problem: the run cannot land either
+                    raise
+            log.error("%s could not write its report (%s: %s); the results are complete%s", who,
+                      type(exc).__name__, exc, " and its partial files were removed" if staging else "")
             continue
         log.info("%s: %.1f s", who, time.perf_counter() - started)
         if out is not None:

@@ -338,13 +338,25 @@ def pool(ctx: RunContext, atlas: Atlas, scans: pd.DataFrame, aggregated: Aggrega
     return result
 
 
-def derive(ctx: RunContext, results: RunResults) -> None:
-    """The tables and text that describe the run rather than estimate anything: exclusion
-    counts, motion by drug, QC-FC, the diagnostics verdict and the methods paragraph."""
+@dataclass
+class DerivedData:
+    """Stage ``derive``: what describes the run rather than estimates anything."""
+
+    #: exclusions, motion and (with connectomes) qc_fc tables.
+    tables: dict[str, pd.DataFrame]
+    methods: str
+    references: list[str]
+    report_sections: list[Any]
+    diagnostics_ok: bool
+
+
+def derive(ctx: RunContext, results: RunResults) -> DerivedData:
+    """Exclusion counts, motion by drug, QC-FC, the report sections plugins add, what to cite,
+    the diagnostics verdict and the methods paragraph, from the earlier stages' values."""
     scans = results.scans
-    results.tables["exclusions"] = exclusion_counts(scans)
+    tables = {"exclusions": exclusion_counts(scans)}
     motion = motion_change(scans)
-    results.tables["motion"] = motion
+    tables["motion"] = motion
     for row in motion[motion["differs"] & (motion["drug"] != "all")].itertuples(index=False):
         log.warning("motion: %s scans move %+.3f mm FD [%.3f, %.3f] relative to their controls (%d subjects); "
                     "motion can masquerade as an FC effect (keep pooling.motion=true)",
@@ -353,21 +365,23 @@ def derive(ctx: RunContext, results: RunResults) -> None:
         from .qc import with_distances
 
         atlas = results.atlas
-        results.tables["qc_fc"] = with_distances(qc_fc(results.connectomes, scans), atlas.labels,
-                                                 atlas.centroids(display=False))
+        tables["qc_fc"] = with_distances(qc_fc(results.connectomes, scans), atlas.labels,
+                                         atlas.centroids(display=False))
+    sections = []
     if ctx.cfg.get("report"):
         from .outputs import plugin_report_sections
 
-        results.report_sections = plugin_report_sections(ctx.registry, ctx.cfg)
-    results.references = run_references(ctx, results)
+        sections = plugin_report_sections(ctx.registry, ctx.cfg)
+    references = run_references(ctx, results, sections)
+    ok, methods = True, ""
     if results.result is not None:
-        results.diagnostics_ok = report_diagnostics(results.result)
-        results.methods = methods_text(ctx.plugins, results.atlas, scans, ctx.cfg.aggregate.level, results.result,
-                                       list(ctx.cfg.get("notes") or []), results.references,
-                                       estimated="estimator" in acted(results))
+        ok = report_diagnostics(results.result)
+        methods = methods_text(ctx.plugins, results.atlas, scans, ctx.cfg.aggregate.level, results.result,
+                               list(ctx.cfg.get("notes") or []), references, estimated="estimator" in acted(results))
+    return DerivedData(tables, methods, references, sections, ok)
 
 
-def run_references(ctx: RunContext, results: RunResults) -> list[str]:
+def run_references(ctx: RunContext, results: RunResults, sections: list[Any]) -> list[str]:
     """Everything this run should cite: megafc and what core uses, each plugin's declared
     references, the atlas's and the fit's own, and those of the report sections plugins add."""
     from .outputs import package_versions
@@ -380,7 +394,7 @@ def run_references(ctx: RunContext, results: RunResults) -> list[str]:
     refs += results.atlas.references
     if results.result is not None:
         refs += results.result.references
-    for section in results.report_sections:
+    for section in sections:
         refs += list(getattr(section, "references", ()) or ())
     return unique(refs)
 
@@ -433,7 +447,9 @@ def run_stages(ctx: RunContext, until: str = "derive") -> RunResults:
     if stop < 5:
         return results
     with stage(ctx, "derive", timings):
-        derive(ctx, results)
+        derived = derive(ctx, results)
+    results.tables, results.methods, results.references = derived.tables, derived.methods, derived.references
+    results.report_sections, results.diagnostics_ok = derived.report_sections, derived.diagnostics_ok
     return results
 
 

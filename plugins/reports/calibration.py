@@ -263,7 +263,7 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
         calibration_figure(summary, staged.path("calibration.png"))
         from megafc.core.outputs import write_reports
 
-        write_reports(registry, "calibration", staged.staging, Path(out_dir))
+        write_reports(registry, "calibration", staged.staging, Path(out_dir), staging=True)
         staged.commit()
     print(summary[summary["stratum"] == "all"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return out_dir
