@@ -25,6 +25,7 @@ from .data import (
 )
 from .errors import ConfigError, InputError, MegafcError, PluginError
 from .hookspecs import hookimpl, hookspec
+from .outputs import fingerprint_file, fingerprint_value, write_text_atomic
 from .pair_sets import with_summaries
 from .plugin import (
     AtlasLoader,
@@ -42,7 +43,7 @@ __all__ = [
     "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "FISHER_Z_MAX_ABS_R", "SCAN_COLUMNS",
     "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
     "DatasetInputs", "DatasetLoader", "PoolingInputs", "Denoiser", "Harmonizer", "InputError", "MegafcError", "Plugin",
-    "PluginError", "PoolingModel", "PoolingResult", "Reporter", "ScanImages", "exclude", "flag_ok", "hookimpl", "hookspec",
+    "PluginError", "PoolingModel", "PoolingResult", "Reporter", "ScanImages", "exclude", "fingerprint_file", "fingerprint_value", "flag_ok", "hookimpl", "hookspec",
     "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
-    "summarise_draws", "validate_scans", "with_summaries",
+    "summarise_draws", "validate_scans", "with_summaries", "write_text_atomic",
 ]

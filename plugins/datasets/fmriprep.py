@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import Atlas, DatasetInputs, DatasetLoader, InputError, ScanImages
-from megafc.core.outputs import fingerprint_file
+from megafc.core import fingerprint_file
 
 from .metadata import check_distinct_files, find_bids_file, read_metadata
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from megafc.core import FISHER_Z_MAX_ABS_R as MAX_ABS_R
 from megafc.core import Atlas, ConfigError, DatasetInputs, DatasetLoader, InputError
-from megafc.core.outputs import fingerprint_file
+from megafc.core import fingerprint_file
 
 from .metadata import check_distinct_contents, check_distinct_files, find_bids_file, read_metadata
 

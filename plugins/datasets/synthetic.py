@@ -33,7 +33,7 @@ from megafc.core import (
     DatasetLoader,
     network_pair_table,
 )
-from megafc.core.outputs import fingerprint_value
+from megafc.core import fingerprint_value
 
 from .synthetic_confounds import CONFOUNDS_VERSION
 

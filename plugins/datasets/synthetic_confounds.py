@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from megafc.core.outputs import write_text_atomic
+from megafc.core import write_text_atomic
 
 #: Bump when the files' content changes for the same simulation: it names their folder, so old
 #: files in a shared cache are never taken for new ones.
