@@ -11,6 +11,7 @@ import pandas as pd
 from .data import EFFECT_COLUMNS, Atlas, PoolingResult
 from .errors import ConfigError, InputError, PluginError
 
+
 def check_run_config(cfg: Any) -> str:
     """Refuse bad run-level config values before anything loads; return the stage to run."""
     from .figures import figure_formats
@@ -45,11 +46,10 @@ def check_stage(cfg: Any) -> str:
 
 def check_inputs(timeseries: dict | None, connectomes: dict | None, atlas: Atlas, scans: pd.DataFrame,
                  source: str) -> None:
-    """Every included scan must come with well-shaped timeseries or a connectome."""
+    """Every included scan must come with well-shaped timeseries or a connectome (the extract
+    stage has checked that the dataset gave exactly one kind of input)."""
     included = scans.loc[~scans["excluded"], "scan_id"]
     store = timeseries if timeseries is not None else connectomes
-    if store is None:
-        raise PluginError(f"{source}: must return exactly one of images, timeseries or connectomes (got none)")
     missing = [s for s in included if s not in store]
     if missing:
         raise InputError(f"{source}: no data for included scan(s) {missing[:5]}")

@@ -1,7 +1,9 @@
-"""The run's figure formats (config key ``figures``), checked before anything runs."""
+"""The run's figure formats (config key ``figures``), checked before anything runs, and saving a
+figure in them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -38,3 +40,17 @@ def figure_formats(figures: Any) -> list[str]:
 def reproducible_metadata(fmt: str) -> dict | None:
     """savefig metadata without a creation date, so reruns write the same bytes."""
     return {"Date": None} if fmt == "svg" else {"CreationDate": None} if fmt == "pdf" else None
+
+
+def save_formats(fig, stem: Path, formats: list[str], dpi: int = 110) -> list[Path]:
+    """Save ``fig`` as ``<stem>.<format>`` for each format (folders made as needed), then close it."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata=reproducible_metadata(fmt))
+        paths.append(path)
+    plt.close(fig)
+    return paths

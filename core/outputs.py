@@ -278,7 +278,7 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     from omegaconf import OmegaConf
 
     from .dictionary import data_dictionary
-    from .figures import figure_formats, reproducible_metadata
+    from .figures import figure_formats, save_formats
 
     cfg = results.config
     extracted = results.extracted
@@ -325,13 +325,8 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
         if name == "summaries":
             staged.write_json("summaries.json", data_dictionary(table, who, result.interval))
     formats = figure_formats(cfg.get("figures"))
-    for name, fig in result.figures.items():
-        for fmt in formats or ["png"]:  # the model's own figures (predictive checks): always a PNG
-            fig.savefig(staged.path(f"figures/{name}.{fmt}"), dpi=110, bbox_inches="tight",
-                        metadata=reproducible_metadata(fmt))
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+    for name, fig in result.figures.items():  # the model's own figures (predictive checks): always a PNG
+        save_formats(fig, staged.path(f"figures/{name}.png"), formats or ["png"])
     staged.write_text("methods.md", results.methods)
     from .references import to_bibtex
 

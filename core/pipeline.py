@@ -119,6 +119,18 @@ class AggregatedData:
 
 
 @dataclass
+class DerivedData:
+    """Stage ``derive``: what describes the run rather than estimates anything."""
+
+    #: exclusions, motion and (with connectomes) qc_fc tables.
+    tables: dict[str, pd.DataFrame]
+    methods: str
+    references: list[str]
+    report_sections: list[Any]
+    diagnostics_ok: bool
+
+
+@dataclass
 class RunResults:
     """Everything a run computed; ``outputs.write_run`` writes it, nothing else does."""
 
@@ -134,14 +146,7 @@ class RunResults:
     connectomes: Connectomes | None = None
     aggregated: AggregatedData | None = None
     result: PoolingResult | None = None
-    #: Stage ``derive``: exclusions, motion, qc_fc tables, methods.md text, diagnostics verdict.
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    methods: str = ""
-    #: What to cite (methods.md, provenance.json, references.bib).
-    references: list[str] = field(default_factory=list)
-    #: The report sections plugins add to this run (hook ``megafc_report_sections``).
-    report_sections: list[Any] = field(default_factory=list)
-    diagnostics_ok: bool = True
+    derived: DerivedData | None = None
     warnings: list[dict[str, str]] = field(default_factory=list)
     #: Seconds per stage.
     timings: dict[str, float] = field(default_factory=dict)
@@ -151,6 +156,27 @@ class RunResults:
     @property
     def pairs(self) -> pd.DataFrame:
         return self.aggregated.pairs if self.aggregated is not None else pd.DataFrame()
+
+    # what stage derive gave (nothing before it, e.g. with stage=extract)
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return self.derived.tables if self.derived is not None else {}
+
+    @property
+    def methods(self) -> str:
+        return self.derived.methods if self.derived is not None else ""
+
+    @property
+    def references(self) -> list[str]:
+        return self.derived.references if self.derived is not None else []
+
+    @property
+    def report_sections(self) -> list[Any]:
+        return self.derived.report_sections if self.derived is not None else []
+
+    @property
+    def diagnostics_ok(self) -> bool:
+        return self.derived.diagnostics_ok if self.derived is not None else True
 
 
 #: Kept for callers of earlier versions: ``run_experiment`` returned a RunOutcome.
@@ -338,18 +364,6 @@ def pool(ctx: RunContext, atlas: Atlas, scans: pd.DataFrame, aggregated: Aggrega
     return result
 
 
-@dataclass
-class DerivedData:
-    """Stage ``derive``: what describes the run rather than estimates anything."""
-
-    #: exclusions, motion and (with connectomes) qc_fc tables.
-    tables: dict[str, pd.DataFrame]
-    methods: str
-    references: list[str]
-    report_sections: list[Any]
-    diagnostics_ok: bool
-
-
 def derive(ctx: RunContext, results: RunResults) -> DerivedData:
     """Exclusion counts, motion by drug, QC-FC, the report sections plugins add, what to cite,
     the diagnostics verdict and the methods paragraph, from the earlier stages' values."""
@@ -372,16 +386,17 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
         from .outputs import plugin_report_sections
 
         sections = plugin_report_sections(ctx.registry, ctx.cfg)
-    references = run_references(ctx, results, sections)
+    acting = acted(results)
+    references = run_references(ctx, results, sections, acting)
     ok, methods = True, ""
     if results.result is not None:
         ok = report_diagnostics(results.result)
         methods = methods_text(ctx.plugins, results.atlas, scans, ctx.cfg.aggregate.level, results.result,
-                               list(ctx.cfg.get("notes") or []), references, estimated="estimator" in acted(results))
+                               list(ctx.cfg.get("notes") or []), references, estimated="estimator" in acting)
     return DerivedData(tables, methods, references, sections, ok)
 
 
-def run_references(ctx: RunContext, results: RunResults, sections: list[Any]) -> list[str]:
+def run_references(ctx: RunContext, results: RunResults, sections: list[Any], acting: set[str]) -> list[str]:
     """Everything this run should cite: megafc and what core uses, each plugin's declared
     references, the atlas's and the fit's own, and those of the report sections plugins add."""
     from .outputs import package_versions
@@ -389,7 +404,7 @@ def run_references(ctx: RunContext, results: RunResults, sections: list[Any]) ->
 
     refs = [software_reference(package_versions().get("megafc", "unknown")), *CORE_REFERENCES]
     for kind, plugin in ctx.plugins.items():
-        if kind in acted(results):
+        if kind in acting:
             refs += plugin_references(plugin)
     refs += results.atlas.references
     if results.result is not None:
@@ -447,9 +462,7 @@ def run_stages(ctx: RunContext, until: str = "derive") -> RunResults:
     if stop < 5:
         return results
     with stage(ctx, "derive", timings):
-        derived = derive(ctx, results)
-    results.tables, results.methods, results.references = derived.tables, derived.methods, derived.references
-    results.report_sections, results.diagnostics_ok = derived.report_sections, derived.diagnostics_ok
+        results.derived = derive(ctx, results)
     return results
 
 

@@ -32,14 +32,9 @@ TINY = [
 
 def compose(overrides: list[str], registry=None):
     """The run config exactly as ``megafc <overrides>`` would compose it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
+    from megafc.core.config import compose as compose_config
 
-    from megafc.core.registry import default_registry, register_configs
-
-    register_configs(registry or default_registry())
-    with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
+    return compose_config(overrides, registry)
 
 
 @pytest.fixture(scope="session")

@@ -214,10 +214,9 @@ def calibration_figure(summary: pd.DataFrame, path: Path) -> None:
 def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: float = 0.02,
               scenarios: list[str] | None = None) -> Path:
     """Run ``replicates`` simulated analyses per scenario into out_dir/<scenario>/replicate-XX and score them."""
-    from hydra import compose, initialize_config_module
-
+    from megafc.core.config import compose
     from megafc.core.pipeline import run_experiment
-    from megafc.core.registry import default_registry, register_configs
+    from megafc.core.registry import default_registry
 
     if replicates < 1:
         raise ConfigError(f"--replicates is {replicates}; expected >= 1")
@@ -226,17 +225,13 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
     if unknown:
         raise ConfigError(f"--scenario {unknown} unknown; expected 'all' or some of {list(SCENARIOS)}")
     registry = default_registry()
-    register_configs(registry)
     scores = []
     with StagedRun(out_dir) as staged:
         for scenario in scenarios:
             extra = overrides + SCENARIOS[scenario]
-            with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
-                base = compose(config_name="config", overrides=extra)
+            base = compose(extra, registry)
             for r in range(replicates):
-                with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
-                    cfg = compose(config_name="config",
-                                  overrides=extra + [f"seed={int(base.seed) + r}", "figures=false", "report=false"])
+                cfg = compose(extra + [f"seed={int(base.seed) + r}", "figures=false", "report=false"], registry)
                 log.info("calibration: %s, replicate %d/%d (seed %d)", scenario, r + 1, replicates, cfg.seed)
                 run_dir = staged.staging / scenario / f"replicate-{r:02d}"
                 outcome = run_experiment(cfg, registry, run_dir)

@@ -36,7 +36,6 @@ import pandas as pd
 
 from megafc.core import InputError, Reporter
 from megafc.core.outputs import COMPLETION_MARKER, StagedRun
-
 from megafc.core.report import esc, figure_html, png_data_uri
 
 from .figures import save_png_svg

@@ -64,46 +64,10 @@ FOREST_PAIRS = 10
 CONDITION_COLORS = {"placebo": "#4c72b0", "baseline": "#55a868", "drug": "#c44e52"}
 
 
-
-
-
-
-
-
-
-
 # --------------------------------------------------------------------------- html helpers
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-def section(ident: str, title: str, body: str) -> str:
-    return f'<section id="{esc(ident)}"><h2>{esc(title)}</h2>\n{body}\n</section>'
-
-
-
-
 # --------------------------------------------------------------------------- figures
-
-
-
-
-
-
 
 
 def network_order(effects: pd.DataFrame) -> list[str]:
@@ -398,8 +362,6 @@ def recovery_stats(merged: pd.DataFrame) -> pd.DataFrame:
         rows.append({"effects": k, "estimates": len(m), "r(truth, estimate)": r,
                      "RMSE": float(np.sqrt((err**2).mean())), "interval covers truth (%)": 100 * covered.mean()})
     return pd.DataFrame(rows)
-
-
 
 
 def is_bayesian(run: Run) -> bool:
@@ -697,8 +659,6 @@ def ok_by_type(effects: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).dropna(axis=1, how="all")  # e.g. no R-hat/ESS for a meta-analysis
 
 
-
-
 def other_figures(run: Run) -> list[Path]:
     """PNGs the pooling plugin wrote (e.g. predictive checks); not ours, not the overall matrix."""
     if not run.figures_dir.is_dir():
@@ -764,21 +724,7 @@ def provenance_section(run: Run) -> str:
 # --------------------------------------------------------------------------- methods text
 
 
-
-
-
-
 # --------------------------------------------------------------------------- citations
-
-
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------- page
@@ -808,7 +754,6 @@ def arrange_sections(extra: list[ReportSection]) -> list[tuple[str, str, Callabl
     return out
 
 
-
 def build_section(run: Run, ident: str, title: str, builder: Callable[[Run], str]) -> str:
     """One section; a failure becomes a visible note (and a log warning), not a lost report."""
     try:
@@ -818,8 +763,6 @@ def build_section(run: Run, ident: str, title: str, builder: Callable[[Run], str
         body = (f'<div class="report-error">This section could not be built: '
                 f"{esc(type(exc).__name__)}: {esc(exc)}</div>")
     return body
-
-
 
 
 def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | Path | None = None,
