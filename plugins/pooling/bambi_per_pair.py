@@ -27,6 +27,7 @@ import pandas as pd
 from megafc.core import PoolingModel, PoolingResult
 
 from .derived import contrast_pairs
+from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .design import PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
 from .pymc_scan_level import ScanPriors
 from .scan_design import ScanDesign, covariate_matrix, scan_design
@@ -46,7 +47,7 @@ class BambiPooling(PoolingModel):
 
     @property
     def references(self) -> list[str]:
-        return [*bayesian_references(self.config, auto="pymc"), BAMBI_REFERENCE]
+        return [*bayesian_references(self.config, auto="pymc"), BAMBI_REFERENCE, ASH_REFERENCE]
     fits_summaries = True
 
     @dataclass

@@ -52,7 +52,8 @@ from scipy import stats
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
-from .derived import split_summaries, summary_columns
+from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
+from .derived import FALSE_SIGN_TEXT, split_summaries, summary_columns
 from .scan_design import ScanDesign, scan_design
 
 #: Floor on a dataset's sampling variance (Fisher z squared; se 1e-6) so weights are finite.
@@ -193,6 +194,7 @@ class MetaAnalysisPooling(PoolingModel):
         "DerSimonian R, Laird N (1986) Meta-analysis in clinical trials. Control Clin Trials 7:177-188",
         "Benjamini Y, Hochberg Y (1995) Controlling the false discovery rate: a practical and powerful approach to "
         "multiple testing. J R Stat Soc B 57:289-300",
+        ASH_REFERENCE,
     ]
     fits_summaries = True
 
@@ -313,7 +315,7 @@ class MetaAnalysisPooling(PoolingModel):
         warnings += [f"pooling: {note}" for note in _notes(design)]
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=None,
-            description=self.describe(design, k_overall, how, motion), warnings=warnings,
+            description=f"{self.describe(design, k_overall, how, motion)} {FALSE_SIGN_TEXT}", warnings=warnings,
             tables={} if summaries is None else {"summaries": summaries},
             interval=f"{100 * self.config.ci_level:g}% CI",
         )

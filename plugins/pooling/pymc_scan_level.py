@@ -21,6 +21,7 @@ import xarray as xr
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .derived import contrast_pairs, summary_columns
+from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .design import (
     PYMC_PACKAGES,
     bayesian_references,
@@ -58,7 +59,7 @@ class PyMCPooling(PoolingModel):
 
     @property
     def references(self) -> list[str]:
-        return bayesian_references(self.config, auto="nutpie")
+        return [*bayesian_references(self.config, auto="nutpie"), ASH_REFERENCE]
     fits_summaries = True
 
     @dataclass

@@ -13,7 +13,7 @@ import pandas as pd
 
 from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
 
-from .derived import contrast_blocks, drug_scale_table, drug_similarity, split_summaries, summary_columns
+from .derived import FALSE_SIGN_TEXT, contrast_blocks, drug_scale_table, drug_similarity, split_summaries, summary_columns
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -66,7 +66,7 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     if rmax > c.rhat_max:
         warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
     warnings += [f"pooling: {n}" for n in design.notes() + notes]
-    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=description,
+    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=f"{description} {FALSE_SIGN_TEXT}",
                          warnings=warnings, tables=tables, interval=f"{100 * c.hdi_prob:g}% HDI")
 
 

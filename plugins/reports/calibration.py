@@ -98,6 +98,10 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
     return out[np.isfinite(out["truth"])].reset_index(drop=True)
 
 
+#: The false sign rate at which the calibration selects effects by their svalue.
+FALSE_SIGN_RATE = 0.05
+
+
 def strata(truth: pd.Series, min_effect: float) -> pd.Series:
     """zero (|truth| < min_effect / 10; not "null", which table readers take for a missing value), small (< min_effect) or large."""
     size = truth.abs()
@@ -105,10 +109,16 @@ def strata(truth: pd.Series, min_effect: float) -> pd.Series:
                      index=truth.index)
 
 
-def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool = True) -> pd.DataFrame:
+def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool = True,
+                fsr: float = FALSE_SIGN_RATE) -> pd.DataFrame:
     """Coverage, bias, width and sign errors of rows that carry ``truth``, per effect type and
     stratum of |truth| (and over all strata). ``signed`` False (per row, or for all): a positive
-    quantity (a ratio, a distance) that is never "credible" and has no sign to recover."""
+    quantity (a ratio, a distance) that is never "credible" and has no sign to recover.
+
+    Two lists are scored: ``credible`` (the interval excludes 0) and ``selected`` (svalue <=
+    ``fsr``, the list a reader picks at a stated false sign rate), whose false signs
+    (``false_selected``) are set against the number the model expects (``expected_false_selected``,
+    the sum of their lfsr)."""
     rows = rows.assign(stratum=strata(rows["truth"], min_effect), _signed=signed)
     credible = ((rows["hdi_low"] > 0) | (rows["hdi_high"] < 0)) & rows["_signed"]
     rows = rows.assign(
@@ -119,6 +129,10 @@ def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool 
         right_sign=credible & (np.sign(rows["mean"]) == np.sign(rows["truth"])),
         error=rows["mean"] - rows["truth"], width=rows["hdi_high"] - rows["hdi_low"],
     )
+    if "svalue" in rows:  # the list a reader selects at the stated false sign rate
+        selected = (rows["svalue"] <= fsr) & rows["_signed"]
+        rows = rows.assign(selected=selected, false_selected=selected & (
+            (np.sign(rows["mean"]) != np.sign(rows["truth"])) | (rows["stratum"] == "zero")))
     if {"hdi50_low", "hdi50_high"} <= set(rows.columns):
         rows = rows.assign(inside50=(rows["hdi50_low"] <= rows["truth"]) & (rows["truth"] <= rows["hdi50_high"]))
     out = []
@@ -132,6 +146,10 @@ def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool 
                 row["coverage_50"] = g["inside50"].mean()
             if "lfsr" in g:
                 row["reported_false_sign_rate"] = g.loc[g["credible"], "lfsr"].mean() if g["credible"].any() else 0.0
+            if "selected" in g:
+                row["n_selected"] = int(g["selected"].sum())
+                row["false_selected"] = int(g["false_selected"].sum())
+                row["expected_false_selected"] = float(g.loc[g["selected"], "lfsr"].sum())
             large = g[(g["stratum"] == "large") & g["_signed"]]
             row["n_large"] = len(large)
             row["sign_recovery"] = large["right_sign"].mean() if len(large) else np.nan
@@ -172,7 +190,10 @@ def summarise_scores(table: pd.DataFrame) -> pd.DataFrame:
                         if "reported_false_sign_rate" in table else {}))
     g = t.groupby(keys, sort=False)
     out = g.agg(replicates=("replicate", "nunique"), n=("n", "sum"), n_credible=("n_credible", "sum"),
-                bias=("bias", "mean"), bias_sd=("bias_sd", "mean"), width_95=("width_95", "mean")).reset_index()
+                bias=("bias", "mean"), bias_sd=("bias_sd", "mean"), width_95=("width_95", "mean"),
+                **{c: (c, lambda x: x.sum(min_count=1))  # NaN, not 0, for tables without lfsr
+                   for c in ("n_selected", "false_selected", "expected_false_selected") if c in table}
+                ).reset_index()
     for c in rates:
         out[c] = (g[f"_{c}"].sum() / g["n"].sum()).to_numpy()
     large = g["n_large"].sum().to_numpy()
