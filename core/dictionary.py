@@ -32,10 +32,11 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "hdi50_low": ("Lower end of the 50% highest-density interval.", "Fisher z"),
     "hdi50_high": ("Upper end of the 50% highest-density interval.", "Fisher z"),
     "pd": ("Probability of direction: posterior probability that the effect has the sign of its mean.", None),
-    "lfsr": ("Local false sign rate (Stephens 2017): posterior probability that the sign of mean is wrong "
-             "(1 - pd under the default independent prior).", None),
+    "lfsr": ("Local false sign rate (Stephens 2017): probability that the sign of mean is wrong, by adaptive "
+             "shrinkage over all rows of the same effect (so it pays for the many pairs looked at; 1 - pd when "
+             "an effect has fewer than 10 rows).", None),
     "svalue": ("Expected proportion of wrong signs among all effects of this effect name at least as sure as "
-               "this one (mean lfsr of that list).", None),
+               "this one (mean lfsr of that list): svalue <= 0.05 selects effects at a 5% false sign rate.", None),
     "p_rope": ("Posterior probability that the effect lies within the region of practical equivalence "
                "(pooling.rope) around 0.", None),
     "r_hat": ("Rank-normalised split R-hat (Vehtari et al. 2021); n/a for non-Bayesian models.", None),

@@ -31,6 +31,31 @@ def test_scoring_counts_coverage_and_signs():
     assert c["coverage_95"] == 1.0 and c["bias"] == pytest.approx(-0.01)
 
 
+def test_the_svalue_selected_list_is_scored_against_its_claim():
+    """selected = svalue <= 0.05; a selected effect on a zero truth or with the wrong sign is a
+    false one; the claim is the sum of the selected effects' lfsr; summed over replicates."""
+    from megafc.plugins.reports.calibration import summarise_scores
+
+    effects = pd.DataFrame({
+        "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"], "effect": "overall", "effect_type": "overall",
+        "mean": [0.1, -0.05, 0.01], "sd": [0.02] * 3, "hdi_low": [0.05, -0.1, 0.005], "hdi_high": [0.15, -0.01, 0.02],
+        "lfsr": [0.001, 0.03, 0.06], "svalue": [0.001, 0.0155, 0.0303],
+    })
+    truth = pd.DataFrame({"aggregation": "network", "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"],
+                          "effect": "overall", "truth": [0.2, 0.05, 0.0]})
+    s = score_replicate(effects, truth, "network", min_effect=0.02)
+    o = s[(s.effect_type == "overall") & (s.stratum == "all")].iloc[0]
+    assert o["n_selected"] == 3 and o["false_selected"] == 2  # B-B's truth is 0, A-B's sign is wrong
+    assert o["expected_false_selected"] == pytest.approx(0.091)
+    both = pd.concat([s.assign(replicate=0), s.assign(replicate=1)]).assign(scenario="x", table="effects")
+    pooled = summarise_scores(both)
+    row = pooled[(pooled.effect_type == "overall") & (pooled.stratum == "all")].iloc[0]
+    assert (row["n_selected"], row["false_selected"]) == (6, 4)
+    assert row["expected_false_selected"] == pytest.approx(0.182)
+    strict = score_replicate(effects.assign(svalue=[0.001, 0.2, 0.3]), truth, "network", min_effect=0.02)
+    assert strict[(strict.effect_type == "overall") & (strict.stratum == "all")].iloc[0]["n_selected"] == 1
+
+
 def test_similarity_truth_of_proportional_maps():
     """Drugs that are the overall pattern at scales 2 and 0.5 (plus DMT's own deviation):
     their planted correlation, magnitude and scale ratios are what the measures mean."""

@@ -521,3 +521,19 @@ def test_figure_margins_for_very_long_labels_still_leave_room_to_draw():
     place_grid(fig, 0.7, 0.15, 0.4, 0.3 + 0.6 * text_inches(["d" * 200], 8))  # a 200-character dataset name
     box = ax.get_position()
     assert box.height >= 0.45 and box.y0 > 0 and box.y1 <= 1
+
+
+def test_false_sign_counts_match_the_tables(pymc_report):
+    """The report's false-sign tables count, per effect type, the effects tsv's svalue <= 0.05
+    and the sum of their lfsr (what the model expects to be wrong among them)."""
+    p = parse(pymc_report.read_text())
+    for table_id, name in (("false-signs-network-pair", "effects"), ("false-signs-summaries", "summaries")):
+        shown = table_frame(p.tables[table_id]).set_index("effect type")
+        rows = pd.read_csv(pymc_report.parent / f"{name}.tsv", sep="\t", keep_default_na=False, na_values=["n/a"])
+        assert list(shown.index) == list(dict.fromkeys(rows["effect_type"]))
+        for etype, g in rows.groupby("effect_type"):
+            selected = g[g["svalue"] <= 0.05]
+            assert int(shown.loc[etype, "svalue \u2264 0.05"]) == len(selected)
+            assert float(shown.loc[etype, "expected false signs among these"]) == pytest.approx(
+                selected["lfsr"].sum(), abs=0.051)
+            assert int(shown.loc[etype, "effects"]) == len(g)

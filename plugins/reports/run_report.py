@@ -59,6 +59,8 @@ QCFC_ALERT = 0.10
 
 #: Pairs shown in the forest plot: the largest |overall mean|.
 FOREST_PAIRS = 10
+#: The false sign rate at which the report counts effects selected by their svalue.
+FALSE_SIGN_RATE = 0.05
 
 
 CONDITION_COLORS = {"placebo": "#4c72b0", "baseline": "#55a868", "drug": "#c44e52"}
@@ -515,6 +517,8 @@ def effects_section(run: Run) -> str:
     counts = [{"effect": name, "network pairs": int(np.isfinite(m[upper]).sum()),
                f"{interval} excludes 0": int(c[upper].sum())} for name, m, c in panels]
     parts.append(html_table(pd.DataFrame(counts), "credible-counts"))
+    if "svalue" in effects:
+        parts.append(false_sign_block(effects, interval))
 
     pairs = top_pairs(effects, FOREST_PAIRS)
     if pairs:
@@ -532,6 +536,8 @@ def effects_section(run: Run) -> str:
     if summaries is not None and len(summaries):
         parts.append(f"<p>Mean effect over sets of network pairs (mean [{esc(interval)}]; bold: excludes 0).</p>")
         parts.append(summary_pivot(summaries))
+        if "svalue" in summaries:
+            parts.append(false_sign_block(summaries, interval, "summaries"))
     else:
         parts.append(note("summaries.tsv is missing: no within/between-network summaries."))
     similarity = run.table("drug_similarity")
@@ -558,6 +564,31 @@ def effects_section(run: Run) -> str:
     if truth is not None and len(truth):
         parts.append(recovery_block(run, effects, truth, interval))
     return "\n".join(parts)
+
+
+def false_sign_table(table: pd.DataFrame, interval: str, rate: float = FALSE_SIGN_RATE) -> pd.DataFrame:
+    """Per effect type: how many effects are called credible, by the interval and by svalue <=
+    rate, and how many of each list the model expects to have the wrong sign (sum of lfsr)."""
+    excl = np.array([excludes_zero(lo, hi) for lo, hi in table[["hdi_low", "hdi_high"]].itertuples(index=False)],
+                    dtype=bool)
+    t = table.assign(_excl=excl, _sel=table["svalue"] <= rate, _lfsr=table["lfsr"].fillna(0.0))
+    rows = []
+    for etype, g in t.groupby("effect_type", sort=False):
+        rows.append({"effect type": etype, "effects": len(g),
+                     f"{interval} excludes 0": int(g["_excl"].sum()),
+                     "expected false signs among them": round(float(g.loc[g["_excl"], "_lfsr"].sum()), 1),
+                     f"svalue \u2264 {rate:g}": int(g["_sel"].sum()),
+                     "expected false signs among these": round(float(g.loc[g["_sel"], "_lfsr"].sum()), 1)})
+    return pd.DataFrame(rows)
+
+
+def false_sign_block(table: pd.DataFrame, interval: str, what: str = "network-pair effects") -> str:
+    return (f"<p>How many {what} are called credible, and how many of those the model expects to have the "
+            f"wrong sign (the sum of their local false sign rates, <code>lfsr</code>). Selecting by "
+            f"<code>svalue &le; {FALSE_SIGN_RATE:g}</code> keeps the expected share of wrong signs at or below "
+            f"{100 * FALSE_SIGN_RATE:g}% across the many pairs looked at; choose another rate by filtering the "
+            f"<code>svalue</code> column.</p>"
+            + html_table(false_sign_table(table, interval), f"false-signs-{what.split()[0]}"))
 
 
 def contrast_table(contrasts: pd.DataFrame, interval: str) -> pd.DataFrame:
