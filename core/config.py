@@ -103,6 +103,8 @@ class RunConfig:
     #: Also (true) or never (false) save the report's figures as SVG, whatever figures.formats says
     #: (kept from earlier versions, where SVG was the default).
     report_svg: Optional[bool] = None
+    #: Processes that draw the report's sections side by side (forked, Linux); 1: one process.
+    report_workers: int = 2
     #: Leave this dataset out (its scans stay in scans.tsv as excluded, with the reason).
     #: Sweep it for a leave-one-dataset-out analysis: --multirun loo_dataset=null,ds1,ds2,...
     loo_dataset: Optional[str] = None

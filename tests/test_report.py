@@ -4,9 +4,11 @@ diagnostics banner, a non-Bayesian run, missing optional files, and a real brows
 from __future__ import annotations
 
 import html
+import logging
 import re
 import shutil
 import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -537,3 +539,36 @@ def test_false_sign_counts_match_the_tables(pymc_report):
             assert float(shown.loc[etype, "expected false signs among these"]) == pytest.approx(
                 selected["lfsr"].sum(), abs=0.051)
             assert int(shown.loc[etype, "effects"]) == len(g)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sections are drawn in forked workers on Linux only")
+def test_parallel_report_is_the_same_page_with_the_same_warnings(pymc_run, tmp_path, caplog):
+    """report_workers: one worker or two (forked, Linux): the same report.html byte for byte, the same figures, and a failing
+    third-party section's warning logged in both."""
+    import shutil
+
+    from megafc.core.outputs import plugin_report_sections
+    from megafc.core.registry import build_registry
+    from megafc.core.report import ReportSection
+    from megafc.plugins.reports.run_report import write_report
+
+    def broken(run):
+        raise RuntimeError("third-party section broke")
+
+    sections = plugin_report_sections(build_registry()) + [ReportSection("broken", "Broken", broken)]
+    pages, figures = [], []
+    for workers in (1, 2):
+        folder = tmp_path / f"w{workers}"
+        shutil.copytree(pymc_run, folder)
+        shutil.rmtree(folder / "figures", ignore_errors=True)
+        (folder / "report.html").unlink(missing_ok=True)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="megafc"):
+            report = write_report(folder, shown_as=tmp_path / "final", extra_sections=sections, workers=workers)
+        assert any("section 'Broken' failed" in r.getMessage() and "third-party section broke" in r.getMessage()
+                   for r in caplog.records), workers
+        pages.append(report.read_text())
+        figures.append(sorted((p.name, p.read_bytes()) for p in (folder / "figures").iterdir()))
+    assert "third-party section broke" in pages[1]
+    assert pages[0] == pages[1]
+    assert [n for n, _ in figures[0]] == [n for n, _ in figures[1]] and figures[0] == figures[1]
