@@ -48,9 +48,9 @@ def mixed():
 FIXED_PRIOR = (np.zeros(2), np.full(2, EFFECT_SD))
 
 
-def scan_covariance(m, sigma, omega, tau_d, tau_k, p, effect_sd=EFFECT_SD, lam=np.ones(3)):
+def scan_covariance(m, sigma, omega, tau_d, tau_k, p, effect_sd=EFFECT_SD, lam=np.ones(3), kappa=np.ones(5)):
     """Covariance of all scans of outcome p with every effect and intercept integrated out by hand
-    (drug d's effects centred on lam[d] x the overall effect)."""
+    (drug d's effects centred on lam[d] x the overall effect, unit u's on kappa[u] x its drug's)."""
     ds, sub, unit = m["ds"], m["sub"], m["unit"]
     n, n_units = len(ds), len(UNIT_DRUG)
     intercepts = np.eye(ds.max() + 1)[ds]
@@ -58,8 +58,9 @@ def scan_covariance(m, sigma, omega, tau_d, tau_k, p, effect_sd=EFFECT_SD, lam=n
     x = np.zeros((n, n_units))
     x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
     drug = np.eye(UNIT_DRUG.max() + 1)[UNIT_DRUG]
-    load = lam[UNIT_DRUG]
-    theta_cov = effect_sd ** 2 * np.outer(load, load) + tau_d[p] ** 2 * drug @ drug.T + tau_k[p] ** 2 * np.eye(n_units)
+    load = kappa * lam[UNIT_DRUG]
+    theta_cov = (effect_sd ** 2 * np.outer(load, load) + tau_d[p] ** 2 * np.outer(kappa, kappa) * (drug @ drug.T)
+                 + tau_k[p] ** 2 * np.eye(n_units))
     sub_sd = omega[ds[np.unique(sub, return_index=True)[1]], p]
     return (np.diag(sigma[ds, p] ** 2) + FLAT ** 2 * intercepts @ intercepts.T
             + subjects @ np.diag(sub_sd ** 2) @ subjects.T + x @ theta_cov @ x.T)
@@ -102,6 +103,58 @@ def test_drug_scales_equal_the_multivariate_normal_of_all_scans(mixed):
     fast = [loglik_and_grad(arrays, *prm, *pri, lam)[0] for prm, pri, lam in cases]
     want = [brute(*prm, *pri, lam) for prm, pri, lam in cases]
     np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
+
+
+KAPPAS = [np.array([0.7, 1.2, 1.0, 1.4, 0.9]), np.array([1.3, 0.8, 1.1, 0.6, 1.0]),
+          np.array([1.0, 1.0, 1.0, 1.0, 2.0]), np.array([0.9, 1.1, 0.5, 1.2, 1.0])]
+
+
+def test_unit_scales_equal_the_multivariate_normal_of_all_scans(mixed):
+    """Unit u's effects centred on kappa[u] x its drug's effect (itself lam[d] x the overall
+    effect): the kernel's differences between parameter values equal the full multivariate
+    normal's, with drug and unit scales varying together."""
+    drug_scan = mixed["unit"] >= 0
+
+    def brute(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam, kappa):
+        u = np.maximum(mixed["unit"], 0)
+        mean_load = np.where(drug_scan, kappa[u] * lam[UNIT_DRUG[u]], 0.0)
+        return sum(multivariate_normal(mixed["w"][:, 0] * b[0, p] + mean_load * prior_mean[p],
+                                       scan_covariance(mixed, sigma, omega, tau_d, tau_k, p, prior_sd[p], lam, kappa)
+                                       ).logpdf(mixed["y"][:, p])
+                   for p in range(2))
+
+    arrays = kernel_arrays(mixed["st"])
+    cases = list(zip(mixed["params"], mixed["prior"], LAMS, KAPPAS))
+    fast = [loglik_and_grad(arrays, *prm, *pri, lam, kappa)[0] for prm, pri, lam, kappa in cases]
+    want = [brute(*prm, *pri, lam, kappa) for prm, pri, lam, kappa in cases]
+    np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
+
+
+def test_gradient_in_the_unit_scales(mixed):
+    arrays = kernel_arrays(mixed["st"])
+    prm, pri, lam, kappa = mixed["params"][3], mixed["prior"][3], LAMS[1], KAPPAS[0]
+    out = loglik_and_grad(arrays, *prm, *pri, lam, kappa)
+    eps = 1e-6
+    for u in range(len(kappa)):
+        up, down = kappa.copy(), kappa.copy()
+        up[u] += eps
+        down[u] -= eps
+        numeric = (loglik_and_grad(arrays, *prm, *pri, lam, up)[0]
+                   - loglik_and_grad(arrays, *prm, *pri, lam, down)[0]) / (2 * eps)
+        assert out[9][u] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+    for d in range(3):  # the drug scales' gradient still holds with unit scales in between
+        up, down = lam.copy(), lam.copy()
+        up[d] += eps
+        down[d] -= eps
+        numeric = (loglik_and_grad(arrays, *prm, *pri, up, kappa)[0]
+                   - loglik_and_grad(arrays, *prm, *pri, down, kappa)[0]) / (2 * eps)
+        assert out[8][d] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
+    ins = [pt.matrix(), pt.matrix(), pt.matrix(), pt.vector(), pt.vector(), pt.vector(), pt.vector()]
+    op = scan_marginal_loglik(mixed["st"], *ins[:5], *pri, drug_scale=ins[5], unit_scale=ins[6])
+    numba_op = pytensor.function(ins, [op, pt.grad(op, ins[6])], mode="NUMBA")
+    value, g = numba_op(*prm, lam, kappa)
+    assert value == pytest.approx(out[0], rel=1e-10)
+    np.testing.assert_allclose(g, out[9], rtol=1e-9)
 
 
 def test_gradient_in_the_drug_scales(mixed):
@@ -157,28 +210,31 @@ def test_kernel_value_and_gradient_equal_the_autodiff_reference(mixed):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.parametrize("case, p, lam, m", [(1, 0, None, 0.07), (2, 1, LAMS[1], 0.05)])
-def test_conditional_draws_have_the_exact_posterior(mixed, case, p, lam, m):
+@pytest.mark.parametrize("case, p, lam, m, kappa", [(1, 0, None, 0.07, None), (2, 1, LAMS[1], 0.05, None),
+                                                    (3, 0, LAMS[2], 0.06, KAPPAS[1])])
+def test_conditional_draws_have_the_exact_posterior(mixed, case, p, lam, m, kappa):
     """Draws of (overall, drug, unit effects) for fixed sds match the Gaussian posterior, with
     every drug centred on the overall effect or on its own scale x it (beta[d] ~ Normal(lam[d] mu,
-    tau_drug)); the overall effect's prior mean m is inherited below it."""
+    tau_drug), and units on their own scale x their drug's); the overall effect's prior mean m is
+    inherited below it."""
     sigma, omega, b, tau_d, tau_k = mixed["params"][case]
     ds, unit = mixed["ds"], mixed["unit"]
     n_units, n_drugs = len(UNIT_DRUG), 3
     load = np.ones(n_drugs) if lam is None else lam
+    unit_load = np.ones(n_units) if kappa is None else kappa
     # effects e = (mu, beta, theta) = mean + L z, z ~ N(0, I); scans = X theta + the other noise
     L = np.zeros((1 + n_drugs + n_units,) * 2)
     L[0, 0] = EFFECT_SD
     L[1:1 + n_drugs, 0] = EFFECT_SD * load
     L[1:1 + n_drugs, 1:1 + n_drugs] = tau_d[p] * np.eye(n_drugs)
-    L[1 + n_drugs:] = L[1 + UNIT_DRUG]
+    L[1 + n_drugs:] = unit_load[:, None] * L[1 + UNIT_DRUG]
     L[1 + n_drugs:, 1 + n_drugs:] = tau_k[p] * np.eye(n_units)
     x = np.zeros((len(ds), n_units))
     x[np.flatnonzero(unit >= 0), unit[unit >= 0]] = 1.0
     z = np.hstack([np.zeros((len(ds), 1 + n_drugs)), x])
     noise = scan_covariance(mixed, sigma, omega, np.zeros(2), np.zeros(2), p, 0.0)
     prior = L @ L.T
-    prior_mean = m * np.r_[1.0, load, load[UNIT_DRUG]]
+    prior_mean = m * np.r_[1.0, load, unit_load * load[UNIT_DRUG]]
     gain = prior @ z.T @ np.linalg.inv(z @ prior @ z.T + noise)
     post_mean = prior_mean + gain @ (mixed["y"][:, p] - mixed["w"][:, 0] * b[0, p] - z @ prior_mean)
     post_cov = prior - gain @ z @ prior
@@ -187,7 +243,9 @@ def test_conditional_draws_have_the_exact_posterior(mixed, case, p, lam, m):
     rep = [np.broadcast_to(a, (n, *a.shape)) for a in (sigma, omega, b, tau_d, tau_k, np.full(2, m),
                                                         np.full(2, EFFECT_SD))]
     scales = None if lam is None else np.broadcast_to(lam, (n, n_drugs))
-    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(case), lam_d=scales)
+    unit_scales = None if kappa is None else np.broadcast_to(kappa, (n, n_units))
+    mu, beta, theta = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(case), lam_d=scales,
+                                        lam_u=unit_scales)
     e = np.column_stack([mu[:, p], beta[:, :, p], theta[:, :, p]])
     sd = np.sqrt(np.diag(post_cov))
     np.testing.assert_array_less(np.abs(e.mean(axis=0) - post_mean) / (sd / np.sqrt(n)), 4.5)

@@ -50,32 +50,35 @@ def get_kernel():
 
 
 #: The differentiable inputs, in order: sds (K, P), slopes (Q, P), taus (P,), the overall
-#: effects' prior mean and sd (P,), the drugs' scales (D,) (drug d centred on scale x overall).
-INPUTS = ("sigma", "omega", "b", "tau_d", "tau_k", "prior_mean", "prior_sd", "lam_d")
+#: effects' prior mean and sd (P,), the drugs' scales (D,) (drug d centred on scale x overall)
+#: and the dataset units' scales (U,) (unit u centred on scale x its drug's effect).
+INPUTS = ("sigma", "omega", "b", "tau_d", "tau_k", "prior_mean", "prior_sd", "lam_d", "lam_u")
 
 
 def _contiguous(values) -> list[np.ndarray]:
     return [np.ascontiguousarray(x, dtype=float) for x in values]
 
 
-def loglik_and_grad(arrays: tuple, sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d=None):
+def loglik_and_grad(arrays: tuple, sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d=None, lam_u=None):
     """(log-likelihood, then its gradient with respect to each input of INPUTS) in numpy;
-    ``lam_d`` None: every drug's scale 1."""
+    ``lam_d`` / ``lam_u`` None: every drug's / unit's scale 1."""
     lam_d = np.ones(arrays[-1]) if lam_d is None else lam_d
-    values = _contiguous((sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d))
+    lam_u = np.ones(len(arrays[-2])) if lam_u is None else lam_u
+    values = _contiguous((sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u))
     grads = [np.zeros_like(v) for v in values]
     ll = get_kernel()[0](*values, *arrays, *grads)
     return (ll, *grads)
 
 
 def conditional_draws(arrays: tuple, sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd,
-                      rng: np.random.Generator, lam_d=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      rng: np.random.Generator, lam_d=None, lam_u=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact conditional draws of the overall (N, P), drug (N, D, P) and unit (N, U, P) effects,
     one per draw of the sds (N, K, P), slopes (N, Q, P), taus and prior (N, P) (tau 0: level
-    omitted) and drug scales (N, D) (None: all 1)."""
+    omitted), drug scales (N, D) and unit scales (N, U) (None: all 1)."""
     n, n_drugs, n_units = np.shape(sigma)[0], arrays[-1], len(arrays[-2])
     lam_d = np.ones((n, n_drugs)) if lam_d is None else lam_d
-    values = _contiguous((sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d))
+    lam_u = np.ones((n, n_units)) if lam_u is None else lam_u
+    values = _contiguous((sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u))
     n_pairs = values[0].shape[2]
     xi = (rng.standard_normal((n, n_pairs)), rng.standard_normal((n, n_drugs, n_pairs)),
           rng.standard_normal((n, n_units, n_pairs)))
@@ -151,14 +154,14 @@ def _register_numba(op_class) -> None:
         entry = scan_numba.kernel_entry.ctypes  # by address: see scan_numba.kernel_entry
 
         @numba.njit
-        def scan_marginal_loglik(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, sxx, sxw, sww, sxy, swy,
-                                 syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs):
+        def scan_marginal_loglik(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u, sxx, sxw, sww,
+                                 sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs):
             values = (np.ascontiguousarray(sigma), np.ascontiguousarray(omega), np.ascontiguousarray(b),
                       np.ascontiguousarray(tau_d), np.ascontiguousarray(tau_k), np.ascontiguousarray(prior_mean),
-                      np.ascontiguousarray(prior_sd), np.ascontiguousarray(lam_d))
+                      np.ascontiguousarray(prior_sd), np.ascontiguousarray(lam_d), np.ascontiguousarray(lam_u))
             grads = (np.zeros_like(values[0]), np.zeros_like(values[1]), np.zeros_like(values[2]),
                      np.zeros_like(values[3]), np.zeros_like(values[4]), np.zeros_like(values[5]),
-                     np.zeros_like(values[6]), np.zeros_like(values[7]))
+                     np.zeros_like(values[6]), np.zeros_like(values[7]), np.zeros_like(values[8]))
             stats = (np.ascontiguousarray(sxx), np.ascontiguousarray(sxw), np.ascontiguousarray(sww),
                      np.ascontiguousarray(sxy), np.ascontiguousarray(swy), np.ascontiguousarray(syy),
                      np.ascontiguousarray(sizes), np.ascontiguousarray(n_subjects))
@@ -166,13 +169,13 @@ def _register_numba(op_class) -> None:
             dims = np.array([sxx.shape[0], sxx.shape[1], sxx.shape[2], sxw.shape[3], values[0].shape[1],
                              unit_drug.shape[0], units.shape[1], values[7].shape[0]], dtype=np.int64)
             ll = entry(values[0].ctypes, values[1].ctypes, values[2].ctypes, values[3].ctypes, values[4].ctypes,
-                       values[5].ctypes, values[6].ctypes, values[7].ctypes, stats[0].ctypes, stats[1].ctypes,
-                       stats[2].ctypes, stats[3].ctypes, stats[4].ctypes, stats[5].ctypes, stats[6].ctypes,
-                       stats[7].ctypes, ints[0].ctypes, ints[1].ctypes, ints[2].ctypes, dims.ctypes,
+                       values[5].ctypes, values[6].ctypes, values[7].ctypes, values[8].ctypes, stats[0].ctypes,
+                       stats[1].ctypes, stats[2].ctypes, stats[3].ctypes, stats[4].ctypes, stats[5].ctypes,
+                       stats[6].ctypes, stats[7].ctypes, ints[0].ctypes, ints[1].ctypes, ints[2].ctypes, dims.ctypes,
                        grads[0].ctypes, grads[1].ctypes, grads[2].ctypes, grads[3].ctypes, grads[4].ctypes,
-                       grads[5].ctypes, grads[6].ctypes, grads[7].ctypes)
+                       grads[5].ctypes, grads[6].ctypes, grads[7].ctypes, grads[8].ctypes)
             return (np.asarray(ll), grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6],
-                    grads[7])
+                    grads[7], grads[8])
 
         return scan_marginal_loglik
 
@@ -184,13 +187,15 @@ def __getattr__(name):  # PEP 562: build the Op class on first use, also when un
 
 
 def scan_marginal_loglik(st: ScanStatistics, sigma, omega, slopes, tau_d, tau_k, prior_mean, prior_sd,
-                         drug_scale=None):
+                         drug_scale=None, unit_scale=None):
     """The marginal log-likelihood as a PyTensor expression (``slopes`` may be None;
-    ``drug_scale`` (D,) None: every drug centred on the overall effect itself)."""
+    ``drug_scale`` (D,) None: every drug centred on the overall effect itself; ``unit_scale``
+    (U,) None: every dataset unit centred on its drug's effect itself)."""
     import pytensor.tensor as pt
 
     op_class = _OPS.get("ScanMarginalLogLik") or _make_op()
     q = st.sxw.shape[-1]
     b = slopes if slopes is not None else pt.zeros((q, sigma.shape[1]))
     lam = drug_scale if drug_scale is not None else pt.ones(st.n_drugs)
-    return op_class(kernel_arrays(st))(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam)[0]
+    lam_u = unit_scale if unit_scale is not None else pt.ones(st.n_units)
+    return op_class(kernel_arrays(st))(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam, lam_u)[0]

@@ -143,7 +143,7 @@ def workspace(sxx, n_drugs, P):
             np.empty(P), np.empty(P), np.empty((4, nmax, nmax, P)), np.empty(P))
 
 @numba.njit(cache=True, error_model="numpy")
-def forward(sigma, omega, b, td2, tk2, lam_d,
+def forward(sigma, omega, b, td2, tk2, lam_d, lam_u,
             sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs, ws):
     """Every message up the tree; ws[-1] (const) gets each pair's log-constant so far,
     ws[17], ws[18] the message (precision, score) on the overall effect."""
@@ -211,14 +211,18 @@ def forward(sigma, omega, b, td2, tk2, lam_d,
                 for p in range(P):
                     Hk[k, i, j, p] = F[k, i + 1, j + 1, p] - F[k, i + 1, 0, p] * F[k, j + 1, 0, p] / F[k, 0, 0, p]
         pass_up(Hk[k], gk[k], tk2, m, Mk[k], Pik[k], pik[k], scratch, const)
+        # unit u's effect is centred on lam_u[u] x its drug's effect: its message on the drug
+        # effects is seen through that loading
         for i in range(m):
             di = unit_drug[units[k, i]]
+            li = lam_u[units[k, i]]
             for p in range(P):
-                ell[di, p] += pik[k, i, p]
+                ell[di, p] += li * pik[k, i, p]
             for j in range(m):
                 dj = unit_drug[units[k, j]]
+                w = li * lam_u[units[k, j]]
                 for p in range(P):
-                    Lam[di, dj, p] += Pik[k, i, j, p]
+                    Lam[di, dj, p] += w * Pik[k, i, j, p]
     pass_up(Lam, ell, td2, D, Md, Pib, pib, scratch, const)
     # drug d's effect is centred on lam[d] x the overall effect: the message on the overall
     # effect is the drugs' message seen through those loadings
@@ -233,13 +237,14 @@ def forward(sigma, omega, b, td2, tk2, lam_d,
                 hmu[p] += w * Pib[i, j, p]
 
 @numba.njit(cache=True, error_model="numpy")
-def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
+def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u,
            sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
-           g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd, g_lam_d):
+           g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd, g_lam_d, g_lam_u):
     """The log-likelihood summed over pairs; gradients written into g_*.
 
     Each pair's overall effect has a Normal(prior_mean[p], prior_sd[p]) prior; drug d's
-    effects are centred on lam_d[d] times it (all ones: on the overall effect itself)."""
+    effects are centred on lam_d[d] times it (all ones: on the overall effect itself), and unit
+    u's on lam_u[u] times its drug's."""
     n_ds, n_comp, R, _ = sxx.shape
     Q = sxw.shape[3]
     P = sigma.shape[1]
@@ -248,8 +253,8 @@ def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
     td2 = tau_d * tau_d
     tk2 = tau_k * tau_k
     ws = workspace(sxx, n_drugs, P)
-    forward(sigma, omega, b, td2, tk2, lam_d, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units,
-            unit_drug, n_drugs, ws)
+    forward(sigma, omega, b, td2, tk2, lam_d, lam_u, sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units,
+            units, unit_drug, n_drugs, ws)
     s2, o2, lam, sxy_a, syy_a, F, h, Hk, gk, Mk, Pik, pik, Lam, ell, Md, Pib, pib, hmu, gmu, scratch, const = ws
     Pibbar = np.empty((D, D, P))
     pibbar = np.empty((D, P))
@@ -293,12 +298,17 @@ def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
         r = m + 1
         for i in range(m):
             di = unit_drug[units[k, i]]
+            ui = units[k, i]
+            li = lam_u[ui]
             for p in range(P):
-                pikbar[i, p] = ellbar[di, p]
+                pikbar[i, p] = li * ellbar[di, p]
+                g_lam_u[ui] += ellbar[di, p] * pik[k, i, p]
             for j in range(m):
                 dj = unit_drug[units[k, j]]
+                lj = lam_u[units[k, j]]
                 for p in range(P):
-                    Pikbar[i, j, p] = Lambar[di, dj, p]
+                    Pikbar[i, j, p] = li * lj * Lambar[di, dj, p]
+                    g_lam_u[ui] += (Lambar[di, dj, p] + Lambar[dj, di, p]) * Pik[k, i, j, p] * lj
         pass_down(Hk[k], gk[k], tk2, m, Mk[k], Pik[k], pik[k], Pikbar, pikbar, Hbar, gbar, tbar, scratch)
         # adjoints of F (only the entries used), h and q; the constant's adjoint is 1
         Fbar[:] = 0.0
@@ -366,7 +376,7 @@ def kernel(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
     return total
 
 @numba.njit(cache=True, error_model="numpy")
-def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
+def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u,
           sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs,
           xi_mu, xi_beta, xi_theta, mu, beta, theta):
     """Exact conditional draws, top-down, one per draw of the sds and slopes (leading axis)."""
@@ -383,7 +393,7 @@ def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
     for n in range(N):
         td2 = tau_d[n] * tau_d[n]
         tk2 = tau_k[n] * tau_k[n]
-        forward(sigma[n], omega[n], b[n], td2, tk2, lam_d[n], sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects,
+        forward(sigma[n], omega[n], b[n], td2, tk2, lam_d[n], lam_u[n], sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects,
                 m_units, units, unit_drug, n_drugs, ws)
         for p in range(P):
             v = prior_sd[n, p] * prior_sd[n, p]
@@ -406,13 +416,13 @@ def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d,
             for j in range(i + 1):
                 for p in range(P):
                     beta[n, i, p] += np.sqrt(td2[p]) * L[i, j, p] * xi_beta[n, j, p]
-        # theta_k ~ Normal(e + tk2 Mk (gk - Hk e), tk2 Mk), e = the units' drug effects
+        # theta_k ~ Normal(e + tk2 Mk (gk - Hk e), tk2 Mk), e = the units' scales x drug effects
         for k in range(n_ds):
             m = m_units[k]
             chol(Mk[k], m, L, logdet)
             for i in range(m):
                 for p in range(P):
-                    e[i, p] = beta[n, unit_drug[units[k, i]], p]
+                    e[i, p] = lam_u[n, units[k, i]] * beta[n, unit_drug[units[k, i]], p]
             for i in range(m):
                 for p in range(P):
                     r[i, p] = gk[k, i, p]
@@ -436,10 +446,10 @@ _F64 = numba.types.CPointer(numba.types.float64)
 _I64 = numba.types.CPointer(numba.types.int64)
 
 
-@numba.cfunc(numba.types.float64(*([_F64] * 16), *([_I64] * 4), *([_F64] * 8)), cache=True, error_model="numpy")
-def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, sxx, sxw, sww, sxy, swy, syy, sizes,
-                 n_subjects, m_units, units, unit_drug, dims,
-                 g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd, g_lam_d):
+@numba.cfunc(numba.types.float64(*([_F64] * 17), *([_I64] * 4), *([_F64] * 9)), cache=True, error_model="numpy")
+def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u, sxx, sxw, sww, sxy, swy, syy,
+                 sizes, n_subjects, m_units, units, unit_drug, dims,
+                 g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd, g_lam_d, g_lam_u):
     """:func:`kernel` behind a C entry point, called by address from the compiled model.
 
     A jitted caller that calls :func:`kernel` directly links its machine code into its own
@@ -450,11 +460,12 @@ def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, sxx
     K, C, R, Q, P, U, M, D = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7]
     return kernel(numba.carray(sigma, (K, P)), numba.carray(omega, (K, P)), numba.carray(b, (Q, P)),
                   numba.carray(tau_d, (P,)), numba.carray(tau_k, (P,)), numba.carray(prior_mean, (P,)),
-                  numba.carray(prior_sd, (P,)), numba.carray(lam_d, (D,)), numba.carray(sxx, (K, C, R, R)), numba.carray(sxw, (K, C, R, Q)),
+                  numba.carray(prior_sd, (P,)), numba.carray(lam_d, (D,)), numba.carray(lam_u, (U,)),
+                  numba.carray(sxx, (K, C, R, R)), numba.carray(sxw, (K, C, R, Q)),
                   numba.carray(sww, (K, C, Q, Q)), numba.carray(sxy, (K, C, R, P)),
                   numba.carray(swy, (K, C, Q, P)), numba.carray(syy, (K, C, P)), numba.carray(sizes, (C - 1,)),
                   numba.carray(n_subjects, (K, C - 1)), numba.carray(m_units, (K,)), numba.carray(units, (K, M)),
                   numba.carray(unit_drug, (U,)), D,
                   numba.carray(g_sigma, (K, P)), numba.carray(g_omega, (K, P)), numba.carray(g_b, (Q, P)),
                   numba.carray(g_tau_d, (P,)), numba.carray(g_tau_k, (P,)), numba.carray(g_prior_mean, (P,)),
-                  numba.carray(g_prior_sd, (P,)), numba.carray(g_lam_d, (D,)))
+                  numba.carray(g_prior_sd, (P,)), numba.carray(g_lam_d, (D,)), numba.carray(g_lam_u, (U,)))
