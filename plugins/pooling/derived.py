@@ -155,8 +155,9 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     return pd.DataFrame(rows)
 
 
-def drug_scale_table(drugs: list[str], scales: np.ndarray, hdi_prob: float) -> pd.DataFrame:
-    """One row per drug: the posterior of its scale (geometric mean of all drugs' = 1)."""
+def scale_table(names: list[str], scales: np.ndarray, hdi_prob: float, column: str = "drug") -> pd.DataFrame:
+    """One row per drug (geometric mean of all drugs' scales = 1) or dataset unit (relative to
+    its drug): the posterior of its scale."""
     out = summarise_draws(scales, hdi_prob=hdi_prob)
-    out.insert(0, "drug", drugs)
+    out.insert(0, column, names)
     return out

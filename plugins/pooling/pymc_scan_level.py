@@ -49,6 +49,10 @@ class ScanPriors(HierarchicalPriors):
     #: drugs each log scale has prior sd sigma sqrt(1 - 1/D) (0.45 for 5 drugs), so a drug 2x
     #: the drugs' geometric mean is ~1.5 prior sds out.
     drug_scale_sd: float = 0.5
+    #: scale of the HalfNormal prior on the spread of the dataset units' log scales
+    #: (pooling.dataset_scale): 0.25 puts a dataset 1.3x or 0.8x its drug's strength well
+    #: within the prior (the synthetic study's datasets vary with sd 0.15).
+    dataset_scale_sd: float = 0.25
 
 
 class PyMCPooling(PoolingModel):
@@ -97,6 +101,13 @@ class PyMCPooling(PoolingModel):
         #: pattern at different strengths are not made to disagree pair by pair, and
         #: drug_similarity.tsv gets each pair's scale_ratio.
         drug_scale: bool = False
+        #: Each dataset's effects centred on its own scale x its drug's effect (theta[u, p] =
+        #: scale[u] beta[d, p] + deviation; log scales ~ Normal(0, s), s learned): datasets that
+        #: show their drug's pattern at different strengths (dose, scanner, timing) are not made
+        #: to disagree pair by pair. With drug_scale it carries the strength of a drug seen in
+        #: one or two datasets into that drug's scale's interval (a dataset's and its drug's
+        #: strength cannot be told apart from that dataset alone); dataset_scales.tsv.
+        dataset_scale: bool = False
         #: Drug-specific dose slopes (partially pooled across drugs); needs dose_reference.
         dose: bool = False
         #: Reference dose per drug (the drug's own unit, e.g. {psilocybin: 25, LSD: 0.1}):
@@ -168,7 +179,7 @@ class PyMCPooling(PoolingModel):
         n_pairs = design.y.shape[1]
         classes = pair_classes(design, is_summary)
         coords = {"pair": pair_names(design), "site": design.datasets, "pair_class": sorted(set(classes) - {""}),
-                  "drug": design.drugs}
+                  "drug": design.drugs, "dataset": design.units}
         with pm.Model(coords=coords) as model:
             sigma, omega = site_sds(p, len(design.datasets))
             tau_d = heterogeneity_sds("tau_drug", p.drug_sd, c.heterogeneity, n_pairs, design.use_drug_level)
@@ -192,8 +203,10 @@ class PyMCPooling(PoolingModel):
                     rows.append(b[i])
             slopes = pt.stack(rows) if rows else None
             scale = drug_scales(p.drug_scale_sd) if c.drug_scale and len(design.drugs) > 1 else None
+            unit_scale = dataset_scales(p.dataset_scale_sd, design.unit_drug) if uses_dataset_scales(c, design) else None
             pm.Potential("marginal_loglik",
-                         scan_marginal_loglik(st, sigma, omega, slopes, tau_d, tau_k, prior_mean, prior_sd, scale))
+                         scan_marginal_loglik(st, sigma, omega, slopes, tau_d, tau_k, prior_mean, prior_sd, scale,
+                                              unit_scale))
         return model
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
@@ -203,6 +216,8 @@ class PyMCPooling(PoolingModel):
         x, names, scales, cov_notes = self.covariates(design)
         if c.drug_scale and len(design.drugs) < 2:
             cov_notes.append("pooling.drug_scale=true has no effect with a single drug")
+        if c.dataset_scale and not uses_dataset_scales(c, design):
+            cov_notes.append("pooling.dataset_scale=true has no effect with a single dataset")
         order = [n for n in names if not n.startswith("dose:")] + [n for n in names if n.startswith("dose:")]
         x = x[:, [names.index(n) for n in order]] if names else x
         names = order
@@ -271,7 +286,8 @@ class PyMCPooling(PoolingModel):
 
         replicated = replicate_contrasts(design, draws(post, "dataset_effect"), draws(post, "sigma"),
                                          slopes(post), x, rng)
-        hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", "drug_scale", *[f"slope:{m}" for m in names])
+        hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", "drug_scale", "dataset_scale",
+                             *[f"slope:{m}" for m in names])
                  if v in model.named_vars]
         with model, warnings.catch_warnings():
             # only hyperparameters are drawn here; the effects come from their priors below, so
@@ -284,7 +300,9 @@ class PyMCPooling(PoolingModel):
         tau_k = draws(prior, "tau_dataset", (n,)).reshape(n, 1, -1)
         scale = draws(prior, "drug_scale", (n, len(design.drugs))) + (0.0 if "drug_scale" in prior else 1.0)
         beta = scale[:, :, None] * mu + tau_d * rng.standard_normal((n, len(design.drugs), n_pairs))
-        theta = beta[:, design.unit_drug, :] + tau_k * rng.standard_normal((n, len(design.units), n_pairs))
+        unit_scale = draws(prior, "dataset_scale", (n, len(design.units))) + (0.0 if "dataset_scale" in prior else 1.0)
+        theta = (unit_scale[:, :, None] * beta[:, design.unit_drug, :]
+                 + tau_k * rng.standard_normal((n, len(design.units), n_pairs)))
         prior_rep = replicate_contrasts(design, theta, draws(prior, "sigma"), slopes(prior), x, rng)
         figures = {
             "prior_predictive": ppc_figure(observed, prior_rep, "Prior predictive check"),
@@ -320,6 +338,11 @@ class PyMCPooling(PoolingModel):
             + ("the drug's own scale x the overall effect (log scales zero-sum normal with sigma "
                f"{p.drug_scale_sd}, so the scales' geometric mean is 1) "
                if c.drug_scale and len(design.drugs) > 1 else "the overall effect ")
+            + ("(each dataset's effects centred on its own scale x its drug's effect; the log scales of a drug's "
+               f"datasets Normal(0, s) summing to zero, s ~ HalfNormal({p.dataset_scale_sd}), a drug's only dataset "
+               "scale 1; drug effects and scales reported for each drug's population of datasets: its datasets' "
+               "strength x exp(s xi / sqrt(n datasets)), xi ~ Normal(0, 1), drawn after the fit) "
+               if uses_dataset_scales(c, design) else "")
             + f"({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
             f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             f"Priors: {overall_prior_text(c.pair_prior, p.effect_sd)}, between-drug sd ~ HalfNormal({p.drug_sd}), "
@@ -472,6 +495,58 @@ def drug_scales(sd: float):
     return pm.Deterministic("drug_scale", pt.exp(log_scale), dims="drug")
 
 
+def uses_dataset_scales(c, design: ScanDesign) -> bool:
+    return bool(c.dataset_scale) and len(design.units) > 1
+
+
+def dataset_scale_centring(unit_drug: np.ndarray) -> np.ndarray:
+    """(U, U): log scales = spread x this @ z. The datasets of a drug with several have log
+    scales summing to zero, so the drug's scale is their typical strength; a drug's only
+    dataset has scale 1 (its strength is its drug's). How far the drug's population scale may
+    lie from its datasets' is added after the fit (population_drug_effects).
+
+    Scales free for every dataset are not identified: on a simulated study a common factor of
+    them all went to ~0.13 (marginal likelihood 261 nats above 1: a free scale of the overall
+    effects' prior); summing to zero over all datasets, the only datasets of two drugs went to
+    ~0.02 and their drugs' scales to ~10 (removing the drug-level deviations' variance)."""
+    unit_drug = np.asarray(unit_drug)
+    out = np.zeros((len(unit_drug),) * 2)
+    for d in np.unique(unit_drug):
+        mine = np.flatnonzero(unit_drug == d)
+        if len(mine) > 1:
+            out[np.ix_(mine, mine)] = np.eye(len(mine)) - 1.0 / len(mine)
+    return out
+
+
+def population_drug_effects(beta: np.ndarray, mu: np.ndarray, lam: np.ndarray | None, spread: np.ndarray,
+                            unit_drug: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(drug effects, drug scales) of the drugs' populations of datasets, draw by draw.
+
+    A drug's fitted scale is its n datasets' typical strength; datasets stray from their drug's
+    strength by a log-normal with the learned spread s, so the population's scale is that
+    strength x exp(s xi / sqrt(n)), xi ~ Normal(0, 1), and its effects move by the change in
+    scale x the overall effect. A drug seen in one dataset thus gets the between-dataset
+    spread in its scale's and effects' intervals. ``beta`` (N, D, P), ``mu`` (N, P), ``lam``
+    (N, D) or None (all 1), ``spread`` (N,)."""
+    n_draws, n_drugs = beta.shape[:2]
+    lam = np.ones((n_draws, n_drugs)) if lam is None else lam
+    counts = np.bincount(np.asarray(unit_drug), minlength=n_drugs)
+    population = lam * np.exp(spread[:, None] * rng.standard_normal((n_draws, n_drugs)) / np.sqrt(counts))
+    return beta + (population - lam)[:, :, None] * mu[:, None, :], population
+
+
+def dataset_scales(sd: float, unit_drug: np.ndarray):
+    """Each dataset unit's scale relative to its drug: log-normal with a learned spread
+    (non-centred; see dataset_scale_centring)."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    spread = pm.HalfNormal("dataset_scale_spread", sd)
+    z = pm.Normal("log_dataset_scale_z", 0.0, 1.0, shape=len(unit_drug))
+    centring = pt.as_tensor_variable(dataset_scale_centring(unit_drug))
+    return pm.Deterministic("dataset_scale", pt.exp(spread * pt.dot(centring, z)), dims="dataset")
+
+
 def pooled_slope(name: str, scale: float):
     """A covariate slope per pair (per unit of the standardised covariate), pooled across pairs."""
     import pymc as pm
@@ -508,8 +583,14 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
     prior_mean = flat(per_pair("overall_prior_mean")) if "overall_prior_mean" in post else zeros
     prior_sd = flat(per_pair("overall_prior_sd")) if "overall_prior_sd" in post else zeros + effect_sd
     lam = flat(post["drug_scale"].to_numpy()) if "drug_scale" in post else None
+    lam_u = flat(post["dataset_scale"].to_numpy()) if "dataset_scale" in post else None
     mu, beta, theta = conditional_draws(kernel_arrays(st), flat(sigma), flat(post["subject_sd"].to_numpy()),
-                                        flat(slopes), tau_d, tau_k, prior_mean, prior_sd, rng, lam_d=lam)
+                                        flat(slopes), tau_d, tau_k, prior_mean, prior_sd, rng, lam_d=lam, lam_u=lam_u)
+    extra = {}
+    if lam_u is not None:
+        beta, population = population_drug_effects(beta, mu, lam, flat(post["dataset_scale_spread"].to_numpy()),
+                                                   design.unit_drug, rng)
+        extra["drug_scale_population"] = (("chain", "draw", "drug"), population.reshape(n_chain, n_draw, -1))
     effects = {"overall": mu.reshape(n_chain, n_draw, n_pairs),
                "drug_effect": beta.reshape(n_chain, n_draw, *beta.shape[1:]),
                "dataset_effect": theta.reshape(n_chain, n_draw, *theta.shape[1:])}
@@ -517,4 +598,5 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
         overall=(("chain", "draw", "pair"), effects["overall"]),
         drug_effect=(("chain", "draw", "drug", "pair"), effects["drug_effect"]),
         dataset_effect=(("chain", "draw", "dataset", "pair"), effects["dataset_effect"]),
+        **extra,
     ).assign_coords(drug=design.drugs, dataset=design.units)

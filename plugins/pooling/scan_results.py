@@ -13,7 +13,7 @@ import pandas as pd
 
 from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
 
-from .derived import FALSE_SIGN_TEXT, contrast_blocks, drug_scale_table, drug_similarity, split_summaries, summary_columns
+from .derived import FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table, split_summaries, summary_columns
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -40,17 +40,25 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     tables = {"heterogeneity": het[~summary_columns(het, table)].reset_index(drop=True)}
     if summaries is not None:
         tables["summaries"] = summaries
-    scales = post["drug_scale"].to_numpy() if "drug_scale" in post else None
+    # with dataset scales, the drugs' population scales (their datasets' strength and how far
+    # a population of datasets may lie from it)
+    scale_var = next((v for v in ("drug_scale_population", "drug_scale") if v in post), None)
+    scales = post[scale_var].to_numpy() if scale_var else None
     if len(design.drugs) > 1:
         tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., is_pair], c.hdi_prob, scales)
     if scales is not None:
-        tables["drug_scales"] = drug_scale_table(design.drugs, scales, c.hdi_prob)
+        tables["drug_scales"] = scale_table(design.drugs, scales, c.hdi_prob)
+    if "dataset_scale" in post:
+        units = scale_table(list(design.units), post["dataset_scale"].to_numpy(), c.hdi_prob, column="dataset")
+        units.insert(1, "drug", [design.drugs[d] for d in design.unit_drug])
+        tables["dataset_scales"] = units
     het = tables["heterogeneity"]
     summarised = {"drug_effect": effects[effects.effect_type == "drug"],
                   "dataset_effect": effects[effects.effect_type == "dataset"],
                   "sigma": het[het.parameter == "residual_sd"], "subject_sd": het[het.parameter == "subject_sd"],
                   **{v: het[het.parameter == v] for v in ("tau_drug", "tau_dataset") if v in post},
-                  **({"drug_scale": tables["drug_scales"]} if "drug_scales" in tables else {}),
+                  **({scale_var: tables["drug_scales"]} if "drug_scales" in tables else {}),
+                  **({"dataset_scale": tables["dataset_scales"]} if "dataset_scales" in tables else {}),
                   **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
     sampled = [v for v in post.data_vars if not v.endswith("_z") and v != "overall" and v not in summarised]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c), summarised)
