@@ -135,6 +135,66 @@ def test_drug_scales_recover_which_drug_is_strongest():
     assert "scale x the overall effect" in result.description
 
 
+def test_dataset_scales_are_centred_within_drugs_with_several_datasets():
+    from megafc.plugins.pooling.pymc_scan_level import dataset_scale_centring
+
+    unit_drug = np.array([0, 0, 1, 2, 2, 2])
+    c = dataset_scale_centring(unit_drug)
+    z = np.random.default_rng(0).normal(size=6)
+    log_scale = c @ z
+    assert log_scale[2] == 0.0  # a drug's only dataset: scale 1
+    assert log_scale[:2].sum() == pytest.approx(0.0) and log_scale[3:].sum() == pytest.approx(0.0)
+    assert np.all(log_scale[[0, 1, 3, 4, 5]] != 0.0)
+
+
+def test_population_drug_scales_widen_by_the_dataset_spread_over_root_n():
+    from megafc.plugins.pooling.pymc_scan_level import population_drug_effects
+
+    rng = np.random.default_rng(1)
+    n, pairs = 40_000, 3
+    unit_drug = np.array([0, 1, 1, 1, 1])  # drug 0 in one dataset, drug 1 in four
+    lam = np.tile([1.2, 0.8], (n, 1))
+    mu = rng.normal(0.05, 0.01, (n, pairs))
+    beta = lam[:, :, None] * mu[:, None, :] + rng.normal(0, 0.01, (n, 2, pairs))
+    spread = np.full(n, 0.3)
+    new_beta, population = population_drug_effects(beta, mu, lam, spread, unit_drug, rng)
+    log_ratio = np.log(population / lam)
+    assert log_ratio[:, 0].std() == pytest.approx(0.3, rel=0.03)
+    assert log_ratio[:, 1].std() == pytest.approx(0.3 / 2, rel=0.03)
+    np.testing.assert_allclose(new_beta - beta, (population - lam)[:, :, None] * mu[:, None, :])
+    same, unchanged = population_drug_effects(beta, mu, lam, np.zeros(n), unit_drug, rng)
+    np.testing.assert_array_equal(same, beta)
+    np.testing.assert_array_equal(unchanged, lam)
+
+
+@pytest.mark.slow
+def test_dataset_scales_recover_planted_dataset_strengths():
+    """Datasets planted at their drug's effect x (1 + Normal(0, 0.4)): pooling.dataset_scale
+    recovers the datasets' strengths within each drug with several datasets, and a drug seen in
+    one dataset gets the between-dataset spread in its population scale's interval."""
+    pairs, truth = simulate_pairs(scale=0.5, n_volumes=150, atlas=SMALL_ATLAS, seed=4,
+                                  effects=EffectSpec(dataset_scale_sd=0.4))
+    cfg = PyMCPooling.Config(drug_scale=True, dataset_scale=True, draws=300, tune=300, cores=2, progressbar=False,
+                             predictive_checks=False)
+    result = PyMCPooling(cfg).fit(pairs, seed=4)
+    t = truth[truth.aggregation == "network"].pivot_table(index=["network_a", "network_b"], columns="effect",
+                                                          values="truth")
+    fitted = result.tables["dataset_scales"].set_index("dataset")
+    several = fitted[fitted["drug"].map(fitted["drug"].value_counts()) > 1]
+    planted = pd.Series({ds: float(np.polyfit(t[f"drug:{drug}"], t[f"dataset:{ds}"], 1)[0])
+                         for ds, drug in several["drug"].items()})
+    relative = np.log(planted) - np.log(planted).groupby(several["drug"]).transform("mean")
+    assert np.corrcoef(relative, np.log(several["mean"]))[0, 1] > 0.9, (relative, several["mean"])
+    singles = fitted.index.difference(several.index)
+    assert (fitted.loc[singles, "mean"] == 1.0).all()
+    population = result.tables["drug_scales"].set_index("drug")
+    width = np.log(population["hdi_high"]) - np.log(population["hdi_low"])
+    assert width[["ayahuasca", "mescaline"]].min() > 1.5 * width["psilocybin"], width
+    datasets_strength = result.idata.posterior["drug_scale"].sel(drug="ayahuasca")
+    assert float(np.log(datasets_strength).std()) < float(width["ayahuasca"]) / 4
+    assert "population of datasets" in result.description
+
+
 @pytest.mark.slow
 def test_paired_special_case_agrees_with_pymc_paired(simulated):
     """One drug and one control scan per subject, no motion term: the scan-level model and the
