@@ -149,3 +149,37 @@ def test_calibration_needs_planted_effects(tmp_path):
     proc = megafc_cli(["--replicates", "1", "--out", str(tmp_path / "c"), "dataset=fmriprep"], cwd=tmp_path,
                       script="megafc-calibrate")
     assert proc.returncode != 0 and "megafc: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tau_is_scored_against_the_planted_spreads():
+    """tau_drug's planted value is the sd (n - 1) of the drugs' planted effects, tau_dataset's the
+    root-mean-square of each dataset's planted effect around its drug's; both scored as
+    unsigned quantities in a 'heterogeneity' table, with no 50% coverage where none is given."""
+    from megafc.plugins.reports.calibration import summarise_scores, tau_truth
+
+    drug = {"A": [0.10, 0.0], "B": [0.06, 0.0], "C": [0.02, 0.0]}
+    site = {"a1": ("A", [0.12, 0.01]), "a2": ("A", [0.08, -0.01]), "b1": ("B", [0.06, 0.0])}
+    rows = [("drug:" + d, v) for d, v in drug.items()] + [("dataset:" + s, v) for s, (_, v) in site.items()]
+    truth = pd.DataFrame([{"aggregation": "network", "network_a": "N", "network_b": ["X", "Y"][i], "effect": e,
+                           "truth": vals[i]} for e, vals in rows for i in range(2)])
+    t = tau_truth(truth, "network", {s: d for s, (d, _) in site.items()}).set_index(["network_b", "parameter"])["truth"]
+    assert t[("X", "tau_drug")] == pytest.approx(0.04)
+    assert t[("X", "tau_dataset")] == pytest.approx(np.sqrt((0.02 ** 2 + 0.02 ** 2 + 0) / 3))
+    assert t[("Y", "tau_drug")] == 0.0
+    het = pd.DataFrame({"network_a": "N", "network_b": ["X", "X", "Y", "Y"],
+                        "parameter": ["tau_drug", "tau_dataset"] * 2, "level": "",
+                        "mean": [0.05, 0.02, 0.004, 0.003], "sd": 0.01,
+                        "hdi_low": [0.03, 0.001, 0.001, 0.0], "hdi_high": [0.08, 0.01, 0.02, 0.01]})
+    truth = pd.concat([truth, pd.DataFrame([{"aggregation": "network", "network_a": "N", "network_b": "X",
+                                             "effect": "overall", "truth": 0.06}])])
+    effects = pd.DataFrame({"network_a": ["N"], "network_b": ["X"], "effect": ["overall"], "effect_type": ["overall"],
+                            "mean": [0.06], "sd": [0.01], "hdi_low": [0.04], "hdi_high": [0.08],
+                            "hdi50_low": [0.055], "hdi50_high": [0.065]})
+    s = score_replicate(effects, truth, "network", 0.02, heterogeneity=het,
+                        dataset_drug={s: d for s, (d, _) in site.items()})
+    tau = s[(s.table == "heterogeneity") & (s.stratum == "all")].set_index("effect_type")
+    assert tau.loc["tau_drug", "coverage_95"] == 0.5  # Y's zero spread lies below [0.001, 0.02]
+    assert tau.loc["tau_dataset", "coverage_95"] == 0.5  # X's 0.0163 lies above [0.001, 0.01]; Y's 0.0082 inside
+    assert (tau["n_credible"] == 0).all()
+    pooled = summarise_scores(s.assign(scenario="x", replicate=0))
+    assert pooled.loc[pooled.table == "heterogeneity", "coverage_50"].isna().all()

@@ -102,6 +102,32 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
 FALSE_SIGN_RATE = 0.05
 
 
+def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str]) -> pd.DataFrame:
+    """The planted between-drug and between-dataset sds per network pair, as the models' tau_drug
+    and tau_dataset (drug effects ~ Normal(overall, tau_drug), dataset effects ~ Normal(their
+    drug's, tau_dataset)) describe them: the sd of the drugs' planted effects around their mean
+    (the overall truth; n - 1 in the denominator, an unbiased estimate of tau_drug^2) and the
+    root-mean-square of the datasets' planted effects around their drug's. These are the
+    spreads of the drugs and datasets this study has, of which tau is the population's: a
+    study of five drugs pins tau_drug down to about +-35%, which its interval should carry.
+    ``dataset_drug``: each dataset's drug (datasets giving several drugs are left out)."""
+    t = truth[truth["aggregation"] == level]
+    wide = t.pivot_table(index=["network_a", "network_b"], columns="effect", values="truth", sort=False)
+    drugs = [c for c in wide.columns if c.startswith("drug:")]
+    rows = []
+    if len(drugs) > 1:
+        rows.append(wide[drugs].std(axis=1, ddof=1).rename("tau_drug"))
+    sites = [c for c in wide.columns if c.startswith("dataset:")]
+    drug_of = {f"dataset:{ds}": f"drug:{drug}" for ds, drug in dataset_drug.items()}
+    deviations = [wide[s] - wide[drug_of[s]] for s in sites if drug_of.get(s) in wide]
+    if deviations:
+        rows.append(np.sqrt((pd.concat(deviations, axis=1) ** 2).mean(axis=1)).rename("tau_dataset"))
+    if not rows:
+        return pd.DataFrame(columns=["network_a", "network_b", "parameter", "truth"])
+    return (pd.concat(rows, axis=1).reset_index()
+            .melt(id_vars=["network_a", "network_b"], var_name="parameter", value_name="truth"))
+
+
 def strata(truth: pd.Series, min_effect: float) -> pd.Series:
     """zero (|truth| < min_effect / 10; not "null", which table readers take for a missing value), small (< min_effect) or large."""
     size = truth.abs()
@@ -159,9 +185,12 @@ def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool 
 
 def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_effect: float,
                     summaries: pd.DataFrame | None = None, members: pd.DataFrame | None = None,
-                    similarity: pd.DataFrame | None = None) -> pd.DataFrame:
+                    similarity: pd.DataFrame | None = None, heterogeneity: pd.DataFrame | None = None,
+                    dataset_drug: dict[str, str] | None = None) -> pd.DataFrame:
     """Scores of one replicate for every table with planted values: effects (overall, drug,
-    dataset, contrast), summaries and drug similarity (one "effect type" per measure). One row
+    dataset, contrast), summaries, drug similarity (one "effect type" per measure) and the
+    between-drug and between-dataset sds (``heterogeneity``, with ``dataset_drug``; only for
+    models whose drugs are centred on the overall effect itself, not on scales of it). One row
     per table, effect type and stratum."""
     parts = [score_table(attach_truth(effects, truth, level), min_effect).assign(table="effects")]
     if summaries is not None and members is not None and len(summaries):
@@ -175,6 +204,11 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
             signed = rows["measure"].isin(["pattern_r_corrected", "pearson_r_across_pairs"])
             part = score_table(rows.assign(effect_type=rows["measure"]), min_effect, signed)
             parts.append(part[part["stratum"] == "all"].assign(table="drug_similarity"))
+    if heterogeneity is not None and dataset_drug is not None:
+        rows = heterogeneity.merge(tau_truth(truth, level, dataset_drug), on=["network_a", "network_b", "parameter"])
+        if len(rows):  # sds: no sign, never "credible"
+            part = score_table(rows.assign(effect_type=rows["parameter"]), min_effect, signed=False)
+            parts.append(part.assign(table="heterogeneity"))
     out = pd.concat(parts, ignore_index=True)
     return out[["table"] + [c for c in out.columns if c != "table"]]
 
@@ -194,8 +228,10 @@ def summarise_scores(table: pd.DataFrame) -> pd.DataFrame:
                 **{c: (c, lambda x: x.sum(min_count=1))  # NaN, not 0, for tables without lfsr
                    for c in ("n_selected", "false_selected", "expected_false_selected") if c in table}
                 ).reset_index()
-    for c in rates:
-        out[c] = (g[f"_{c}"].sum() / g["n"].sum()).to_numpy()
+    for c in rates:  # NaN for tables without that interval (heterogeneity has no 50% one)
+        has = t[c].notna()
+        out[c] = (g[f"_{c}"].sum(min_count=1) / t.assign(_n=t["n"].where(has, 0)).groupby(keys, sort=False)["_n"].sum()
+                  ).to_numpy()
     large = g["n_large"].sum().to_numpy()
     out["sign_recovery"] = np.where(large > 0, g["_sign"].sum().to_numpy() / np.maximum(large, 1), np.nan)
     credible = g["n_credible"].sum().to_numpy()
@@ -265,9 +301,14 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                 truth = pd.read_csv(truth_file, sep="\t", keep_default_na=False, na_values=["n/a"])
                 members_file = outcome.run_dir / "summary_pairs.tsv"
                 members = pd.read_csv(members_file, sep="\t", keep_default_na=False) if members_file.exists() else None
+                scans = outcome.scans
+                drugs = scans[scans["condition"] == "drug"].groupby("dataset")["drug"].unique()
+                scaled = bool(cfg.pooling.get("drug_scale", False) or cfg.pooling.get("dataset_scale", False))
                 s = score_replicate(outcome.result.effects, truth, cfg.aggregate.level, min_effect,
                                     outcome.result.tables.get("summaries"), members,
-                                    outcome.result.tables.get("drug_similarity"))
+                                    outcome.result.tables.get("drug_similarity"),
+                                    None if scaled else outcome.result.tables.get("heterogeneity"),
+                                    {ds: str(d[0]) for ds, d in drugs.items() if len(d) == 1})
                 s.insert(0, "scenario", scenario)
                 s.insert(1, "replicate", r)
                 s.insert(2, "seed", int(cfg.seed))
