@@ -50,7 +50,12 @@ class Run:
     shown_as: Path | None = None
 
     def table(self, name: str) -> pd.DataFrame | None:
-        return self.tables.get(name)
+        """``<name>.tsv`` (or ``.tsv.gz``) of the run; tables beyond TABLES (a plugin's own) are
+        read on first use; None when absent."""
+        if name not in self.tables:
+            found = read_tsv(self.path / f"{name}.tsv")
+            self.tables[name] = found if found is not None else read_tsv(self.path / f"{name}.tsv.gz")
+        return self.tables[name]
 
     def cfg(self, *keys: str, default: Any = None) -> Any:
         """A nested config value (``cfg("pooling", "name")``), or ``default``."""

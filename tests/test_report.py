@@ -572,3 +572,23 @@ def test_parallel_report_is_the_same_page_with_the_same_warnings(pymc_run, tmp_p
     assert "third-party section broke" in pages[1]
     assert pages[0] == pages[1]
     assert [n for n, _ in figures[0]] == [n for n, _ in figures[1]] and figures[0] == figures[1]
+
+
+def test_tables_beyond_the_known_ones_are_read_on_first_use(meta_run, tmp_path):
+    """A table a plugin writes (here dataset_scales.tsv) reaches the report without core
+    listing it; an absent one is None."""
+    import shutil
+
+    from megafc.core.report import load_run
+
+    folder = tmp_path / "run"
+    shutil.copytree(meta_run, folder)
+    pd.DataFrame({"dataset": ["lsd_1", "lsd_2"], "drug": ["LSD", "LSD"], "mean": [1.2, 0.83], "sd": [0.1, 0.1],
+                  "hdi_low": [1.0, 0.7], "hdi_high": [1.4, 0.99]}).to_csv(folder / "dataset_scales.tsv", sep="\t",
+                                                                          index=False)
+    run = load_run(folder)
+    assert run.table("dataset_scales")["mean"].tolist() == [1.2, 0.83]
+    assert run.table("no_such_table") is None
+    text = write_report(folder, workers=1).read_text()
+    rows = table_frame(parse(text).tables["dataset-scales-table"])
+    assert rows["dataset"].tolist() == ["lsd_1", "lsd_2"] and rows["drug"].tolist() == ["LSD", "LSD"]

@@ -563,6 +563,15 @@ def effects_section(run: Run) -> str:
                      "of all drugs' = 1).</p>")
         keep = [c for c in ("drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk") if c in scales]
         parts.append(html_table(scales[keep], "scales-table"))
+    datasets = run.table("dataset_scales")
+    if datasets is not None and len(datasets):
+        parts.append("<h3>Dataset scales</h3>")
+        parts.append("<p>The strength at which each dataset shows its drug's effects, relative to the drug's other "
+                     "datasets (geometric mean 1 within a drug; a drug's only dataset is 1 and its drug's scale "
+                     "above carries the spread between datasets).</p>")
+        keep = [c for c in ("dataset", "drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk")
+                if c in datasets]
+        parts.append(html_table(datasets[keep], "dataset-scales-table"))
     truth = run.table("truth")
     if truth is not None and len(truth):
         parts.append(recovery_block(run, effects, truth, interval))
