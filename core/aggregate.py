@@ -66,6 +66,8 @@ def network_pair_table(
     out = pd.concat([meta_rep.reset_index(drop=True), table], axis=1)
     out.attrs["level"] = level
     out.attrs["networks"] = groups
+    if level == "subnetwork":  # which network each subnetwork belongs to (subnetwork specificity)
+        out.attrs["parents"] = dict(zip(atlas.regions["subnetwork"], atlas.regions["network"]))
     return out
 
 

@@ -21,8 +21,9 @@ def check_run_config(cfg: Any) -> str:
     if int(cfg.extraction.n_jobs) == 0:
         raise ConfigError("config key 'extraction.n_jobs' is 0; expected a number of parallel jobs >= 1, "
                           "or -1 for one per CPU")
-    if int(cfg.get("report_workers", 1)) < 1:
-        raise ConfigError(f"config key 'report_workers' is {cfg.report_workers}; expected a number of processes >= 1")
+    workers = cfg.get("report_workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"config key 'report_workers' is {workers!r}; expected a whole number of processes >= 1")
     figure_formats(cfg.get("figures"))
     return check_stage(cfg)
 

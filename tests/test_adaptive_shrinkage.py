@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import integrate, stats
 
-from megafc.plugins.pooling.adaptive_shrinkage import MIN_EFFECTS, adaptive_shrinkage
+from megafc.plugins.pooling.adaptive_shrinkage import MIN_EFFECTS, adaptive_shrinkage, sign_probabilities
 from megafc.plugins.pooling.derived import false_sign_rates
 
 
@@ -51,22 +51,24 @@ def test_clear_effects_keep_their_sign_and_the_selected_list_keeps_its_rate():
 
 
 def test_lfsr_is_the_posterior_under_the_fitted_prior():
-    """For one estimate, P(effect < 0) and P(effect > 0) by numerical integration under the
-    fitted mixture prior match the closed form (the mass at 0 counts against either sign)."""
+    """For one estimate, P(effect < 0), P(= 0), P(> 0) under the fitted mixture prior by
+    numerical integration equal the closed form, and lfsr is the smaller side plus the mass at 0."""
     rng = np.random.default_rng(2)
     sd = np.full(80, 0.01)
     mean = np.concatenate([rng.normal(0, 0.01, 60), rng.normal(0.04, 0.01, 20)])
     fit = adaptive_shrinkage(mean, sd)
-    x, s = 0.018, 0.01
-    prior = lambda b: sum(w * stats.norm.pdf(b, 0, g) for w, g in zip(fit.weights[1:], fit.grid[1:]))
-    lik = lambda b: stats.norm.pdf(x, b, s)
-    neg = integrate.quad(lambda b: prior(b) * lik(b), -1, 0, points=[0], limit=200)[0]
-    pos = integrate.quad(lambda b: prior(b) * lik(b), 0, 1, points=[0], limit=200)[0]
-    zero = fit.weights[0] * stats.norm.pdf(x, 0, s)
-    expected = min(pos + zero, neg + zero) / (neg + pos + zero)
-    got = adaptive_shrinkage(np.append(mean, x), np.append(sd, s))
-    # the extra estimate nudges the fitted prior a little; refit-free check on the same prior:
-    assert got.lfsr[-1] == pytest.approx(expected, rel=0.05)
+    assert fit.grid[-1] == pytest.approx(2 * np.sqrt(np.max(mean ** 2 - sd ** 2)))  # the grid's top: as ashr
+    for x, s in ((0.018, 0.01), (-0.03, 0.012), (0.002, 0.02)):
+        prior = lambda b: sum(w * stats.norm.pdf(b, 0, g) for w, g in zip(fit.weights[1:], fit.grid[1:]))
+        lik = lambda b: stats.norm.pdf(x, b, s)
+        neg = integrate.quad(lambda b: prior(b) * lik(b), -1, 0, points=[0], limit=200, epsabs=1e-12)[0]
+        pos = integrate.quad(lambda b: prior(b) * lik(b), 0, 1, points=[0], limit=200, epsabs=1e-12)[0]
+        zero = fit.weights[0] * stats.norm.pdf(x, 0, s)
+        total = neg + pos + zero
+        below, at_zero, above = sign_probabilities(np.array([x]), np.array([s]), fit.grid, fit.weights)
+        assert (below[0], at_zero[0], above[0]) == pytest.approx((neg / total, zero / total, pos / total), rel=1e-6)
+    below, at_zero, above = sign_probabilities(mean[:1], sd[:1], fit.grid, fit.weights)
+    assert fit.lfsr[0] == pytest.approx(min(below[0], above[0]) + at_zero[0], rel=1e-12)
 
 
 def test_few_effects_and_missing_values_fall_back_to_one_minus_pd():
@@ -76,7 +78,8 @@ def test_few_effects_and_missing_values_fall_back_to_one_minus_pd():
     out = false_sign_rates(table)
     assert out.loc[:2, "lfsr"].tolist() == pytest.approx([0.01, 0.1, 0.5])  # fewer than MIN_EFFECTS
     assert len(table) - 3 - 1 >= MIN_EFFECTS
-    assert (out.loc[3:13, "lfsr"] > 0.4).all() and np.isnan(out.loc[14, "lfsr"])
+    assert (out.loc[3:13, "lfsr"] > 0.4).all()
+    assert np.isnan(out.loc[14, "lfsr"])  # no estimate in a fitted group: unknown, not 1 - pd
     assert out.loc[3:13, "svalue"].notna().all()
 
 

@@ -44,6 +44,9 @@ def test_network_pairs_match_brute_force():
             assert row["fc"].item() == pytest.approx(expected)
     sub = network_pair_table(conn, atlas, scans, level="subnetwork")
     assert ("VisCent", "VisPeri") in set(zip(sub.network_a, sub.network_b))
+    # each subnetwork's network, for subnetwork specificity; network-level tables carry none
+    assert sub.attrs["parents"] == {"VisCent": "Vis", "VisPeri": "Vis", "DefaultA": "Default", "Caudate": "Caudate"}
+    assert "parents" not in table.attrs
 
 
 def test_unpaired_scans_are_excluded_with_reason():

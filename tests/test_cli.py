@@ -18,6 +18,7 @@ def _pythonpath(site):
     (["pooling.draws=many"], "pooling.draws"),
     (["seed=abc"], "seed"),
     (["extraction.n_jobs=0"], "config key 'extraction.n_jobs' is 0"),
+    (["report_workers=0"], "config key 'report_workers' is 0"),
 ])
 def test_config_errors_are_clear(tmp_path, args, expected):
     run_dir = tmp_path / "run"

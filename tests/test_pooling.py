@@ -157,12 +157,13 @@ def test_population_drug_scales_widen_by_the_dataset_spread_over_root_n():
     mu = rng.normal(0.05, 0.01, (n, pairs))
     beta = lam[:, :, None] * mu[:, None, :] + rng.normal(0, 0.01, (n, 2, pairs))
     spread = np.full(n, 0.3)
-    new_beta, population = population_drug_effects(beta, mu, lam, spread, unit_drug, rng)
+    new_beta, population = population_drug_effects(beta, lam, spread, unit_drug, rng)
     log_ratio = np.log(population / lam)
     assert log_ratio[:, 0].std() == pytest.approx(0.3, rel=0.03)
     assert log_ratio[:, 1].std() == pytest.approx(0.3 / 2, rel=0.03)
-    np.testing.assert_allclose(new_beta - beta, (population - lam)[:, :, None] * mu[:, None, :])
-    same, unchanged = population_drug_effects(beta, mu, lam, np.zeros(n), unit_drug, rng)
+    # a dataset's scale multiplies its drug's whole effect (pattern and own deviation): so does f
+    np.testing.assert_allclose(new_beta, beta * (population / lam)[:, :, None])
+    same, unchanged = population_drug_effects(beta, lam, np.zeros(n), unit_drug, rng)
     np.testing.assert_array_equal(same, beta)
     np.testing.assert_array_equal(unchanged, lam)
 
@@ -427,3 +428,32 @@ def test_drug_similarity_is_corrected_for_posterior_noise():
     assert lost.set_index("measure").loc[["pattern_r_corrected", "rms_ratio"], "mean"].isna().all()
     few = drug_similarity(["a", "b"], (maps[None, None] + noise)[:, :, :2, :2], 0.95).set_index("measure")
     assert few.loc[["pattern_r_corrected", "rms_ratio"], "mean"].isna().all()
+
+
+def test_subnetwork_specificity_sees_uneven_effects_through_posterior_noise():
+    """Per network pair, the spread of its subnetwork pairs' effects, draw by draw with the
+    posterior noise's share removed: an uneven planted effect is recovered, an even one comes
+    out near 0 although independent and shared noise make its raw draws look uneven."""
+    from megafc.plugins.pooling.derived import subnetwork_specificity
+
+    parents = {"A1": "A", "A2": "A", "B1": "B", "B2": "B", "B3": "B"}
+    subpairs = [("A1", "A1"), ("A1", "A2"), ("A2", "A2"), ("A1", "B1"), ("A1", "B2"), ("A1", "B3"),
+                ("A2", "B1"), ("A2", "B2"), ("A2", "B3"), ("within", "")]
+    meta = pd.DataFrame(subpairs, columns=["network_a", "network_b"])
+    table = pd.DataFrame({"network_a": meta.network_a}).assign(network_b=meta.network_b)
+    table.attrs["parents"] = parents
+    truth = np.array([0.02, 0.02, 0.02, 0.05, 0.05, 0.05, -0.01, -0.01, -0.01, 0.03])
+    rng = np.random.default_rng(3)
+    draws = (truth + rng.normal(0, 0.01, (2, 2000, 10)) + rng.normal(0, 0.01, (2, 2000, 1)))
+    out = subnetwork_specificity(meta, table, [("overall", "overall", "", draws)], 0.95)
+    out = out.set_index(["network_a", "network_b"])
+    assert list(out.index) == [("A", "A"), ("A", "B")] and out["n_pairs"].tolist() == [3, 6]
+    uneven = out.loc[("A", "B")]
+    assert uneven["hdi_low"] <= truth[3:9].std(ddof=1) <= uneven["hdi_high"]
+    assert abs(uneven["mean"] - truth[3:9].std(ddof=1)) < 0.005
+    even = out.loc[("A", "A")]
+    raw = draws[..., :3].std(axis=-1, ddof=1).mean()
+    assert even["hdi_low"] == 0.0 and even["mean"] < raw / 2, (even["mean"], raw)
+    no_parents = table.copy()
+    no_parents.attrs = {}
+    assert subnetwork_specificity(meta, no_parents, [("overall", "overall", "", draws)], 0.95) is None

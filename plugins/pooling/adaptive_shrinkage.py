@@ -41,8 +41,9 @@ def adaptive_shrinkage(mean: np.ndarray, sd: np.ndarray, null_penalty: float = 1
                        max_iter: int = 1000, tol: float = 1e-8) -> ShrinkageFit:
     """Fit ash's normal-mixture prior to (mean, sd) pairs and return each one's lfsr.
 
-    As in the ``ashr`` package: the grid of normal sds runs from a tenth of the smallest sd to
-    twice the largest apparent signal in steps of sqrt(2); the mixture weights are fitted by EM
+    As in the ``ashr`` package: the grid of normal sds runs down from twice the largest apparent
+    signal (sqrt(max(mean^2 - sd^2))) in steps of sqrt(2) to a tenth of the smallest sd or
+    below (8 x that tenth when no signal is larger); the mixture weights are fitted by EM
     with a Dirichlet penalty of ``null_penalty`` pseudo-counts on the point mass (ash's
     ``nullweight``), which makes the fit conservative. lfsr = P(effect >= 0) or P(effect <= 0)
     under the posterior, whichever is smaller: the mass at exactly 0 counts as a wrong sign.
@@ -55,9 +56,10 @@ def adaptive_shrinkage(mean: np.ndarray, sd: np.ndarray, null_penalty: float = 1
         raise ValueError("adaptive shrinkage needs finite means and positive finite sds")
     smallest = float(sd.min()) / 10
     largest = 2 * float(np.sqrt(max(np.max(mean ** 2 - sd ** 2), 0.0)))
-    largest = max(largest, 8 * smallest)
-    n_grid = int(np.floor(np.log(largest / smallest) / np.log(np.sqrt(2)))) + 1
-    grid = np.concatenate([[0.0], smallest * np.sqrt(2) ** np.arange(n_grid)])
+    if largest <= smallest:
+        largest = 8 * smallest
+    n_grid = int(np.ceil(np.log(largest / smallest) / np.log(np.sqrt(2)))) + 1
+    grid = np.concatenate([[0.0], (largest * np.sqrt(2) ** -np.arange(n_grid))[::-1]])
     loglik = norm.logpdf(mean[:, None], 0.0, np.sqrt(sd[:, None] ** 2 + grid[None, :] ** 2))
     lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
     penalty = np.ones(len(grid))
@@ -73,13 +75,22 @@ def adaptive_shrinkage(mean: np.ndarray, sd: np.ndarray, null_penalty: float = 1
         weights = new
         if done:
             break
-    resp = weights * lik
+    below, at_zero, above = sign_probabilities(mean, sd, grid, weights)
+    lfsr = np.clip(np.minimum(above + at_zero, below + at_zero), 0.0, 1.0)
+    return ShrinkageFit(lfsr=lfsr, null_weight=float(weights[0]), grid=grid, weights=weights)
+
+
+def sign_probabilities(mean: np.ndarray, sd: np.ndarray, grid: np.ndarray,
+                       weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(effect < 0), P(effect = 0), P(effect > 0) for estimates (mean, sd) under the prior
+    ``weights`` on a point mass at 0 (``grid[0]`` = 0) and zero-centred normals of sd grid[1:]."""
+    mean, sd = np.asarray(mean, dtype=float), np.asarray(sd, dtype=float)
+    loglik = norm.logpdf(mean[:, None], 0.0, np.sqrt(sd[:, None] ** 2 + grid[None, :] ** 2))
+    resp = weights * np.exp(loglik - loglik.max(axis=1, keepdims=True))
     resp /= resp.sum(axis=1, keepdims=True)
     # each normal component's posterior is normal: precision-weighted mean of 0 and the estimate
     var = 1.0 / (1.0 / sd[:, None] ** 2 + 1.0 / grid[None, 1:] ** 2)
     post_mean = var * mean[:, None] / sd[:, None] ** 2
     below = (resp[:, 1:] * np.exp(log_ndtr(-post_mean / np.sqrt(var)))).sum(axis=1)
     at_zero = resp[:, 0]
-    above = np.clip(1.0 - below - at_zero, 0.0, 1.0)
-    lfsr = np.clip(np.minimum(above + at_zero, below + at_zero), 0.0, 1.0)
-    return ShrinkageFit(lfsr=lfsr, null_weight=float(weights[0]), grid=grid, weights=weights)
+    return below, at_zero, np.clip(1.0 - below - at_zero, 0.0, 1.0)

@@ -67,6 +67,7 @@ def false_sign_rates(table: pd.DataFrame) -> pd.DataFrame:
         if fit.sum() >= MIN_EFFECTS:
             out.loc[fit[fit].index, "lfsr"] = adaptive_shrinkage(rows.loc[fit, "mean"].to_numpy(),
                                                                  rows.loc[fit, "sd"].to_numpy()).lfsr
+            out.loc[fit[~fit].index, "lfsr"] = np.nan  # no estimate to shrink: unknown, not 1 - pd
         lfsr = out.loc[idx, "lfsr"].dropna()
         order = lfsr.sort_values(kind="stable").index
         out.loc[order, "svalue"] = (lfsr.loc[order].cumsum() / np.arange(1, len(order) + 1)).to_numpy()
@@ -155,9 +156,54 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     return pd.DataFrame(rows)
 
 
+def subnetwork_specificity(pairs_meta: pd.DataFrame, table: pd.DataFrame,
+                           blocks: list[tuple[str, str, str, np.ndarray]], hdi_prob: float) -> pd.DataFrame | None:
+    """How unevenly a network pair's effect falls on its subnetwork pairs: per network pair
+    (with >= 2 subnetwork pairs) and effect, the sd of its subnetwork pairs' effects, draw by
+    draw (None unless the table is at subnetwork level: ``table.attrs["parents"]``).
+
+    A draw of the effects is their values plus posterior noise, which alone would make even
+    an even effect look uneven. As for drug similarity, each draw's variance across the
+    subnetwork pairs has the noise's expected share, (tr C - 1'C1/n) / (n - 1) with C the
+    posterior covariance of the n pairs' effects, subtracted (floored at 0), so a network pair
+    whose subnetwork pairs move alike has a spread near 0 and its interval says how uneven the
+    effect could be. ``blocks``: (effect, type, level, draws (chain, draw, pair)) of the overall
+    and drug effects, pairs as in ``pairs_meta``.
+    """
+    parents = table.attrs.get("parents")
+    if not parents:
+        return None
+    pairs_meta = pairs_meta.reset_index(drop=True)  # row i is the draws' pair i
+    a = pairs_meta["network_a"].map(parents)
+    b = pairs_meta["network_b"].map(parents)
+    order = {net: i for i, net in enumerate(dict.fromkeys(parents.values()))}
+    keep = a.notna() & b.notna()  # summaries have no parents
+    lo = np.where(a.map(order).fillna(-1) <= b.map(order).fillna(-1), a, b)
+    hi = np.where(a.map(order).fillna(-1) <= b.map(order).fillna(-1), b, a)
+    groups = pd.DataFrame({"network_a": lo, "network_b": hi})[keep.to_numpy()]
+    rows, spreads = [], []
+    for (net_a, net_b), members in groups.groupby(["network_a", "network_b"], sort=False):
+        idx = members.index.to_numpy()
+        n = len(idx)
+        if n < 2:
+            continue
+        for effect, _, _, draws in blocks:
+            x = draws[..., idx]
+            flat = x.reshape(-1, n)
+            cov = np.cov(flat, rowvar=False)
+            noise = (np.trace(cov) - cov.sum() / n) / (n - 1)
+            variance = x.var(axis=-1, ddof=1) - noise
+            spreads.append(np.sqrt(np.maximum(variance, 0.0)))
+            rows.append({"network_a": net_a, "network_b": net_b, "effect": effect, "n_pairs": n})
+    if not rows:
+        return None
+    out = summarise_draws(np.stack(spreads, axis=-1), hdi_prob=hdi_prob).drop(columns="pd", errors="ignore")
+    return pd.concat([pd.DataFrame(rows), out.reset_index(drop=True)], axis=1)  # a spread has no sign
+
+
 def scale_table(names: list[str], scales: np.ndarray, hdi_prob: float, column: str = "drug") -> pd.DataFrame:
-    """One row per drug (geometric mean of all drugs' scales = 1) or dataset unit (relative to
-    its drug): the posterior of its scale."""
+    """One row per drug (relative to the overall pattern) or dataset unit (relative to its
+    drug): the posterior of its scale."""
     out = summarise_draws(scales, hdi_prob=hdi_prob)
     out.insert(0, column, names)
     return out

@@ -17,7 +17,8 @@ import xarray as xr
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
 
-from .derived import FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries, summary_columns
+from .derived import (FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries,
+                      subnetwork_specificity, summary_columns)
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .design import (
     PYMC_PACKAGES,
@@ -283,6 +284,9 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     effects = effects_table(design, blocks, divergences=divergences, config=c)
     effects, summaries = split_summaries(effects, table)
     tables = {} if summaries is None else {"summaries": summaries}
+    specificity = subnetwork_specificity(design.pairs, table, main, c.hdi_prob)
+    if specificity is not None:
+        tables["specificity"] = specificity
     if len(design.drugs) > 1:
         tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., ~summary_columns(design.pairs, table)],
                                                     c.hdi_prob)

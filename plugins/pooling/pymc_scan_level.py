@@ -217,7 +217,8 @@ class PyMCPooling(PoolingModel):
         if c.drug_scale and len(design.drugs) < 2:
             cov_notes.append("pooling.drug_scale=true has no effect with a single drug")
         if c.dataset_scale and not uses_dataset_scales(c, design):
-            cov_notes.append("pooling.dataset_scale=true has no effect with a single dataset")
+            cov_notes.append("pooling.dataset_scale=true has no effect: no drug has two or more datasets to learn "
+                             "how datasets of one drug differ in strength from")
         order = [n for n in names if not n.startswith("dose:")] + [n for n in names if n.startswith("dose:")]
         x = x[:, [names.index(n) for n in order]] if names else x
         names = order
@@ -496,7 +497,8 @@ def drug_scales(sd: float):
 
 
 def uses_dataset_scales(c, design: ScanDesign) -> bool:
-    return bool(c.dataset_scale) and len(design.units) > 1
+    """Dataset scales need a drug with two or more datasets: their spread is learned there."""
+    return bool(c.dataset_scale) and np.bincount(np.asarray(design.unit_drug)).max() > 1
 
 
 def dataset_scale_centring(unit_drug: np.ndarray) -> np.ndarray:
@@ -518,21 +520,23 @@ def dataset_scale_centring(unit_drug: np.ndarray) -> np.ndarray:
     return out
 
 
-def population_drug_effects(beta: np.ndarray, mu: np.ndarray, lam: np.ndarray | None, spread: np.ndarray,
+def population_drug_effects(beta: np.ndarray, lam: np.ndarray | None, spread: np.ndarray,
                             unit_drug: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(drug effects, drug scales) of the drugs' populations of datasets, draw by draw.
 
-    A drug's fitted scale is its n datasets' typical strength; datasets stray from their drug's
-    strength by a log-normal with the learned spread s, so the population's scale is that
-    strength x exp(s xi / sqrt(n)), xi ~ Normal(0, 1), and its effects move by the change in
-    scale x the overall effect. A drug seen in one dataset thus gets the between-dataset
-    spread in its scale's and effects' intervals. ``beta`` (N, D, P), ``mu`` (N, P), ``lam``
-    (N, D) or None (all 1), ``spread`` (N,)."""
+    A drug's fitted effects are those of its n datasets' typical strength (their scales'
+    geometric mean is 1); datasets stray from their drug's strength by a log-normal with the
+    learned spread s, so the population's centre lies a factor f = exp(s xi / sqrt(n)),
+    xi ~ Normal(0, 1), from it, and every effect of the drug (its share of the overall
+    pattern and its own deviation alike, as a dataset's scale multiplies both) and its scale
+    are f times the fitted ones. A drug seen in one dataset thus gets the between-dataset
+    spread in its intervals. ``beta`` (N, D, P), ``lam`` (N, D) or None (all 1), ``spread``
+    (N,)."""
     n_draws, n_drugs = beta.shape[:2]
     lam = np.ones((n_draws, n_drugs)) if lam is None else lam
-    counts = np.bincount(np.asarray(unit_drug), minlength=n_drugs)
-    population = lam * np.exp(spread[:, None] * rng.standard_normal((n_draws, n_drugs)) / np.sqrt(counts))
-    return beta + (population - lam)[:, :, None] * mu[:, None, :], population
+    counts = np.maximum(np.bincount(np.asarray(unit_drug), minlength=n_drugs), 1)
+    factor = np.exp(spread[:, None] * rng.standard_normal((n_draws, n_drugs)) / np.sqrt(counts))
+    return beta * factor[:, :, None], lam * factor
 
 
 def dataset_scales(sd: float, unit_drug: np.ndarray):
@@ -588,9 +592,10 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
                                         flat(slopes), tau_d, tau_k, prior_mean, prior_sd, rng, lam_d=lam, lam_u=lam_u)
     extra = {}
     if lam_u is not None:
-        beta, population = population_drug_effects(beta, mu, lam, flat(post["dataset_scale_spread"].to_numpy()),
+        beta, population = population_drug_effects(beta, lam, flat(post["dataset_scale_spread"].to_numpy()),
                                                    design.unit_drug, rng)
-        extra["drug_scale_population"] = (("chain", "draw", "drug"), population.reshape(n_chain, n_draw, -1))
+        if lam is not None:  # without drug scales there is no drug scale to report
+            extra["drug_scale_population"] = (("chain", "draw", "drug"), population.reshape(n_chain, n_draw, -1))
     effects = {"overall": mu.reshape(n_chain, n_draw, n_pairs),
                "drug_effect": beta.reshape(n_chain, n_draw, *beta.shape[1:]),
                "dataset_effect": theta.reshape(n_chain, n_draw, *theta.shape[1:])}

@@ -13,7 +13,8 @@ import pandas as pd
 
 from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
 
-from .derived import FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table, split_summaries, summary_columns
+from .derived import (FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table, split_summaries,
+                      subnetwork_specificity, summary_columns)
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -40,6 +41,9 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     tables = {"heterogeneity": het[~summary_columns(het, table)].reset_index(drop=True)}
     if summaries is not None:
         tables["summaries"] = summaries
+    specificity = subnetwork_specificity(design.pairs, table, main, c.hdi_prob)
+    if specificity is not None:
+        tables["specificity"] = specificity
     # with dataset scales, the drugs' population scales (their datasets' strength and how far
     # a population of datasets may lie from it)
     scale_var = next((v for v in ("drug_scale_population", "drug_scale") if v in post), None)

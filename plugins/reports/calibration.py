@@ -23,6 +23,8 @@ import pandas as pd
 from megafc.core import ConfigError, MegafcError, Reporter
 from megafc.core.outputs import StagedRun
 
+from .run_report import FALSE_SIGN_RATE
+
 log = logging.getLogger("megafc")
 
 #: Stress-test scenarios: name -> synthetic-dataset overrides added to the user's.
@@ -96,10 +98,6 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
                              (a, b, "scale_ratio", slope[a] / slope[b])]
     out = pd.DataFrame(rows, columns=["drug_a", "drug_b", "measure", "truth"])
     return out[np.isfinite(out["truth"])].reset_index(drop=True)
-
-
-#: The false sign rate at which the calibration selects effects by their svalue.
-FALSE_SIGN_RATE = 0.05
 
 
 def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str]) -> pd.DataFrame:

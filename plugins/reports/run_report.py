@@ -40,7 +40,7 @@ from megafc.core.report import (
 )
 
 from .figures import place_grid, text_inches
-from .workers import run_in_workers
+from .workers import can_fork, run_in_workers
 from .page import (
     excludes_zero,
     fmt,
@@ -62,7 +62,7 @@ QCFC_ALERT = 0.10
 
 #: Pairs shown in the forest plot: the largest |overall mean|.
 FOREST_PAIRS = 10
-#: The false sign rate at which the report counts effects selected by their svalue.
+#: The false sign rate at which the report (and megafc-calibrate) select effects by their svalue.
 FALSE_SIGN_RATE = 0.05
 
 
@@ -543,6 +543,16 @@ def effects_section(run: Run) -> str:
             parts.append(false_sign_block(summaries, interval, "summaries"))
     else:
         parts.append(note("summaries.tsv is missing: no within/between-network summaries."))
+    specificity = run.table("specificity")
+    if specificity is not None and len(specificity):
+        parts.append("<h3>Subnetwork specificity</h3>")
+        parts.append("<p>How unevenly each network pair's overall effect falls on its subnetwork pairs: the sd of "
+                     "their effects, draw by draw, with the posterior noise's share removed (0: every subnetwork "
+                     "pair changes alike). Per drug in <code>specificity.tsv</code>.</p>")
+        overall = specificity[specificity["effect"] == "overall"].sort_values("mean", ascending=False)
+        keep = [c for c in ("network_a", "network_b", "n_pairs", "mean", "hdi_low", "hdi_high", "r_hat")
+                if c in overall]
+        parts.append(html_table(overall[keep], "specificity-table", scroll=True))
     similarity = run.table("drug_similarity")
     if similarity is not None and len(similarity):
         parts.append("<h3>Drug similarity</h3>")
@@ -858,8 +868,8 @@ def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | 
     costly = sorted(range(len(arranged)), key=lambda i: -SECTION_COST.get(arranged[i][0], 0.0))
     with matplotlib.rc_context({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False,
                                 "svg.hashsalt": "megafc"}):
-        workers = workers or int(run.cfg("report_workers", default=1) or 1)
-        if workers > 1:
+        workers = int(run.cfg("report_workers", default=1)) if workers is None else workers
+        if workers > 1 and len(tasks) > 1 and can_fork():
             warm_up()
         built = run_in_workers(tasks, workers, order=costly)
     sections = []

@@ -5,9 +5,10 @@ took 6-7 s in one process on 2 cores.
 The workers are forked, so they see the run's tables and the sections' builders (closures of
 third-party plugins included) without pickling them; only each section's HTML, the figure
 files it made and its log records come back. The records are logged again in the calling
-thread, so the log and warnings.tsv hold them as if the sections had run there. Where fork is
-not the platform's safe default (macOS, Windows), with one worker, or when a worker dies, the
-sections are built in this process.
+thread, in the sections' order, so the log and warnings.tsv hold them as if the sections had
+run there. Where fork is not the platform's safe default (macOS, Windows), with one worker,
+when a worker dies or when a section has not come back after ``timeout`` seconds, the
+remaining sections are built in this process.
 """
 
 from __future__ import annotations
@@ -17,32 +18,44 @@ import multiprocessing
 import sys
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Sequence
 
 log = logging.getLogger("megafc")
 
-#: The tasks of the pool being run, set before the workers are forked (they inherit it).
+#: In a worker: the tasks of its pool (inherited through fork, never pickled) and the log
+#: records of the task it runs.
 _TASKS: Sequence[Callable[[], Any]] = ()
-#: Log records of the task running in this worker.
 _RECORDS: list[dict[str, Any]] = []
+
+#: Seconds to wait for one section before drawing the rest in this process.
+TIMEOUT = 600.0
 
 
 class _Keep(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         _RECORDS.append({"name": record.name, "levelno": record.levelno, "levelname": record.levelname,
-                         "msg": record.getMessage(), "args": None,
+                         "msg": record.getMessage(), "args": None, "created": record.created, "msecs": record.msecs,
                          "exc_text": logging.Formatter().formatException(record.exc_info) if record.exc_info else None,
+                         "stack_info": record.stack_info,
                          "pathname": record.pathname, "lineno": record.lineno, "funcName": record.funcName})
 
 
-def _init_worker() -> None:
-    """Log only into _RECORDS (not into the parent's files and console, which it replays)."""
-    for logger in [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
-                                           if isinstance(lg, logging.Logger)]:
+def _init_worker(tasks: Sequence[Callable[[], Any]], filters: list) -> None:
+    """Keep this pool's tasks; log only into _RECORDS (the parent replays them into its own
+    files and console); the warning filters the caller had."""
+    global _TASKS
+    _TASKS = tasks
+    warnings.filters[:] = filters
+    keep = _Keep()
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for logger in loggers:
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
-    logging.getLogger().addHandler(_Keep())
+        if logger is loggers[0] or not logger.propagate:  # records that never reach the root
+            logger.addHandler(keep)
 
 
 def _run(index: int) -> tuple[Any, list[dict[str, Any]]]:
@@ -55,30 +68,43 @@ def can_fork() -> bool:
     return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
-def run_in_workers(tasks: Sequence[Callable[[], Any]], workers: int, order: Sequence[int] | None = None) -> list[Any]:
+def run_in_workers(tasks: Sequence[Callable[[], Any]], workers: int, order: Sequence[int] | None = None,
+                   timeout: float = TIMEOUT) -> list[Any]:
     """Each task's return value (picklable), in the tasks' order. ``order``: the order in which
     to start them (longest first keeps the workers evenly busy). Tasks must not raise."""
-    global _TASKS
     if workers <= 1 or len(tasks) <= 1 or not can_fork():
         return [task() for task in tasks]
     order = list(order) if order is not None else list(range(len(tasks)))
-    results: dict[int, Any] = {}
-    _TASKS = tasks
+    done: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
+    filters = list(warnings.filters)
+    pool = None
     try:
         with warnings.catch_warnings():
-            # Python >= 3.12 warns about fork in a process with threads (sampler pools that
-            # are idle by now); the workers only draw and exit.
+            # Python >= 3.12 warns about fork in a process with threads (the heartbeat, idle
+            # sampler pools); the workers only draw, log into a list and exit.
             warnings.simplefilter("ignore", DeprecationWarning)
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker,
-                                     mp_context=multiprocessing.get_context("fork")) as pool:
-                futures = {i: pool.submit(_run, i) for i in order}
-                for i in order:
-                    result, records = futures[i].result()
-                    for rec in records:
-                        logging.getLogger(rec["name"]).handle(logging.makeLogRecord(rec))
-                    results[i] = result
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), initializer=_init_worker,
+                                       initargs=(tasks, filters), mp_context=multiprocessing.get_context("fork"))
+            futures = {i: pool.submit(_run, i) for i in order}
+        for i in order:
+            done[i] = futures[i].result(timeout=timeout)
     except BrokenProcessPool as exc:
         log.warning("report: a worker process died (%s); drawing the remaining sections in this process", exc)
+    except FutureTimeout:
+        log.warning("report: a section took over %.0f s in a worker process; drawing the remaining sections in "
+                    "this process", timeout)
+        for process in list(getattr(pool, "_processes", {}).values()):  # a hung worker would block the exit
+            process.terminate()
     finally:
-        _TASKS = ()
-    return [results[i] if i in results else tasks[i]() for i in range(len(tasks))]
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    results = []
+    for i in range(len(tasks)):
+        if i in done:
+            result, records = done[i]
+            for rec in records:
+                logging.getLogger(rec["name"]).handle(logging.makeLogRecord(rec))
+        else:
+            result = tasks[i]()
+        results.append(result)
+    return results
