@@ -34,7 +34,7 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "pd": ("Probability of direction: posterior probability that the effect has the sign of its mean.", None),
     "lfsr": ("Local false sign rate (Stephens 2017): probability that the sign of mean is wrong, by adaptive "
              "shrinkage over all rows of the same effect (so it pays for the many pairs looked at; 1 - pd when "
-             "an effect has fewer than 10 rows).", None),
+             "an effect has too few rows to learn from, n/a for a row without an estimate).", None),
     "svalue": ("Expected proportion of wrong signs among all effects of this effect name at least as sure as "
                "this one (mean lfsr of that list): svalue <= 0.05 selects effects at a 5% false sign rate.", None),
     "p_rope": ("Posterior probability that the effect lies within the region of practical equivalence "
