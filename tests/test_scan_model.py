@@ -105,6 +105,14 @@ def test_drug_scales_equal_the_multivariate_normal_of_all_scans(mixed):
     np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
 
 
+def central_difference(f, x: np.ndarray, i: int, eps: float = 1e-6) -> float:
+    """d f / d x[i] by central differences."""
+    up, down = x.copy(), x.copy()
+    up[i] += eps
+    down[i] -= eps
+    return (f(up) - f(down)) / (2 * eps)
+
+
 KAPPAS = [np.array([0.7, 1.2, 1.0, 1.4, 0.9]), np.array([1.3, 0.8, 1.1, 0.6, 1.0]),
           np.array([1.0, 1.0, 1.0, 1.0, 2.0]), np.array([0.9, 1.1, 0.5, 1.2, 1.0])]
 
@@ -134,20 +142,11 @@ def test_gradient_in_the_unit_scales(mixed):
     arrays = kernel_arrays(mixed["st"])
     prm, pri, lam, kappa = mixed["params"][3], mixed["prior"][3], LAMS[1], KAPPAS[0]
     out = loglik_and_grad(arrays, *prm, *pri, lam, kappa)
-    eps = 1e-6
     for u in range(len(kappa)):
-        up, down = kappa.copy(), kappa.copy()
-        up[u] += eps
-        down[u] -= eps
-        numeric = (loglik_and_grad(arrays, *prm, *pri, lam, up)[0]
-                   - loglik_and_grad(arrays, *prm, *pri, lam, down)[0]) / (2 * eps)
+        numeric = central_difference(lambda k: loglik_and_grad(arrays, *prm, *pri, lam, k)[0], kappa, u)
         assert out[9][u] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
     for d in range(3):  # the drug scales' gradient still holds with unit scales in between
-        up, down = lam.copy(), lam.copy()
-        up[d] += eps
-        down[d] -= eps
-        numeric = (loglik_and_grad(arrays, *prm, *pri, up, kappa)[0]
-                   - loglik_and_grad(arrays, *prm, *pri, down, kappa)[0]) / (2 * eps)
+        numeric = central_difference(lambda x: loglik_and_grad(arrays, *prm, *pri, x, kappa)[0], lam, d)
         assert out[8][d] == pytest.approx(numeric, rel=1e-5, abs=1e-6)
     ins = [pt.matrix(), pt.matrix(), pt.matrix(), pt.vector(), pt.vector(), pt.vector(), pt.vector()]
     op = scan_marginal_loglik(mixed["st"], *ins[:5], *pri, drug_scale=ins[5], unit_scale=ins[6])

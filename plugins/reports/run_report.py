@@ -545,47 +545,49 @@ def effects_section(run: Run) -> str:
         parts.append(note("summaries.tsv is missing: no within/between-network summaries."))
     specificity = run.table("specificity")
     if specificity is not None and len(specificity):
-        parts.append("<h3>Subnetwork specificity</h3>")
-        parts.append("<p>How unevenly each network pair's overall effect falls on its subnetwork pairs: the sd of "
-                     "their effects, draw by draw, with the posterior noise's share removed (0: every subnetwork "
-                     "pair changes alike). Per drug in <code>specificity.tsv</code>.</p>")
-        overall = specificity[specificity["effect"] == "overall"].sort_values("mean", ascending=False)
-        keep = [c for c in ("network_a", "network_b", "n_pairs", "mean", "hdi_low", "hdi_high", "r_hat")
-                if c in overall]
-        parts.append(html_table(overall[keep], "specificity-table", scroll=True))
+        parts.append(table_block(
+            "Subnetwork specificity", "How unevenly each network pair's overall effect falls on its subnetwork "
+            "pairs: the sd of their effects, draw by draw, with the posterior noise's share removed (0: every "
+            "subnetwork pair changes alike). Per drug in <code>specificity.tsv</code>.",
+            specificity[specificity["effect"] == "overall"].sort_values("mean", ascending=False),
+            ("network_a", "network_b", "n_pairs", "mean", "hdi_low", "hdi_high", "r_hat"), "specificity-table",
+            scroll=True))
     similarity = run.table("drug_similarity")
     if similarity is not None and len(similarity):
-        parts.append("<h3>Drug similarity</h3>")
-        parts.append("<p>Per pair of drugs, computed draw by draw on the drug-level effects across network "
-                     "pairs, with the posterior noise's share of each draw's spread subtracted: the maps' "
-                     "correlation (<code>pattern_r_corrected</code>, blind to scale), drug a's root-mean-square "
-                     "effect over drug b's (<code>rms_ratio</code>), the root-mean-square difference "
-                     "(<code>rms_distance</code>) and, with <code>pooling.drug_scale=true</code>, the ratio of "
-                     "the drugs' scales (<code>scale_ratio</code>); <code>pearson_r_across_pairs</code> is the "
-                     "uncorrected correlation (attenuated by that noise).</p>")
-        wanted = ("drug_a", "drug_b", "measure", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk")
-        keep = [c for c in wanted if c in similarity]
-        parts.append(html_table(similarity[keep], "similarity-table"))
+        parts.append(table_block(
+            "Drug similarity", "Per pair of drugs, computed draw by draw on the drug-level effects across network "
+            "pairs, with the posterior noise's share of each draw's spread subtracted: the maps' correlation "
+            "(<code>pattern_r_corrected</code>, blind to scale), drug a's root-mean-square effect over drug b's "
+            "(<code>rms_ratio</code>), the root-mean-square difference (<code>rms_distance</code>) and, with "
+            "<code>pooling.drug_scale=true</code>, the ratio of the drugs' scales (<code>scale_ratio</code>); "
+            "<code>pearson_r_across_pairs</code> is the uncorrected correlation (attenuated by that noise).",
+            similarity, ("drug_a", "drug_b", "measure", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk"),
+            "similarity-table"))
     scales = run.table("drug_scales")
     if scales is not None and len(scales):
-        parts.append("<h3>Drug scales</h3>")
-        parts.append("<p>The strength at which each drug shows the shared pattern of effects (geometric mean "
-                     "of all drugs' = 1).</p>")
-        keep = [c for c in ("drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk") if c in scales]
-        parts.append(html_table(scales[keep], "scales-table"))
+        parts.append(table_block(
+            "Drug scales", "The strength at which each drug shows the shared pattern of effects (geometric mean of "
+            "all drugs' = 1; with <code>pooling.dataset_scale</code>, of the drug's population of datasets).",
+            scales, ("drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk"), "scales-table"))
     datasets = run.table("dataset_scales")
     if datasets is not None and len(datasets):
-        parts.append("<h3>Dataset scales</h3>")
-        parts.append("<p>The strength at which each dataset shows its drug's effects, relative to the drug's other "
-                     "datasets (geometric mean 1 within a drug; a drug's only dataset is 1 and its drug's scale "
-                     "above carries the spread between datasets).</p>")
-        keep = [c for c in ("dataset", "drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk")
-                if c in datasets]
-        parts.append(html_table(datasets[keep], "dataset-scales-table"))
+        parts.append(table_block(
+            "Dataset scales", "The strength at which each dataset shows its drug's effects, relative to the drug's "
+            "other datasets (geometric mean 1 within a drug; a drug's only dataset is 1 and its drug's scale above "
+            "carries the spread between datasets).",
+            datasets, ("dataset", "drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk"),
+            "dataset-scales-table"))
     truth = run.table("truth")
     if truth is not None and len(truth):
         parts.append(recovery_block(run, effects, truth, interval))
     return "\n".join(parts)
+
+
+def table_block(title: str, text: str, table: pd.DataFrame, columns: tuple[str, ...], table_id: str,
+                scroll: bool = False) -> str:
+    """A titled table of a derived result (``text`` is HTML); only the ``columns`` it has."""
+    keep = [c for c in columns if c in table]
+    return f"<h3>{esc(title)}</h3><p>{text}</p>" + html_table(table[keep], table_id, scroll=scroll)
 
 
 def false_sign_table(table: pd.DataFrame, interval: str, rate: float = FALSE_SIGN_RATE) -> pd.DataFrame:
