@@ -26,8 +26,8 @@ import pandas as pd
 
 from megafc.core import PoolingModel, PoolingResult
 
-from .derived import contrast_pairs
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
+from .derived import contrast_pairs
 from .design import PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
 from .pymc_scan_level import ScanPriors
 from .scan_design import ScanDesign, covariate_matrix, scan_design

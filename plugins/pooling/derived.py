@@ -15,6 +15,7 @@ from megafc.core import ConfigError, summarise_draws
 
 from .adaptive_shrinkage import MIN_EFFECTS, adaptive_shrinkage
 
+
 def contrast_pairs(drugs: list[str], requested: list[str]) -> list[tuple[str, str]]:
     """Drug pairs to contrast; ``requested`` entries are "a-b" and must name known drugs."""
     if not requested:

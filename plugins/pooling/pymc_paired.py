@@ -17,9 +17,9 @@ import xarray as xr
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
 
+from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import (FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries,
                       subnetwork_specificity, summary_columns)
-from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .design import (
     PYMC_PACKAGES,
     bayesian_references,
@@ -303,5 +303,6 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     if rmax > c.rhat_max:
         warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
     warnings += [f"pooling: {n}" for n in design.notes()]
-    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=f"{description} {FALSE_SIGN_TEXT}",
-                         warnings=warnings, tables=tables, interval=f"{100 * c.hdi_prob:g}% HDI")
+    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
+                         description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,
+                         interval=f"{100 * c.hdi_prob:g}% HDI")

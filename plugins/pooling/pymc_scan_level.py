@@ -20,8 +20,8 @@ import xarray as xr
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
-from .derived import contrast_pairs, summary_columns
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
+from .derived import contrast_pairs, summary_columns
 from .design import (
     PYMC_PACKAGES,
     bayesian_references,
@@ -102,11 +102,14 @@ class PyMCPooling(PoolingModel):
         #: drug_similarity.tsv gets each pair's scale_ratio.
         drug_scale: bool = False
         #: Each dataset's effects centred on its own scale x its drug's effect (theta[u, p] =
-        #: scale[u] beta[d, p] + deviation; log scales ~ Normal(0, s), s learned): datasets that
-        #: show their drug's pattern at different strengths (dose, scanner, timing) are not made
-        #: to disagree pair by pair. With drug_scale it carries the strength of a drug seen in
-        #: one or two datasets into that drug's scale's interval (a dataset's and its drug's
-        #: strength cannot be told apart from that dataset alone); dataset_scales.tsv.
+        #: scale[u] beta[d, p] + deviation; the log scales of a drug's datasets ~ Normal(0, s)
+        #: summing to zero, s learned; a drug's only dataset scale 1): datasets that show their
+        #: drug's pattern at different strengths (dose, scanner, timing) are not made to disagree
+        #: pair by pair, and drug effects (and, with drug_scale, scales) are reported for the
+        #: drug's population of datasets, so a drug seen in one or two datasets carries the
+        #: spread between datasets in its intervals (a dataset's and its drug's strength cannot
+        #: be told apart from that dataset alone); dataset_scales.tsv. Needs a drug with two
+        #: or more datasets.
         dataset_scale: bool = False
         #: Drug-specific dose slopes (partially pooled across drugs); needs dose_reference.
         dose: bool = False

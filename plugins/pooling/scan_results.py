@@ -78,8 +78,9 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     if rmax > c.rhat_max:
         warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
     warnings += [f"pooling: {n}" for n in design.notes() + notes]
-    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata, description=f"{description} {FALSE_SIGN_TEXT}",
-                         warnings=warnings, tables=tables, interval=f"{100 * c.hdi_prob:g}% HDI")
+    return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
+                         description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,
+                         interval=f"{100 * c.hdi_prob:g}% HDI")
 
 
 def heterogeneity_table(design: ScanDesign, post, hdi_prob: float, names: list[str]) -> pd.DataFrame:
