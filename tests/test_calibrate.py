@@ -183,3 +183,24 @@ def test_tau_is_scored_against_the_planted_spreads():
     assert (tau["n_credible"] == 0).all()
     pooled = summarise_scores(s.assign(scenario="x", replicate=0))
     assert pooled.loc[pooled.table == "heterogeneity", "coverage_50"].isna().all()
+
+
+def test_specificity_is_scored_against_the_planted_spread_of_subnetwork_pairs():
+    from megafc.plugins.reports.calibration import specificity_truth
+
+    parents = {"A1": "A", "A2": "A", "B1": "B"}
+    rows = [("A1", "B1", 0.05), ("A2", "B1", 0.01), ("A1", "A1", 0.02), ("A1", "A2", 0.02), ("A2", "A2", 0.02),
+            ("B1", "B1", 0.0)]
+    truth = pd.DataFrame([{"aggregation": "subnetwork", "network_a": a, "network_b": b, "effect": "overall",
+                           "truth": v} for a, b, v in rows])
+    t = specificity_truth(truth, parents).set_index(["network_a", "network_b", "effect"])["truth"]
+    assert t[("A", "B", "overall")] == pytest.approx(np.std([0.05, 0.01], ddof=1))
+    assert t[("A", "A", "overall")] == pytest.approx(0.0)
+    assert ("B", "B", "overall") not in t  # one subnetwork pair: no spread
+    spec = pd.DataFrame({"network_a": ["A", "A"], "network_b": ["B", "A"], "effect": "overall", "n_pairs": [2, 3],
+                         "mean": [0.02, 0.004], "sd": [0.01, 0.003], "hdi_low": [0.0, 0.0], "hdi_high": [0.04, 0.01]})
+    effects = pd.DataFrame(columns=["network_a", "network_b", "effect", "effect_type", "mean", "sd", "hdi_low",
+                                    "hdi_high"])
+    s = score_replicate(effects, truth, "subnetwork", 0.02, specificity=spec, parents=parents)
+    row = s[(s.table == "specificity") & (s.stratum == "all")].iloc[0]
+    assert row["effect_type"] == "overall" and row["n"] == 2 and row["coverage_95"] == 1.0 and row["n_credible"] == 0

@@ -126,6 +126,20 @@ def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str]) -> 
             .melt(id_vars=["network_a", "network_b"], var_name="parameter", value_name="truth"))
 
 
+def specificity_truth(truth: pd.DataFrame, parents: dict[str, str]) -> pd.DataFrame:
+    """The planted subnetwork specificity: per network pair with two or more subnetwork pairs
+    and per overall or drug effect, the sd (n - 1) of its subnetwork pairs' planted effects
+    (what specificity.tsv estimates); ``parents``: each subnetwork's network, in atlas order."""
+    t = truth[(truth["aggregation"] == "subnetwork")
+              & ((truth["effect"] == "overall") | truth["effect"].str.startswith("drug:"))]
+    order = {net: i for i, net in enumerate(dict.fromkeys(parents.values()))}
+    a, b = t["network_a"].map(parents), t["network_b"].map(parents)
+    first = a.map(order) <= b.map(order)
+    t = t.assign(network_a=np.where(first, a, b), network_b=np.where(first, b, a))
+    out = t.groupby(["network_a", "network_b", "effect"], sort=False)["truth"].agg(["std", "size"]).reset_index()
+    return out[out["size"] >= 2].drop(columns="size").rename(columns={"std": "truth"})
+
+
 def strata(truth: pd.Series, min_effect: float) -> pd.Series:
     """zero (|truth| < min_effect / 10; not "null", which table readers take for a missing value), small (< min_effect) or large."""
     size = truth.abs()
@@ -184,12 +198,14 @@ def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool 
 def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_effect: float,
                     summaries: pd.DataFrame | None = None, members: pd.DataFrame | None = None,
                     similarity: pd.DataFrame | None = None, heterogeneity: pd.DataFrame | None = None,
-                    dataset_drug: dict[str, str] | None = None) -> pd.DataFrame:
+                    dataset_drug: dict[str, str] | None = None, specificity: pd.DataFrame | None = None,
+                    parents: dict[str, str] | None = None) -> pd.DataFrame:
     """Scores of one replicate for every table with planted values: effects (overall, drug,
     dataset, contrast), summaries, drug similarity (one "effect type" per measure) and the
     between-drug and between-dataset sds (``heterogeneity``, with ``dataset_drug``; only for
-    models whose drugs are centred on the overall effect itself, not on scales of it). One row
-    per table, effect type and stratum."""
+    models whose drugs are centred on the overall effect itself, not on scales of it) and
+    subnetwork specificity (``specificity``, with ``parents``). One row per table, effect type
+    and stratum."""
     parts = [score_table(attach_truth(effects, truth, level), min_effect).assign(table="effects")]
     if summaries is not None and members is not None and len(summaries):
         parts.append(score_table(attach_truth(summaries, truth, level, members), min_effect).assign(table="summaries"))
@@ -207,6 +223,12 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
         if len(rows):  # sds: no sign, never "credible"
             part = score_table(rows.assign(effect_type=rows["parameter"]), min_effect, signed=False)
             parts.append(part.assign(table="heterogeneity"))
+    if specificity is not None and parents:
+        rows = specificity.merge(specificity_truth(truth, parents), on=["network_a", "network_b", "effect"])
+        if len(rows):  # spreads: no sign, never "credible"
+            part = score_table(rows.assign(effect_type=rows["effect"].str.partition(":")[0]), min_effect,
+                               signed=False)
+            parts.append(part.assign(table="specificity"))
     out = pd.concat(parts, ignore_index=True)
     return out[["table"] + [c for c in out.columns if c != "table"]]
 
@@ -306,7 +328,9 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                                     outcome.result.tables.get("summaries"), members,
                                     outcome.result.tables.get("drug_similarity"),
                                     None if scaled else outcome.result.tables.get("heterogeneity"),
-                                    {ds: str(d[0]) for ds, d in drugs.items() if len(d) == 1})
+                                    {ds: str(d[0]) for ds, d in drugs.items() if len(d) == 1},
+                                    outcome.result.tables.get("specificity"),
+                                    dict(zip(outcome.atlas.regions["subnetwork"], outcome.atlas.regions["network"])))
                 s.insert(0, "scenario", scenario)
                 s.insert(1, "replicate", r)
                 s.insert(2, "seed", int(cfg.seed))
