@@ -40,7 +40,6 @@ from megafc.core.report import (
 )
 
 from .figures import place_grid, text_inches
-from .workers import can_fork, run_in_workers
 from .page import (
     excludes_zero,
     fmt,
@@ -52,6 +51,7 @@ from .page import (
     render_page,
     side_by_side,
 )
+from .workers import can_fork, run_in_workers
 
 log = logging.getLogger("megafc")
 
