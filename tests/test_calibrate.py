@@ -95,7 +95,11 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "calibration.tsv", sep="\t")
     assert (out / "calibration.png").exists() and (out / "default" / "replicate-01" / "effects.tsv").exists()
-    assert set(summary["table"]) == {"effects", "summaries", "drug_similarity"} and set(summary["scenario"]) == {"default"}
+    assert set(summary["table"]) == {"effects", "summaries", "drug_similarity", "heterogeneity"}
+    assert set(summary["scenario"]) == {"default"}
+    tau = summary[(summary.table == "heterogeneity") & (summary.stratum == "all")]
+    assert set(tau["effect_type"]) == {"tau_drug", "tau_dataset"} and (tau["n_credible"] == 0).all()
+    assert tau["coverage_50"].isna().all()  # tau has no 50% interval
     similarity = summary[summary.table == "drug_similarity"]
     assert set(similarity["effect_type"]) == {"pattern_r_corrected", "pearson_r_across_pairs", "rms_ratio",
                                               "rms_distance"}
