@@ -71,6 +71,17 @@ def network_pair_table(
     return out
 
 
+def parent_pairs(network_a: pd.Series, network_b: pd.Series, parents: dict[str, str]) -> pd.DataFrame:
+    """The network pair (``network_a``, ``network_b`` in atlas order) each subnetwork pair lies
+    in, from ``attrs["parents"]`` (subnetwork -> network, in atlas order); NaN for names that
+    are not subnetworks (a summary's pseudo pair)."""
+    order = {net: i for i, net in enumerate(dict.fromkeys(parents.values()))}
+    a = pd.Series(network_a).map(parents).reset_index(drop=True)
+    b = pd.Series(network_b).map(parents).reset_index(drop=True)
+    first = a.map(order).fillna(-1) <= b.map(order).fillna(-1)
+    return pd.DataFrame({"network_a": a.where(first, b), "network_b": b.where(first, a)})
+
+
 def select_pairs(pairs: pd.DataFrame, wanted: list | None, key: str = "aggregate.pairs") -> pd.DataFrame:
     """Only the network pairs in ``wanted`` (each two network names, either order); summary
     outcomes (``network_b`` == "") are kept. ``None`` keeps everything.

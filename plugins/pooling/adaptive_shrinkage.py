@@ -60,16 +60,13 @@ def adaptive_shrinkage(mean: np.ndarray, sd: np.ndarray, null_penalty: float = 1
         largest = 8 * smallest
     n_grid = int(np.ceil(np.log(largest / smallest) / np.log(np.sqrt(2)))) + 1
     grid = np.concatenate([[0.0], (largest * np.sqrt(2) ** -np.arange(n_grid))[::-1]])
-    loglik = norm.logpdf(mean[:, None], 0.0, np.sqrt(sd[:, None] ** 2 + grid[None, :] ** 2))
-    lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+    lik = scaled_likelihoods(mean, sd, grid)
     penalty = np.ones(len(grid))
     penalty[0] = null_penalty
     weights = np.full(len(grid), 0.5 / (len(grid) - 1))
     weights[0] = 0.5
     for _ in range(max_iter):
-        resp = weights * lik
-        resp /= resp.sum(axis=1, keepdims=True)
-        new = np.maximum(resp.sum(axis=0) + penalty - 1, 0.0)
+        new = np.maximum(responsibilities(lik, weights).sum(axis=0) + penalty - 1, 0.0)
         new /= new.sum()
         done = np.max(np.abs(new - weights)) < tol
         weights = new
@@ -85,12 +82,23 @@ def sign_probabilities(mean: np.ndarray, sd: np.ndarray, grid: np.ndarray,
     """P(effect < 0), P(effect = 0), P(effect > 0) for estimates (mean, sd) under the prior
     ``weights`` on a point mass at 0 (``grid[0]`` = 0) and zero-centred normals of sd grid[1:]."""
     mean, sd = np.asarray(mean, dtype=float), np.asarray(sd, dtype=float)
-    loglik = norm.logpdf(mean[:, None], 0.0, np.sqrt(sd[:, None] ** 2 + grid[None, :] ** 2))
-    resp = weights * np.exp(loglik - loglik.max(axis=1, keepdims=True))
-    resp /= resp.sum(axis=1, keepdims=True)
+    resp = responsibilities(scaled_likelihoods(mean, sd, grid), weights)
     # each normal component's posterior is normal: precision-weighted mean of 0 and the estimate
     var = 1.0 / (1.0 / sd[:, None] ** 2 + 1.0 / grid[None, 1:] ** 2)
     post_mean = var * mean[:, None] / sd[:, None] ** 2
     below = (resp[:, 1:] * np.exp(log_ndtr(-post_mean / np.sqrt(var)))).sum(axis=1)
     at_zero = resp[:, 0]
     return below, at_zero, np.clip(1.0 - below - at_zero, 0.0, 1.0)
+
+
+def scaled_likelihoods(mean: np.ndarray, sd: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """(estimate, component): each estimate's likelihood under each prior component (a normal
+    of sd sqrt(sd^2 + grid^2) around 0), scaled so that an estimate's largest is 1."""
+    loglik = norm.logpdf(mean[:, None], 0.0, np.sqrt(sd[:, None] ** 2 + grid[None, :] ** 2))
+    return np.exp(loglik - loglik.max(axis=1, keepdims=True))
+
+
+def responsibilities(lik: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(estimate, component): the posterior probability that each estimate came from each component."""
+    resp = weights * lik
+    return resp / resp.sum(axis=1, keepdims=True)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import ConfigError, summarise_draws
+from megafc.core.aggregate import parent_pairs
 
 from .adaptive_shrinkage import MIN_EFFECTS, adaptive_shrinkage
 
@@ -174,14 +175,7 @@ def subnetwork_specificity(pairs_meta: pd.DataFrame, table: pd.DataFrame,
     parents = table.attrs.get("parents")
     if not parents:
         return None
-    pairs_meta = pairs_meta.reset_index(drop=True)  # row i is the draws' pair i
-    a = pairs_meta["network_a"].map(parents)
-    b = pairs_meta["network_b"].map(parents)
-    order = {net: i for i, net in enumerate(dict.fromkeys(parents.values()))}
-    keep = a.notna() & b.notna()  # summaries have no parents
-    lo = np.where(a.map(order).fillna(-1) <= b.map(order).fillna(-1), a, b)
-    hi = np.where(a.map(order).fillna(-1) <= b.map(order).fillna(-1), b, a)
-    groups = pd.DataFrame({"network_a": lo, "network_b": hi})[keep.to_numpy()]
+    groups = parent_pairs(pairs_meta["network_a"], pairs_meta["network_b"], parents).dropna()  # row i: pair i
     rows, spreads = [], []
     for (net_a, net_b), members in groups.groupby(["network_a", "network_b"], sort=False):
         idx = members.index.to_numpy()

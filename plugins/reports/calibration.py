@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import ConfigError, MegafcError, Reporter
+from megafc.core.aggregate import parent_pairs
 from megafc.core.outputs import StagedRun
 
 from .run_report import FALSE_SIGN_RATE
@@ -131,11 +132,8 @@ def specificity_truth(truth: pd.DataFrame, parents: dict[str, str]) -> pd.DataFr
     and per overall or drug effect, the sd (n - 1) of its subnetwork pairs' planted effects
     (what specificity.tsv estimates); ``parents``: each subnetwork's network, in atlas order."""
     t = truth[(truth["aggregation"] == "subnetwork")
-              & ((truth["effect"] == "overall") | truth["effect"].str.startswith("drug:"))]
-    order = {net: i for i, net in enumerate(dict.fromkeys(parents.values()))}
-    a, b = t["network_a"].map(parents), t["network_b"].map(parents)
-    first = a.map(order) <= b.map(order)
-    t = t.assign(network_a=np.where(first, a, b), network_b=np.where(first, b, a))
+              & ((truth["effect"] == "overall") | truth["effect"].str.startswith("drug:"))].reset_index(drop=True)
+    t = t.assign(**parent_pairs(t["network_a"], t["network_b"], parents))
     out = t.groupby(["network_a", "network_b", "effect"], sort=False)["truth"].agg(["std", "size"]).reset_index()
     return out[out["size"] >= 2].drop(columns="size").rename(columns={"std": "truth"})
 
@@ -238,6 +236,9 @@ def summarise_scores(table: pd.DataFrame) -> pd.DataFrame:
     keys = ["scenario", "table", "effect_type", "stratum"]
     rates = [c for c in ("coverage_95", "coverage_50") if c in table]
     t = table.assign(**{f"_{c}": table[c] * table["n"] for c in rates},
+                     # the rows a rate is pooled over: NaN for tables without that interval
+                     # (heterogeneity has no 50% one)
+                     **{f"_n_{c}": table["n"].where(table[c].notna(), 0) for c in rates},
                      _sign=table["sign_recovery"].fillna(0) * table["n_large"],
                      _false=table["false_sign_rate"] * table["n_credible"],
                      **({"_reported": table["reported_false_sign_rate"] * table["n_credible"]}
@@ -248,10 +249,8 @@ def summarise_scores(table: pd.DataFrame) -> pd.DataFrame:
                 **{c: (c, lambda x: x.sum(min_count=1))  # NaN, not 0, for tables without lfsr
                    for c in ("n_selected", "false_selected", "expected_false_selected") if c in table}
                 ).reset_index()
-    for c in rates:  # NaN for tables without that interval (heterogeneity has no 50% one)
-        has = t[c].notna()
-        out[c] = (g[f"_{c}"].sum(min_count=1) / t.assign(_n=t["n"].where(has, 0)).groupby(keys, sort=False)["_n"].sum()
-                  ).to_numpy()
+    for c in rates:
+        out[c] = (g[f"_{c}"].sum(min_count=1) / g[f"_n_{c}"].sum()).to_numpy()
     large = g["n_large"].sum().to_numpy()
     out["sign_recovery"] = np.where(large > 0, g["_sign"].sum().to_numpy() / np.maximum(large, 1), np.nan)
     credible = g["n_credible"].sum().to_numpy()
