@@ -53,8 +53,7 @@ class Run:
         """``<name>.tsv`` (or ``.tsv.gz``) of the run; tables beyond TABLES (a plugin's own) are
         read on first use; None when absent."""
         if name not in self.tables:
-            found = read_tsv(self.path / f"{name}.tsv")
-            self.tables[name] = found if found is not None else read_tsv(self.path / f"{name}.tsv.gz")
+            self.tables[name] = read_run_table(self.path, name)
         return self.tables[name]
 
     def cfg(self, *keys: str, default: Any = None) -> Any:
@@ -90,6 +89,12 @@ def read_tsv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True, low_memory=False)
 
 
+def read_run_table(run_dir: Path, name: str) -> pd.DataFrame | None:
+    """``<name>.tsv``, or ``<name>.tsv.gz`` (large tables may be written gzipped), or None."""
+    found = read_tsv(run_dir / f"{name}.tsv")
+    return found if found is not None else read_tsv(run_dir / f"{name}.tsv.gz")
+
+
 def read_text(path: Path) -> str | None:
     return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
 
@@ -108,10 +113,7 @@ def load_run(run_dir: Path, shown_as: Path | None = None) -> Run:
         provenance = json.loads(prov_text) if prov_text else {}
     except json.JSONDecodeError:
         provenance = {}
-    tables = {name: read_tsv(run_dir / f"{name}.tsv") for name in TABLES}
-    for name, table in tables.items():  # large extra tables may be written gzipped
-        if table is None:
-            tables[name] = read_tsv(run_dir / f"{name}.tsv.gz")
+    tables = {name: read_run_table(run_dir, name) for name in TABLES}
     for name in ("scans", "effects", "diagnostics"):
         t = tables[name]
         for col in ("excluded", "ok"):
