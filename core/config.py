@@ -100,6 +100,9 @@ class RunConfig:
     figures: Any = field(default_factory=lambda: {"enabled": True, "formats": ["png"]})
     #: Write report.html (self-contained: data, QC, effects, diagnostics, methods, provenance).
     report: bool = True
+    #: Write the posterior draws (posterior.nc, ArviZ InferenceData), when the pooling model has
+    #: them; false saves the time and disk of runs read only through their tables (calibration).
+    posterior_nc: bool = True
     #: Also (true) or never (false) save the report's figures as SVG, whatever figures.formats says
     #: (kept from earlier versions, where SVG was the default).
     report_svg: Optional[bool] = None

@@ -57,6 +57,7 @@ class StagedRun:
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
+        self._created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_folder(self.run_dir)
         try:
@@ -117,6 +118,8 @@ class StagedRun:
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
         self._release()
+        if self._created and {p.name for p in self.run_dir.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # a folder this run made and left empty
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -311,7 +314,7 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     staged.write_table("diagnostics.tsv", result.diagnostics)
     if results.inputs.truth is not None:
         staged.write_table("truth.tsv", results.inputs.truth)
-    if result.idata is not None:
+    if result.idata is not None and cfg.get("posterior_nc", True):
         from .progress import Heartbeat
 
         log.info("writing posterior.nc ...")

@@ -95,6 +95,9 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "calibration.tsv", sep="\t")
     assert (out / "calibration.png").exists() and (out / "default" / "replicate-01" / "effects.tsv").exists()
+    # only the tables are scored, so the replicates keep no posterior draws (config records it)
+    assert not (out / "default" / "replicate-01" / "posterior.nc").exists()
+    assert "posterior_nc: false" in (out / "default" / "replicate-01" / "config.yaml").read_text()
     assert set(summary["table"]) == {"effects", "summaries", "drug_similarity", "heterogeneity"}
     assert set(summary["scenario"]) == {"default"}
     tau = summary[(summary.table == "heterogeneity") & (summary.stratum == "all")]
@@ -142,6 +145,35 @@ def test_every_scenario_runs_once(tmp_path):
     assert all(f'id="scenario-{s}"' in report for s in SCENARIOS)
     summary = summary[(summary.stratum == "all") & (summary.table == "effects")]
     assert (summary.groupby("scenario")["coverage_95"].min() >= 0.6).all(), summary
+
+
+@pytest.mark.slow
+def test_replicates_run_side_by_side_score_the_same(tmp_path):
+    """--jobs 2 runs replicates in two spawned processes; the scores are those of one process."""
+    small = [o for o in TINY if not o.startswith(("pooling.", "dataset.scale"))]
+    args = ["--replicates", "2", "--scenario", "default", "--scenario", "noisy_site", "dataset.scale=0.2",
+            "pooling=meta", *small]
+    tables = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        proc = megafc_cli(["--jobs", jobs, "--out", str(out), *args], cwd=tmp_path, script="megafc-calibrate")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tables.append(pd.read_csv(out / "calibration_replicates.tsv", sep="\t"))
+        assert (out / "noisy_site" / "replicate-01" / "effects.tsv").exists()
+    assert list(tables[1]["scenario"].unique()) == ["default", "noisy_site"]
+    assert set(tables[1]["replicate"]) == {0, 1}
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+
+
+def test_bad_jobs_and_a_failing_replicate_are_refused(tmp_path):
+    proc = megafc_cli(["--jobs", "0", "--out", str(tmp_path / "c")], cwd=tmp_path, script="megafc-calibrate")
+    assert proc.returncode != 0 and "--jobs is 0" in proc.stderr and "Traceback" not in proc.stderr
+    # an error inside a spawned replicate reaches the caller as the same one-paragraph error
+    out = tmp_path / "c2"
+    proc = megafc_cli(["--jobs", "2", "--replicates", "2", "--out", str(out), "dataset=fmriprep"], cwd=tmp_path,
+                      script="megafc-calibrate")
+    assert proc.returncode != 0 and "megafc: error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()  # nothing half-written
 
 
 def test_unknown_scenario_is_refused(tmp_path):

@@ -101,6 +101,18 @@ def test_failed_rerun_keeps_the_previous_complete_run(tmp_path):
     assert (tmp_path / "provenance.json").exists()
 
 
+def test_failed_run_into_a_new_folder_leaves_no_folder(tmp_path):
+    new, existing = tmp_path / "new" / "run", tmp_path / "existing"
+    existing.mkdir()
+    for folder in (new, existing):
+        with pytest.raises(RuntimeError):
+            with StagedRun(folder) as staged:
+                staged.write_text("effects.tsv", "half")
+                raise RuntimeError("stage failed")
+    assert not new.exists() and new.parent.exists()  # only the folder the run made itself
+    assert existing.is_dir() and not (existing / "effects.tsv").exists()
+
+
 def test_pipeline_rerun_with_other_outputs_leaves_no_stale_files(tmp_path):
     run_dir = tmp_path / "x"
     run_experiment(compose(SMALL + ["figures=true", "derivatives=all"]), build_registry(), run_dir)
