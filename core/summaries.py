@@ -12,16 +12,34 @@ RHAT_MAX = 1.01
 ESS_MIN = 400.0
 
 
-def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95, hdi50: bool = True) -> pd.DataFrame:
+def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95, hdi50: bool = True,
+                    lower_bound: np.ndarray | float | None = None) -> pd.DataFrame:
     """Summarise draws of shape (chain, draw, n) into one row per quantity.
 
     Columns: mean, sd, hdi_low, hdi_high (``hdi_prob`` HDI), hdi50_low, hdi50_high (50% HDI,
     for calibration checks; only with ``hdi50``), pd (probability of direction), r_hat, ess_bulk,
     ess_tail. R-hat and ESS are computed on the quantity itself, so derived effects (e.g. a
     drug's effect = overall + deviation) carry honest diagnostics.
+
+    ``lower_bound`` (per quantity or one for all; -inf: none): where the support ends below,
+    e.g. 0 for an sd. Where the interval from the bound up to the draw that gives it ``prob``
+    of the draws is as narrow as the narrowest one (within 1%: which of such near-equal windows
+    wins is decided by sampling noise), the density is highest at the bound and the exact HDI
+    starts there; that interval is reported. Without this a between-drug sd of exactly 0 could
+    never lie inside its interval.
     """
     probs = (hdi_prob, 0.5) if hdi50 else (hdi_prob,)
     out = summarise(draws, probs)
+    if lower_bound is not None:
+        bound = np.broadcast_to(np.asarray(lower_bound, dtype=float), out["mean"].shape)
+        flat = np.asarray(draws, dtype=float).reshape(-1, draws.shape[-1])
+        for prob in probs:
+            low, high = out[f"hdi_low:{prob}"], out[f"hdi_high:{prob}"]
+            inc = int(np.floor(prob * flat.shape[0]))
+            edge_high = np.partition(flat, inc, axis=0)[inc]
+            at_edge = np.isfinite(bound) & (edge_high - bound <= (high - low) * 1.01)
+            out[f"hdi_low:{prob}"] = np.where(at_edge, bound, low)
+            out[f"hdi_high:{prob}"] = np.where(at_edge, edge_high, high)
     columns = {"mean": out["mean"], "sd": out["sd"],
                "hdi_low": out[f"hdi_low:{hdi_prob}"], "hdi_high": out[f"hdi_high:{hdi_prob}"]}
     if hdi50:

@@ -83,3 +83,27 @@ def test_one_sort_summary_equals_the_separate_estimators(shape):
     flat = x[..., ok].reshape(-1, ok.sum())
     np.testing.assert_allclose(out["mean"][ok], flat.mean(axis=0))
     np.testing.assert_allclose(out["sd"][ok], flat.std(axis=0, ddof=1))
+
+
+def test_an_sd_whose_density_is_highest_at_zero_has_an_interval_from_zero():
+    """A between-drug sd of exactly 0 must be able to lie inside its interval: where the
+    narrowest interval starts at the smallest draw, it starts at the bound (0), elsewhere the
+    bound changes nothing."""
+    from megafc.core import summarise_draws
+
+    rng = np.random.default_rng(0)
+    draws = np.stack([np.abs(rng.normal(0, 0.01, (2, 1000))),  # half-normal: densest at 0
+                      rng.normal(0.05, 0.005, (2, 1000)),  # far from 0
+                      rng.normal(0.0, 0.01, (2, 1000))], axis=-1)  # unbounded
+    free = summarise_draws(draws, hdi_prob=0.95)
+    bounded = summarise_draws(draws, hdi_prob=0.95, lower_bound=np.array([0.0, 0.0, -np.inf]))
+    assert free.loc[0, "hdi_low"] > 0 and bounded.loc[0, "hdi_low"] == 0.0
+    assert bounded.loc[0, "hdi50_low"] == 0.0
+    pd_cols = ["hdi_low", "hdi_high", "hdi50_low", "hdi50_high", "mean", "r_hat"]
+    assert bounded.loc[1:, pd_cols].equals(free.loc[1:, pd_cols])
+    assert bounded.loc[0, "hdi_high"] == pytest.approx(free.loc[0, "hdi_high"], rel=0.02)
+    # the exact 95% HDI of a half-normal is [0, its 95% quantile]
+    assert bounded.loc[0, "hdi_high"] == pytest.approx(0.01 * 1.96, rel=0.05)
+    # a density that is 0 at the bound (mode above it) keeps its own interval
+    gamma = rng.gamma(3.0, 0.01, (2, 1000, 1))
+    assert summarise_draws(gamma, lower_bound=0.0).equals(summarise_draws(gamma))

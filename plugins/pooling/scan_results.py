@@ -96,7 +96,9 @@ def heterogeneity_table(design: ScanDesign, post, hdi_prob: float, names: list[s
         blocks += [(label, ds, x[:, :, k]) for k, ds in enumerate(design.datasets)]
     blocks += [(f"slope:{n}", SLOPE_UNITS[n.split(":")[0]], post[f"slope:{n}"].to_numpy()) for n in names]
     n_pairs = len(design.pairs)
-    s = summarise_draws(np.concatenate([b for _, _, b in blocks], axis=-1), hdi_prob=hdi_prob, hdi50=False)
+    sds = np.repeat([not name.startswith("slope:") for name, _, _ in blocks], n_pairs)  # bounded below by 0
+    s = summarise_draws(np.concatenate([b for _, _, b in blocks], axis=-1), hdi_prob=hdi_prob, hdi50=False,
+                        lower_bound=np.where(sds, 0.0, -np.inf))
     s.insert(0, "level", np.repeat([lv for _, lv, _ in blocks], n_pairs))
     s.insert(0, "parameter", np.repeat([name for name, _, _ in blocks], n_pairs))
     s.insert(0, "network_b", np.tile(design.pairs["network_b"].to_numpy(), len(blocks)))
