@@ -284,3 +284,29 @@ def test_design_units_subjects_and_refusals():
         scan_design(design_pairs(rows[:4]))
     with pytest.raises(InputError, match="dataset 'z' has 1 control scan.* but no included drug scan"):
         scan_design(design_pairs(rows + [("z", "1", "baseline", "LSD")]))
+
+
+def test_the_compiled_model_is_the_same_for_every_dataset(mixed):
+    """The statistics enter the Op as data (two shared arrays), so the numba graph nutpie
+    compiles has one disk-cache key whatever the data: compiled once, then loaded (not
+    recompiled) by every later run. Its Python path gives the numba path's values."""
+    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+
+    ins = [pt.matrix(), pt.matrix(), pt.matrix(), pt.vector(), pt.vector()]
+    other = mixed["y"][:-3] * 2.0  # other values and one fewer scan
+    st = scan_statistics(other, mixed["ds"][:-3], mixed["sub"][:-3], mixed["unit"][:-3], UNIT_DATASET, UNIT_DRUG,
+                         3, mixed["w"][:-3])
+    keys = []
+    for stats in (mixed["st"], st):
+        op = scan_marginal_loglik(stats, *ins, *FIXED_PRIOR)
+        outputs = [op] + pt.grad(op, ins)
+        python_path = pytensor.function(ins, outputs, mode="FAST_COMPILE")
+        numba_path = pytensor.function(ins, outputs, mode="NUMBA")
+        keys.append(numba_funcify_and_cache_key(numba_path.maker.fgraph)[1])
+        arrays = kernel_arrays(stats)
+        for prm in mixed["params"][:2]:
+            want = loglik_and_grad(arrays, *prm, *FIXED_PRIOR)[:6]
+            for got in (python_path(*prm), numba_path(*prm)):
+                for a, b in zip(got, want):
+                    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9)
+    assert keys[0] is not None and keys[0] == keys[1]

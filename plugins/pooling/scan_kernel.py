@@ -38,6 +38,17 @@ def kernel_arrays(st: ScanStatistics) -> tuple:
             c(st.n_subjects), m_units, units, c(st.unit_drug.astype(np.int64)), int(st.n_drugs))
 
 
+def pack_statistics(arrays: tuple, n_outcomes: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kernel_arrays` as the two flat arrays the compiled model takes (layout:
+    :data:`.scan_numba.HEADER`)."""
+    sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs = arrays
+    K, C, R = sxx.shape[:3]
+    header = [K, C, R, sxw.shape[3], n_outcomes, len(unit_drug), units.shape[1], n_drugs]
+    floats = np.concatenate([np.ravel(a) for a in (sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects)]).astype(float)
+    ints = np.concatenate([np.asarray(header), m_units, units.ravel(), unit_drug]).astype(np.int64)
+    return floats, ints
+
+
 def get_kernel():
     """(kernel, draws) from :mod:`.scan_numba`, imported on first use (numba is heavy)."""
     global _KERNEL
@@ -87,13 +98,6 @@ def conditional_draws(arrays: tuple, sigma, omega, b, tau_d, tau_k, prior_mean, 
     return out
 
 
-def fingerprint(arrays: tuple) -> str:
-    h = hashlib.sha1()
-    for a in arrays:
-        h.update(np.asarray(a).tobytes() if isinstance(a, np.ndarray) else repr(a).encode())
-    return h.hexdigest()
-
-
 _OPS: dict = {}
 N_IN = len(INPUTS)
 
@@ -104,21 +108,26 @@ def _make_op():
     from pytensor.graph.op import Op
 
     class ScanMarginalLogLik(Op):
-        """Outputs the log-likelihood and its gradients; ``grad`` reuses the same node."""
+        """Outputs the log-likelihood and its gradients; ``grad`` reuses the same node.
 
-        __props__ = ("key",)
+        The statistics are two data inputs (:func:`pack_statistics`, as shared variables), not
+        properties, so one compiled model serves every dataset and its compiled form is cached
+        on disk (PyTensor's numba cache).
+        """
 
-        def __init__(self, arrays: tuple):
-            self.arrays = arrays
-            self.key = fingerprint(arrays)
+        __props__ = ()
 
         def make_node(self, *inputs):
             ins = [pt.as_tensor_variable(x).astype("float64") for x in inputs[:N_IN]]
-            data = [pt.as_tensor_variable(a) for a in (inputs[N_IN:] or self.arrays)]
-            return Apply(self, ins + data, [pt.dscalar()] + [x.type() for x in ins])
+            floats, ints = (pt.as_tensor_variable(a) for a in inputs[N_IN:])
+            return Apply(self, [*ins, floats, ints], [pt.dscalar()] + [x.type() for x in ins])
 
         def perform(self, node, inputs, outputs):
-            out = loglik_and_grad(self.arrays, *inputs[:N_IN])
+            from . import scan_numba
+
+            arrays = scan_numba.unpack(np.ascontiguousarray(inputs[N_IN], dtype=float),
+                                       np.ascontiguousarray(inputs[N_IN + 1], dtype=np.int64))
+            out = loglik_and_grad(arrays, *inputs[:N_IN])
             outputs[0][0] = np.asarray(out[0])
             for i, g in enumerate(out[1:]):
                 outputs[i + 1][0] = g
@@ -139,45 +148,57 @@ def _make_op():
     return ScanMarginalLogLik
 
 
+#: The model calls the kernel's C entry point by this symbol name, not by its address: compiled
+#: code holding an address cannot be cached on disk, code naming a symbol can.
+KERNEL_SYMBOL = "megafc_scan_kernel_entry_v1"
+
+
+def _export_kernel_symbol():
+    """Make :data:`KERNEL_SYMBOL` name the kernel in this process; return its numba signature."""
+    from llvmlite import binding as llvm
+
+    from . import scan_numba
+
+    llvm.add_symbol(KERNEL_SYMBOL, scan_numba.kernel_entry.address)
+    return scan_numba.ENTRY_SIGNATURE
+
+
+def _wrapper_cache_key() -> str:
+    """Changes whenever the wrapper below or the kernel's signature may have: this file's bytes."""
+    from pathlib import Path
+
+    return "megafc-scan-kernel-" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
 def _register_numba(op_class) -> None:
-    """Let PyTensor's numba backend (nutpie) call the kernel directly."""
+    """Let PyTensor's numba backend (nutpie) call the kernel directly, and cache the result."""
     try:
         import numba
-        from pytensor.link.numba.dispatch import numba_funcify
+        from pytensor.link.numba.dispatch.basic import register_funcify_and_cache_key
     except ImportError:  # pragma: no cover - numba ships with pytensor
         return
 
-    @numba_funcify.register(op_class)
+    @register_funcify_and_cache_key(op_class)
     def _funcify(op, node=None, **kwargs):
-        from . import scan_numba
-
-        entry = scan_numba.kernel_entry.ctypes  # by address: see scan_numba.kernel_entry
+        entry = numba.types.ExternalFunction(KERNEL_SYMBOL, _export_kernel_symbol())
 
         @numba.njit
-        def scan_marginal_loglik(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u, sxx, sxw, sww,
-                                 sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, n_drugs):
+        def scan_marginal_loglik(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u, floats, ints):
             values = (np.ascontiguousarray(sigma), np.ascontiguousarray(omega), np.ascontiguousarray(b),
                       np.ascontiguousarray(tau_d), np.ascontiguousarray(tau_k), np.ascontiguousarray(prior_mean),
                       np.ascontiguousarray(prior_sd), np.ascontiguousarray(lam_d), np.ascontiguousarray(lam_u))
             grads = (np.zeros_like(values[0]), np.zeros_like(values[1]), np.zeros_like(values[2]),
                      np.zeros_like(values[3]), np.zeros_like(values[4]), np.zeros_like(values[5]),
                      np.zeros_like(values[6]), np.zeros_like(values[7]), np.zeros_like(values[8]))
-            stats = (np.ascontiguousarray(sxx), np.ascontiguousarray(sxw), np.ascontiguousarray(sww),
-                     np.ascontiguousarray(sxy), np.ascontiguousarray(swy), np.ascontiguousarray(syy),
-                     np.ascontiguousarray(sizes), np.ascontiguousarray(n_subjects))
-            ints = (np.ascontiguousarray(m_units), np.ascontiguousarray(units), np.ascontiguousarray(unit_drug))
-            dims = np.array([sxx.shape[0], sxx.shape[1], sxx.shape[2], sxw.shape[3], values[0].shape[1],
-                             unit_drug.shape[0], units.shape[1], values[7].shape[0]], dtype=np.int64)
+            packed = (np.ascontiguousarray(floats), np.ascontiguousarray(ints))
             ll = entry(values[0].ctypes, values[1].ctypes, values[2].ctypes, values[3].ctypes, values[4].ctypes,
-                       values[5].ctypes, values[6].ctypes, values[7].ctypes, values[8].ctypes, stats[0].ctypes,
-                       stats[1].ctypes, stats[2].ctypes, stats[3].ctypes, stats[4].ctypes, stats[5].ctypes,
-                       stats[6].ctypes, stats[7].ctypes, ints[0].ctypes, ints[1].ctypes, ints[2].ctypes, dims.ctypes,
-                       grads[0].ctypes, grads[1].ctypes, grads[2].ctypes, grads[3].ctypes, grads[4].ctypes,
-                       grads[5].ctypes, grads[6].ctypes, grads[7].ctypes, grads[8].ctypes)
+                       values[5].ctypes, values[6].ctypes, values[7].ctypes, values[8].ctypes, packed[0].ctypes,
+                       packed[1].ctypes, grads[0].ctypes, grads[1].ctypes, grads[2].ctypes, grads[3].ctypes,
+                       grads[4].ctypes, grads[5].ctypes, grads[6].ctypes, grads[7].ctypes, grads[8].ctypes)
             return (np.asarray(ll), grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6],
                     grads[7], grads[8])
 
-        return scan_marginal_loglik
+        return scan_marginal_loglik, _wrapper_cache_key()
 
 
 def __getattr__(name):  # PEP 562: build the Op class on first use, also when unpickling
@@ -191,6 +212,7 @@ def scan_marginal_loglik(st: ScanStatistics, sigma, omega, slopes, tau_d, tau_k,
     """The marginal log-likelihood as a PyTensor expression (``slopes`` may be None;
     ``drug_scale`` (D,) None: every drug centred on the overall effect itself; ``unit_scale``
     (U,) None: every dataset unit centred on its drug's effect itself)."""
+    import pytensor
     import pytensor.tensor as pt
 
     op_class = _OPS.get("ScanMarginalLogLik") or _make_op()
@@ -198,4 +220,6 @@ def scan_marginal_loglik(st: ScanStatistics, sigma, omega, slopes, tau_d, tau_k,
     b = slopes if slopes is not None else pt.zeros((q, sigma.shape[1]))
     lam = drug_scale if drug_scale is not None else pt.ones(st.n_drugs)
     lam_u = unit_scale if unit_scale is not None else pt.ones(st.n_units)
-    return op_class(kernel_arrays(st))(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam, lam_u)[0]
+    floats, ints = pack_statistics(kernel_arrays(st), st.sxy.shape[-1])
+    data = (pytensor.shared(floats, name="scan_statistics_floats"), pytensor.shared(ints, name="scan_statistics_ints"))
+    return op_class()(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam, lam_u, *data)[0]

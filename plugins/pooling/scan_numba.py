@@ -442,30 +442,62 @@ def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u,
 
 
 
+#: The statistics travel packed in two flat arrays, so the compiled model takes them as two
+#: data inputs (shared variables) and does not depend on their values or sizes.
+#: ``ints``: the sizes K (datasets), C (scan-count classes + 1), R (scans of a subject, + 1), Q
+#: (slopes), P (outcomes), U (units), M (units' width), D (drugs), then m_units (K), units (K, M)
+#: and unit_drug (U); ``floats``: sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, flattened.
+HEADER = 8
+
+
+@numba.njit(cache=True)
+def float_sizes(K, C, R, Q, P):
+    return np.array([K * C * R * R, K * C * R * Q, K * C * Q * Q, K * C * R * P, K * C * Q * P, K * C * P, C - 1,
+                     K * (C - 1)])
+
+
+@numba.njit(cache=True)
+def unpack(floats, ints):
+    """The kernel's statistics (views into the packed arrays) and the number of drugs."""
+    K, C, R, Q, P, U, M, D = ints[0], ints[1], ints[2], ints[3], ints[4], ints[5], ints[6], ints[7]
+    ends = np.cumsum(float_sizes(K, C, R, Q, P))
+    sxx = floats[:ends[0]].reshape((K, C, R, R))
+    sxw = floats[ends[0]:ends[1]].reshape((K, C, R, Q))
+    sww = floats[ends[1]:ends[2]].reshape((K, C, Q, Q))
+    sxy = floats[ends[2]:ends[3]].reshape((K, C, R, P))
+    swy = floats[ends[3]:ends[4]].reshape((K, C, Q, P))
+    syy = floats[ends[4]:ends[5]].reshape((K, C, P))
+    sizes = floats[ends[5]:ends[6]]
+    n_subjects = floats[ends[6]:ends[7]].reshape((K, C - 1))
+    m_units = ints[HEADER:HEADER + K]
+    units = ints[HEADER + K:HEADER + K + K * M].reshape((K, M))
+    unit_drug = ints[HEADER + K + K * M:HEADER + K + K * M + U]
+    return sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, m_units, units, unit_drug, D
+
+
 _F64 = numba.types.CPointer(numba.types.float64)
 _I64 = numba.types.CPointer(numba.types.int64)
+#: The C signature of :func:`kernel_entry`: the 9 inputs, the packed statistics, the 9 gradients.
+ENTRY_SIGNATURE = numba.types.float64(*([_F64] * 9), _F64, _I64, *([_F64] * 9))
 
 
-@numba.cfunc(numba.types.float64(*([_F64] * 17), *([_I64] * 4), *([_F64] * 9)), cache=True, error_model="numpy")
-def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u, sxx, sxw, sww, sxy, swy, syy,
-                 sizes, n_subjects, m_units, units, unit_drug, dims,
+@numba.cfunc(ENTRY_SIGNATURE, cache=True, error_model="numpy")
+def kernel_entry(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u, floats, ints,
                  g_sigma, g_omega, g_b, g_tau_d, g_tau_k, g_prior_mean, g_prior_sd, g_lam_d, g_lam_u):
-    """:func:`kernel` behind a C entry point, called by address from the compiled model.
+    """:func:`kernel` behind a C entry point, which the compiled model calls by symbol name.
 
     A jitted caller that calls :func:`kernel` directly links its machine code into its own
-    module and optimises it again (~13 s of nutpie's compile, every run); a C function pointer
-    is called as it is, from the on-disk cache. ``dims``: K, C, R, Q, P, U, M (units' width),
-    D (drugs).
+    module and optimises it again (~13 s of nutpie's compile, every run); a C function is
+    called as it is, from the on-disk cache. ``floats``/``ints``: the packed statistics.
     """
-    K, C, R, Q, P, U, M, D = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5], dims[6], dims[7]
+    header = numba.carray(ints, (HEADER,))
+    K, C, R, Q, P, U, M, D = header[0], header[1], header[2], header[3], header[4], header[5], header[6], header[7]
+    st = unpack(numba.carray(floats, (float_sizes(K, C, R, Q, P).sum(),)),
+                numba.carray(ints, (HEADER + K + K * M + U,)))
     return kernel(numba.carray(sigma, (K, P)), numba.carray(omega, (K, P)), numba.carray(b, (Q, P)),
                   numba.carray(tau_d, (P,)), numba.carray(tau_k, (P,)), numba.carray(prior_mean, (P,)),
                   numba.carray(prior_sd, (P,)), numba.carray(lam_d, (D,)), numba.carray(lam_u, (U,)),
-                  numba.carray(sxx, (K, C, R, R)), numba.carray(sxw, (K, C, R, Q)),
-                  numba.carray(sww, (K, C, Q, Q)), numba.carray(sxy, (K, C, R, P)),
-                  numba.carray(swy, (K, C, Q, P)), numba.carray(syy, (K, C, P)), numba.carray(sizes, (C - 1,)),
-                  numba.carray(n_subjects, (K, C - 1)), numba.carray(m_units, (K,)), numba.carray(units, (K, M)),
-                  numba.carray(unit_drug, (U,)), D,
+                  st[0], st[1], st[2], st[3], st[4], st[5], st[6], st[7], st[8], st[9], st[10], D,
                   numba.carray(g_sigma, (K, P)), numba.carray(g_omega, (K, P)), numba.carray(g_b, (Q, P)),
                   numba.carray(g_tau_d, (P,)), numba.carray(g_tau_k, (P,)), numba.carray(g_prior_mean, (P,)),
                   numba.carray(g_prior_sd, (P,)), numba.carray(g_lam_d, (D,)), numba.carray(g_lam_u, (U,)))
