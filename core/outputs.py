@@ -117,9 +117,14 @@ class StagedRun:
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self._created:  # a folder this run made and leaves empty goes too, while still locked
+            try:
+                if {p.name for p in self.run_dir.iterdir()} <= {LOCK_FILE}:
+                    (self.run_dir / LOCK_FILE).unlink(missing_ok=True)
+                    self.run_dir.rmdir()  # fails, harmlessly, if anything appeared meanwhile
+            except OSError:
+                pass
         self._release()
-        if self._created and {p.name for p in self.run_dir.iterdir()} <= {LOCK_FILE}:
-            shutil.rmtree(self.run_dir, ignore_errors=True)  # a folder this run made and left empty
 
     def _release(self) -> None:
         if self._lock is not None:

@@ -89,7 +89,8 @@ def test_summary_truth_is_the_mean_of_its_pairs():
 def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     small = [o for o in TINY if not o.startswith(("pooling.", "dataset.scale"))]
     out = tmp_path / "calib"
-    proc = megafc_cli(["--replicates", "2", "--out", str(out), "dataset.scale=0.3", "pooling=pymc_quick",
+    # two worker processes: the sampler, the kernel's symbol and the disk-cached model in each
+    proc = megafc_cli(["--replicates", "2", "--jobs", "2", "--out", str(out), "dataset.scale=0.3", "pooling=pymc_quick",
                        "pooling.max_treedepth=7", *small],
                       cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -164,10 +164,15 @@ def _export_kernel_symbol():
 
 
 def _wrapper_cache_key() -> str:
-    """Changes whenever the wrapper below or the kernel's signature may have: this file's bytes."""
+    """Changes whenever the wrapper below, the packing or the kernel's C signature may have: the
+    bytes of this file and of :mod:`.scan_numba` (a cached model must never call the kernel
+    with an old argument layout)."""
     from pathlib import Path
 
-    return "megafc-scan-kernel-" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for source in (Path(__file__), Path(__file__).with_name("scan_numba.py")):
+        h.update(source.read_bytes())
+    return "megafc-scan-kernel-" + h.hexdigest()
 
 
 def _register_numba(op_class) -> None:

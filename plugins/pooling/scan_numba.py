@@ -444,7 +444,7 @@ def draws(sigma, omega, b, tau_d, tau_k, prior_mean, prior_sd, lam_d, lam_u,
 
 #: The statistics travel packed in two flat arrays, so the compiled model takes them as two
 #: data inputs (shared variables) and does not depend on their values or sizes.
-#: ``ints``: the sizes K (datasets), C (scan-count classes + 1), R (scans of a subject, + 1), Q
+#: ``ints``: the sizes K (datasets), C (scan-count classes + 1), R (1 + a dataset's unit slots), Q
 #: (slopes), P (outcomes), U (units), M (units' width), D (drugs), then m_units (K), units (K, M)
 #: and unit_drug (U); ``floats``: sxx, sxw, sww, sxy, swy, syy, sizes, n_subjects, flattened.
 HEADER = 8

@@ -340,9 +340,10 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
               scenarios: list[str] | None = None, jobs: int = 1) -> Path:
     """Run ``replicates`` simulated analyses per scenario into out_dir/<scenario>/replicate-XX and score them.
 
-    ``jobs`` > 1 runs that many replicates at once, each in a fresh (spawned) process: a
+    ``jobs`` > 1 runs that many replicates at once, in a pool of that many spawned processes: a
     replicate keeps two cores busy only while its chains sample, so two at a time nearly
-    halve the wall time on two cores. The scores do not depend on ``jobs``.
+    halve the wall time on two cores. Each replicate is seeded by its number, so the scores do
+    not depend on ``jobs``.
     """
     from megafc.core.config import compose
     from megafc.core.registry import default_registry
@@ -368,7 +369,12 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
 
             with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_worker_logging, initargs=(log.getEffectiveLevel(),)) as pool:
-                scores = list(pool.map(run_replicate, *zip(*tasks)))
+                futures = [pool.submit(run_replicate, *task) for task in tasks]
+                try:
+                    scores = [future.result() for future in futures]
+                except BaseException:  # the first failure (or Ctrl-C) ends the run, not hours later
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
         table = pd.concat(scores, ignore_index=True)
         staged.write_table("calibration_replicates.tsv", table)
         summary = summarise_scores(table)
