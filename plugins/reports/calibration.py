@@ -287,20 +287,18 @@ def calibration_figure(summary: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def run_replicate(overrides: list[str], scenario: str, replicate: int, run_dir: Path,
+def run_replicate(overrides: list[str], scenario: str, replicate: int, seed: int, run_dir: Path,
                   min_effect: float = 0.02) -> pd.DataFrame:
-    """One simulated analysis of ``scenario`` (seed = the config's seed + ``replicate``) into
-    ``run_dir``, scored against its planted effects: the rows of calibration_replicates.tsv."""
+    """Replicate number ``replicate`` of ``scenario``, simulated with ``seed``, analysed into
+    ``run_dir`` and scored against its planted effects: the rows of calibration_replicates.tsv."""
     from megafc.core.config import compose
     from megafc.core.pipeline import run_experiment
     from megafc.core.registry import default_registry
 
     registry = default_registry()
-    extra = overrides + SCENARIOS[scenario]
-    base = compose(extra, registry)
     # figures, report and posterior draws are never read here: only the tables are scored
-    cfg = compose(extra + [f"seed={int(base.seed) + replicate}", "figures=false", "report=false",
-                           "posterior_nc=false"], registry)
+    cfg = compose(overrides + SCENARIOS[scenario] + [f"seed={seed}", "figures=false", "report=false",
+                                                     "posterior_nc=false"], registry)
     log.info("calibration: %s, replicate %d (seed %d)", scenario, replicate + 1, cfg.seed)
     outcome = run_experiment(cfg, registry, run_dir)
     truth_file = outcome.run_dir / "truth.tsv"
@@ -357,10 +355,11 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
     if unknown:
         raise ConfigError(f"--scenario {unknown} unknown; expected 'all' or some of {list(SCENARIOS)}")
     registry = default_registry()
-    compose(overrides, registry)  # a bad override fails here, before any replicate runs
+    # replicate r of a scenario is seeded seed + r; a bad override fails here, before any replicate runs
+    seeds = {scenario: int(compose(overrides + SCENARIOS[scenario], registry).seed) for scenario in scenarios}
     with StagedRun(out_dir) as staged:
-        tasks = [(overrides, scenario, r, staged.staging / scenario / f"replicate-{r:02d}", min_effect)
-                 for scenario in scenarios for r in range(replicates)]
+        tasks = [(overrides, scenario, r, seeds[scenario] + r, staged.staging / scenario / f"replicate-{r:02d}",
+                  min_effect) for scenario in scenarios for r in range(replicates)]
         if jobs == 1:
             scores = [run_replicate(*task) for task in tasks]
         else:
@@ -399,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="stress-test scenario, repeatable, or 'all' (default: default); one of "
                          + ", ".join(SCENARIOS))
     ap.add_argument("--jobs", type=int, default=1,
-                    help="replicates run at once, each in its own process (default 1; 2 nearly halves the "
+                    help="replicates run at once, in that many worker processes (default 1; 2 nearly halves the "
                          "time on 2 cores)")
     ap.add_argument("--min-effect", type=float, default=0.02,
                     help="|planted effect| (Fisher z) counted as non-zero for sign recovery (default 0.02)")
