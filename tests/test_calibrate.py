@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY, megafc_cli
+from conftest import TINY, compose, megafc_cli
 from megafc.plugins.reports.calibration import score_replicate
 
 
@@ -83,6 +83,28 @@ def test_summary_truth_is_the_mean_of_its_pairs():
                         summaries, members)
     row = s[(s.table == "summaries") & (s.stratum == "all")].iloc[0]
     assert row["coverage_95"] == 1.0 and row["bias"] == pytest.approx(0.0)
+
+
+def test_replicates_skip_unread_outputs_and_cap_their_draws():
+    """A replicate keeps 2 x CALIBRATION_DRAWS at most, without predictive checks or the pointwise
+    log-likelihood (never scored); a quick preset's fewer draws and what the command line sets stay."""
+    from megafc.plugins.reports.calibration import CALIBRATION_DRAWS, lighten_pooling
+
+    cfg = compose(["pooling=pymc"])
+    assert cfg.pooling.draws > CALIBRATION_DRAWS and cfg.pooling.predictive_checks
+    lighten_pooling(cfg, [])
+    assert (cfg.pooling.draws, cfg.pooling.predictive_checks, cfg.pooling.log_likelihood) == (
+        CALIBRATION_DRAWS, False, "none")
+    given = ["pooling=pymc", "pooling.draws=3000", "pooling.log_likelihood=subject"]
+    cfg = compose(given)
+    lighten_pooling(cfg, given)
+    assert (cfg.pooling.draws, cfg.pooling.log_likelihood, cfg.pooling.predictive_checks) == (3000, "subject", False)
+    cfg = compose(["pooling=pymc_quick"])
+    lighten_pooling(cfg, [])
+    assert cfg.pooling.draws == 200
+    cfg = compose(["pooling=meta"])
+    lighten_pooling(cfg, [])  # a model without these keys is left as it is
+    assert "draws" not in cfg.pooling
 
 
 @pytest.mark.slow

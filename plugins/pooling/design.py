@@ -167,15 +167,32 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int, var_names: list[str] |
         beat = progress.stage("pooling: sampling", total if sampler == "pymc" else None, announce=False)
         extra = {"callback": lambda trace, draw: beat.advance()} if sampler == "pymc" and beat else {}
         with model, children_die_with_parent():  # no orphaned chains if megafc is killed
-            idata = pm.sample(
-                draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
-                random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
-                var_names=var_names, **nuts_kwargs(c, sampler), **extra,
-            )
+            if sampler == "nutpie":
+                idata = sample_nutpie(model, c, seed, var_names)
+            else:
+                idata = pm.sample(
+                    draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
+                    random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
+                    var_names=var_names, **nuts_kwargs(c, sampler), **extra,
+                )
         div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
         progress.log.info("pooling: sampled in %.0f s, %d divergent transitions", time.perf_counter() - start, div)
         progress.stage("pooling: summarising the posterior")
     return idata
+
+
+def sample_nutpie(model, c: NUTSConfig, seed: int, var_names: list[str] | None = None):
+    """What ``pm.sample(nuts_sampler="nutpie")`` does, with the compiled model reused when an
+    earlier fit in this process had the same model with other data (:mod:`.compiled_models`)."""
+    import nutpie
+    import numpy as np
+
+    from .compiled_models import compiled_model
+
+    return nutpie.sample(
+        compiled_model(model, var_names), draws=c.draws, tune=c.tune, chains=c.chains, target_accept=c.target_accept,
+        maxdepth=c.max_treedepth, seed=int(np.random.default_rng(seed).integers(2**31)), progress_bar=c.progressbar,
+    )
 
 
 def validate_sampler_config(c: NUTSConfig) -> None:

@@ -175,6 +175,7 @@ class PyMCPooling(PoolingModel):
     def build_model(self, design: ScanDesign, st: ScanStatistics, names: list[str], scales: dict[str, float],
                     is_summary: np.ndarray):
         import pymc as pm
+        import pytensor
         import pytensor.tensor as pt
 
         c = self.config
@@ -193,7 +194,9 @@ class PyMCPooling(PoolingModel):
                 if name.startswith("dose:"):
                     continue
                 b = pooled_slope(name, p.effect_sd)
-                pm.Deterministic(f"slope:{name}", b / scales.get(name, 1.0), dims="pair")
+                # shared, not a constant: models of two datasets stay one graph (compiled_models)
+                scale = pytensor.shared(np.float64(scales.get(name, 1.0)), name=f"covariate_scale:{name}")
+                pm.Deterministic(f"slope:{name}", b / scale, dims="pair")
                 rows.append(b)
             dose = [n for n in names if n.startswith("dose:")]
             if dose:  # drug-specific slopes around a per-pair mean

@@ -1,0 +1,93 @@
+"""nutpie's compiled model is reused for the same model with other data, and only then."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from megafc.plugins.datasets.synthetic import SiteSpec
+from megafc.plugins.pooling import compiled_models
+from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
+from simulation import SMALL_ATLAS, simulate_pairs
+
+SITES = [SiteSpec("a", "LSD", 8), SiteSpec("b", "psilocybin", 8), SiteSpec("c", "psilocybin", 8, design="prepost")]
+TINY = dict(draws=60, tune=60, chains=2, cores=2, progressbar=False, sampler="nutpie", predictive_checks=False,
+            log_likelihood="none", max_treedepth=5)
+
+
+def study(seed: int, sites=SITES) -> pd.DataFrame:
+    return simulate_pairs(scale=1.0, n_volumes=60, sites=sites, seed=seed, atlas=SMALL_ATLAS, paired=False)[0]
+
+
+class Counting:
+    """Stands in for ``nutpie.compile_pymc_model``: counts compilations, optionally really compiling."""
+
+    def __init__(self, real=None):
+        self.real, self.calls = real, 0
+
+    def __call__(self, model, var_names=None):
+        self.calls += 1
+        if self.real is not None:
+            return self.real(model, var_names=var_names)
+        return FakeCompiled()
+
+
+class FakeCompiled:
+    shared_data = {"scan_statistics_floats": None, "scan_statistics_ints": None}
+
+    def with_data(self, **data):
+        return ("reused", sorted(data))
+
+
+def model_of(pairs: pd.DataFrame, **options):
+    from megafc.plugins.pooling.derived import summary_columns
+    from megafc.plugins.pooling.scan_design import scan_design
+    from megafc.plugins.pooling.scan_model import scan_statistics
+
+    plugin = PyMCPooling(PyMCPooling.Config(**TINY, **options))
+    design = scan_design(pairs)
+    x, names, scales, _ = plugin.covariates(design)
+    st = scan_statistics(design.y, design.dataset_idx, design.subject_idx, design.unit_idx, design.unit_dataset,
+                         design.unit_drug, len(design.drugs), x)
+    return plugin.build_model(design, st, names, scales, summary_columns(design.pairs, pairs))
+
+
+def test_only_the_same_graph_with_other_data_is_reused(monkeypatch):
+    """Other values (and motion scales) reuse the compilation, with the new data swapped in;
+    another set of sites (coordinates, shapes) or another model option compiles afresh."""
+    import nutpie
+
+    counting = Counting()
+    monkeypatch.setattr(nutpie, "compile_pymc_model", counting)
+    compiled_models.forget()
+    first = compiled_models.compiled_model(model_of(study(0)))
+    assert isinstance(first, FakeCompiled) and counting.calls == 1
+    assert compiled_models.compiled_model(model_of(study(1))) == (
+        "reused", ["scan_statistics_floats", "scan_statistics_ints"])
+    assert counting.calls == 1
+    compiled_models.compiled_model(model_of(study(1, sites=SITES[:2])))
+    assert counting.calls == 2
+    compiled_models.compiled_model(model_of(study(2), drug_scale=True))
+    assert counting.calls == 3
+    compiled_models.forget()
+
+
+@pytest.mark.slow
+def test_a_reused_compilation_samples_exactly_as_a_fresh_one(monkeypatch):
+    """Fit study A (compiled), then study B on A's compilation, then B compiled afresh: B's two
+    fits give the same draws, so the reused model really uses B's data."""
+    import nutpie
+
+    counting = Counting(nutpie.compile_pymc_model)
+    monkeypatch.setattr(nutpie, "compile_pymc_model", counting)
+    a, b = study(0), study(1)
+    model = PyMCPooling(PyMCPooling.Config(**TINY))
+    compiled_models.forget()
+    fit_a = model.fit(a, seed=4)
+    reused = model.fit(b, seed=4)
+    assert counting.calls == 1
+    compiled_models.forget()
+    fresh = model.fit(b, seed=4)
+    assert counting.calls == 2
+    compiled_models.forget()
+    pd.testing.assert_frame_equal(reused.effects, fresh.effects)
+    assert not np.allclose(fit_a.effects["mean"], fresh.effects["mean"])
