@@ -6,7 +6,7 @@ import pytest
 
 from megafc.plugins.datasets.synthetic import SiteSpec
 from megafc.plugins.pooling import compiled_models
-from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
+from megafc.plugins.pooling.pymc_scan_level import PyMCPooling, ScanPriors
 from simulation import SMALL_ATLAS, simulate_pairs
 
 SITES = [SiteSpec("a", "LSD", 8), SiteSpec("b", "psilocybin", 8), SiteSpec("c", "psilocybin", 8, design="prepost")]
@@ -32,10 +32,18 @@ class Counting:
 
 
 class FakeCompiled:
-    shared_data = {"scan_statistics_floats": None, "scan_statistics_ints": None}
+    shared_data = {"scan_statistics_floats": None, "scan_statistics_ints": None, "covariate_scale:mean_fd": None}
 
     def with_data(self, **data):
-        return ("reused", sorted(data))
+        return ("reused", data)
+
+
+@pytest.fixture
+def fresh_cache():
+    """No compilation kept from other tests, and none left behind (also when a test fails)."""
+    compiled_models.forget()
+    yield
+    compiled_models.forget()
 
 
 def model_of(pairs: pd.DataFrame, **options):
@@ -51,28 +59,35 @@ def model_of(pairs: pd.DataFrame, **options):
     return plugin.build_model(design, st, names, scales, summary_columns(design.pairs, pairs))
 
 
-def test_only_the_same_graph_with_other_data_is_reused(monkeypatch):
+def test_only_the_same_graph_with_other_data_is_reused(monkeypatch, fresh_cache):
     """Other values (and motion scales) reuse the compilation, with the new data swapped in;
-    another set of sites (coordinates, shapes) or another model option compiles afresh."""
+    another set of sites (coordinates, shapes), another model option or another prior constant
+    (same variables and shapes, so only the graph comparison tells) compiles afresh."""
     import nutpie
 
     counting = Counting()
     monkeypatch.setattr(nutpie, "compile_pymc_model", counting)
-    compiled_models.forget()
     first = compiled_models.compiled_model(model_of(study(0)))
     assert isinstance(first, FakeCompiled) and counting.calls == 1
-    assert compiled_models.compiled_model(model_of(study(1))) == (
-        "reused", ["scan_statistics_floats", "scan_statistics_ints"])
-    assert counting.calls == 1
+    other = model_of(study(1))
+    tag, data = compiled_models.compiled_model(other)
+    assert tag == "reused" and counting.calls == 1
+    assert set(data) == set(FakeCompiled.shared_data)
+    assert data["covariate_scale:mean_fd"] != compiled_models._signature(model_of(study(0)), None)[3][
+        "covariate_scale:mean_fd"]  # the new study's own motion scale, not the first one's
     compiled_models.compiled_model(model_of(study(1, sites=SITES[:2])))
     assert counting.calls == 2
     compiled_models.compiled_model(model_of(study(2), drug_scale=True))
     assert counting.calls == 3
-    compiled_models.forget()
+    wider = model_of(study(3), priors=ScanPriors(effect_sd=0.3))
+    assert compiled_models._signature(wider, None)[0] == compiled_models._signature(model_of(study(3)), None)[0]
+    compiled_models.compiled_model(wider)
+    assert counting.calls == 4
+    assert len(compiled_models._compiled) <= compiled_models.KEPT
 
 
 @pytest.mark.slow
-def test_a_reused_compilation_samples_exactly_as_a_fresh_one(monkeypatch):
+def test_a_reused_compilation_samples_exactly_as_a_fresh_one(monkeypatch, fresh_cache):
     """Fit study A (compiled), then study B on A's compilation, then B compiled afresh: B's two
     fits give the same draws, so the reused model really uses B's data."""
     import nutpie
@@ -81,13 +96,11 @@ def test_a_reused_compilation_samples_exactly_as_a_fresh_one(monkeypatch):
     monkeypatch.setattr(nutpie, "compile_pymc_model", counting)
     a, b = study(0), study(1)
     model = PyMCPooling(PyMCPooling.Config(**TINY))
-    compiled_models.forget()
     fit_a = model.fit(a, seed=4)
     reused = model.fit(b, seed=4)
     assert counting.calls == 1
     compiled_models.forget()
     fresh = model.fit(b, seed=4)
     assert counting.calls == 2
-    compiled_models.forget()
     pd.testing.assert_frame_equal(reused.effects, fresh.effects)
     assert not np.allclose(fit_a.effects["mean"], fresh.effects["mean"])

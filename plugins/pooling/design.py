@@ -182,17 +182,24 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int, var_names: list[str] |
 
 
 def sample_nutpie(model, c: NUTSConfig, seed: int, var_names: list[str] | None = None):
-    """What ``pm.sample(nuts_sampler="nutpie")`` does, with the compiled model reused when an
-    earlier fit in this process had the same model with other data (:mod:`.compiled_models`)."""
+    """What ``pm.sample(nuts_sampler="nutpie")`` does (same seed, same groups), with the compiled
+    model reused when an earlier fit in this process had the same model with other data
+    (:mod:`.compiled_models`)."""
     import nutpie
-    import numpy as np
+    import pymc as pm
+    from pymc.backends.arviz import coords_and_dims_for_inferencedata, dict_to_dataset, find_constants, find_observations
 
     from .compiled_models import compiled_model
 
-    return nutpie.sample(
+    idata = nutpie.sample(
         compiled_model(model, var_names), draws=c.draws, tune=c.tune, chains=c.chains, target_accept=c.target_accept,
-        maxdepth=c.max_treedepth, seed=int(np.random.default_rng(seed).integers(2**31)), progress_bar=c.progressbar,
+        maxdepth=c.max_treedepth, seed=seed, progress_bar=c.progressbar,
     )
+    coords, dims = coords_and_dims_for_inferencedata(model)
+    idata.add_groups({group: dict_to_dataset(found(model), library=pm, coords=coords, dims=dims, default_dims=[])
+                      for group, found in (("constant_data", find_constants), ("observed_data", find_observations))},
+                     coords=coords, dims=dims)
+    return idata
 
 
 def validate_sampler_config(c: NUTSConfig) -> None:
