@@ -26,13 +26,20 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    if not _active:
+    if _active:
+        die_with_parent(_parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent (pid ``parent``) dies; for a worker that
+    was spawned rather than forked, call it first thing in the worker (its initializer)."""
+    if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != _parent:  # the parent died between fork and prctl
+        if os.getppid() != parent:  # the parent died before prctl
             os._exit(1)
     except Exception:  # no prctl (not glibc): the child simply lives on, as before
         pass

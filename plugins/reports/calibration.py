@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -350,10 +351,13 @@ def run_replicate(overrides: list[str], scenario: str, replicate: int, seed: int
     return s
 
 
-def _worker_logging(level: int) -> None:
-    """A spawned worker logs like the calling process (its lines go to the same stderr)."""
+def _worker_start(level: int, parent: int) -> None:
+    """A spawned worker dies with megafc-calibrate (killed, not only interrupted, it left its
+    workers sampling) and logs like it (its lines go to the same stderr)."""
     from megafc.core.app import _quiet_libraries
+    from megafc.core.processes import die_with_parent
 
+    die_with_parent(parent)
     logging.basicConfig(level=level, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     _quiet_libraries()
 
@@ -391,7 +395,7 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
             from concurrent.futures import ProcessPoolExecutor
 
             with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_worker_logging, initargs=(log.getEffectiveLevel(),)) as pool:
+                                     initializer=_worker_start, initargs=(log.getEffectiveLevel(), os.getpid())) as pool:
                 futures = [pool.submit(run_replicate, *task) for task in tasks]
                 try:
                     scores = [future.result() for future in futures]
