@@ -66,7 +66,10 @@ def compiled_model(model, var_names: list[str] | None = None):
     import nutpie
     from pytensor.graph.basic import equal_computations
 
-    key, outputs, inputs, data = _signature(model, var_names)
+    try:
+        key, outputs, inputs, data = _signature(model, var_names)
+    except Exception:  # whatever cannot be compared is compiled, as it would be without reuse
+        key = None
     if key is None:
         return nutpie.compile_pymc_model(model, var_names=var_names)
     if key in _compiled:

@@ -187,7 +187,8 @@ def sample_nutpie(model, c: NUTSConfig, seed: int, var_names: list[str] | None =
     (:mod:`.compiled_models`)."""
     import nutpie
     import pymc as pm
-    from pymc.backends.arviz import coords_and_dims_for_inferencedata, dict_to_dataset, find_constants, find_observations
+    from arviz import dict_to_dataset
+    from pymc.backends.arviz import coords_and_dims_for_inferencedata, find_constants, find_observations
 
     from .compiled_models import compiled_model
 
