@@ -73,6 +73,21 @@ def test_similarity_truth_of_proportional_maps():
     assert t[("DMT", "ayahuasca", "rms_distance")] == pytest.approx(1.5 * np.sqrt(np.mean(pattern ** 2)))
 
 
+def test_similarity_truth_of_a_drug_with_no_effect():
+    """A planted map of zeros next to a non-zero overall one (a null drug): no ratio with it in
+    the denominator is a truth (it used to end a whole calibration with ZeroDivisionError)."""
+    from megafc.plugins.reports.calibration import similarity_truth
+
+    pattern = np.array([0.1, -0.05, 0.0, 0.02])
+    rows = [("overall", pattern), ("drug:DMT", pattern), ("drug:LSD", 0 * pattern)]
+    truth = pd.DataFrame([{"aggregation": "network", "network_a": f"N{i}", "network_b": "X", "effect": e,
+                           "truth": v} for e, values in rows for i, v in enumerate(values)])
+    t = similarity_truth(truth, "network").set_index(["drug_a", "drug_b", "measure"])["truth"]
+    assert t[("LSD", "DMT", "scale_ratio")] == 0.0 and t[("LSD", "DMT", "rms_ratio")] == 0.0
+    assert ("DMT", "LSD", "scale_ratio") not in t and ("DMT", "LSD", "rms_ratio") not in t
+    assert np.isfinite(t).all()
+
+
 def test_summary_truth_is_the_mean_of_its_pairs():
     summaries = pd.DataFrame({"summary": ["s"], "effect": ["overall"], "effect_type": ["overall"], "mean": [0.1],
                               "sd": [0.02], "hdi_low": [0.06], "hdi_high": [0.14]})

@@ -90,7 +90,8 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
     rows = []
     with np.errstate(divide="ignore", invalid="ignore"):  # planted maps of zeros (motion_null): no truth
         rms = {d: np.sqrt(np.mean(m ** 2)) for d, m in maps.items()}
-        slope = {d: float(m @ overall / (overall @ overall)) for d, m in maps.items()}
+        # numpy scalars, so a zero slope divides into inf/NaN (dropped below), never ZeroDivisionError
+        slope = {d: np.float64(m @ overall) / np.float64(overall @ overall) for d, m in maps.items()}
         for a in drugs:
             for b in drugs:
                 if a != b:
@@ -98,7 +99,7 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
                     rows += [(a, b, "pattern_r_corrected", r), (a, b, "pearson_r_across_pairs", r),
                              (a, b, "rms_ratio", rms[a] / rms[b]),
                              (a, b, "rms_distance", float(np.sqrt(np.mean((maps[a] - maps[b]) ** 2)))),
-                             (a, b, "scale_ratio", slope[a] / slope[b])]
+                             (a, b, "scale_ratio", float(slope[a] / slope[b]))]
     out = pd.DataFrame(rows, columns=["drug_a", "drug_b", "measure", "truth"])
     return out[np.isfinite(out["truth"])].reset_index(drop=True)
 
