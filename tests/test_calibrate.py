@@ -1,5 +1,7 @@
 """megafc-calibrate: interval coverage over simulated replicates."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -212,6 +214,7 @@ def test_bad_jobs_and_a_failing_replicate_are_refused(tmp_path):
     proc = megafc_cli(["--jobs", "2", "--replicates", "2", "--out", str(out), "dataset=fmriprep"], cwd=tmp_path,
                       script="megafc-calibrate")
     assert proc.returncode != 0 and "megafc: error:" in proc.stderr and "Traceback" not in proc.stderr
+    assert re.search(r"calibration: default, replicate \d \(seed \d+\) failed: \w+Error", proc.stderr)  # which one
     assert not out.exists()  # nothing half-written
 
 

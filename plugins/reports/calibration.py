@@ -316,6 +316,16 @@ def run_replicate(overrides: list[str], scenario: str, replicate: int, seed: int
                   min_effect: float = 0.02) -> pd.DataFrame:
     """Replicate number ``replicate`` of ``scenario``, simulated with ``seed``, analysed into
     ``run_dir`` and scored against its planted effects: the rows of calibration_replicates.tsv."""
+    try:
+        return _scored_replicate(overrides, scenario, replicate, seed, run_dir, min_effect)
+    except BaseException as e:  # the error alone does not say which of hundreds of replicates it was
+        log.error("calibration: %s, replicate %d (seed %d) failed: %s: %s", scenario, replicate + 1, seed,
+                  type(e).__name__, e)
+        raise
+
+
+def _scored_replicate(overrides: list[str], scenario: str, replicate: int, seed: int, run_dir: Path,
+                      min_effect: float) -> pd.DataFrame:
     from megafc.core.config import compose
     from megafc.core.pipeline import run_experiment
     from megafc.core.registry import default_registry
