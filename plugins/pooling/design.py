@@ -183,8 +183,8 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int, var_names: list[str] |
 
 def sample_nutpie(model, c: NUTSConfig, seed: int, var_names: list[str] | None = None):
     """What ``pm.sample(nuts_sampler="nutpie")`` does (same seed, and PyMC's constant_data and
-    observed_data groups; not its timing attributes), with the compiled model reused when an earlier fit in this process had the same model with other data
-    (:mod:`.compiled_models`)."""
+    observed_data groups; not its timing attributes), with the compiled model reused when an
+    earlier fit in this process had the same model with other data (:mod:`.compiled_models`)."""
     import nutpie
     import pymc as pm
     from arviz import dict_to_dataset
