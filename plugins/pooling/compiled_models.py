@@ -14,8 +14,11 @@ other difference compiles afresh.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from typing import Any
+
+log = logging.getLogger("megafc")
 
 #: How many compiled models a process keeps (a calibration worker alternates between few designs).
 KEPT = 4
@@ -76,7 +79,9 @@ def compiled_model(model, var_names: list[str] | None = None):
         old_outputs, old_inputs, compiled = _compiled[key]
         if equal_computations(outputs, old_outputs, in_xs=inputs, in_ys=old_inputs):
             _compiled.move_to_end(key)
+            log.debug("pooling: reusing an earlier compilation of the same model with new data")
             return compiled.with_data(**{k: v for k, v in data.items() if k in compiled.shared_data})
+    log.debug("pooling: compiling a model not seen in this process (%d kept)", len(_compiled))
     compiled = nutpie.compile_pymc_model(model, var_names=var_names)
     _compiled[key] = (outputs, inputs, compiled)
     _compiled.move_to_end(key)
