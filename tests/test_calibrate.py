@@ -218,6 +218,51 @@ def test_bad_jobs_and_a_failing_replicate_are_refused(tmp_path):
     assert not out.exists()  # nothing half-written
 
 
+def test_keep_going_scores_the_other_replicates_and_lists_the_failed_one(tmp_path, monkeypatch):
+    """--keep-going: a replicate that crashes (here the second of three) is listed with its
+    error in calibration_failures.tsv and the report; the others are scored; the run still
+    ends in an error that says how many failed."""
+    import megafc.plugins.reports.calibration as calibration
+
+    scored, calls = calibration.score_replicate, []
+
+    def second_crashes(*args, **kwargs):  # in scoring, as the motion_null zero-map bug did
+        calls.append(1)
+        if len(calls) == 2:
+            raise ZeroDivisionError("planted map of zeros")
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(calibration, "score_replicate", second_crashes)
+    small = [o for o in TINY if not o.startswith(("pooling.", "dataset.scale"))]
+    args = ["dataset.scale=0.2", "pooling=meta", *small]
+    out = tmp_path / "calib"
+    with pytest.raises(calibration.ReplicatesFailed, match=r"1 of 3 replicates failed .*the other 2 are scored"):
+        calibration.calibrate(args, 3, out, keep_going=True)
+    failures = pd.read_csv(out / "calibration_failures.tsv", sep="\t")
+    assert failures[["scenario", "replicate"]].values.tolist() == [["default", 1]]
+    assert failures["error"].iloc[0] == "ZeroDivisionError: planted map of zeros"
+    # its analysis finished before the scoring failed: kept for a look
+    assert failures["folder"].tolist() == ["default/replicate-01"]
+    assert (out / "default" / "replicate-01" / "effects.tsv").exists()
+    assert set(pd.read_csv(out / "calibration_replicates.tsv", sep="\t")["replicate"]) == {0, 2}
+    assert (pd.read_csv(out / "calibration.tsv", sep="\t")["replicates"] == 2).all()
+    report = (out / "report.html").read_text()
+    assert 'id="failures"' in report and "planted map of zeros" in report
+    # without it, the first failure ends the run and nothing is written
+    calls.clear()
+    with pytest.raises(ZeroDivisionError):
+        calibration.calibrate(args, 3, tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()
+
+
+def test_keep_going_with_every_replicate_failing_writes_nothing(tmp_path):
+    out = tmp_path / "c"
+    proc = megafc_cli(["--keep-going", "--replicates", "2", "--out", str(out), "dataset=fmriprep"], cwd=tmp_path,
+                      script="megafc-calibrate")
+    assert proc.returncode != 0 and "all 2 replicates failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
 def test_unknown_scenario_is_refused(tmp_path):
     proc = megafc_cli(["--scenario", "sunny", "--out", str(tmp_path / "c")], cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode != 0 and "sunny" in proc.stderr and "Traceback" not in proc.stderr

@@ -15,7 +15,9 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -373,14 +375,24 @@ def _worker_start(level: int, parent: int) -> None:
     _quiet_libraries()
 
 
+class ReplicatesFailed(MegafcError):
+    """Some (or all) replicates of a --keep-going calibration failed."""
+
+
 def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: float = 0.02,
-              scenarios: list[str] | None = None, jobs: int = 1) -> Path:
+              scenarios: list[str] | None = None, jobs: int = 1, keep_going: bool = False) -> Path:
     """Run ``replicates`` simulated analyses per scenario into out_dir/<scenario>/replicate-XX and score them.
 
     ``jobs`` > 1 runs that many replicates at once, in a pool of that many spawned processes: a
     replicate keeps two cores busy only while its chains sample, so two at a time nearly
     halve the wall time on two cores. Each replicate is seeded by its number, so the scores do
     not depend on ``jobs``.
+
+    The first failing replicate ends the run with nothing written, unless ``keep_going``: then
+    the other replicates finish and are scored, the failed ones are listed in
+    calibration_failures.tsv (and the report), and :class:`ReplicatesFailed` is raised after the
+    folder is complete, so the exit status still says that something failed (an hour-long run
+    is not lost to one replicate's crash).
     """
     from megafc.core.config import compose
     from megafc.core.registry import default_registry
@@ -399,8 +411,22 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
     with StagedRun(out_dir) as staged:
         tasks = [(overrides, scenario, r, seeds[scenario] + r, staged.staging / scenario / f"replicate-{r:02d}",
                   min_effect) for scenario in scenarios for r in range(replicates)]
+        scores, failures = [], []
+
+        def collect(task: tuple, get_scores: Callable[[], pd.DataFrame]) -> None:
+            try:
+                scores.append(get_scores())
+            except Exception as e:  # Ctrl-C and exits always end the run
+                if not keep_going:
+                    raise
+                run_dir = task[4]  # kept when the analysis finished and its scoring failed
+                failures.append({"scenario": task[1], "replicate": task[2], "seed": task[3],
+                                 "error": f"{type(e).__name__}: {e}",
+                                 "folder": str(run_dir.relative_to(staged.staging)) if run_dir.exists() else None})
+
         if jobs == 1:
-            scores = [run_replicate(*task) for task in tasks]
+            for task in tasks:
+                collect(task, partial(run_replicate, *task))
         else:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -409,11 +435,17 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                                      initializer=_worker_start, initargs=(log.getEffectiveLevel(), os.getpid())) as pool:
                 futures = [pool.submit(run_replicate, *task) for task in tasks]
                 try:
-                    scores = [future.result() for future in futures]
+                    for task, future in zip(tasks, futures):
+                        collect(task, future.result)
                 except BaseException:  # the first failure (or Ctrl-C) ends the run, not hours later
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
+        if not scores:
+            raise ReplicatesFailed(f"all {len(tasks)} replicates failed (first: {failures[0]['scenario']} replicate "
+                                   f"{failures[0]['replicate'] + 1}: {failures[0]['error']}); nothing written")
         table = pd.concat(scores, ignore_index=True)
+        if failures:
+            staged.write_table("calibration_failures.tsv", pd.DataFrame(failures))
         staged.write_table("calibration_replicates.tsv", table)
         summary = summarise_scores(table)
         staged.write_table("calibration.tsv", summary)
@@ -423,6 +455,10 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
         write_reports(registry, "calibration", staged.staging, Path(out_dir), staging=True)
         staged.commit()
     print(summary[summary["stratum"] == "all"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if failures:
+        raise ReplicatesFailed(f"{len(failures)} of {len(tasks)} replicates failed (listed in "
+                               f"{Path(out_dir) / 'calibration_failures.tsv'}); the other {len(tasks) - len(failures)} "
+                               f"are scored in {out_dir}")
     return out_dir
 
 
@@ -439,6 +475,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--jobs", type=int, default=1,
                     help="replicates run at once, in that many worker processes (default 1; 2 nearly halves the "
                          "time on 2 cores)")
+    ap.add_argument("--keep-going", action="store_true",
+                    help="a failing replicate does not end the run: the others are scored, the failures are "
+                         "listed in calibration_failures.tsv and the exit status is still non-zero")
     ap.add_argument("--min-effect", type=float, default=0.02,
                     help="|planted effect| (Fisher z) counted as non-zero for sign recovery (default 0.02)")
     args, overrides = ap.parse_known_args(argv)
@@ -447,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path("calibration") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
         scenarios = list(SCENARIOS) if args.scenario and "all" in args.scenario else args.scenario
-        calibrate(overrides, args.replicates, out, args.min_effect, scenarios, args.jobs)
+        calibrate(overrides, args.replicates, out, args.min_effect, scenarios, args.jobs, args.keep_going)
     except MegafcError as exc:
         fail(exc)
     except Exception as exc:  # hydra override errors and bugs: still one paragraph
@@ -475,6 +514,11 @@ class CalibrationReport(Reporter):
                   "replicates (dashed lines: nominal).</p>"
                   + figure_html(png_data_uri((folder / "calibration.png").read_bytes()), "Interval coverage.",
                                 "calibration"))]
+        failures = read_tsv(folder / "calibration_failures.tsv")
+        if failures is not None:  # run with --keep-going: what is not in the tables, and why
+            parts.append(("failures", f"Failed replicates ({len(failures)})",
+                          "<p>These replicates failed and are not scored; the tables below hold the others "
+                          "(column <code>replicates</code>).</p>" + html_table(failures)))
         for scenario, rows in summary.groupby("scenario", sort=False):
             parts.append((f"scenario-{scenario}", f"Scenario: {scenario}",
                           f"<p>Overrides: <code>{' '.join(SCENARIOS.get(str(scenario), [])) or '(none)'}</code>.</p>"
