@@ -47,16 +47,9 @@ def fresh_cache():
 
 
 def model_of(pairs: pd.DataFrame, **options):
-    from megafc.plugins.pooling.derived import summary_columns
-    from megafc.plugins.pooling.scan_design import scan_design
-    from megafc.plugins.pooling.scan_model import scan_statistics
-
     plugin = PyMCPooling(PyMCPooling.Config(**TINY, **options))
-    design = scan_design(pairs)
-    x, names, scales, _ = plugin.covariates(design)
-    st = scan_statistics(design.y, design.dataset_idx, design.subject_idx, design.unit_idx, design.unit_dataset,
-                         design.unit_drug, len(design.drugs), x)
-    return plugin.build_model(design, st, names, scales, summary_columns(design.pairs, pairs))
+    p = plugin.prepare(pairs)
+    return plugin.build_model(p.design, p.statistics, p.names, p.scales, p.is_summary)
 
 
 def test_only_the_same_graph_with_other_data_is_reused(monkeypatch, fresh_cache):

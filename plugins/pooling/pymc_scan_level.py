@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,16 @@ from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
+
+
+class FitInputs(NamedTuple):
+    design: ScanDesign
+    x: np.ndarray  # covariate columns, one row per scan
+    names: list[str]
+    scales: dict[str, float]
+    notes: list[str]
+    statistics: ScanStatistics
+    is_summary: np.ndarray  # per outcome column: a summary, not a network pair
 
 
 @dataclass
@@ -215,7 +225,9 @@ class PyMCPooling(PoolingModel):
                                               unit_scale))
         return model
 
-    def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
+    def prepare(self, pairs: pd.DataFrame) -> FitInputs:
+        """What the model is built from: the scan design, covariates (dose columns last) and the
+        sufficient statistics; also how tests build the model without sampling it."""
         c = self.config
         design = scan_design(pairs)
         contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
@@ -231,6 +243,11 @@ class PyMCPooling(PoolingModel):
         st = scan_statistics(design.y, design.dataset_idx, design.subject_idx, design.unit_idx,
                              design.unit_dataset, design.unit_drug, len(design.drugs), x)
         is_summary = summary_columns(design.pairs, pairs)
+        return FitInputs(design, x, names, scales, cov_notes, st, is_summary)
+
+    def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
+        c = self.config
+        design, x, names, scales, cov_notes, st, is_summary = self.prepare(pairs)
         model = self.build_model(design, st, names, scales, is_summary)
         sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
