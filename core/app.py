@@ -139,13 +139,14 @@ def check_output_folders(overrides: list[str]) -> None:
     """
     from pathlib import Path
 
+    from .config import override_key
     from .errors import ConfigError
 
     folders = {}
     for arg in overrides:
-        key, sep, value = arg.partition("=")
-        if sep and key.lstrip("+~") in ("hydra.run.dir", "hydra.sweep.dir"):
-            folders[f"config key '{key.lstrip('+~')}' ({value})"] = value
+        key, value = override_key(arg)
+        if value is not None and key in ("hydra.run.dir", "hydra.sweep.dir"):
+            folders[f"config key '{key}' ({value})"] = value
     if not folders:
         folders["the current folder (where outputs/ and multirun/ go by default)"] = os.getcwd()
     for what, value in folders.items():

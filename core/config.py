@@ -133,3 +133,10 @@ def compose(overrides: list[str] | None = None, registry: Any = None) -> Any:
     register_configs(registry or default_registry())
     with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
         return hydra_compose(config_name="config", overrides=list(overrides or []))
+
+
+def override_key(override: str) -> tuple[str, str | None]:
+    """The config key a command-line override sets and its value: ``a.b=1``, ``+a.b=1`` and
+    ``++a.b=1`` give ``("a.b", "1")``; a deletion ``~a.b`` gives ``("a.b", None)``."""
+    key, sep, value = override.partition("=")
+    return key.lstrip("+~"), (value if sep else None)

@@ -26,6 +26,7 @@ import pandas as pd
 
 from megafc.core import ConfigError, MegafcError, Reporter
 from megafc.core.aggregate import parent_pairs
+from megafc.core.config import override_key
 from megafc.core.outputs import StagedRun
 
 from .run_report import FALSE_SIGN_RATE
@@ -306,7 +307,7 @@ CALIBRATION_DRAWS = 1000
 def lighten_pooling(cfg: Any, overrides: list[str]) -> None:
     """Switch off what a replicate never reads and cap its draws (CALIBRATION_DRAWS), where the
     pooling model has those keys; what the command line sets explicitly stays."""
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    given = {override_key(o)[0] for o in overrides}
     for key, value in UNREAD_POOLING_OUTPUTS.items():  # only posterior.nc and figures hold them
         if key in cfg.pooling and f"pooling.{key}" not in given:
             cfg.pooling[key] = value

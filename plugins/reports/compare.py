@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import InputError, Reporter
+from megafc.core.config import override_key
 from megafc.core.outputs import COMPLETION_MARKER, StagedRun
 from megafc.core.report import esc, figure_html, png_data_uri
 
@@ -139,8 +140,8 @@ def _loo_from_overrides(job_dir: Path) -> str | None:
         return None
     overrides = _read_yaml(overrides_file) or []
     for item in overrides if isinstance(overrides, list) else []:
-        key, sep, value = str(item).lstrip("+~").partition("=")
-        if sep and key == "loo_dataset" and value not in ("", "null", "None"):
+        key, value = override_key(str(item))
+        if key == "loo_dataset" and value not in (None, "", "null", "None"):
             return value
     return None
 
