@@ -112,10 +112,10 @@ def test_replicates_skip_unread_outputs_and_cap_their_draws():
     lighten_pooling(cfg, [])
     assert (cfg.pooling.draws, cfg.pooling.predictive_checks, cfg.pooling.log_likelihood) == (
         CALIBRATION_DRAWS, False, "none")
-    given = ["pooling=pymc", "pooling.draws=3000", "pooling.log_likelihood=subject"]
+    given = ["pooling=pymc", "pooling.draws=3000", "pooling.log_likelihood=subject", "++pooling.predictive_checks=true"]
     cfg = compose(given)
-    lighten_pooling(cfg, given)
-    assert (cfg.pooling.draws, cfg.pooling.log_likelihood, cfg.pooling.predictive_checks) == (3000, "subject", False)
+    lighten_pooling(cfg, given)  # a key given with Hydra's "++" prefix is given too
+    assert (cfg.pooling.draws, cfg.pooling.log_likelihood, cfg.pooling.predictive_checks) == (3000, "subject", True)
     cfg = compose(["pooling=pymc_quick"])
     lighten_pooling(cfg, [])
     assert cfg.pooling.draws == 200
