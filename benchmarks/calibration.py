@@ -4,8 +4,9 @@
 
 Target: ``megafc-calibrate --scenario all --replicates 20 --jobs 2`` (220 full-size replicates)
 in under an hour on 2 cores, i.e. ~16 s a replicate. This runs fewer replicates of the same
-scenarios through the same ``calibrate`` and projects the full run from them. Each worker
-compiles the model once, so the projection from a short run overstates the full one a little.
+scenarios through the same ``calibrate`` and projects the full run (all 11 scenarios, whichever
+were run here) from the time per replicate. Each worker compiles the model once, so the
+projection from a short run overstates the full one a little.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def main() -> None:
     print(f"projected --scenario all --replicates {TARGET_REPLICATES}: {full:5.1f} min  "
           f"(target < {TARGET_MINUTES} min: {'met' if full < TARGET_MINUTES else 'NOT met'})")
     print(f"peak memory (parent)   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB; "
-          f"largest worker {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB")
+          f"largest worker process {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB "
+          "(0 with --jobs 1)")
 
 
 if __name__ == "__main__":

@@ -214,14 +214,14 @@ def test_bad_jobs_and_a_failing_replicate_are_refused(tmp_path):
     proc = megafc_cli(["--jobs", "2", "--replicates", "2", "--out", str(out), "dataset=fmriprep"], cwd=tmp_path,
                       script="megafc-calibrate")
     assert proc.returncode != 0 and "megafc: error:" in proc.stderr and "Traceback" not in proc.stderr
-    assert re.search(r"calibration: default, replicate \d \(seed \d+\) failed: \w+Error", proc.stderr)  # which one
+    assert re.search(r"calibration: default/replicate-0\d \(seed \d+\) failed: \w+Error", proc.stderr)  # which one
     assert not out.exists()  # nothing half-written
 
 
-def test_keep_going_scores_the_other_replicates_and_lists_the_failed_one(tmp_path, monkeypatch):
+def test_keep_going_scores_the_other_replicates_and_lists_the_failed_one(tmp_path, monkeypatch, capsys, caplog):
     """--keep-going: a replicate that crashes (here the second of three) is listed with its
     error in calibration_failures.tsv and the report; the others are scored; the run still
-    ends in an error that says how many failed."""
+    exits non-zero, saying how many failed and where the others are (not "no results")."""
     import megafc.plugins.reports.calibration as calibration
 
     scored, calls = calibration.score_replicate, []
@@ -236,8 +236,12 @@ def test_keep_going_scores_the_other_replicates_and_lists_the_failed_one(tmp_pat
     small = [o for o in TINY if not o.startswith(("pooling.", "dataset.scale"))]
     args = ["dataset.scale=0.2", "pooling=meta", *small]
     out = tmp_path / "calib"
-    with pytest.raises(calibration.ReplicatesFailed, match=r"1 of 3 replicates failed .*the other 2 are scored"):
-        calibration.calibrate(args, 3, out, keep_going=True)
+    with pytest.raises(SystemExit) as exit_:
+        calibration.main(["--keep-going", "--replicates", "3", "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and "no results were written" not in err
+    assert re.search(r"megafc: error: 1 of 3 replicates failed .*the other 2 are scored in .*calib", err), err
+    assert re.search(r"calibration: default/replicate-01 \(seed \d+\) failed: ZeroDivisionError", caplog.text)
     failures = pd.read_csv(out / "calibration_failures.tsv", sep="\t")
     assert failures[["scenario", "replicate"]].values.tolist() == [["default", 1]]
     assert failures["error"].iloc[0] == "ZeroDivisionError: planted map of zeros"
@@ -257,8 +261,8 @@ def test_keep_going_scores_the_other_replicates_and_lists_the_failed_one(tmp_pat
 
 def test_keep_going_with_every_replicate_failing_writes_nothing(tmp_path):
     out = tmp_path / "c"
-    proc = megafc_cli(["--keep-going", "--replicates", "2", "--out", str(out), "dataset=fmriprep"], cwd=tmp_path,
-                      script="megafc-calibrate")
+    proc = megafc_cli(["--keep-going", "--jobs", "2", "--replicates", "2", "--out", str(out), "dataset=fmriprep"],
+                      cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode != 0 and "all 2 replicates failed" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
 

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 from megafc.core import ConfigError, MegafcError, Reporter
 from megafc.core.aggregate import parent_pairs
 from megafc.core.config import override_key
-from megafc.core.outputs import StagedRun
+from megafc.core.outputs import COMPLETION_MARKER, StagedRun
 
 from .run_report import FALSE_SIGN_RATE
 
@@ -322,7 +323,7 @@ def run_replicate(overrides: list[str], scenario: str, replicate: int, seed: int
     try:
         return _scored_replicate(overrides, scenario, replicate, seed, run_dir, min_effect)
     except BaseException as e:  # the error alone does not say which of hundreds of replicates it was
-        log.error("calibration: %s, replicate %d (seed %d) failed: %s: %s", scenario, replicate + 1, seed,
+        log.error("calibration: %s/replicate-%02d (seed %d) failed: %s: %s", scenario, replicate, seed,
                   type(e).__name__, e)
         raise
 
@@ -338,7 +339,7 @@ def _scored_replicate(overrides: list[str], scenario: str, replicate: int, seed:
     cfg = compose(overrides + SCENARIOS[scenario] + [f"seed={seed}", "figures=false", "report=false",
                                                      "posterior_nc=false"], registry)
     lighten_pooling(cfg, overrides)
-    log.info("calibration: %s, replicate %d (seed %d)", scenario, replicate + 1, cfg.seed)
+    log.info("calibration: %s/replicate-%02d (seed %d)", scenario, replicate, cfg.seed)
     outcome = run_experiment(cfg, registry, run_dir)
     truth_file = outcome.run_dir / "truth.tsv"
     if not truth_file.exists():
@@ -417,13 +418,16 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
         def collect(task: tuple, get_scores: Callable[[], pd.DataFrame]) -> None:
             try:
                 scores.append(get_scores())
+            except BrokenProcessPool:  # a worker died (killed, out of memory): every later replicate
+                raise  # fails with it, and which one crashed is unknown
             except Exception as e:  # Ctrl-C and exits always end the run
                 if not keep_going:
                     raise
                 run_dir = task[4]  # kept when the analysis finished and its scoring failed
                 failures.append({"scenario": task[1], "replicate": task[2], "seed": task[3],
                                  "error": f"{type(e).__name__}: {e}",
-                                 "folder": str(run_dir.relative_to(staged.staging)) if run_dir.exists() else None})
+                                 "folder": str(run_dir.relative_to(staged.staging))
+                                 if (run_dir / COMPLETION_MARKER).exists() else None})
 
         if jobs == 1:
             for task in tasks:
@@ -442,11 +446,15 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
         if not scores:
-            raise ReplicatesFailed(f"all {len(tasks)} replicates failed (first: {failures[0]['scenario']} replicate "
-                                   f"{failures[0]['replicate'] + 1}: {failures[0]['error']}); nothing written")
+            first = failures[0]
+            raise ReplicatesFailed(f"all {len(tasks)} replicates failed (first: {first['scenario']}/replicate-"
+                                   f"{first['replicate']:02d}: {first['error']}); nothing written")
         table = pd.concat(scores, ignore_index=True)
         if failures:
             staged.write_table("calibration_failures.tsv", pd.DataFrame(failures))
+            for folder in staged.staging.iterdir():  # a scenario none of whose replicates finished
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
         staged.write_table("calibration_replicates.tsv", table)
         summary = summarise_scores(table)
         staged.write_table("calibration.tsv", summary)
@@ -464,7 +472,7 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from megafc.core.app import _quiet_libraries, fail
+    from megafc.core.app import EXIT_ERROR, _quiet_libraries, fail
 
     ap = argparse.ArgumentParser(prog="megafc-calibrate", description=__doc__.split("\n\n")[0].replace("``", ""),
                                  epilog="Other arguments are megafc config overrides, e.g. pooling=pymc dataset.scale=0.5")
@@ -488,6 +496,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         scenarios = list(SCENARIOS) if args.scenario and "all" in args.scenario else args.scenario
         calibrate(overrides, args.replicates, out, args.min_effect, scenarios, args.jobs, args.keep_going)
+    except ReplicatesFailed as exc:  # the others are written: not fail()'s "no results were written"
+        log.error("%s", exc)
+        print(f"megafc: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
     except MegafcError as exc:
         fail(exc)
     except Exception as exc:  # hydra override errors and bugs: still one paragraph
