@@ -385,10 +385,10 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
               scenarios: list[str] | None = None, jobs: int = 1, keep_going: bool = False) -> Path:
     """Run ``replicates`` simulated analyses per scenario into out_dir/<scenario>/replicate-XX and score them.
 
-    ``jobs`` > 1 runs that many replicates at once, in a pool of that many spawned processes: a
-    replicate keeps two cores busy only while its chains sample, so two at a time nearly
-    halve the wall time on two cores. Each replicate is seeded by its number, so the scores do
-    not depend on ``jobs``.
+    ``jobs`` > 1 runs that many replicates at once, in a pool of that many spawned processes,
+    overlapping one replicate's single-threaded steps with another's sampling: worth most for
+    small studies and fast models (at full size the chains keep two cores busy for most of a
+    replicate). Each replicate is seeded by its number, so the scores do not depend on ``jobs``.
 
     The first failing replicate ends the run with nothing written, unless ``keep_going``: then
     the other replicates finish and are scored, the failed ones are listed in
@@ -482,8 +482,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="stress-test scenario, repeatable, or 'all' (default: default); one of "
                          + ", ".join(SCENARIOS))
     ap.add_argument("--jobs", type=int, default=1,
-                    help="replicates run at once, in that many worker processes (default 1; 2 nearly halves the "
-                         "time on 2 cores)")
+                    help="replicates run at once, in that many worker processes (default 1; 2 helps most "
+                         "for small studies and fast models)")
     ap.add_argument("--keep-going", action="store_true",
                     help="a failing replicate does not end the run: the others are scored, the failures are "
                          "listed in calibration_failures.tsv and the exit status is still non-zero")
