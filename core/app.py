@@ -65,7 +65,8 @@ def fail(exc: BaseException) -> NoReturn:
         traceback.print_exception(exc)
     print(f"megafc: error: {message}", file=sys.stderr)
     if not _want_traceback():
-        print("(no results were written; set MEGAFC_TRACEBACK=1 for a traceback)", file=sys.stderr)
+        nothing = "no results were written; " if getattr(exc, "nothing_written", True) else ""
+        print(f"({nothing}set MEGAFC_TRACEBACK=1 for a traceback)", file=sys.stderr)
     sys.exit(code)
 
 

@@ -10,6 +10,10 @@ class MegafcError(Exception):
     the app prints it without a traceback and exits non-zero.
     """
 
+    #: True unless the error came after the results were committed (a partial failure), so the
+    #: app does not tell the user that nothing was written.
+    nothing_written: bool = True
+
 
 class ConfigError(MegafcError):
     """A configuration value or combination megafc cannot run with."""

@@ -264,6 +264,7 @@ def test_keep_going_with_every_replicate_failing_writes_nothing(tmp_path):
     proc = megafc_cli(["--keep-going", "--jobs", "2", "--replicates", "2", "--out", str(out), "dataset=fmriprep"],
                       cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode != 0 and "all 2 replicates failed" in proc.stderr and "Traceback" not in proc.stderr
+    assert "no results were written" in proc.stderr
     assert not out.exists()
 
 

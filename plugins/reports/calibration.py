@@ -380,6 +380,10 @@ def _worker_start(level: int, parent: int) -> None:
 class ReplicatesFailed(MegafcError):
     """Some (or all) replicates of a --keep-going calibration failed."""
 
+    def __init__(self, message: str, nothing_written: bool) -> None:
+        super().__init__(message)
+        self.nothing_written = nothing_written
+
 
 def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: float = 0.02,
               scenarios: list[str] | None = None, jobs: int = 1, keep_going: bool = False) -> Path:
@@ -448,7 +452,7 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
         if not scores:
             first = failures[0]
             raise ReplicatesFailed(f"all {len(tasks)} replicates failed (first: {first['scenario']}/replicate-"
-                                   f"{first['replicate']:02d}: {first['error']}); nothing written")
+                                   f"{first['replicate']:02d}: {first['error']})", nothing_written=True)
         table = pd.concat(scores, ignore_index=True)
         if failures:
             staged.write_table("calibration_failures.tsv", pd.DataFrame(failures))
@@ -467,12 +471,12 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
     if failures:
         raise ReplicatesFailed(f"{len(failures)} of {len(tasks)} replicates failed (listed in "
                                f"{Path(out_dir) / 'calibration_failures.tsv'}); the other {len(tasks) - len(failures)} "
-                               f"are scored in {out_dir}")
+                               f"are scored in {out_dir}", nothing_written=False)
     return out_dir
 
 
 def main(argv: list[str] | None = None) -> None:
-    from megafc.core.app import EXIT_ERROR, _quiet_libraries, fail
+    from megafc.core.app import _quiet_libraries, fail
 
     ap = argparse.ArgumentParser(prog="megafc-calibrate", description=__doc__.split("\n\n")[0].replace("``", ""),
                                  epilog="Other arguments are megafc config overrides, e.g. pooling=pymc dataset.scale=0.5")
@@ -496,10 +500,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         scenarios = list(SCENARIOS) if args.scenario and "all" in args.scenario else args.scenario
         calibrate(overrides, args.replicates, out, args.min_effect, scenarios, args.jobs, args.keep_going)
-    except ReplicatesFailed as exc:  # the others are written: not fail()'s "no results were written"
-        log.error("%s", exc)
-        print(f"megafc: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
     except MegafcError as exc:
         fail(exc)
     except Exception as exc:  # hydra override errors and bugs: still one paragraph
