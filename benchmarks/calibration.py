@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from megafc.plugins.reports.calibration import SCENARIOS, calibrate
+from study import peak_rss_mb
 
 TARGET_MINUTES = 60
 TARGET_REPLICATES = 20
@@ -48,8 +49,8 @@ def main() -> None:
           f"then {pace:.1f} s a replicate)")
     print(f"projected --scenario all --replicates {TARGET_REPLICATES} ({total} replicates): {full:5.1f} min  "
           f"(target < {TARGET_MINUTES} min: {'met' if full < TARGET_MINUTES else 'NOT met'})")
-    print(f"peak memory (parent)   {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:7.0f} MB; "
-          f"largest worker process {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB "
+    print(f"peak memory (parent)   {peak_rss_mb():7.0f} MB; "
+          f"largest worker process {peak_rss_mb(resource.RUSAGE_CHILDREN):.0f} MB "
           "(0 with --jobs 1)")
 
 

@@ -9,14 +9,9 @@ are those of ``megafc`` minus writing the outputs.
 from __future__ import annotations
 
 import argparse
-import resource
 
 from megafc.core.pipeline import pool, stage
-from study import run_until
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from study import peak_rss_mb, run_until
 
 
 def main() -> None:

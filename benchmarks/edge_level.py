@@ -14,11 +14,7 @@ import gc
 import resource
 
 from megafc.core.pipeline import pool, stage
-from study import run_until
-
-
-def peak_rss_mb(who=resource.RUSAGE_SELF) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024
+from study import peak_rss_mb, run_until
 
 
 def main() -> None:

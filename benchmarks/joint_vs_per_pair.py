@@ -14,14 +14,13 @@ With --bambi-pairs N < all pairs, bambi is fitted on N pairs and its total time 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import numpy as np
 
 from megafc.plugins.pooling.bambi_per_pair import BambiPooling
 from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
-from study import default_study_pairs
+from study import default_study_pairs, peak_rss_mb
 
 
 def main() -> None:
@@ -46,7 +45,7 @@ def main() -> None:
     print(f"pymc ({joint.description.split('NUTS (')[1].split(' sampler')[0]}, "
           f"{config.chains} x {config.draws} draws): {t_joint:7.1f} s   "
           f"max R-hat {d.r_hat_max.max():.3f}, min bulk ESS {d.ess_bulk_min.min():.0f}, divergences {int(d.divergences.max())}, "
-          f"effects ok {joint.effects.ok.mean():.1%}, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"effects ok {joint.effects.ok.mean():.1%}, peak RSS {peak_rss_mb():.0f} MB")
 
     n_b = n_pairs if args.bambi_pairs <= 0 else min(args.bambi_pairs, n_pairs)
     chosen = keys.sample(n=n_b, random_state=0) if n_b < n_pairs else keys

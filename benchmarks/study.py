@@ -4,10 +4,17 @@ run does, not a hand-assembled copy of it."""
 
 from __future__ import annotations
 
+import resource
+
 import pandas as pd
 
 from megafc.core.config import compose
 from megafc.core.pipeline import RunContext, RunResults, run_stages
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory in MB of this process (or, with RUSAGE_CHILDREN, its largest child)."""
+    return resource.getrusage(who).ru_maxrss / 1024
 
 
 def run_until(overrides: list[str], until: str = "aggregate") -> tuple[RunContext, RunResults]:
