@@ -47,12 +47,47 @@ def test_truth_has_planted_signs(atlas):
             assert t[tuple(sorted((trans, uni)))] > 0.02
     assert t[("SomMot", "SomMot")] < 0 and t[("Vis", "Vis")] < 0
     assert t[("SomMot", "Thalamus")] > 0 and t[("Caudate", "SomMot")] < 0
-    assert abs(t[("DorsAttn", "SalVentAttn")]) < 1e-9
+    # no planted effect: only the projection of noisy scans to valid correlations moves it
+    assert abs(t[("DorsAttn", "SalVentAttn")]) < 5e-4
     drugs = truth[(truth.aggregation == "network") & (truth.effect_type == "drug")]
     assert set(drugs["level"]) == {"psilocybin", "LSD", "mescaline", "DMT", "ayahuasca"}
     # psilocybin's map is closer to LSD's than to DMT's
     wide = drugs.pivot_table(index=["network_a", "network_b"], columns="level", values="truth")
     assert np.corrcoef(wide["psilocybin"], wide["LSD"])[0, 1] > np.corrcoef(wide["psilocybin"], wide["DMT"])[0, 1]
+
+
+class NoiselessScans(SyntheticDataset):
+    """Records each scan's expected (population) Fisher-z FC in place of simulating its time series."""
+
+    def _simulate(self, latent, loadings, member, fd, rng, n_volumes):
+        lam = loadings[member]
+        r = np.outer(lam, lam) * latent[np.ix_(member, member)]
+        np.fill_diagonal(r, 0.0)
+        self.recorded.append(np.arctanh(r))
+        return np.zeros((2, len(member))), np.zeros(2)
+
+
+def test_truth_is_the_mean_fc_change_over_subjects(atlas):
+    """The planted effects are what the models estimate: each dataset's mean over subjects and
+    sessions of its scans' expected FC change. Scans without time-series noise, 10x the default
+    study's subjects, average to the truth (slope 1 within 1.5%; 0.994 here). The change at the
+    average subject, the truth before, lay ~3% above (FC is a nonlinear function of the latent
+    deviations, and most noisy scans are projected to a valid correlation matrix)."""
+    from megafc.core import Connectomes, network_pair_table
+
+    ds = NoiselessScans(SyntheticDataset.Config(scale=10))
+    ds.recorded = []
+    inputs = ds.load(atlas, 0)
+    conn = Connectomes(scan_ids=list(inputs.scans.scan_id), matrices=np.stack(ds.recorded), labels=atlas.labels,
+                       estimator="population")
+    fc = network_pair_table(conn, atlas, inputs.scans)
+    mean = fc.groupby(["dataset", "network_a", "network_b", fc.condition == "drug"])["fc"].mean().unstack()
+    change = (mean[True] - mean[False]).rename("change").reset_index()
+    truth = inputs.truth[(inputs.truth.aggregation == "network") & (inputs.truth.effect_type == "dataset")]
+    m = truth.merge(change, left_on=["level", "network_a", "network_b"], right_on=["dataset", "network_a", "network_b"])
+    assert len(m) == len(truth) > 100
+    slope = np.sum(m.change * m.truth) / np.sum(m.truth ** 2)
+    assert abs(slope - 1) < 0.015, slope
 
 
 def test_empirical_fc_reflects_the_truth(atlas):
