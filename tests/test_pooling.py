@@ -65,7 +65,11 @@ def test_heterogeneity_and_predictive_checks(default_fit):
     n_pairs = pairs[pairs.network_b != ""].groupby(["network_a", "network_b"]).ngroups  # not the summaries
     n_sites = pairs.dataset.nunique()
     counts = het.groupby("parameter").size()
-    assert counts["tau_drug"] == counts["tau_dataset"] == counts["slope:mean_fd"] == n_pairs
+    assert counts["tau_dataset"] == counts["slope:mean_fd"] == n_pairs
+    # fixed drug effects: no between-drug sd, and the overall effect is the mean of the drugs'
+    assert "tau_drug" not in counts and "fixed effects" in result.description
+    post = result.idata.posterior
+    np.testing.assert_allclose(post["overall"], post["drug_effect"].mean("drug"), atol=1e-6)  # stored as float32
     assert counts["residual_sd"] == counts["subject_sd"] == n_pairs * n_sites
     assert set(het.loc[het.parameter == "residual_sd", "level"]) == set(pairs.dataset)
     assert (het.loc[het.parameter.isin(["residual_sd", "subject_sd"]), "mean"] > 0).all()
@@ -199,11 +203,11 @@ def test_dataset_scales_recover_planted_dataset_strengths():
 @pytest.mark.slow
 def test_paired_special_case_agrees_with_pymc_paired(simulated):
     """One drug and one control scan per subject, no motion term: the scan-level model and the
-    paired-difference model are the same model up to per-dataset residual sds; posterior means
-    of every overall and drug effect agree within 0.1 posterior sd."""
+    paired-difference model (random drug effects) are the same model up to per-dataset residual
+    sds; posterior means of every overall and drug effect agree within 0.1 posterior sd."""
     pairs = key(simulated[0])
     cfg = dict(draws=3000, tune=1000, chains=2, cores=2, progressbar=False, predictive_checks=False)
-    scan = PyMCPooling(PyMCPooling.Config(motion=False, **cfg)).fit(pairs, seed=1).effects
+    scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", **cfg)).fit(pairs, seed=1).effects
     paired = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(pairs, seed=2).effects
     m = scan.merge(paired, on=["network_a", "network_b", "effect"], suffixes=("_scan", "_paired"))
     main = m[m.effect_type_scan.isin(["overall", "drug"])]
@@ -333,10 +337,22 @@ def test_motion_true_without_fd_is_a_config_error(key_pairs):
 
 @pytest.mark.parametrize("key_, value", [("likelihood", "student_t"), ("parametrization", "centered"), ("pair_prior", "lasso"),
                                          ("heterogeneity", "per_edge"), ("rhat_max", 0.99), ("ess_min", 0.0),
-                                         ("max_treedepth", 0)])
+                                         ("max_treedepth", 0), ("drug_effects", "mixed")])
 def test_bad_model_option_names_its_config_key(key_, value):
     with pytest.raises(ConfigError, match=f"pooling.{key_}"):
         PyMCPooling(PyMCPooling.Config(**{key_: value}))
+
+
+def test_fixed_drug_effects_refuse_a_model_of_the_drugs_population():
+    """Drug scales and the pair priors centre the drugs on the overall effect: asked for with
+    fixed drug effects, the error names both keys; left at null, they get random drug effects."""
+    from megafc.plugins.pooling.pymc_scan_level import centred_on_overall
+
+    for other in ({"drug_scale": True}, {"pair_prior": "horseshoe"}):
+        with pytest.raises(ConfigError, match=r"pooling.drug_effects.*pooling\.(drug_scale|pair_prior)"):
+            PyMCPooling(PyMCPooling.Config(drug_effects="fixed", **other))
+        assert centred_on_overall(PyMCPooling(PyMCPooling.Config(**other)).config)
+    assert not centred_on_overall(PyMCPooling.Config())
 
 
 @pytest.mark.parametrize("key_, value", [("parametrization", "funnel"), ("likelihood", "cauchy")])

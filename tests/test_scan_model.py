@@ -252,6 +252,35 @@ def test_conditional_draws_have_the_exact_posterior(mixed, case, p, lam, m, kapp
     np.testing.assert_allclose(np.cov(e.T), post_cov, atol=0.03 * sd.max() ** 2)
 
 
+def test_fixed_drug_effects_are_independent_normals(mixed):
+    """Fixed drug effects (pymc's default) are the tree with the overall effect's prior sd 0 and
+    tau_drug = effect_sd: the likelihood is the multivariate normal of all scans with each drug
+    an independent Normal(0, effect_sd), and no drug borrows from another: raising the drug scans
+    of drug 0's datasets moves drug 0 and leaves the draws of drugs 1 and 2 as they were (with
+    random drug effects it moves them too, through the overall effect)."""
+    drug_scan = (mixed["unit"] >= 0).astype(float)
+    fixed_tau, zero = np.full(2, EFFECT_SD), np.zeros(2)
+
+    def brute(sigma, omega, b, tau_d, tau_k):
+        return sum(multivariate_normal(mixed["w"][:, 0] * b[0, p], scan_covariance(
+            mixed, sigma, omega, fixed_tau, tau_k, p, 0.0)).logpdf(mixed["y"][:, p]) for p in range(2))
+
+    arrays = kernel_arrays(mixed["st"])
+    fast = [loglik_and_grad(arrays, s, o, b, fixed_tau, k, zero, zero)[0] for s, o, b, _, k in mixed["params"]]
+    want = [brute(*prm) for prm in mixed["params"]]
+    np.testing.assert_allclose(np.diff(fast), np.diff(want), atol=1e-5)
+
+    raised = mixed["y"] + 0.5 * (drug_scan * np.isin(mixed["unit"], np.flatnonzero(UNIT_DRUG == 0)))[:, None]
+    moved = scan_statistics(raised, mixed["ds"], mixed["sub"], mixed["unit"], UNIT_DATASET, UNIT_DRUG, 3, mixed["w"])
+    sigma, omega, b, tau_d, tau_k = mixed["params"][0]
+    for tau, prior_sd, others_move in ((fixed_tau, zero, False), (tau_d, np.full(2, EFFECT_SD), True)):
+        rep = [np.broadcast_to(a, (50, *a.shape)) for a in (sigma, omega, b, tau, tau_k, zero, prior_sd)]
+        before = conditional_draws(kernel_arrays(mixed["st"]), *rep, np.random.default_rng(0))[1]
+        after = conditional_draws(kernel_arrays(moved), *rep, np.random.default_rng(0))[1]
+        assert after[:, 0].mean() > before[:, 0].mean() + 0.1
+        assert np.allclose(after[:, 1:], before[:, 1:]) != others_move
+
+
 def test_conditional_draws_with_a_level_omitted(mixed):
     """tau = 0 means the level is omitted: drug effects equal the overall effect exactly."""
     sigma, omega, b, _, tau_k = mixed["params"][0]

@@ -8,6 +8,9 @@ Per network pair p (dropped below), scan s of subject j in dataset k::
     theta[u] ~ Normal(beta[drug(u)], tau_dataset),  beta[d] ~ Normal(mu, tau_drug),
     mu ~ Normal(0, effect_sd),  alpha[k] flat
 
+Fixed drug effects (the ``pymc`` default) are the same tree with mu pinned at 0 (prior sd 0)
+and tau_drug = effect_sd: beta[d] ~ Normal(0, effect_sd) independently.
+
 ``x[s]`` is the one-hot drug indicator of the scan's dataset unit (zero on control scans;
 a dataset with several drugs has one unit per drug), ``w[s]`` the scan's covariates (FD, dose,
 time since dose) with slopes ``b`` that NUTS samples. Every design enters the same way:

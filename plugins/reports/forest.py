@@ -124,7 +124,7 @@ def forest_section(run: Run) -> str:
     interval = run.interval
     parts = [note(f"Each dataset's effect (grey squares, sized by its number of subjects n), each drug's (blue) "
                   f"and the overall effect (black), with their {interval}s. Datasets are pooled around their "
-                  "drug, drugs around the overall effect.")]
+                  "drug, and the drugs combine into the overall effect (how: see the methods).")]
     for i, (title, rows, subtitle) in enumerate(plots):
         table = forest_rows(rows, units, n_subjects)
         if table.empty:
