@@ -37,7 +37,8 @@ def main() -> None:
     n_pairs = len(keys)
 
     t = time.perf_counter()
-    config = PyMCPooling.Config(sampler=args.sampler, progressbar=False, predictive_checks=False)
+    # bambi fits random drug effects: compare with the same model
+    config = PyMCPooling.Config(sampler=args.sampler, progressbar=False, predictive_checks=False, drug_effects="random")
     joint = PyMCPooling(config).fit(pairs, 0)
     t_joint = time.perf_counter() - t
     d = joint.diagnostics

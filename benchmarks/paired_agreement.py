@@ -38,7 +38,8 @@ def main() -> None:
     included = list(pairs["scan_id"].unique())
     cfg = dict(draws=args.draws, tune=args.tune, chains=2, cores=2, progressbar=False)
     fits = {}
-    for name, model in (("pymc", PyMCPooling(PyMCPooling.Config(motion=False, predictive_checks=False, **cfg))),
+    for name, model in (("pymc", PyMCPooling(PyMCPooling.Config(motion=False, predictive_checks=False,
+                                                                       drug_effects="random", **cfg))),
                         ("pymc_paired", PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)))):
         t = time.perf_counter()
         fits[name] = model.fit(pairs, seed=1 if name == "pymc" else 2)

@@ -217,14 +217,15 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
 
 @pytest.mark.slow
 def test_bambi_and_pymc_agree_on_a_mixed_design():
-    """Same model, two implementations (every effect sampled by bambi, integrated out by pymc):
+    """Same model (random drug effects), two implementations (every effect sampled by bambi,
+    integrated out by pymc):
     posterior means of the overall and drug effects agree within 0.1 posterior sd beyond Monte
     Carlo error (2 standard errors of the difference; bambi mixes the overall effect slowly,
     ESS ~ 5% of its draws). bambi pools the per-dataset sds within a pair only."""
     pairs, _ = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=4, design="mixed")
     pairs = key(pairs, {("Default", "Vis")})
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
-    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, **cfg)).fit(pairs, seed=3).effects
+    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, drug_effects="random", **cfg)).fit(pairs, seed=3).effects
     per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)

@@ -291,7 +291,7 @@ class SyntheticDataset(DatasetLoader):
             return c.drug_scale[d] * effect + drug_dev[d]
 
         rows, series, artifacts = [], {}, {}
-        population = Population(base, base_load, loading_change, drug_effect, c.drug_scale)
+        population = Population(base, base_load, loading_change, drug_effect)
         datasets = {}
         for site in self.site_specs():
             ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
@@ -436,8 +436,8 @@ class SyntheticDataset(DatasetLoader):
             control = pop.base + ds_shift + dev
             drug_z = control + scale * pop.drug_effect(drug)
             load = np.clip(pop.base_load + scale[:, 0] * c.drug_scale[drug] * pop.loading_change, 0.05, 0.95)
-            return (self._group_fz(drug_z, load) - self._group_fz(control, np.broadcast_to(pop.base_load, load.shape))
-                    ).mean(axis=0)
+            control_load = np.broadcast_to(np.clip(pop.base_load, 0.05, 0.95), load.shape)
+            return (self._group_fz(drug_z, load) - self._group_fz(control, control_load)).mean(axis=0)
 
         for name, (drug, ds_scale, ds_shift, noise) in datasets.items():
             out[f"dataset:{name}"] = effect(drug, ds_scale, ds_shift, noise)
@@ -493,4 +493,3 @@ class Population:
     base_load: np.ndarray
     loading_change: np.ndarray
     drug_effect: Callable[[str], np.ndarray]
-    drug_scale: dict[str, float]

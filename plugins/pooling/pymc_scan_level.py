@@ -343,9 +343,10 @@ class PyMCPooling(PoolingModel):
         tau_d = draws(prior, "tau_drug", (n,)).reshape(n, 1, -1)
         tau_k = draws(prior, "tau_dataset", (n,)).reshape(n, 1, -1)
         scale = draws(prior, "drug_scale", (n, len(design.drugs))) + (0.0 if "drug_scale" in prior else 1.0)
-        beta = scale[:, :, None] * mu + tau_d * rng.standard_normal((n, len(design.drugs), n_pairs))
         if fixed_drugs(self.config, design):  # each drug Normal(0, effect_sd) on its own
             beta = effect_sd * rng.standard_normal((n, len(design.drugs), n_pairs))
+        else:
+            beta = scale[:, :, None] * mu + tau_d * rng.standard_normal((n, len(design.drugs), n_pairs))
         unit_scale = draws(prior, "dataset_scale", (n, len(design.units))) + (0.0 if "dataset_scale" in prior else 1.0)
         theta = (unit_scale[:, :, None] * beta[:, design.unit_drug, :]
                  + tau_k * rng.standard_normal((n, len(design.units), n_pairs)))
