@@ -28,7 +28,8 @@ from .extraction import denoise_timeseries, extract_all, shard_of
 from .pair_sets import with_summaries
 from .plugin import AtlasLoader, ConnectivityEstimator, DatasetLoader, Denoiser, Harmonizer, Plugin
 from .progress import Heartbeat
-from .qc import QCConfig, exclude_by_censoring, exclude_by_motion, exclusion_counts, motion_change, qc_fc, validate_qc
+from .qc import (QCConfig, baseline_only_datasets, exclude_by_censoring, exclude_by_motion, exclusion_counts,
+                 motion_change, qc_fc, validate_qc)
 from .registry import Registry
 
 log = logging.getLogger("megafc")
@@ -375,6 +376,10 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
         log.warning("motion: %s scans move %+.3f mm FD [%.3f, %.3f] relative to their controls (%d subjects); "
                     "motion can masquerade as an FC effect (keep pooling.motion=true)",
                     row.drug, row.fd_change_mean, row.ci_low, row.ci_high, row.n_subjects)
+    for ds in baseline_only_datasets(scans):
+        log.warning("design: dataset %s compares its drug scans only with baselines scanned before them (pre/post, "
+                    "no placebo): its effects include anything that changes with session order (habituation, "
+                    "expectancy, scanner drift), which no model can tell from the drug", ds)
     if results.connectomes is not None:
         from .qc import with_distances
 

@@ -1,4 +1,5 @@
-"""Motion quality control: exclusions with reasons, per-dataset counts, QC-FC."""
+"""Quality control: exclusions with reasons, per-dataset counts, motion by condition, QC-FC,
+designs that confound the drug with session order."""
 
 from __future__ import annotations
 
@@ -49,6 +50,18 @@ def exclude_by_censoring(scans: pd.DataFrame, kept: dict[str, int], qc: QCConfig
     out["censored_fraction"] = frac
     out = exclude(out, frac > qc.max_censored_fraction, f"more than {qc.max_censored_fraction:.0%} of volumes censored")
     return exclude(out, out["n_volumes_kept"] < qc.min_volumes, f"fewer than {qc.min_volumes} volumes left after censoring")
+
+
+def baseline_only_datasets(scans: pd.DataFrame) -> list[str]:
+    """Datasets whose included drug scans are compared only with baselines (pre/post designs,
+    no placebo): their drug effects include whatever changes with session order (habituation,
+    expectancy, scanner drift), which no model of these scans can separate from the drug. On
+    simulated studies an order effect of +0.02 Fisher z made such a dataset's null pairs into
+    selected effects (docs/calibration.md, scenario order_effect)."""
+    kept = scans[~scans["excluded"]] if "excluded" in scans else scans
+    controls = kept[kept["condition"] != "drug"].groupby("dataset")["condition"].agg(set)
+    with_drug = set(kept.loc[kept["condition"] == "drug", "dataset"])
+    return sorted(ds for ds, kinds in controls.items() if ds in with_drug and kinds == {"baseline"})
 
 
 def motion_change(scans: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:

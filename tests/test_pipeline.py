@@ -279,3 +279,18 @@ def test_warnings_file_lists_the_runs_warnings(tmp_path):
     excluded = out.scans.groupby("dataset")["excluded"].sum()
     for ds in excluded[excluded > 0].index:
         assert table["message"].str.startswith(f"dataset {ds}:").any(), ds
+    # the synthetic study's one pre/post dataset: its drug effect is confounded with session order
+    design = table.loc[table["message"].str.startswith("design: "), "message"]
+    assert len(design) == 1 and design.iloc[0].startswith("design: dataset ayahuasca_1 compares"), list(design)
+
+
+def test_baseline_only_datasets_are_the_pre_post_ones():
+    """A dataset is flagged when every included control scan of its drug scans is a baseline;
+    a placebo control, or an excluded baseline-only dataset, is not."""
+    from megafc.core.qc import baseline_only_datasets
+
+    rows = [("pp", "drug", False), ("pp", "baseline", False), ("cx", "drug", False), ("cx", "placebo", False),
+            ("mixed", "drug", False), ("mixed", "baseline", False), ("mixed", "placebo", False),
+            ("gone", "drug", True), ("gone", "baseline", True), ("ctrl_only", "baseline", False)]
+    scans = pd.DataFrame(rows, columns=["dataset", "condition", "excluded"])
+    assert baseline_only_datasets(scans) == ["pp"]
