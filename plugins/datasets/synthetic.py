@@ -295,10 +295,7 @@ class SyntheticDataset(DatasetLoader):
         datasets = {}
         for site in self.site_specs():
             ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
-            ds_shift = rng.normal(0, c.site_offset_sd, (k, k))
-            ds_shift = (ds_shift + ds_shift.T) / 2
-            if c.dataset_offset_sd:
-                ds_shift = ds_shift + rng.normal(0, c.dataset_offset_sd)
+            ds_shift = self._site_offset(rng, k)
             ds_eff = ds_scale * drug_effect(site.drug)
             datasets[site.name] = (site.drug, ds_scale, ds_shift, site.noise)
             n_sub = max(2, int(round(site.n_subjects * c.scale)))
@@ -376,6 +373,17 @@ class SyntheticDataset(DatasetLoader):
             d = sd * rng.standard_t(df, shape) / np.sqrt(df / (df - 2))
         return (d + np.swapaxes(d, -1, -2)) / 2
 
+    def _site_offset(self, rng, k: int, n: Optional[int] = None) -> np.ndarray:
+        """A site's additive offset of latent FC (n of them: (n, k, k)): symmetric per pair, plus
+        one shift of every pair (dataset_offset_sd). The scans and the drug-level truth draw it
+        alike."""
+        c = self.config
+        shift = rng.normal(0, c.site_offset_sd, (k, k) if n is None else (n, k, k))
+        shift = (shift + np.swapaxes(shift, -1, -2)) / 2
+        if c.dataset_offset_sd:
+            shift = shift + rng.normal(0, c.dataset_offset_sd, None if n is None else (n, 1, 1))
+        return shift
+
     def _write_confounds(self, series: dict, artifacts: dict, generator: str, seed: int) -> dict[str, str]:
         """scan_id -> the (absent) BOLD name whose confounds files sit next to it."""
         from .synthetic_confounds import bold_name, confounds_table, write_confounds
@@ -443,11 +451,7 @@ class SyntheticDataset(DatasetLoader):
             out[f"dataset:{name}"] = effect(drug, ds_scale, ds_shift, noise)
         for d in drugs:  # a new dataset of the drug: its scale and site offset drawn too
             ds_scale = 1 + antithetic(rng.normal(0, e.dataset_scale_sd, n))
-            shift = rng.normal(0, c.site_offset_sd, (n, k, k))
-            shift = (shift + shift.transpose(0, 2, 1)) / 2
-            if c.dataset_offset_sd:
-                shift = shift + rng.normal(0, c.dataset_offset_sd, (n, 1, 1))
-            out[f"drug:{d}"] = effect(d, ds_scale, antithetic(shift), 1.0)
+            out[f"drug:{d}"] = effect(d, ds_scale, antithetic(self._site_offset(rng, k, n)), 1.0)
         return out
 
     def _group_fz(self, z: np.ndarray, load: np.ndarray) -> np.ndarray:
