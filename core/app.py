@@ -112,13 +112,14 @@ def _task(cfg) -> None:
 
 
 def already_complete(run_dir: str, cfg) -> bool:
-    """True when run_dir has a finished run (provenance.json) of exactly this resolved config."""
+    """True when run_dir has a finished run (provenance.json) of exactly this resolved config,
+    made from the inputs as they are now (a changed input file is said, and the run redone)."""
     import json
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
-    from .outputs import COMPLETION_MARKER, fingerprint_value
+    from .outputs import COMPLETION_MARKER, changed_inputs, fingerprint_value
 
     marker = Path(run_dir) / COMPLETION_MARKER
     if not marker.exists():
@@ -129,7 +130,13 @@ def already_complete(run_dir: str, cfg) -> bool:
         return False
     current = OmegaConf.to_container(cfg, resolve=True)
     current.pop("rerun", None)
-    return recorded == fingerprint_value(current)
+    if recorded != fingerprint_value(current):
+        return False
+    changed = changed_inputs(run_dir, (current.get("dataset") or {}).get("metadata"))
+    if changed:
+        log.warning("%s holds a finished run of this config, but its inputs changed since (%s%s); running it again",
+                    run_dir, "; ".join(changed[:5]), f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return not changed
 
 
 def check_output_folders(overrides: list[str]) -> None:

@@ -254,6 +254,40 @@ def fingerprint_value(value: Any) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None) -> list[str]:
+    """Why the finished run in ``run_dir`` may no longer match its inputs: one sentence per input
+    file that is gone or differs from what the run read (empty: all the same).
+
+    A rerun of the same config skips a finished run, which must not hide new data behind old
+    results (e.g. fMRIPrep rerun, a metadata row fixed). Every fingerprinted file (the metadata
+    table is recorded as ``metadata``) is hashed again; BOLD images, which are not hashed, count
+    as changed when modified after the run started (extraction.tsv lists them)."""
+    run_dir = Path(run_dir)
+    try:
+        prov = json.loads((run_dir / COMPLETION_MARKER).read_text())
+        started = datetime.fromisoformat(prov["started"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"{run_dir / COMPLETION_MARKER} cannot be read"]
+    out = []
+    for key, digest in (prov.get("input_fingerprints") or {}).items():
+        path = metadata if key == "metadata" else key
+        if not path or not (os.sep in str(path) or Path(path).exists()):
+            continue  # not a file (e.g. the synthetic generator's parameters: part of the config)
+        if not Path(path).expanduser().is_file():
+            out.append(f"{path} is gone")
+        elif fingerprint_file(Path(path).expanduser()) != digest:
+            out.append(f"{path} has changed")
+    extraction = run_dir / "extraction.tsv"
+    if extraction.exists():
+        for path in pd.read_csv(extraction, sep="\t", usecols=lambda c: c == "bold")["bold"].dropna():
+            file = Path(path)
+            if not file.exists():
+                out.append(f"{path} is gone")
+            elif file.stat().st_mtime > started:
+                out.append(f"{path} was modified after the run")
+    return out
+
+
 def provenance(
     *,
     config: dict[str, Any],

@@ -59,6 +59,20 @@ def test_fmriprep_cli_end_to_end_then_cached(tree, tmp_path):
     # a different denoiser is a different cache entry
     third = run(tree.overrides("simple_gsr") + POOL + [f"extraction.cache_dir={cache}"], tmp_path / "run3")
     assert not pd.read_csv(third.run_dir / "extraction.tsv", sep="\t")["cached"].any()
+    # the same config into the same folder is skipped while its inputs stay as they were, and
+    # redone (saying why) once a BOLD image is newer than the run
+    run2 = args + [f"hydra.run.dir={tmp_path / 'run2'}"]
+    finished = (tmp_path / "run2" / "provenance.json").stat().st_mtime_ns
+    assert megafc_cli(run2, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "run2" / "provenance.json").stat().st_mtime_ns == finished
+    assert "skipping" in (tmp_path / "run2" / "megafc.log").read_text()
+    bold = ext2["bold"].iloc[0]
+    os.utime(bold)
+    redo = megafc_cli(run2, cwd=tmp_path)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert (tmp_path / "run2" / "provenance.json").stat().st_mtime_ns > finished
+    assert f"inputs changed since ({bold} was modified after the run); running it again" in \
+        (tmp_path / "run2" / "megafc.log").read_text()
 
 
 def test_derivatives_are_a_bids_derivative_dataset(tree, tmp_path):

@@ -272,3 +272,30 @@ def test_perfect_correlation_in_a_relmat_is_refused_or_reported(tmp_path, caplog
     assert (out.run_dir / "effects.tsv").is_file()
     with pytest.raises(ConfigError, match="dataset.perfect_correlation"):
         run_connectomes(table, tmp_path / "run2", ["dataset.perfect_correlation=clip"])
+
+
+def test_changed_inputs_names_every_input_that_differs_from_the_finished_run(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from megafc.core.outputs import changed_inputs, fingerprint_file
+
+    meta, data, bold = tmp_path / "meta.tsv", tmp_path / "sub-01.tsv", tmp_path / "sub-01_bold.nii.gz"
+    for f, text in ((meta, "scan\n"), (data, "1 2\n"), (bold, "image")):
+        f.write_text(text)
+    run = tmp_path / "run"
+    run.mkdir()
+    started = datetime.now(timezone.utc) + timedelta(seconds=5)  # after every file above was written
+    (run / "provenance.json").write_text(json.dumps({
+        "started": started.isoformat(),
+        "input_fingerprints": {"metadata": fingerprint_file(meta), str(data): fingerprint_file(data),
+                               "synthetic_generator": "sha256:0"}}))
+    pd.DataFrame({"scan_id": ["a"], "bold": [str(bold)]}).to_csv(run / "extraction.tsv", sep="\t", index=False)
+    assert changed_inputs(run, str(meta)) == []
+    data.write_text("1 3\n")
+    meta.unlink()
+    later = started.timestamp() + 60
+    os.utime(bold, (later, later))
+    assert changed_inputs(run, str(meta)) == [f"{meta} is gone", f"{data} has changed",
+                                              f"{bold} was modified after the run"]
+    (run / "provenance.json").write_text("{")
+    assert changed_inputs(run) == [f"{run / 'provenance.json'} cannot be read"]
