@@ -37,8 +37,9 @@ def main() -> None:
     n_pairs = len(keys)
 
     t = time.perf_counter()
-    # bambi fits random drug effects: compare with the same model
-    config = PyMCPooling.Config(sampler=args.sampler, progressbar=False, predictive_checks=False, drug_effects="random")
+    # bambi fits random drug effects without dataset scales: compare with the same model
+    config = PyMCPooling.Config(sampler=args.sampler, progressbar=False, predictive_checks=False, drug_effects="random",
+                                dataset_scale=False)
     joint = PyMCPooling(config).fit(pairs, 0)
     t_joint = time.perf_counter() - t
     d = joint.diagnostics

@@ -295,6 +295,22 @@ def test_tau_is_scored_against_the_planted_spreads():
     assert t[("X", "tau_drug")] == pytest.approx(0.04)
     assert t[("X", "tau_dataset")] == pytest.approx(np.sqrt((0.02 ** 2 + 0.02 ** 2 + 0) / 3))
     assert t[("Y", "tau_drug")] == 0.0
+    # with scales, tau is what a multiple of the centre leaves: a1 = 1.2 x A, a2 = 0.8 x A and
+    # b1 = B lie on their drugs' patterns, and the drugs (0.10, 0), (0.06, 0), (0.02, 0) on
+    # their mean's: no spread at all, where the unscaled spreads are not 0
+    exact = {"a1": ("A", [0.12, 0.0]), "a2": ("A", [0.08, 0.0]), "b1": ("B", [0.06, 0.0])}
+    rows = [("drug:" + d, v) for d, v in drug.items()] + [("dataset:" + s, v) for s, (_, v) in exact.items()]
+    flat = pd.DataFrame([{"aggregation": "network", "network_a": "N", "network_b": ["X", "Y"][i], "effect": e,
+                          "truth": vals[i]} for e, vals in rows for i in range(2)])
+    dd = {s: d for s, (d, _) in exact.items()}
+    unscaled = tau_truth(flat, "network", dd).set_index(["network_b", "parameter"])["truth"]
+    scaled = tau_truth(flat, "network", dd, True, True).set_index(["network_b", "parameter"])["truth"]
+    assert unscaled[("X", "tau_dataset")] == pytest.approx(np.sqrt(0.02 ** 2 * 2 / 3))
+    assert scaled[("X", "tau_dataset")] == pytest.approx(0.0) and scaled[("X", "tau_drug")] == pytest.approx(0.0)
+    # a deviation off the pattern stays: a1 = 1.2 x A + (0, 0.01) leaves its 0.01 on Y
+    off = tau_truth(truth, "network", {s: d for s, (d, _) in site.items()}, False, True)
+    assert off.set_index(["network_b", "parameter"])["truth"][("Y", "tau_dataset")] == \
+        pytest.approx(np.sqrt((0.01 ** 2 + 0.01 ** 2) / 3))
     het = pd.DataFrame({"network_a": "N", "network_b": ["X", "X", "Y", "Y"],
                         "parameter": ["tau_drug", "tau_dataset"] * 2, "level": "",
                         "mean": [0.05, 0.02, 0.004, 0.003], "sd": 0.01,

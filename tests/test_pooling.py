@@ -68,6 +68,10 @@ def test_heterogeneity_and_predictive_checks(default_fit):
     assert counts["tau_dataset"] == counts["slope:mean_fd"] == n_pairs
     # fixed drug effects: no between-drug sd, and the overall effect is the mean of the drugs'
     assert "tau_drug" not in counts and "fixed effects" in result.description
+    # dataset scales by default (psilocybin and LSD have several datasets), each dataset once
+    scales = result.tables["dataset_scales"]
+    assert sorted(scales["dataset"]) == sorted(pairs.dataset.unique()) and (scales["mean"] > 0).all()
+    assert "centred on its own scale x its drug's effect" in result.description
     post = result.idata.posterior
     np.testing.assert_allclose(post["overall"], post["drug_effect"].mean("drug"), atol=1e-6)  # stored as float32
     assert counts["residual_sd"] == counts["subject_sd"] == n_pairs * n_sites
@@ -94,6 +98,18 @@ def test_every_design_recovers_the_truth(default_fit):
     het = result.tables["heterogeneity"]
     sd = het[het.parameter == "residual_sd"].groupby("level")["mean"].median()
     assert sd["lsd_2"] > 2 * sd.drop("lsd_2").max(), sd
+
+
+def test_dataset_scales_are_on_by_default_where_a_drug_has_several_datasets():
+    from types import SimpleNamespace
+
+    from megafc.plugins.pooling.pymc_scan_level import uses_dataset_scales
+
+    several, one_each = SimpleNamespace(unit_drug=[0, 0, 1]), SimpleNamespace(unit_drug=[0, 1, 2])
+    assert PyMCPooling.Config().dataset_scale is None
+    for setting, expected in ((None, (True, False)), (True, (True, False)), (False, (False, False))):
+        c = PyMCPooling.Config(dataset_scale=setting)
+        assert (uses_dataset_scales(c, several), uses_dataset_scales(c, one_each)) == expected, setting
 
 
 @pytest.mark.slow
@@ -161,13 +177,14 @@ def test_population_drug_scales_widen_by_the_dataset_spread_over_root_n():
     mu = rng.normal(0.05, 0.01, (n, pairs))
     beta = lam[:, :, None] * mu[:, None, :] + rng.normal(0, 0.01, (n, 2, pairs))
     spread = np.full(n, 0.3)
-    new_beta, population = population_drug_effects(beta, lam, spread, unit_drug, rng)
+    new_beta, population, factor = population_drug_effects(beta, lam, spread, unit_drug, rng)
     log_ratio = np.log(population / lam)
     assert log_ratio[:, 0].std() == pytest.approx(0.3, rel=0.03)
     assert log_ratio[:, 1].std() == pytest.approx(0.3 / 2, rel=0.03)
     # a dataset's scale multiplies its drug's whole effect (pattern and own deviation): so does f
     np.testing.assert_allclose(new_beta, beta * (population / lam)[:, :, None])
-    same, unchanged = population_drug_effects(beta, lam, np.zeros(n), unit_drug, rng)
+    np.testing.assert_allclose(factor, population / lam)
+    same, unchanged, _ = population_drug_effects(beta, lam, np.zeros(n), unit_drug, rng)
     np.testing.assert_array_equal(same, beta)
     np.testing.assert_array_equal(unchanged, lam)
 
@@ -203,11 +220,12 @@ def test_dataset_scales_recover_planted_dataset_strengths():
 @pytest.mark.slow
 def test_paired_special_case_agrees_with_pymc_paired(simulated):
     """One drug and one control scan per subject, no motion term: the scan-level model and the
-    paired-difference model (random drug effects) are the same model up to per-dataset residual
+    paired-difference model (random drug effects, no dataset scales) are the same model up to per-dataset residual
     sds; posterior means of every overall and drug effect agree within 0.1 posterior sd."""
     pairs = key(simulated[0])
     cfg = dict(draws=3000, tune=1000, chains=2, cores=2, progressbar=False, predictive_checks=False)
-    scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", **cfg)).fit(pairs, seed=1).effects
+    scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", dataset_scale=False, **cfg))
+    scan = scan.fit(pairs, seed=1).effects
     paired = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(pairs, seed=2).effects
     m = scan.merge(paired, on=["network_a", "network_b", "effect"], suffixes=("_scan", "_paired"))
     main = m[m.effect_type_scan.isin(["overall", "drug"])]
@@ -217,7 +235,7 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
 
 @pytest.mark.slow
 def test_bambi_and_pymc_agree_on_a_mixed_design():
-    """Same model (random drug effects), two implementations (every effect sampled by bambi,
+    """Same model (random drug effects, no dataset scales), two implementations (every effect sampled by bambi,
     integrated out by pymc):
     posterior means of the overall and drug effects agree within 0.1 posterior sd beyond Monte
     Carlo error (2 standard errors of the difference; bambi mixes the overall effect slowly,
@@ -225,7 +243,8 @@ def test_bambi_and_pymc_agree_on_a_mixed_design():
     pairs, _ = simulate_pairs(scale=0.4, n_volumes=100, atlas=SMALL_ATLAS, paired=False, seed=4, design="mixed")
     pairs = key(pairs, {("Default", "Vis")})
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
-    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, drug_effects="random", **cfg)).fit(pairs, seed=3).effects
+    joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, drug_effects="random", dataset_scale=False,
+                                             **cfg)).fit(pairs, seed=3).effects
     per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
@@ -440,6 +459,20 @@ def test_drug_similarity_is_corrected_for_posterior_noise():
         distance = np.sqrt(np.mean((maps[i] - maps[j]) ** 2))
         row = sim.loc[(x, y, "rms_distance")]
         assert row["hdi_low"] < distance < row["hdi_high"], (x, y, row["mean"], distance)
+    # dataset scales: each drug's population map is its fitted map times one factor per draw.
+    # That factor is not per-pair noise: the correlations ignore it, the magnitudes carry it
+    f = np.exp(0.3 * rng.normal(size=(2, 400, 3)))
+    scaled = drug_similarity(["a", "b", "c"], maps[None, None] + noise, 0.95, factors=f)
+    scaled = scaled.set_index(["drug_a", "drug_b", "measure"])
+    r_rows = [k for k in sim.index if k[2].endswith("_r_across_pairs") or k[2] == "pattern_r_corrected"]
+    pd.testing.assert_frame_equal(scaled.loc[r_rows], sim.loc[r_rows])
+    for (i, j), (x, y) in {(0, 1): ("a", "b"), (0, 2): ("a", "c"), (1, 2): ("b", "c")}.items():
+        row, narrow = scaled.loc[(x, y, "rms_ratio")], sim.loc[(x, y, "rms_ratio")]
+        assert row["hdi_low"] < rms[i] / rms[j] < row["hdi_high"], (x, y, row["mean"], rms[i] / rms[j])
+        assert row["hdi_high"] - row["hdi_low"] > 1.5 * (narrow["hdi_high"] - narrow["hdi_low"])
+    # taken for per-pair noise, the factor's variance swamps every map: nothing is defined
+    as_noise = drug_similarity(["a", "b", "c"], (maps[None, None] + noise) * f[..., None], 0.95)
+    assert as_noise.set_index("measure").loc[["pattern_r_corrected", "rms_ratio"], "mean"].isna().all()
     # a drug with no effect at all, and a study of two pairs: undefined, not +-1 or 0
     lost = drug_similarity(["a", "none"], np.stack([maps[0], 0 * maps[0]])[None, None] + noise[:, :, :2], 0.95)
     assert lost.set_index("measure").loc[["pattern_r_corrected", "rms_ratio"], "mean"].isna().all()

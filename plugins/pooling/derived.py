@@ -102,7 +102,7 @@ def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.Data
 
 
 def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
-                    scales: np.ndarray | None = None) -> pd.DataFrame:
+                    scales: np.ndarray | None = None, factors: np.ndarray | None = None) -> pd.DataFrame:
     """How alike two drugs' effect maps are (across network pairs), each measure computed draw
     by draw on the drug-level effects.
 
@@ -122,6 +122,13 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     of earlier versions. ``scale_ratio`` (models with drug scales: ``scales`` (chain, draw,
     drug)): scale a / scale b, the strengths at which the drugs show the shared pattern.
     ``drug_draws``: (chain, draw, drug, pair).
+
+    ``factors`` (chain, draw, drug; models with dataset scales): each drug's population effects
+    are its fitted ones (``drug_draws``) times one factor per draw, the unknown strength of a new
+    dataset of the drug. That factor is common to all of a drug's pairs, not noise independent
+    from pair to pair, so the noise correction is computed on the fitted draws and the factor
+    applied after: it widens the magnitudes (a drug seen in one dataset cannot be told from that
+    dataset's strength) and leaves the correlations, blind to scale, as they are.
     """
     n_chain, n_draw, n_drugs, n_pairs = drug_draws.shape
     flat = drug_draws.reshape(n_chain * n_draw, n_drugs, n_pairs)
@@ -130,14 +137,18 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     noise = np.einsum("sdp,sep->de", dev, dev) / denom  # posterior (co)variance, averaged over pairs
     dev_c = dev - dev.mean(axis=-1, keepdims=True)  # what is left of it in statistics centred over pairs
     noise_c = np.einsum("sdp,sep->de", dev_c, dev_c) / denom
+    f = np.ones((n_chain, n_draw, n_drugs)) if factors is None else factors
     rows = []
     for a, b in itertools.combinations(range(n_drugs), 2):
         x = drug_draws[:, :, a] - drug_draws[:, :, a].mean(axis=-1, keepdims=True)
         y = drug_draws[:, :, b] - drug_draws[:, :, b].mean(axis=-1, keepdims=True)
         sab, saa, sbb = (x * y).mean(-1), (x ** 2).mean(-1), (y ** 2).mean(-1)
         va, vb = saa - noise_c[a, a], sbb - noise_c[b, b]
-        ms_a, ms_b = (drug_draws[:, :, a] ** 2).mean(-1) - noise[a, a], (drug_draws[:, :, b] ** 2).mean(-1) - noise[b, b]
-        ms_d = ((drug_draws[:, :, a] - drug_draws[:, :, b]) ** 2).mean(-1) - (noise[a, a] + noise[b, b] - 2 * noise[a, b])
+        fa, fb = f[:, :, a], f[:, :, b]
+        ms_a = fa ** 2 * ((drug_draws[:, :, a] ** 2).mean(-1) - noise[a, a])
+        ms_b = fb ** 2 * ((drug_draws[:, :, b] ** 2).mean(-1) - noise[b, b])
+        ms_d = (((fa[..., None] * drug_draws[:, :, a] - fb[..., None] * drug_draws[:, :, b]) ** 2).mean(-1)
+                - (fa ** 2 * noise[a, a] + fb ** 2 * noise[b, b] - 2 * fa * fb * noise[a, b]))
         with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
             corrected = np.clip((sab - noise_c[a, b]) / np.sqrt(np.maximum(va, 0.0) * np.maximum(vb, 0.0)), -1.0, 1.0)
             ratio = np.where(ms_b > 0, np.sqrt(np.maximum(ms_a, 0.0) / ms_b), np.nan)

@@ -49,7 +49,10 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     scale_var = next((v for v in ("drug_scale_population", "drug_scale") if v in post), None)
     scales = post[scale_var].to_numpy() if scale_var else None
     if len(design.drugs) > 1:
-        tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., is_pair], c.hdi_prob, scales)
+        # with dataset scales, the drugs' fitted effects and the factor to their populations' apart
+        factor = post["drug_population_factor"].to_numpy() if "drug_population_factor" in post else None
+        fitted = drug if factor is None else drug / factor[..., None]
+        tables["drug_similarity"] = drug_similarity(design.drugs, fitted[..., is_pair], c.hdi_prob, scales, factor)
     if scales is not None:
         tables["drug_scales"] = scale_table(design.drugs, scales, c.hdi_prob)
     if "dataset_scale" in post:
@@ -64,7 +67,8 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
                   **({scale_var: tables["drug_scales"]} if "drug_scales" in tables else {}),
                   **({"dataset_scale": tables["dataset_scales"]} if "dataset_scales" in tables else {}),
                   **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
-    sampled = [v for v in post.data_vars if not v.endswith("_z") and v != "overall" and v not in summarised]
+    drawn_after = {"overall", "drug_population_factor"}  # not sampled: functions of the draws (and fresh noise)
+    sampled = [v for v in post.data_vars if not v.endswith("_z") and v not in drawn_after and v not in summarised]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c), summarised)
     diagnostics["sampling_seconds"] = round(elapsed, 2)
     warnings = []

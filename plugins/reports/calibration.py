@@ -108,7 +108,8 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
     return out[np.isfinite(out["truth"])].reset_index(drop=True)
 
 
-def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str]) -> pd.DataFrame:
+def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str], drug_scales: bool = False,
+              dataset_scales: bool = False) -> pd.DataFrame:
     """The planted between-drug and between-dataset sds per network pair, as the models' tau_drug
     and tau_dataset (drug effects ~ Normal(overall, tau_drug), dataset effects ~ Normal(their
     drug's, tau_dataset)) describe them: the sd of the drugs' planted effects around their mean
@@ -116,16 +117,29 @@ def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str]) -> 
     root-mean-square of the datasets' planted effects around their drug's. These are the
     spreads of the drugs and datasets this study has, of which tau is the population's: a
     study of five drugs pins tau_drug down to about +-35%, which its interval should carry.
-    ``dataset_drug``: each dataset's drug (datasets giving several drugs are left out)."""
+
+    With drug (dataset) scales, tau is the spread around each drug's (dataset's) own multiple of
+    the overall (its drug's) effect: a map's deviations are what is left of it after its
+    least-squares multiple of the map it is centred on (which multiple of the centre a model calls
+    scale 1 does not change that). ``dataset_drug``: each dataset's drug (datasets giving several
+    drugs are left out)."""
     t = truth[truth["aggregation"] == level]
     wide = t.pivot_table(index=["network_a", "network_b"], columns="effect", values="truth", sort=False)
+
+    def around(maps: pd.DataFrame, centre: pd.Series, scaled: bool) -> pd.DataFrame:
+        if not scaled:
+            return maps.sub(centre, axis=0)
+        slopes = maps.T.dot(centre) / float(centre @ centre) if float(centre @ centre) > 0 else 0.0 * maps.sum()
+        return maps - np.outer(centre, slopes)
+
     drugs = [c for c in wide.columns if c.startswith("drug:")]
     rows = []
     if len(drugs) > 1:
-        rows.append(wide[drugs].std(axis=1, ddof=1).rename("tau_drug"))
-    sites = [c for c in wide.columns if c.startswith("dataset:")]
+        spread = around(wide[drugs], wide[drugs].mean(axis=1), drug_scales)
+        rows.append(np.sqrt((spread ** 2).sum(axis=1) / (len(drugs) - 1)).rename("tau_drug"))
     drug_of = {f"dataset:{ds}": f"drug:{drug}" for ds, drug in dataset_drug.items()}
-    deviations = [wide[s] - wide[drug_of[s]] for s in sites if drug_of.get(s) in wide]
+    sites = [s for s in wide.columns if s.startswith("dataset:") and drug_of.get(s) in wide]
+    deviations = [around(wide[[s]], wide[drug_of[s]], dataset_scales) for s in sites]
     if deviations:
         rows.append(np.sqrt((pd.concat(deviations, axis=1) ** 2).mean(axis=1)).rename("tau_dataset"))
     if not rows:
@@ -204,13 +218,12 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
                     summaries: pd.DataFrame | None = None, members: pd.DataFrame | None = None,
                     similarity: pd.DataFrame | None = None, heterogeneity: pd.DataFrame | None = None,
                     dataset_drug: dict[str, str] | None = None, specificity: pd.DataFrame | None = None,
-                    parents: dict[str, str] | None = None) -> pd.DataFrame:
+                    parents: dict[str, str] | None = None, scales: tuple[bool, bool] = (False, False)) -> pd.DataFrame:
     """Scores of one replicate for every table with planted values: effects (overall, drug,
     dataset, contrast), summaries, drug similarity (one "effect type" per measure) and the
-    between-drug and between-dataset sds (``heterogeneity``, with ``dataset_drug``; only for
-    models whose drugs are centred on the overall effect itself, not on scales of it) and
-    subnetwork specificity (``specificity``, with ``parents``). One row per table, effect type
-    and stratum."""
+    between-drug and between-dataset sds (``heterogeneity``, with ``dataset_drug``; ``scales``:
+    whether the model had drug and dataset scales, see ``tau_truth``) and subnetwork
+    specificity (``specificity``, with ``parents``). One row per table, effect type and stratum."""
     parts = [score_table(attach_truth(effects, truth, level), min_effect).assign(table="effects")]
     if summaries is not None and members is not None and len(summaries):
         parts.append(score_table(attach_truth(summaries, truth, level, members), min_effect).assign(table="summaries"))
@@ -224,7 +237,8 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
             part = score_table(rows.assign(effect_type=rows["measure"]), min_effect, signed)
             parts.append(part[part["stratum"] == "all"].assign(table="drug_similarity"))
     if heterogeneity is not None and dataset_drug is not None:
-        rows = heterogeneity.merge(tau_truth(truth, level, dataset_drug), on=["network_a", "network_b", "parameter"])
+        rows = heterogeneity.merge(tau_truth(truth, level, dataset_drug, *scales),
+                                   on=["network_a", "network_b", "parameter"])
         if len(rows):  # sds: no sign, never "credible"
             part = score_table(rows.assign(effect_type=rows["parameter"]), min_effect, signed=False)
             parts.append(part.assign(table="heterogeneity"))
@@ -352,14 +366,12 @@ def _scored_replicate(overrides: list[str], scenario: str, replicate: int, seed:
     members = pd.read_csv(members_file, sep="\t", keep_default_na=False) if members_file.exists() else None
     scans = outcome.scans
     drugs = scans[scans["condition"] == "drug"].groupby("dataset")["drug"].unique()
-    scaled = bool(cfg.pooling.get("drug_scale", False) or cfg.pooling.get("dataset_scale", False))
+    tables = outcome.result.tables
     s = score_replicate(outcome.result.effects, truth, cfg.aggregate.level, min_effect,
-                        outcome.result.tables.get("summaries"), members,
-                        outcome.result.tables.get("drug_similarity"),
-                        None if scaled else outcome.result.tables.get("heterogeneity"),
-                        {ds: str(d[0]) for ds, d in drugs.items() if len(d) == 1},
-                        outcome.result.tables.get("specificity"),
-                        dict(zip(outcome.atlas.regions["subnetwork"], outcome.atlas.regions["network"])))
+                        tables.get("summaries"), members, tables.get("drug_similarity"), tables.get("heterogeneity"),
+                        {ds: str(d[0]) for ds, d in drugs.items() if len(d) == 1}, tables.get("specificity"),
+                        dict(zip(outcome.atlas.regions["subnetwork"], outcome.atlas.regions["network"])),
+                        scales=("drug_scales" in tables, "dataset_scales" in tables))
     s.insert(0, "scenario", scenario)
     s.insert(1, "replicate", replicate)
     s.insert(2, "seed", int(cfg.seed))
