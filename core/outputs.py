@@ -271,20 +271,26 @@ def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None)
     out = []
     for key, digest in (prov.get("input_fingerprints") or {}).items():
         path = metadata if key == "metadata" else key
-        if not path or not (os.sep in str(path) or Path(path).exists()):
+        if key != "metadata" and not (os.sep in key or Path(key).exists()):
             continue  # not a file (e.g. the synthetic generator's parameters: part of the config)
+        if not path or Path(path).expanduser().is_dir():
+            continue  # nothing to compare (a folder's fingerprint is its plugin's business)
         if not Path(path).expanduser().is_file():
             out.append(f"{path} is gone")
         elif fingerprint_file(Path(path).expanduser()) != digest:
             out.append(f"{path} has changed")
     extraction = run_dir / "extraction.tsv"
     if extraction.exists():
-        for path in pd.read_csv(extraction, sep="\t", usecols=lambda c: c == "bold")["bold"].dropna():
-            file = Path(path)
-            if not file.exists():
+        try:
+            bolds = pd.read_csv(extraction, sep="\t", usecols=["bold"])["bold"].dropna()
+        except (OSError, ValueError) as exc:
+            return out + [f"{extraction} cannot be read ({exc})"]
+        for path in bolds:
+            try:
+                if Path(path).stat().st_mtime > started:
+                    out.append(f"{path} was modified after the run")
+            except OSError:
                 out.append(f"{path} is gone")
-            elif file.stat().st_mtime > started:
-                out.append(f"{path} was modified after the run")
     return out
 
 

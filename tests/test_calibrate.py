@@ -315,16 +315,20 @@ def test_tau_is_scored_against_the_planted_spreads():
                         "parameter": ["tau_drug", "tau_dataset"] * 2, "level": "",
                         "mean": [0.05, 0.02, 0.004, 0.003], "sd": 0.01,
                         "hdi_low": [0.03, 0.001, 0.001, 0.0], "hdi_high": [0.08, 0.01, 0.02, 0.01]})
-    truth = pd.concat([truth, pd.DataFrame([{"aggregation": "network", "network_a": "N", "network_b": "X",
-                                             "effect": "overall", "truth": 0.06}])])
-    effects = pd.DataFrame({"network_a": ["N"], "network_b": ["X"], "effect": ["overall"], "effect_type": ["overall"],
-                            "mean": [0.06], "sd": [0.01], "hdi_low": [0.04], "hdi_high": [0.08],
-                            "hdi50_low": [0.055], "hdi50_high": [0.065]})
+    truth = pd.concat([truth, pd.DataFrame([{"aggregation": "network", "network_a": "N", "network_b": b,
+                                             "effect": "overall", "truth": 0.06} for b in "XY"])])
+    effects = pd.DataFrame({"network_a": "N", "network_b": ["X", "Y"], "effect": "overall", "effect_type": "overall",
+                            "mean": 0.06, "sd": 0.01, "hdi_low": 0.04, "hdi_high": 0.08,
+                            "hdi50_low": 0.055, "hdi50_high": 0.065})
     s = score_replicate(effects, truth, "network", 0.02, heterogeneity=het,
                         dataset_drug={s: d for s, (d, _) in site.items()})
     tau = s[(s.table == "heterogeneity") & (s.stratum == "all")].set_index("effect_type")
     assert tau.loc["tau_drug", "coverage_95"] == 0.5  # Y's zero spread lies below [0.001, 0.02]
     assert tau.loc["tau_dataset", "coverage_95"] == 0.5  # X's 0.0163 lies above [0.001, 0.01]; Y's 0.0082 inside
+    # only the analysed pairs are scored (and, with scales, fitted)
+    only_x = score_replicate(effects.iloc[:1], truth, "network", 0.02, heterogeneity=het,
+                             dataset_drug={s: d for s, (d, _) in site.items()})
+    assert (only_x.loc[(only_x.table == "heterogeneity") & (only_x.stratum == "all"), "n"] == 1).all()
     assert (tau["n_credible"] == 0).all()
     pooled = summarise_scores(s.assign(scenario="x", replicate=0))
     assert pooled.loc[pooled.table == "heterogeneity", "coverage_50"].isna().all()

@@ -278,6 +278,18 @@ def test_single_dataset_falls_back_to_one_level():
     assert np.allclose(overall, drug)
 
 
+def test_one_drug_in_two_datasets_reports_one_population_effect():
+    """With dataset scales (on: the drug has two datasets) the drug's effect is its population's,
+    and with one drug that is the overall effect too, draw by draw."""
+    sites = [SiteSpec("lsd_a", "LSD", 10), SiteSpec("lsd_b", "LSD", 10)]
+    pairs, _ = simulate_pairs(scale=1.0, n_volumes=60, sites=sites, paired=False)
+    result = PyMCPooling(PyMCPooling.Config(draws=50, tune=50, **QUICK)).fit(key(pairs), 0)
+    assert "dataset_scales" in result.tables and any("only one drug" in w for w in result.warnings)
+    post = result.idata.posterior
+    assert float(post["drug_population_factor"].std()) > 0  # the factor is there ...
+    np.testing.assert_allclose(post["overall"], post["drug_effect"].sel(drug="LSD"), atol=1e-6)  # ... in both
+
+
 def test_paired_model_falls_back_to_one_level():
     pairs, _ = simulate_pairs(scale=1.0, n_volumes=60, sites=[SiteSpec("only", "LSD", 12)])
     design = paired_design(pairs)

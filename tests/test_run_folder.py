@@ -297,5 +297,11 @@ def test_changed_inputs_names_every_input_that_differs_from_the_finished_run(tmp
     os.utime(bold, (later, later))
     assert changed_inputs(run, str(meta)) == [f"{meta} is gone", f"{data} has changed",
                                               f"{bold} was modified after the run"]
+    # a folder fingerprinted by a plugin is its plugin's business; an unreadable extraction.tsv is said
+    prov = json.loads((run / "provenance.json").read_text())
+    (run / "provenance.json").write_text(json.dumps({**prov, "input_fingerprints": {str(tmp_path): "sha256:0"}}))
+    (run / "extraction.tsv").write_text("scan_id\na\n")
+    changed = changed_inputs(run)
+    assert len(changed) == 1 and changed[0].startswith(f"{run / 'extraction.tsv'} cannot be read"), changed
     (run / "provenance.json").write_text("{")
     assert changed_inputs(run) == [f"{run / 'provenance.json'} cannot be read"]

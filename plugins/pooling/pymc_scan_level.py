@@ -669,7 +669,7 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
         extra["drug_population_factor"] = (("chain", "draw", "drug"), factor.reshape(n_chain, n_draw, -1))
         if lam is not None:  # without drug scales there is no drug scale to report
             extra["drug_scale_population"] = (("chain", "draw", "drug"), population.reshape(n_chain, n_draw, -1))
-    if fixed:
+    if fixed or not design.use_drug_level:  # one drug: its (population's) effect is the overall effect
         mu = beta.mean(axis=1)
     effects = {"overall": mu.reshape(n_chain, n_draw, n_pairs),
                "drug_effect": beta.reshape(n_chain, n_draw, *beta.shape[1:]),

@@ -129,7 +129,9 @@ def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str], dru
     def around(maps: pd.DataFrame, centre: pd.Series, scaled: bool) -> pd.DataFrame:
         if not scaled:
             return maps.sub(centre, axis=0)
-        slopes = maps.T.dot(centre) / float(centre @ centre) if float(centre @ centre) > 0 else 0.0 * maps.sum()
+        c, m = centre.fillna(0.0), maps.fillna(0.0)  # a pair without a planted value does not enter the fit
+        norm = float(c @ c)
+        slopes = m.T.dot(c) / norm if norm > 0 else 0.0 * m.sum()
         return maps - np.outer(centre, slopes)
 
     drugs = [c for c in wide.columns if c.startswith("drug:")]
@@ -218,7 +220,8 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
                     summaries: pd.DataFrame | None = None, members: pd.DataFrame | None = None,
                     similarity: pd.DataFrame | None = None, heterogeneity: pd.DataFrame | None = None,
                     dataset_drug: dict[str, str] | None = None, specificity: pd.DataFrame | None = None,
-                    parents: dict[str, str] | None = None, scales: tuple[bool, bool] = (False, False)) -> pd.DataFrame:
+                    parents: dict[str, str] | None = None,
+                    scales: tuple[bool, bool] = (False, False)) -> pd.DataFrame:
     """Scores of one replicate for every table with planted values: effects (overall, drug,
     dataset, contrast), summaries, drug similarity (one "effect type" per measure) and the
     between-drug and between-dataset sds (``heterogeneity``, with ``dataset_drug``; ``scales``:
@@ -237,8 +240,10 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
             part = score_table(rows.assign(effect_type=rows["measure"]), min_effect, signed)
             parts.append(part[part["stratum"] == "all"].assign(table="drug_similarity"))
     if heterogeneity is not None and dataset_drug is not None:
-        rows = heterogeneity.merge(tau_truth(truth, level, dataset_drug, *scales),
-                                   on=["network_a", "network_b", "parameter"])
+        # the multiples of scaled maps are fitted over the analysed pairs only
+        analysed = effects.loc[effects["effect"] == "overall", ["network_a", "network_b"]].drop_duplicates()
+        rows = heterogeneity.merge(tau_truth(truth.merge(analysed, on=["network_a", "network_b"]), level,
+                                             dataset_drug, *scales), on=["network_a", "network_b", "parameter"])
         if len(rows):  # sds: no sign, never "credible"
             part = score_table(rows.assign(effect_type=rows["parameter"]), min_effect, signed=False)
             parts.append(part.assign(table="heterogeneity"))
