@@ -273,11 +273,12 @@ def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None)
         path = metadata if key == "metadata" else key
         if key != "metadata" and not (os.sep in key or Path(key).exists()):
             continue  # not a file (e.g. the synthetic generator's parameters: part of the config)
-        if not path or Path(path).expanduser().is_dir():
+        file = Path(path).expanduser() if path else None
+        if file is None or file.is_dir():
             continue  # nothing to compare (a folder's fingerprint is its plugin's business)
-        if not Path(path).expanduser().is_file():
+        if not file.is_file():
             out.append(f"{path} is gone")
-        elif fingerprint_file(Path(path).expanduser()) != digest:
+        elif fingerprint_file(file) != digest:
             out.append(f"{path} has changed")
     extraction = run_dir / "extraction.tsv"
     if extraction.exists():

@@ -109,7 +109,7 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
 
 
 def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str], drug_scales: bool = False,
-              dataset_scales: bool = False) -> pd.DataFrame:
+              dataset_scales: bool = False, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """The planted between-drug and between-dataset sds per network pair, as the models' tau_drug
     and tau_dataset (drug effects ~ Normal(overall, tau_drug), dataset effects ~ Normal(their
     drug's, tau_dataset)) describe them: the sd of the drugs' planted effects around their mean
@@ -121,9 +121,12 @@ def tau_truth(truth: pd.DataFrame, level: str, dataset_drug: dict[str, str], dru
     With drug (dataset) scales, tau is the spread around each drug's (dataset's) own multiple of
     the overall (its drug's) effect: a map's deviations are what is left of it after its
     least-squares multiple of the map it is centred on (which multiple of the centre a model calls
-    scale 1 does not change that). ``dataset_drug``: each dataset's drug (datasets giving several
-    drugs are left out)."""
+    scale 1 does not change that), fitted over the network pairs analysed (``pairs``, as in
+    ``similarity_truth``). ``dataset_drug``: each dataset's drug (datasets giving several drugs
+    are left out)."""
     t = truth[truth["aggregation"] == level]
+    if pairs is not None:
+        t = t.merge(pairs[["network_a", "network_b"]].drop_duplicates(), on=["network_a", "network_b"])
     wide = t.pivot_table(index=["network_a", "network_b"], columns="effect", values="truth", sort=False)
 
     def around(maps: pd.DataFrame, centre: pd.Series, scaled: bool) -> pd.DataFrame:
@@ -228,10 +231,10 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
     whether the model had drug and dataset scales, see ``tau_truth``) and subnetwork
     specificity (``specificity``, with ``parents``). One row per table, effect type and stratum."""
     parts = [score_table(attach_truth(effects, truth, level), min_effect).assign(table="effects")]
+    analysed = effects.loc[effects["effect"] == "overall", ["network_a", "network_b"]]
     if summaries is not None and members is not None and len(summaries):
         parts.append(score_table(attach_truth(summaries, truth, level, members), min_effect).assign(table="summaries"))
     if similarity is not None and len(similarity):
-        analysed = effects.loc[effects["effect"] == "overall", ["network_a", "network_b"]]
         rows = similarity.merge(similarity_truth(truth, level, analysed), on=["drug_a", "drug_b", "measure"])
         rows = rows[np.isfinite(rows["mean"])]  # measures undefined for this replicate (a map lost in noise)
         if len(rows):
@@ -240,10 +243,8 @@ def score_replicate(effects: pd.DataFrame, truth: pd.DataFrame, level: str, min_
             part = score_table(rows.assign(effect_type=rows["measure"]), min_effect, signed)
             parts.append(part[part["stratum"] == "all"].assign(table="drug_similarity"))
     if heterogeneity is not None and dataset_drug is not None:
-        # the multiples of scaled maps are fitted over the analysed pairs only
-        analysed = effects.loc[effects["effect"] == "overall", ["network_a", "network_b"]].drop_duplicates()
-        rows = heterogeneity.merge(tau_truth(truth.merge(analysed, on=["network_a", "network_b"]), level,
-                                             dataset_drug, *scales), on=["network_a", "network_b", "parameter"])
+        rows = heterogeneity.merge(tau_truth(truth, level, dataset_drug, *scales, pairs=analysed),
+                                   on=["network_a", "network_b", "parameter"])
         if len(rows):  # sds: no sign, never "credible"
             part = score_table(rows.assign(effect_type=rows["parameter"]), min_effect, signed=False)
             parts.append(part.assign(table="heterogeneity"))
