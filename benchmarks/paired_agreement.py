@@ -39,7 +39,8 @@ def main() -> None:
     cfg = dict(draws=args.draws, tune=args.tune, chains=2, cores=2, progressbar=False)
     fits = {}
     for name, model in (("pymc", PyMCPooling(PyMCPooling.Config(motion=False, predictive_checks=False,
-                                                                       drug_effects="random", dataset_scale=False, **cfg))),
+                                                                       drug_effects="random", dataset_scale=False,
+                                                                       heterogeneity="per_pair", **cfg))),
                         ("pymc_paired", PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)))):
         t = time.perf_counter()
         fits[name] = model.fit(pairs, seed=1 if name == "pymc" else 2)

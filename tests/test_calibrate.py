@@ -68,7 +68,7 @@ def test_similarity_truth_of_proportional_maps():
     truth = pd.DataFrame([{"aggregation": "network", "network_a": f"N{i}", "network_b": "X", "effect": e,
                            "truth": v} for e, values in rows for i, v in enumerate(values)])
     t = similarity_truth(truth, "network").set_index(["drug_a", "drug_b", "measure"])["truth"]
-    assert t[("DMT", "ayahuasca", "pearson_r_across_pairs")] == pytest.approx(1.0)
+    assert ("DMT", "ayahuasca", "pearson_r_across_pairs") not in t  # the raw correlation estimates nothing planted
     assert t[("DMT", "ayahuasca", "pattern_r_corrected")] == pytest.approx(1.0)
     assert t[("DMT", "ayahuasca", "scale_ratio")] == pytest.approx(4.0)
     assert t[("ayahuasca", "DMT", "rms_ratio")] == pytest.approx(0.25)
@@ -146,10 +146,12 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     assert set(tau["effect_type"]) == {"tau_dataset"} and (tau["n_credible"] == 0).all()
     assert tau["coverage_50"].isna().all()  # tau has no 50% interval
     similarity = summary[summary.table == "drug_similarity"]
-    assert set(similarity["effect_type"]) == {"pattern_r_corrected", "pearson_r_across_pairs", "rms_ratio",
-                                              "rms_distance"}
+    assert set(similarity["effect_type"]) == {"pattern_r_corrected", "rms_ratio", "rms_distance"}
     assert (similarity.loc[similarity.effect_type == "rms_ratio", "n_credible"] == 0).all()  # no sign to get
-    assert (similarity["n"] == 2 * 10).all()  # 10 drug pairs in each of 2 replicates
+    # 10 drug pairs in each of 2 replicates; in a study this small some maps cannot be told from
+    # their noise, and their correlations and ratios are undefined (not scored), never the distance
+    n = similarity.set_index("effect_type")["n"]
+    assert n["rms_distance"] == 2 * 10 and 0 < n["pattern_r_corrected"] <= 2 * 10 and 0 < n["rms_ratio"] <= 2 * 10
     effects = summary[summary.table == "effects"]
     summary = effects[effects.stratum == "all"].set_index("effect_type")
     assert set(summary.index) == {"overall", "drug", "dataset", "contrast"}

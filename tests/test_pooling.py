@@ -226,7 +226,8 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
     sds; posterior means of every overall and drug effect agree within 0.1 posterior sd."""
     pairs = key(simulated[0])
     cfg = dict(draws=3000, tune=1000, chains=2, cores=2, progressbar=False, predictive_checks=False)
-    scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", dataset_scale=False, **cfg))
+    scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", dataset_scale=False,
+                                          heterogeneity="per_pair", **cfg))
     scan = scan.fit(pairs, seed=1).effects
     paired = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(pairs, seed=2).effects
     m = scan.merge(paired, on=["network_a", "network_b", "effect"], suffixes=("_scan", "_paired"))
@@ -246,7 +247,7 @@ def test_bambi_and_pymc_agree_on_a_mixed_design():
     pairs = key(pairs, {("Default", "Vis")})
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
     joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, drug_effects="random", dataset_scale=False,
-                                             **cfg)).fit(pairs, seed=3).effects
+                                           heterogeneity="per_pair", **cfg)).fit(pairs, seed=3).effects
     per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
@@ -449,9 +450,10 @@ def test_tree_depth_reaches_every_sampler():
 
 
 def test_drug_similarity_is_corrected_for_posterior_noise():
-    """Known maps plus posterior-like noise: unequal per drug, a part shared by the drugs on each
-    pair (as the overall effect's uncertainty is) and an offset shared by every pair. The raw
-    correlation of draws misses the planted one; the corrected measures recover the planted correlation,
+    """Known maps estimated with error, and posterior draws around those estimates with the
+    error's own (co)variance: unequal per drug, a part shared by the drugs on each pair (as the
+    overall effect's uncertainty is) and an offset shared by every pair. The raw correlation of
+    draws misses the planted one; the corrected measures recover the planted correlation,
     magnitude ratio and distance; a map lost in the noise, or too few pairs, gives NaN."""
     from megafc.plugins.pooling.derived import drug_similarity
 
@@ -459,8 +461,12 @@ def test_drug_similarity_is_corrected_for_posterior_noise():
     n_pairs = 150
     base, other = rng.normal(0, 0.05, (2, n_pairs))
     maps = np.stack([base, 0.5 * base + np.sqrt(0.75) * other, 2 * base])  # a, b, c = 2a
-    noise = (rng.normal(0, 1, (2, 400, 3, n_pairs)) * np.array([0.02, 0.05, 0.03])[:, None]
-             + rng.normal(0, 0.04, (2, 400, 1, n_pairs)) + rng.normal(0, 0.03, (2, 400, 1, 1)))
+
+    def errors(n_chain, n_draw):
+        return (rng.normal(0, 1, (n_chain, n_draw, 3, n_pairs)) * np.array([0.01, 0.025, 0.015])[:, None]
+                + rng.normal(0, 0.02, (n_chain, n_draw, 1, n_pairs)) + rng.normal(0, 0.03, (n_chain, n_draw, 1, 1)))
+
+    noise = errors(1, 1) + errors(2, 400)  # the estimate's error, then the draws' spread around it
     sim = drug_similarity(["a", "b", "c"], maps[None, None] + noise, 0.95).set_index(["drug_a", "drug_b", "measure"])
     planted_r = np.corrcoef(maps[0], maps[1])[0, 1]
     raw, corrected = sim.loc[("a", "b", "pearson_r_across_pairs")], sim.loc[("a", "b", "pattern_r_corrected")]

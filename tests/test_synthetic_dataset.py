@@ -67,15 +67,18 @@ class NoiselessScans(SyntheticDataset):
         return np.zeros((2, len(member))), np.zeros(2)
 
 
-def test_truth_is_the_mean_fc_change_over_subjects(atlas):
+@pytest.mark.parametrize("dataset_deviation_sd", [0.0, 0.3])
+def test_truth_is_the_mean_fc_change_over_subjects(atlas, dataset_deviation_sd):
     """The planted effects are what the models estimate: each dataset's mean over subjects and
     sessions of its scans' expected FC change. Scans without time-series noise, 10x the default
     study's subjects, average to the truth (slope 1 within 1.5%; 0.994 here). The change at the
     average subject, the truth before, lay ~3% above (FC is a nonlinear function of the latent
-    deviations, and most noisy scans are projected to a valid correlation matrix)."""
+    deviations, and most noisy scans are projected to a valid correlation matrix). With
+    dataset-specific deviations the truth carries each dataset's own."""
     from megafc.core import Connectomes, network_pair_table
+    from megafc.plugins.datasets.synthetic import EffectSpec
 
-    ds = NoiselessScans(SyntheticDataset.Config(scale=10))
+    ds = NoiselessScans(SyntheticDataset.Config(scale=10, effects=EffectSpec(dataset_deviation_sd=dataset_deviation_sd)))
     ds.recorded = []
     inputs = ds.load(atlas, 0)
     conn = Connectomes(scan_ids=list(inputs.scans.scan_id), matrices=np.stack(ds.recorded), labels=atlas.labels,
@@ -88,6 +91,12 @@ def test_truth_is_the_mean_fc_change_over_subjects(atlas):
     assert len(m) == len(truth) > 100
     slope = np.sum(m.change * m.truth) / np.sum(m.truth ** 2)
     assert abs(slope - 1) < 0.015, slope
+    # each dataset's own deviation is in its truth: the datasets of a drug differ by far more
+    # than the truth misses their scans' change by
+    between = m.groupby(["network_a", "network_b", m.level.str.rstrip("_0123456789")])["truth"].std().mean()
+    missed = np.sqrt(np.mean((m.change - m.truth) ** 2))
+    if dataset_deviation_sd:
+        assert between > 3 * missed, (between, missed)
 
 
 def test_empirical_fc_reflects_the_truth(atlas):

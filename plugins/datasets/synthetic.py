@@ -97,6 +97,10 @@ class EffectSpec:
     within_sensory_loading: float = -0.04
     #: sd of drug-specific deviations (on effect pairs only), and extra for non-psilocybin/LSD
     drug_deviation_sd: float = 0.04
+    #: sd of dataset-specific deviations of a dataset's effect from its drug's (on effect pairs
+    #: only, mean 0 over a drug's datasets): heterogeneity between datasets that differs from
+    #: pair to pair, which models sharing one between-dataset sd across pairs must not miss.
+    dataset_deviation_sd: float = 0.0
     #: sd of dataset multipliers around 1, and of subject multipliers around 1
     dataset_scale_sd: float = 0.15
     subject_scale_sd: float = 0.3
@@ -291,13 +295,14 @@ class SyntheticDataset(DatasetLoader):
             return c.drug_scale[d] * effect + drug_dev[d]
 
         rows, series, artifacts = [], {}, {}
-        population = Population(base, base_load, loading_change, drug_effect)
+        population = Population(base, base_load, loading_change, drug_effect, effect_mask)
         datasets = {}
         for site in self.site_specs():
             ds_scale = 1 + rng.normal(0, c.effects.dataset_scale_sd)
             ds_shift = self._site_offset(rng, k)
-            ds_eff = ds_scale * drug_effect(site.drug)
-            datasets[site.name] = (site.drug, ds_scale, ds_shift, site.noise)
+            ds_dev = self._dataset_deviation(rng, effect_mask)
+            ds_eff = ds_scale * drug_effect(site.drug) + ds_dev
+            datasets[site.name] = (site.drug, ds_scale, ds_shift, site.noise, ds_dev)
             n_sub = max(2, int(round(site.n_subjects * c.scale)))
             fd_base = rng.lognormal(np.log(0.12), 0.2)
             control = "baseline" if site.design == "prepost" else "placebo"
@@ -373,6 +378,15 @@ class SyntheticDataset(DatasetLoader):
             d = sd * rng.standard_t(df, shape) / np.sqrt(df / (df - 2))
         return (d + np.swapaxes(d, -1, -2)) / 2
 
+    def _dataset_deviation(self, rng, mask: np.ndarray, n: Optional[int] = None) -> np.ndarray | float:
+        """A dataset's own deviation of its drug effect on the effect pairs (``mask``), (n, k, k)
+        for n datasets; 0 unless effects.dataset_deviation_sd."""
+        sd = self.config.effects.dataset_deviation_sd
+        if not sd:
+            return 0.0
+        d = rng.normal(0, sd, mask.shape if n is None else (n, *mask.shape))
+        return np.where(mask, (d + np.swapaxes(d, -1, -2)) / 2, 0.0)
+
     def _site_offset(self, rng, k: int, n: Optional[int] = None) -> np.ndarray:
         """A site's additive offset of latent FC (n of them: (n, k, k)): symmetric per pair, plus
         one shift of every pair (dataset_offset_sd). The scans and the drug-level truth draw it
@@ -435,23 +449,26 @@ class SyntheticDataset(DatasetLoader):
         def antithetic(x):
             return np.concatenate([x, -x])
 
-        def effect(drug, ds_scale, ds_shift, noise):
-            """ds_scale (2n,) and ds_shift (2n, k, k) or fixed; subjects and sessions drawn here."""
+        def effect(drug, ds_scale, ds_shift, noise, ds_dev):
+            """ds_scale (2n,), ds_shift and ds_dev (2n, k, k) or fixed; subjects and sessions drawn here."""
             sub = antithetic(rng.normal(0, e.subject_scale_sd, n))
             dev = antithetic(self._deviation(rng, 0.05, k, n) + self._deviation(rng, c.session_sd * noise, k, n)
                              + (rng.normal(0, c.scan_offset_sd, (n, 1, 1)) if c.scan_offset_sd else 0.0))
             scale = np.asarray(ds_scale, dtype=float).reshape(-1, 1, 1) * (1 + sub)[:, None, None]
             control = pop.base + ds_shift + dev
-            drug_z = control + scale * pop.drug_effect(drug)
+            drug_z = control + scale * pop.drug_effect(drug) + (1 + sub)[:, None, None] * ds_dev
             load = np.clip(pop.base_load + scale[:, 0] * c.drug_scale[drug] * pop.loading_change, 0.05, 0.95)
             control_load = np.broadcast_to(np.clip(pop.base_load, 0.05, 0.95), load.shape)
             return (self._group_fz(drug_z, load) - self._group_fz(control, control_load)).mean(axis=0)
 
-        for name, (drug, ds_scale, ds_shift, noise) in datasets.items():
-            out[f"dataset:{name}"] = effect(drug, ds_scale, ds_shift, noise)
-        for d in drugs:  # a new dataset of the drug: its scale and site offset drawn too
+        for name, (drug, ds_scale, ds_shift, noise, ds_dev) in datasets.items():
+            out[f"dataset:{name}"] = effect(drug, ds_scale, ds_shift, noise, ds_dev)
+        mask = pop.effect_mask
+        for d in drugs:  # a new dataset of the drug: its scale, site offset and deviation drawn too
             ds_scale = 1 + antithetic(rng.normal(0, e.dataset_scale_sd, n))
-            out[f"drug:{d}"] = effect(d, ds_scale, antithetic(self._site_offset(rng, k, n)), 1.0)
+            ds_dev = self._dataset_deviation(rng, mask, n)
+            out[f"drug:{d}"] = effect(d, ds_scale, antithetic(self._site_offset(rng, k, n)), 1.0,
+                                      antithetic(ds_dev) if np.ndim(ds_dev) else 0.0)
         return out
 
     def _group_fz(self, z: np.ndarray, load: np.ndarray) -> np.ndarray:
@@ -497,3 +514,4 @@ class Population:
     base_load: np.ndarray
     loading_change: np.ndarray
     drug_effect: Callable[[str], np.ndarray]
+    effect_mask: np.ndarray  # the pairs with a planted effect

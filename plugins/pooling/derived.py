@@ -101,23 +101,32 @@ def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.Data
             false_sign_rates(summaries.reset_index(drop=True)))
 
 
+#: A draw differs from the true map by the posterior noise and by the posterior mean's own error.
+ERRORS_PER_DRAW = 2
+
+
 def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
                     scales: np.ndarray | None = None, factors: np.ndarray | None = None) -> pd.DataFrame:
     """How alike two drugs' effect maps are (across network pairs), each measure computed draw
     by draw on the drug-level effects.
 
-    A draw of a map is the map plus posterior noise, and across ~100 mostly-null pairs that
-    noise dominates what a draw's correlation or spread sees: on simulated studies the raw
-    correlation of draws came out ~0.2 below the planted one (its 95% intervals covered it in
-    0 of 150 drug pairs) and raw distances several times too large. The ``_corrected`` measures
-    therefore subtract, from each draw's cross-pair (co)variances, the posterior (co)variances
-    averaged over pairs (the noise's expected share, as in disattenuating a correlation for
-    measurement error; the interval keeps the draws' spread, a heuristic rather than a
-    posterior): ``pattern_r_corrected`` (the maps' correlation), ``rms_ratio`` (drug a's
-    root-mean-square effect over drug b's: which is stronger) and ``rms_distance`` (root-mean-
-    square difference). Where a map cannot be told from the noise (its corrected spread <= 0 in
-    more than 5% of draws, or fewer than 3 pairs) the measure is NaN: undefined, not 0 or +-1;
-    in up to 5% of draws a correlation is capped at +-1 and a ratio at its largest other draw.
+    A draw of a map is the posterior mean plus posterior noise, and the posterior mean is the
+    true map plus an estimation error of about the same variance (drug effects have priors far
+    wider than their data's spread). Across ~100 mostly-null pairs those two errors dominate
+    what a draw's correlation or spread sees: on simulated studies the raw correlation of draws
+    came out ~0.2-0.3 below the planted one (its 95% intervals covered it in 0 of 200 drug
+    pairs) and raw distances several times too large. The ``_corrected`` measures therefore
+    subtract, from each draw's cross-pair (co)variances, twice the posterior (co)variances
+    averaged over pairs (the two errors' expected share, as in disattenuating a correlation for
+    measurement error; subtracting it once left the distances ~2 sds too large). That is only
+    right where the posterior variance is the estimate's real error, as with the default
+    learned between-dataset sds (``heterogeneity: pooled``); the interval keeps the draws'
+    spread, a heuristic rather than a posterior. The measures: ``pattern_r_corrected`` (the
+    maps' correlation), ``rms_ratio`` (drug a's root-mean-square effect over drug b's: which
+    is stronger) and ``rms_distance`` (root-mean-square difference). Where a map cannot be
+    told from the noise (its corrected spread <= 0 in more than 5% of draws, or fewer than 3
+    pairs) the measure is NaN: undefined, not 0 or +-1; in up to 5% of draws a correlation is
+    capped at +-1 and a ratio at its largest other draw.
     ``pearson_r_across_pairs`` is the raw correlation
     of earlier versions. ``scale_ratio`` (models with drug scales: ``scales`` (chain, draw,
     drug)): scale a / scale b, the strengths at which the drugs show the shared pattern.
@@ -134,9 +143,10 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     flat = drug_draws.reshape(n_chain * n_draw, n_drugs, n_pairs)
     dev = flat - flat.mean(axis=0)
     denom = max(len(flat) - 1, 1) * n_pairs
-    noise = np.einsum("sdp,sep->de", dev, dev) / denom  # posterior (co)variance, averaged over pairs
+    # posterior (co)variance averaged over pairs, twice: the draws' noise and the estimate's error
+    noise = ERRORS_PER_DRAW * np.einsum("sdp,sep->de", dev, dev) / denom
     dev_c = dev - dev.mean(axis=-1, keepdims=True)  # what is left of it in statistics centred over pairs
-    noise_c = np.einsum("sdp,sep->de", dev_c, dev_c) / denom
+    noise_c = ERRORS_PER_DRAW * np.einsum("sdp,sep->de", dev_c, dev_c) / denom
     f = np.ones((n_chain, n_draw, n_drugs)) if factors is None else factors
     rows = []
     for a, b in itertools.combinations(range(n_drugs), 2):

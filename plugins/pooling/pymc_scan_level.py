@@ -92,12 +92,19 @@ class PyMCPooling(PoolingModel):
         target_accept: float = 0.8
         #: Chains run in parallel (2 cores on the reference machine).
         cores: int = 2
-        #: Between-drug and between-dataset sds: one per network pair with a HalfNormal(priors.*_sd)
-        #: prior (per_pair, as bambi fits it), one per pair around a learned common scale (pooled)
-        #: or one for all pairs (shared). pooled and shared let the many near-null pairs set the
-        #: scale: on the synthetic study tau_drug came out ~0.003 for every pair (truth up to ~0.02)
-        #: and the large pairs' drug effects were over-shrunk (95% coverage 0.29-0.92 by drug).
-        heterogeneity: str = "per_pair"
+        #: Between-drug and between-dataset sds (tau) per network pair. learned: tau[p] = s x
+        #: lambda[p], s ~ HalfNormal(priors.*_sd) learned from all pairs, lambda[p] ~ HalfCauchy(1)
+        #: (most pairs near the common scale, a few free to escape it); per_pair: each its own
+        #: HalfNormal(priors.*_sd) prior (as bambi fits it); pooled: as learned with lambda ~
+        #: HalfNormal(1); shared: one for all pairs. null: learned for the between-dataset sds,
+        #: per_pair for the between-drug ones (random drug effects; pooled shrank their large
+        #: pairs' drug effects, 95% coverage 0.29-0.92). Two or three datasets a drug cannot pin
+        #: a pair's tau_dataset down: under per_pair its posterior sat near 0.011 where the
+        #: planted one was ~0.001, every drug interval was too wide (95% coverage 0.99) and
+        #: drug_similarity, which needs the posterior variance to be the estimates' real error,
+        #: missed the planted distances; learned gave 0.95 and 27% narrower intervals
+        #: (docs/calibration.md).
+        heterogeneity: Optional[str] = None
         #: Prior of each pair's overall effect: independent (Normal(0, effect_sd), the default),
         #: horseshoe (regularised, centred at 0, learned scales) or by_class (pairs of a
         #: system-pair class share a learned mean and spread). On the synthetic study by_class
@@ -155,7 +162,7 @@ class PyMCPooling(PoolingModel):
         super().__init__(config)
         c = self.config
         validate_sampler_config(c)
-        for key, allowed in (("heterogeneity", ("pooled", "per_pair", "shared")),
+        for key, allowed in (("heterogeneity", (None, "learned", "pooled", "per_pair", "shared")),
                              ("pair_prior", ("independent", "horseshoe", "by_class")),
                              ("drug_effects", (None, "fixed", "random"))):
             if getattr(c, key) not in allowed:
@@ -215,11 +222,12 @@ class PyMCPooling(PoolingModel):
                   "drug": design.drugs, "dataset": design.units}
         with pm.Model(coords=coords) as model:
             sigma, omega = site_sds(p, len(design.datasets))
-            tau_k = heterogeneity_sds("tau_dataset", p.dataset_sd, c.heterogeneity, n_pairs, design.use_dataset_level)
+            drug_het, dataset_het = heterogeneity_kinds(c)
+            tau_k = heterogeneity_sds("tau_dataset", p.dataset_sd, dataset_het, n_pairs, design.use_dataset_level)
             if fixed_drugs(c, design):  # the overall effect pinned at 0, each drug Normal(0, effect_sd)
                 tau_d, prior_mean, prior_sd = pt.ones(n_pairs) * p.effect_sd, pt.zeros(n_pairs), pt.zeros(n_pairs)
             else:
-                tau_d = heterogeneity_sds("tau_drug", p.drug_sd, c.heterogeneity, n_pairs, design.use_drug_level)
+                tau_d = heterogeneity_sds("tau_drug", p.drug_sd, drug_het, n_pairs, design.use_drug_level)
                 prior_mean, prior_sd = overall_prior(c.pair_prior, p.effect_sd, classes, coords["pair_class"])
             rows = []
             for name in names:
@@ -400,8 +408,9 @@ class PyMCPooling(PoolingModel):
             + f"({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
             f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             + ("Priors: " if fixed else
-               f"Priors: {overall_prior_text(c.pair_prior, p.effect_sd)}, between-drug sd ~ HalfNormal({p.drug_sd}), ")
-            + f"between-dataset sd ~ HalfNormal({p.dataset_sd}) ({HETEROGENEITY_TEXT[c.heterogeneity]}), residual sd "
+               f"Priors: {overall_prior_text(c.pair_prior, p.effect_sd)}, between-drug sd "
+               f"{heterogeneity_text(heterogeneity_kinds(c)[0], p.drug_sd)}, ")
+            + f"between-dataset sd {heterogeneity_text(heterogeneity_kinds(c)[1], p.dataset_sd)}, residual sd "
             f"and subject sd parametrised as a total sd ~ LogNormal(log {np.hypot(p.sigma_sd, p.subject_sd):.3g}, 1) and a "
             f"subject share of variance ~ LogitNormal(logit {p.subject_sd ** 2 / (p.sigma_sd ** 2 + p.subject_sd ** 2):.2g}, 1) "
             f"per pair, per dataset shifted by a common dataset term and a pair-specific deviation with spread "
@@ -415,11 +424,13 @@ class PyMCPooling(PoolingModel):
         )
 
 
-HETEROGENEITY_TEXT = {
-    "pooled": "one per network pair, scaled by a learned common factor",
-    "per_pair": "one per network pair, independently",
-    "shared": "one for all network pairs",
-}
+def heterogeneity_text(kind: str, scale: float) -> str:
+    """The methods' words for one kind of between-drug or between-dataset sd prior."""
+    return {"learned": f"s x lambda per network pair, s ~ HalfNormal({scale}) learned from all pairs, "
+                       "lambda ~ HalfCauchy(1)",
+            "pooled": f"s x lambda per network pair, s ~ HalfNormal({scale}), lambda ~ HalfNormal(1)",
+            "per_pair": f"~ HalfNormal({scale}) per network pair, independently",
+            "shared": f"~ HalfNormal({scale}), one for all network pairs"}[kind]
 
 
 def overall_prior_text(kind: str, effect_sd: float) -> str:
@@ -448,9 +459,15 @@ def pair_classes(design: ScanDesign, is_summary: np.ndarray) -> list[str]:
             zip(design.pairs["system_a"], design.pairs["system_b"], is_summary)]
 
 
+def heterogeneity_kinds(c) -> tuple[str, str]:
+    """pooling.heterogeneity of the between-drug and the between-dataset sds (null: per_pair, learned)."""
+    return (c.heterogeneity or "per_pair", c.heterogeneity or "learned")
+
+
 def heterogeneity_sds(name: str, scale: float, heterogeneity: str, n_pairs: int, used: bool):
-    """Between-drug or between-dataset sds: per pair around a learned common scale (pooled), per
-    pair with a fixed prior (per_pair), or one for all pairs (shared)."""
+    """Between-drug or between-dataset sds: per pair around a learned common scale with
+    heavy-tailed (learned) or half-normal (pooled) spread, per pair with a fixed prior
+    (per_pair), or one for all pairs (shared)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -460,6 +477,10 @@ def heterogeneity_sds(name: str, scale: float, heterogeneity: str, n_pairs: int,
         return pm.HalfNormal(name, scale) * pt.ones(n_pairs)
     if heterogeneity == "per_pair":
         return pm.HalfNormal(name, scale, dims="pair")
+    if heterogeneity == "learned":  # a horseshoe on the sds: learned common scale, heavy-tailed per pair
+        common = pm.HalfNormal(f"{name}_scale", scale)
+        local = pm.HalfCauchy(f"{name}_local", 1.0, dims="pair")
+        return pm.Deterministic(name, common * local, dims="pair")
     common = pm.HalfNormal(f"{name}_scale", scale)
     raw = pm.HalfNormal(f"{name}_raw", 1.0, dims="pair")
     return pm.Deterministic(name, common * raw, dims="pair")
