@@ -293,6 +293,27 @@ def test_one_drug_in_two_datasets_reports_one_population_effect():
     np.testing.assert_allclose(post["overall"], post["drug_effect"].sel(drug="LSD"), atol=1e-6)  # ... in both
 
 
+@pytest.mark.slow
+def test_default_learns_the_between_dataset_sds_across_pairs(default_fit):
+    """The default's tau_dataset is a common learned scale times a heavy-tailed factor per pair:
+    where the planted datasets agree (as here, around their scaled drug maps) the pairs teach
+    each other a small scale instead of each sitting in its own HalfNormal prior's bulk."""
+    from megafc.plugins.pooling.pymc_scan_level import heterogeneity_kinds
+
+    _, _, result = default_fit
+    post = result.idata.posterior
+    assert {"tau_dataset_scale", "tau_dataset_local"} <= set(post.data_vars)
+    np.testing.assert_allclose(post["tau_dataset"], post["tau_dataset_scale"] * post["tau_dataset_local"])
+    tau = post["tau_dataset"].mean(("chain", "draw"))
+    prior_median = PyMCPooling.Config().priors.dataset_sd * 0.674  # of HalfNormal(dataset_sd), the per_pair prior
+    assert float(tau.median()) < prior_median / 5, float(tau.median())
+    assert "HalfCauchy(1)" in result.description
+    assert heterogeneity_kinds(PyMCPooling.Config()) == ("per_pair", "learned")
+    assert heterogeneity_kinds(PyMCPooling.Config(heterogeneity="pooled")) == ("pooled", "pooled")
+    with pytest.raises(ConfigError, match="pooling.heterogeneity"):
+        PyMCPooling(PyMCPooling.Config(heterogeneity="hierarchical"))
+
+
 def test_paired_model_falls_back_to_one_level():
     pairs, _ = simulate_pairs(scale=1.0, n_volumes=60, sites=[SiteSpec("only", "LSD", 12)])
     design = paired_design(pairs)

@@ -98,7 +98,7 @@ class EffectSpec:
     #: sd of drug-specific deviations (on effect pairs only), and extra for non-psilocybin/LSD
     drug_deviation_sd: float = 0.04
     #: sd of dataset-specific deviations of a dataset's effect from its drug's (on effect pairs
-    #: only, mean 0 over a drug's datasets): heterogeneity between datasets that differs from
+    #: only, mean 0 in a drug's population of datasets): heterogeneity between datasets that differs from
     #: pair to pair, which models sharing one between-dataset sd across pairs must not miss.
     dataset_deviation_sd: float = 0.0
     #: sd of dataset multipliers around 1, and of subject multipliers around 1

@@ -556,11 +556,13 @@ def effects_section(run: Run) -> str:
     if similarity is not None and len(similarity):
         parts.append(table_block(
             "Drug similarity", "Per pair of drugs, computed draw by draw on the drug-level effects across network "
-            "pairs, with the posterior noise's share of each draw's spread subtracted: the maps' correlation "
+            "pairs, with the share of each draw's spread due to the estimates' error and the posterior noise "
+            "(twice the posterior variance) subtracted: the maps' correlation "
             "(<code>pattern_r_corrected</code>, blind to scale), drug a's root-mean-square effect over drug b's "
             "(<code>rms_ratio</code>), the root-mean-square difference (<code>rms_distance</code>) and, with "
             "<code>pooling.drug_scale=true</code>, the ratio of the drugs' scales (<code>scale_ratio</code>); "
-            "<code>pearson_r_across_pairs</code> is the uncorrected correlation (attenuated by that noise).",
+            "<code>pearson_r_across_pairs</code> is the uncorrected correlation (attenuated by that noise; it "
+            "estimates no population quantity).",
             similarity, ("drug_a", "drug_b", "measure", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk"),
             "similarity-table"))
     scales = run.table("drug_scales")
