@@ -120,7 +120,7 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     averaged over pairs (the two errors' expected share, as in disattenuating a correlation for
     measurement error; subtracting it once left the distances ~2 sds too large). That is only
     right where the posterior variance is the estimate's real error, as with the default
-    learned between-dataset sds (``heterogeneity: pooled``); the interval keeps the draws'
+    learned between-dataset sds (``heterogeneity: learned``); the interval keeps the draws'
     spread, a heuristic rather than a posterior. The measures: ``pattern_r_corrected`` (the
     maps' correlation), ``rms_ratio`` (drug a's root-mean-square effect over drug b's: which
     is stronger) and ``rms_distance`` (root-mean-square difference). Where a map cannot be
