@@ -125,8 +125,11 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
     maps' correlation), ``rms_ratio`` (drug a's root-mean-square effect over drug b's: which
     is stronger) and ``rms_distance`` (root-mean-square difference). Where a map cannot be
     told from the noise (its corrected spread <= 0 in more than 5% of draws, or fewer than 3
-    pairs) the measure is NaN: undefined, not 0 or +-1; in up to 5% of draws a correlation is
-    capped at +-1 and a ratio at its largest other draw.
+    pairs) the measure is NaN: undefined, not 0 or +-1; in up to 5% of draws a ratio is capped
+    at its largest other draw. A corrected correlation beyond +-1 (the correction overshoots
+    where two maps differ by less than their noise) is capped at +-1: an interval ending at
+    [1, 1] says the two patterns cannot be told apart, not that they are known to be the same
+    (the default study's psilocybin and LSD, planted 0.9996).
     ``pearson_r_across_pairs`` is the raw correlation
     of earlier versions. ``scale_ratio`` (models with drug scales: ``scales`` (chain, draw,
     drug)): scale a / scale b, the strengths at which the drugs show the shared pattern.
