@@ -222,8 +222,9 @@ def test_dataset_scales_recover_planted_dataset_strengths():
 @pytest.mark.slow
 def test_paired_special_case_agrees_with_pymc_paired(simulated):
     """One drug and one control scan per subject, no motion term: the scan-level model and the
-    paired-difference model (random drug effects, no dataset scales) are the same model up to per-dataset residual
-    sds; posterior means of every overall and drug effect agree within 0.1 posterior sd."""
+    paired-difference model (random drug effects, no dataset scales, per-pair sds) are the same
+    model up to per-dataset residual sds; posterior means of every overall and drug effect agree
+    within 0.1 posterior sd."""
     pairs = key(simulated[0])
     cfg = dict(draws=3000, tune=1000, chains=2, cores=2, progressbar=False, predictive_checks=False)
     scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", dataset_scale=False,
@@ -238,8 +239,8 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
 
 @pytest.mark.slow
 def test_bambi_and_pymc_agree_on_a_mixed_design():
-    """Same model (random drug effects, no dataset scales), two implementations (every effect sampled by bambi,
-    integrated out by pymc):
+    """Same model (random drug effects, no dataset scales, per-pair sds), two implementations
+    (every effect sampled by bambi, integrated out by pymc):
     posterior means of the overall and drug effects agree within 0.1 posterior sd beyond Monte
     Carlo error (2 standard errors of the difference; bambi mixes the overall effect slowly,
     ESS ~ 5% of its draws). bambi pools the per-dataset sds within a pair only."""
@@ -306,7 +307,8 @@ def test_default_learns_the_between_dataset_sds_across_pairs(default_fit):
     np.testing.assert_allclose(post["tau_dataset"], post["tau_dataset_scale"] * post["tau_dataset_local"], rtol=1e-5)
     tau = post["tau_dataset"].mean(("chain", "draw"))
     prior_median = PyMCPooling.Config().priors.dataset_sd * 0.674  # of HalfNormal(dataset_sd), the per_pair prior
-    assert float(tau.median()) < prior_median / 5, float(tau.median())
+    # median posterior mean over pairs: 0.0007 here; 0.017 with heterogeneity=per_pair
+    assert float(tau.median()) < prior_median / 20, float(tau.median())
     assert "HalfCauchy(1)" in result.description
     assert heterogeneity_kinds(PyMCPooling.Config()) == ("per_pair", "learned")
     assert heterogeneity_kinds(PyMCPooling.Config(heterogeneity="pooled")) == ("pooled", "pooled")
