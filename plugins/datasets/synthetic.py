@@ -463,10 +463,9 @@ class SyntheticDataset(DatasetLoader):
 
         for name, (drug, ds_scale, ds_shift, noise, ds_dev) in datasets.items():
             out[f"dataset:{name}"] = effect(drug, ds_scale, ds_shift, noise, ds_dev)
-        mask = pop.effect_mask
         for d in drugs:  # a new dataset of the drug: its scale, site offset and deviation drawn too
             ds_scale = 1 + antithetic(rng.normal(0, e.dataset_scale_sd, n))
-            ds_dev = self._dataset_deviation(rng, mask, n)
+            ds_dev = self._dataset_deviation(rng, pop.effect_mask, n)
             out[f"drug:{d}"] = effect(d, ds_scale, antithetic(self._site_offset(rng, k, n)), 1.0,
                                       antithetic(ds_dev) if np.ndim(ds_dev) else 0.0)
         return out

@@ -382,6 +382,7 @@ class PyMCPooling(PoolingModel):
     def describe(self, design: ScanDesign, names: list[str], sampler: str, notes: list[str]) -> str:
         c = self.config
         p = c.priors
+        drug_het, dataset_het = heterogeneity_kinds(c)
         terms = {"mean_fd": "each scan's mean framewise displacement (effects at equal motion)",
                  "minutes_since_dose": "minutes since dosing on drug scans",
                  "dose": "dose relative to each drug's reference dose "
@@ -411,8 +412,8 @@ class PyMCPooling(PoolingModel):
             f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             + ("Priors: " if fixed else
                f"Priors: {overall_prior_text(c.pair_prior, p.effect_sd)}, between-drug sd "
-               f"{heterogeneity_text(heterogeneity_kinds(c)[0], p.drug_sd)}, ")
-            + f"between-dataset sd {heterogeneity_text(heterogeneity_kinds(c)[1], p.dataset_sd)}, residual sd "
+               f"{heterogeneity_text(drug_het, p.drug_sd)}, ")
+            + f"between-dataset sd {heterogeneity_text(dataset_het, p.dataset_sd)}, residual sd "
             f"and subject sd parametrised as a total sd ~ LogNormal(log {np.hypot(p.sigma_sd, p.subject_sd):.3g}, 1) and a "
             f"subject share of variance ~ LogitNormal(logit {p.subject_sd ** 2 / (p.sigma_sd ** 2 + p.subject_sd ** 2):.2g}, 1) "
             f"per pair, per dataset shifted by a common dataset term and a pair-specific deviation with spread "
@@ -479,13 +480,12 @@ def heterogeneity_sds(name: str, scale: float, heterogeneity: str, n_pairs: int,
         return pm.HalfNormal(name, scale) * pt.ones(n_pairs)
     if heterogeneity == "per_pair":
         return pm.HalfNormal(name, scale, dims="pair")
-    if heterogeneity == "learned":  # a horseshoe on the sds: learned common scale, heavy-tailed per pair
-        common = pm.HalfNormal(f"{name}_scale", scale)
-        local = pm.HalfCauchy(f"{name}_local", 1.0, dims="pair")
-        return pm.Deterministic(name, common * local, dims="pair")
     common = pm.HalfNormal(f"{name}_scale", scale)
-    raw = pm.HalfNormal(f"{name}_raw", 1.0, dims="pair")
-    return pm.Deterministic(name, common * raw, dims="pair")
+    if heterogeneity == "learned":  # a horseshoe on the sds: heavy-tailed per pair
+        local = pm.HalfCauchy(f"{name}_local", 1.0, dims="pair")
+    else:
+        local = pm.HalfNormal(f"{name}_raw", 1.0, dims="pair")
+    return pm.Deterministic(name, common * local, dims="pair")
 
 
 def overall_prior(kind: str, effect_sd: float, classes: list[str], class_names: list[str]):
