@@ -259,7 +259,7 @@ def test_sweep_end_callback_compares_analysis_sweeps_only(sweep, tmp_path, caplo
     extraction sweep, and a logged error (never a failed sweep) when the comparison fails."""
     from omegaconf import OmegaConf
 
-    from megafc.core.sweep_callbacks import CompareWhenSweepEnds
+    from megafc.cli.sweep_callbacks import CompareWhenSweepEnds
 
     def ends(folder, stage):
         CompareWhenSweepEnds().on_multirun_end(OmegaConf.create({"stage": stage, "hydra": {"sweep": {"dir": str(folder)}}}))

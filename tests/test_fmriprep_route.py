@@ -313,7 +313,7 @@ def test_heavily_censored_scan_is_excluded_not_fatal(tmp_path, n_moving):
 def test_cached_runs_do_not_reread_unchanged_images(tree, tmp_path, monkeypatch, capsys):
     """File hashes are remembered by (path, size, mtime): a rerun reads no image again; a changed file is."""
     import megafc.core.outputs as outputs
-    from megafc.core.cache_cli import main as cache_main
+    from megafc.cli.cache import main as cache_main
     from megafc.core.extraction import extract_all
     from megafc.plugins.atlases.custom import CustomAtlas
     from megafc.plugins.datasets.fmriprep import FmriprepDataset

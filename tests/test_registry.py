@@ -53,7 +53,7 @@ def test_config_node_adds_the_selector():
 
 def test_core_imports_no_plugin_module():
     code = (
-        "import sys, megafc.core, megafc.core.pipeline, megafc.core.registry, megafc.core.app;"
+        "import sys, megafc.core, megafc.core.pipeline, megafc.core.registry, megafc.cli.app;"
         "bad = [m for m in sys.modules if m.startswith('megafc.plugins')];"
         "assert not bad, bad"
     )

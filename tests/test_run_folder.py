@@ -18,9 +18,9 @@ import pytest
 from conftest import TINY, compose, megafc_cli
 from megafc.core import InputError
 from megafc.plugins.reports.compare import DEFAULT_OUT
-from megafc.core.app import check_output_folders, os_error_message
+from megafc.cli.app import check_output_folders, os_error_message
 from megafc.core.errors import ConfigError
-from megafc.core.job_names import job_dirname
+from megafc.cli.job_names import job_dirname
 from megafc.core.outputs import MANIFEST_FILE, FolderBusyError, StagedRun
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry

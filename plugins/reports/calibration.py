@@ -391,7 +391,7 @@ def _scored_replicate(overrides: list[str], scenario: str, replicate: int, seed:
 def _worker_start(level: int, parent: int) -> None:
     """A spawned worker dies with megafc-calibrate (killed, not only interrupted, it left its
     workers sampling) and logs like it (its lines go to the same stderr)."""
-    from megafc.core.app import _quiet_libraries
+    from megafc.cli.app import _quiet_libraries
     from megafc.core.processes import die_with_parent
 
     die_with_parent(parent)
@@ -498,7 +498,7 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from megafc.core.app import _quiet_libraries, fail
+    from megafc.cli.app import _quiet_libraries, fail
 
     ap = argparse.ArgumentParser(prog="megafc-calibrate", description=__doc__.split("\n\n")[0].replace("``", ""),
                                  epilog="Other arguments are megafc config overrides, e.g. pooling=pymc dataset.scale=0.5")

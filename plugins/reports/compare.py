@@ -592,7 +592,7 @@ def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     """``megafc-compare <multirun dir> [--out DIR]``."""
-    from megafc.core.app import fail
+    from megafc.cli.app import fail
 
     parser = argparse.ArgumentParser(
         prog="megafc-compare",

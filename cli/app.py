@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import NoReturn
 
-from .errors import ConfigError, MegafcError
+from megafc.core.errors import ConfigError, MegafcError
 from .job_names import register_resolver
 
 log = logging.getLogger("megafc")
@@ -78,7 +78,7 @@ def _quiet_libraries() -> None:
     # PyTensor's C backend finds no BLAS to link on pip-only installs; megafc's models spend their
     # time in numba kernels and small matrices, so the warning (18 lines) says nothing useful here.
     warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS installation")
-    from .registry import default_registry
+    from megafc.core.registry import default_registry
 
     # the modelling libraries the plugins declare log every sampler step at INFO
     for info in default_registry().rows():
@@ -89,8 +89,8 @@ def _quiet_libraries() -> None:
 def _task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from .pipeline import run_experiment
-    from .registry import default_registry
+    from megafc.core.pipeline import run_experiment
+    from megafc.core.registry import default_registry
 
     _quiet_libraries()
     run_dir = HydraConfig.get().runtime.output_dir
@@ -119,7 +119,7 @@ def already_complete(run_dir: str, cfg) -> bool:
 
     from omegaconf import OmegaConf
 
-    from .outputs import COMPLETION_MARKER, changed_inputs, fingerprint_value
+    from megafc.core.outputs import COMPLETION_MARKER, changed_inputs, fingerprint_value
 
     marker = Path(run_dir) / COMPLETION_MARKER
     if not marker.exists():
@@ -147,8 +147,8 @@ def check_output_folders(overrides: list[str]) -> None:
     """
     from pathlib import Path
 
-    from .config import override_key
-    from .errors import ConfigError
+    from megafc.core.config import override_key
+    from megafc.core.errors import ConfigError
 
     folders = {}
     for arg in overrides:
@@ -176,10 +176,10 @@ def main() -> None:
     """``megafc [overrides]``: compose the config from installed plugins and run it."""
     import hydra
 
-    from .registry import default_registry, register_configs
+    from megafc.core.registry import default_registry, register_configs
 
     if "--version" in sys.argv[1:]:  # Hydra's own --version names Hydra, not the program
-        from .outputs import package_versions
+        from megafc.core.outputs import package_versions
 
         v = package_versions()
         print(f"megafc {v.get('megafc', 'unknown')} (hydra-core {v.get('hydra-core', '?')}, "
@@ -199,7 +199,7 @@ def config_presets() -> list[tuple[str, str, str]]:
     """(group, name, file) of the config presets megafc ships next to its plugins (e.g. pymc_quick)."""
     from importlib.resources import files
 
-    from .plugin import PLUGIN_KINDS
+    from megafc.core.plugin import PLUGIN_KINDS
 
     root = files("megafc.conf")
     out = []
@@ -216,8 +216,8 @@ def list_plugins_main(argv: list[str] | None = None) -> None:
     import argparse
     import json
 
-    from .plugin import PLUGIN_KINDS
-    from .registry import default_registry
+    from megafc.core.plugin import PLUGIN_KINDS
+    from megafc.core.registry import default_registry
 
     kinds = list(PLUGIN_KINDS)
     ap = argparse.ArgumentParser(
@@ -260,7 +260,7 @@ def _show_plugin(registry, which: str, as_json: bool) -> None:
     """``--show pooling/pymc``: where the plugin comes from and every config key it takes."""
     import json
 
-    from .plugin import config_fields
+    from megafc.core.plugin import config_fields
 
     kind, _, name = which.partition("/")
     if not name:
@@ -292,7 +292,7 @@ def _show_plugin(registry, which: str, as_json: bool) -> None:
 
 def _default_references(cls: type) -> list[str]:
     """What the plugin cites with its default config (references may depend on the config)."""
-    from .references import plugin_references
+    from megafc.core.references import plugin_references
 
     try:
         return plugin_references(cls())

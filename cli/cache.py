@@ -12,9 +12,9 @@ import re
 import shutil
 from pathlib import Path
 
-from .config import ExtractionConfig
-from .errors import InputError
-from .extraction import HASHES
+from megafc.core.config import ExtractionConfig
+from megafc.core.errors import InputError
+from megafc.core.extraction import HASHES
 
 #: A cache entry is a folder named by its 64-hex extraction key.
 ENTRY = re.compile(r"^[0-9a-f]{64}$")

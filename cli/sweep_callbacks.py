@@ -25,8 +25,8 @@ class CompareWhenSweepEnds(Callback):
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         from pathlib import Path
 
-        from .outputs import write_reports
-        from .registry import default_registry
+        from megafc.core.outputs import write_reports
+        from megafc.core.registry import default_registry
 
         sweep_dir = config.hydra.sweep.dir
         if str(config.get("stage", "all")) == "extract":  # extraction jobs have no effects to compare
