@@ -86,3 +86,30 @@ def test_few_effects_and_missing_values_fall_back_to_one_minus_pd():
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="positive finite sds"):
         adaptive_shrinkage(np.array([0.1, 0.2]), np.array([0.01, 0.0]))
+
+
+def test_dataset_effects_of_all_datasets_share_one_fit():
+    """Dataset effects are shrunk over every dataset's pairs at once (one prior for the family),
+    while each effect keeps its own svalue list; drug effects stay fitted one drug at a time."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for effect, etype in (("dataset:a", "dataset"), ("dataset:b", "dataset"), ("dataset:c", "dataset"),
+                          ("drug:x", "drug")):
+        sd = rng.uniform(0.008, 0.012, 40)
+        truth = np.where(np.arange(40) < (8 if effect == "dataset:a" else 0), 0.05, 0.0)
+        mean = truth + rng.normal(0, sd)
+        rows.append(pd.DataFrame({"effect": effect, "effect_type": etype, "mean": mean, "sd": sd,
+                                  "pd": stats.norm.cdf(np.abs(mean) / sd)}))
+    table = pd.concat(rows, ignore_index=True)
+    out = false_sign_rates(table)
+    family = table["effect_type"] == "dataset"
+    joint = adaptive_shrinkage(table.loc[family, "mean"].to_numpy(), table.loc[family, "sd"].to_numpy()).lfsr
+    assert out.loc[family, "lfsr"].to_numpy() == pytest.approx(joint)
+    alone = adaptive_shrinkage(table.loc[:39, "mean"].to_numpy(), table.loc[:39, "sd"].to_numpy()).lfsr
+    assert np.abs(out.loc[:39, "lfsr"].to_numpy() - alone).max() > 1e-3  # not dataset a's own fit
+    drug = table["effect"] == "drug:x"
+    own = adaptive_shrinkage(table.loc[drug, "mean"].to_numpy(), table.loc[drug, "sd"].to_numpy()).lfsr
+    assert out.loc[drug, "lfsr"].to_numpy() == pytest.approx(own)
+    for effect, g in out.groupby("effect"):  # svalue: the running mean of lfsr within each effect
+        order = g["lfsr"].sort_values(kind="stable")
+        assert g.loc[order.index, "svalue"].to_numpy() == pytest.approx(order.cumsum() / np.arange(1, len(g) + 1))

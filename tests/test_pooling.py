@@ -550,3 +550,77 @@ def test_subnetwork_specificity_sees_uneven_effects_through_posterior_noise():
     no_parents = table.copy()
     no_parents.attrs = {}
     assert subnetwork_specificity(meta, no_parents, [("overall", "overall", "", draws)], 0.95) is None
+
+
+def _subjects_with_multiples(psi: float, seed: int, n_units: int = 6, n_subjects: int = 25, n_pairs: int = 60):
+    """Scan-level FC of subjects with a control and a drug scan each, every subject's change
+    their own multiple (1 + Normal(0, psi)) of their unit's pattern, plus scan noise."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+    patterns = np.where(rng.random((n_units, n_pairs)) < 0.3, rng.normal(0, 0.1, (n_units, n_pairs)), 0.0)
+    y, unit_idx, subject_idx = [], [], []
+    for u in range(n_units):
+        for j in range(n_subjects):
+            base = rng.normal(0.3, 0.1, n_pairs)
+            multiple = 1 + rng.normal(0, psi)
+            y += [base + rng.normal(0, 0.03, n_pairs), base + multiple * patterns[u] + rng.normal(0, 0.03, n_pairs)]
+            unit_idx += [-1, u]
+            subject_idx += [u * n_subjects + j] * 2
+    unit_idx = np.array(unit_idx)
+    design = SimpleNamespace(units=[f"u{u}" for u in range(n_units)], unit_idx=unit_idx,
+                             subject_idx=np.array(subject_idx), is_drug=unit_idx >= 0)
+    return np.array(y), design, patterns
+
+
+@pytest.mark.parametrize("psi", [0.0, 0.3])
+def test_subjects_response_spread_is_recovered(psi):
+    """The sd of subjects' multiples of their dataset's pattern, from within-subject changes,
+    less what the scan noise alone spreads them by; parallel-group subjects count but do not inform."""
+    from megafc.plugins.pooling.subject_response import response_spread
+
+    y, design, patterns = _subjects_with_multiples(psi, seed=int(psi * 10))
+    estimate, counts = response_spread(y, design, patterns)
+    assert estimate == pytest.approx(psi, abs=0.05)
+    assert counts.tolist() == [25] * 6
+    parallel = design.is_drug.copy()  # every subject's control scan dropped: nothing to pair with
+    from types import SimpleNamespace
+    only_drug = SimpleNamespace(units=design.units, unit_idx=design.unit_idx[parallel],
+                                subject_idx=design.subject_idx[parallel], is_drug=design.is_drug[parallel])
+    assert response_spread(y[parallel], only_drug, patterns) == (0.0, pytest.approx(counts))
+
+
+def test_population_factors_spread_by_psi_over_root_n_where_scales_are_learned():
+    from megafc.plugins.pooling.subject_response import population_factors
+
+    factors = population_factors(0.3, np.array([9, 25, 4]), np.array([True, True, False]), 40_000,
+                                 np.random.default_rng(0))
+    assert np.log(factors[:, 0]).std() == pytest.approx(0.3 / 3, rel=0.03)
+    assert np.log(factors[:, 1]).std() == pytest.approx(0.3 / 5, rel=0.03)
+    assert (factors[:, 2] == 1.0).all()
+
+
+@pytest.mark.slow
+def test_learned_dataset_scales_carry_their_subjects_sampling(default_fit):
+    """Datasets with learned scales get the factor from their subjects to their population in
+    their effects and scales (drawn after the fit); the likelihood of the scans divides it back out."""
+    from megafc.plugins.pooling.loo import scan_model_loglik
+
+    pairs, _, result = default_fit
+    post = result.idata.posterior
+    factor = post["dataset_population_factor"]
+    several = pd.Series(result.tables["dataset_scales"]["drug"]).value_counts()
+    learned = [ds for ds, drug in zip(result.tables["dataset_scales"]["dataset"], result.tables["dataset_scales"]["drug"])
+               if several[drug] > 1]
+    assert float(factor.sel(dataset=learned).std()) > 0.01
+    others = [ds for ds in post["dataset"].values if ds not in learned]
+    assert (factor.sel(dataset=others) == 1).all()
+    np.testing.assert_allclose(post["dataset_scale_population"], post["dataset_scale"] * factor, rtol=1e-5)
+    assert "response strength varies with sd" in result.description
+    model = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False))
+    design, x, names, scales, _, _, is_summary = model.prepare(pairs)
+    labels = [f"{a}-{b}" for a, b, s in zip(design.pairs.network_a, design.pairs.network_b, is_summary) if not s]
+    sample = post.assign(dataset_effect=post["dataset_effect"] / factor).drop_vars("dataset_population_factor")
+    with_factor = scan_model_loglik(design, post, x, names, scales, ~is_summary, labels)
+    without = scan_model_loglik(design, sample, x, names, scales, ~is_summary, labels)
+    np.testing.assert_allclose(with_factor, without, rtol=1e-4)

@@ -67,6 +67,8 @@ def scan_model_loglik(design, post, x: np.ndarray, names: list[str], scales: dic
     if sd is None:
         return None
     theta = _flat(post["dataset_effect"].to_numpy())[..., is_pair]  # (S, U, P)
+    if "dataset_population_factor" in post:  # the scans are the sample's, not the population's
+        theta = theta / _flat(post["dataset_population_factor"].to_numpy())[..., None]
     sigma = _flat(post["sigma"].to_numpy())[..., is_pair]  # (S, K, P)
     slopes = [(_flat(post[f"slope:{n}"].to_numpy())[..., is_pair], 1.0 if n.startswith("dose:") else scales.get(n, 1.0))
               for n in names]

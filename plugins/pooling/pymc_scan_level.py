@@ -34,6 +34,7 @@ from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
+from .subject_response import population_factors, response_spread
 
 
 class FitInputs(NamedTuple):
@@ -284,8 +285,11 @@ class PyMCPooling(PoolingModel):
         sampler = resolve_sampler(c, auto="nutpie")
         start = time.perf_counter()
         idata = sample(model, c, sampler, seed, var_names=kept_variables(model))
-        add_effects(idata, design, st, names, scales, c.priors.effect_sd, np.random.default_rng(seed),
-                    fixed=fixed_drugs(c, design))
+        psi = add_effects(idata, design, st, names, scales, c.priors.effect_sd, np.random.default_rng(seed),
+                          fixed=fixed_drugs(c, design), x=x, is_summary=is_summary)
+        if psi is not None:
+            cov_notes = cov_notes + [f"subjects' response strength varies with sd {psi:.2g} (a multiple of their "
+                                     "dataset's effect), estimated from their within-subject changes"]
         elapsed = time.perf_counter() - start
         description = self.describe(design, names, sampler, cov_notes)
         result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes, pairs)
@@ -653,11 +657,15 @@ def pooled_slope(name: str, scale: float):
 
 
 def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str], scales: dict[str, float],
-                effect_sd: float, rng: np.random.Generator, fixed: bool = False) -> None:
+                effect_sd: float, rng: np.random.Generator, fixed: bool = False, x: np.ndarray | None = None,
+                is_summary: np.ndarray | None = None) -> float | None:
     """Put exact conditional draws of the overall, drug and dataset effects into the posterior.
 
     ``fixed``: the drugs are fixed effects (the model's overall effect is pinned at 0 and each
-    drug has a Normal(0, effect_sd) prior), and the overall effect is their mean."""
+    drug has a Normal(0, effect_sd) prior), and the overall effect is their mean. Datasets whose
+    scales are learned get the factor from their subjects to their population drawn in
+    (subject_response.py; ``x``, the covariate columns, and ``is_summary`` say what to estimate
+    the subjects' spread from); returns that spread (None: no dataset scale learned)."""
     post = idata.posterior
     n_pairs = design.y.shape[1]
 
@@ -685,6 +693,18 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
     mu, beta, theta = conditional_draws(kernel_arrays(st), flat(sigma), flat(post["subject_sd"].to_numpy()),
                                         flat(slopes), tau_d, tau_k, prior_mean, prior_sd, rng, lam_d=lam, lam_u=lam_u)
     extra = {}
+    psi = None
+    learned = np.bincount(design.unit_drug, minlength=len(design.drugs))[design.unit_drug] > 1
+    if lam_u is not None and learned.any():
+        fc = design.y - (np.asarray(x) @ slopes.mean(axis=(0, 1)) if names else 0.0)
+        pairs = np.ones(n_pairs, dtype=bool) if is_summary is None else ~np.asarray(is_summary)
+        psi, counts = response_spread(fc[:, pairs], design, theta.mean(axis=0)[:, pairs])
+        unit_factor = population_factors(psi, counts, learned, theta.shape[0], rng)
+        theta = theta * unit_factor[:, :, None]
+        extra["dataset_scale_population"] = (("chain", "draw", "dataset"),
+                                             (lam_u * unit_factor).reshape(n_chain, n_draw, -1))
+        # the likelihood of the scans is the sample's: loo.py divides the factor back out
+        extra["dataset_population_factor"] = (("chain", "draw", "dataset"), unit_factor.reshape(n_chain, n_draw, -1))
     if lam_u is not None:
         beta, population, factor = population_drug_effects(beta, lam, flat(post["dataset_scale_spread"].to_numpy()),
                                                            design.unit_drug, rng)
@@ -703,3 +723,4 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
         dataset_effect=(("chain", "draw", "dataset", "pair"), effects["dataset_effect"]),
         **extra,
     ).assign_coords(drug=design.drugs, dataset=design.units)
+    return psi

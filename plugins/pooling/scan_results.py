@@ -55,8 +55,9 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
         tables["drug_similarity"] = drug_similarity(design.drugs, fitted[..., is_pair], c.hdi_prob, scales, factor)
     if scales is not None:
         tables["drug_scales"] = scale_table(design.drugs, scales, c.hdi_prob)
-    if "dataset_scale" in post:
-        units = scale_table(list(design.units), post["dataset_scale"].to_numpy(), c.hdi_prob, column="dataset")
+    unit_var = next((v for v in ("dataset_scale_population", "dataset_scale") if v in post), None)
+    if unit_var:  # with learned scales, each dataset's population of subjects (subject_response.py)
+        units = scale_table(list(design.units), post[unit_var].to_numpy(), c.hdi_prob, column="dataset")
         units.insert(1, "drug", [design.drugs[d] for d in design.unit_drug])
         tables["dataset_scales"] = units
     het = tables["heterogeneity"]
@@ -65,9 +66,9 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
                   "sigma": het[het.parameter == "residual_sd"], "subject_sd": het[het.parameter == "subject_sd"],
                   **{v: het[het.parameter == v] for v in ("tau_drug", "tau_dataset") if v in post},
                   **({scale_var: tables["drug_scales"]} if "drug_scales" in tables else {}),
-                  **({"dataset_scale": tables["dataset_scales"]} if "dataset_scales" in tables else {}),
+                  **({unit_var: tables["dataset_scales"]} if "dataset_scales" in tables else {}),
                   **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
-    drawn_after = {"overall", "drug_population_factor"}  # not sampled: functions of the draws (and fresh noise)
+    drawn_after = {"overall", "drug_population_factor", "dataset_scale_population", "dataset_population_factor"}  # not sampled: functions of the draws (and fresh noise)
     sampled = [v for v in post.data_vars if not v.endswith("_z") and v not in drawn_after and v not in summarised]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c), summarised)
     diagnostics["sampling_seconds"] = round(elapsed, 2)
