@@ -89,8 +89,9 @@ def test_bad_input_is_refused():
 
 
 def test_dataset_effects_of_all_datasets_share_one_fit():
-    """Dataset effects are shrunk over every dataset's pairs at once (one prior for the family),
-    while each effect keeps its own svalue list; drug effects stay fitted one drug at a time."""
+    """Dataset effects of network pairs are shrunk over every dataset's pairs at once (one prior
+    for the family), while each effect keeps its own svalue list; drug effects stay fitted one
+    drug at a time, and so do the summaries' dataset effects."""
     rng = np.random.default_rng(3)
     rows = []
     for effect, etype in (("dataset:a", "dataset"), ("dataset:b", "dataset"), ("dataset:c", "dataset"),
@@ -110,6 +111,8 @@ def test_dataset_effects_of_all_datasets_share_one_fit():
     drug = table["effect"] == "drug:x"
     own = adaptive_shrinkage(table.loc[drug, "mean"].to_numpy(), table.loc[drug, "sd"].to_numpy()).lfsr
     assert out.loc[drug, "lfsr"].to_numpy() == pytest.approx(own)
+    apart = false_sign_rates(table, datasets_together=False)  # summaries: one fit per dataset
+    np.testing.assert_allclose(apart.loc[:39, "lfsr"], alone)
     for effect, g in out.groupby("effect"):  # svalue: the running mean of lfsr within each effect
         order = g["lfsr"].sort_values(kind="stable")
         assert g.loc[order.index, "svalue"].to_numpy() == pytest.approx(order.cumsum() / np.arange(1, len(g) + 1))

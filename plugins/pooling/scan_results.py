@@ -68,7 +68,8 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
                   **({scale_var: tables["drug_scales"]} if "drug_scales" in tables else {}),
                   **({unit_var: tables["dataset_scales"]} if "dataset_scales" in tables else {}),
                   **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
-    drawn_after = {"overall", "drug_population_factor", "dataset_scale_population", "dataset_population_factor"}  # not sampled: functions of the draws (and fresh noise)
+    # not sampled: functions of the draws (and fresh noise)
+    drawn_after = {"overall", "drug_population_factor", "dataset_scale_population", "dataset_population_factor"}
     sampled = [v for v in post.data_vars if not v.endswith("_z") and v not in drawn_after and v not in summarised]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c), summarised)
     diagnostics["sampling_seconds"] = round(elapsed, 2)
