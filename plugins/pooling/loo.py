@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .subject_response import sample_dataset_effects
+
 #: Draws handled at once (bounds memory at ~draws x pairs x differences doubles).
 CHUNK = 100
 
@@ -66,9 +68,7 @@ def scan_model_loglik(design, post, x: np.ndarray, names: list[str], scales: dic
     sd = subject_differences(design.obs, design.y[:, is_pair], x)
     if sd is None:
         return None
-    theta = _flat(post["dataset_effect"].to_numpy())[..., is_pair]  # (S, U, P)
-    if "dataset_population_factor" in post:  # the scans are the sample's, not the population's
-        theta = theta / _flat(post["dataset_population_factor"].to_numpy())[..., None]
+    theta = _flat(sample_dataset_effects(post))[..., is_pair]  # (S, U, P): the samples', not the populations'
     sigma = _flat(post["sigma"].to_numpy())[..., is_pair]  # (S, K, P)
     slopes = [(_flat(post[f"slope:{n}"].to_numpy())[..., is_pair], 1.0 if n.startswith("dose:") else scales.get(n, 1.0))
               for n in names]

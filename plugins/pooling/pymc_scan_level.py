@@ -34,7 +34,7 @@ from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
-from .subject_response import population_factors, response_spread
+from .subject_response import population_factors, response_spread, sample_dataset_effects
 
 
 class FitInputs(NamedTuple):
@@ -345,7 +345,8 @@ class PyMCPooling(PoolingModel):
                 return np.zeros((n, 0, n_pairs))
             return np.stack([draws(group, f"slope:{name}") * s for name, s in zip(names, per_col)], axis=1)
 
-        replicated = replicate_contrasts(design, draws(post, "dataset_effect"), draws(post, "sigma"),
+        theta = sample_dataset_effects(post)  # the scans' own subjects, not their populations
+        replicated = replicate_contrasts(design, theta.reshape(-1, *theta.shape[2:])[pick], draws(post, "sigma"),
                                          slopes(post), x, rng)
         hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", "drug_scale", "dataset_scale",
                              *[f"slope:{m}" for m in names])

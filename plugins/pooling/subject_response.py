@@ -82,3 +82,13 @@ def population_factors(psi: float, counts: np.ndarray, learned: np.ndarray, n_dr
     where the unit's scale is learned (``learned``), 1 elsewhere."""
     xi = rng.standard_normal((n_draws, len(counts)))
     return np.where(learned[None, :], np.exp(psi * xi / np.sqrt(np.maximum(counts, 1))[None, :]), 1.0)
+
+
+def sample_dataset_effects(post) -> np.ndarray:
+    """(chain, draw, dataset, pair) dataset effects of the datasets' samples of subjects, what
+    their scans were drawn from (the posterior's ``dataset_effect`` are their populations'):
+    for the scans' likelihood and predictive checks."""
+    theta = post["dataset_effect"].to_numpy()
+    if "dataset_population_factor" in post:
+        theta = theta / post["dataset_population_factor"].to_numpy()[..., None]
+    return theta
