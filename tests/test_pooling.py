@@ -552,19 +552,23 @@ def test_subnetwork_specificity_sees_uneven_effects_through_posterior_noise():
     assert subnetwork_specificity(meta, no_parents, [("overall", "overall", "", draws)], 0.95) is None
 
 
-def _subjects_with_multiples(psi: float, seed: int, n_units: int = 6, n_subjects: int = 25, n_pairs: int = 60):
+def _subjects_with_multiples(psi: float, seed: int, n_units: int = 6, n_subjects: int = 25, n_pairs: int = 60,
+                             shift_sd: float = 0.0):
     """Scan-level FC of subjects with a control and a drug scan each, every subject's change
-    their own multiple (1 + Normal(0, psi)) of their unit's pattern, plus scan noise."""
+    their own multiple (1 + Normal(0, psi)) of their unit's pattern, plus scan noise and, with
+    ``shift_sd``, a shift of each scan's FC on every pair at once."""
     from types import SimpleNamespace
 
     rng = np.random.default_rng(seed)
-    patterns = np.where(rng.random((n_units, n_pairs)) < 0.3, rng.normal(0, 0.1, (n_units, n_pairs)), 0.0)
+    patterns = np.where(rng.random((n_units, n_pairs)) < 0.5, np.abs(rng.normal(0.05, 0.05, (n_units, n_pairs))), 0.0)
     y, unit_idx, subject_idx = [], [], []
     for u in range(n_units):
         for j in range(n_subjects):
             base = rng.normal(0.3, 0.1, n_pairs)
             multiple = 1 + rng.normal(0, psi)
-            y += [base + rng.normal(0, 0.03, n_pairs), base + multiple * patterns[u] + rng.normal(0, 0.03, n_pairs)]
+            shift = rng.normal(0, shift_sd, 2) if shift_sd else np.zeros(2)
+            y += [base + shift[0] + rng.normal(0, 0.03, n_pairs),
+                  base + shift[1] + multiple * patterns[u] + rng.normal(0, 0.03, n_pairs)]
             unit_idx += [-1, u]
             subject_idx += [u * n_subjects + j] * 2
     unit_idx = np.array(unit_idx)
@@ -573,21 +577,27 @@ def _subjects_with_multiples(psi: float, seed: int, n_units: int = 6, n_subjects
     return np.array(y), design, patterns
 
 
-@pytest.mark.parametrize("psi", [0.0, 0.3])
-def test_subjects_response_spread_is_recovered(psi):
+@pytest.mark.parametrize("psi, shift_sd, shrink", [(0.0, 0.0, 1.0), (0.3, 0.0, 1.0), (0.0, 0.02, 1.0),
+                                                   (0.3, 0.02, 1.0), (0.3, 0.0, 0.7)])
+def test_subjects_response_spread_is_recovered(psi, shift_sd, shrink):
     """The sd of subjects' multiples of their dataset's pattern, from within-subject changes,
-    less what the scan noise alone spreads them by; parallel-group subjects count but do not inform."""
+    less what noise alone spreads them by: also when every pair of a scan shifts together (which
+    a residual variance missed: 0.34 for none planted) and when the pattern handed in is shrunk
+    towards 0 (multiples are relative to their mean). Parallel-group subjects count but do not
+    inform: with none paired, psi is unknown (NaN)."""
+    from types import SimpleNamespace
+
     from megafc.plugins.pooling.subject_response import response_spread
 
-    y, design, patterns = _subjects_with_multiples(psi, seed=int(psi * 10))
-    estimate, counts = response_spread(y, design, patterns)
-    assert estimate == pytest.approx(psi, abs=0.05)
+    y, design, patterns = _subjects_with_multiples(psi, seed=int(psi * 10 + shift_sd * 100), shift_sd=shift_sd)
+    estimate, counts = response_spread(y, design, shrink * patterns)
+    assert estimate == pytest.approx(psi, abs=0.06)
     assert counts.tolist() == [25] * 6
-    parallel = design.is_drug.copy()  # every subject's control scan dropped: nothing to pair with
-    from types import SimpleNamespace
-    only_drug = SimpleNamespace(units=design.units, unit_idx=design.unit_idx[parallel],
-                                subject_idx=design.subject_idx[parallel], is_drug=design.is_drug[parallel])
-    assert response_spread(y[parallel], only_drug, patterns) == (0.0, pytest.approx(counts))
+    paired = design.is_drug  # every subject's control scan dropped: nothing to pair with
+    only_drug = SimpleNamespace(units=design.units, unit_idx=design.unit_idx[paired],
+                                subject_idx=design.subject_idx[paired], is_drug=design.is_drug[paired])
+    unknown, n = response_spread(y[paired], only_drug, patterns)
+    assert np.isnan(unknown) and n.tolist() == counts.tolist()
 
 
 def test_population_factors_spread_by_psi_over_root_n_where_scales_are_learned():
@@ -598,6 +608,8 @@ def test_population_factors_spread_by_psi_over_root_n_where_scales_are_learned()
     assert np.log(factors[:, 0]).std() == pytest.approx(0.3 / 3, rel=0.03)
     assert np.log(factors[:, 1]).std() == pytest.approx(0.3 / 5, rel=0.03)
     assert (factors[:, 2] == 1.0).all()
+    assert (population_factors(float("nan"), np.array([9, 25, 4]), np.array([True] * 3), 10,
+                               np.random.default_rng(0)) == 1.0).all()
 
 
 @pytest.mark.slow
@@ -616,6 +628,14 @@ def test_learned_dataset_scales_carry_their_subjects_sampling(default_fit):
     others = [ds for ds in post["dataset"].values if ds not in learned]
     assert (factor.sel(dataset=others) == 1).all()
     np.testing.assert_allclose(post["dataset_scale_population"], post["dataset_scale"] * factor, rtol=1e-5)
+    # the stored effects are the populations': wider than the samples' (with the factor divided out)
+    from megafc.plugins.pooling.subject_response import sample_dataset_effects
+
+    big = int(np.abs(post["dataset_effect"].mean(("chain", "draw"))).sum("dataset").argmax())
+    population = post["dataset_effect"].sel(dataset=learned).isel(pair=big).std(("chain", "draw"))
+    sample = np.std(sample_dataset_effects(post)[..., big], axis=(0, 1))[[list(post["dataset"].values).index(d)
+                                                                          for d in learned]]
+    assert (population.to_numpy() > 1.05 * sample).all(), (population.to_numpy(), sample)
     assert "response strength varies with sd" in result.description
     model = PyMCPooling(PyMCPooling.Config(draws=300, tune=300, cores=2, progressbar=False))
     design, x, names, scales, _, _, is_summary = model.prepare(pairs)

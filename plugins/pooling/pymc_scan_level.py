@@ -287,9 +287,13 @@ class PyMCPooling(PoolingModel):
         idata = sample(model, c, sampler, seed, var_names=kept_variables(model))
         psi = add_effects(idata, design, st, names, scales, c.priors.effect_sd, np.random.default_rng(seed),
                           fixed=fixed_drugs(c, design), x=x, is_summary=is_summary)
-        if psi is not None:
+        if psi is not None and np.isfinite(psi):
             cov_notes = cov_notes + [f"subjects' response strength varies with sd {psi:.2g} (a multiple of their "
                                      "dataset's effect), estimated from their within-subject changes"]
+        elif psi is not None:
+            cov_notes = cov_notes + ["how much subjects' response strength varies could not be estimated (no dataset "
+                                     "has three subjects with a drug and a control scan of their own), so the learned "
+                                     "dataset scales' intervals leave out the sampling of their subjects"]
         elapsed = time.perf_counter() - start
         description = self.describe(design, names, sampler, cov_notes)
         result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes, pairs)

@@ -11,9 +11,10 @@ weaker on every pair at once. Where a dataset's scale is learned from all pairs 
 and its interval missed it: on 20 simulated studies the dataset scales' errors were 2.5x their
 posterior sds and large dataset effects covered 0.86-0.89.
 
-``response_spread`` estimates the sd psi of subjects' multiples from within-subject changes
-(each subject's drug-minus-control FC regressed on their dataset's estimated pattern, less the
-regression's own noise, pooled over datasets by a DerSimonian-Laird style weighting). A dataset
+``response_spread`` estimates the sd psi of subjects' multiples (relative to their dataset's
+mean) from within-subject changes: each subject's drug-minus-control FC projected on their
+dataset's estimated pattern, less what noise alone spreads such projections by (measured on
+shuffled copies of the pattern), pooled over datasets by a DerSimonian-Laird style weighting. A dataset
 of n subjects then lies a factor exp(psi xi / sqrt(n)), xi ~ Normal(0, 1), from its population,
 which ``add_effects`` draws into the dataset effects and scales of datasets with learned scales.
 """
@@ -25,42 +26,49 @@ import numpy as np
 #: Fewer subjects with both a drug and a control scan than this: the dataset does not inform psi.
 MIN_SUBJECTS = 3
 
+#: Shuffled copies of a pattern that measure what noise alone spreads the multiples by.
+PERMUTATIONS = 50
 
-def subject_multiples(changes: np.ndarray, pattern: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each subject's multiple of ``pattern`` (P,) in their FC changes ``changes`` (J, P), and
-    its sampling variance (least squares through the origin, residual variance per subject)."""
+
+def unit_spread(changes: np.ndarray, pattern: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(variance of the subjects' multiples of ``pattern`` (P,) in their FC changes ``changes``
+    (J, P), the part of it noise alone gives, the part of psi^2 the shuffles pick up), all
+    relative to the mean multiple, so that a pattern shrunk towards 0 gives the same psi.
+
+    The noise part is the variance of the changes' projections on shuffled copies of the pattern
+    (same norm and sum, no alignment with the response): noise shared by all pairs (a global shift
+    of a scan's FC) projects onto a same-sign pattern and its shuffles alike, which a residual
+    variance would miss (it gave psi 0.34 where none was planted)."""
     norm = float(pattern @ pattern)
-    if norm <= 0 or changes.shape[1] < 2:
-        return np.full(len(changes), np.nan), np.full(len(changes), np.nan)
     multiple = changes @ pattern / norm
-    residual = changes - multiple[:, None] * pattern[None, :]
-    return multiple, (residual ** 2).sum(axis=1) / (changes.shape[1] - 1) / norm
+    centre = float(multiple.mean())
+    shuffled = np.stack([rng.permutation(pattern) for _ in range(PERMUTATIONS)], axis=1)  # (P, K)
+    noise = float(np.var(changes @ shuffled / norm, axis=0, ddof=1).mean())
+    leak = float(np.mean((pattern @ shuffled / norm) ** 2))  # a multiple's share in a shuffle's projection
+    return float(np.var(multiple, ddof=1)) / centre ** 2, noise / centre ** 2, leak
 
 
-def pooled_spread(groups: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """sd of the true multiples from per-dataset (multiples, their sampling variances): each
-    dataset's variance of multiples less their mean sampling variance, pooled with weights
-    (n - 1) / (sampling variance + psi^2)^2 (twice iterated from psi = 0), floored at 0."""
-    parts = []
-    for multiple, noise in groups:
-        ok = np.isfinite(multiple) & np.isfinite(noise)
-        if ok.sum() >= MIN_SUBJECTS:
-            parts.append((float(np.var(multiple[ok], ddof=1)), float(noise[ok].mean()), int(ok.sum())))
-    if not parts:
-        return 0.0
+def pooled_spread(parts: list[tuple[float, float, float, int]]) -> float:
+    """sd of the true relative multiples from per-dataset (variance, noise part, leak, subjects):
+    each dataset's (variance - noise) / (1 - leak), pooled with weights (n - 1) / (noise + psi^2)^2
+    (iterated from psi = 0, as DerSimonian and Laird's), floored at 0."""
     psi2 = 0.0
     for _ in range(3):
-        weights = np.array([(n - 1) / (noise + psi2) ** 2 for _, noise, n in parts])
-        psi2 = max(float(np.sum(weights * np.array([v - noise for v, noise, _ in parts])) / weights.sum()), 0.0)
+        weights = np.array([(n - 1) / max(noise + psi2, 1e-12) ** 2 for _, noise, _, n in parts])
+        own = np.array([(total - noise) / (1 - leak) for total, noise, leak, _ in parts])
+        psi2 = max(float(np.sum(weights * own) / weights.sum()), 0.0)
     return float(np.sqrt(psi2))
 
 
-def response_spread(y: np.ndarray, design, unit_patterns: np.ndarray) -> tuple[float, np.ndarray]:
+def response_spread(y: np.ndarray, design, unit_patterns: np.ndarray, seed: int = 0) -> tuple[float, np.ndarray]:
     """(psi, subjects per unit) from scan-level FC ``y`` (S, P) with covariate effects removed and
     each dataset unit's estimated effect pattern ``unit_patterns`` (U, P). A subject's change is
     the mean of their scans of the unit less the mean of their control scans; subjects of
-    parallel-group datasets (no control scan of their own) do not inform psi but count in n."""
-    groups, counts = [], np.zeros(len(design.units), dtype=int)
+    parallel-group datasets (no control scan of their own) do not inform psi but count in n.
+    psi is NaN when no unit has MIN_SUBJECTS subjects with a change and a pattern whose
+    subjects show it on average (mean multiple > 0)."""
+    rng = np.random.default_rng(seed)
+    parts, counts = [], np.zeros(len(design.units), dtype=int)
     control = ~design.is_drug
     for u in range(len(design.units)):
         mine = design.unit_idx == u
@@ -71,16 +79,22 @@ def response_spread(y: np.ndarray, design, unit_patterns: np.ndarray) -> tuple[f
             base = control & (design.subject_idx == j)
             if base.any():
                 changes.append(y[mine & (design.subject_idx == j)].mean(axis=0) - y[base].mean(axis=0))
-        if changes:
-            groups.append(subject_multiples(np.asarray(changes), unit_patterns[u]))
-    return pooled_spread(groups), counts
+        pattern = unit_patterns[u]
+        if len(changes) < MIN_SUBJECTS or not np.isfinite(pattern).all() or pattern @ pattern <= 0:
+            continue
+        if float((np.asarray(changes) @ pattern).mean()) <= 0:
+            continue
+        parts.append((*unit_spread(np.asarray(changes), pattern, rng), len(changes)))
+    return (pooled_spread(parts) if parts else float("nan")), counts
 
 
 def population_factors(psi: float, counts: np.ndarray, learned: np.ndarray, n_draws: int,
                        rng: np.random.Generator) -> np.ndarray:
     """(N, U) factors from each unit's sample of subjects to its population: exp(psi xi / sqrt(n))
-    where the unit's scale is learned (``learned``), 1 elsewhere."""
+    where the unit's scale is learned (``learned``), 1 elsewhere (and everywhere for psi NaN)."""
     xi = rng.standard_normal((n_draws, len(counts)))
+    if not np.isfinite(psi):
+        return np.ones((n_draws, len(counts)))
     return np.where(learned[None, :], np.exp(psi * xi / np.sqrt(np.maximum(counts, 1))[None, :]), 1.0)
 
 

@@ -575,8 +575,9 @@ def effects_section(run: Run) -> str:
     if datasets is not None and len(datasets):
         parts.append(table_block(
             "Dataset scales", "The strength at which each dataset shows its drug's effects, relative to the drug's "
-            "other datasets (geometric mean 1 within a drug; a drug's only dataset is 1 and its drug's scale above "
-            "carries the spread between datasets).",
+            "other datasets (the datasets' samples of subjects have geometric mean 1 within a drug; reported for each "
+            "dataset's population of subjects; a drug's only dataset is 1 and its drug's scale above carries the "
+            "spread between datasets).",
             datasets, ("dataset", "drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk"),
             "dataset-scales-table"))
     truth = run.table("truth")
