@@ -670,7 +670,8 @@ def add_effects(idata, design: ScanDesign, st: ScanStatistics, names: list[str],
     drug has a Normal(0, effect_sd) prior), and the overall effect is their mean. Datasets whose
     scales are learned get the factor from their subjects to their population drawn in
     (subject_response.py; ``x``, the covariate columns, and ``is_summary`` say what to estimate
-    the subjects' spread from); returns that spread (None: no dataset scale learned)."""
+    the subjects' spread from); returns that spread (None: no dataset scale learned; NaN: no
+    dataset could inform it)."""
     post = idata.posterior
     n_pairs = design.y.shape[1]
 
