@@ -572,8 +572,11 @@ def _subjects_with_multiples(psi: float, seed: int, n_units: int = 6, n_subjects
             unit_idx += [-1, u]
             subject_idx += [u * n_subjects + j] * 2
     unit_idx = np.array(unit_idx)
-    design = SimpleNamespace(units=[f"u{u}" for u in range(n_units)], unit_idx=unit_idx,
-                             subject_idx=np.array(subject_idx), is_drug=unit_idx >= 0)
+    subject_idx = np.array(subject_idx)
+    obs = pd.DataFrame({"dataset": [f"d{j // n_subjects}" for j in subject_idx], "subject": subject_idx.astype(str),
+                        "condition": np.where(unit_idx >= 0, "drug", "control")})
+    design = SimpleNamespace(units=[f"u{u}" for u in range(n_units)], unit_idx=unit_idx, subject_idx=subject_idx,
+                             is_drug=unit_idx >= 0, obs=obs)
     return np.array(y), design, patterns
 
 
@@ -595,7 +598,8 @@ def test_subjects_response_spread_is_recovered(psi, shift_sd, shrink):
     assert counts.tolist() == [25] * 6
     paired = design.is_drug  # every subject's control scan dropped: nothing to pair with
     only_drug = SimpleNamespace(units=design.units, unit_idx=design.unit_idx[paired],
-                                subject_idx=design.subject_idx[paired], is_drug=design.is_drug[paired])
+                                subject_idx=design.subject_idx[paired], is_drug=design.is_drug[paired],
+                                obs=design.obs[paired].reset_index(drop=True))
     unknown, n = response_spread(y[paired], only_drug, patterns)
     assert np.isnan(unknown) and n.tolist() == counts.tolist()
 
@@ -629,7 +633,7 @@ def test_learned_dataset_scales_carry_their_subjects_sampling(default_fit):
     assert (factor.sel(dataset=others) == 1).all()
     np.testing.assert_allclose(post["dataset_scale_population"], post["dataset_scale"] * factor, rtol=1e-5)
     # the stored effects are the populations': wider than the samples' (with the factor divided out)
-    from megafc.plugins.pooling.subject_response import sample_dataset_effects
+    from megafc.plugins.pooling.loo import sample_dataset_effects
 
     big = int(np.abs(post["dataset_effect"].mean(("chain", "draw"))).sum("dataset").argmax())
     population = post["dataset_effect"].sel(dataset=learned).isel(pair=big).std(("chain", "draw"))

@@ -14,8 +14,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .subject_response import sample_dataset_effects
-
 #: Draws handled at once (bounds memory at ~draws x pairs x differences doubles).
 CHUNK = 100
 
@@ -56,6 +54,16 @@ def subject_differences(obs: pd.DataFrame, y: np.ndarray, x: np.ndarray) -> dict
 
 def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, *a.shape[2:])
+
+
+def sample_dataset_effects(post) -> np.ndarray:
+    """(chain, draw, dataset, pair) dataset effects of the datasets' samples of subjects, what
+    their scans were drawn from (the posterior's ``dataset_effect`` are their populations'):
+    for the scans' likelihood and predictive checks."""
+    theta = post["dataset_effect"].to_numpy()
+    if "dataset_population_factor" in post:
+        theta = theta / post["dataset_population_factor"].to_numpy()[..., None]
+    return theta
 
 
 def scan_model_loglik(design, post, x: np.ndarray, names: list[str], scales: dict[str, float],

@@ -28,13 +28,13 @@ from .design import (
     bayesian_references,
     HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, sample, validate_sampler_config,
 )
-from .loo import log_likelihood_group, scan_model_loglik, thinned, tidy_posterior
+from .loo import log_likelihood_group, sample_dataset_effects, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
 from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
-from .subject_response import population_factors, response_spread, sample_dataset_effects
+from .subject_response import population_factors, response_spread
 
 
 class FitInputs(NamedTuple):

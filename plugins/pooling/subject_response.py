@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .loo import subject_differences
+
 #: Fewer subjects with both a drug and a control scan than this: the dataset does not inform psi.
 MIN_SUBJECTS = 3
 
@@ -68,23 +70,23 @@ def response_spread(y: np.ndarray, design, unit_patterns: np.ndarray, seed: int 
     psi is NaN when no unit has MIN_SUBJECTS subjects with a change and a pattern whose
     subjects show it on average (mean multiple > 0)."""
     rng = np.random.default_rng(seed)
-    parts, counts = [], np.zeros(len(design.units), dtype=int)
-    control = ~design.is_drug
+    counts = np.array([len(np.unique(design.subject_idx[design.unit_idx == u])) for u in range(len(design.units))])
+    diffs = subject_differences(design.obs, y, np.zeros((len(y), 0)))
+    if diffs is None:
+        return float("nan"), counts
+    parts = []
     for u in range(len(design.units)):
-        mine = design.unit_idx == u
-        subjects = np.unique(design.subject_idx[mine])
-        counts[u] = len(subjects)
-        changes = []
-        for j in subjects:
-            base = control & (design.subject_idx == j)
-            if base.any():
-                changes.append(y[mine & (design.subject_idx == j)].mean(axis=0) - y[base].mean(axis=0))
+        mine = design.unit_idx[diffs["row"]] == u
+        subjects, which = np.unique(diffs["subject"][mine], return_inverse=True)
+        changes = np.zeros((len(subjects), y.shape[1]))  # each subject's mean over their scans of the unit
+        np.add.at(changes, which, diffs["d"][mine])
+        changes /= np.bincount(which, minlength=len(subjects))[:, None]
         pattern = unit_patterns[u]
         if len(changes) < MIN_SUBJECTS or not np.isfinite(pattern).all() or pattern @ pattern <= 0:
             continue
-        if float((np.asarray(changes) @ pattern).mean()) <= 0:
+        if float((changes @ pattern).mean()) <= 0:
             continue
-        parts.append((*unit_spread(np.asarray(changes), pattern, rng), len(changes)))
+        parts.append((*unit_spread(changes, pattern, rng), len(changes)))
     return (pooled_spread(parts) if parts else float("nan")), counts
 
 
@@ -97,12 +99,3 @@ def population_factors(psi: float, counts: np.ndarray, learned: np.ndarray, n_dr
         return np.ones((n_draws, len(counts)))
     return np.where(learned[None, :], np.exp(psi * xi / np.sqrt(np.maximum(counts, 1))[None, :]), 1.0)
 
-
-def sample_dataset_effects(post) -> np.ndarray:
-    """(chain, draw, dataset, pair) dataset effects of the datasets' samples of subjects, what
-    their scans were drawn from (the posterior's ``dataset_effect`` are their populations'):
-    for the scans' likelihood and predictive checks."""
-    theta = post["dataset_effect"].to_numpy()
-    if "dataset_population_factor" in post:
-        theta = theta / post["dataset_population_factor"].to_numpy()[..., None]
-    return theta
