@@ -523,6 +523,32 @@ def test_drug_similarity_is_corrected_for_posterior_noise():
     assert few.loc[["pattern_r_corrected", "rms_ratio"], "mean"].isna().all()
 
 
+def test_similarity_intervals_near_their_bounds_come_from_uncapped_draws():
+    """Two maps planted almost alike (r 0.995): the corrected correlation overshoots 1 and the
+    corrected squared distance falls below 0 in many draws. Capping the draws first made the
+    HDI pile up at the cap and miss the planted values; the interval of the uncapped draws, cut
+    to the measure's range, covers them (the draws themselves stay capped)."""
+    from megafc.plugins.pooling.derived import bounded_interval, drug_similarity
+
+    row = pd.Series({"mean": 1.0, "hdi_low": 1.0, "hdi_high": 1.0, "hdi50_low": 1.0, "hdi50_high": 1.0})
+    uncapped = np.random.default_rng(0).normal(1.002, 0.004, (2, 2000))
+    cut = bounded_interval(row, uncapped, 0.95, -1.0, 1.0)
+    assert cut["hdi_low"] == pytest.approx(1.002 - 1.96 * 0.004, abs=0.001) and cut["hdi_high"] == 1.0
+    assert cut["hdi50_low"] == pytest.approx(1.002 - 0.674 * 0.004, abs=0.001) and cut["mean"] == 1.0
+
+    rng = np.random.default_rng(23)
+    n_pairs = 120
+    base, other = rng.normal(0, 0.05, (2, n_pairs))
+    maps = np.stack([base, 0.995 * base + np.sqrt(1 - 0.995 ** 2) * other])
+    shared = rng.normal(0, 0.004, (1, 1, 1, n_pairs))  # the overall effect's error, common to the drugs
+    noise = rng.normal(0, 0.006, (2, 400, 2, n_pairs)) + rng.normal(0, 0.006, (1, 1, 2, n_pairs)) + shared
+    sim = drug_similarity(["a", "b"], maps[None, None] + noise, 0.95).set_index("measure")
+    r, distance = sim.loc["pattern_r_corrected"], sim.loc["rms_distance"]
+    planted_r, planted_distance = np.corrcoef(maps)[0, 1], np.sqrt(np.mean((maps[0] - maps[1]) ** 2))
+    assert r["hdi_low"] <= planted_r <= r["hdi_high"] == 1.0 and r["mean"] <= 1.0
+    assert distance["hdi_low"] == 0.0 and planted_distance <= distance["hdi_high"] and distance["mean"] >= 0.0
+
+
 def test_subnetwork_specificity_sees_uneven_effects_through_posterior_noise():
     """Per network pair, the spread of its subnetwork pairs' effects, draw by draw with the
     posterior noise's share removed: an uneven planted effect is recovered, an even one comes
