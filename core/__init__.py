@@ -37,13 +37,25 @@ from .plugin import (
     PoolingModel,
     Reporter,
 )
-from .summaries import flag_ok, sampler_diagnostics, summarise_draws
 
 __all__ = [
     "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "FISHER_Z_MAX_ABS_R", "SCAN_COLUMNS",
     "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
     "DatasetInputs", "DatasetLoader", "PoolingInputs", "Denoiser", "Harmonizer", "InputError", "MegafcError", "Plugin",
-    "PluginError", "PoolingModel", "PoolingResult", "Reporter", "ScanImages", "exclude", "fingerprint_file", "fingerprint_value", "flag_ok", "hookimpl", "hookspec",
-    "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "sampler_diagnostics",
-    "summarise_draws", "validate_scans", "with_summaries", "write_text_atomic",
+    "PluginError", "PoolingModel", "PoolingResult", "Reporter", "ScanImages", "exclude", "fingerprint_file", "fingerprint_value", "hookimpl", "hookspec",
+    "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "validate_scans", "with_summaries", "write_text_atomic",
 ]
+
+#: Helpers that moved to ``megafc.stats`` (statistics, not contract); still importable from here.
+_MOVED_TO_STATS = ("flag_ok", "sampler_diagnostics", "summarise_draws")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_STATS:
+        import warnings
+
+        import megafc.stats
+
+        warnings.warn(f"megafc.core.{name} moved to megafc.stats.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(megafc.stats, name)
+    raise AttributeError(f"module 'megafc.core' has no attribute '{name}'")

@@ -4,7 +4,7 @@ import arviz as az
 import numpy as np
 import pytest
 
-from megafc.core import convergence
+from megafc.stats import convergence
 
 
 def _draws(n_chains: int, n_draws: int, seed: int = 0) -> np.ndarray:
@@ -64,7 +64,7 @@ def test_average_ranks_equal_scipy():
 def test_one_sort_summary_equals_the_separate_estimators(shape):
     """summarise() reuses one sort for ranks, quantiles and HDIs; it must give what the
     estimators above give one by one (odd draws, ties, a NaN quantity, one chain, too few draws)."""
-    from megafc.core.convergence import ess_bulk, ess_tail, hdi, rhat, summarise
+    from megafc.stats.convergence import ess_bulk, ess_tail, hdi, rhat, summarise
 
     rng = np.random.default_rng(3)
     x = rng.standard_t(3, size=shape).cumsum(axis=1) * 0.05 + rng.standard_normal(shape)
@@ -89,7 +89,7 @@ def test_an_sd_whose_density_is_highest_at_zero_has_an_interval_from_zero():
     """A between-drug sd of exactly 0 must be able to lie inside its interval: where the
     narrowest interval starts at the smallest draw, it starts at the bound (0), elsewhere the
     bound changes nothing."""
-    from megafc.core import summarise_draws
+    from megafc.stats import summarise_draws
 
     rng = np.random.default_rng(0)
     draws = np.stack([np.abs(rng.normal(0, 0.01, (2, 1000))),  # half-normal: densest at 0
@@ -107,3 +107,16 @@ def test_an_sd_whose_density_is_highest_at_zero_has_an_interval_from_zero():
     # a density that is 0 at the bound (mode above it) keeps its own interval
     gamma = rng.gamma(3.0, 0.01, (2, 1000, 1))
     assert summarise_draws(gamma, lower_bound=0.0).equals(summarise_draws(gamma))
+
+
+def test_helpers_that_moved_to_stats_still_import_from_core():
+    """Third-party pooling models written against ``megafc.core.summarise_draws`` (and the other
+    two) keep working; they are told where the helper lives now."""
+    import megafc.core
+    import megafc.stats
+
+    for name in ("summarise_draws", "sampler_diagnostics", "flag_ok"):
+        with pytest.warns(DeprecationWarning, match=f"megafc.stats.{name}"):
+            assert getattr(megafc.core, name) is getattr(megafc.stats, name)
+    with pytest.raises(AttributeError, match="no attribute 'summarise'"):
+        megafc.core.summarise  # noqa: B018 (not a helper that moved)

@@ -11,7 +11,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from megafc.core import ConfigError, summarise_draws
+from megafc.core import ConfigError
+from megafc.stats import summarise_draws
 from megafc.core.aggregate import parent_pairs
 
 from .adaptive_shrinkage import MIN_EFFECTS, adaptive_shrinkage

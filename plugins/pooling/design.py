@@ -23,7 +23,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from megafc.core import ConfigError, InputError, flag_ok, paired_differences, summarise_draws
+from megafc.core import ConfigError, InputError, paired_differences
+from megafc.stats import flag_ok, summarise_draws
 
 
 @dataclass

@@ -36,10 +36,8 @@ from megafc.core import (
     PoolingInputs,
     PoolingModel,
     PoolingResult,
-    flag_ok,
-    sampler_diagnostics,
-    summarise_draws,
 )
+from megafc.stats import flag_ok, sampler_diagnostics, summarise_draws
 
 from .design import (
     PYMC_PACKAGES,

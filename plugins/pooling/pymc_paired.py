@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from megafc.core import ConfigError, PoolingModel, PoolingResult, sampler_diagnostics
+from megafc.core import ConfigError, PoolingModel, PoolingResult
+from megafc.stats import sampler_diagnostics
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import (FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries,

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from megafc.core import PoolingResult, sampler_diagnostics, summarise_draws
+from megafc.core import PoolingResult
+from megafc.stats import sampler_diagnostics, summarise_draws
 
 from .derived import (FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table, split_summaries,
                       subnetwork_specificity, summary_columns)
