@@ -119,7 +119,8 @@ def already_complete(run_dir: str, cfg) -> bool:
 
     from omegaconf import OmegaConf
 
-    from megafc.core.outputs import COMPLETION_MARKER, changed_inputs, fingerprint_value
+    from megafc.core.fingerprints import changed_inputs, fingerprint_value
+    from megafc.core.run_folder import COMPLETION_MARKER
 
     marker = Path(run_dir) / COMPLETION_MARKER
     if not marker.exists():
@@ -176,10 +177,11 @@ def main() -> None:
     """``megafc [overrides]``: compose the config from installed plugins and run it."""
     import hydra
 
-    from megafc.core.registry import default_registry, register_configs
+    from megafc.core.config import register_configs
+    from megafc.core.registry import default_registry
 
     if "--version" in sys.argv[1:]:  # Hydra's own --version names Hydra, not the program
-        from megafc.core.outputs import package_versions
+        from megafc.core.fingerprints import package_versions
 
         v = package_versions()
         print(f"megafc {v.get('megafc', 'unknown')} (hydra-core {v.get('hydra-core', '?')}, "

@@ -25,7 +25,7 @@ from .data import (
 )
 from .errors import ConfigError, InputError, MegafcError, PluginError
 from .hookspecs import hookimpl, hookspec
-from .outputs import fingerprint_file, fingerprint_value, write_text_atomic
+from .fingerprints import fingerprint_file, fingerprint_value
 from .pair_sets import with_summaries
 from .plugin import (
     AtlasLoader,
@@ -37,6 +37,7 @@ from .plugin import (
     PoolingModel,
     Reporter,
 )
+from .run_folder import write_text_atomic
 
 __all__ = [
     "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "FISHER_Z_MAX_ABS_R", "SCAN_COLUMNS",

@@ -1,7 +1,9 @@
-"""The run's typed config schema (plugin groups are filled from the ConfigStore)."""
+"""The run's typed config schema, registered with Hydra's ConfigStore together with every
+plugin's ``Config`` (one group per plugin kind), and the run config composed from them."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -10,6 +12,7 @@ from omegaconf import MISSING
 
 from .data import AGGREGATION_LEVELS
 from .qc import QCConfig
+from .registry import PluginInfo, Registry
 
 
 class Choice(str, Enum):
@@ -122,13 +125,51 @@ class RunConfig:
     rerun: bool = False
 
 
+def config_node(info: PluginInfo) -> type:
+    """A dataclass for Hydra: the plugin's Config plus the ``name`` that selects it."""
+    return dataclasses.make_dataclass(
+        f"{info.cls.__name__}Config",
+        [("name", str, dataclasses.field(default=info.name))],
+        bases=(info.cls.Config,),
+    )
+
+
+def _open_mappings(node: Any) -> Any:
+    """Let dict-typed fields (e.g. ``dataset.roots``) take new keys: ``dataset.roots={a: /x}``.
+
+    Hydra composes in struct mode, which otherwise refuses any key a default dict lacks.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    for key in list(node.keys()) if isinstance(node, DictConfig) else []:
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            if child._metadata.object_type in (dict, None):
+                OmegaConf.set_struct(child, False)
+            else:
+                _open_mappings(child)
+    return node
+
+
+def register_configs(registry: Registry) -> None:
+    """Store each plugin's config in Hydra's ConfigStore as ``<kind>/<name>``."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    cs = ConfigStore.instance()
+    cs.store(name="megafc_schema", node=RunConfig)
+    for info in registry.rows():
+        node = _open_mappings(OmegaConf.structured(config_node(info)))
+        cs.store(group=info.kind, name=info.name, node=node, provider=info.distribution)
+
+
 def compose(overrides: list[str] | None = None, registry: Any = None) -> Any:
     """The run config exactly as ``megafc <overrides>`` composes it, for Python callers
     (benchmarks, calibration, notebooks): ``RunContext.create(compose(["seed=1"]))``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    from .registry import default_registry, register_configs
+    from .registry import default_registry
 
     register_configs(registry or default_registry())
     with initialize_config_module(config_module="megafc.conf", version_base="1.3"):

@@ -16,7 +16,8 @@ import pandas as pd
 
 from .data import Atlas, Connectomes
 from .extraction import derivative_name
-from .outputs import StagedRun, package_versions
+from .fingerprints import package_versions
+from .run_folder import StagedRun
 
 #: Where the derivative dataset goes inside a run directory.
 ROOT = "derivatives/megafc"

@@ -20,7 +20,8 @@ import pandas as pd
 
 from .data import Atlas, ScanImages
 from .errors import InputError, MegafcError, PluginError
-from .outputs import fingerprint_file, fingerprint_value, remembered_fingerprint, write_text_atomic
+from .fingerprints import fingerprint_file, fingerprint_value, remembered_fingerprint
+from .run_folder import write_text_atomic
 from .plugin import Denoiser
 
 log = logging.getLogger("megafc")

@@ -404,7 +404,7 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
 def run_references(ctx: RunContext, results: RunResults, sections: list[Any], acting: set[str]) -> list[str]:
     """Everything this run should cite: megafc and what core uses, each plugin's declared
     references, the atlas's and the fit's own, and those of the report sections plugins add."""
-    from .outputs import package_versions
+    from .fingerprints import package_versions
     from .references import CORE_REFERENCES, plugin_references, software_reference, unique
 
     refs = [software_reference(package_versions().get("megafc", "unknown")), *CORE_REFERENCES]
@@ -473,7 +473,8 @@ def run_stages(ctx: RunContext, until: str = "derive") -> RunResults:
 
 def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunResults:
     """Run every stage and write the run directory atomically."""
-    from .outputs import StagedRun, write_run
+    from .outputs import write_run
+    from .run_folder import StagedRun
 
     ctx = RunContext.create(cfg, registry)
     with StagedRun(run_dir) as staged:

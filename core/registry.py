@@ -1,4 +1,5 @@
-"""The plugin registry: pluggy manager, entry-point loading, Hydra ConfigStore registration."""
+"""The plugin registry: the pluggy manager and entry-point loading (their configs reach Hydra's
+ConfigStore through ``megafc.core.config.register_configs``)."""
 
 from __future__ import annotations
 
@@ -213,46 +214,6 @@ def _check_plugin_class(cls: Any, base: type[Plugin], kind: str, source: str) ->
             f"plugin '{source}': {cls.__qualname__}.Config may not have a field called 'name' "
             "(it is the plugin selector)"
         )
-
-
-def config_node(info: PluginInfo) -> type:
-    """A dataclass for Hydra: the plugin's Config plus the ``name`` that selects it."""
-    return dataclasses.make_dataclass(
-        f"{info.cls.__name__}Config",
-        [("name", str, dataclasses.field(default=info.name))],
-        bases=(info.cls.Config,),
-    )
-
-
-def _open_mappings(node: Any) -> Any:
-    """Let dict-typed fields (e.g. ``dataset.roots``) take new keys: ``dataset.roots={a: /x}``.
-
-    Hydra composes in struct mode, which otherwise refuses any key a default dict lacks.
-    """
-    from omegaconf import DictConfig, OmegaConf
-
-    for key in list(node.keys()) if isinstance(node, DictConfig) else []:
-        child = node._get_node(key)
-        if isinstance(child, DictConfig):
-            if child._metadata.object_type in (dict, None):
-                OmegaConf.set_struct(child, False)
-            else:
-                _open_mappings(child)
-    return node
-
-
-def register_configs(registry: Registry) -> None:
-    """Store each plugin's config in Hydra's ConfigStore as ``<kind>/<name>``."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    from .config import RunConfig
-
-    cs = ConfigStore.instance()
-    cs.store(name="megafc_schema", node=RunConfig)
-    for info in registry.rows():
-        node = _open_mappings(OmegaConf.structured(config_node(info)))
-        cs.store(group=info.kind, name=info.name, node=node, provider=info.distribution)
 
 
 @lru_cache(maxsize=1)

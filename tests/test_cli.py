@@ -85,7 +85,7 @@ def test_megafc_plugins_json_kinds_and_show(tmp_path, plugin_site):
 
 
 def test_version_names_megafc(tmp_path):
-    from megafc.core.outputs import package_versions
+    from megafc.core.fingerprints import package_versions
 
     proc = megafc_cli(["--version"], cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith(f"megafc {package_versions()['megafc']} ")

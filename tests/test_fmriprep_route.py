@@ -312,7 +312,7 @@ def test_heavily_censored_scan_is_excluded_not_fatal(tmp_path, n_moving):
 
 def test_cached_runs_do_not_reread_unchanged_images(tree, tmp_path, monkeypatch, capsys):
     """File hashes are remembered by (path, size, mtime): a rerun reads no image again; a changed file is."""
-    import megafc.core.outputs as outputs
+    import megafc.core.fingerprints as fingerprints
     from megafc.cli.cache import main as cache_main
     from megafc.core.extraction import extract_all
     from megafc.plugins.atlases.custom import CustomAtlas
@@ -324,8 +324,8 @@ def test_cached_runs_do_not_reread_unchanged_images(tree, tmp_path, monkeypatch,
     inputs = FmriprepDataset(cfg).load(atlas, 0)
     ids = list(inputs.scans["scan_id"])[:3]
     read = []
-    real = outputs.fingerprint_file
-    monkeypatch.setattr(outputs, "fingerprint_file", lambda p, *a, **k: read.append(str(p)) or real(p, *a, **k))
+    real = fingerprints.fingerprint_file
+    monkeypatch.setattr(fingerprints, "fingerprint_file", lambda p, *a, **k: read.append(str(p)) or real(p, *a, **k))
     cache = tmp_path / "cache"
     first = extract_all(inputs.images, ids, atlas, NoDenoising(), str(cache), n_jobs=1)
     bolds = {str(Path(inputs.images[s].bold).resolve()) for s in ids}

@@ -5,7 +5,8 @@ import types
 import pytest
 
 from megafc.core import ConnectivityEstimator, PluginError, hookimpl
-from megafc.core.registry import build_registry, config_node
+from megafc.core.config import config_node
+from megafc.core.registry import build_registry
 
 
 def plugin_module(*classes, hook="megafc_estimators"):

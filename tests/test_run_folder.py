@@ -21,7 +21,7 @@ from megafc.plugins.reports.compare import DEFAULT_OUT
 from megafc.cli.app import check_output_folders, os_error_message
 from megafc.core.errors import ConfigError
 from megafc.cli.job_names import job_dirname
-from megafc.core.outputs import MANIFEST_FILE, FolderBusyError, StagedRun
+from megafc.core.run_folder import MANIFEST_FILE, FolderBusyError, StagedRun
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
 
@@ -277,7 +277,7 @@ def test_perfect_correlation_in_a_relmat_is_refused_or_reported(tmp_path, caplog
 def test_changed_inputs_names_every_input_that_differs_from_the_finished_run(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    from megafc.core.outputs import changed_inputs, fingerprint_file
+    from megafc.core.fingerprints import changed_inputs, fingerprint_file
 
     meta, data, bold = tmp_path / "meta.tsv", tmp_path / "sub-01.tsv", tmp_path / "sub-01_bold.nii.gz"
     for f, text in ((meta, "scan\n"), (data, "1 2\n"), (bold, "image")):

@@ -1,0 +1,119 @@
+"""What identifies a run's inputs and software: content hashes of files (remembered, so a
+study's images are not read again on every run), of values, and the installed versions; and
+which of a finished run's inputs have changed since (a rerun must not hide new data)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .run_folder import COMPLETION_MARKER, write_text_atomic
+
+#: Distributions whose versions every run records (its plugins add theirs: ``Plugin.packages``).
+CORE_PACKAGES = (
+    "megafc", "numpy", "scipy", "pandas", "nilearn", "nibabel", "scikit-learn", "arviz", "xarray", "hydra-core",
+    "omegaconf", "pluggy", "matplotlib", "jinja2",
+)
+
+
+def package_versions(extra: list[str] | None = None) -> dict[str, str]:
+    versions = {}
+    for name in list(CORE_PACKAGES) + list(extra or []):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def fingerprint_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """sha256 of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def remembered_fingerprint(path: str | os.PathLike[str], memo_dir: str | os.PathLike[str] | None) -> str:
+    """sha256 of a file, remembered in ``memo_dir`` by (path, size, modification time, inode).
+
+    Hashing every BOLD image of a real study reads ~100 GB on each run; a file whose size and
+    modification time have not changed since it was hashed is not read again. One small JSON
+    per file, written atomically, so parallel extraction jobs never corrupt each other's entries.
+    """
+    if memo_dir is None:
+        return fingerprint_file(path)
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    stamp = {"path": real, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    memo = Path(memo_dir) / (hashlib.sha1(real.encode()).hexdigest() + ".json")
+    try:
+        saved = json.loads(memo.read_text())
+        if {k: saved.get(k) for k in stamp} == stamp and str(saved.get("sha256", "")).startswith("sha256:"):
+            return saved["sha256"]
+    except (OSError, ValueError):
+        pass
+    digest = fingerprint_file(real)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(memo, json.dumps({**stamp, "sha256": digest}))
+    except OSError:  # a read-only shared cache: the hash is still right, only not remembered
+        pass
+    return digest
+
+
+def fingerprint_value(value: Any) -> str:
+    """sha256 of a JSON-serialisable value (e.g. a generator's parameters)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None) -> list[str]:
+    """Why the finished run in ``run_dir`` may no longer match its inputs: one sentence per input
+    file that is gone or differs from what the run read (empty: all the same).
+
+    A rerun of the same config skips a finished run, which must not hide new data behind old
+    results (e.g. fMRIPrep rerun, a metadata row fixed). Every fingerprinted file (the metadata
+    table is recorded as ``metadata``) is hashed again; BOLD images, which are not hashed, count
+    as changed when modified after the run started (extraction.tsv lists them)."""
+    run_dir = Path(run_dir)
+    try:
+        prov = json.loads((run_dir / COMPLETION_MARKER).read_text())
+        started = datetime.fromisoformat(prov["started"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"{run_dir / COMPLETION_MARKER} cannot be read"]
+    out = []
+    for key, digest in (prov.get("input_fingerprints") or {}).items():
+        path = metadata if key == "metadata" else key
+        if key != "metadata" and not (os.sep in key or Path(key).exists()):
+            continue  # not a file (e.g. the synthetic generator's parameters: part of the config)
+        file = Path(path).expanduser() if path else None
+        if file is None or file.is_dir():
+            continue  # nothing to compare (a folder's fingerprint is its plugin's business)
+        if not file.is_file():
+            out.append(f"{path} is gone")
+        elif fingerprint_file(file) != digest:
+            out.append(f"{path} has changed")
+    extraction = run_dir / "extraction.tsv"
+    if extraction.exists():
+        try:
+            bolds = pd.read_csv(extraction, sep="\t", usecols=["bold"])["bold"].dropna()
+        except (OSError, ValueError) as exc:
+            return out + [f"{extraction} cannot be read ({exc})"]
+        for path in bolds:
+            try:
+                if Path(path).stat().st_mtime > started:
+                    out.append(f"{path} was modified after the run")
+            except OSError:
+                out.append(f"{path} is gone")
+    return out
+
+
