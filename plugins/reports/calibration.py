@@ -28,7 +28,7 @@ import pandas as pd
 from megafc.core import ConfigError, MegafcError, Reporter
 from megafc.core.aggregate import parent_pairs
 from megafc.core.config import override_key
-from megafc.core.outputs import COMPLETION_MARKER, StagedRun
+from megafc.core.run_folder import COMPLETION_MARKER, StagedRun
 
 from .run_report import FALSE_SIGN_RATE
 

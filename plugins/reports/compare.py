@@ -36,7 +36,7 @@ import pandas as pd
 
 from megafc.core import InputError, Reporter
 from megafc.core.config import override_key
-from megafc.core.outputs import COMPLETION_MARKER, StagedRun
+from megafc.core.run_folder import COMPLETION_MARKER, StagedRun
 from megafc.core.report import esc, figure_html, png_data_uri
 
 from .figures import save_png_svg
