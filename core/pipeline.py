@@ -27,6 +27,7 @@ from .errors import ConfigError, InputError, MegafcError, PluginError
 from .extraction import denoise_timeseries, extract_all, shard_of
 from .pair_sets import with_summaries
 from .plugin import AtlasLoader, ConnectivityEstimator, DatasetLoader, Denoiser, Harmonizer, Plugin
+from .processes import children_die_with_parent
 from .progress import Heartbeat
 from .qc import (QCConfig, baseline_only_datasets, exclude_by_censoring, exclude_by_motion, exclusion_counts,
                  motion_change, qc_fc, validate_qc)
@@ -204,16 +205,18 @@ class _WarningCollector(logging.Handler):
 
 @contextmanager
 def stage(ctx: RunContext, name: str, timings: dict[str, float] | None = None) -> Iterator[None]:
-    """Run one stage: hooks before and after (or on error), a log line with its duration and its
-    warnings collected. Plugin calls inside name their plugin when they fail (``_call``); any
-    other error is megafc's own and passes through as it is (the command line reports it as a
-    bug, with the stage named in the log)."""
+    """Run one stage: hooks before and after (or on error), a log line with its duration, its
+    warnings collected and the processes it forks bound to this one (they die with it). Plugin
+    calls inside name their plugin when they fail (``_call``); any other error is megafc's own
+    and passes through as it is (the command line reports it as a bug, with the stage named in
+    the log)."""
     collector = _WarningCollector(ctx.warnings, name)
     log.addHandler(collector)
     started = time.perf_counter()
     try:
         ctx.hook.megafc_before_stage(stage=name, config=ctx.cfg)
-        yield
+        with children_die_with_parent():  # a plugin's forked workers never outlive megafc
+            yield
     except BaseException as exc:
         if not isinstance(exc, MegafcError):
             log.error("stage %s failed: %s: %s", name, type(exc).__name__, exc)

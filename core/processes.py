@@ -1,7 +1,8 @@
 """Child processes that die with their parent.
 
 PyMC samples chains in forked processes; if megafc is killed (SIGKILL, a SLURM time limit, an
-out-of-memory kill) they would keep sampling as orphans. Inside ``children_die_with_parent()``
+out-of-memory kill) they would keep sampling as orphans. Every stage of a run (``pipeline.stage``)
+runs inside ``children_die_with_parent()``, so this holds for any plugin's forked processes. Inside ``children_die_with_parent()``
 every process forked from this one asks the kernel (Linux ``prctl(PR_SET_PDEATHSIG)``) to be
 killed when its parent dies. Elsewhere it does nothing.
 """
@@ -12,9 +13,11 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 
-_active = False
+_active = 0  # how many children_die_with_parent() blocks are open (stages nest, runs share a process)
+_lock = threading.Lock()
 _registered = False
 _parent = 0
 PR_SET_PDEATHSIG = 1
@@ -47,15 +50,20 @@ def die_with_parent(parent: int) -> None:
 
 @contextlib.contextmanager
 def children_die_with_parent() -> Iterator[None]:
+    """Every process forked while this is open dies with this one. Every stage of a run opens
+    it, so a plugin's forked workers (sampler chains, joblib's fork backend) never outlive
+    megafc; blocks may nest and overlap across threads."""
     global _active, _registered
     if not sys.platform.startswith("linux"):
         yield
         return
-    if not _registered:
-        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-        _registered = True
-    _active = True
+    with _lock:
+        if not _registered:
+            os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+            _registered = True
+        _active += 1
     try:
         yield
     finally:
-        _active = False
+        with _lock:
+            _active -= 1

@@ -1,6 +1,7 @@
 """The pipeline in-process, on small data: outputs, atomicity, plugin errors."""
 
 import json
+import sys
 import types
 
 import numpy as np
@@ -271,6 +272,44 @@ def test_an_unexpected_error_reaches_the_stage_hook_and_leaves_no_results(tmp_pa
         run_experiment(compose(META, registry=reg), reg, tmp_path / "run")
     assert ("error", "aggregate", "KeyError") in recorder.calls
     assert_no_results(tmp_path / "run")
+
+
+def _death_signal(queue) -> None:
+    """In a forked child: the signal the kernel sends it when its parent dies (0: none)."""
+    import ctypes
+
+    value = ctypes.c_int(-1)
+    ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(value))  # PR_GET_PDEATHSIG
+    queue.put(value.value)
+
+
+def _forked_child_death_signal() -> int:
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    queue = fork.Queue()
+    child = fork.Process(target=_death_signal, args=(queue,))
+    child.start()
+    child.join(30)
+    return queue.get(timeout=5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
+def test_processes_a_plugin_forks_inside_a_stage_die_with_megafc():
+    """Any plugin's forked workers (not only the built-in sampler's) are killed with megafc:
+    inside a stage a forked child has SIGKILL as its parent-death signal; outside none."""
+    import signal
+
+    from megafc.core.pipeline import stage
+
+    ctx = types.SimpleNamespace(warnings=[], hook=build_registry().manager.hook, cfg=None)
+    with stage(ctx, "pool"):
+        inside = _forked_child_death_signal()
+        with stage(ctx, "derive"):  # stages may nest (a plugin running stages of its own)
+            pass
+        still_inside = _forked_child_death_signal()
+    assert inside == still_inside == signal.SIGKILL
+    assert _forked_child_death_signal() == 0
 
 
 def test_warnings_file_lists_the_runs_warnings(tmp_path):
