@@ -70,6 +70,11 @@ class Heartbeat:
         _active.remove(self)
 
 
+def running() -> bool:
+    """Whether a heartbeat is running (inside a run's stage: a plugin need not start its own)."""
+    return bool(_active)
+
+
 def stage(what: str, total: int | None = None, announce: bool = True) -> Heartbeat | None:
     """Name the current stage of the running heartbeat (logged at once unless ``announce`` is
     False); None when none runs."""

@@ -10,8 +10,10 @@ from megafc.core.progress import Heartbeat
 
 
 def test_heartbeat_logs_elapsed_done_and_time_left(caplog):
+    assert not progress.running()
     with caplog.at_level("INFO", logger="megafc"):
         with Heartbeat("sampling", every=0.05, total=10) as beat:
+            assert progress.running()  # a plugin inside a stage does not start a second one
             time.sleep(0.12)
             beat.advance(5)
             time.sleep(0.12)

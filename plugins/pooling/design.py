@@ -161,7 +161,7 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int, var_names: list[str] |
     total = c.chains * (c.tune + c.draws)
     what = (f"pooling: compiling the model and sampling {c.chains} chains x ({c.tune} tune + {c.draws} draws) "
             f"with {sampler}")
-    own = contextlib.nullcontext() if progress._active else progress.Heartbeat("pooling")
+    own = contextlib.nullcontext() if progress.running() else progress.Heartbeat("pooling")
     start = time.perf_counter()
     with own:
         progress.log.info("%s ...", what)
