@@ -1,10 +1,10 @@
 """Child processes that die with their parent.
 
 PyMC samples chains in forked processes; if megafc is killed (SIGKILL, a SLURM time limit, an
-out-of-memory kill) they would keep sampling as orphans. Every stage of a run (``pipeline.stage``)
-runs inside ``children_die_with_parent()``, so this holds for any plugin's forked processes. Inside ``children_die_with_parent()``
+out-of-memory kill) they would keep sampling as orphans. Inside ``children_die_with_parent()``
 every process forked from this one asks the kernel (Linux ``prctl(PR_SET_PDEATHSIG)``) to be
-killed when its parent dies. Elsewhere it does nothing.
+killed when its parent dies; elsewhere it does nothing. Every stage of a run
+(``pipeline.stage``) runs inside it, so this holds for any plugin's forked processes.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from .scan_design import ScanDesign, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
-from .subject_response import population_factors, response_spread
+from .subject_response import MIN_SUBJECTS, population_factors, response_spread
 
 
 class FitInputs(NamedTuple):
@@ -292,8 +292,8 @@ class PyMCPooling(PoolingModel):
                                      "dataset's effect), estimated from their within-subject changes"]
         elif psi is not None:
             cov_notes = cov_notes + ["how much subjects' response strength varies could not be estimated (no dataset "
-                                     "has three subjects with a drug and a control scan of their own), so the learned "
-                                     "dataset scales' intervals leave out the sampling of their subjects"]
+                                     f"has {MIN_SUBJECTS} subjects with a drug and a control scan of their own), so the "
+                                     "learned dataset scales' intervals leave out the sampling of their subjects"]
         elapsed = time.perf_counter() - start
         description = self.describe(design, names, sampler, cov_notes)
         result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes, pairs)
