@@ -143,6 +143,17 @@ def ess_bulk(draws: np.ndarray) -> np.ndarray:
     return out
 
 
+def ess_folded(draws: np.ndarray) -> np.ndarray:
+    """Folded ESS: the bulk ESS of the draws' distance from their median, whose R-hat is the
+    folded half of ``rhat`` (ArviZ's ``method="folded"``)."""
+    out, ok, x = _quantity_major(draws, min_chains=1)
+    if ok.any():
+        split = _split_chains(x)
+        median = np.median(split.reshape(len(split), -1), axis=1)
+        out[ok] = _ess(_z_scale(np.abs(split - median[:, None, None])))
+    return out
+
+
 def _ess_tail(x: np.ndarray, prob: tuple[float, float], quantiles: tuple[np.ndarray, np.ndarray] | None = None
               ) -> np.ndarray:
     """The smaller ESS of the indicators of two quantiles of x (n, chain, draw); ``quantiles``:

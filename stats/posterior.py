@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .convergence import diagnose, summarise
+from .convergence import diagnose, ess_folded, summarise
+from .rhat_chance import rhat_chance_columns
 
 #: Default thresholds for the ``ok`` flag (Vehtari et al. 2021 recommendations).
 RHAT_MAX = 1.01
 ESS_MIN = 400.0
+#: Quantities of a variable whose folded ESS is computed (the median of a sample serves).
+FOLDED_SAMPLE = 256
 
 
 def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95, hdi50: bool = True,
@@ -78,6 +81,8 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
     ``summarised``: variables whose quantities were already summarised (tables with ``r_hat``,
     ``ess_bulk``, ``ess_tail`` per quantity, e.g. the effects table): their rows are taken from
     there instead of diagnosing the draws twice (seconds for thousands of quantities).
+    Each row also says how many of its R-hats exceed ``rhat_max`` and how many converged chains
+    of this length would put there by chance (``rhat_chance``).
     """
     import arviz as az
 
@@ -90,16 +95,21 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
     except Exception:  # e.g. samplers that do not record energy
         bfmi_min = float("nan")
     rows = []
+    n_chains, n_draws = int(post.sizes["chain"]), int(post.sizes["draw"])
     summarised = summarised or {}
     for name in list(var_names) + list(summarised):
         if name not in post:
             continue
+        values = post[name].to_numpy()
+        values = values.reshape(values.shape[0], values.shape[1], -1)
         if name in summarised:
             t = summarised[name]
             r_hat, bulk, tail = (t[col].to_numpy(dtype=float) for col in ("r_hat", "ess_bulk", "ess_tail"))
         else:
-            values = post[name].to_numpy()
-            r_hat, bulk, tail = diagnose(values.reshape(values.shape[0], values.shape[1], -1))
+            r_hat, bulk, tail = diagnose(values)
+        # the folded draws' ESS of up to FOLDED_SAMPLE quantities: rhat_chance needs their median
+        sample = np.unique(np.linspace(0, values.shape[2] - 1, FOLDED_SAMPLE).astype(int))
+        folded = ess_folded(values[..., sample])
         r, eb, et = _worst(r_hat, np.nanmax), _worst(bulk, np.nanmin), _worst(tail, np.nanmin)
         rows.append(
             {
@@ -111,8 +121,9 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
                 "divergences": div,
                 "treedepth_hits": depth_hits,
                 "bfmi_min": bfmi_min,
-                "chains": int(post.sizes["chain"]),
-                "draws": int(post.sizes["draw"]),
+                "chains": n_chains,
+                "draws": n_draws,
+                **rhat_chance_columns(r_hat, bulk, folded, n_chains, n_draws, rhat_max),
             }
         )
     out = pd.DataFrame(rows)

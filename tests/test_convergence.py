@@ -38,6 +38,8 @@ def test_rhat_and_ess_equal_arviz(n_chains, n_draws):
     }
     got = dict(zip(expected, convergence.diagnose(x, chunk=7)))  # small chunks: the threaded path
     got_single = {"r_hat": convergence.rhat(x), "ess_bulk": convergence.ess_bulk(x), "ess_tail": convergence.ess_tail(x)}
+    np.testing.assert_allclose(convergence.ess_folded(x), az.ess(ds, method="folded")["x"].to_numpy(),
+                               rtol=1e-10, equal_nan=True)
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-10, equal_nan=True, err_msg=key)
         np.testing.assert_allclose(got_single[key], expected[key], rtol=1e-10, equal_nan=True, err_msg=key)
@@ -120,3 +122,57 @@ def test_helpers_that_moved_to_stats_still_import_from_core():
             assert getattr(megafc.core, name) is getattr(megafc.stats, name)
     with pytest.raises(AttributeError, match="no attribute 'summarise'"):
         megafc.core.summarise  # noqa: B018 (not a helper that moved)
+
+
+def _ar1(rng, n_chains: int, n_draws: int, n: int, rho: float) -> np.ndarray:
+    """Converged chains: stationary AR(1) draws of the same distribution in every chain."""
+    e = rng.standard_normal((n_chains, n_draws, n))
+    x = np.empty_like(e)
+    x[:, 0] = e[:, 0]
+    for t in range(1, n_draws):
+        x[:, t] = rho * x[:, t - 1] + np.sqrt(1 - rho ** 2) * e[:, t]
+    return x
+
+
+def _diagnostics_row(x: np.ndarray, threshold: float = 1.01):
+    import pandas as pd
+
+    from megafc.stats.rhat_chance import rhat_chance_columns
+
+    r_hat, bulk, _ = convergence.diagnose(x)
+    cols = rhat_chance_columns(r_hat, bulk, convergence.ess_folded(x), x.shape[0], x.shape[1], threshold)
+    return pd.DataFrame([{"variable": "sigma", "size": x.shape[2], "r_hat_max": np.nanmax(r_hat),
+                          "chains": x.shape[0], "draws": x.shape[1], **cols}]), r_hat
+
+
+@pytest.mark.parametrize("n_chains, n_draws, rho", [(2, 750, 0.4), (4, 400, 0.5)])
+def test_rhat_by_chance_counts_what_converged_chains_exceed(n_chains, n_draws, rho):
+    """Converged chains of this length put many of 3,000 quantities above 1.01 (every full-size
+    calibration fit warned "not converged" for this); the chance count must be close to it."""
+    x = _ar1(np.random.default_rng(5), n_chains, n_draws, 3000, rho)
+    row, r_hat = _diagnostics_row(x)
+    observed = int((r_hat > 1.01).sum())
+    assert observed >= 10
+    assert 0.5 * observed <= row.loc[0, "r_hat_over_by_chance"] <= 2 * observed
+    assert row.loc[0, "n_r_hat_over"] == observed
+
+
+def test_rhat_warning_tells_short_chains_from_chains_that_disagree():
+    from megafc.stats import rhat_warning
+
+    rng = np.random.default_rng(6)
+    x = _ar1(rng, 2, 750, 3000, 0.4)
+    row, _ = _diagnostics_row(x)
+    said = rhat_warning(row, 1.01)
+    assert "shows no failure to converge" in said and "not converged" not in said
+    draws = int(row.loc[0, "draws_for_r_hat"])
+    assert draws > 750
+    # at the advised length converged chains rarely exceed 1.01 at all
+    longer, r_hat = _diagnostics_row(_ar1(rng, 2, draws, 3000, 0.4))
+    assert (r_hat > 1.01).sum() <= 4 and longer.loc[0, "r_hat_over_by_chance"] < 1
+    # three quantities whose second chain sits half an sd away: not chance, whatever their ESS
+    x[1, :, :3] += 0.5
+    bad, _ = _diagnostics_row(x)
+    assert "chains have not converged (sigma" in rhat_warning(bad, 1.01)
+    # nothing over the threshold: nothing to say
+    assert rhat_warning(_diagnostics_row(x, 1.2)[0], 1.2) is None

@@ -79,6 +79,11 @@ def test_effects_table_has_diagnostics(tiny_run):
     diag = pd.read_csv(tiny_run.run_dir / "diagnostics.tsv", sep="\t")
     assert (diag["treedepth_hits"] > 0).all()
     assert any("maximum tree depth (pooling.max_treedepth=5)" in w for w in tiny_run.result.warnings)
+    # each variable counts its R-hats above pooling.rhat_max, next to what chance would put there
+    rhat_max = float(tiny_run.config.pooling.rhat_max)
+    row = diag.set_index("variable").loc["dataset_effect"]
+    assert row["n_r_hat_over"] == (eff.loc[eff["effect_type"] == "dataset", "r_hat"] > rhat_max).sum()
+    assert row["r_hat_over_by_chance"] >= 0 and row["draws_for_r_hat"] >= row["draws"]
 
 
 def test_derived_tables(tiny_run):

@@ -37,7 +37,7 @@ from megafc.core import (
     PoolingModel,
     PoolingResult,
 )
-from megafc.stats import flag_ok, sampler_diagnostics, summarise_draws
+from megafc.stats import flag_ok, rhat_warning, sampler_diagnostics, summarise_draws
 
 from .design import (
     PYMC_PACKAGES,
@@ -525,8 +525,7 @@ class PyMCEdgePooling(PoolingModel):
         warnings = list(st.warnings)
         if divergences:
             warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
-        if len(diagnostics) and float(diagnostics["r_hat_max"].max()) > c.rhat_max:
-            warnings.append(f"pooling: max hyperparameter R-hat {diagnostics['r_hat_max'].max():.3f} > {c.rhat_max}")
+        warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max)] if w]
         warnings += [f"pooling: {n}" for n in st.notes()]
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=idata,

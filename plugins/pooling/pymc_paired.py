@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult
-from megafc.stats import sampler_diagnostics
+from megafc.stats import rhat_warning, sampler_diagnostics
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import (FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries,
@@ -300,9 +300,7 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     warnings = []
     if divergences:
         warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
-    rmax = float(diagnostics["r_hat_max"].max()) if len(diagnostics) else np.nan
-    if rmax > c.rhat_max:
-        warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
+    warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max)] if w]
     warnings += [f"pooling: {n}" for n in design.notes()]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
                          description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import PoolingResult
-from megafc.stats import sampler_diagnostics, summarise_draws
+from megafc.stats import rhat_warning, sampler_diagnostics, summarise_draws
 
 from .derived import (FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table, split_summaries,
                       subnetwork_specificity, summary_columns)
@@ -81,9 +81,7 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     if hits:
         warnings.append(f"pooling: {hits} draws stopped at the maximum tree depth (pooling.max_treedepth="
                         f"{c.max_treedepth}); mixing may be poor: check R-hat and ESS, raise it or tune longer")
-    rmax = float(diagnostics["r_hat_max"].max()) if len(diagnostics) else np.nan
-    if rmax > c.rhat_max:
-        warnings.append(f"pooling: max R-hat {rmax:.3f} > {c.rhat_max}; chains have not converged")
+    warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max)] if w]
     warnings += [f"pooling: {n}" for n in design.notes() + notes]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
                          description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,
