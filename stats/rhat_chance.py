@@ -116,8 +116,9 @@ def rhat_warning(diagnostics: pd.DataFrame, threshold: float) -> str | None:
     bad = beyond_chance(d)
     if bad.any():
         names = ", ".join(d.loc[bad, "variable"].astype(str))
-        return (f"{said}: more than converged chains of {length} give by chance (about {chance:.1f}); "
-                f"chains have not converged ({names}; diagnostics.tsv)")
+        return (f"{said}: more than chance gives converged chains of {length} (an R-hat too large, or more "
+                f"than the {chance:.1f} expected above {threshold}); chains have not converged "
+                f"({names}; diagnostics.tsv)")
     need = int(d.loc[d["n_r_hat_over"] > 0, "draws_for_r_hat"].max())
     return (f"{said}: about as many as converged chains of {length} give by chance ({chance:.1f}; "
             f"diagnostics.tsv), so this shows no failure to converge, but chains this short cannot show "
