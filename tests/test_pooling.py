@@ -529,10 +529,11 @@ def test_similarity_intervals_near_their_bounds_come_from_uncapped_draws():
     HDI pile up at the cap and miss the planted values; the interval of the uncapped draws, cut
     to the measure's range, covers them (the draws themselves stay capped)."""
     from megafc.plugins.pooling.derived import bounded_interval, drug_similarity
+    from megafc.stats import summarise_draws
 
     row = pd.Series({"mean": 1.0, "hdi_low": 1.0, "hdi_high": 1.0, "hdi50_low": 1.0, "hdi50_high": 1.0})
     uncapped = np.random.default_rng(0).normal(1.002, 0.004, (2, 2000))
-    cut = bounded_interval(row, uncapped, 0.95, -1.0, 1.0)
+    cut = bounded_interval(row, summarise_draws(uncapped[..., None], hdi_prob=0.95).iloc[0], -1.0, 1.0)
     assert cut["hdi_low"] == pytest.approx(1.002 - 1.96 * 0.004, abs=0.001) and cut["hdi_high"] == 1.0
     assert cut["hdi50_low"] == pytest.approx(1.002 - 0.674 * 0.004, abs=0.001) and cut["mean"] == 1.0
 

@@ -117,10 +117,9 @@ def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.Data
 ERRORS_PER_DRAW = 2
 
 
-def bounded_interval(row: pd.Series, unbounded: np.ndarray, hdi_prob: float, low: float, high: float) -> pd.Series:
-    """``row`` with its HDIs taken from ``unbounded`` draws (chain, draw) and cut to [low, high]."""
+def bounded_interval(row: pd.Series, edges: pd.Series, low: float, high: float) -> pd.Series:
+    """``row`` with the HDIs of ``edges`` (the summary of its unbounded draws) cut to [low, high]."""
     out = row.copy()
-    edges = summarise_draws(unbounded[..., None], hdi_prob=hdi_prob).iloc[0]
     for column in ("hdi_low", "hdi_high", "hdi50_low", "hdi50_high"):
         out[column] = float(np.clip(edges[column], low, high))
     return out
@@ -202,15 +201,19 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
             }
         if scales is not None:
             measures["scale_ratio"] = scales[:, :, a] / scales[:, :, b]
-        stacked = summarise_draws(np.stack(list(measures.values()), axis=-1), hdi_prob=hdi_prob)
-        at = list(measures).index
+        # the intervals of the bounded measures come from their unbounded draws, summarised alongside
+        unbounded = {"rms_distance": (np.sign(ms_d) * np.sqrt(np.abs(ms_d)), 0.0, np.inf)}
         if defined:
-            r = at("pattern_r_corrected")
-            stacked.iloc[r] = bounded_interval(stacked.iloc[r], uncapped, hdi_prob, -1.0, 1.0)
-        d = at("rms_distance")
-        stacked.iloc[d] = bounded_interval(stacked.iloc[d], np.sign(ms_d) * np.sqrt(np.abs(ms_d)), hdi_prob, 0.0, np.inf)
+            unbounded["pattern_r_corrected"] = (uncapped, -1.0, 1.0)
+        names = list(measures)
+        summary = summarise_draws(np.stack([*measures.values(), *(u for u, _, _ in unbounded.values())], axis=-1),
+                                  hdi_prob=hdi_prob)
+        stacked = summary.iloc[:len(names)].copy()
+        for k, (name, (_, low, high)) in enumerate(unbounded.items()):
+            i = names.index(name)
+            stacked.iloc[i] = bounded_interval(stacked.iloc[i], summary.iloc[len(names) + k], low, high)
         rows += [{"drug_a": drugs[a], "drug_b": drugs[b], "measure": m, **stacked.iloc[i].to_dict()}
-                 for i, m in enumerate(measures)]
+                 for i, m in enumerate(names)]
     return pd.DataFrame(rows)
 
 
