@@ -55,15 +55,20 @@ def _quantity_major(draws: np.ndarray, min_chains: int) -> tuple[np.ndarray, np.
     return np.full(x.shape[2], np.nan), ok, np.ascontiguousarray(np.moveaxis(x[..., ok], 2, 0))
 
 
+def _folded_z(split: np.ndarray, median: np.ndarray | None = None) -> np.ndarray:
+    """Normal scores of the split draws' distance from their median (``median``: each
+    quantity's, when already known): the draws of the folded R-hat and the folded ESS."""
+    if median is None:
+        median = np.median(split.reshape(len(split), -1), axis=1)
+    return _z_scale(np.abs(split - median[:, None, None]))
+
+
 def _rhat_rank(split: np.ndarray, z: np.ndarray, median: np.ndarray | None = None) -> np.ndarray:
     """The larger of the bulk R-hat (of ``z``, the split draws' normal scores) and the folded
     one; ``median``: each quantity's median of the split draws, when already known."""
-    if median is None:
-        median = np.median(split.reshape(len(split), -1), axis=1)
-    folded = np.abs(split - median[:, None, None])
     with np.errstate(divide="ignore", invalid="ignore"):
         # fmax: a bulk R-hat of inf (constant but different split chains) is not lost to a NaN fold
-        return np.fmax(_rhat(z), _rhat(_z_scale(folded)))
+        return np.fmax(_rhat(z), _rhat(_folded_z(split, median)))
 
 
 def rhat(draws: np.ndarray) -> np.ndarray:
@@ -148,9 +153,7 @@ def ess_folded(draws: np.ndarray) -> np.ndarray:
     folded half of ``rhat`` (ArviZ's ``method="folded"``)."""
     out, ok, x = _quantity_major(draws, min_chains=1)
     if ok.any():
-        split = _split_chains(x)
-        median = np.median(split.reshape(len(split), -1), axis=1)
-        out[ok] = _ess(_z_scale(np.abs(split - median[:, None, None])))
+        out[ok] = _ess(_folded_z(_split_chains(x)))
     return out
 
 

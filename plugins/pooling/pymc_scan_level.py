@@ -335,11 +335,14 @@ class PyMCPooling(PoolingModel):
         total = post.sizes["chain"] * post.sizes["draw"]
         pick = np.linspace(0, total - 1, n).astype(int)
 
+        def picked(v: np.ndarray) -> np.ndarray:  # (chain, draw, ...) -> the n picked draws
+            return v.reshape(-1, *v.shape[2:])[pick]
+
         def draws(group, var, fallback_shape=None):
             if var not in group:
                 return np.zeros(fallback_shape)
             v = group[var].to_numpy()
-            return v.reshape(-1, *v.shape[2:])[pick] if group is post else v.reshape(-1, *v.shape[2:])
+            return picked(v) if group is post else v.reshape(-1, *v.shape[2:])
 
         n_pairs = design.y.shape[1]
         per_col = [scales.get(name, 1.0) for name in names]  # slopes are stored per covariate unit
@@ -349,9 +352,8 @@ class PyMCPooling(PoolingModel):
                 return np.zeros((n, 0, n_pairs))
             return np.stack([draws(group, f"slope:{name}") * s for name, s in zip(names, per_col)], axis=1)
 
-        theta = sample_dataset_effects(post)  # the scans' own subjects, not their populations
-        replicated = replicate_contrasts(design, theta.reshape(-1, *theta.shape[2:])[pick], draws(post, "sigma"),
-                                         slopes(post), x, rng)
+        theta = picked(sample_dataset_effects(post))  # the scans' own subjects, not their populations
+        replicated = replicate_contrasts(design, theta, draws(post, "sigma"), slopes(post), x, rng)
         hyper = [v for v in ("sigma", "tau_drug", "tau_dataset", "drug_scale", "dataset_scale",
                              *[f"slope:{m}" for m in names])
                  if v in model.named_vars]
