@@ -10,7 +10,7 @@ from .errors import ConfigError, InputError
 
 #: Scan metadata carried into the network-pair table (the optional ones when the scans have them).
 PAIR_SCAN_COLUMNS = ("scan_id", "dataset", "subject", "session", "drug", "condition", "dose", "mean_fd")
-OPTIONAL_PAIR_SCAN_COLUMNS = ("minutes_since_dose",)
+OPTIONAL_PAIR_SCAN_COLUMNS = ("minutes_since_dose", "session_order")
 
 
 def pair_label(a: str, b: str) -> str:

@@ -382,7 +382,9 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
     for ds in baseline_only_datasets(scans):
         log.warning("design: dataset %s compares its drug scans only with baselines scanned before them (pre/post, "
                     "no placebo): its effects include anything that changes with session order (habituation, "
-                    "expectancy, scanner drift), which no model can tell from the drug", ds)
+                    "expectancy, scanner drift), which its own scans cannot tell from the drug (a pooling model can take out "
+                    "an order effect learned from datasets with counterbalanced sessions, given a session_order column)",
+                    ds)
     if results.connectomes is not None:
         from .qc import with_distances
 

@@ -2,7 +2,8 @@
 
 A TSV with one row per scan and columns ``dataset``, ``subject``, ``session``, ``drug``,
 ``condition`` (drug / placebo / baseline), optional ``dose``, ``run``, ``minutes_since_dose``,
-``mean_fd``, and optional ``path`` (the scan's file, relative to the table). ``sub-``/``ses-``
+``session_order`` (the scan's place in its subject's sessions, 1 = first), ``mean_fd``, and
+optional ``path`` (the scan's file, relative to the table). ``sub-``/``ses-``
 prefixes are accepted and stripped.
 """
 
@@ -16,7 +17,7 @@ import pandas as pd
 from megafc.core import InputError, validate_scans
 
 REQUIRED = ("dataset", "subject", "session", "drug", "condition")
-OPTIONAL = ("dose", "run", "minutes_since_dose", "mean_fd", "path", "task")
+OPTIONAL = ("dose", "run", "minutes_since_dose", "session_order", "mean_fd", "path", "task")
 
 
 def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.DataFrame:
@@ -42,7 +43,7 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
     if len(dup):
         rows = (dup.index[:6] + 2).tolist()
         raise InputError(f"{path}: duplicate rows for the same scan ({'/'.join(key)}) at lines {rows}")
-    for col in ("dose", "minutes_since_dose", "mean_fd"):
+    for col in ("dose", "minutes_since_dose", "session_order", "mean_fd"):
         if col in table.columns:
             bad = pd.to_numeric(table[col], errors="coerce").isna() & table[col].notna()
             if bad.any():

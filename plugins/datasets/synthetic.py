@@ -350,6 +350,7 @@ class SyntheticDataset(DatasetLoader):
                             "session": session, "drug": site.drug, "condition": cond,
                             "dose": site.dose if site.dose is not None else np.nan,
                             "mean_fd": fd, "n_volumes": n_vol, "minutes_since_dose": minute,
+                            "session_order": int(session),
                         }
                     )
         scans = pd.DataFrame(rows)

@@ -30,7 +30,7 @@ from .design import (
 )
 from .loo import log_likelihood_group, sample_dataset_effects, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
-from .scan_design import ScanDesign, covariate_matrix, scan_design
+from .scan_design import ScanDesign, counterbalanced, covariate_matrix, scan_design
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
@@ -153,6 +153,12 @@ class PyMCPooling(PoolingModel):
         time: bool = False
         #: Minutes after dosing at which drug effects are reported (null: mean of drug scans).
         time_reference: Optional[float] = None
+        #: A slope on each scan's session_order (per session, pooled across pairs like the FD
+        #: slope): effects at equal session order. Datasets that always scan the drug after a
+        #: baseline (pre/post) carry any order effect (habituation, drift) in their drug effect;
+        #: the slope learns it where drug and control sessions come in either order
+        #: (counterbalanced crossovers) and takes it out of them. Needs a session_order column.
+        session_order: bool = False
         #: Save prior and posterior predictive check figures.
         predictive_checks: bool = True
         #: Kept for the command line of earlier versions: this model is always "marginal"
@@ -206,8 +212,8 @@ class PyMCPooling(PoolingModel):
         c = self.config
         motion, note = self.motion_on(design)
         x, names, scales, notes = covariate_matrix(
-            design, motion, dict(c.dose_reference) if c.dose else None, c.time, c.time_reference)
-        return x, names, scales, ([note] if note else []) + notes
+            design, motion, dict(c.dose_reference) if c.dose else None, c.time, c.time_reference, c.session_order)
+        return x, names, scales, ([note] if note else []) + notes + order_hint(design, c.session_order)
 
     # -- the model ------------------------------------------------------------------------
 
@@ -396,6 +402,7 @@ class PyMCPooling(PoolingModel):
         drug_het, dataset_het = heterogeneity_kinds(c)
         terms = {"mean_fd": "each scan's mean framewise displacement (effects at equal motion)",
                  "minutes_since_dose": "minutes since dosing on drug scans",
+                 "session_order": "each scan's place among its subject's sessions (effects at equal session order)",
                  "dose": "dose relative to each drug's reference dose "
                          f"({', '.join(f'{d} {v:g}' for d, v in c.dose_reference.items())}; drug-specific slopes "
                          "partially pooled across drugs)"}
@@ -471,6 +478,22 @@ def pair_classes(design: ScanDesign, is_summary: np.ndarray) -> list[str]:
     """Each network pair's system-pair class (e.g. transmodal-unimodal); "" for summaries."""
     return ["" if summ else "-".join(sorted((a, b))) for a, b, summ in
             zip(design.pairs["system_a"], design.pairs["system_b"], is_summary)]
+
+
+def order_hint(design: ScanDesign, adjusted: bool) -> list[str]:
+    """Say which datasets' drug effects carry any order effect when the data could take it out."""
+    if adjusted or "session_order" not in design.obs.columns:
+        return []
+    position = pd.to_numeric(design.obs["session_order"], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(position).all() or not counterbalanced(design, position):
+        return []
+    control = design.obs[~design.is_drug].groupby("dataset")["condition"].agg(set)
+    baseline_only = sorted(ds for ds, kinds in control.items() if kinds == {"baseline"})
+    if not baseline_only:
+        return []
+    return [f"dataset(s) {baseline_only} scan the drug only after a baseline, so their drug effects include any "
+            "session-order effect; pooling.session_order=true takes out the order effect that the datasets with "
+            "counterbalanced sessions show"]
 
 
 def heterogeneity_kinds(c) -> tuple[str, str]:

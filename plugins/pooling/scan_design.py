@@ -122,7 +122,7 @@ def scan_design(pairs: pd.DataFrame) -> ScanDesign:
     return ScanDesign(
         y=wide.to_numpy(dtype=float),
         pairs=pair_meta,
-        obs=obs[[c for c in (*OBS_COLUMNS, "unit", "minutes_since_dose") if c in obs.columns]],
+        obs=obs[[c for c in (*OBS_COLUMNS, "unit", "minutes_since_dose", "session_order") if c in obs.columns]],
         drugs=drugs,
         units=units,
         datasets=datasets,
@@ -154,7 +154,7 @@ def check_identifiable(obs: pd.DataFrame) -> None:
 
 
 def covariate_matrix(design: ScanDesign, motion: bool, dose_reference: dict[str, float] | None = None,
-                     time: bool = False, time_reference: float | None = None,
+                     time: bool = False, time_reference: float | None = None, order: bool = False,
                      ) -> tuple[np.ndarray, list[str], dict[str, float], list[str]]:
     """Scan-level covariates (S, Q), their names, scales (column = (value - mean) / scale) and notes.
 
@@ -162,7 +162,11 @@ def covariate_matrix(design: ScanDesign, motion: bool, dose_reference: dict[str,
       reported per mm as ``slope / scale``);
     * ``dose:<drug>``: on that drug's scans, dose / reference dose - 1 (effects are at the
       reference dose; the slope is the change per reference dose);
-    * ``minutes_since_dose``: on drug scans, (minutes - reference) / 60 (per hour).
+    * ``minutes_since_dose``: on drug scans, (minutes - reference) / 60 (per hour);
+    * ``session_order``: on every scan, its place among its subject's sessions, centred (per
+      session): effects are at equal session order, so an order effect (habituation, drift)
+      learned where drug and control sessions come in either order is taken out of the
+      datasets whose drug scans always come second.
     """
     obs = design.obs
     cols, names, scales, notes = [], [], {}, []
@@ -206,4 +210,38 @@ def covariate_matrix(design: ScanDesign, motion: bool, dose_reference: dict[str,
             notes.append(f"drug effects are at {ref:.0f} minutes after dosing (the mean over drug scans)")
         cols.append(np.where(design.is_drug, (minutes - ref) / 60.0, 0.0))
         names.append("minutes_since_dose")
+    if order:
+        position = session_positions(design)
+        cols.append(position - position.mean())
+        names.append("session_order")
+        scales["session_order"] = 1.0
+        if not counterbalanced(design, position):
+            notes.append("no subject has a control scan after a drug scan, so the session-order slope is told from "
+                         "the drug effects only by the differences between a subject's drug scans and its prior")
     return (np.column_stack(cols) if cols else np.zeros((len(obs), 0))), names, scales, notes
+
+
+def session_positions(design: ScanDesign) -> np.ndarray:
+    """Each scan's ``session_order`` (1 = the subject's first session); errors name the key and column."""
+    obs = design.obs
+    if "session_order" not in obs.columns:
+        raise ConfigError("config key 'pooling.session_order' is true but the scans have no 'session_order' column "
+                          "(each scan's place among its subject's sessions, 1 = first); add it to the metadata "
+                          "table or set pooling.session_order=false")
+    position = pd.to_numeric(obs["session_order"], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(position) | (position < 1)
+    if bad.any():
+        raise ConfigError(
+            f"config key 'pooling.session_order' is true but {int(bad.sum())} included scan(s) have no session_order "
+            f"of 1 or more (e.g. {obs.loc[bad, 'scan_id'].iloc[0]}); fill the column or set pooling.session_order=false")
+    return position
+
+
+def counterbalanced(design: ScanDesign, position: np.ndarray) -> bool:
+    """Whether some subject has a control scan after one of its drug scans: what separates a
+    session-order effect from the drug's."""
+    frame = pd.DataFrame({"subject": design.subject_idx, "drug": design.is_drug, "position": position})
+    first_drug = frame[frame["drug"]].groupby("subject")["position"].min()
+    last_control = frame[~frame["drug"]].groupby("subject")["position"].max()
+    both = first_drug.index.intersection(last_control.index)
+    return bool((last_control[both] > first_drug[both]).any())

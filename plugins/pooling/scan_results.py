@@ -21,7 +21,8 @@ from .scan_design import ScanDesign
 
 
 #: The unit each covariate slope is reported in (heterogeneity.tsv "level" of slope rows).
-SLOPE_UNITS = {"mean_fd": "per mm FD", "minutes_since_dose": "per hour", "dose": "per reference dose"}
+SLOPE_UNITS = {"mean_fd": "per mm FD", "minutes_since_dose": "per hour", "dose": "per reference dose",
+               "session_order": "per session"}
 
 
 def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description: str, names: list[str],
