@@ -243,6 +243,7 @@ def test_nan_and_constant_timeseries(tmp_path):
     (lambda m: m.assign(condition=["active"] + m["condition"].tolist()[1:]), "unknown value.*'active'"),
     (lambda m: m[m.condition == "drug"], "dataset '.*' has .* drug scan.* but no included control"),
     (lambda m: m.iloc[:0], "header but no rows"),
+    (lambda m: m.assign(session_order=["first"] + ["2"] * (len(m) - 1)), "column 'session_order' has non-numeric.*first"),
 ])
 def test_bad_metadata(tmp_path, edit, match):
     t = fresh_tree(tmp_path)

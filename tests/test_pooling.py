@@ -369,6 +369,59 @@ def test_scan_level_options_dose_and_time(key_pairs):
     assert "reference dose" in result.description and "minutes since dosing" in result.description
 
 
+NULL_EFFECTS = EffectSpec(transmodal_unimodal=0, thalamus_sensory=0, striatum_sommot=0, cerebellum_sommot=0,
+                          within_sensory_loading=0, drug_deviation_sd=0)
+
+
+def test_session_order_takes_an_order_effect_out_of_a_prepost_dataset():
+    """No drug effect, +0.2 latent FC per session after the first: the pre/post dataset's
+    drug effect is the order effect unless the slope, learned from the counterbalanced
+    crossovers, takes it out."""
+    sites = [SiteSpec(f"psilocybin_{i}", "psilocybin", 16) for i in (1, 2, 3)] + [
+        SiteSpec("lsd_1", "LSD", 16, design="prepost")]
+    pairs, _ = simulate_pairs(scale=1.0, n_volumes=60, atlas=SMALL_ATLAS, paired=False, sites=sites,
+                              effects=NULL_EFFECTS, order_effect=0.2)
+    assert set(pairs["session_order"]) == {1, 2}
+    fits = {on: PyMCPooling(PyMCPooling.Config(draws=100, tune=100, session_order=on, **QUICK)).fit(key(pairs), 0)
+            for on in (False, None)}  # null: on, as the crossovers are counterbalanced
+    fits[True] = fits.pop(None)
+    prepost = {on: r.effects.loc[r.effects.effect == "dataset:lsd_1", "mean"].mean() for on, r in fits.items()}
+    slope = fits[True].effects.query("effect == 'covariate:session_order'")
+    assert len(slope) == len(KEY_PAIRS) and (slope["mean"] > 0).mean() >= 5 / 6
+    assert prepost[False] > 0.04 and abs(prepost[True]) < prepost[False] / 3
+    assert "session_order" not in fits[False].effects.level.values
+    assert any("lsd_1" in w and "pooling.session_order=true" in w for w in fits[False].warnings)
+    assert "place among its subject's sessions" in fits[True].description
+    heterogeneity = fits[True].tables["heterogeneity"]
+    assert set(heterogeneity.loc[heterogeneity["parameter"] == "slope:session_order", "level"]) == {"per session"}
+
+
+def test_session_order_needs_its_column(key_pairs):
+    pairs, _ = key_pairs
+    for bad, what in ((pairs.drop(columns="session_order"), "no 'session_order' column"),
+                      (pairs.assign(session_order=np.where(pairs.dataset == "lsd_1", np.nan, pairs.session_order)),
+                       "ds-lsd_1")):
+        with pytest.raises(ConfigError, match=f"pooling.session_order.*{what}"):
+            PyMCPooling(PyMCPooling.Config(session_order=True, **QUICK)).fit(bad, seed=0)
+
+
+def test_session_order_null_adjusts_only_where_the_scans_can_tell(key_pairs):
+    """null: on with a complete column and counterbalanced subjects; off, and said, otherwise."""
+    from megafc.plugins.pooling.scan_design import scan_design
+
+    pairs, _ = key_pairs
+    model = PyMCPooling(PyMCPooling.Config(**QUICK))
+    assert model.order_on(scan_design(pairs)) == (True, "")
+    assert model.order_on(scan_design(pairs.drop(columns="session_order"))) == (False, "")
+    on, note = model.order_on(scan_design(pairs.assign(session_order=pairs.session_order.where(pairs.subject != "01"))))
+    assert not on and "have no session_order" in note
+    # drug always second: no subject tells the order from the drug
+    ordered = pairs.assign(session_order=np.where(pairs.condition == "drug", 2, 1))
+    assert model.order_on(scan_design(ordered)) == (False, "")
+    off = PyMCPooling(PyMCPooling.Config(session_order=False, **QUICK))
+    assert "pooling.session_order=true" in off.order_on(scan_design(pairs))[1]
+
+
 def test_missing_dose_reference_names_the_key(key_pairs):
     pairs, _ = key_pairs
     with pytest.raises(ConfigError, match="pooling.dose_reference"):
