@@ -379,12 +379,15 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
         log.warning("motion: %s scans move %+.3f mm FD [%.3f, %.3f] relative to their controls (%d subjects); "
                     "motion can masquerade as an FC effect (keep pooling.motion=true)",
                     row.drug, row.fd_change_mean, row.ci_low, row.ci_high, row.n_subjects)
+    adjusted = results.result is not None and (results.result.effects["effect"] == "covariate:session_order").any()
     for ds in baseline_only_datasets(scans):
         log.warning("design: dataset %s compares its drug scans only with baselines scanned before them (pre/post, "
-                    "no placebo): its effects include anything that changes with session order (habituation, "
-                    "expectancy, scanner drift), which its own scans cannot tell from the drug (a pooling model can take out "
-                    "an order effect learned from datasets with counterbalanced sessions, given a session_order column)",
-                    ds)
+                    "no placebo): anything that changes with session order (habituation, expectancy, scanner "
+                    "drift) looks like the drug in its own scans; %s", ds,
+                    "its effects are taken at equal session order, with the order effect learned from the datasets "
+                    "whose sessions come in either order (covariate:session_order)" if adjusted else
+                    "its effects include it (a pooling model can take out an order effect learned from datasets with "
+                    "counterbalanced sessions, given a session_order column)")
     if results.connectomes is not None:
         from .qc import with_distances
 

@@ -329,6 +329,16 @@ def test_warnings_file_lists_the_runs_warnings(tmp_path):
     # the synthetic study's one pre/post dataset: its drug effect is confounded with session order
     design = table.loc[table["message"].str.startswith("design: "), "message"]
     assert len(design) == 1 and design.iloc[0].startswith("design: dataset ayahuasca_1 compares"), list(design)
+    assert "its effects include it" in design.iloc[0]  # the meta-analysis takes no session order out
+
+
+def test_prepost_warning_says_the_default_model_takes_the_order_out(tiny_run):
+    """pooling=pymc adjusts for session order when counterbalanced datasets can teach it."""
+    table = pd.read_csv(tiny_run.run_dir / "warnings.tsv", sep="\t")
+    design = table.loc[table["message"].str.startswith("design: dataset ayahuasca_1"), "message"]
+    assert len(design) == 1 and "taken at equal session order" in design.iloc[0]
+    slopes = tiny_run.result.effects.query("effect == 'covariate:session_order'")
+    assert len(slopes) == tiny_run.result.effects.query("effect == 'overall'").shape[0]
 
 
 def test_baseline_only_datasets_are_the_pre_post_ones():
