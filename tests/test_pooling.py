@@ -228,7 +228,7 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
     pairs = key(simulated[0])
     cfg = dict(draws=3000, tune=1000, chains=2, cores=2, progressbar=False, predictive_checks=False)
     scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", dataset_scale=False,
-                                          heterogeneity="per_pair", **cfg))
+                                          heterogeneity="per_pair", session_order=False, **cfg))
     scan = scan.fit(pairs, seed=1).effects
     paired = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(pairs, seed=2).effects
     m = scan.merge(paired, on=["network_a", "network_b", "effect"], suffixes=("_scan", "_paired"))
@@ -248,7 +248,7 @@ def test_bambi_and_pymc_agree_on_a_mixed_design():
     pairs = key(pairs, {("Default", "Vis")})
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
     joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, drug_effects="random", dataset_scale=False,
-                                           heterogeneity="per_pair", **cfg)).fit(pairs, seed=3).effects
+                                           heterogeneity="per_pair", session_order=False, **cfg)).fit(pairs, seed=3).effects
     per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
@@ -443,7 +443,7 @@ def test_motion_true_without_fd_is_a_config_error(key_pairs):
         PyMCPooling(PyMCPooling.Config(motion=True, **QUICK)).fit(pairs, seed=0)
     auto = PyMCPooling(PyMCPooling.Config(draws=20, tune=20, **QUICK)).fit(pairs, seed=0)
     assert any("not adjusted for motion" in w for w in auto.warnings)
-    assert "covariate" not in set(auto.effects.effect_type)
+    assert set(auto.effects.loc[auto.effects.effect_type == "covariate", "level"]) == {"session_order"}
 
 
 @pytest.mark.parametrize("key_, value", [("likelihood", "student_t"), ("parametrization", "centered"), ("pair_prior", "lasso"),
