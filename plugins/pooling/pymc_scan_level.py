@@ -30,7 +30,8 @@ from .design import (
 )
 from .loo import log_likelihood_group, sample_dataset_effects, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
-from .scan_design import ScanDesign, counterbalanced, covariate_matrix, scan_design
+from .scan_design import (ScanDesign, counterbalanced, covariate_matrix, missing_positions, scan_design,
+                          session_positions)
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
@@ -225,14 +226,13 @@ class PyMCPooling(PoolingModel):
         if self.config.session_order is not None:
             hint = "" if self.config.session_order else order_hint(design)
             return bool(self.config.session_order), hint
-        if "session_order" not in design.obs.columns:
+        missing = missing_positions(design)
+        if missing is None:
             return False, ""
-        position = pd.to_numeric(design.obs["session_order"], errors="coerce").to_numpy(dtype=float)
-        if not (np.isfinite(position) & (position >= 1)).all():
-            return False, (f"{int((~np.isfinite(position)).sum())} scan(s) have no session_order, so effects are "
-                           "not adjusted for session order (pooling.session_order=null switches it on only when "
-                           "every scan has it)")
-        return counterbalanced(design, position), ""
+        if missing:
+            return False, (f"{missing} scan(s) have no session_order, so effects are not adjusted for session order "
+                           "(pooling.session_order=null switches it on only when every scan has it)")
+        return counterbalanced(design, session_positions(design)), ""
 
     # -- the model ------------------------------------------------------------------------
 
@@ -501,10 +501,7 @@ def pair_classes(design: ScanDesign, is_summary: np.ndarray) -> list[str]:
 
 def order_hint(design: ScanDesign) -> str:
     """Which datasets' drug effects carry any order effect, when the data could take it out."""
-    if "session_order" not in design.obs.columns:
-        return ""
-    position = pd.to_numeric(design.obs["session_order"], errors="coerce").to_numpy(dtype=float)
-    if not np.isfinite(position).all() or not counterbalanced(design, position):
+    if missing_positions(design) != 0 or not counterbalanced(design, session_positions(design)):
         return ""
     control = design.obs[~design.is_drug].groupby("dataset")["condition"].agg(set)
     baseline_only = sorted(ds for ds, kinds in control.items() if kinds == {"baseline"})

@@ -223,18 +223,30 @@ def covariate_matrix(design: ScanDesign, motion: bool, dose_reference: dict[str,
 
 def session_positions(design: ScanDesign) -> np.ndarray:
     """Each scan's ``session_order`` (1 = the subject's first session); errors name the key and column."""
-    obs = design.obs
-    if "session_order" not in obs.columns:
+    missing = missing_positions(design)
+    if missing is None:
         raise ConfigError("config key 'pooling.session_order' is true but the scans have no 'session_order' column "
                           "(each scan's place among its subject's sessions, 1 = first); add it to the metadata "
                           "table or set pooling.session_order=false")
-    position = pd.to_numeric(obs["session_order"], errors="coerce").to_numpy(dtype=float)
-    bad = ~np.isfinite(position) | (position < 1)
-    if bad.any():
+    position = _positions(design.obs)
+    if missing:
+        bad = ~(position >= 1)
         raise ConfigError(
-            f"config key 'pooling.session_order' is true but {int(bad.sum())} included scan(s) have no session_order "
-            f"of 1 or more (e.g. {obs.loc[bad, 'scan_id'].iloc[0]}); fill the column or set pooling.session_order=false")
+            f"config key 'pooling.session_order' is true but {missing} included scan(s) have no session_order "
+            f"of 1 or more (e.g. {design.obs.loc[bad, 'scan_id'].iloc[0]}); fill the column or set "
+            "pooling.session_order=false")
     return position
+
+
+def missing_positions(design: ScanDesign) -> int | None:
+    """Scans without a valid ``session_order`` (None: the scans have no such column)."""
+    if "session_order" not in design.obs.columns:
+        return None
+    return int((~(_positions(design.obs) >= 1)).sum())
+
+
+def _positions(obs: pd.DataFrame) -> np.ndarray:
+    return pd.to_numeric(obs["session_order"], errors="coerce").to_numpy(dtype=float)
 
 
 def counterbalanced(design: ScanDesign, position: np.ndarray) -> bool:
