@@ -37,9 +37,10 @@ def main() -> None:
     n_pairs = len(keys)
 
     t = time.perf_counter()
-    # bambi fits random drug effects without dataset scales, each pair's sds on their own: the same model
+    # bambi fits random drug effects without dataset scales or a session-order slope, each pair's sds on
+    # their own: the same model
     config = PyMCPooling.Config(sampler=args.sampler, progressbar=False, predictive_checks=False, drug_effects="random",
-                                dataset_scale=False, heterogeneity="per_pair")
+                                dataset_scale=False, heterogeneity="per_pair", session_order=False)
     joint = PyMCPooling(config).fit(pairs, 0)
     t_joint = time.perf_counter() - t
     d = joint.diagnostics

@@ -40,7 +40,8 @@ def main() -> None:
     fits = {}
     for name, model in (("pymc", PyMCPooling(PyMCPooling.Config(motion=False, predictive_checks=False,
                                                                        drug_effects="random", dataset_scale=False,
-                                                                       heterogeneity="per_pair", **cfg))),
+                                                                       heterogeneity="per_pair", session_order=False,
+                                                                       **cfg))),
                         ("pymc_paired", PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)))):
         t = time.perf_counter()
         fits[name] = model.fit(pairs, seed=1 if name == "pymc" else 2)
