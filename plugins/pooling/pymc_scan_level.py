@@ -162,7 +162,8 @@ class PyMCPooling(PoolingModel):
         #: has a session_order and some subject has a control scan after a drug scan; true:
         #: required; false: never. With +0.02 Fisher z per session planted (calibration scenario
         #: order_effect), null summary overall effects covered 0.88 without it and 0.94 with it,
-        #: at the same interval widths.
+        #: at the same interval widths. It costs sampling time: 87 -> 116 s on the 325-pair
+        #: benchmark (benchmarks/default_experiment.py --level subnetwork).
         session_order: Optional[bool] = None
         #: Save prior and posterior predictive check figures.
         predictive_checks: bool = True
