@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from megafc.core import ConfigError, PoolingModel, PoolingResult
+from megafc.core import ConfigError, PoolingModel, PoolingResult, baseline_only_datasets
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import contrast_pairs, summary_columns
@@ -504,8 +504,7 @@ def order_hint(design: ScanDesign) -> str:
     """Which datasets' drug effects carry any order effect, when the data could take it out."""
     if missing_positions(design) != 0 or not counterbalanced(design, session_positions(design)):
         return ""
-    control = design.obs[~design.is_drug].groupby("dataset")["condition"].agg(set)
-    baseline_only = sorted(ds for ds, kinds in control.items() if kinds == {"baseline"})
+    baseline_only = baseline_only_datasets(design.obs)
     if not baseline_only:
         return ""
     return (f"dataset(s) {baseline_only} scan the drug only after a baseline, so their drug effects include any "
