@@ -17,7 +17,7 @@ import pandas as pd
 from megafc.core import Atlas, DatasetInputs, DatasetLoader, InputError, ScanImages
 from megafc.core import fingerprint_file
 
-from .metadata import check_distinct_files, find_bids_file, read_metadata
+from .metadata import check_distinct_files, find_bids_file, read_metadata, session_order_from_acq_times
 
 
 def confounds_path(bold: Path) -> Path:
@@ -70,13 +70,17 @@ class FmriprepDataset(DatasetLoader):
         roots: dict[str, str] = field(default_factory=dict)
         task: str = "rest"
         space: str = "MNI152NLin2009cAsym"
+        #: Dataset name -> its raw BIDS folder, whose sessions.tsv / scans.tsv acquisition times
+        #: give each scan's session_order where the metadata table has none.
+        bids_roots: dict[str, str] = field(default_factory=dict)
 
     def load(self, atlas: Atlas, seed: int) -> DatasetInputs:
         import nibabel as nib
 
         c = self.config
-        scans = read_metadata(c.metadata, roots=c.roots)
-        images, fingerprints, fds, nvols = {}, {"metadata": fingerprint_file(c.metadata)}, [], []
+        scans, ordered_by, order_note = session_order_from_acq_times(read_metadata(c.metadata, roots=c.roots),
+                                                                     c.bids_roots)
+        images, fingerprints, fds, nvols = {}, {"metadata": fingerprint_file(c.metadata), **ordered_by}, [], []
         for row in scans.itertuples(index=False):
             run = getattr(row, "run", None)
             run = None if pd.isna(run) else str(run)
@@ -103,5 +107,6 @@ class FmriprepDataset(DatasetLoader):
         scans["n_volumes"] = nvols
         return DatasetInputs(
             scans=scans, images=images, fingerprints=fingerprints,
-            description=f"fMRIPrep derivatives of {scans['dataset'].nunique()} datasets (task {c.task}, space {c.space}).",
+            description=f"fMRIPrep derivatives of {scans['dataset'].nunique()} datasets (task {c.task}, space "
+                        f"{c.space}). {order_note}".strip(),
         )

@@ -4,17 +4,21 @@ A TSV with one row per scan and columns ``dataset``, ``subject``, ``session``, `
 ``condition`` (drug / placebo / baseline), optional ``dose``, ``run``, ``minutes_since_dose``,
 ``session_order`` (the scan's place in its subject's sessions, 1 = first), ``mean_fd``, and
 optional ``path`` (the scan's file, relative to the table). ``sub-``/``ses-``
-prefixes are accepted and stripped.
+prefixes are accepted and stripped. Where the table has no ``session_order``, the raw BIDS
+datasets' acquisition times can give it (:func:`session_order_from_acq_times`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from megafc.core import InputError, validate_scans
+from megafc.core import ConfigError, InputError, fingerprint_file, validate_scans
+
+log = logging.getLogger("megafc")
 
 REQUIRED = ("dataset", "subject", "session", "drug", "condition")
 OPTIONAL = ("dose", "run", "minutes_since_dose", "session_order", "mean_fd", "path", "task")
@@ -129,3 +133,96 @@ def check_distinct_contents(digests: dict[str, str], table: str | Path, what: st
                 "every scan needs its own data (was a file copied in place of another?)"
             )
         seen[digest] = scan_id
+
+
+def session_order_from_acq_times(scans: pd.DataFrame, bids_roots: dict[str, str],
+                                 key: str = "dataset.bids_roots") -> tuple[pd.DataFrame, dict[str, str], str]:
+    """Each scan's ``session_order`` from its raw BIDS dataset's acquisition times, where the
+    metadata table leaves it empty: (scans, fingerprints of the files read, a sentence for the
+    dataset's description; "" when nothing was read).
+
+    fMRIPrep's derivatives do not keep the acquisition times; the raw dataset does, per session
+    in ``sub-<label>/sub-<label>_sessions.tsv`` (column ``acq_time``) or per file in each
+    session's ``scans.tsv``, whose earliest time is taken as the session's. Sessions are ranked
+    by time among all of the subject's timed sessions (1 = first), so a session without a
+    resting scan still counts. A subject any of whose analysed sessions has no time gets no
+    order at all (ranks among the rest could be off by the missing one), and a warning says so;
+    a pooling model then treats the column as incomplete. An unreadable time names its file.
+    """
+    roots = {str(k): Path(str(v)).expanduser() for k, v in (bids_roots or {}).items()}
+    if not roots:
+        return scans, {}, ""
+    unknown = sorted(set(roots) - set(scans["dataset"]))
+    if unknown:
+        raise ConfigError(f"config key '{key}' names dataset(s) {unknown} that are not in the metadata table "
+                          f"(its datasets: {sorted(scans['dataset'].unique())})")
+    for ds, root in roots.items():
+        if not root.is_dir():
+            raise InputError(f"raw BIDS folder of dataset {ds} not found: {root} (config key '{key}')")
+    scans = scans.copy()
+    given = scans["session_order"] if "session_order" in scans else pd.Series(float("nan"), index=scans.index)
+    order = pd.to_numeric(given, errors="coerce").astype(float)
+    fingerprints: dict[str, str] = {}
+    filled = 0
+    for (ds, subject), rows in scans[scans["dataset"].isin(roots)].groupby(["dataset", "subject"], sort=True):
+        todo = rows.index[order.loc[rows.index].isna()]
+        if not len(todo):
+            continue
+        times = _session_times(roots[ds], str(subject), fingerprints)
+        untimed = sorted(set(rows["session"].astype(str)) - set(times))
+        if untimed:
+            log.warning("dataset %s, sub-%s: no acquisition time for session(s) %s in %s (sessions.tsv or scans.tsv "
+                        "acq_time); its scans have no session_order", ds, subject, untimed, roots[ds] / f"sub-{subject}")
+            continue
+        rank = pd.Series(times).rank(method="dense").astype(int)
+        order.loc[todo] = rows.loc[todo, "session"].astype(str).map(rank).astype(float)
+        filled += len(todo)
+    if not filled:
+        return scans, fingerprints, ""
+    scans["session_order"] = order
+    log.info("session_order: %d scans ordered by their sessions' acquisition times (%s)", filled, key)
+    return scans, fingerprints, (f"Session order of {filled} scans from the raw BIDS datasets' acquisition times "
+                                 f"({', '.join(sorted(roots))}).")
+
+
+def _session_times(root: Path, subject: str, fingerprints: dict[str, str]) -> dict[str, pd.Timestamp]:
+    """Session label -> acquisition time of one subject: from sessions.tsv, else the earliest
+    acq_time in the session's scans.tsv."""
+    times: dict[str, pd.Timestamp] = {}
+    sub = root / f"sub-{subject}"
+    sessions = sub / f"sub-{subject}_sessions.tsv"
+    if sessions.is_file():
+        table = _acq_table(sessions, "session_id", fingerprints)
+        for label, t in zip(table["session_id"].str.removeprefix("ses-"), table["acq_time"]):
+            if pd.notna(t):
+                times[label] = t
+    for scans_tsv in sorted(sub.glob(f"ses-*/sub-{subject}_ses-*_scans.tsv")):
+        label = scans_tsv.parent.name.removeprefix("ses-")
+        if label in times:
+            continue
+        first = _acq_table(scans_tsv, "filename", fingerprints)["acq_time"].min()
+        if pd.notna(first):
+            times[label] = first
+    return times
+
+
+def _acq_table(path: Path, id_column: str, fingerprints: dict[str, str]) -> pd.DataFrame:
+    """A BIDS sessions.tsv or scans.tsv with its acq_time parsed (ISO 8601; n/a allowed)."""
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["", "n/a"])
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable TSV ({exc})") from exc
+    if id_column not in table.columns:
+        raise InputError(f"{path}: no '{id_column}' column (a BIDS {path.name.rsplit('_', 1)[-1]} file needs one)")
+    fingerprints[str(path)] = fingerprint_file(path)
+    if "acq_time" not in table.columns:
+        table["acq_time"] = pd.NaT
+        return table
+    parsed = pd.to_datetime(table["acq_time"], format="ISO8601", utc=True, errors="coerce")
+    bad = parsed.isna() & table["acq_time"].notna()
+    if bad.any():
+        i = int(bad.to_numpy().argmax())
+        raise InputError(f"{path}: line {i + 2}: acq_time '{table['acq_time'].iloc[i]}' is not a BIDS date-time "
+                         "(YYYY-MM-DDThh:mm:ss)")
+    table["acq_time"] = parsed
+    return table

@@ -22,7 +22,8 @@ from megafc.core import FISHER_Z_MAX_ABS_R as MAX_ABS_R
 from megafc.core import Atlas, ConfigError, DatasetInputs, DatasetLoader, InputError
 from megafc.core import fingerprint_file
 
-from .metadata import check_distinct_contents, check_distinct_files, find_bids_file, read_metadata
+from .metadata import (check_distinct_contents, check_distinct_files, find_bids_file, read_metadata,
+                       session_order_from_acq_times)
 
 log = logging.getLogger("megafc")
 
@@ -36,6 +37,9 @@ class PrecomputedConfig:
     task: str = "rest"
     #: Only files with this seg- entity (e.g. Schaefer417); null: any.
     seg: Optional[str] = None
+    #: Dataset name -> its raw BIDS folder, whose sessions.tsv / scans.tsv acquisition times give
+    #: each scan's session_order where the metadata table has none.
+    bids_roots: dict[str, str] = field(default_factory=dict)
 
 
 class _Precomputed(DatasetLoader):
@@ -81,7 +85,8 @@ class _Precomputed(DatasetLoader):
 
     def load(self, atlas: Atlas, seed: int) -> DatasetInputs:
         scans, paths = self.files()
-        data, fingerprints = {}, {"metadata": fingerprint_file(self.config.metadata)}
+        scans, ordered_by, order_note = session_order_from_acq_times(scans, self.config.bids_roots)
+        data, fingerprints = {}, {"metadata": fingerprint_file(self.config.metadata), **ordered_by}
         nvols, digests = [], {}
         for scan_id, path in paths.items():
             table = self.reorder(self.read(path), atlas, path)
@@ -98,7 +103,7 @@ class _Precomputed(DatasetLoader):
         if scans["n_volumes"].isna().all():
             scans["n_volumes"] = nvols
         kind = "timeseries" if self.what != "connectome" else "connectomes"
-        return DatasetInputs(scans=scans, fingerprints=fingerprints, description=f"Precomputed {kind}.",
+        return DatasetInputs(scans=scans, fingerprints=fingerprints, description=f"Precomputed {kind}. {order_note}".strip(),
                              **{kind: data})
 
     @staticmethod
