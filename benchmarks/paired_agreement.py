@@ -42,7 +42,7 @@ def main() -> None:
                                                                        drug_effects="random", dataset_scale=False,
                                                                        heterogeneity="per_pair", session_order=False,
                                                                        **cfg))),
-                        ("pymc_paired", PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)))):
+                        ("pymc_paired", PyMCPairedPooling(PyMCPairedPooling.Config(session_order=False, **cfg)))):
         t = time.perf_counter()
         fits[name] = model.fit(pairs, seed=1 if name == "pymc" else 2)
         d = fits[name].diagnostics

@@ -150,11 +150,17 @@ def paired_differences(pairs: pd.DataFrame) -> pd.DataFrame:
     """Drug-minus-control FC per drug scan and network pair.
 
     The control is the mean of the subject's control scans in the same dataset. Differencing
-    removes subject and dataset intercepts exactly in crossover and pre/post designs.
+    removes subject and dataset intercepts exactly in crossover and pre/post designs. With a
+    ``session_order`` column, ``order_diff`` is the drug scan's order minus its control's (+1:
+    the drug session came one session later).
     """
     keys = ["dataset", "subject", "network_a", "network_b"]
     ctrl = pairs[pairs["condition"].isin(CONTROL_CONDITIONS)]
-    control = ctrl.groupby(keys, sort=False).agg(fc_control=("fc", "mean"), fd_control=("mean_fd", "mean"))
+    ordered = "session_order" in pairs.columns
+    if ordered:
+        ctrl = ctrl.assign(session_order=pd.to_numeric(ctrl["session_order"], errors="coerce"))
+    control = ctrl.groupby(keys, sort=False).agg(fc_control=("fc", "mean"), fd_control=("mean_fd", "mean"),
+                                                 **({"order_control": ("session_order", "mean")} if ordered else {}))
     drug = pairs[pairs["condition"] == "drug"]
     merged = drug.join(control, on=keys, how="left")
     missing = merged["fc_control"].isna()
@@ -165,4 +171,7 @@ def paired_differences(pairs: pd.DataFrame) -> pd.DataFrame:
     merged["fd_diff"] = merged["mean_fd"] - merged["fd_control"]
     cols = ["scan_id", "dataset", "subject", "drug", "dose", "network_a", "network_b",
             "system_a", "system_b", "fc_diff", "fd_diff"]
+    if ordered:
+        merged["order_diff"] = pd.to_numeric(merged["session_order"], errors="coerce") - merged["order_control"]
+        cols.append("order_diff")
     return merged[cols].reset_index(drop=True)

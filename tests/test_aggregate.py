@@ -69,6 +69,11 @@ def test_paired_differences_subtract_the_subjects_control():
     assert set(diffs["scan_id"]) == {scans.scan_id[0], scans.scan_id[2]}
     assert np.allclose(diffs[diffs.subject == "1"]["fc_diff"], 0.3)
     assert np.allclose(diffs[diffs.subject == "2"]["fc_diff"], 0.0)
+    assert "order_diff" not in diffs
+    # with each scan's place among its subject's sessions: subject 1 had the drug second, 2 first
+    ordered = scans.assign(session_order=[2, 1, 1, 2])
+    diffs = paired_differences(network_pair_table(conn, atlas, ordered)).drop_duplicates("scan_id")
+    assert dict(zip(diffs["subject"], diffs["order_diff"])) == {"1": 1.0, "2": -1.0}
 
 
 def test_select_pairs_keeps_named_pairs_and_summaries():

@@ -278,7 +278,8 @@ def test_pymc_with_weak_priors_agrees_with_mixedlm(simulated):
     # between-drug/dataset sds is ~20x the values REML finds (~0.02) yet still samples without
     # many divergences (HalfNormal(1) gives a few more with 5 drugs).
     priors = HierarchicalPriors(effect_sd=10.0, drug_sd=0.5, dataset_sd=0.5, sigma_sd=1.0)
-    cfg = PyMCPairedPooling.Config(draws=600, tune=600, chains=2, progressbar=False, priors=priors)
+    cfg = PyMCPairedPooling.Config(draws=600, tune=600, chains=2, progressbar=False, priors=priors,
+                                   session_order=False)  # as meta, which has no session-order slope
     bayes = PyMCPairedPooling(cfg).fit(sub, seed=2).effects
     overall = bayes[bayes.effect == "overall"].set_index(["network_a", "network_b"])
     diffs = paired_differences(sub)

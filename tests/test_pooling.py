@@ -230,7 +230,7 @@ def test_paired_special_case_agrees_with_pymc_paired(simulated):
     scan = PyMCPooling(PyMCPooling.Config(motion=False, drug_effects="random", dataset_scale=False,
                                           heterogeneity="per_pair", session_order=False, **cfg))
     scan = scan.fit(pairs, seed=1).effects
-    paired = PyMCPairedPooling(PyMCPairedPooling.Config(**cfg)).fit(pairs, seed=2).effects
+    paired = PyMCPairedPooling(PyMCPairedPooling.Config(session_order=False, **cfg)).fit(pairs, seed=2).effects
     m = scan.merge(paired, on=["network_a", "network_b", "effect"], suffixes=("_scan", "_paired"))
     main = m[m.effect_type_scan.isin(["overall", "drug"])]
     gap = (main.mean_scan - main.mean_paired).abs() / np.maximum(main.sd_scan, main.sd_paired)
@@ -393,6 +393,29 @@ def test_session_order_takes_an_order_effect_out_of_a_prepost_dataset():
     assert "place among its subject's sessions" in fit.description
     heterogeneity = fit.tables["heterogeneity"]
     assert set(heterogeneity.loc[heterogeneity["parameter"] == "slope:session_order", "level"]) == {"per session"}
+
+
+def test_paired_model_takes_the_order_effect_out_too():
+    """pymc_paired's slope is on each difference's order difference (+1 in the pre/post
+    dataset, +-1 in the crossovers): the same study as above, fitted with it and without."""
+    sites = [SiteSpec(f"psilocybin_{i}", "psilocybin", 16) for i in (1, 2, 3)] + [
+        SiteSpec("lsd_1", "LSD", 16, design="prepost")]
+    pairs, _ = simulate_pairs(scale=1.0, n_volumes=60, atlas=SMALL_ATLAS, sites=sites, effects=NULL_EFFECTS,
+                              order_effect=0.2)  # paired: the drug scans with a control
+    pairs = key(pairs)
+    prepost = pairs.query("dataset == 'lsd_1'").groupby("condition")["fc"].mean()
+    raw = prepost["drug"] - prepost["baseline"]
+    fits = {on: PyMCPairedPooling(PyMCPairedPooling.Config(draws=150, tune=150, session_order=on, **QUICK)).fit(pairs, 0)
+            for on in (None, False)}  # null: on (the crossovers are counterbalanced)
+    effect = {on: f.effects.loc[f.effects.effect == "dataset:lsd_1", "mean"].mean() for on, f in fits.items()}
+    slope = fits[None].effects.query("effect == 'covariate:session_order'")
+    assert len(slope) == len(KEY_PAIRS) and (slope["mean"] > 0).mean() >= 5 / 6
+    assert raw > 0.04 and abs(effect[None]) < raw / 3 and effect[False] > raw / 2
+    assert "adjusted for session order" in fits[None].description
+    assert "covariate:session_order" not in set(fits[False].effects["effect"])
+    with pytest.raises(ConfigError, match=r"pooling.session_order.*drug scan\(s\)"):
+        PyMCPairedPooling(PyMCPairedPooling.Config(session_order=True, **QUICK)).fit(
+            pairs.drop(columns="session_order"), 0)
 
 
 def test_session_order_needs_its_column(key_pairs):

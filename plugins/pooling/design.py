@@ -308,7 +308,8 @@ def paired_design(pairs: pd.DataFrame) -> PairedDesign:
     return PairedDesign(
         y=wide.to_numpy(dtype=float),
         pairs=pair_meta,
-        obs=obs[["scan_id", "dataset", "subject", "drug", "dose", "unit", "fd_diff"]],
+        obs=obs[["scan_id", "dataset", "subject", "drug", "dose", "unit", "fd_diff",
+                 *(["order_diff"] if "order_diff" in obs.columns else [])]],
         drugs=drugs,
         units=units,
         drug_idx=np.array([drugs.index(d) for d in obs["drug"]]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,12 @@ class PyMCPairedPooling(PoolingModel):
         motion: bool = False
         #: Adjust for dose (standardised within each drug, as units differ between drugs).
         dose: bool = False
+        #: A slope per session on each difference's order difference (drug session minus its
+        #: control's, from the scans' session_order; not centred, so effects are at equal
+        #: session order): takes an order effect learned from counterbalanced crossovers out of
+        #: the pre/post datasets. null: on when every drug scan has an order difference and some
+        #: has a negative one (a control after the drug); true: required; false: off.
+        session_order: Optional[bool] = None
         #: Save prior and posterior predictive check figures.
         predictive_checks: bool = True
 
@@ -81,8 +88,31 @@ class PyMCPairedPooling(PoolingModel):
             if value not in allowed:
                 raise ConfigError(f"config key 'pooling.{key}' is '{value}'; expected one of {list(allowed)}")
 
+    def order_on(self, design) -> tuple[bool, str]:
+        """pooling.session_order: whether the slope is in the model, and a note when it is not
+        although it was asked for or could matter."""
+        wanted = self.config.session_order
+        diff = (design.obs["order_diff"].to_numpy(dtype=float) if "order_diff" in design.obs
+                else np.full(len(design.obs), np.nan))
+        missing = int((~np.isfinite(diff)).sum())
+        if wanted and missing:
+            scan = design.obs["scan_id"].to_numpy()[~np.isfinite(diff)][0]
+            raise ConfigError(
+                f"config key 'pooling.session_order' is true but {missing} drug scan(s) (e.g. '{scan}') or their "
+                "controls have no 'session_order' column value; fill it or set pooling.session_order=false")
+        if wanted is not None:
+            return bool(wanted), ""
+        if "order_diff" not in design.obs:
+            return False, ""
+        if missing:
+            return False, (f"{missing} drug scan(s) or their controls have no session_order, so effects are not "
+                           "adjusted for session order (pooling.session_order=null switches it on only when "
+                           "every one has it)")
+        return bool((diff < 0).any()), ""
+
     def covariates(self, design) -> dict[str, np.ndarray]:
-        """Standardised per-observation covariates requested in the config."""
+        """Per-observation covariates requested in the config (FD and dose standardised; the
+        session-order difference as it is, so that effects are at equal session order)."""
         out = {}
         if self.config.motion:
             fd = design.obs["fd_diff"].to_numpy(dtype=float)
@@ -105,6 +135,8 @@ class PyMCPairedPooling(PoolingModel):
                 sd = dose[m].std()
                 z[m] = (dose[m] - dose[m].mean()) / sd if sd > 0 else 0.0
             out["dose"] = z
+        if self.order_on(design)[0]:
+            out["session_order"] = design.obs["order_diff"].to_numpy(dtype=float)
         return out
 
     def build_model(self, design, parametrization: str):
@@ -220,12 +252,18 @@ class PyMCPairedPooling(PoolingModel):
         if parametrization == "marginal":
             add_group_effects(idata, design, stats, slope_names, c.priors.effect_sd, np.random.default_rng(seed))
         elapsed = time.perf_counter() - start
+        ordered, order_note = self.order_on(design)
         options = (f" Likelihood: {c.likelihood}; {PARAMETRIZATIONS[parametrization]}; "
                    f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
                    + ("; adjusted for the change in mean FD" if c.motion else "")
-                   + ("; adjusted for dose (standardised within drug)" if c.dose else "") + "." + fallback)
+                   + ("; adjusted for dose (standardised within drug)" if c.dose else "")
+                   + ("; adjusted for session order (a slope per session of the drug session's place after its "
+                      "control's, per pair; effects at equal session order)" if ordered else "")
+                   + "." + fallback + (f" Note: {order_note}." if order_note else ""))
+        slopes = ([("session_order", idata.posterior["beta_session_order"].to_numpy())]
+                  if "beta_session_order" in idata.posterior else [])
         result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model (pymc_paired)", c, sampler) + options,
-                               pairs)
+                               pairs, slopes=slopes)
         if c.predictive_checks:
             result.figures.update(self.predictive_figures(model, idata, design, seed, parametrization))
         is_pair = ~summary_columns(design.pairs, pairs)
@@ -272,7 +310,9 @@ def add_group_effects(idata, design, stats: UnitStatistics, slope_names: list[st
     ).assign_coords(drug=coords["drug"], dataset=coords["dataset"])
 
 
-def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str, table: pd.DataFrame) -> PoolingResult:
+def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str, table: pd.DataFrame,
+                  slopes: list | None = None) -> PoolingResult:
+    """The result; ``slopes`` (name, draws (chain, draw, pair)) become ``covariate:<name>`` rows."""
     post = idata.posterior
     divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
     overall = post["overall"].to_numpy()
@@ -282,6 +322,7 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     main += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
     blocks = main + contrast_blocks(design.drugs, drug, c.contrasts) if len(design.drugs) > 1 else list(main)
     blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
+    blocks += [(f"covariate:{name}", "covariate", name, np.asarray(draws)) for name, draws in slopes or []]
     effects = effects_table(design, blocks, divergences=divergences, config=c)
     effects, summaries = split_summaries(effects, table)
     tables = {} if summaries is None else {"summaries": summaries}
@@ -292,7 +333,7 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
         tables["drug_similarity"] = drug_similarity(design.drugs, drug[..., ~summary_columns(design.pairs, table)],
                                                     c.hdi_prob)
     sampled = [v for v in ("overall", "tau_drug", "z_drug", "tau_dataset", "z_dataset", "sigma", "nu",
-                           "beta_motion", "beta_dose") if v in post]
+                           "beta_motion", "beta_dose", "beta_session_order") if v in post]
     if "z_drug" not in post and "z_dataset" not in post:  # centred, or drawn from conditionals (marginal)
         sampled += ["drug_effect", "dataset_effect"]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c))
