@@ -54,7 +54,7 @@ def main() -> None:
     chosen = keys.sample(n=n_b, random_state=0) if n_b < n_pairs else keys
     sub = pairs.merge(chosen, on=["network_a", "network_b"])
     t = time.perf_counter()
-    per_pair = BambiPooling(BambiPooling.Config(progressbar=False, sampler=args.bambi_sampler)).fit(sub, 0)
+    per_pair = BambiPooling(BambiPooling.Config(progressbar=False, sampler=args.bambi_sampler, session_order=False)).fit(sub, 0)
     t_bambi = time.perf_counter() - t
     t_bambi_all = t_bambi * n_pairs / n_b
     label = "measured" if n_b == n_pairs else f"extrapolated from {n_b} pairs ({t_bambi:.1f} s)"

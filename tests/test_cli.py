@@ -160,6 +160,9 @@ def test_multirun_pymc_and_bambi(tmp_path):
         eff = pd.read_csv(sweep / job / "effects.tsv", sep="\t")
         assert set(zip(eff.network_a, eff.network_b)) == {("Default", "Vis"), ("SomMot", "SomMot")}
         assert f"name: {name}" in (sweep / job / "config.yaml").read_text()
+        # both take the session-order effect out of the synthetic study's pre/post dataset, and say so
+        assert "covariate:session_order" in set(eff["effect"])
+        assert "taken at equal session order" in (sweep / job / "warnings.tsv").read_text()
 
 
 def test_example_plugin_passes_its_own_tests(tmp_path, plugin_site):

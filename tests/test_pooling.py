@@ -249,7 +249,7 @@ def test_bambi_and_pymc_agree_on_a_mixed_design():
     cfg = dict(draws=2000, tune=1000, chains=2, cores=2, progressbar=False)
     joint = PyMCPooling(PyMCPooling.Config(predictive_checks=False, drug_effects="random", dataset_scale=False,
                                            heterogeneity="per_pair", session_order=False, **cfg)).fit(pairs, seed=3).effects
-    per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", **cfg)).fit(pairs, seed=3).effects
+    per_pair = BambiPooling(BambiPooling.Config(sampler="nutpie", session_order=False, **cfg)).fit(pairs, seed=3).effects
     m = joint.merge(per_pair, on=["network_a", "network_b", "effect"], suffixes=("_pymc", "_bambi"))
     assert len(m) == len(joint) == len(per_pair)
     mcse = np.sqrt(m.sd_pymc ** 2 / m.ess_bulk_pymc + m.sd_bambi ** 2 / m.ess_bulk_bambi)
@@ -423,8 +423,10 @@ def test_session_order_needs_its_column(key_pairs):
     for bad, what in ((pairs.drop(columns="session_order"), "no 'session_order' column"),
                       (pairs.assign(session_order=np.where(pairs.dataset == "lsd_1", np.nan, pairs.session_order)),
                        "ds-lsd_1")):
-        with pytest.raises(ConfigError, match=f"pooling.session_order.*{what}"):
-            PyMCPooling(PyMCPooling.Config(session_order=True, **QUICK)).fit(bad, seed=0)
+        for model in (PyMCPooling(PyMCPooling.Config(session_order=True, **QUICK)),
+                      BambiPooling(BambiPooling.Config(session_order=True, sampler="pymc"))):
+            with pytest.raises(ConfigError, match=f"pooling.session_order.*{what}"):
+                model.fit(bad, seed=0)
 
 
 def test_session_order_null_adjusts_only_where_the_scans_can_tell(key_pairs):

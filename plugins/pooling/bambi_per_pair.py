@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import contrast_pairs
 from .design import PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
 from .pymc_scan_level import ScanPriors
-from .scan_design import ScanDesign, covariate_matrix, scan_design
+from .scan_design import ScanDesign, covariate_matrix, scan_design, session_order_on
 from .scan_results import summarise_scan_fit
 
 log = logging.getLogger("megafc")
@@ -56,13 +57,17 @@ class BambiPooling(PoolingModel):
         progressbar: bool = False
         #: Adjust for each scan's mean FD: null = whenever every scan has mean_fd.
         motion: bool | None = None
+        #: A slope on each scan's session_order (per session, centred: effects at equal session
+        #: order), as in ``pymc`` but per pair: null = whenever every scan has it and some
+        #: subject has a control scan after a drug scan; true: required; false: off.
+        session_order: Optional[bool] = None
         priors: ScanPriors = field(default_factory=ScanPriors)
 
     def __init__(self, config=None):
         super().__init__(config)
         validate_sampler_config(self.config)
 
-    def formula(self, design: ScanDesign, motion: bool):
+    def formula(self, design: ScanDesign, motion: bool, order: bool = False):
         import bambi as bmb
 
         terms = ["0", "dataset", "drug_scan"]
@@ -72,6 +77,8 @@ class BambiPooling(PoolingModel):
             terms.append("(0 + drug_scan|unit)")
         if motion:
             terms.append("mean_fd")
+        if order:
+            terms.append("session_order")
         terms.append("(0 + dataset|subject)")
         sigma = "sigma ~ 1 + (1|dataset)" if len(design.datasets) > 1 else "sigma ~ 1"
         return bmb.Formula("fc ~ " + " + ".join(terms), sigma)
@@ -84,6 +91,7 @@ class BambiPooling(PoolingModel):
             "dataset": bmb.Prior("Normal", mu=float(np.mean(y)), sigma=1.0),  # ~flat on the FC scale
             "drug_scan": bmb.Prior("Normal", mu=0, sigma=p.effect_sd),
             "mean_fd": bmb.Prior("Normal", mu=0, sigma=p.effect_sd),
+            "session_order": bmb.Prior("Normal", mu=0, sigma=p.effect_sd),
             "dataset|subject": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("LogNormal", mu=np.log(p.subject_sd), sigma=1.0)),
             "sigma_Intercept": bmb.Prior("Normal", mu=np.log(p.sigma_sd), sigma=1.0),
             "sigma_1|dataset": bmb.Prior("Normal", mu=0, sigma=bmb.Prior("HalfNormal", sigma=p.sd_spread)),
@@ -103,8 +111,10 @@ class BambiPooling(PoolingModel):
         contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
         fd_known = bool(np.isfinite(pd.to_numeric(design.obs["mean_fd"], errors="coerce")).all())
         motion = fd_known if c.motion is None else bool(c.motion)
-        x, names, scales, notes = covariate_matrix(design, motion)
-        formula = self.formula(design, motion)
+        order, order_note = session_order_on(design, c.session_order)
+        x, names, scales, notes = covariate_matrix(design, motion, order=order)
+        notes = [order_note, *notes] if order_note else notes
+        formula = self.formula(design, motion, order)
         obs = design.obs
         # control scans need some drug/unit level: their drug_scan is 0, so the level is inert
         first_unit = {ds: design.units[u] for u, ds in zip(range(len(design.units)), design.unit_dataset)}
@@ -117,11 +127,11 @@ class BambiPooling(PoolingModel):
             "unit": pd.Categorical(unit, categories=design.units),
             "subject": (obs["dataset"] + "/" + obs["subject"]).to_numpy(),
         })
-        if motion:
-            frame["mean_fd"] = x[:, names.index("mean_fd")]
+        for name in names:  # mean_fd and session_order, as the pymc model has them
+            frame[name] = x[:, names.index(name)]
         n_pairs = design.y.shape[1]
         keys = ("overall", "drug_effect", "dataset_effect", "sigma", "subject_sd", "tau_drug", "tau_dataset",
-                "slope:mean_fd")
+                "slope:mean_fd", "slope:session_order")
         draws = {k: [] for k in keys}
         diverging = []
         sampler = resolve_sampler(c, auto="pymc")
@@ -135,7 +145,7 @@ class BambiPooling(PoolingModel):
                 random_seed=seed + p, progressbar=c.progressbar, compute_convergence_checks=False,
                 inference_method=sampler, **sample_kwargs,
             )
-            self._collect(idata.posterior, design, motion, scales, draws)
+            self._collect(idata.posterior, design, names, scales, draws)
             diverging.append(idata.sample_stats["diverging"].to_numpy())
             log.info("bambi: network pair %d/%d fitted (%s--%s)", p + 1, n_pairs,
                      design.pairs["network_a"].iloc[p], design.pairs["network_b"].iloc[p])
@@ -143,7 +153,7 @@ class BambiPooling(PoolingModel):
         pair_names = [f"{a}--{b}" for a, b in zip(design.pairs["network_a"], design.pairs["network_b"])]
         dims = {"overall": ["pair"], "drug_effect": ["drug", "pair"], "dataset_effect": ["dataset", "pair"],
                 "sigma": ["site", "pair"], "subject_sd": ["site", "pair"], "tau_drug": ["pair"],
-                "tau_dataset": ["pair"], "slope:mean_fd": ["pair"]}
+                "tau_dataset": ["pair"], "slope:mean_fd": ["pair"], "slope:session_order": ["pair"]}
         posterior = {k: np.stack(v, axis=-1) for k, v in draws.items() if v}
         idata = az.from_dict(
             posterior=posterior,
@@ -152,12 +162,11 @@ class BambiPooling(PoolingModel):
             dims={k: v for k, v in dims.items() if k in posterior},
             attrs={"modeling_interface": "bambi", "formula": str(formula)},
         )
-        names = ["mean_fd"] if motion else []
-        return summarise_scan_fit(design, idata, c, elapsed, self.describe(design, formula, sampler, motion),
+        return summarise_scan_fit(design, idata, c, elapsed, self.describe(design, formula, sampler, motion, order),
                                   names, notes, pairs)
 
     @staticmethod
-    def _collect(post, design: ScanDesign, motion: bool, scales: dict, draws: dict) -> None:
+    def _collect(post, design: ScanDesign, names: list[str], scales: dict, draws: dict) -> None:
         """One pair's draws in the scan-level models' variable layout."""
         mu = post["drug_scan"].to_numpy()
         beta = np.repeat(mu[:, :, None], len(design.drugs), axis=2)
@@ -180,10 +189,10 @@ class BambiPooling(PoolingModel):
             draws["tau_drug"].append(post["drug_scan|drug_sigma"].to_numpy())
         if design.use_dataset_level:
             draws["tau_dataset"].append(post["drug_scan|unit_sigma"].to_numpy())
-        if motion:
-            draws["slope:mean_fd"].append(post["mean_fd"].to_numpy() / scales["mean_fd"])
+        for name in names:  # per unit of the covariate (mean_fd per mm; session_order per session)
+            draws[f"slope:{name}"].append(post[name].to_numpy() / scales[name])
 
-    def describe(self, design: ScanDesign, formula, sampler: str, motion: bool) -> str:
+    def describe(self, design: ScanDesign, formula, sampler: str, motion: bool, order: bool = False) -> str:
         c = self.config
         p = c.priors
         return (
@@ -191,6 +200,8 @@ class BambiPooling(PoolingModel):
             "unit the dataset (or dataset and drug)): dataset intercepts, subject intercepts with a per-dataset sd, "
             "a residual sd per dataset (log-normal around the pair's), the overall effect with drug and dataset "
             "deviations" + (", and a slope on standardised mean FD (effects at equal motion)" if motion else "")
+            + (", and a slope on session_order, each scan's place among its subject's sessions (effects at equal "
+               "session order)" if order else "")
             + f" ({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
             f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             f"Priors: overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), between-dataset "

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from megafc.core import ConfigError, PoolingModel, PoolingResult, baseline_only_datasets
+from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import contrast_pairs, summary_columns
@@ -30,8 +30,7 @@ from .design import (
 )
 from .loo import log_likelihood_group, sample_dataset_effects, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
-from .scan_design import (ScanDesign, counterbalanced, covariate_matrix, missing_positions, scan_design,
-                          session_positions)
+from .scan_design import ScanDesign, covariate_matrix, scan_design, session_order_on
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
@@ -224,16 +223,7 @@ class PyMCPooling(PoolingModel):
 
     def order_on(self, design: ScanDesign) -> tuple[bool, str]:
         """pooling.session_order: null adjusts whenever the scans can tell an order effect from the drug's."""
-        if self.config.session_order is not None:
-            hint = "" if self.config.session_order else order_hint(design)
-            return bool(self.config.session_order), hint
-        missing = missing_positions(design)
-        if missing is None:
-            return False, ""
-        if missing:
-            return False, (f"{missing} scan(s) have no session_order, so effects are not adjusted for session order "
-                           "(pooling.session_order=null switches it on only when every scan has it)")
-        return counterbalanced(design, session_positions(design)), ""
+        return session_order_on(design, self.config.session_order)
 
     # -- the model ------------------------------------------------------------------------
 
@@ -498,18 +488,6 @@ def pair_classes(design: ScanDesign, is_summary: np.ndarray) -> list[str]:
     """Each network pair's system-pair class (e.g. transmodal-unimodal); "" for summaries."""
     return ["" if summ else "-".join(sorted((a, b))) for a, b, summ in
             zip(design.pairs["system_a"], design.pairs["system_b"], is_summary)]
-
-
-def order_hint(design: ScanDesign) -> str:
-    """Which datasets' drug effects carry any order effect, when the data could take it out."""
-    if missing_positions(design) != 0 or not counterbalanced(design, session_positions(design)):
-        return ""
-    baseline_only = baseline_only_datasets(design.obs)
-    if not baseline_only:
-        return ""
-    return (f"dataset(s) {baseline_only} scan the drug only after a baseline, so their drug effects include any "
-            "session-order effect; pooling.session_order=true (or null) takes out the order effect that the "
-            "datasets with counterbalanced sessions show")
 
 
 def heterogeneity_kinds(c) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from megafc.core import CONTROL_CONDITIONS, ConfigError, InputError
+from megafc.core import CONTROL_CONDITIONS, ConfigError, InputError, baseline_only_datasets
 
 from .design import PoolingLevels
 
@@ -257,3 +257,30 @@ def counterbalanced(design: ScanDesign, position: np.ndarray) -> bool:
     last_control = frame[~frame["drug"]].groupby("subject")["position"].max()
     both = first_drug.index.intersection(last_control.index)
     return bool((last_control[both] > first_drug[both]).any())
+
+
+def session_order_on(design: ScanDesign, wanted: bool | None) -> tuple[bool, str]:
+    """Whether a scan-level model takes the session-order slope (config ``pooling.session_order``),
+    and a note for its methods: null adjusts whenever the scans can tell an order effect from
+    the drug's (every scan has a session_order and some subject has a control after a drug)."""
+    if wanted is not None:
+        return bool(wanted), "" if wanted else order_hint(design)
+    missing = missing_positions(design)
+    if missing is None:
+        return False, ""
+    if missing:
+        return False, (f"{missing} scan(s) have no session_order, so effects are not adjusted for session order "
+                       "(pooling.session_order=null switches it on only when every scan has it)")
+    return counterbalanced(design, session_positions(design)), ""
+
+
+def order_hint(design: ScanDesign) -> str:
+    """Which datasets' drug effects carry any order effect, when the data could take it out."""
+    if missing_positions(design) != 0 or not counterbalanced(design, session_positions(design)):
+        return ""
+    baseline_only = baseline_only_datasets(design.obs)
+    if not baseline_only:
+        return ""
+    return (f"dataset(s) {baseline_only} scan the drug only after a baseline, so their drug effects include any "
+            "session-order effect; pooling.session_order=true (or null) takes out the order effect that the "
+            "datasets with counterbalanced sessions show")
