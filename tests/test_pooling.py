@@ -413,6 +413,7 @@ def test_paired_model_takes_the_order_effect_out_too():
     assert raw > 0.04 and abs(effect[None]) < raw / 3 and effect[False] > raw / 2
     assert "adjusted for session order" in fits[None].description
     assert "covariate:session_order" not in set(fits[False].effects["effect"])
+    assert "dataset(s) ['lsd_1'] scan the drug only after its control" in fits[False].description
     with pytest.raises(ConfigError, match=r"pooling.session_order.*drug scan\(s\)"):
         PyMCPairedPooling(PyMCPairedPooling.Config(session_order=True, **QUICK)).fit(
             pairs.drop(columns="session_order"), 0)

@@ -101,7 +101,7 @@ class PyMCPairedPooling(PoolingModel):
                 f"config key 'pooling.session_order' is true but {missing} drug scan(s) (e.g. '{scan}') or their "
                 "controls have no 'session_order' column value; fill it or set pooling.session_order=false")
         if wanted is not None:
-            return bool(wanted), ""
+            return bool(wanted), "" if wanted else self.order_hint(design, diff)
         if "order_diff" not in design.obs:
             return False, ""
         if missing:
@@ -109,6 +109,20 @@ class PyMCPairedPooling(PoolingModel):
                            "adjusted for session order (pooling.session_order=null switches it on only when "
                            "every one has it)")
         return bool((diff < 0).any()), ""
+
+    @staticmethod
+    def order_hint(design, diff: np.ndarray) -> str:
+        """With the slope off: the datasets whose drug scans all come after their controls, when
+        others are counterbalanced and could have taken the order effect out of them."""
+        if not (np.isfinite(diff).all() and (diff < 0).any()):
+            return ""
+        after = pd.Series(diff > 0).groupby(design.obs["dataset"].to_numpy()).all()
+        later = sorted(after.index[after])
+        if not later:
+            return ""
+        return (f"dataset(s) {later} scan the drug only after its control, so their drug effects include any "
+                "session-order effect; pooling.session_order=true (or null) takes out the order effect that the "
+                "datasets with counterbalanced sessions show")
 
     def covariates(self, design) -> dict[str, np.ndarray]:
         """Per-observation covariates requested in the config (FD and dose standardised; the
