@@ -159,8 +159,11 @@ def paired_differences(pairs: pd.DataFrame) -> pd.DataFrame:
     ordered = "session_order" in pairs.columns
     if ordered:
         ctrl = ctrl.assign(session_order=pd.to_numeric(ctrl["session_order"], errors="coerce"))
-    control = ctrl.groupby(keys, sort=False).agg(fc_control=("fc", "mean"), fd_control=("mean_fd", "mean"),
-                                                 **({"order_control": ("session_order", "mean")} if ordered else {}))
+    orders = {"order_control": ("session_order", "mean"), "n_ordered": ("session_order", "count"),
+              "n_control": ("fc", "size")} if ordered else {}
+    control = ctrl.groupby(keys, sort=False).agg(fc_control=("fc", "mean"), fd_control=("mean_fd", "mean"), **orders)
+    if ordered:  # a control without an order leaves the difference's order unknown, not the others' mean
+        control.loc[control["n_ordered"] < control["n_control"], "order_control"] = np.nan
     drug = pairs[pairs["condition"] == "drug"]
     merged = drug.join(control, on=keys, how="left")
     missing = merged["fc_control"].isna()

@@ -74,6 +74,10 @@ def test_paired_differences_subtract_the_subjects_control():
     ordered = scans.assign(session_order=[2, 1, 1, 2])
     diffs = paired_differences(network_pair_table(conn, atlas, ordered)).drop_duplicates("scan_id")
     assert dict(zip(diffs["subject"], diffs["order_diff"])) == {"1": 1.0, "2": -1.0}
+    unknown = scans.assign(session_order=[2, np.nan, 1, 2])  # subject 1's control has no order
+    diffs = paired_differences(network_pair_table(conn, atlas, unknown)).drop_duplicates("scan_id")
+    got = dict(zip(diffs["subject"], diffs["order_diff"]))
+    assert np.isnan(got["1"]) and got["2"] == -1.0
 
 
 def test_select_pairs_keeps_named_pairs_and_summaries():

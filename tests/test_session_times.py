@@ -1,6 +1,7 @@
 """session_order from the raw BIDS datasets' acquisition times (config key dataset.bids_roots)."""
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +76,33 @@ def test_the_metadata_tables_own_order_wins_and_gaps_are_filled(tmp_path):
     assert (got[("A", "02", "PLCB")], got[("A", "02", "LSD")]) == (1, 2)
 
 
-def test_a_subject_with_an_untimed_session_gets_no_order_and_a_warning(tmp_path, caplog):
+@pytest.mark.parametrize("case, why", [
+    ("untimed", r"no acquisition time for session\(s\) \['LSD'\]"),
+    ("untimed_unanalysed", r"no acquisition time for session\(s\) \['mid'\]"),  # the ranks could be off by it
+    ("same_day", r"sessions \['LSD', 'PLCB'\] have the same acquisition time"),  # date-only times
+    ("no_folder", "no raw folder for the subject"),
+    ("partly_given", "the metadata table orders some of its scans but not all"),
+])
+def test_a_subject_whose_order_is_unsure_gets_none_and_a_warning(tmp_path, caplog, case, why):
+    """sub-01 is the unsure one, for the reason in ``case``; sub-02 is ordered as usual."""
     raw = tmp_path / "raw"
-    sessions_tsv(raw, "01", {"PLCB": "2020-01-02T10:00:00", "LSD": "n/a"})
+    times = {"untimed": {"PLCB": "2020-01-02T10:00:00", "LSD": "n/a"},
+             "untimed_unanalysed": {"PLCB": "2020-01-02T10:00:00", "mid": "n/a", "LSD": "2020-01-09T10:00:00"},
+             "same_day": {"PLCB": "2020-01-02", "LSD": "2020-01-02"}}.get(case, {"PLCB": "2020-01-02T10:00:00",
+                                                                               "LSD": "2020-01-01T10:00:00"})
+    if case != "no_folder":
+        sessions_tsv(raw, "01", times)
     sessions_tsv(raw, "02", {"PLCB": "2020-01-01T10:00:00", "LSD": "2020-01-09T10:00:00"})
+    given = [5, np.nan, np.nan, np.nan, np.nan, np.nan] if case == "partly_given" else None
     with caplog.at_level(logging.WARNING, logger="megafc"):
-        scans, _, _ = session_order_from_acq_times(metadata(tmp_path, ROWS), {"A": raw})
+        scans, _, _ = session_order_from_acq_times(metadata(tmp_path, ROWS, given), {"A": raw})
     got = order_of(scans)
-    assert np.isnan(got[("A", "01", "PLCB")]) and np.isnan(got[("A", "01", "LSD")])
+    assert np.isnan(got[("A", "01", "LSD")]) and (got[("A", "01", "PLCB")] == 5 if case == "partly_given"
+                                                  else np.isnan(got[("A", "01", "PLCB")]))
     assert (got[("A", "02", "PLCB")], got[("A", "02", "LSD")]) == (1, 2)
     assert np.isnan(got[("B", "01", "pre")])  # dataset B has no raw folder
-    assert any("sub-01" in r.getMessage() and "['LSD']" in r.getMessage() for r in caplog.records)
+    warned = [r.getMessage() for r in caplog.records if "sub-01" in r.getMessage()]
+    assert len(warned) == 1 and re.search(why, warned[0]), warned
 
 
 @pytest.mark.parametrize("problem, error, match", [

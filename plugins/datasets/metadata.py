@@ -137,17 +137,21 @@ def check_distinct_contents(digests: dict[str, str], table: str | Path, what: st
 
 def session_order_from_acq_times(scans: pd.DataFrame, bids_roots: dict[str, str],
                                  key: str = "dataset.bids_roots") -> tuple[pd.DataFrame, dict[str, str], str]:
-    """Each scan's ``session_order`` from its raw BIDS dataset's acquisition times, where the
-    metadata table leaves it empty: (scans, fingerprints of the files read, a sentence for the
-    dataset's description; "" when nothing was read).
+    """Each scan's ``session_order`` from its raw BIDS dataset's acquisition times, for the
+    subjects the metadata table gives none: (scans, fingerprints of the files read, a sentence
+    for the dataset's description; "" when nothing was read).
 
     fMRIPrep's derivatives do not keep the acquisition times; the raw dataset does, per session
     in ``sub-<label>/sub-<label>_sessions.tsv`` (column ``acq_time``) or per file in each
     session's ``scans.tsv``, whose earliest time is taken as the session's. Sessions are ranked
-    by time among all of the subject's timed sessions (1 = first), so a session without a
-    resting scan still counts. A subject any of whose analysed sessions has no time gets no
-    order at all (ranks among the rest could be off by the missing one), and a warning says so;
-    a pooling model then treats the column as incomplete. An unreadable time names its file.
+    by time among all of the subject's listed sessions (1 = first), so a session without a
+    resting scan still counts. A subject gets no order at all, and a warning says why, when any
+    of its listed sessions has no time (the ranks could be off by it), when two of its analysed
+    sessions have the same time (date-only times of a same-day pre/post design), when its raw
+    folder is missing, or when the table orders some of its scans but not all (two scales of
+    order in one subject); a pooling model then treats the column as incomplete. Times without
+    a zone are taken as UTC, as those with BIDS's trailing Z are; an unreadable time names its
+    file.
     """
     roots = {str(k): Path(str(v)).expanduser() for k, v in (bids_roots or {}).items()}
     if not roots:
@@ -165,18 +169,19 @@ def session_order_from_acq_times(scans: pd.DataFrame, bids_roots: dict[str, str]
     fingerprints: dict[str, str] = {}
     filled = 0
     for (ds, subject), rows in scans[scans["dataset"].isin(roots)].groupby(["dataset", "subject"], sort=True):
-        todo = rows.index[order.loc[rows.index].isna()]
-        if not len(todo):
+        empty = order.loc[rows.index].isna()
+        if not empty.any():
             continue
-        times = _session_times(roots[ds], str(subject), fingerprints)
-        untimed = sorted(set(rows["session"].astype(str)) - set(times))
-        if untimed:
-            log.warning("dataset %s, sub-%s: no acquisition time for session(s) %s in %s (sessions.tsv or scans.tsv "
-                        "acq_time); its scans have no session_order", ds, subject, untimed, roots[ds] / f"sub-{subject}")
+        where = roots[ds] / f"sub-{subject}"
+        rank, why = _session_ranks(where, str(subject), set(rows["session"].astype(str)), fingerprints)
+        if not empty.all():
+            why = "the metadata table orders some of its scans but not all"
+        if why:
+            log.warning("dataset %s, sub-%s: %s (%s); its scans have no session_order from acquisition times",
+                        ds, subject, why, where if "table" not in why else key)
             continue
-        rank = pd.Series(times).rank(method="dense").astype(int)
-        order.loc[todo] = rows.loc[todo, "session"].astype(str).map(rank).astype(float)
-        filled += len(todo)
+        order.loc[rows.index] = rows["session"].astype(str).map(rank).astype(float)
+        filled += len(rows)
     if not filled:
         return scans, fingerprints, ""
     scans["session_order"] = order
@@ -185,25 +190,44 @@ def session_order_from_acq_times(scans: pd.DataFrame, bids_roots: dict[str, str]
                                  f"({', '.join(sorted(roots))}).")
 
 
-def _session_times(root: Path, subject: str, fingerprints: dict[str, str]) -> dict[str, pd.Timestamp]:
-    """Session label -> acquisition time of one subject: from sessions.tsv, else the earliest
-    acq_time in the session's scans.tsv."""
+def _session_ranks(sub: Path, subject: str, analysed: set[str],
+                   fingerprints: dict[str, str]) -> tuple[dict[str, int], str]:
+    """(session label -> rank by acquisition time, "") of one subject, or ({}, why not)."""
+    if not sub.is_dir():
+        return {}, "no raw folder for the subject"
+    times, listed = _session_times(sub, subject, fingerprints)
+    untimed = sorted((listed | analysed) - set(times))
+    if untimed:
+        return {}, f"no acquisition time for session(s) {untimed} (sessions.tsv or scans.tsv acq_time)"
+    rank = pd.Series(times).rank(method="min").astype(int)
+    tied = [label for label in sorted(analysed) if (rank == rank[label]).sum() > 1]
+    if tied:
+        return {}, f"sessions {tied} have the same acquisition time"
+    return rank.to_dict(), ""
+
+
+def _session_times(sub: Path, subject: str, fingerprints: dict[str, str]) -> tuple[dict[str, pd.Timestamp], set[str]]:
+    """(session label -> acquisition time, every session label the subject's files list): the
+    time from sessions.tsv, else the earliest acq_time in the session's scans.tsv."""
     times: dict[str, pd.Timestamp] = {}
-    sub = root / f"sub-{subject}"
+    listed: set[str] = set()
     sessions = sub / f"sub-{subject}_sessions.tsv"
     if sessions.is_file():
         table = _acq_table(sessions, "session_id", fingerprints)
+        table = table[table["session_id"].notna()]
         for label, t in zip(table["session_id"].str.removeprefix("ses-"), table["acq_time"]):
+            listed.add(label)
             if pd.notna(t):
                 times[label] = t
     for scans_tsv in sorted(sub.glob(f"ses-*/sub-{subject}_ses-*_scans.tsv")):
         label = scans_tsv.parent.name.removeprefix("ses-")
+        listed.add(label)
         if label in times:
             continue
         first = _acq_table(scans_tsv, "filename", fingerprints)["acq_time"].min()
         if pd.notna(first):
             times[label] = first
-    return times
+    return times, listed
 
 
 def _acq_table(path: Path, id_column: str, fingerprints: dict[str, str]) -> pd.DataFrame:
