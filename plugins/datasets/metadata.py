@@ -172,13 +172,15 @@ def session_order_from_acq_times(scans: pd.DataFrame, bids_roots: dict[str, str]
         empty = order.loc[rows.index].isna()
         if not empty.any():
             continue
+        if not empty.all():  # two scales of order in one subject would compare nothing
+            log.warning("dataset %s, sub-%s: the metadata table orders some of its scans but not all; the others get "
+                        "no session_order from acquisition times (%s)", ds, subject, key)
+            continue
         where = roots[ds] / f"sub-{subject}"
         rank, why = _session_ranks(where, str(subject), set(rows["session"].astype(str)), fingerprints)
-        if not empty.all():
-            why = "the metadata table orders some of its scans but not all"
         if why:
             log.warning("dataset %s, sub-%s: %s (%s); its scans have no session_order from acquisition times",
-                        ds, subject, why, where if "table" not in why else key)
+                        ds, subject, why, where)
             continue
         order.loc[rows.index] = rows["session"].astype(str).map(rank).astype(float)
         filled += len(rows)
