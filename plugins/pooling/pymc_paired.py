@@ -37,6 +37,7 @@ from .design import (
 from .loo import log_likelihood_group, paired_model_loglik, thinned, tidy_posterior
 from .marginal import UnitStatistics, conditional_effects, marginal_loglik, unit_statistics
 from .predictive import ppc_figure
+from .scan_design import order_note
 
 
 class PyMCPairedPooling(PoolingModel):
@@ -117,12 +118,7 @@ class PyMCPairedPooling(PoolingModel):
         if not (np.isfinite(diff).all() and (diff < 0).any()):
             return ""
         after = pd.Series(diff > 0).groupby(design.obs["dataset"].to_numpy()).all()
-        later = sorted(after.index[after])
-        if not later:
-            return ""
-        return (f"dataset(s) {later} scan the drug only after its control, so their drug effects include any "
-                "session-order effect; pooling.session_order=true (or null) takes out the order effect that the "
-                "datasets with counterbalanced sessions show")
+        return order_note(sorted(after.index[after]), "its control")
 
     def covariates(self, design) -> dict[str, np.ndarray]:
         """Per-observation covariates requested in the config (FD and dose standardised; the

@@ -278,9 +278,14 @@ def order_hint(design: ScanDesign) -> str:
     """Which datasets' drug effects carry any order effect, when the data could take it out."""
     if missing_positions(design) != 0 or not counterbalanced(design, session_positions(design)):
         return ""
-    baseline_only = baseline_only_datasets(design.obs)
-    if not baseline_only:
+    return order_note(baseline_only_datasets(design.obs), "a baseline")
+
+
+def order_note(later: list[str], control: str) -> str:
+    """The methods note for datasets whose drug scans all come after ``control`` while the slope
+    is off ("" when there are none); the pooling models that have the slope share it."""
+    if not later:
         return ""
-    return (f"dataset(s) {baseline_only} scan the drug only after a baseline, so their drug effects include any "
+    return (f"dataset(s) {later} scan the drug only after {control}, so their drug effects include any "
             "session-order effect; pooling.session_order=true (or null) takes out the order effect that the "
             "datasets with counterbalanced sessions show")
