@@ -325,8 +325,8 @@ UNREAD_POOLING_OUTPUTS = {"predictive_checks": False, "log_likelihood": "none"}
 #: property of the posterior, not of how many draws describe it: at 2 x 1000 draws the slowest
 #: sd of the full-size study kept a bulk ESS of ~1,000 (2 x 2000 draws, a run's default, took
 #: ~40% of a replicate's time for the same intervals to within Monte Carlo error); 2 x 750
-#: kept the twelve scenarios x 20 replicates under an hour on 2 cores (64 min with the
-#: session-order slope, docs/calibration.md).
+#: kept the twelve scenarios x 20 replicates under an hour on 2 cores until the session-order
+#: slope (64 min with it; 2 x 600 took as long, docs/calibration.md).
 CALIBRATION_DRAWS = 750
 
 
