@@ -103,22 +103,26 @@ def test_summary_truth_is_the_mean_of_its_pairs():
 
 
 def test_replicates_skip_unread_outputs_and_cap_their_draws():
-    """A replicate keeps 2 x CALIBRATION_DRAWS at most, without predictive checks or the pointwise
-    log-likelihood (never scored); a quick preset's fewer draws and what the command line sets stay."""
-    from megafc.plugins.reports.calibration import CALIBRATION_DRAWS, lighten_pooling
+    """A replicate keeps 2 x CALIBRATION_DRAWS after CALIBRATION_TUNE tuning steps at most, without
+    predictive checks or the pointwise log-likelihood (never scored); a quick preset's fewer draws
+    and steps and what the command line sets stay."""
+    from megafc.plugins.reports.calibration import CALIBRATION_DRAWS, CALIBRATION_TUNE, lighten_pooling
 
     cfg = compose(["pooling=pymc"])
-    assert cfg.pooling.draws > CALIBRATION_DRAWS and cfg.pooling.predictive_checks
+    assert cfg.pooling.draws > CALIBRATION_DRAWS and cfg.pooling.tune > CALIBRATION_TUNE
+    assert cfg.pooling.predictive_checks
     lighten_pooling(cfg, [])
-    assert (cfg.pooling.draws, cfg.pooling.predictive_checks, cfg.pooling.log_likelihood) == (
-        CALIBRATION_DRAWS, False, "none")
-    given = ["pooling=pymc", "pooling.draws=3000", "pooling.log_likelihood=subject", "++pooling.predictive_checks=true"]
+    assert (cfg.pooling.draws, cfg.pooling.tune, cfg.pooling.predictive_checks, cfg.pooling.log_likelihood) == (
+        CALIBRATION_DRAWS, CALIBRATION_TUNE, False, "none")
+    given = ["pooling=pymc", "pooling.draws=3000", "pooling.tune=1000", "pooling.log_likelihood=subject",
+             "++pooling.predictive_checks=true"]
     cfg = compose(given)
     lighten_pooling(cfg, given)  # a key given with Hydra's "++" prefix is given too
-    assert (cfg.pooling.draws, cfg.pooling.log_likelihood, cfg.pooling.predictive_checks) == (3000, "subject", True)
+    assert (cfg.pooling.draws, cfg.pooling.tune, cfg.pooling.log_likelihood, cfg.pooling.predictive_checks) == (
+        3000, 1000, "subject", True)
     cfg = compose(["pooling=pymc_quick"])
     lighten_pooling(cfg, [])
-    assert cfg.pooling.draws == 200
+    assert cfg.pooling.draws == 200 and cfg.pooling.tune < CALIBRATION_TUNE
     cfg = compose(["pooling=meta"])
     lighten_pooling(cfg, [])  # a model without these keys is left as it is
     assert "draws" not in cfg.pooling

@@ -324,21 +324,29 @@ UNREAD_POOLING_OUTPUTS = {"predictive_checks": False, "log_likelihood": "none"}
 #: Most draws per chain of a replicate unless the command line sets pooling.draws. Coverage is a
 #: property of the posterior, not of how many draws describe it: at 2 x 1000 draws the slowest
 #: sd of the full-size study kept a bulk ESS of ~1,000 (2 x 2000 draws, a run's default, took
-#: ~40% of a replicate's time for the same intervals to within Monte Carlo error); 2 x 750
-#: kept the twelve scenarios x 20 replicates under an hour on 2 cores until the session-order
-#: slope (64 min with it; 2 x 600 took as long, docs/calibration.md).
-CALIBRATION_DRAWS = 750
+#: ~40% of a replicate's time for the same intervals to within Monte Carlo error). Fewer draws
+#: describe each interval a little less exactly, which can only lower its coverage.
+CALIBRATION_DRAWS = 600
+
+#: Most tuning steps per chain of a replicate unless the command line sets pooling.tune: nutpie's
+#: own default, by which its mass-matrix adaptation has settled on the full-size study (bulk ESS
+#: and R-hat as at 500 steps over eight replicates). With 2 x 750 draws after 500 steps the
+#: twelve scenarios x 20 replicates took 64 min on 2 cores; 300 steps and 600 draws take ~20%
+#: less CPU time a replicate (docs/calibration.md).
+CALIBRATION_TUNE = 300
 
 
 def lighten_pooling(cfg: Any, overrides: list[str]) -> None:
-    """Switch off what a replicate never reads and cap its draws (CALIBRATION_DRAWS), where the
-    pooling model has those keys; what the command line sets explicitly stays."""
+    """Switch off what a replicate never reads and cap its draws and tuning steps
+    (CALIBRATION_DRAWS, CALIBRATION_TUNE), where the pooling model has those keys; what the
+    command line sets explicitly stays."""
     given = {override_key(o)[0] for o in overrides}
     for key, value in UNREAD_POOLING_OUTPUTS.items():  # only posterior.nc and figures hold them
         if key in cfg.pooling and f"pooling.{key}" not in given:
             cfg.pooling[key] = value
-    if "draws" in cfg.pooling and "pooling.draws" not in given:
-        cfg.pooling.draws = min(cfg.pooling.draws, CALIBRATION_DRAWS)
+    for key, cap in (("draws", CALIBRATION_DRAWS), ("tune", CALIBRATION_TUNE)):
+        if key in cfg.pooling and f"pooling.{key}" not in given:
+            cfg.pooling[key] = min(cfg.pooling[key], cap)
 
 
 def run_replicate(overrides: list[str], scenario: str, replicate: int, seed: int, run_dir: Path,
