@@ -359,3 +359,18 @@ def test_specificity_is_scored_against_the_planted_spread_of_subnetwork_pairs():
     s = score_replicate(effects, truth, "subnetwork", 0.02, specificity=spec, parents=parents)
     row = s[(s.table == "specificity") & (s.stratum == "all")].iloc[0]
     assert row["effect_type"] == "overall" and row["n"] == 2 and row["coverage_95"] == 1.0 and row["n_credible"] == 0
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--scenario", "default", "heavy_tails"], "'heavy_tails' is a scenario, not a config override"),
+    (["--replicates", "2", "pooling"], "argument 'pooling' is not a megafc-calibrate option or a config override"),
+])
+def test_a_stray_argument_is_named_before_anything_runs(tmp_path, capsys, argv, said):
+    """``--scenario a b`` used to end in Hydra's "internal error: OverrideParseException"."""
+    import megafc.plugins.reports.calibration as calibration
+
+    out = tmp_path / "calib"
+    with pytest.raises(SystemExit) as exit_:
+        calibration.main([*argv, "--out", str(out)])
+    assert exit_.value.code != 0 and said in capsys.readouterr().err
+    assert not out.exists()

@@ -529,6 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     out = args.out or Path("calibration") / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
+        _check_overrides(overrides)
         scenarios = list(SCENARIOS) if args.scenario and "all" in args.scenario else args.scenario
         calibrate(overrides, args.replicates, out, args.min_effect, scenarios, args.jobs, args.keep_going)
     except MegafcError as exc:
@@ -536,6 +537,19 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # hydra override errors and bugs: still one paragraph
         fail(exc)
     sys.exit(0)
+
+
+def _check_overrides(overrides: list[str]) -> None:
+    """Every argument argparse did not take must be a config override (``key=value`` or ``~key``):
+    ``--scenario a b`` would otherwise reach Hydra's parser as the override ``b``."""
+    for arg in overrides:
+        if "=" in arg or arg.startswith("~"):
+            continue
+        if arg in SCENARIOS or arg == "all":
+            raise ConfigError(f"'{arg}' is a scenario, not a config override (key=value): give each scenario "
+                              f"its own --scenario, e.g. --scenario default --scenario {arg}")
+        raise ConfigError(f"argument '{arg}' is not a megafc-calibrate option or a config override (key=value, "
+                          "e.g. pooling=meta)")
 
 
 class CalibrationReport(Reporter):
