@@ -145,6 +145,12 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     assert "posterior_nc: false" in recorded and "log_likelihood: none" in recorded  # lighten_pooling ran
     assert set(summary["table"]) == {"effects", "summaries", "drug_similarity", "heterogeneity"}
     assert set(summary["scenario"]) == {"default"}
+    # each replicate's sampling diagnostics, as its own diagnostics.tsv has them, and in the report
+    diagnostics = pd.read_csv(out / "calibration_diagnostics.tsv", sep="\t")
+    assert diagnostics["replicate"].tolist() == [0, 1] and diagnostics["converged"].dtype == bool
+    own = pd.read_csv(out / "default" / "replicate-01" / "diagnostics.tsv", sep="\t")
+    assert diagnostics["r_hat_max"].iloc[1] == pytest.approx(own["r_hat_max"].max(), rel=1e-5)
+    assert 'id="diagnostics"' in (out / "report.html").read_text()
     tau = summary[(summary.table == "heterogeneity") & (summary.stratum == "all")]
     # fixed drug effects (the default) have no tau_drug
     assert set(tau["effect_type"]) == {"tau_dataset"} and (tau["n_credible"] == 0).all()
@@ -191,6 +197,7 @@ def test_every_scenario_runs_once(tmp_path):
     report = (out / "report.html").read_text()
     assert "<title>megafc calibration: calib</title>" in report
     assert all(f'id="scenario-{s}"' in report for s in SCENARIOS)
+    assert not (out / "calibration_diagnostics.tsv").exists() and 'id="diagnostics"' not in report  # meta: no R-hat
     summary = summary[(summary.stratum == "all") & (summary.table == "effects")]
     assert (summary.groupby("scenario")["coverage_95"].min() >= 0.6).all(), summary
 
@@ -374,3 +381,25 @@ def test_a_stray_argument_is_named_before_anything_runs(tmp_path, capsys, argv, 
         calibration.main([*argv, "--out", str(out)])
     assert exit_.value.code != 0 and said in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_replicate_whose_chains_disagree_is_counted_as_not_converged(tmp_path):
+    """A chain stuck in another mode (R-hat 2.1: never chance) is named; R-hats above 1.01 no more
+    often than chance puts them there are not; a model without R-hats gives no row."""
+    from megafc.plugins.reports.calibration import diagnostics_by_scenario, replicate_diagnostics
+
+    row = {"size": 141, "ess_bulk_min": 900.0, "divergences": 0, "n_r_hat_over": 1, "r_hat_over_by_chance": 2.0,
+           "p_r_hat_max": 0.5, "sampling_seconds": 11.0}
+    rows = [{**row, "variable": "tau_dataset", "r_hat_max": 1.012},
+            {**row, "variable": "slope:session_order", "r_hat_max": 2.13, "ess_bulk_min": 2.6, "p_r_hat_max": 0.0}]
+    for name, table in (("stuck", rows), ("fine", rows[:1])):
+        (tmp_path / name).mkdir()
+        pd.DataFrame(table).to_csv(tmp_path / name / "diagnostics.tsv", sep="\t", index=False)
+    stuck, fine = replicate_diagnostics(tmp_path / "stuck"), replicate_diagnostics(tmp_path / "fine")
+    assert not stuck["converged"] and stuck["not_converged"] == "slope:session_order"
+    assert stuck["r_hat_max_variable"] == "slope:session_order" and stuck["ess_bulk_min"] == 2.6
+    assert fine["converged"] and fine["not_converged"] == ""
+    assert replicate_diagnostics(tmp_path) == {}  # no diagnostics.tsv (e.g. meta)
+    table = pd.DataFrame([{"scenario": "a", **stuck}, {"scenario": "a", **fine}, {"scenario": "b", **fine}])
+    by = diagnostics_by_scenario(table).set_index("scenario")
+    assert by.loc["a", ["replicates", "not_converged"]].tolist() == [2, 1] and by.loc["b", "not_converged"] == 0

@@ -397,6 +397,54 @@ def _scored_replicate(overrides: list[str], scenario: str, replicate: int, seed:
     return s
 
 
+def replicate_diagnostics(folder: Path) -> dict[str, Any]:
+    """A finished replicate's sampling diagnostics in one row (empty for a model that writes no
+    R-hat, such as ``meta``): its intervals are scored whatever they were, so the calibration
+    says how many came from chains that had not converged or had diverged."""
+    from megafc.core.report import read_tsv
+    from megafc.stats.rhat_chance import beyond_chance
+
+    d = read_tsv(Path(folder) / "diagnostics.tsv")
+    if d is None or not {"variable", "r_hat_max", "n_r_hat_over"} <= set(d.columns) or not len(d):
+        return {}
+    worst = d.loc[d["r_hat_max"].idxmax()]
+    bad = beyond_chance(d)
+    return {
+        "converged": not bool(bad.any()),
+        "not_converged": ", ".join(d.loc[bad, "variable"].astype(str)),
+        "divergences": int(d["divergences"].max()) if "divergences" in d else 0,
+        "r_hat_max": float(worst["r_hat_max"]),
+        "r_hat_max_variable": str(worst["variable"]),
+        "ess_bulk_min": float(d["ess_bulk_min"].min()) if "ess_bulk_min" in d else float("nan"),
+        "sampling_seconds": float(d["sampling_seconds"].iloc[0]) if "sampling_seconds" in d else float("nan"),
+    }
+
+
+def diagnostics_table(tasks: list[tuple]) -> pd.DataFrame:
+    """calibration_diagnostics.tsv: one row per finished replicate (``tasks`` as ``calibrate``
+    builds them) with its sampling diagnostics; empty when the model reports none."""
+    rows = []
+    for _, scenario, replicate, seed, run_dir, _ in tasks:
+        if (run_dir / COMPLETION_MARKER).exists():
+            found = replicate_diagnostics(run_dir)
+            if found:
+                rows.append({"scenario": scenario, "replicate": replicate, "seed": seed, **found})
+    return pd.DataFrame(rows)
+
+
+def diagnostics_by_scenario(diagnostics: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario: replicates, how many had not converged or had divergent transitions, the
+    largest R-hat and the median sampling time."""
+    g = diagnostics.groupby("scenario", sort=False)
+    return pd.DataFrame({
+        "replicates": g.size(),
+        "not_converged": g["converged"].apply(lambda c: int((~c.astype(bool)).sum())),
+        "with_divergences": g["divergences"].apply(lambda d: int((d > 0).sum())),
+        "r_hat_max": g["r_hat_max"].max().round(3),
+        "sampling_seconds_median": g["sampling_seconds"].median().round(1),
+    }).reset_index()
+
+
 def _worker_start(level: int, parent: int) -> None:
     """A spawned worker dies with megafc-calibrate (killed, not only interrupted, it left its
     workers sampling) and logs like it (its lines go to the same stderr)."""
@@ -491,6 +539,14 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
         staged.write_table("calibration_replicates.tsv", table)
+        diagnostics = diagnostics_table(tasks)
+        if len(diagnostics):
+            staged.write_table("calibration_diagnostics.tsv", diagnostics)
+            unconverged = int((~diagnostics["converged"]).sum())
+            if unconverged:
+                log.warning("calibration: the chains of %d of %d replicates have not converged (R-hat beyond "
+                            "chance; calibration_diagnostics.tsv); their intervals are scored with the others",
+                            unconverged, len(diagnostics))
         summary = summarise_scores(table)
         staged.write_table("calibration.tsv", summary)
         calibration_figure(summary, staged.path("calibration.png"))
@@ -577,6 +633,13 @@ class CalibrationReport(Reporter):
             parts.append(("failures", f"Failed replicates ({len(failures)})",
                           "<p>These replicates failed and are not scored; the tables below hold the others "
                           "(column <code>replicates</code>).</p>" + html_table(failures)))
+        diagnostics = read_tsv(folder / "calibration_diagnostics.tsv")
+        if diagnostics is not None:
+            parts.append(("diagnostics", "Sampling diagnostics of the replicates",
+                          "<p>Every replicate's intervals are scored, whatever its chains did. Not converged: "
+                          "R-hats beyond what converged chains of this length give by chance (the run's own "
+                          "warning); per replicate in <code>calibration_diagnostics.tsv</code>.</p>"
+                          + html_table(diagnostics_by_scenario(diagnostics))))
         for scenario, rows in summary.groupby("scenario", sort=False):
             parts.append((f"scenario-{scenario}", f"Scenario: {scenario}",
                           f"<p>Overrides: <code>{' '.join(SCENARIOS.get(str(scenario), [])) or '(none)'}</code>.</p>"
