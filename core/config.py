@@ -106,6 +106,9 @@ class RunConfig:
     #: Write the posterior draws (posterior.nc, ArviZ InferenceData), when the pooling model has
     #: them; false saves the time and disk of runs read only through their tables (calibration).
     posterior_nc: bool = True
+    #: Write network_pairs.tsv (one row per scan and network pair, 8 MB at full size); false for
+    #: runs read only through their effect tables (each calibration replicate: 1.9 GB a full run).
+    network_pairs_tsv: bool = True
     #: Also (true) or never (false) save the report's figures as SVG, whatever figures.formats says
     #: (kept from earlier versions, where SVG was the default).
     report_svg: Optional[bool] = None

@@ -78,7 +78,8 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     if aggregated.summary_pairs is not None:
         staged.write_table("summary_pairs.tsv", aggregated.summary_pairs)
     staged.write_table("atlas_regions.tsv", region_table(results.atlas))
-    staged.write_table("network_pairs.tsv", aggregated.pairs)
+    if cfg.get("network_pairs_tsv", True):
+        staged.write_table("network_pairs.tsv", aggregated.pairs)
     who = f"pooling '{results.plugins['pooling'].name}'"
     staged.write_table("effects.tsv", result.effects)
     staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval))

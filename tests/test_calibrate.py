@@ -139,10 +139,13 @@ def test_small_calibration_lands_in_a_sensible_band(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "calibration.tsv", sep="\t")
     assert (out / "calibration.png").exists() and (out / "default" / "replicate-01" / "effects.tsv").exists()
-    # only the tables are scored, so the replicates keep no posterior draws (config records it)
+    # only the effect tables are scored, so the replicates keep no posterior draws and no per-scan
+    # pair table (config records it)
     assert not (out / "default" / "replicate-01" / "posterior.nc").exists()
+    assert not (out / "default" / "replicate-01" / "network_pairs.tsv").exists()
     recorded = (out / "default" / "replicate-01" / "config.yaml").read_text()
-    assert "posterior_nc: false" in recorded and "log_likelihood: none" in recorded  # lighten_pooling ran
+    assert "posterior_nc: false" in recorded and "network_pairs_tsv: false" in recorded
+    assert "log_likelihood: none" in recorded  # lighten_pooling ran
     assert set(summary["table"]) == {"effects", "summaries", "drug_similarity", "heterogeneity"}
     assert set(summary["scenario"]) == {"default"}
     # each replicate's sampling diagnostics, as its own diagnostics.tsv has them, and in the report

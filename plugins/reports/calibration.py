@@ -368,9 +368,10 @@ def _scored_replicate(overrides: list[str], scenario: str, replicate: int, seed:
     from megafc.core.registry import default_registry
 
     registry = default_registry()
-    # figures, report and posterior draws are never read here: only the tables are scored
+    # figures, report, posterior draws and the per-scan pair table are never read here: only the
+    # effect tables are scored
     cfg = compose(overrides + SCENARIOS[scenario] + [f"seed={seed}", "figures=false", "report=false",
-                                                     "posterior_nc=false"], registry)
+                                                     "posterior_nc=false", "network_pairs_tsv=false"], registry)
     lighten_pooling(cfg, overrides)
     log.info("calibration: %s/replicate-%02d (seed %d)", scenario, replicate, cfg.seed)
     outcome = run_experiment(cfg, registry, run_dir)
