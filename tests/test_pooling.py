@@ -753,3 +753,29 @@ def test_learned_dataset_scales_carry_their_subjects_sampling(default_fit):
     with_factor = scan_model_loglik(design, post, x, names, scales, ~is_summary, labels)
     without = scan_model_loglik(design, sample, x, names, scales, ~is_summary, labels)
     np.testing.assert_allclose(with_factor, without, rtol=1e-4)
+
+
+def test_chains_split_over_a_slope_get_the_way_out_named():
+    """A pooled covariate slope whose mean or spread the chains disagree on (R-hat 2.2: a second
+    mode, never chance) gets a warning naming the slope, that more chains show which mode holds
+    most of them and which key drops it; chance R-hats, other variables and unknown slopes do not."""
+    from megafc.plugins.pooling.scan_results import slope_modes_warning
+
+    row = {"size": 1, "ess_bulk_min": 900.0, "n_r_hat_over": 0, "r_hat_over_by_chance": 0.1, "p_r_hat_max": 0.5,
+           "r_hat_max": 1.002}
+    stuck = {"n_r_hat_over": 1, "r_hat_max": 2.2, "ess_bulk_min": 2.6, "p_r_hat_max": 0.0}
+    names = ["mean_fd", "session_order"]
+    table = pd.DataFrame([{**row, "variable": "mean_fd_slope_mean"},
+                          {**row, **stuck, "variable": "session_order_slope_spread_log__"},
+                          {**row, **stuck, "variable": "sigma"}])
+    said = slope_modes_warning(table, names)
+    assert "session_order slope varies across network pairs" in said and "two modes" in said
+    assert "pooling.chains=4" in said and "pooling.session_order=false" in said and "mean_fd" not in said
+    table.loc[0, list(stuck)] = list(stuck.values())
+    both = slope_modes_warning(table, names)
+    assert "mean_fd and session_order slopes vary" in both
+    assert "pooling.motion=false or pooling.session_order=false" in both
+    assert slope_modes_warning(table, []) is None  # no pooled slope in the model
+    assert slope_modes_warning(table[table.variable == "sigma"], names) is None  # not a slope: rhat_warning says it
+    chance = table.assign(r_hat_max=1.012, p_r_hat_max=0.5, n_r_hat_over=1, r_hat_over_by_chance=2.0)
+    assert slope_modes_warning(chance, names) is None  # R-hats above 1.01 as often as chance puts them there
