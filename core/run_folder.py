@@ -49,8 +49,8 @@ class StagedRun:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_folder(self.run_dir)
         try:
-            for stale in self.run_dir.glob(".megafc-staging-*"):  # left by a killed run: never counts
-                shutil.rmtree(stale, ignore_errors=True)
+            for stale in [*self.run_dir.glob(".megafc-staging-*"), *self.run_dir.glob(".megafc-previous-*")]:
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed run: never counts
             self.staging = Path(tempfile.mkdtemp(prefix=".megafc-staging-", dir=self.run_dir))
             hydra_dir = self.run_dir / ".hydra"
             if hydra_dir.is_dir():  # this run's composed config, kept with its results
@@ -81,27 +81,79 @@ class StagedRun:
         return p
 
     def commit(self) -> Path:
-        """Move every staged file into the run directory; the completion marker goes last.
+        """Move every staged entry into the run directory; the completion marker goes last.
 
-        The old marker goes first and an earlier run's leftovers next, so an interrupted
-        commit leaves a folder that is visibly incomplete, never one that looks complete.
+        Nothing is moved before every entry is known to fit: a name in the way that an earlier
+        run did not write (a user's file or link) is an error naming it. Files a user put inside
+        megafc's own folders (e.g. ``figures/``) are carried into the new ones. The earlier run's
+        entries are renamed aside first (its marker first, so an interrupted commit leaves a
+        folder that is visibly incomplete) and removed only once the new ones are all in; if a
+        move fails, what was moved is moved back and the earlier run is as it was.
         """
         entries = sorted(self.staging.iterdir(), key=lambda p: p.name == COMPLETION_MARKER)
         names = [e.name for e in entries]
-        _remove(self.run_dir / COMPLETION_MARKER)
-        for old in previous_outputs(self.run_dir):
-            if old not in names:
-                _remove(self.run_dir / old)
-        (self.run_dir / MANIFEST_FILE).write_text(json.dumps(sorted(names), indent=1) + "\n")
-        for entry in entries:
-            target = self.run_dir / entry.name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            os.replace(entry, target)
+        previous, previous_files = read_manifest(self.run_dir)
+        owned = set(previous) | {".hydra"}  # Hydra's own config folder is copied into every run
+        for name in names:
+            target = self.run_dir / name
+            if (target.exists() or target.is_symlink()) and name not in owned:
+                raise InputError(
+                    f"{target} is in the way of this run's results: it was not written by an earlier megafc "
+                    f"run here (it is not listed in {self.run_dir / MANIFEST_FILE}), so megafc will not replace "
+                    "it. Move it away or choose another output folder (hydra.run.dir=...)")
+        if previous_files is not None:
+            self._carry_user_files(names, set(previous_files))
+        written = sorted(str(p.relative_to(self.staging)) for p in self.staging.rglob("*")
+                         if p.is_file() or p.is_symlink())
+        aside = Path(tempfile.mkdtemp(prefix=".megafc-previous-", dir=self.run_dir))
+        replaced = [n for n in [COMPLETION_MARKER, *sorted(set(previous) - set(names)), *names]
+                    if (self.run_dir / n).exists() or (self.run_dir / n).is_symlink()]
+        moved_aside: list[str] = []
+        moved_in: list[str] = []
+        manifest = self.run_dir / MANIFEST_FILE
+        old_manifest = manifest.read_text() if manifest.exists() else None
+        try:
+            for name in dict.fromkeys(replaced):
+                os.replace(self.run_dir / name, aside / name)
+                moved_aside.append(name)
+            write_text_atomic(manifest, json.dumps({"entries": sorted(names), "files": written}, indent=1) + "\n")
+            for entry in entries:
+                os.replace(entry, self.run_dir / entry.name)
+                moved_in.append(entry.name)
+        except BaseException:
+            for name in reversed(moved_in):  # undo: the new entries back to staging, the old ones back
+                os.replace(self.run_dir / name, self.staging / name)
+            for name in reversed(moved_aside):
+                os.replace(aside / name, self.run_dir / name)
+            if old_manifest is None:
+                manifest.unlink(missing_ok=True)
+            else:
+                write_text_atomic(manifest, old_manifest)
+            shutil.rmtree(aside, ignore_errors=True)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+        gone = sorted(set(previous) - set(names))
+        if previous:
+            logging.getLogger("megafc").info(
+                "%s: the earlier run's results were replaced%s", self.run_dir,
+                f"; not written by this run and removed: {', '.join(gone)}" if gone else "")
         self.staging.rmdir()
         self.committed = True
         self._release()
         return self.run_dir
+
+    def _carry_user_files(self, names: list[str], previous_files: set[str]) -> None:
+        """Copy into the staged folders the files a user added to the earlier run's folders
+        (files that run did not write), so replacing a folder never deletes them."""
+        for name in names:
+            old = self.run_dir / name
+            if not old.is_dir() or old.is_symlink() or not (self.staging / name).is_dir():
+                continue
+            for path in old.rglob("*"):
+                relative = str(path.relative_to(self.run_dir))
+                if path.is_file() and relative not in previous_files and not (self.staging / relative).exists():
+                    (self.staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, self.staging / relative)
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -116,6 +168,9 @@ class StagedRun:
 
     def _release(self) -> None:
         if self._lock is not None:
+            # removed while still held (a run that opened it meanwhile finds it gone and retries,
+            # see _lock_folder), so a finished or failed run leaves no lock file behind
+            Path(self._lock.name).unlink(missing_ok=True)
             self._lock.close()  # closing the descriptor releases the flock
             self._lock = None
 
@@ -127,20 +182,25 @@ class StagedRun:
             self.discard()
 
 
+def read_manifest(run_dir: Path) -> tuple[list[str], list[str] | None]:
+    """(top-level entries, every file) the last committed run in ``run_dir`` wrote; the files
+    are None where the manifest predates their listing, entries empty where there is none."""
+    try:
+        data = json.loads((run_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return [], None
+    files = None
+    if isinstance(data, dict):
+        files = [f for f in data.get("files") or [] if isinstance(f, str)]
+        data = data.get("entries") or []
+    if not isinstance(data, list):
+        return [], None
+    return [n for n in data if isinstance(n, str) and n and "/" not in n and n not in (".", "..")], files
+
+
 def previous_outputs(run_dir: Path) -> list[str]:
     """Top-level entries the last committed run in ``run_dir`` wrote (empty if none recorded)."""
-    try:
-        names = json.loads((run_dir / MANIFEST_FILE).read_text())
-    except (OSError, ValueError):
-        return []
-    return [n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..")]
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    return read_manifest(run_dir)[0]
 
 
 def _lock_folder(run_dir: Path):
@@ -149,10 +209,24 @@ def _lock_folder(run_dir: Path):
         import fcntl
     except ImportError:  # not POSIX: no advisory locks; runs are still staged and atomic
         return None
-    fh = open(run_dir / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
+    while True:
+        fh = open(run_dir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            error = exc
+        else:
+            error = None
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(run_dir / LOCK_FILE).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the run that held it removed it as we opened it: lock the new one
+                fh.close()
+                continue
+        break
+    if error is not None:
+        exc = error
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             # a file system without locks (Lustre noflock, NFS without lockd): run unlocked
             logging.getLogger("megafc").warning("cannot lock %s (%s); concurrent runs into it are not detected",

@@ -85,7 +85,82 @@ def test_rerun_removes_files_the_new_run_does_not_write(tmp_path):
     assert (tmp_path / "summaries.tsv").read_text() == "new"
     assert json.loads((tmp_path / "provenance.json").read_text()) == {"run": 2}
     assert (tmp_path / "my_notes.txt").exists(), "a file megafc did not write was removed"
-    assert json.loads((tmp_path / MANIFEST_FILE).read_text()) == ["provenance.json", "summaries.tsv"]
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert manifest == {"entries": ["provenance.json", "summaries.tsv"], "files": ["provenance.json", "summaries.tsv"]}
+
+
+def test_rerun_keeps_files_a_user_put_in_megafcs_folders(tmp_path):
+    with StagedRun(tmp_path) as first:
+        first.write_text("figures/a.png", "old a")
+        first.write_text("figures/b.png", "old b")
+        first.write_json("provenance.json", {"run": 1})
+        first.commit()
+    (tmp_path / "figures" / "my_own_plot.png").write_text("the user's")
+    (tmp_path / "figures" / "mine").mkdir()
+    (tmp_path / "figures" / "mine" / "x.txt").write_text("also the user's")
+    with StagedRun(tmp_path) as second:
+        second.write_text("figures/a.png", "new a")
+        second.write_json("provenance.json", {"run": 2})
+        second.commit()
+    figures = tmp_path / "figures"
+    assert (figures / "a.png").read_text() == "new a"
+    assert not (figures / "b.png").exists(), "the earlier run's figure this run did not draw was kept"
+    assert (figures / "my_own_plot.png").read_text() == "the user's"
+    assert (figures / "mine" / "x.txt").read_text() == "also the user's"
+    assert not list(tmp_path.glob(".megafc-previous-*")) and not list(tmp_path.glob(".megafc-staging-*"))
+
+
+@pytest.mark.parametrize("in_the_way", ["file", "symlink"])
+def test_an_entry_megafc_did_not_write_in_the_way_is_refused_before_anything_moves(tmp_path, in_the_way):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if in_the_way == "file":
+        (run_dir / "figures").write_text("a file of the user's")
+    else:
+        (run_dir / "figures").symlink_to(shared)
+    with pytest.raises(InputError, match=r"run/figures is in the way.*not written by an earlier megafc"):
+        with StagedRun(run_dir) as staged:
+            staged.write_text("effects.tsv", "new")
+            staged.write_text("figures/a.png", "new")
+            staged.write_json("provenance.json", {"run": 1})
+            staged.commit()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["figures"], "something was moved in"
+    assert not list(shared.iterdir())
+
+
+def test_a_move_that_fails_halfway_puts_the_earlier_run_back(tmp_path, monkeypatch):
+    import megafc.core.run_folder as run_folder
+
+    with StagedRun(tmp_path) as first:
+        first.write_text("effects.tsv", "run 1")
+        first.write_text("scans.tsv", "run 1")
+        first.write_text("figures/a.png", "run 1")
+        first.write_json("provenance.json", {"run": 1})
+        first.commit()
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    real_replace = os.replace
+
+    failed = []
+
+    def failing_replace(src, dst):
+        if Path(dst) == tmp_path / "scans.tsv" and not failed:  # the second entry to move in, once
+            failed.append(dst)
+            raise OSError(28, "No space left on device", str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(run_folder.os, "replace", failing_replace)
+    with pytest.raises(OSError):
+        with StagedRun(tmp_path) as second:
+            second.write_text("effects.tsv", "run 2")
+            second.write_text("scans.tsv", "run 2")
+            second.write_json("provenance.json", {"run": 2})
+            second.commit()
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    after.pop(Path(".megafc.lock"), None), before.pop(Path(".megafc.lock"), None)
+    assert after == before, "the earlier run's folder changed"
+    assert not list(tmp_path.glob(".megafc-previous-*")) and not list(tmp_path.glob(".megafc-staging-*"))
 
 
 def test_failed_rerun_keeps_the_previous_complete_run(tmp_path):
@@ -99,6 +174,7 @@ def test_failed_rerun_keeps_the_previous_complete_run(tmp_path):
             raise RuntimeError("stage failed")
     assert (tmp_path / "effects.tsv").read_text() == "complete"
     assert (tmp_path / "provenance.json").exists()
+    assert not (tmp_path / ".megafc.lock").exists(), "the failed run left its lock file"
 
 
 def test_failed_run_into_a_new_folder_leaves_no_folder(tmp_path):
