@@ -84,3 +84,26 @@ def test_records_are_replayed_in_the_sections_order(caplog):
     run_in_workers([make_task(i) for i in range(4)], workers=2, order=[3, 2, 1, 0])
     drawn = [r.getMessage() for r in caplog.records if r.getMessage().startswith("section ")]
     assert drawn == [f"section {i} drawn" for i in range(4)]
+
+
+def test_an_interrupted_report_leaves_no_worker_drawing(tmp_path, monkeypatch):
+    """Ctrl-C while the workers draw: they are stopped before the run removes its staging
+    folder, so none goes on writing into it (they once drew 11 figures into a deleted folder)."""
+    import time
+    from concurrent.futures import Future
+
+    def draws_late(i):
+        def task():
+            time.sleep(1.5)
+            (tmp_path / f"figure-{i}.png").write_text("drawn")
+            return i
+        return task
+
+    def interrupted(self, timeout=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Future, "result", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_in_workers([draws_late(i) for i in range(4)], workers=2)
+    time.sleep(2.5)
+    assert not list(tmp_path.iterdir()), "a worker went on drawing after the run was interrupted"

@@ -93,8 +93,10 @@ def run_in_workers(tasks: Sequence[Callable[[], Any]], workers: int, order: Sequ
     except FutureTimeout:
         log.warning("report: a section took over %.0f s in a worker process; drawing the remaining sections in "
                     "this process", timeout)
-        for process in list(getattr(pool, "_processes", {}).values()):  # a hung worker would block the exit
-            process.terminate()
+        _stop(pool)  # a hung worker would block the exit
+    except BaseException:  # Ctrl-C, SIGTERM: the run's staging folder is removed next, so no
+        _stop(pool)  # worker may go on drawing into it
+        raise
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -108,3 +110,12 @@ def run_in_workers(tasks: Sequence[Callable[[], Any]], workers: int, order: Sequ
             result = tasks[i]()
         results.append(result)
     return results
+
+
+def _stop(pool: ProcessPoolExecutor | None, wait: float = 5.0) -> None:
+    """Terminate a pool's worker processes and wait (briefly) until they are gone."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(wait)
