@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import NoReturn
@@ -70,6 +71,32 @@ def fail(exc: BaseException) -> NoReturn:
     sys.exit(code)
 
 
+class Terminated(BaseException):
+    """SIGTERM (``timeout``, SLURM's time limit, ``kill``) as an exception, so the run's staging
+    folder, lock and worker processes are cleaned up as on any other failure."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by signal {signum}")
+        self.signum = signum
+
+
+def _on_sigterm(signum, frame) -> None:
+    if os.getpid() != _on_sigterm.pid:  # a forked worker (sampler chain, report section): just die
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated(signum)
+
+
+def catch_sigterm() -> None:
+    """Turn SIGTERM into ``Terminated`` in this process (only the main thread can)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        _on_sigterm.pid = os.getpid()
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def _quiet_libraries() -> None:
     import warnings
 
@@ -97,8 +124,13 @@ def _task(cfg) -> None:
     if not cfg.rerun and already_complete(run_dir, cfg):
         log.info("%s already holds a complete run of this config; skipping (rerun=true to redo it)", run_dir)
         return
+    catch_sigterm()
     try:
         outcome = run_experiment(cfg, default_registry(), run_dir)
+    except Terminated as exc:
+        log.error("%s; no results were written", exc)
+        print(f"megafc: {exc}; no results were written (the run's staging folder was removed)", file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except Exception as exc:
         fail(exc)
     if cfg.fail_on_bad_diagnostics and not outcome.diagnostics_ok:

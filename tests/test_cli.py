@@ -1,6 +1,7 @@
 """The installed console scripts, as a user runs them."""
 
 import os
+import signal
 
 import pandas as pd
 import pytest
@@ -215,9 +216,11 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
-def test_killed_run_leaves_no_sampler_processes(tmp_path):
-    """SIGKILL during 2-process sampling: the chains die with megafc instead of sampling on."""
-    import signal
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_run_leaves_no_sampler_processes(tmp_path, signum):
+    """SIGKILL during 2-process sampling: the chains die with megafc instead of sampling on.
+    SIGTERM (a time limit, ``timeout``): megafc also removes its staging folder and lock and
+    says it was terminated (exit 128 + 15)."""
     import subprocess
     import sys
     import time
@@ -227,7 +230,8 @@ def test_killed_run_leaves_no_sampler_processes(tmp_path):
     args = [o for o in TINY if not o.startswith("pooling.")] + [
         "pooling.sampler=pymc", "pooling.chains=2", "pooling.cores=2", "pooling.draws=20000", "pooling.tune=1000",
         f"hydra.run.dir={tmp_path / 'run'}"]
-    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(exe), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
     children: list[int] = []
     try:
         deadline = time.time() + 240
@@ -235,8 +239,14 @@ def test_killed_run_leaves_no_sampler_processes(tmp_path):
             time.sleep(1)
             children = _children(proc.pid)
         assert len(children) >= 2, "the chains never started in their own processes"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=60)
+        if signum == signal.SIGTERM:
+            assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+            assert "terminated by signal 15; no results were written" in stderr
+            run_dir = tmp_path / "run"
+            left = sorted(p.name for p in run_dir.iterdir())
+            assert not [n for n in left if n.startswith(".megafc")], f"left behind: {left}"
         for _ in range(20):
             alive = [c for c in children if _alive(c)]
             if not alive:
