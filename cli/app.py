@@ -123,6 +123,8 @@ def _task(cfg) -> None:
     run_dir = HydraConfig.get().runtime.output_dir
     if not cfg.rerun and already_complete(run_dir, cfg):
         log.info("%s already holds a complete run of this config; skipping (rerun=true to redo it)", run_dir)
+        if cfg.fail_on_bad_diagnostics and not recorded_diagnostics_ok(run_dir):
+            diagnostics_failed(run_dir)
         return
     catch_sigterm()
     try:
@@ -134,13 +136,37 @@ def _task(cfg) -> None:
     except Exception as exc:
         fail(exc)
     if cfg.fail_on_bad_diagnostics and not outcome.diagnostics_ok:
-        print(
-            "megafc: error: posterior diagnostics failed (see effects.tsv 'ok' and "
-            f"diagnostics.tsv in {outcome.run_dir}); exiting non-zero because "
-            "fail_on_bad_diagnostics=true",
-            file=sys.stderr,
-        )
-        sys.exit(EXIT_DIAGNOSTICS)
+        diagnostics_failed(outcome.run_dir)
+
+
+def diagnostics_failed(run_dir) -> NoReturn:
+    print(
+        "megafc: error: posterior diagnostics failed (see effects.tsv 'ok' and "
+        f"diagnostics.tsv in {run_dir}); exiting non-zero because "
+        "fail_on_bad_diagnostics=true",
+        file=sys.stderr,
+    )
+    sys.exit(EXIT_DIAGNOSTICS)
+
+
+def recorded_diagnostics_ok(run_dir: str) -> bool:
+    """What a finished run recorded about its diagnostics (provenance.json ``diagnostics_ok``;
+    runs that did not record it: effects.tsv's ``ok`` column)."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from megafc.core.run_folder import COMPLETION_MARKER
+
+    recorded = json.loads((Path(run_dir) / COMPLETION_MARKER).read_text()).get("diagnostics_ok")
+    if recorded is not None:
+        return bool(recorded)
+    effects = Path(run_dir) / "effects.tsv"
+    if not effects.exists():
+        return True
+    ok = pd.read_csv(effects, sep="\t", usecols=lambda c: c == "ok")
+    return "ok" not in ok or not (ok["ok"].astype(str).str.lower() == "false").any()
 
 
 def already_complete(run_dir: str, cfg) -> bool:

@@ -152,7 +152,9 @@ def run_provenance(results: Any, registry: Any) -> dict[str, Any]:
                          extra_packages=dists),
             "stage_seconds": {k: round(v, 2) for k, v in results.timings.items()},
             "references": list(results.references),
-            **({"pooling_interval": {"label": results.result.interval, "kind": results.result.interval_kind}}
+            **({"pooling_interval": {"label": results.result.interval, "kind": results.result.interval_kind},
+                # a skipped rerun with fail_on_bad_diagnostics=true fails as the run did
+                "diagnostics_ok": bool(results.diagnostics_ok)}
                if results.result is not None else {}),
             "hook_plugins": hook_plugins}
 

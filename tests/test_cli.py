@@ -292,3 +292,18 @@ def test_a_failing_reporter_leaves_no_partial_files_and_is_in_warnings(tmp_path)
     warnings = pd.read_csv(out.run_dir / "warnings.tsv", sep="\t")
     failed = warnings[warnings["message"].str.contains("reporter 'broken_report' could not write its report")]
     assert list(failed["stage"]) == ["write"] and list(failed["level"]) == ["error"]
+
+
+def test_bad_diagnostics_fail_the_run_and_its_skipped_rerun(tmp_path):
+    """fail_on_bad_diagnostics=true: exit 4 after writing the outputs, and again when a rerun of
+    the same config skips the finished run (a resumed sweep or a CI retry must not turn it green)."""
+    import json
+
+    args = TINY + ["fail_on_bad_diagnostics=true", f"hydra.run.dir={tmp_path / 'run'}"]  # 60 draws: ESS too low
+    first = megafc_cli(args, cwd=tmp_path)
+    assert first.returncode == 4, first.stderr[-2000:]
+    assert "posterior diagnostics failed" in first.stderr
+    assert json.loads((tmp_path / "run" / "provenance.json").read_text())["diagnostics_ok"] is False
+    again = megafc_cli(args, cwd=tmp_path)
+    assert "already holds a complete run of this config; skipping" in again.stderr + again.stdout
+    assert again.returncode == 4 and "posterior diagnostics failed" in again.stderr
