@@ -18,6 +18,7 @@ def check_run_config(cfg: Any) -> str:
 
     # derivatives, aggregate.level, stage and extraction.space_mismatch are Enums in the schema
     # (megafc.core.config): OmegaConf has refused any other value while composing the config
+    check_run_keys(cfg)
     if int(cfg.extraction.n_jobs) == 0:
         raise ConfigError("config key 'extraction.n_jobs' is 0; expected a number of parallel jobs >= 1, "
                           "or -1 for one per CPU")
@@ -26,6 +27,30 @@ def check_run_config(cfg: Any) -> str:
         raise ConfigError(f"config key 'report_workers' is {workers!r}; expected a whole number of processes >= 1")
     figure_formats(cfg.get("figures"))
     return check_stage(cfg)
+
+
+def check_run_keys(cfg: Any) -> None:
+    """Refuse keys the run config and its sections do not have. Hydra adds any key given as
+    ``+key=value`` (its own error for a misspelt key suggests exactly that), so without this
+    ``+qc.max_fd=0.1`` ran with no motion limit and said nothing. Plugin sections are checked
+    against each plugin's ``Config`` when the plugin is built."""
+    import dataclasses
+    import difflib
+
+    from .config import AggregateConfig, ExtractionConfig, RunConfig
+    from .qc import QCConfig
+
+    for prefix, schema in (("", RunConfig), ("qc.", QCConfig), ("aggregate.", AggregateConfig),
+                           ("extraction.", ExtractionConfig)):
+        node = cfg if not prefix else cfg.get(prefix[:-1])
+        if not hasattr(node, "keys"):
+            continue
+        known = [f.name for f in dataclasses.fields(schema)]
+        for key in sorted(set(node.keys()) - set(known)):
+            close = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(f"config key '{prefix}{key}' is not a megafc setting"
+                              + (f"; did you mean '{prefix}{close[0]}'?" if close else "")
+                              + f" (the {'run' if not prefix else prefix[:-1]} settings are: {', '.join(known)})")
 
 
 def check_stage(cfg: Any) -> str:

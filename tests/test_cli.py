@@ -20,6 +20,9 @@ def _pythonpath(site):
     (["seed=abc"], "seed"),
     (["extraction.n_jobs=0"], "config key 'extraction.n_jobs' is 0"),
     (["report_workers=0"], "config key 'report_workers' is 0"),
+    # Hydra's own error for a misspelt key suggests '+key=value', which adds any key
+    (["+qc.max_fd=0.1"], "config key 'qc.max_fd' is not a megafc setting; did you mean 'qc.max_mean_fd'?"),
+    (["+seeed=5"], "config key 'seeed' is not a megafc setting; did you mean 'seed'?"),
 ])
 def test_config_errors_are_clear(tmp_path, args, expected):
     run_dir = tmp_path / "run"
