@@ -235,6 +235,13 @@ def test_nan_and_constant_timeseries(tmp_path):
     frame.iloc[:, 2] = 1.0
     frame.to_csv(bad, sep="\t", index=False)
     expect_error(args, tmp_path / "run2", f"{bad.name}: constant timeseries.*{labels[2]}")
+    frame = frame.astype(object)
+    frame.iloc[:, 2] = rng.normal(size=len(frame))
+    frame.iloc[5, 2] = "foo"  # was "ValueError: could not convert string to float", no file named
+    frame.to_csv(bad, sep="\t", index=False)
+    expect_error(args, tmp_path / "run3", f"{bad.name}: NaN or non-numeric values.*{labels[2]}")
+    pd.DataFrame(columns=labels).to_csv(bad, sep="\t", index=False)  # a header and no rows
+    expect_error(args, tmp_path / "run4", f"{bad.name}: 0 row\\(s\\) of timeseries below the header")
 
 
 @pytest.mark.parametrize("edit, match", [

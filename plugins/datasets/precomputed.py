@@ -89,7 +89,8 @@ class _Precomputed(DatasetLoader):
         data, fingerprints = {}, {"metadata": fingerprint_file(self.config.metadata), **ordered_by}
         nvols, digests = [], {}
         for scan_id, path in paths.items():
-            table = self.reorder(self.read(path), atlas, path)
+            # a cell that is not a number becomes NaN, which the checks below refuse naming the file
+            table = self.reorder(self.read(path), atlas, path).apply(pd.to_numeric, errors="coerce")
             arr = table.to_numpy(dtype=float)
             if self.what == "connectome":
                 arr = self.to_matrix(table, atlas, path)
@@ -108,6 +109,9 @@ class _Precomputed(DatasetLoader):
 
     @staticmethod
     def check_series(arr: np.ndarray, path: Path, atlas: Atlas) -> None:
+        if arr.shape[0] < 2:
+            raise InputError(f"{path}: {arr.shape[0]} row(s) of timeseries below the header; expected one row "
+                             "per volume")
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=0))
         if len(bad):
             raise InputError(f"{path}: NaN or non-numeric values in region(s) {[atlas.labels[i] for i in bad[:5]]}")
