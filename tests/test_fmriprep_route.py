@@ -251,12 +251,27 @@ def test_nan_and_constant_timeseries(tmp_path):
     (lambda m: m[m.condition == "drug"], "dataset '.*' has .* drug scan.* but no included control"),
     (lambda m: m.iloc[:0], "header but no rows"),
     (lambda m: m.assign(session_order=["first"] + ["2"] * (len(m) - 1)), "column 'session_order' has non-numeric.*first"),
+    (lambda m: m.assign(mean_fd=["-0.3"] + ["0.1"] * (len(m) - 1)), r"column 'mean_fd' has negative value\(s\) at lines \[2\]"),
+    (lambda m: pd.concat([m, m[["drug"]]], axis=1), r"names column\(s\) \['drug'\] more than once"),
 ])
 def test_bad_metadata(tmp_path, edit, match):
     t = fresh_tree(tmp_path)
     meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
     edit(meta).to_csv(t.metadata, sep="\t", index=False)
     expect_error(t.overrides(), tmp_path / "run", f"{t.metadata.name}.*{match}|{match}")
+
+
+def test_a_misspelt_optional_column_is_warned_about(tmp_path, caplog):
+    from megafc.plugins.datasets.metadata import read_metadata
+
+    t = fresh_tree(tmp_path)
+    meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
+    meta.assign(meanfd="0.1", age="30").to_csv(t.metadata, sep="\t", index=False)
+    scans = read_metadata(t.metadata)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("column 'meanfd' is not one megafc reads; did you mean 'mean_fd'?" in m for m in said), said
+    assert not any("'age'" in m for m in said), "a column of the user's own was warned about"
+    assert "meanfd" in scans.columns
 
 
 def test_motion_qc_excludes_with_reasons(tmp_path):

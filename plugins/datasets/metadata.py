@@ -33,6 +33,7 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
         table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["", "n/a", "NA"])
     except Exception as exc:
         raise InputError(f"{path}: not a readable TSV ({exc})") from exc
+    check_header(path, [str(c) for c in table.columns])
     missing = [c for c in REQUIRED if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; a metadata table needs {list(REQUIRED)}")
@@ -53,6 +54,10 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
             if bad.any():
                 raise InputError(f"{path}: column '{col}' has non-numeric value(s) {table.loc[bad, col].tolist()[:5]}")
             table[col] = pd.to_numeric(table[col])
+    for col in ("dose", "mean_fd"):  # minutes_since_dose may be negative (a scan before the dose)
+        if col in table.columns and (table[col] < 0).any():
+            lines = (table.index[table[col] < 0][:5] + 2).tolist()
+            raise InputError(f"{path}: column '{col}' has negative value(s) at lines {lines}; expected >= 0")
     scans = validate_scans(table, source=str(path))
     if roots is not None:
         unknown = sorted(set(scans["dataset"]) - set(roots))
@@ -73,6 +78,25 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
             resolved.append(str(full))
         scans["path"] = resolved
     return scans
+
+
+def check_header(path: Path, columns: list[str]) -> None:
+    """Refuse a header that names a column twice (pandas would read the second as 'drug.1');
+    warn about a column that looks like a misspelt one megafc reads, which would otherwise be
+    carried along unread (e.g. 'meanfd': no motion adjustment, and nothing said)."""
+    import difflib
+
+    with path.open(encoding="utf-8-sig") as fh:
+        header = fh.readline().rstrip("\r\n").split("\t")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise InputError(f"{path}: the header names column(s) {twice} more than once; expected each column once")
+    known = [*REQUIRED, *OPTIONAL]
+    for column in columns:
+        close = difflib.get_close_matches(column.lower(), known, n=1, cutoff=0.8)
+        if column not in known and close and close[0] not in columns:
+            log.warning("%s: column '%s' is not one megafc reads; did you mean '%s'? It is carried into "
+                        "scans.tsv unread", path, column, close[0])
 
 
 def find_bids_file(root: str | Path, subject: str, session: str, suffix: str, required: dict[str, str],
