@@ -183,7 +183,11 @@ def write_reports(registry: Any, scope: str, folder: Path, shown_as: Path | None
 
     written = []
     folder = Path(folder)
-    for reporter in registry.reporters(scope):
+    reporters = registry.reporters(scope)
+    if not reporters:
+        log.warning("no reporter plugin for %s reports is loaded, so none is written (is it left out by "
+                    "MEGAFC_LOAD_PLUGINS or MEGAFC_DISABLE_PLUGINS?)", scope)
+    for reporter in reporters:
         who = f"reporter '{reporter.name}'"
         before = _entries(folder) if staging else set()
         started = time.perf_counter()

@@ -140,7 +140,14 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[Any, tuple[str, st
     disabled = _names(DISABLE_ENV) or set()
     distinfo: dict[Any, tuple[str, str]] = {}
     broken: list[dict[str, str]] = []
-    for ep in entry_points(group=hookspecs.PROJECT_NAME):
+    found = entry_points(group=hookspecs.PROJECT_NAME)
+    installed = {ep.name for ep in found} | {ep.dist.name for ep in found if ep.dist is not None}
+    for env, names in ((LOAD_ENV, allowed), (DISABLE_ENV, disabled)):
+        unknown = sorted((names or set()) - installed)
+        if unknown:  # a typo here would silently load (or keep) other plugins than meant
+            log.warning("%s names %s, which is no installed megafc entry point or distribution (installed: %s)",
+                        env, ", ".join(unknown), ", ".join(sorted(installed)))
+    for ep in found:
         dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("?", "")
         if ep.name in disabled or dist[0] in disabled:
             log.info("plugin entry point '%s' (%s) not loaded: listed in %s", ep.name, dist[0], DISABLE_ENV)

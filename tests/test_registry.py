@@ -130,6 +130,25 @@ def test_load_plugins_is_an_allow_list(monkeypatch):
     assert reg.broken == []
 
 
+def test_a_name_no_plugin_has_in_the_switches_is_warned_about(monkeypatch, caplog, tmp_path):
+    """A typo in MEGAFC_LOAD_PLUGINS / MEGAFC_DISABLE_PLUGINS would silently load other plugins
+    than meant; a run whose reporters are left out says that it writes no report."""
+    from megafc.core.outputs import write_reports
+
+    monkeypatch.setenv("MEGAFC_LOAD_PLUGINS", "megafc, lab-plugin")
+    with caplog.at_level("WARNING"):
+        build_registry()
+    assert "MEGAFC_LOAD_PLUGINS names lab-plugin, which is no installed megafc entry point" in caplog.text
+    monkeypatch.delenv("MEGAFC_LOAD_PLUGINS")
+    monkeypatch.setenv("MEGAFC_DISABLE_PLUGINS", "reports")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        reg = build_registry()
+        assert write_reports(reg, "run", tmp_path) == []
+    assert "no installed megafc entry point" not in caplog.text  # 'reports' is the built-in reporters' entry point
+    assert "no reporter plugin for run reports is loaded" in caplog.text
+
+
 @pytest.mark.parametrize("variable", ["MEGAFC_TRACE_PLUGINS", "MEGAFC_TRACE_HOOKS"])
 def test_hook_calls_can_be_traced(monkeypatch, capfd, variable):
     monkeypatch.setenv(variable, "1")
