@@ -49,8 +49,9 @@ def os_error_message(exc: OSError) -> str | None:
     )
 
 
-def fail(exc: BaseException) -> NoReturn:
-    """Report an error as one paragraph and exit non-zero."""
+def fail(exc: BaseException, writes: bool = True) -> NoReturn:
+    """Report an error as one paragraph and exit non-zero (``writes``: the command writes
+    results, so say that none were)."""
     if isinstance(exc, MegafcError):
         message, code = str(exc), EXIT_ERROR
     elif isinstance(exc, OSError) and os_error_message(exc):
@@ -66,7 +67,7 @@ def fail(exc: BaseException) -> NoReturn:
         traceback.print_exception(exc)
     print(f"megafc: error: {message}", file=sys.stderr)
     if not _want_traceback():
-        nothing = "no results were written; " if getattr(exc, "nothing_written", True) else ""
+        nothing = "no results were written; " if writes and getattr(exc, "nothing_written", True) else ""
         print(f"({nothing}set MEGAFC_TRACEBACK=1 for a traceback)", file=sys.stderr)
     sys.exit(code)
 
@@ -252,7 +253,12 @@ def main() -> None:
         register_configs(default_registry())
     except Exception as exc:
         fail(exc)
-    hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
+    try:
+        hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
+    except SystemExit as exc:
+        # Hydra exits 1 on a config it cannot compose (unknown key or plugin, wrong type): bad
+        # config, which is exit 2 for megafc like its own config errors
+        sys.exit(EXIT_ERROR if exc.code == 1 else exc.code)
 
 
 def config_presets() -> list[tuple[str, str, str]]:
@@ -288,6 +294,9 @@ def list_plugins_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--show", metavar="KIND/NAME", help="one plugin's config keys: type, default and documentation")
     args = ap.parse_args(argv)
+    megafc_log = logging.getLogger("megafc")
+    if not megafc_log.handlers:  # fail() logs the error too; print it only once
+        megafc_log.addHandler(logging.NullHandler())
     try:
         unknown = sorted(set(args.kinds) - set(kinds))
         if unknown:
@@ -304,7 +313,7 @@ def list_plugins_main(argv: list[str] | None = None) -> None:
         hooks = [] if args.kinds else registry.hook_plugins()
         broken = registry.broken
     except Exception as exc:
-        fail(exc)
+        fail(exc, writes=False)
     if args.json:
         _print(json.dumps({"plugins": rows, "hook_plugins": hooks, "broken": broken}, indent=2))
         return
@@ -326,11 +335,25 @@ def _show_plugin(registry, which: str, as_json: bool) -> None:
     if not name:
         raise ConfigError(f"megafc-plugins --show '{which}': expected KIND/NAME, e.g. pooling/<name> "
                           "(megafc-plugins lists the names)")
-    info = registry.get(kind, name)
+    preset = {(k, n): where for k, n, where in config_presets()}.get((kind, name))
+    values = None
+    if preset is not None and name not in registry.plugins.get(kind, {}):
+        from omegaconf import OmegaConf
+
+        from megafc.core.config import compose
+
+        values = compose([f"{kind}={name}"])[kind]  # the preset's values, on its plugin's defaults
+        info = registry.get(kind, str(values.name))
+    else:
+        info = registry.get(kind, name)
     fields = config_fields(info.cls.Config)
+    if values is not None:
+        fields = [{**f, "default": OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v}
+                  for f in fields for v in [OmegaConf.select(values, f["key"], default=f["default"])]]
     refs = _default_references(info.cls)
     out = {"kind": kind, "name": name, "distribution": info.distribution, "version": info.version,
            "class": info.location, "summary": info.cls.summary(),
+           **({"preset_of": info.name, "preset_file": preset} if values is not None else {}),
            "references": refs,
            "packages": list(getattr(info.cls, "packages", ())),
            "config": [{**f, "default": f["default"] if isinstance(f["default"], (str, int, float, bool, list, dict,
@@ -339,7 +362,10 @@ def _show_plugin(registry, which: str, as_json: bool) -> None:
     if as_json:
         _print(json.dumps(out, indent=2, default=str))
         return
-    lines = [f"{kind}/{name}: {out['summary']}", f"  class        {info.location}",
+    lines = [f"{kind}/{name}: {out['summary']}",
+             *([f"  preset of    {kind}/{info.name} ({preset}); defaults below are the preset's"]
+               if values is not None else []),
+             f"  class        {info.location}",
              f"  distribution {info.distribution} {info.version}".rstrip()]
     lines += [f"  cites        {r}" for r in refs]
     lines += ["", f"config keys (megafc {kind}.<key>=<value>):" if fields else "no config keys"]

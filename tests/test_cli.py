@@ -27,7 +27,7 @@ def _pythonpath(site):
 def test_config_errors_are_clear(tmp_path, args, expected):
     run_dir = tmp_path / "run"
     proc = megafc_cli(args + [f"hydra.run.dir={run_dir}"], cwd=tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # bad config, whether Hydra or megafc finds it
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
     assert_no_results(run_dir)
@@ -83,9 +83,16 @@ def test_megafc_plugins_json_kinds_and_show(tmp_path, plugin_site):
     # a reporter: no config keys, said as such
     proc = megafc_cli(["--show", "reporter/run_report"], cwd=tmp_path, script="megafc-plugins")
     assert proc.returncode == 0 and "no config keys" in proc.stdout and "RunReport" in proc.stdout
+    # a preset megafc ships: its plugin's keys with the preset's values
+    shown = json.loads(megafc_cli(["--show", "pooling/pymc_quick", "--json"], cwd=tmp_path,
+                                  script="megafc-plugins").stdout)
+    assert shown["preset_of"] == "pymc" and shown["preset_file"].endswith("pooling/pymc_quick.yaml")
+    values = {f["key"]: f["default"] for f in shown["config"]}
+    assert values["draws"] == 200 and values["sampler"] == "pymc" and values["priors.effect_sd"] == 0.2
     for args, expected in ((["nope"], "unknown kind(s) ['nope']"), (["--show", "pooling/nope"], "no pooling plugin named 'nope'")):
         proc = megafc_cli(args, cwd=tmp_path, script="megafc-plugins")
         assert proc.returncode == 2 and expected in proc.stderr
+        assert proc.stderr.count(expected) == 1 and "no results were written" not in proc.stderr
 
 
 def test_version_names_megafc(tmp_path):
