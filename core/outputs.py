@@ -4,6 +4,7 @@ and the reports, rendered against the folder the results end up in."""
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -35,6 +36,8 @@ def provenance(
         "finished": datetime.now(timezone.utc).isoformat(),
         "seed": seed,
         "command": sys.argv,
+        # relative paths in the command and config (dataset.metadata=meta.tsv) are relative to it
+        "working_directory": os.getcwd(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": platform.node(),

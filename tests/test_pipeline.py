@@ -1,6 +1,7 @@
 """The pipeline in-process, on small data: outputs, atomicity, plugin errors."""
 
 import json
+import os
 import sys
 import types
 
@@ -47,6 +48,7 @@ def test_run_writes_every_output(tiny_run):
     assert {"name": "reports", "module": "megafc.plugins.reports", "distribution": "megafc",
             "version": prov["megafc_version"], "hooks": "megafc_report_sections"} in prov["hook_plugins"]
     assert prov["input_fingerprints"]["synthetic_generator"].startswith("sha256:")
+    assert prov["working_directory"] == os.getcwd() and prov["diagnostics_ok"] in (True, False)
 
 
 def test_scans_table_keeps_exclusions(tiny_run):
