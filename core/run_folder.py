@@ -198,11 +198,6 @@ def read_manifest(run_dir: Path) -> tuple[list[str], list[str] | None]:
     return [n for n in data if isinstance(n, str) and n and "/" not in n and n not in (".", "..")], files
 
 
-def previous_outputs(run_dir: Path) -> list[str]:
-    """Top-level entries the last committed run in ``run_dir`` wrote (empty if none recorded)."""
-    return read_manifest(run_dir)[0]
-
-
 def _lock_folder(run_dir: Path):
     """An exclusive, non-blocking lock on ``run_dir``; released by the OS if the process dies."""
     try:
