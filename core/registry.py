@@ -180,7 +180,8 @@ def build_registry(extra_plugins: list[Any] | None = None, entry_points: bool = 
     distinfo, broken = load_entry_points(pm) if entry_points else ({}, [])
     for plugin in extra_plugins or []:
         pm.register(plugin)
-    if any(os.environ.get(v, "") not in ("", "0") for v in (TRACE_ENV, TRACE_ENV_OLD)):
+    tracing = any(os.environ.get(v, "") not in ("", "0") for v in (TRACE_ENV, TRACE_ENV_OLD))
+    if tracing:
         pm.trace.root.setwriter(lambda line: sys.stderr.write(f"megafc hook: {line}"))
         pm.enable_tracing()
     registry = Registry(manager=pm, plugins={kind: {} for kind in PLUGIN_KINDS}, broken=broken,
@@ -188,7 +189,10 @@ def build_registry(extra_plugins: list[Any] | None = None, entry_points: bool = 
     for kind, (hook_name, base) in PLUGIN_KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             dist, version = registry.distribution_of(impl.plugin)
-            for cls in impl.function() or []:
+            classes = impl.function() or []
+            if tracing:  # called one by one (to know who gave which class), so traced here
+                sys.stderr.write(f"megafc hook: {hook_name} [{impl.plugin_name}] -> {[c.name for c in classes]}\n")
+            for cls in classes:
                 _check_plugin_class(cls, base, kind, impl.plugin_name)
                 if cls.name in registry.plugins[kind]:
                     other = registry.plugins[kind][cls.name]

@@ -155,6 +155,8 @@ def test_hook_calls_can_be_traced(monkeypatch, capfd, variable):
     build_registry().manager.hook.megafc_after_run(run_dir="/somewhere")
     err = capfd.readouterr().err
     assert "megafc hook:" in err and "megafc_after_run" in err and "/somewhere" in err
+    # the plugin-class hooks, which the registry calls plugin by plugin, are traced too
+    assert "megafc hook: megafc_estimators [estimators] -> ['correlation'" in err
 
 
 def test_config_fields_list_keys_types_defaults_and_docs():
