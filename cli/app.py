@@ -69,7 +69,43 @@ def fail(exc: BaseException, writes: bool = True) -> NoReturn:
     if not _want_traceback():
         nothing = "no results were written; " if writes and getattr(exc, "nothing_written", True) else ""
         print(f"({nothing}set MEGAFC_TRACEBACK=1 for a traceback)", file=sys.stderr)
+    exit_job(code, message)
+
+
+def exit_job(code: int, message: str) -> NoReturn:
+    """Exit with ``code``; in a sweep's job, fail that job instead, so Hydra goes on with the
+    other jobs (an exit ended the whole sweep, and no message said the rest never ran)."""
+    if _in_multirun():
+        raise JobFailed(message, code)
     sys.exit(code)
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:  # not inside a Hydra job
+        return False
+
+
+def _job_failed_base() -> type:
+    from hydra.errors import CompactHydraException  # Hydra prints these as one line, no traceback
+
+    return CompactHydraException
+
+
+class JobFailed(_job_failed_base()):
+    """A sweep job's failure, carried back to the sweep (also from joblib's worker processes):
+    Hydra reports the first failed job when every job has run, and the sweep exits with its code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, code)
+        self.message, self.code = message, code
+
+    def __str__(self) -> str:
+        return f"megafc: a job failed (exit {self.code}): {self.message}"
 
 
 class Terminated(BaseException):
@@ -141,13 +177,10 @@ def _task(cfg) -> None:
 
 
 def diagnostics_failed(run_dir) -> NoReturn:
-    print(
-        "megafc: error: posterior diagnostics failed (see effects.tsv 'ok' and "
-        f"diagnostics.tsv in {run_dir}); exiting non-zero because "
-        "fail_on_bad_diagnostics=true",
-        file=sys.stderr,
-    )
-    sys.exit(EXIT_DIAGNOSTICS)
+    message = (f"posterior diagnostics failed (see effects.tsv 'ok' and diagnostics.tsv in {run_dir}); "
+               "exiting non-zero because fail_on_bad_diagnostics=true")
+    print(f"megafc: error: {message}", file=sys.stderr)
+    exit_job(EXIT_DIAGNOSTICS, message)
 
 
 def recorded_diagnostics_ok(run_dir: str) -> bool:
@@ -256,6 +289,8 @@ def main() -> None:
     try:
         hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
     except SystemExit as exc:
+        if isinstance(exc.__context__, JobFailed):  # a sweep with a failed job: that job's code
+            sys.exit(exc.__context__.code)
         # Hydra exits 1 on a config it cannot compose (unknown key or plugin, wrong type): bad
         # config, which is exit 2 for megafc like its own config errors
         sys.exit(EXIT_ERROR if exc.code == 1 else exc.code)

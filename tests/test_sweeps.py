@@ -39,6 +39,20 @@ def test_leave_one_dataset_out(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "local_parallel"])
+def test_a_failing_job_fails_the_sweep_but_the_others_run(tmp_path, launcher):
+    """The first job's bad config used to exit the whole sweep, with no word that the other
+    jobs never ran (and, under joblib, a job cut off mid-run with its staging folder left)."""
+    out = tmp_path / "sweep"
+    proc = megafc_cli(["--multirun", f"hydra/launcher={launcher}", "loo_dataset=nope,lsd_2", *META,
+                       f"hydra.sweep.dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "config key 'loo_dataset' is 'nope'" in proc.stderr and "a job failed (exit 2)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [p.name.split(",")[0] for p in completed_jobs(out)] == ["1_loo_dataset=lsd_2"]
+    assert not list(out.glob("*/.megafc-staging-*")) and not list(out.glob("*/.megafc.lock"))
+
+
 def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["--multirun", "seed=1,2,3", *META, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]
