@@ -43,12 +43,20 @@ class StagedRun:
     removed, so a folder never holds two runs' results.
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], kind: str = "run") -> None:
         self.run_dir = Path(run_dir)
+        #: What the folder holds (``run``, ``comparison``, ``calibration``): a folder holding
+        #: one kind is never replaced by another (a calibration's --out pointed at a run).
+        self.kind = kind
         self._created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock_folder(self.run_dir)
         try:
+            held = manifest_kind(self.run_dir)
+            if held is not None and held != kind:
+                raise InputError(
+                    f"{self.run_dir} holds a megafc {held}'s results ({self.run_dir / MANIFEST_FILE}); writing a "
+                    f"{kind} there would replace them. Choose another folder")
             for stale in [*self.run_dir.glob(".megafc-staging-*"), *self.run_dir.glob(".megafc-previous-*")]:
                 shutil.rmtree(stale, ignore_errors=True)  # left by a killed run: never counts
             self.staging = Path(tempfile.mkdtemp(prefix=".megafc-staging-", dir=self.run_dir))
@@ -116,7 +124,8 @@ class StagedRun:
             for name in dict.fromkeys(replaced):
                 os.replace(self.run_dir / name, aside / name)
                 moved_aside.append(name)
-            write_text_atomic(manifest, json.dumps({"entries": sorted(names), "files": written}, indent=1) + "\n")
+            write_text_atomic(manifest, json.dumps({"kind": self.kind, "entries": sorted(names), "files": written},
+                                                   indent=1) + "\n")
             for entry in entries:
                 os.replace(entry, self.run_dir / entry.name)
                 moved_in.append(entry.name)
@@ -196,6 +205,15 @@ def read_manifest(run_dir: Path) -> tuple[list[str], list[str] | None]:
     if not isinstance(data, list):
         return [], None
     return [n for n in data if isinstance(n, str) and n and "/" not in n and n not in (".", "..")], files
+
+
+def manifest_kind(run_dir: Path) -> str | None:
+    """What the last committed megafc output in ``run_dir`` was (None: none, or not recorded)."""
+    try:
+        data = json.loads((run_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("kind") if isinstance(data, dict) else None
 
 
 def _lock_folder(run_dir: Path):

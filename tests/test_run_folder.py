@@ -86,7 +86,8 @@ def test_rerun_removes_files_the_new_run_does_not_write(tmp_path):
     assert json.loads((tmp_path / "provenance.json").read_text()) == {"run": 2}
     assert (tmp_path / "my_notes.txt").exists(), "a file megafc did not write was removed"
     manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
-    assert manifest == {"entries": ["provenance.json", "summaries.tsv"], "files": ["provenance.json", "summaries.tsv"]}
+    assert manifest == {"kind": "run", "entries": ["provenance.json", "summaries.tsv"],
+                        "files": ["provenance.json", "summaries.tsv"]}
 
 
 def test_rerun_keeps_files_a_user_put_in_megafcs_folders(tmp_path):
@@ -381,3 +382,21 @@ def test_changed_inputs_names_every_input_that_differs_from_the_finished_run(tmp
     assert len(changed) == 1 and changed[0].startswith(f"{run / 'extraction.tsv'} cannot be read"), changed
     (run / "provenance.json").write_text("{")
     assert changed_inputs(run) == [f"{run / 'provenance.json'} cannot be read"]
+
+
+def test_a_folder_holding_one_kind_of_output_is_not_replaced_by_another(tmp_path):
+    """megafc-calibrate --out (or megafc-compare --out) pointed at a run's folder once deleted
+    that run's results and said so only at INFO level."""
+    with StagedRun(tmp_path) as run:
+        run.write_text("effects.tsv", "the run's")
+        run.write_json("provenance.json", {"run": 1})
+        run.commit()
+    for other in ("calibration", "comparison"):
+        with pytest.raises(InputError, match=rf"holds a megafc run's results.*writing a {other} there would replace"):
+            StagedRun(tmp_path, kind=other)
+    assert (tmp_path / "effects.tsv").read_text() == "the run's" and (tmp_path / "provenance.json").exists()
+    assert not list(tmp_path.glob(".megafc-staging-*")) and not (tmp_path / ".megafc.lock").exists()
+    with StagedRun(tmp_path) as rerun:  # the same kind replaces it, as before
+        rerun.write_text("effects.tsv", "the rerun's")
+        rerun.commit()
+    assert (tmp_path / "effects.tsv").read_text() == "the rerun's"

@@ -495,7 +495,7 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
     registry = default_registry()
     # replicate r of a scenario is seeded seed + r; a bad override fails here, before any replicate runs
     seeds = {scenario: int(compose(overrides + SCENARIOS[scenario], registry).seed) for scenario in scenarios}
-    with StagedRun(out_dir) as staged:
+    with StagedRun(out_dir, kind="calibration") as staged:
         tasks = [(overrides, scenario, r, seeds[scenario] + r, staged.staging / scenario / f"replicate-{r:02d}",
                   min_effect) for scenario in scenarios for r in range(replicates)]
         scores, failures = [], []

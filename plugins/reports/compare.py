@@ -574,7 +574,7 @@ def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     table = robustness_table(jobs, long)
     log.info("%d completed job(s), %d pipeline(s), %d pair x effect rows",
              len(jobs), len(_pipelines(jobs)), len(table))
-    with StagedRun(out) as staged:
+    with StagedRun(out, kind="comparison") as staged:
         staged.write_table("robustness.tsv", table)
         staged.write_table("robustness_long.tsv", long)
         staged.write_table("jobs.tsv", _jobs_file(jobs))
