@@ -161,6 +161,28 @@ def test_robustness_flags(sweep):
     assert one["credible"].item() == 0 and one["n_loo"].item() == 0 and pd.isna(one["loo_sign_stable"].item())
 
 
+def test_an_effect_only_some_pipelines_estimate_is_never_robust(tmp_path):
+    """A contrast only the pymc job has (meta has none), credible there: it once counted as
+    'credible in all pipelines' and topped the robust list on that one pipeline alone."""
+    from megafc.plugins.reports.compare import robust_pairs, summary_counts
+
+    root = tmp_path / "multirun"
+    for num, pooling in enumerate(("pymc", "meta")):
+        write_job(root / f"{num}_atlas=schaefer,pooling={pooling}", "schaefer", pooling, FULL[("schaefer", "pymc")])
+    pymc_effects = root / "0_atlas=schaefer,pooling=pymc" / "effects.tsv"
+    effects = pd.read_csv(pymc_effects, sep="\t")
+    extra = effects[effects.effect == "overall"].assign(effect="contrast:a-b", effect_type="contrast")
+    pd.concat([effects, extra]).to_csv(pymc_effects, sep="\t", index=False)
+    table = robustness_table(collect_jobs(root))
+    contrast = table[table.effect == "contrast:a-b"].set_index(["network_a", "network_b"])
+    assert (contrast["n_pipelines"] == 1).all() and not contrast["all_credible"].any()
+    assert not contrast["sign_agree"].any() and contrast["credible_in"].tolist() == [1, 1, 0]
+    assert summary_counts(table, "contrast:a-b")["partial"] == len(PAIRS)
+    assert robust_pairs(table, "contrast:a-b").empty
+    overall = table[table.effect == "overall"].set_index(["network_a", "network_b"])
+    assert overall.loc[("Default", "Vis"), "all_credible"]  # both pipelines: still robust
+
+
 def test_compare_writes_everything(sweep):
     out = compare(sweep)
     assert out == sweep / "comparison"

@@ -361,16 +361,20 @@ def _pipelines(jobs: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(full["pipeline"]))
 
 
-def _summarise(group: pd.DataFrame) -> pd.Series:
+def _summarise(group: pd.DataFrame, n_total: int) -> pd.Series:
+    """The cross-pipeline summary of one pair and effect. Agreement counts only where every one
+    of the ``n_total`` pipelines estimated it: a pair only one pipeline has (another aggregation
+    level, an effect one model lacks) once counted as 'credible in all' on that one alone."""
     g = group[group["mean"].notna()]
     signs = np.sign(g["mean"])
     cred = g["credible"]
     n = len(g)
+    everywhere = n > 0 and n >= n_total
     loo = g["loo_sign_stable"].dropna()
     return pd.Series({
         "n_pipelines": n,
-        "sign_agree": bool(n > 0 and ((signs > 0).all() or (signs < 0).all())),
-        "all_credible": bool(n > 0 and ((cred > 0).all() or (cred < 0).all())),
+        "sign_agree": bool(everywhere and ((signs > 0).all() or (signs < 0).all())),
+        "all_credible": bool(everywhere and ((cred > 0).all() or (cred < 0).all())),
         "credible_in": int((cred != 0).sum()),
         "min_mean": g["mean"].min() if n else np.nan,
         "max_mean": g["mean"].max() if n else np.nan,
@@ -381,9 +385,10 @@ def _summarise(group: pd.DataFrame) -> pd.Series:
 def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per network pair and effect; per-pipeline columns plus the robustness summary.
 
-    Columns: network_a, network_b, system_a, system_b, effect, effect_type, then n_pipelines,
-    sign_agree (every pipeline's mean has the same sign), all_credible (every pipeline's
-    interval excludes 0 on the same side), credible_in (how many pipelines' intervals exclude
+    Columns: network_a, network_b, system_a, system_b, effect, effect_type, then n_pipelines
+    (how many pipelines estimated it), sign_agree (every pipeline estimated it and every mean
+    has the same sign), all_credible (every pipeline estimated it and every interval excludes 0
+    on the same side), credible_in (how many pipelines' intervals exclude
     0), min_mean, max_mean, loo_sign_stable (every pipeline with leave-one-dataset-out jobs
     keeps its sign in all of them; NA without LOO jobs), then for each pipeline
     ``mean[p]``, ``hdi_low[p]``, ``hdi_high[p]`` and, for pipelines with LOO jobs,
@@ -394,7 +399,8 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
         long = robustness_long(jobs)
     pipelines = _pipelines(jobs)
     first = long.groupby(PAIR_KEY, sort=False)[["system_a", "system_b", "effect_type"]].first()
-    summary = long.groupby(PAIR_KEY, sort=False)[["mean", "credible", "loo_sign_stable"]].apply(_summarise)
+    summary = long.groupby(PAIR_KEY, sort=False)[["mean", "credible", "loo_sign_stable"]].apply(
+        _summarise, n_total=len(pipelines))
     table = first.join(summary)
     with_loo = [p for p in pipelines if (long.loc[long["pipeline"] == p, "n_loo"] > 0).any()]
     for p in pipelines:
@@ -466,6 +472,7 @@ def summary_counts(table: pd.DataFrame, effect: str = "overall") -> dict[str, An
         "n_pairs": len(sub),
         "all_credible": int(sub["all_credible"].sum()),
         "sign_agree": int(sub["sign_agree"].sum()),
+        "partial": int((sub["n_pipelines"] < sub["n_pipelines"].max()).sum()) if len(sub) else 0,
         "loo_checked": len(loo),
         "loo_stable": int(loo.astype(bool).sum()),
         "robust": int(robust_pairs(table, effect).shape[0]),
@@ -498,7 +505,9 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
         intro.append("<p>The jobs' intervals are not all of one kind: " + "; ".join(
             f"{esc(label)} for {n} job(s)" for label, n in kinds.items()) + " (hdi_low/hdi_high of each job).</p>")
 
-    summary = [f"<ul><li>{c['n_pairs']} network pairs.</li>",
+    partial = (f" {c['partial']} of them are estimated by only some pipelines (another aggregation level, or an "
+               "effect one model lacks) and never count as credible everywhere." if c["partial"] else "")
+    summary = [f"<ul><li>{c['n_pairs']} network pairs.{partial}</li>",
                f"<li>Credible in all {len(pipelines)} pipeline(s) (interval excludes 0 on the same side): "
                f"<b>{c['all_credible']}</b>.</li>",
                f"<li>Sign-consistent across pipelines: <b>{c['sign_agree']}</b>.</li>"]
