@@ -472,7 +472,8 @@ def summary_counts(table: pd.DataFrame, effect: str = "overall") -> dict[str, An
         "n_pairs": len(sub),
         "all_credible": int(sub["all_credible"].sum()),
         "sign_agree": int(sub["sign_agree"].sum()),
-        "partial": int((sub["n_pipelines"] < sub["n_pipelines"].max()).sum()) if len(sub) else 0,
+        # the table has one mean[<pipeline>] column per pipeline
+        "partial": int((sub["n_pipelines"] < sum(c.startswith("mean[") for c in table.columns)).sum()),
         "loo_checked": len(loo),
         "loo_stable": int(loo.astype(bool).sum()),
         "robust": int(robust_pairs(table, effect).shape[0]),
