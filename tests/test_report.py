@@ -481,6 +481,21 @@ def test_glass_brain_outlines_drawn_fast_are_the_same_pixels():
     assert pixels[0].shape == pixels[1].shape and np.array_equal(pixels[0], pixels[1])
 
 
+def test_glass_brain_with_only_within_network_effects():
+    """Only within-network pairs credible: no edge to draw, nodes coloured (nilearn's colour bar
+    once failed on that, and the report's Brain section with it)."""
+    from megafc.plugins.reports.brain import glass_brain
+
+    coords = np.random.default_rng(0).uniform(-60, 60, (6, 3))
+    panels = [("overall", np.zeros((6, 6)), np.array([0.03, 0, 0, 0, 0, 0])), ("drug", np.zeros((6, 6)), np.zeros(6))]
+    import io
+
+    fig = glass_brain(panels, coords, 0.1)
+    colorbars = [ax._colorbar for ax in fig.axes if hasattr(ax, "_colorbar")]
+    assert len(colorbars) == 1 and colorbars[0].norm.vmin == pytest.approx(-0.1)  # the nodes' scale
+    fig.savefig(io.BytesIO(), format="png", dpi=30)
+
+
 def test_fast_outlines_are_undone_and_stay_in_their_thread():
     """Overlapping uses (threads) restore matplotlib's autoscale at the end, and a figure drawn
     in another thread meanwhile still autoscales."""

@@ -110,11 +110,19 @@ def glass_brain(panels: list[tuple[str, np.ndarray, np.ndarray]], coords: np.nda
     with outlines_without_autoscale() if fast else nullcontext():
         for k, ((title, mat, within), (x, y, w, h, mode)) in enumerate(zip(panels, boxes)):
             node_color = np.array([cmap(0.5 + 0.5 * v / vmax) if v else (0.73, 0.73, 0.73, 1.0) for v in within])
+            # nilearn cannot draw an edge colour bar without edges (only within-network effects)
+            edges = bool(np.any(mat[np.triu_indices_from(mat, 1)]))
             plotting.plot_connectome(
                 mat, coords, node_color=node_color, node_size=18, edge_cmap=cmap, edge_vmin=-vmax, edge_vmax=vmax,
                 edge_threshold=None, display_mode=mode, figure=fig, axes=(x, y, w, h),
-                title=title, colorbar=k == 0, annotate=False, edge_kwargs={"linewidth": 2},
+                title=title, colorbar=k == 0 and edges, annotate=False, edge_kwargs={"linewidth": 2},
             )
+            if k == 0 and not edges:  # the nodes' colours still need their scale
+                from matplotlib.cm import ScalarMappable
+                from matplotlib.colors import Normalize
+
+                fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), cmap),
+                             cax=fig.add_axes((x + 0.96 * w, y + 0.15 * h, 0.012, 0.7 * h)))
     return fig
 
 
