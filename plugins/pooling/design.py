@@ -142,6 +142,17 @@ def nuts_kwargs(c: NUTSConfig, sampler: str) -> dict:
     return {"target_accept": c.target_accept, "nuts_sampler": sampler, "nuts_sampler_kwargs": extra}
 
 
+def chain_processes() -> dict:
+    """How PyMC's own sampler starts its chain processes: forked on Linux, as in a plain run.
+    Inside a joblib (loky) sweep worker the default start method is not fork, and PyMC then
+    pickles the compiled model, which fails ("cannot pickle 'mmap.mmap' object")."""
+    import multiprocessing
+    import sys
+
+    fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+    return {"mp_ctx": "fork"} if fork else {}
+
+
 def sample(model, c: NUTSConfig, sampler: str, seed: int, var_names: list[str] | None = None):
     """``pm.sample`` with the run's NUTS settings and progress lines in megafc.log.
 
@@ -174,7 +185,7 @@ def sample(model, c: NUTSConfig, sampler: str, seed: int, var_names: list[str] |
                 idata = pm.sample(
                     draws=c.draws, tune=c.tune, chains=c.chains, cores=min(c.cores, c.chains),
                     random_seed=seed, progressbar=c.progressbar, compute_convergence_checks=False,
-                    var_names=var_names, **nuts_kwargs(c, sampler), **extra,
+                    var_names=var_names, **nuts_kwargs(c, sampler), **extra, **chain_processes(),
                 )
         div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
         progress.log.info("pooling: sampled in %.0f s, %d divergent transitions", time.perf_counter() - start, div)
