@@ -159,6 +159,23 @@ def test_missing_confounds(tmp_path):
     expect_error(t.overrides(), tmp_path / "run", f"confounds file not found: .*{conf.name}")
 
 
+def test_a_path_to_a_bold_in_another_space_is_refused(tmp_path):
+    """The metadata 'path' column bypasses the search by space: a space-T1w file there was
+    extracted with the MNI atlas and named MNI in the derivatives, with no word said."""
+    import shutil
+
+    t = fresh_tree(tmp_path)
+    bold = next(t.roots["siteA"].rglob("*space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"))
+    other = bold.with_name(bold.name.replace("space-MNI152NLin2009cAsym", "space-T1w"))
+    shutil.copy(bold, other)
+    meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
+    meta["path"] = ""
+    meta.loc[0, "path"] = str(other)
+    meta.to_csv(t.metadata, sep="\t", index=False)
+    expect_error(t.overrides(), tmp_path / "run",
+                 r"'path' of scan .* is a BOLD in space T1w .*'dataset.space' is MNI152NLin2009cAsym")
+
+
 def test_confounds_lacking_columns(tmp_path):
     t = fresh_tree(tmp_path)
     conf = next(t.roots["siteA"].rglob("*desc-confounds_timeseries.tsv"))

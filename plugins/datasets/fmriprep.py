@@ -86,6 +86,11 @@ class FmriprepDataset(DatasetLoader):
             run = None if pd.isna(run) else str(run)
             if "path" in scans.columns and isinstance(getattr(row, "path"), str):
                 bold = Path(row.path)
+                named = next((p[len("space-"):] for p in bold.name.split("_") if p.startswith("space-")), None)
+                if named is not None and named != c.space:  # the file is named by space, not checked by it
+                    raise InputError(f"{c.metadata}: the 'path' of scan {row.scan_id} is a BOLD in space {named} "
+                                     f"({bold.name}), but config key 'dataset.space' is {c.space}; point it to "
+                                     f"the space-{c.space} file or set dataset.space")
             else:
                 bold = find_bids_file(c.roots[row.dataset], row.subject, row.session, "desc-preproc_bold.nii.gz",
                                       {"task": c.task, "space": c.space}, run=run, what="preprocessed BOLD")
