@@ -166,8 +166,9 @@ def test_a_path_to_a_bold_in_another_space_is_refused(tmp_path):
 
     t = fresh_tree(tmp_path)
     bold = next(t.roots["siteA"].rglob("*space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"))
+    for mni in bold.parent.glob(bold.name.split("_space-")[0] + "_space-MNI152NLin2009cAsym_*"):  # BOLD, JSON, mask
+        shutil.copy(mni, mni.with_name(mni.name.replace("space-MNI152NLin2009cAsym", "space-T1w")))
     other = bold.with_name(bold.name.replace("space-MNI152NLin2009cAsym", "space-T1w"))
-    shutil.copy(bold, other)
     meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
     meta["path"] = ""
     meta.loc[0, "path"] = str(other)
