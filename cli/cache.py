@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     if not megafc_log.handlers:  # fail() logs the error too; print it only once
         megafc_log.addHandler(logging.NullHandler())
         megafc_log.propagate = False
+    if args.action == "info" and not folder.exists():  # nothing extracted yet: an empty cache
+        print(f"{folder}: no cache yet (0 cached scan extractions; it is made by the first run that extracts)")
+        return
     try:
         entries, hashes, other = cache_contents(folder)
         mb = size_of(entries + hashes) / 1e6
@@ -67,4 +70,4 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{folder}: removed {len(entries)} cached scan extractions and {len(hashes)} remembered file hashes "
               f"({mb:.1f} MB)" + (f"; left {len(other)} entries megafc did not write" if other else ""))
     except Exception as exc:
-        fail(exc)
+        fail(exc, writes=False)

@@ -282,13 +282,16 @@ def test_keep_going_with_every_replicate_failing_writes_nothing(tmp_path):
     proc = megafc_cli(["--keep-going", "--jobs", "2", "--replicates", "2", "--out", str(out), "dataset=fmriprep"],
                       cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode != 0 and "all 2 replicates failed" in proc.stderr and "Traceback" not in proc.stderr
-    assert "no results were written" in proc.stderr
+    assert "no results were written" in proc.stderr and "1 distinct error(s): " in proc.stderr
     assert not out.exists()
 
 
 def test_unknown_scenario_is_refused(tmp_path):
     proc = megafc_cli(["--scenario", "sunny", "--out", str(tmp_path / "c")], cwd=tmp_path, script="megafc-calibrate")
     assert proc.returncode != 0 and "sunny" in proc.stderr and "Traceback" not in proc.stderr
+    proc = megafc_cli(["--scenario", "heavy_tail", "--out", str(tmp_path / "c")], cwd=tmp_path,
+                      script="megafc-calibrate")
+    assert proc.returncode == 2 and "(did you mean ['heavy_tails']?)" in proc.stderr
 
 
 def test_calibration_needs_planted_effects(tmp_path):

@@ -385,6 +385,12 @@ def test_cached_runs_do_not_reread_unchanged_images(tree, tmp_path, monkeypatch,
     cache_main(["clear", str(cache)])
     assert "removed 3 cached scan extractions" in capsys.readouterr().out
     assert [p.name for p in cache.iterdir()] == ["notes.txt"]
+    cache_main(["info", str(tmp_path / "never made")])  # before any extraction: empty, not an error
+    assert "no cache yet (0 cached scan extractions" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cache_main(["clear", str(cache / "notes.txt")])
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "no results were written" not in err
 
 
 def cache_contents(cache: Path) -> dict[str, str]:

@@ -491,7 +491,11 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
     scenarios = scenarios or ["default"]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
-        raise ConfigError(f"--scenario {unknown} unknown; expected 'all' or some of {list(SCENARIOS)}")
+        import difflib
+
+        close = [m for u in unknown for m in difflib.get_close_matches(u, list(SCENARIOS), n=1)]
+        raise ConfigError(f"--scenario {unknown} unknown" + (f" (did you mean {close}?)" if close else "")
+                          + f"; expected 'all' or some of {list(SCENARIOS)}")
     registry = default_registry()
     # replicate r of a scenario is seeded seed + r; a bad override fails here, before any replicate runs
     seeds = {scenario: int(compose(overrides + SCENARIOS[scenario], registry).seed) for scenario in scenarios}
@@ -530,10 +534,12 @@ def calibrate(overrides: list[str], replicates: int, out_dir: Path, min_effect: 
                 except BaseException:  # the first failure (or Ctrl-C) ends the run, not hours later
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
-        if not scores:
-            first = failures[0]
-            raise ReplicatesFailed(f"all {len(tasks)} replicates failed (first: {first['scenario']}/replicate-"
-                                   f"{first['replicate']:02d}: {first['error']})", nothing_written=True)
+        if not scores:  # nothing to score, so no calibration folder: the errors are said here instead
+            errors = list(dict.fromkeys(f["error"] for f in failures))
+            raise ReplicatesFailed(f"all {len(tasks)} replicates failed, so nothing was scored (first: "
+                                   f"{failures[0]['scenario']}/replicate-{failures[0]['replicate']:02d}); their "
+                                   f"{len(errors)} distinct error(s): " + " | ".join(errors[:3])
+                                   + (" | ..." if len(errors) > 3 else ""), nothing_written=True)
         table = pd.concat(scores, ignore_index=True)
         if failures:
             staged.write_table("calibration_failures.tsv", pd.DataFrame(failures))
