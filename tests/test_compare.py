@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import TINY, megafc_cli
+from megafc.core import InputError
 from megafc.plugins.reports.compare import collect_jobs, compare, robustness_long, robustness_table
 
 PAIRS = [("Default", "Vis"), ("SomMot", "Vis"), ("Vis", "Vis")]
@@ -243,6 +244,18 @@ def test_cli_bad_inputs(tmp_path, sweep):
     _one_paragraph_error(megafc_cli([str(empty)], cwd=tmp_path, script="megafc-compare", timeout=120),
                          f"no completed megafc job in {empty}")
     assert list(empty.iterdir()) == []
+    # one run's folder, not a sweep's (in-process: no CLI start-up needed for these two)
+    one = sweep / "0_atlas=schaefer,pooling=pymc"
+    with pytest.raises(InputError, match=f"{re.escape(str(one))} is one megafc run, not a sweep"):
+        collect_jobs(one)
+    extract_only = tmp_path / "extract_sweep"
+    write_job(extract_only / "0_stage=extract", "schaefer", "pymc", FULL[("schaefer", "pymc")])
+    job = extract_only / "0_stage=extract"
+    (job / "effects.tsv").unlink()
+    (job / "config.yaml").write_text(yaml.safe_dump({**yaml.safe_load((job / "config.yaml").read_text()),
+                                                     "stage": "extract"}))
+    with pytest.raises(InputError, match="only extracted timeseries .stage=extract.: an extraction sweep"):
+        collect_jobs(extract_only)
 
     # a complete job whose effects.tsv is broken: named, nothing written
     effects = sweep / "0_atlas=schaefer,pooling=pymc" / "effects.tsv"

@@ -162,6 +162,9 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         raise InputError(f"cannot read {provenance_file}: {exc}") from exc
     effects_file = job_dir / "effects.tsv"
     if not effects_file.is_file():
+        if str(config.get("stage", "all")) == "extract":
+            raise InputError(f"job {job_dir} only extracted timeseries (stage=extract): an extraction sweep has "
+                             "no effects to compare; compare the analysis sweep that uses its cache")
         raise InputError(f"job {job_dir} is complete ({COMPLETION_MARKER} exists) but has no effects.tsv")
 
     prov_plugins = provenance.get("plugins") or {} if isinstance(provenance, dict) else {}
@@ -232,6 +235,9 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
     for job in incomplete:
         log.warning("job %s is incomplete (no %s): ignored", job, COMPLETION_MARKER)
     if not complete:
+        if (sweep / COMPLETION_MARKER).is_file():
+            raise InputError(f"{sweep} is one megafc run, not a sweep: pass the sweep directory of "
+                             "`megafc --multirun` (the folder that holds the job folders)")
         extra = f" ({len(incomplete)} incomplete job(s) without it: {', '.join(incomplete)})" if incomplete else ""
         raise InputError(f"no completed megafc job in {sweep}: no directory below it "
                          f"holds {COMPLETION_MARKER}{extra}; pass the sweep directory of "
