@@ -3,6 +3,7 @@ moved into place only when complete, so a folder never holds half a run or two r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -92,11 +93,13 @@ class StagedRun:
         """Move every staged entry into the run directory; the completion marker goes last.
 
         Nothing is moved before every entry is known to fit: a name in the way that an earlier
-        run did not write (a user's file or link) is an error naming it. Files a user put inside
-        megafc's own folders (e.g. ``figures/``) are carried into the new ones. The earlier run's
+        run did not write (a user's file or link) is an error naming it. The earlier run's
         entries are renamed aside first (its marker first, so an interrupted commit leaves a
-        folder that is visibly incomplete) and removed only once the new ones are all in; if a
-        move fails, what was moved is moved back and the earlier run is as it was.
+        folder that is visibly incomplete); if a move fails, what was moved is moved back and the
+        earlier run is as it was. Once the new entries are in, the files a user put inside the
+        earlier run's folders (e.g. ``figures/``; files that run did not write) are moved into
+        the new ones, and only then is the earlier run removed. Ctrl-C and SIGTERM wait until the
+        moves are done.
         """
         entries = sorted(self.staging.iterdir(), key=lambda p: p.name == COMPLETION_MARKER)
         names = [e.name for e in entries]
@@ -109,60 +112,71 @@ class StagedRun:
                     f"{target} is in the way of this run's results: it was not written by an earlier megafc "
                     f"run here (it is not listed in {self.run_dir / MANIFEST_FILE}), so megafc will not replace "
                     "it. Move it away or choose another output folder (hydra.run.dir=...)")
-        if previous_files is not None:
-            self._carry_user_files(names, set(previous_files))
-        written = sorted(str(p.relative_to(self.staging)) for p in self.staging.rglob("*")
-                         if p.is_file() or p.is_symlink())
-        aside = Path(tempfile.mkdtemp(prefix=".megafc-previous-", dir=self.run_dir))
-        replaced = [n for n in [COMPLETION_MARKER, *sorted(set(previous) - set(names)), *names]
+        written = _files_under(self.staging)
+        users = [] if previous_files is None else [
+            f for name in previous for f in _files_under(self.run_dir / name, prefix=name)
+            if f not in set(previous_files) and f != MANIFEST_FILE]
+        kept_in = sorted({f.split("/")[0] for f in users} - set(names))  # folders kept for a user's files
+        replaced = [n for n in dict.fromkeys([COMPLETION_MARKER, *sorted(set(previous) - set(names)), *names])
                     if (self.run_dir / n).exists() or (self.run_dir / n).is_symlink()]
-        moved_aside: list[str] = []
-        moved_in: list[str] = []
         manifest = self.run_dir / MANIFEST_FILE
         old_manifest = manifest.read_text() if manifest.exists() else None
-        try:
-            for name in dict.fromkeys(replaced):
-                os.replace(self.run_dir / name, aside / name)
-                moved_aside.append(name)
-            write_text_atomic(manifest, json.dumps({"kind": self.kind, "entries": sorted(names), "files": written},
-                                                   indent=1) + "\n")
-            for entry in entries:
-                os.replace(entry, self.run_dir / entry.name)
-                moved_in.append(entry.name)
-        except BaseException:
-            for name in reversed(moved_in):  # undo: the new entries back to staging, the old ones back
-                os.replace(self.run_dir / name, self.staging / name)
-            for name in reversed(moved_aside):
-                os.replace(aside / name, self.run_dir / name)
-            if old_manifest is None:
-                manifest.unlink(missing_ok=True)
-            else:
-                write_text_atomic(manifest, old_manifest)
-            shutil.rmtree(aside, ignore_errors=True)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
-        gone = sorted(set(previous) - set(names))
+        aside = Path(tempfile.mkdtemp(prefix=".megafc-previous-", dir=self.run_dir))
+        moved_aside: list[str] = []
+        moved_in: list[str] = []
+        with _signals_held():
+            try:
+                for name in replaced:
+                    os.replace(self.run_dir / name, aside / name)
+                    moved_aside.append(name)
+                write_text_atomic(manifest, json.dumps({"kind": self.kind, "entries": sorted({*names, *kept_in}),
+                                                        "files": written}, indent=1) + "\n")
+                for entry in entries:
+                    os.replace(entry, self.run_dir / entry.name)
+                    moved_in.append(entry.name)
+            except BaseException:
+                for name in reversed(moved_in):  # undo: the new entries back to staging, the old ones back
+                    os.replace(self.run_dir / name, self.staging / name)
+                for name in reversed(moved_aside):
+                    os.replace(aside / name, self.run_dir / name)
+                if old_manifest is None:
+                    manifest.unlink(missing_ok=True)
+                else:
+                    write_text_atomic(manifest, old_manifest)
+                if not any(aside.iterdir()):
+                    aside.rmdir()
+                raise
+            self._return_user_files(users, aside)
+        gone = sorted(set(previous) - set(names) - set(kept_in))
         if previous:
             logging.getLogger("megafc").info(
-                "%s: the earlier run's results were replaced%s", self.run_dir,
-                f"; not written by this run and removed: {', '.join(gone)}" if gone else "")
+                "%s: the earlier run's results were replaced%s%s", self.run_dir,
+                f"; not written by this run and removed: {', '.join(gone)}" if gone else "",
+                f"; {len(users)} file(s) of your own in its folders kept" if users else "")
         self.staging.rmdir()
         self.committed = True
         self._release()
         return self.run_dir
 
-    def _carry_user_files(self, names: list[str], previous_files: set[str]) -> None:
-        """Copy into the staged folders the files a user added to the earlier run's folders
-        (files that run did not write), so replacing a folder never deletes them."""
-        for name in names:
-            old = self.run_dir / name
-            if not old.is_dir() or old.is_symlink() or not (self.staging / name).is_dir():
-                continue
-            for path in old.rglob("*"):
-                relative = str(path.relative_to(self.run_dir))
-                if path.is_file() and relative not in previous_files and not (self.staging / relative).exists():
-                    (self.staging / relative).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, self.staging / relative)
+    def _return_user_files(self, users: list[str], aside: Path) -> None:
+        """Move a user's files from the earlier run's folders (now aside) into the new ones, then
+        remove what is left of the earlier run. A file that cannot be moved stays, with the
+        others, in a visible folder the log names (never in a hidden one a later run removes)."""
+        try:
+            for relative in users:
+                target = self.run_dir / relative
+                if target.exists() or target.is_symlink():  # this run wrote a file of that name
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(aside / relative, target)
+        except OSError as exc:
+            kept = aside.with_name(f"megafc-kept-files-{aside.name.rsplit('-', 1)[-1]}")
+            os.replace(aside, kept)
+            logging.getLogger("megafc").warning(
+                "%s: could not move your own files back into the new results (%s); the earlier run's folders, "
+                "with them, are in %s", self.run_dir, exc, kept)
+            return
+        shutil.rmtree(aside, ignore_errors=True)
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -179,7 +193,13 @@ class StagedRun:
         if self._lock is not None:
             # removed while still held (a run that opened it meanwhile finds it gone and retries,
             # see _lock_folder), so a finished or failed run leaves no lock file behind
-            Path(self._lock.name).unlink(missing_ok=True)
+            try:
+                ours = os.stat(self._lock.name)
+                mine = os.fstat(self._lock.fileno())
+                if (ours.st_ino, ours.st_dev) == (mine.st_ino, mine.st_dev):  # not a later run's lock
+                    Path(self._lock.name).unlink()
+            except FileNotFoundError:
+                pass
             self._lock.close()  # closing the descriptor releases the flock
             self._lock = None
 
@@ -208,12 +228,51 @@ def read_manifest(run_dir: Path) -> tuple[list[str], list[str] | None]:
 
 
 def manifest_kind(run_dir: Path) -> str | None:
-    """What the last committed megafc output in ``run_dir`` was (None: none, or not recorded)."""
+    """What the last committed megafc output in ``run_dir`` was (None: none). Manifests of
+    earlier versions do not say: their entries tell (a calibration's table, a comparison's)."""
     try:
         data = json.loads((run_dir / MANIFEST_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return data.get("kind") if isinstance(data, dict) else None
+    if isinstance(data, dict):
+        return data.get("kind")
+    entries = set(data) if isinstance(data, list) else set()
+    if "calibration.tsv" in entries:
+        return "calibration"
+    if "robustness.tsv" in entries:
+        return "comparison"
+    return "run" if COMPLETION_MARKER in entries else None
+
+
+def _files_under(path: Path, prefix: str = "") -> list[str]:
+    """Every file and link under ``path`` as paths relative to it (``prefix`` put before them);
+    links are not followed. ``path`` itself when it is a file or link."""
+    if path.is_symlink() or path.is_file():
+        return [prefix] if prefix else []
+    out = []
+    for root, dirs, files in os.walk(path, followlinks=False):
+        here = Path(root).relative_to(path)
+        out += [str(Path(prefix) / here / name) if prefix else str(here / name)
+                for name in [*files, *(d for d in dirs if (Path(root) / d).is_symlink())]]
+    return sorted(os.path.normpath(f) for f in out)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C and SIGTERM delivered only after the block (main thread, POSIX): a move half done
+    could otherwise not be undone."""
+    import signal
+    import threading
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _lock_folder(run_dir: Path):
@@ -231,7 +290,8 @@ def _lock_folder(run_dir: Path):
         else:
             error = None
             try:
-                same = os.fstat(fh.fileno()).st_ino == os.stat(run_dir / LOCK_FILE).st_ino
+                held, named = os.fstat(fh.fileno()), os.stat(run_dir / LOCK_FILE)
+                same = (held.st_ino, held.st_dev) == (named.st_ino, named.st_dev)
             except FileNotFoundError:
                 same = False
             if not same:  # the run that held it removed it as we opened it: lock the new one

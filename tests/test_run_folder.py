@@ -99,16 +99,30 @@ def test_rerun_keeps_files_a_user_put_in_megafcs_folders(tmp_path):
     (tmp_path / "figures" / "my_own_plot.png").write_text("the user's")
     (tmp_path / "figures" / "mine").mkdir()
     (tmp_path / "figures" / "mine" / "x.txt").write_text("also the user's")
-    with StagedRun(tmp_path) as second:
-        second.write_text("figures/a.png", "new a")
-        second.write_json("provenance.json", {"run": 2})
-        second.commit()
-    figures = tmp_path / "figures"
-    assert (figures / "a.png").read_text() == "new a"
-    assert not (figures / "b.png").exists(), "the earlier run's figure this run did not draw was kept"
-    assert (figures / "my_own_plot.png").read_text() == "the user's"
-    assert (figures / "mine" / "x.txt").read_text() == "also the user's"
-    assert not list(tmp_path.glob(".megafc-previous-*")) and not list(tmp_path.glob(".megafc-staging-*"))
+    (tmp_path / "figures" / "link.png").symlink_to(tmp_path / "figures" / "my_own_plot.png")
+    for run in (2, 3):  # kept by every later run, not only the next one
+        with StagedRun(tmp_path) as rerun:
+            rerun.write_text("figures/a.png", f"new a {run}")
+            rerun.write_json("provenance.json", {"run": run})
+            rerun.commit()
+        figures = tmp_path / "figures"
+        assert (figures / "a.png").read_text() == f"new a {run}"
+        assert not (figures / "b.png").exists(), "the earlier run's figure this run did not draw was kept"
+        assert (figures / "my_own_plot.png").read_text() == "the user's"
+        assert (figures / "mine" / "x.txt").read_text() == "also the user's"
+        assert (figures / "link.png").is_symlink(), "a link of the user's became a copy or went"
+        assert not list(tmp_path.glob(".megafc-previous-*")) and not list(tmp_path.glob(".megafc-staging-*"))
+    # a run that writes no figures/ at all: the folder stays, with the user's files only
+    with StagedRun(tmp_path) as rerun:
+        rerun.write_json("provenance.json", {"run": 4})
+        rerun.commit()
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["link.png", "mine", "my_own_plot.png"]
+    with StagedRun(tmp_path) as rerun:  # and the next run may write into it again
+        rerun.write_text("figures/a.png", "new a 5")
+        rerun.write_json("provenance.json", {"run": 5})
+        rerun.commit()
+    assert (tmp_path / "figures" / "a.png").read_text() == "new a 5"
+    assert (tmp_path / "figures" / "my_own_plot.png").read_text() == "the user's"
 
 
 @pytest.mark.parametrize("in_the_way", ["file", "symlink"])
@@ -382,6 +396,15 @@ def test_changed_inputs_names_every_input_that_differs_from_the_finished_run(tmp
     assert len(changed) == 1 and changed[0].startswith(f"{run / 'extraction.tsv'} cannot be read"), changed
     (run / "provenance.json").write_text("{")
     assert changed_inputs(run) == [f"{run / 'provenance.json'} cannot be read"]
+
+
+def test_an_earlier_versions_run_folder_is_not_replaced_by_a_calibration(tmp_path):
+    (tmp_path / "effects.tsv").write_text("the run's")
+    (tmp_path / "provenance.json").write_text("{}")
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(["effects.tsv", "provenance.json"]))  # the old format
+    with pytest.raises(InputError, match="holds a megafc run's results"):
+        StagedRun(tmp_path, kind="calibration")
+    assert (tmp_path / "effects.tsv").read_text() == "the run's"
 
 
 def test_a_folder_holding_one_kind_of_output_is_not_replaced_by_another(tmp_path):
