@@ -182,6 +182,21 @@ def test_an_effect_only_some_pipelines_estimate_is_never_robust(tmp_path):
     assert robust_pairs(table, "contrast:a-b").empty
     overall = table[table.effect == "overall"].set_index(["network_a", "network_b"])
     assert overall.loc[("Default", "Vis"), "all_credible"]  # both pipelines: still robust
+    # a pipeline at another aggregation level has other pairs: it does not count against these
+    sub = root / "2_aggregate.level=subnetwork,atlas=schaefer,pooling=pymc"
+    write_job(sub, "schaefer", "pymc", FULL[("schaefer", "pymc")])
+    (sub / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["aggregate.level=subnetwork", "atlas=schaefer",
+                                                                   "pooling=pymc"]))
+    config = yaml.safe_load((sub / "config.yaml").read_text())
+    (sub / "config.yaml").write_text(yaml.safe_dump({**config, "aggregate": {"level": "subnetwork"}}))
+    effects = pd.read_csv(sub / "effects.tsv", sep="\t")
+    effects[["network_a", "network_b"]] = effects[["network_a", "network_b"]] + "_1"
+    effects.to_csv(sub / "effects.tsv", sep="\t", index=False)
+    table = robustness_table(collect_jobs(root))
+    overall = table[table.effect == "overall"].set_index(["network_a", "network_b"])
+    assert overall.loc[("Default", "Vis"), "all_credible"] and overall.loc[("Default_1", "Vis_1"), "all_credible"]
+    assert overall.loc[("Default", "Vis"), "n_pipelines_with_pair"] == 2
+    assert overall.loc[("Default_1", "Vis_1"), "n_pipelines_with_pair"] == 1
 
 
 def test_compare_writes_everything(sweep):
@@ -205,7 +220,7 @@ def test_compare_writes_everything(sweep):
     assert sources and all(s.startswith(("data:", "#")) for s in sources), sources  # nothing outside the file
     assert "<link" not in report and "@import" not in report
     assert "data:image/png;base64," in report
-    assert "Credible in all 4 pipeline(s) (interval excludes 0 on the same side): <b>1</b>" in report
+    assert "Credible in every pipeline that has the pair (of 4; interval excludes 0 on the same side): <b>1</b>" in report
     assert "Sign-consistent across pipelines: <b>2</b>" in report
     assert "sign-stable: <b>2</b> of 3" in report
     assert "6_atlas=synthetic,pooling=bambi" in report  # the ignored job is reported

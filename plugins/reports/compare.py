@@ -6,7 +6,7 @@ and never used) and writes, into ``<multirun dir>/comparison/``:
 
 - ``robustness.tsv``: one row per network pair and effect: each pipeline's ``mean[<pipeline>]``,
   ``hdi_low[<pipeline>]``, ``hdi_high[<pipeline>]``, the cross-pipeline summary
-  (``n_pipelines``, ``sign_agree``, ``all_credible``, ``credible_in``, ``min_mean``,
+  (``n_pipelines``, ``n_pipelines_with_pair``, ``sign_agree``, ``all_credible``, ``credible_in``, ``min_mean``,
   ``max_mean``) and, from leave-one-dataset-out jobs, ``n_loo[...]``, ``loo_min[...]``,
   ``loo_max[...]``, ``loo_sign_stable[...]`` per pipeline and ``loo_sign_stable`` overall;
 - ``robustness_long.tsv``: the same, one row per network pair, effect and pipeline;
@@ -367,15 +367,14 @@ def _pipelines(jobs: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(full["pipeline"]))
 
 
-def _summarise(group: pd.DataFrame, n_total: int) -> pd.Series:
-    """The cross-pipeline summary of one pair and effect. Agreement counts only where every one
-    of the ``n_total`` pipelines estimated it: a pair only one pipeline has (another aggregation
-    level, an effect one model lacks) once counted as 'credible in all' on that one alone."""
+def _summarise(group: pd.DataFrame) -> pd.Series:
+    """The cross-pipeline summary of one pair and effect (``robustness_table`` then requires
+    every pipeline that has the pair to have estimated it)."""
     g = group[group["mean"].notna()]
     signs = np.sign(g["mean"])
     cred = g["credible"]
     n = len(g)
-    everywhere = n > 0 and n >= n_total
+    everywhere = n > 0
     loo = g["loo_sign_stable"].dropna()
     return pd.Series({
         "n_pipelines": n,
@@ -392,9 +391,9 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
     """One row per network pair and effect; per-pipeline columns plus the robustness summary.
 
     Columns: network_a, network_b, system_a, system_b, effect, effect_type, then n_pipelines
-    (how many pipelines estimated it), sign_agree (every pipeline estimated it and every mean
-    has the same sign), all_credible (every pipeline estimated it and every interval excludes 0
-    on the same side), credible_in (how many pipelines' intervals exclude
+    (how many pipelines estimated it), sign_agree (every pipeline with the pair estimated it and
+    every mean has the same sign), all_credible (likewise, every interval excludes 0 on the same
+    side), credible_in (how many pipelines' intervals exclude
     0), min_mean, max_mean, loo_sign_stable (every pipeline with leave-one-dataset-out jobs
     keeps its sign in all of them; NA without LOO jobs), then for each pipeline
     ``mean[p]``, ``hdi_low[p]``, ``hdi_high[p]`` and, for pipelines with LOO jobs,
@@ -405,9 +404,17 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
         long = robustness_long(jobs)
     pipelines = _pipelines(jobs)
     first = long.groupby(PAIR_KEY, sort=False)[["system_a", "system_b", "effect_type"]].first()
-    summary = long.groupby(PAIR_KEY, sort=False)[["mean", "credible", "loo_sign_stable"]].apply(
-        _summarise, n_total=len(pipelines))
+    summary = long.groupby(PAIR_KEY, sort=False)[["mean", "credible", "loo_sign_stable"]].apply(_summarise)
     table = first.join(summary)
+    # the pipelines that estimated anything for the pair: agreement needs all of them. An effect
+    # one model lacks (a contrast) once counted as 'credible in all' on the other model alone;
+    # pipelines at another aggregation level have other pairs and do not count against these.
+    having = long[long["mean"].notna()].groupby(["network_a", "network_b"])["pipeline"].nunique()
+    table["n_pipelines_with_pair"] = having.reindex(
+        pd.MultiIndex.from_arrays([table.index.get_level_values("network_a"),
+                                   table.index.get_level_values("network_b")])).fillna(0).astype(int).to_numpy()
+    partial = table["n_pipelines"] < table["n_pipelines_with_pair"]
+    table.loc[partial, ["sign_agree", "all_credible"]] = False
     with_loo = [p for p in pipelines if (long.loc[long["pipeline"] == p, "n_loo"] > 0).any()]
     for p in pipelines:
         sub = long[long["pipeline"] == p].set_index(PAIR_KEY)
@@ -478,8 +485,7 @@ def summary_counts(table: pd.DataFrame, effect: str = "overall") -> dict[str, An
         "n_pairs": len(sub),
         "all_credible": int(sub["all_credible"].sum()),
         "sign_agree": int(sub["sign_agree"].sum()),
-        # the table has one mean[<pipeline>] column per pipeline
-        "partial": int((sub["n_pipelines"] < sum(c.startswith("mean[") for c in table.columns)).sum()),
+        "partial": int((sub["n_pipelines"] < sub["n_pipelines_with_pair"]).sum()),
         "loo_checked": len(loo),
         "loo_stable": int(loo.astype(bool).sum()),
         "robust": int(robust_pairs(table, effect).shape[0]),
@@ -512,10 +518,11 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
         intro.append("<p>The jobs' intervals are not all of one kind: " + "; ".join(
             f"{esc(label)} for {n} job(s)" for label, n in kinds.items()) + " (hdi_low/hdi_high of each job).</p>")
 
-    partial = (f" {c['partial']} of them are estimated by only some pipelines (another aggregation level, or an "
+    partial = (f" {c['partial']} of them are estimated by only some of the pipelines that have the pair (an "
                "effect one model lacks) and never count as credible everywhere." if c["partial"] else "")
     summary = [f"<ul><li>{c['n_pairs']} network pairs.{partial}</li>",
-               f"<li>Credible in all {len(pipelines)} pipeline(s) (interval excludes 0 on the same side): "
+               f"<li>Credible in every pipeline that has the pair (of {len(pipelines)}; interval excludes 0 on the "
+               "same side): "
                f"<b>{c['all_credible']}</b>.</li>",
                f"<li>Sign-consistent across pipelines: <b>{c['sign_agree']}</b>.</li>"]
     if c["loo_checked"]:
