@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 import traceback
+from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 from megafc.core.errors import ConfigError, MegafcError
@@ -125,13 +127,23 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated(signum)
 
 
-def catch_sigterm() -> None:
-    """Turn SIGTERM into ``Terminated`` in this process (only the main thread can)."""
+@contextmanager
+def sigterm_as_exception():
+    """Within the block, SIGTERM raises ``Terminated`` in this process (only the main thread can
+    catch signals); the handler before it is put back after. A handler someone else installed
+    (submitit's, which requeues a preempted SLURM job) is left alone."""
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        _on_sigterm.pid = os.getpid()
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    _on_sigterm.pid = os.getpid()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _quiet_libraries() -> None:
@@ -151,27 +163,37 @@ def _quiet_libraries() -> None:
 
 
 def _task(cfg) -> None:
+    import time
+
     from hydra.core.hydra_config import HydraConfig
 
     from megafc.core.pipeline import run_experiment
     from megafc.core.registry import default_registry
+    from megafc.core.run_folder import COMPLETION_MARKER
 
     _quiet_libraries()
     run_dir = HydraConfig.get().runtime.output_dir
-    if not cfg.rerun and already_complete(run_dir, cfg):
-        log.info("%s already holds a complete run of this config; skipping (rerun=true to redo it)", run_dir)
-        if cfg.fail_on_bad_diagnostics and not recorded_diagnostics_ok(run_dir):
-            diagnostics_failed(run_dir)
-        return
-    catch_sigterm()
-    try:
-        outcome = run_experiment(cfg, default_registry(), run_dir)
-    except Terminated as exc:
-        log.error("%s; no results were written", exc)
-        print(f"megafc: {exc}; no results were written (the run's staging folder was removed)", file=sys.stderr)
-        sys.exit(128 + exc.signum)
-    except Exception as exc:
-        fail(exc)
+    started = time.time()
+    with sigterm_as_exception():
+        try:
+            if not cfg.rerun and already_complete(run_dir, cfg):
+                log.info("%s already holds a complete run of this config; skipping (rerun=true to redo it)", run_dir)
+                if cfg.fail_on_bad_diagnostics and not recorded_diagnostics_ok(run_dir):
+                    diagnostics_failed(run_dir)
+                return
+            outcome = run_experiment(cfg, default_registry(), run_dir)
+        except Terminated as exc:
+            marker = Path(run_dir) / COMPLETION_MARKER
+            landed = marker.exists() and marker.stat().st_mtime >= started
+            what = (f"its results had been written to {run_dir} before" if landed
+                    else "no results were written (the run's staging folder was removed)")
+            log.error("%s; %s", exc, what)
+            print(f"megafc: {exc}; {what}", file=sys.stderr)
+            sys.exit(128 + exc.signum)
+        except JobFailed:  # a sweep job's failure already reported (diagnostics of a skipped run)
+            raise
+        except Exception as exc:
+            fail(exc)
     if cfg.fail_on_bad_diagnostics and not outcome.diagnostics_ok:
         diagnostics_failed(outcome.run_dir)
 
@@ -288,6 +310,8 @@ def main() -> None:
         fail(exc)
     try:
         hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
+    except JobFailed as exc:  # re-raised by Hydra as it is under HYDRA_FULL_ERROR=1
+        sys.exit(exc.code)
     except SystemExit as exc:
         if isinstance(exc.__context__, JobFailed):  # a sweep with a failed job: that job's code
             sys.exit(exc.__context__.code)

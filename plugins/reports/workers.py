@@ -48,6 +48,9 @@ def _init_worker(tasks: Sequence[Callable[[], Any]], filters: list) -> None:
     global _TASKS
     _TASKS = tasks
     warnings.filters[:] = filters
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # terminate() ends a worker even inside C code
     keep = _Keep()
     loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
                                        if isinstance(lg, logging.Logger)]
@@ -119,3 +122,6 @@ def _stop(pool: ProcessPoolExecutor | None, wait: float = 5.0) -> None:
         process.terminate()
     for process in processes:
         process.join(wait)
+        if process.is_alive():  # stuck where even SIGTERM does not reach
+            process.kill()
+            process.join(wait)
