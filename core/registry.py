@@ -128,6 +128,10 @@ class Registry:
         return out
 
 
+#: (variable, unknown names) already warned about in this process.
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
 def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[Any, tuple[str, str]], list[dict[str, str]]]:
     """Register every ``megafc`` entry point on its own, so that one package that fails to
     import (or whose hooks do not match the specs) costs only its own plugins: it is logged,
@@ -144,7 +148,8 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[Any, tuple[str, st
     installed = {ep.name for ep in found} | {ep.dist.name for ep in found if ep.dist is not None}
     for env, names in ((LOAD_ENV, allowed), (DISABLE_ENV, disabled)):
         unknown = sorted((names or set()) - installed)
-        if unknown:  # a typo here would silently load (or keep) other plugins than meant
+        if unknown and (env, tuple(unknown)) not in _WARNED:  # once a process, not at every registry built
+            _WARNED.add((env, tuple(unknown)))  # a typo here would silently load other plugins than meant
             log.warning("%s names %s, which is no installed megafc entry point or distribution (installed: %s)",
                         env, ", ".join(unknown), ", ".join(sorted(installed)))
     for ep in found:

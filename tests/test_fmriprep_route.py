@@ -271,6 +271,10 @@ def test_nan_and_constant_timeseries(tmp_path):
     (lambda m: m.assign(session_order=["first"] + ["2"] * (len(m) - 1)), "column 'session_order' has non-numeric.*first"),
     (lambda m: m.assign(mean_fd=["-0.3"] + ["0.1"] * (len(m) - 1)), r"column 'mean_fd' has negative value\(s\) at lines \[2\]"),
     (lambda m: pd.concat([m, m[["drug"]]], axis=1), r"names column\(s\) \['drug'\] more than once"),
+    # blank trailing columns (a spreadsheet's export) are no columns: the table is fine, and the
+    # run goes on to the next problem planted here
+    (lambda m: m.assign(**{"": "", " ": ""}).assign(condition=["active"] + m["condition"].tolist()[1:]),
+     "unknown value.*'active'"),
 ])
 def test_bad_metadata(tmp_path, edit, match):
     t = fresh_tree(tmp_path)
@@ -290,6 +294,9 @@ def test_a_misspelt_optional_column_is_warned_about(tmp_path, caplog):
     assert any("column 'meanfd' is not one megafc reads; did you mean 'mean_fd'?" in m for m in said), said
     assert not any("'age'" in m for m in said), "a column of the user's own was warned about"
     assert "meanfd" in scans.columns
+    gz = t.metadata.with_name("meta.tsv.gz")  # a gzipped table reads as the plain one
+    meta.to_csv(gz, sep="\t", index=False)
+    assert read_metadata(gz)[["scan_id", "condition"]].equals(read_metadata(t.metadata)[["scan_id", "condition"]])
 
 
 def test_motion_qc_excludes_with_reasons(tmp_path):

@@ -86,9 +86,11 @@ def check_header(path: Path, columns: list[str]) -> None:
     carried along unread (e.g. 'meanfd': no motion adjustment, and nothing said)."""
     import difflib
 
-    with path.open(encoding="utf-8-sig") as fh:
-        header = fh.readline().rstrip("\r\n").split("\t")
-    twice = sorted({c for c in header if header.count(c) > 1})
+    # the header as written (pandas renames a repeated name to 'drug.1'); read by pandas so that
+    # a gzipped table works too; blank names (a spreadsheet's trailing tabs) are not columns
+    header = [str(c).strip() for c in pd.read_csv(path, sep="\t", header=None, nrows=1, dtype=str,
+                                                  keep_default_na=False, encoding="utf-8-sig").iloc[0]]
+    twice = sorted({c for c in header if c and header.count(c) > 1})
     if twice:
         raise InputError(f"{path}: the header names column(s) {twice} more than once; expected each column once")
     known = [*REQUIRED, *OPTIONAL]
