@@ -113,10 +113,10 @@ class StagedRun:
                     f"run here (it is not listed in {self.run_dir / MANIFEST_FILE}), so megafc will not replace "
                     "it. Move it away or choose another output folder (hydra.run.dir=...)")
         written = _files_under(self.staging)
+        ours = set(previous_files or ())
         users = [] if previous_files is None else [
-            f for name in previous for f in _files_under(self.run_dir / name, prefix=name)
-            if f not in set(previous_files) and f != MANIFEST_FILE]
-        kept_in = sorted({f.split("/")[0] for f in users} - set(names))  # folders kept for a user's files
+            f for name in previous for f in _files_under(self.run_dir / name, prefix=name) if f not in ours]
+        kept_in = sorted({Path(f).parts[0] for f in users} - set(names))  # folders kept for a user's files
         replaced = [n for n in dict.fromkeys([COMPLETION_MARKER, *sorted(set(previous) - set(names)), *names])
                     if (self.run_dir / n).exists() or (self.run_dir / n).is_symlink()]
         manifest = self.run_dir / MANIFEST_FILE
