@@ -64,7 +64,8 @@ def fail(exc: BaseException, writes: bool = True) -> NoReturn:
             "plugin; please report it with the traceback (set MEGAFC_TRACEBACK=1 to see it)"
         )
         code = EXIT_INTERNAL
-    log.error(message)
+    if log.hasHandlers():  # into megafc.log; without a handler Python would print it a second time
+        log.error(message)
     if _want_traceback():
         traceback.print_exception(exc)
     print(f"megafc: error: {message}", file=sys.stderr)
@@ -353,9 +354,6 @@ def list_plugins_main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ap.add_argument("--show", metavar="KIND/NAME", help="one plugin's config keys: type, default and documentation")
     args = ap.parse_args(argv)
-    megafc_log = logging.getLogger("megafc")
-    if not megafc_log.handlers:  # fail() logs the error too; print it only once
-        megafc_log.addHandler(logging.NullHandler())
     try:
         unknown = sorted(set(args.kinds) - set(kinds))
         if unknown:

@@ -93,6 +93,9 @@ def test_megafc_plugins_json_kinds_and_show(tmp_path, plugin_site):
         proc = megafc_cli(args, cwd=tmp_path, script="megafc-plugins")
         assert proc.returncode == 2 and expected in proc.stderr
         assert proc.stderr.count(expected) == 1 and "no results were written" not in proc.stderr
+    # its warnings reach the terminal (a misspelt plugin switch once went unsaid)
+    proc = megafc_cli([], cwd=tmp_path, script="megafc-plugins", env_extra={"MEGAFC_LOAD_PLUGINS": "megafc,nope"})
+    assert proc.returncode == 0 and "MEGAFC_LOAD_PLUGINS names nope" in proc.stderr
 
 
 def test_version_names_megafc(tmp_path):
