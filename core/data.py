@@ -290,6 +290,13 @@ class PoolingResult:
     interval_kind: str = ""
     #: What to cite for this particular fit, beyond the pooling plugin's declared ``references``.
     references: list[str] = field(default_factory=list)
+    #: Scan covariates the effects are adjusted for (``mean_fd``, ``session_order``, ...); None:
+    #: the model does not say. Core's motion and session-order warnings read it.
+    adjusted_for: list[str] | None = None
+    #: False when the sampler's own health (chains that have not converged on some sampled
+    #: quantity, low BFMI) puts every row in doubt, beyond each row's ``ok``; the reason is
+    #: among ``warnings``.
+    sampler_ok: bool = True
 
     def __post_init__(self) -> None:
         if not self.interval_kind:

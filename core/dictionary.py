@@ -31,7 +31,8 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "hdi_high": ("Upper end of that interval.", "Fisher z"),
     "hdi50_low": ("Lower end of the 50% highest-density interval.", "Fisher z"),
     "hdi50_high": ("Upper end of the 50% highest-density interval.", "Fisher z"),
-    "pd": ("Probability of direction: posterior probability that the effect has the sign of its mean.", None),
+    "pd": ("Probability of direction: posterior probability that the effect has the sign of its mean "
+           "(for the meta model, 1 - p/2 of its two-sided Wald test: not a probability of the sign).", None),
     "lfsr": ("Local false sign rate (Stephens 2017): probability that the sign of mean is wrong, by adaptive "
              "shrinkage over all rows of the same effect (so it pays for the many pairs looked at; 1 - pd when "
              "an effect has too few rows to learn from, n/a for a row without an estimate).", None),
@@ -45,8 +46,8 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "divergences": ("Divergent transitions in the whole fit (the same on every row of a run).", None),
     "ok": ("False when any diagnostic is bad (R-hat above pooling.rhat_max, ESS below the threshold, "
            "divergences); true for non-Bayesian models whose fit succeeded.", None),
-    "n_obs": ("Scans (scan-level models) or drug-minus-control differences (paired models) informing the effect.",
-              None),
+    "n_obs": ("Scans (scan-level models), drug-minus-control differences (paired models) or drug scans (meta) "
+              "informing the effect.", None),
     "tau2": ("meta: DerSimonian-Laird between-dataset variance.", "Fisher z squared"),
     "i2": ("meta: Higgins' I^2, the share of variation across datasets beyond sampling error.", "percent"),
     "q": ("meta: Cochran's Q heterogeneity statistic.", None),

@@ -375,11 +375,12 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
     tables = {"exclusions": exclusion_counts(scans)}
     motion = motion_change(scans)
     tables["motion"] = motion
+    covariates = adjusted_for(results.result)
     for row in motion[motion["differs"] & (motion["drug"] != "all")].itertuples(index=False):
         log.warning("motion: %s scans move %+.3f mm FD [%.3f, %.3f] relative to their controls (%d subjects); "
-                    "motion can masquerade as an FC effect (keep pooling.motion=true)",
-                    row.drug, row.fd_change_mean, row.ci_low, row.ci_high, row.n_subjects)
-    adjusted = results.result is not None and (results.result.effects["effect"] == "covariate:session_order").any()
+                    "motion can masquerade as an FC effect: %s", row.drug, row.fd_change_mean, row.ci_low,
+                    row.ci_high, row.n_subjects, motion_advice(covariates))
+    adjusted = "session_order" in (covariates or ())
     for ds in baseline_only_datasets(scans):
         log.warning("design: dataset %s compares its drug scans only with baselines scanned before them (pre/post, "
                     "no placebo): anything that changes with session order (habituation, expectancy, scanner "
@@ -404,8 +405,7 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
     ok, methods = True, ""
     if results.result is not None:
         ok = report_diagnostics(results.result)
-        methods = methods_text(ctx.plugins, results.atlas, scans, ctx.cfg.aggregate.level, results.result,
-                               list(ctx.cfg.get("notes") or []), references, estimated="estimator" in acting)
+        methods = methods_text(ctx, results, references, acting)
     return DerivedData(tables, methods, references, sections, ok)
 
 
@@ -638,34 +638,69 @@ def dropped_out(scans: pd.DataFrame) -> list[str]:
             why = "; ".join(f"{n} x {r}" for r, n in reasons.items())
             out.append(f"dataset {ds}: all {len(group)} scans excluded ({why}); it is not part of any estimate")
         elif inc.loc[inc["dataset"] == ds, "subject"].nunique() == 1:
-            out.append(f"dataset {ds}: a single subject left; its dataset effect and between-subject sd rest "
-                       "largely on the priors")
+            out.append(f"dataset {ds}: a single subject left; its dataset effect rests on that one person and "
+                       "says nothing of how its subjects vary")
     for drug in sorted(set(scans["drug"]) - set(inc["drug"])):
         out.append(f"drug {drug}: every scan of every dataset excluded; there is no {drug} effect in the results")
     return out
 
 
+def adjusted_for(result: PoolingResult | None) -> list[str] | None:
+    """The covariates a fit's effects are adjusted for: as the model declares them, else as its
+    ``covariate:<name>`` rows show (None: no fit, or a model that says nothing either way)."""
+    if result is None:
+        return None
+    if result.adjusted_for is not None:
+        return list(result.adjusted_for)
+    rows = result.effects["effect"].astype(str)
+    named = sorted({e.split(":", 1)[1] for e in rows if e.startswith("covariate:")})
+    return named or None
+
+
+def motion_advice(covariates: list[str] | None) -> str:
+    if covariates is None:
+        return "check whether the pooling model adjusts for mean FD (its methods text says)"
+    if "mean_fd" in covariates:
+        return "the effects are adjusted for each scan's mean FD (effects at equal motion)"
+    return ("the effects are NOT adjusted for motion; use a pooling model that adjusts for mean FD "
+            "(e.g. pooling.motion=true where the model has that key)")
+
+
 def report_diagnostics(result: PoolingResult) -> bool:
+    """Log the fit's warnings and say whether its diagnostics hold: every row of the effects
+    and of each other table that flags rows (``ok``), and the sampler as a whole
+    (``sampler_ok``: e.g. chains not converged on a hyperparameter that every effect depends on)."""
     for w in result.warnings:
         log.warning(w)
-    eff = result.effects
-    if "ok" not in eff or eff["ok"].isna().all():
-        return True
-    bad = eff[~eff["ok"].astype(bool)]
-    if len(bad):
-        log.warning(
-            "DIAGNOSTICS: %d of %d effects are flagged not ok (max R-hat %.3f, min bulk ESS %.0f, "
-            "divergences %d; see the pooling warnings above, effects.tsv column 'ok' and diagnostics.tsv)",
-            len(bad), len(eff), eff["r_hat"].max(), eff["ess_bulk"].min(), int(eff["divergences"].max()),
-        )
-        return False
-    return True
+    good = result.sampler_ok
+    flagged = {"effects": result.effects, **{name: t for name, t in result.tables.items() if "ok" in t}}
+    for name, table in flagged.items():
+        if "ok" not in table or table["ok"].isna().all():
+            continue
+        bad = table[~table["ok"].fillna(True).astype(bool)]
+        if not len(bad):
+            continue
+        good = False
+        worst = [f"max R-hat {table['r_hat'].max():.3f}" if "r_hat" in table and table["r_hat"].notna().any() else "",
+                 f"min bulk ESS {table['ess_bulk'].min():.0f}" if "ess_bulk" in table and table["ess_bulk"].notna().any() else "",
+                 f"divergences {int(table['divergences'].max())}" if "divergences" in table
+                 and table["divergences"].max() > 0 else ""]
+        log.warning("DIAGNOSTICS: %d of %d rows of %s are flagged not ok (%ssee the pooling warnings above, "
+                    "column 'ok' and diagnostics.tsv)", len(bad), len(table), name,
+                    "".join(f"{w}; " for w in worst if w))
+    if not result.sampler_ok:
+        log.warning("DIAGNOSTICS: the sampler's own checks failed (see the pooling warnings above and "
+                    "diagnostics.tsv): every interval of this fit is in doubt")
+    return good
 
 
-def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, level: str, result: PoolingResult,
-                 notes: list[str] | None = None, references: list[str] | None = None, estimated: bool = True) -> str:
+def methods_text(ctx: RunContext, results: RunResults, references: list[str], acting: set[str]) -> str:
+    """methods.md: what was analysed and how, in the order a methods section tells it; every
+    setting that changes the numbers is in a sentence, and the plugins' parameters follow."""
+    plugins, atlas, scans, result = ctx.plugins, results.atlas, results.scans, results.result
     inc = scans[~scans["excluded"]]
     harmonizer = plugins.get("harmonizer")
+    level = ctx.cfg.aggregate.level
     lines = [
         "# Methods (generated by megafc)",
         "",
@@ -673,15 +708,19 @@ def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, 
         f"{len(inc)} scans included of {len(scans)} "
         f"({int(scans['excluded'].sum())} excluded; reasons in scans.tsv). "
         f"Drugs: {', '.join(sorted(inc['drug'].unique()))}." + "".join(f" Note: {d[0].upper()}{d[1:]}." for d in dropped_out(scans)),
+        f"Quality control: {qc_text(ctx.cfg.qc, 'denoiser' in acting)}.",
+        *([f"Denoising: '{plugins['denoiser'].name}': {plugins['denoiser'].describe()}."]
+          if "denoiser" in acting and "denoiser" in plugins else []),
         f"Atlas: {atlas.name} ({atlas.n_regions} regions). {atlas.description}".strip(),
-        (f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].summary()}), "
-         if estimated else "Connectivity: the dataset's own connectomes (no estimator was run), ")
+        (f"Connectivity: estimator '{plugins['estimator'].name}' ({plugins['estimator'].describe()}), "
+         if "estimator" in acting else "Connectivity: the dataset's own connectomes (no estimator was run), ")
         + f"averaged within and between {level}s (mean Fisher z over each pair's edges).",
-        *([f"Harmonisation: '{harmonizer.name}' ({harmonizer.summary()}) applied to the "
+        *([f"Harmonisation: '{harmonizer.name}' ({harmonizer.describe()}) applied to the "
            "connectomes before aggregation; QC-FC and derivatives use the connectomes before it."]
           if harmonizer is not None and type(harmonizer).harmonize is not Harmonizer.harmonize else []),
+        f"Outcomes: {outcomes_text(ctx, results)}",
         f"Pooling: {result.description}",
-        *[f"Note: {n}" for n in notes or []],
+        *[f"Note: {n}" for n in list(ctx.cfg.get("notes") or [])],
         "",
         "Plugin parameters:",
     ]
@@ -690,3 +729,42 @@ def methods_text(plugins: dict[str, Plugin], atlas: Atlas, scans: pd.DataFrame, 
     if references:
         lines += ["", "References (also in references.bib):", *[f"- {ref}" for ref in references]]
     return "\n".join(lines) + "\n"
+
+
+def qc_text(qc: Any, censoring: bool) -> str:
+    """The exclusion rules as they were applied (the numbers in scans.tsv follow from them)."""
+    rules = [f"scans with mean framewise displacement above {qc.max_mean_fd} mm excluded"
+             if qc.max_mean_fd is not None else "no limit on mean framewise displacement",
+             f"scans with fewer than {qc.min_volumes} volumes excluded"]
+    if censoring:
+        rules.append(f"and those with more than {qc.max_censored_fraction:.0%} of their volumes censored by the "
+                     f"denoiser or fewer than {qc.min_volumes} left after censoring")
+    return "; ".join(rules[:2]) + (f", {rules[2]}" if censoring else "")
+
+
+def outcomes_text(ctx: RunContext, results: RunResults) -> str:
+    """Which network pairs were analysed (all, or the ones aggregate.pairs chose) and which
+    summary outcomes were fitted beside them, so that a focused analysis does not read as a
+    whole-connectome one."""
+    from omegaconf import OmegaConf
+
+    agg = results.aggregated
+    if agg is None:
+        return "none"
+    level = ctx.cfg.aggregate.level
+    n = agg.pairs.groupby(["network_a", "network_b"]).ngroups
+    wanted = OmegaConf.to_container(ctx.cfg.aggregate, resolve=True).get("pairs")
+    if wanted is None:
+        n_groups = len(agg.pairs.attrs.get("networks") or [])
+        text = f"every {level} pair ({n}" + (f" pairs of {n_groups} {level}s)" if n_groups else " pairs)")
+    else:
+        chosen = agg.pairs[["network_a", "network_b"]].drop_duplicates()
+        text = (f"{n} {level} pairs chosen by aggregate.pairs ("
+                + ", ".join(f"{a}-{b}" for a, b in chosen.itertuples(index=False)) + ")")
+    members = agg.summary_pairs
+    if members is not None and len(members):
+        names = list(dict.fromkeys(members["summary"]))
+        text += (f", and {len(names)} summary outcomes ({', '.join(names)}): each scan's mean FC over a named set "
+                 "of network pairs (members in summary_pairs.tsv), fitted as outcomes of their own in the same "
+                 "model, which carries the correlation between the pairs into their intervals")
+    return text + "."

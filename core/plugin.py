@@ -67,6 +67,11 @@ class Plugin:
         """The config as a plain dict, for provenance and methods text."""
         return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
 
+    def describe(self) -> str:
+        """What this plugin did, in words for methods.md (override to state the settings that
+        shape the results in a sentence; the parameters are listed there anyway)."""
+        return self.summary().rstrip(".")
+
 
 class DatasetLoader(Plugin):
     """Provides the scan table and each scan's inputs."""

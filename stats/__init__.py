@@ -8,8 +8,9 @@ the contract: a pooling model may compute its summaries any way it likes, as lon
 result carries the columns ``megafc.core.EFFECT_COLUMNS`` names.
 """
 
-from .posterior import ESS_MIN, RHAT_MAX, flag_ok, sampler_diagnostics, summarise_draws, treedepth_hits
+from .posterior import (BFMI_MIN, ESS_MIN, RHAT_MAX, bfmi_warning, flag_ok, sampler_diagnostics, sampler_healthy,
+                        summarise_draws, treedepth_hits)
 from .rhat_chance import rhat_by_chance, rhat_warning
 
-__all__ = ["ESS_MIN", "RHAT_MAX", "flag_ok", "rhat_by_chance", "rhat_warning", "sampler_diagnostics",
-           "summarise_draws", "treedepth_hits"]
+__all__ = ["BFMI_MIN", "ESS_MIN", "RHAT_MAX", "bfmi_warning", "flag_ok", "rhat_by_chance", "rhat_warning",
+           "sampler_diagnostics", "sampler_healthy", "summarise_draws", "treedepth_hits"]

@@ -13,6 +13,9 @@ RHAT_MAX = 1.01
 ESS_MIN = 400.0
 #: Quantities of a variable whose folded ESS is computed (the median of a sample serves).
 FOLDED_SAMPLE = 256
+#: Energy BFMI below this: the momentum resampling cannot move the chain across the energy
+#: levels the posterior needs (Betancourt 2016; Stan's threshold).
+BFMI_MIN = 0.3
 
 
 def summarise_draws(draws: np.ndarray, hdi_prob: float = 0.95, hdi50: bool = True,
@@ -133,7 +136,7 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
             & (out["ess_bulk_min"] >= ess_min)
             & (out["ess_tail_min"] >= ess_min)
             & (out["divergences"] == 0)
-            & ~(out["bfmi_min"] < 0.3)
+            & ~(out["bfmi_min"] < BFMI_MIN)
         )
     return out
 
@@ -141,3 +144,26 @@ def sampler_diagnostics(idata, var_names: list[str], rhat_max: float, ess_min: f
 def _worst(values: np.ndarray, reduce) -> float:
     """max/min over quantities, NaN when none could be assessed (e.g. a single chain)."""
     return float(reduce(values)) if np.isfinite(values).any() else float("nan")
+
+
+def bfmi_warning(diagnostics: pd.DataFrame) -> str | None:
+    """The run's BFMI warning, None when the energy BFMI of every chain is fine (or unknown)."""
+    if not len(diagnostics) or "bfmi_min" not in diagnostics:
+        return None
+    low = float(diagnostics["bfmi_min"].min())
+    if not low < BFMI_MIN:
+        return None
+    return (f"pooling: energy BFMI {low:.2f} (below {BFMI_MIN}): the sampler explored the posterior's tails "
+            "poorly, so intervals may be too narrow; tune longer (pooling.tune) or reparametrise")
+
+
+def sampler_healthy(diagnostics: pd.DataFrame) -> bool:
+    """False when the sampler's own checks put every interval in doubt: some sampled variable's
+    R-hats beyond what converged chains give by chance, or a low energy BFMI."""
+    from .rhat_chance import beyond_chance
+
+    if not len(diagnostics):
+        return True
+    if "n_r_hat_over" in diagnostics and beyond_chance(diagnostics).any():
+        return False
+    return not (diagnostics["bfmi_min"].min() < BFMI_MIN) if "bfmi_min" in diagnostics else True

@@ -97,3 +97,4 @@ def test_a_reused_compilation_samples_exactly_as_a_fresh_one(monkeypatch, fresh_
     assert counting.calls == 2
     pd.testing.assert_frame_equal(reused.effects, fresh.effects)
     assert not np.allclose(fit_a.effects["mean"], fresh.effects["mean"])
+    assert fresh.adjusted_for == ["mean_fd", "session_order"]  # what core's motion warning reads

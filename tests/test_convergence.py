@@ -176,3 +176,19 @@ def test_rhat_warning_tells_short_chains_from_chains_that_disagree():
     assert "chains have not converged (sigma" in rhat_warning(bad, 1.01)
     # nothing over the threshold: nothing to say
     assert rhat_warning(_diagnostics_row(x, 1.2)[0], 1.2) is None
+
+
+def test_the_sampler_verdict_fails_on_chains_that_disagree_and_on_low_bfmi():
+    """sampler_healthy is the run's verdict beyond each row's ok: R-hats beyond chance on any
+    sampled variable, or an energy BFMI below 0.3 (which also gets its own warning)."""
+    from megafc.stats import bfmi_warning, sampler_healthy
+
+    rng = np.random.default_rng(6)
+    x = _ar1(rng, 2, 750, 3000, 0.4)
+    fine, _ = _diagnostics_row(x)
+    assert sampler_healthy(fine.assign(bfmi_min=0.9)) and bfmi_warning(fine.assign(bfmi_min=0.9)) is None
+    assert sampler_healthy(fine)  # chance-level R-hats above 1.01 are not a failure
+    low = fine.assign(bfmi_min=0.11)
+    assert not sampler_healthy(low) and "energy BFMI 0.11 (below 0.3)" in bfmi_warning(low)
+    x[1, :, :3] += 0.5
+    assert not sampler_healthy(_diagnostics_row(x)[0].assign(bfmi_min=0.9))

@@ -256,6 +256,16 @@ def test_registry_builds_strategies_from_config_values():
         reg.instantiate("denoiser", {"name": "scrubbing", "fd_threshold": -1})
 
 
+def test_methods_sentence_states_the_strategy_as_configured():
+    """methods.md's denoising sentence: the preset, its arguments, the censoring rule and the
+    masker's filtering, with the values of this config (a changed threshold shows)."""
+    text = ScrubbingDenoiser(ScrubbingDenoiser.Config(fd_threshold=0.3, low_pass=0.1)).describe()
+    assert "load_confounds_strategy('scrubbing'" in text and "fd_threshold=0.3" in text
+    assert "framewise_displacement > 0.3" in text and "low_pass=0.1" in text and "high_pass=None" in text
+    assert "load_confounds_strategy('compcor'" in CompCorDenoiser().describe()
+    assert "non-steady-state volumes" in SimpleGsrDenoiser().describe()
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_masker_accepts_kwargs_confounds_and_mask(bold, labels_img, case):
     from nilearn.maskers import NiftiLabelsMasker

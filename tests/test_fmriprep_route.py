@@ -41,6 +41,9 @@ def test_fmriprep_cli_end_to_end_then_cached(tree, tmp_path):
     assert 'data-name="glass_brain"' in report and 'class="connectome-view"' in report
     regions = pd.read_csv(tmp_path / "run1" / "atlas_regions.tsv", sep="\t")
     assert regions[["x", "y", "z"]].notna().all().all()
+    methods = (tmp_path / "run1" / "methods.md").read_text()
+    assert "Denoising: 'simple': confounds and sample mask from nilearn's load_confounds_strategy('simple'" in methods
+    assert "more than 50% of their volumes censored" in methods  # the censoring rule applies to this route
     assert (pd.read_csv(tmp_path / "run1" / "qc_fc.tsv", sep="\t")["distance_mm"] > 0).all()
     ext1 = pd.read_csv(tmp_path / "run1" / "extraction.tsv", sep="\t")
     assert len(ext1) == 16 and not ext1["cached"].any()

@@ -112,6 +112,10 @@ def test_combat_and_the_hierarchical_model_agree_under_strong_site_offsets(tmp_p
     jobs = {p.name.split("harmonizer=")[1].split(",")[0]: p for p in out.iterdir() if "harmonizer=" in p.name}
     assert set(jobs) == {"none", "combat"}
     assert "ComBat" in (jobs["combat"] / "methods.md").read_text()
+    # nutpie's posterior also holds the unconstrained twins of bounded variables (tau_dataset_local_log__):
+    # the same draws, which diagnostics.tsv and the R-hat warning would count twice
+    diagnosed = set(pd.read_csv(jobs["none"] / "diagnostics.tsv", sep="\t")["variable"])
+    assert "tau_dataset_local" in diagnosed and not [v for v in diagnosed if v.endswith("__")]
     key = ["network_a", "network_b", "effect"]
     eff = {h: pd.read_csv(p / "effects.tsv", sep="\t").query("effect == 'overall'").set_index(key)
            for h, p in jobs.items()}

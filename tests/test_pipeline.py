@@ -195,12 +195,68 @@ def test_single_subject_dataset_is_flagged():
         "exclusion_reason": [None] * 5 + ["mean FD > 0.5"],
     })
     lines = dropped_out(scans)
-    assert lines == ["dataset b: a single subject left; its dataset effect and between-subject sd rest largely "
-                     "on the priors"]
+    assert lines == ["dataset b: a single subject left; its dataset effect rests on that one person and says "
+                     "nothing of how its subjects vary"]
     scans.loc[4, ["excluded", "exclusion_reason"]] = [True, "mean FD > 0.5"]
     lines = dropped_out(scans)
     assert lines[0] == "dataset b: all 2 scans excluded (2 x mean FD > 0.5); it is not part of any estimate"
     assert lines[1].startswith("drug DMT: every scan")
+
+
+def test_methods_say_which_pairs_which_summaries_and_which_exclusion_rules(tmp_path, monkeypatch):
+    """A focused analysis reads as one: the pairs aggregate.pairs chose are named and counted
+    apart from the summary outcomes (the pooling sentence too), and the motion limit is stated."""
+    from megafc.core.pipeline import RunContext, run_stages
+
+    monkeypatch.chdir(tmp_path)
+    reg = build_registry()
+    chosen = ["aggregate.pairs=[[Default,Vis],[Thalamus,SomMot]]", "qc.max_mean_fd=0.21"]
+    results = run_stages(RunContext.create(compose(META + chosen, registry=reg), reg))
+    methods = results.methods
+    n_summaries = results.aggregated.summary_pairs["summary"].nunique()
+    assert n_summaries > 0
+    # named as the tables name them (network_a, network_b in atlas order)
+    assert "Outcomes: 2 network pairs chosen by aggregate.pairs (Default-Vis, SomMot-Thalamus)" in methods
+    assert f"and {n_summaries} summary outcomes (within_network, between_network" in methods
+    assert f"2 network pairs and {n_summaries} summary outcomes, an ordinary" in methods  # meta's own sentence
+    assert "Quality control: scans with mean framewise displacement above 0.21 mm excluded" in methods
+    assert "Denoising:" not in methods  # simulated timeseries: no denoiser acted
+    whole = run_stages(RunContext.create(compose(META, registry=reg), reg)).methods
+    n_pairs = results.aggregated.pairs.attrs["networks"]
+    assert f"Outcomes: every network pair ({len(n_pairs) * (len(n_pairs) + 1) // 2} pairs of {len(n_pairs)} networks)" in whole
+    assert "Quality control: scans with mean framewise displacement above 0.5 mm excluded" in whole
+
+
+def test_the_diagnostics_verdict_counts_summaries_and_the_samplers_own_checks(caplog):
+    """diagnostics_ok (provenance.json, fail_on_bad_diagnostics) is false when any effect, any
+    row of another table that flags rows (summaries), or the sampler as a whole failed."""
+    from megafc.core import PoolingResult
+    from megafc.core.pipeline import report_diagnostics
+
+    effects = pd.DataFrame({"effect": ["overall"] * 2, "ok": [True, True], "r_hat": [1.0, 1.0],
+                            "ess_bulk": [900.0, 800.0], "divergences": [0, 0]})
+    summaries = effects.assign(ok=[True, False], r_hat=[1.0, 1.08])
+    assert report_diagnostics(PoolingResult(effects=effects, diagnostics=pd.DataFrame()))
+    with caplog.at_level("WARNING", logger="megafc"):
+        assert not report_diagnostics(PoolingResult(effects=effects, diagnostics=pd.DataFrame(),
+                                                    tables={"summaries": summaries}))
+    assert "1 of 2 rows of summaries are flagged not ok (max R-hat 1.080; min bulk ESS 800; see" in caplog.text
+    assert "divergences" not in caplog.text  # none: nothing to say
+    assert not report_diagnostics(PoolingResult(effects=effects, diagnostics=pd.DataFrame(), sampler_ok=False))
+    assert "the sampler's own checks failed" in caplog.text
+
+
+def test_motion_warning_says_whether_the_effects_are_adjusted():
+    from megafc.core import PoolingResult
+    from megafc.core.pipeline import adjusted_for, motion_advice
+
+    rows = pd.DataFrame({"effect": ["overall", "covariate:mean_fd"]})
+    assert adjusted_for(PoolingResult(effects=rows, diagnostics=pd.DataFrame())) == ["mean_fd"]
+    declared = PoolingResult(effects=rows.iloc[:1], diagnostics=pd.DataFrame(), adjusted_for=[])
+    assert adjusted_for(declared) == [] and "NOT adjusted for motion" in motion_advice([])
+    assert "adjusted for each scan's mean FD" in motion_advice(["mean_fd", "session_order"])
+    assert adjusted_for(PoolingResult(effects=rows.iloc[:1], diagnostics=pd.DataFrame())) is None
+    assert "check whether the pooling model adjusts" in motion_advice(None)
 
 
 def test_atlas_from_data_labels_needs_a_dataset_with_labels(tmp_path):

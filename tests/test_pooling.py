@@ -412,6 +412,8 @@ def test_paired_model_takes_the_order_effect_out_too():
     assert len(slope) == len(KEY_PAIRS) and (slope["mean"] > 0).mean() >= 5 / 6
     assert raw > 0.04 and abs(effect[None]) < raw / 3 and effect[False] > raw / 2
     assert "adjusted for session order" in fits[None].description
+    assert fits[None].adjusted_for == ["session_order"] and fits[False].adjusted_for == []
+    assert "not adjusted for motion (pooling.motion=false)" in fits[False].description
     assert "covariate:session_order" not in set(fits[False].effects["effect"])
     assert "dataset(s) ['lsd_1'] scan the drug only after its control" in fits[False].description
     with pytest.raises(ConfigError, match=r"pooling.session_order.*drug scan\(s\)"):

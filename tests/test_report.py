@@ -4,6 +4,7 @@ diagnostics banner, a non-Bayesian run, missing optional files, and a real brows
 from __future__ import annotations
 
 import html
+import json
 import logging
 import re
 import shutil
@@ -175,14 +176,36 @@ def test_dataset_and_exclusion_tables_match_scans(pymc_report):
 
 
 def test_diagnostics_banner_when_effects_not_ok(pymc_report):
-    effects = pd.read_csv(pymc_report.parent / "effects.tsv", sep="\t")
-    bad = int((~effects["ok"].astype(bool)).sum())
+    tables = [pd.read_csv(pymc_report.parent / f"{n}.tsv", sep="\t") for n in ("effects", "summaries")]
+    bad = sum(int((~t["ok"].astype(bool)).sum()) for t in tables)
     assert bad > 0, "TINY draws are too few for every effect to pass; the fixture changed?"
     text = pymc_report.read_text()
     assert 'class="banner bad"' in text
-    assert f"{bad} of {len(effects)} effects are flagged not ok" in text
+    assert f"{bad} of {sum(map(len, tables))} effects and summaries are flagged not ok" in text
     # not-ok diagnostics rows are highlighted
     assert '<tr class="bad">' in text
+    # and the page says so before any effect section: every star and interval below depends on it
+    caveat = text.index('id="diagnostics-caveat"')
+    assert caveat < text.index('id="effects"') and "Sampling diagnostics failed" in text
+
+
+def test_failed_sampler_checks_are_a_failure_even_when_every_row_passes(pymc_run, tmp_path):
+    """provenance.json's diagnostics_ok false (chains not converged on a hyperparameter, low
+    BFMI) with every effect ok: the report says the sampler's checks failed, not that all passed."""
+    run = tmp_path / "run"
+    shutil.copytree(pymc_run, run, ignore=shutil.ignore_patterns("figures", "report.html", "posterior.nc"))
+    for name in ("effects", "summaries"):
+        table = pd.read_csv(run / f"{name}.tsv", sep="\t")
+        table.assign(ok=True).to_csv(run / f"{name}.tsv", sep="\t", index=False)
+    prov = json.loads((run / "provenance.json").read_text())
+    (run / "provenance.json").write_text(json.dumps({**prov, "diagnostics_ok": False}))
+    text = write_report(run).read_text()
+    assert "The sampler&#39;s own checks failed" in text or "The sampler's own checks failed" in text
+    assert 'id="diagnostics-caveat"' in text and "the sampler's own checks failed." in text.replace("&#39;", "'")
+    (run / "provenance.json").write_text(json.dumps({**prov, "diagnostics_ok": True}))
+    text = write_report(run).read_text()
+    assert 'id="diagnostics-caveat"' not in text and "and the sampler&#39;s own checks" in text.replace(
+        "sampler's", "sampler&#39;s")
 
 
 def test_citations_follow_the_plugins_used(pymc_report):
@@ -210,6 +233,9 @@ def test_meta_run_report(meta_run):
     assert effects["r_hat"].isna().all()
     if effects["ok"].astype(bool).all():
         assert "Non-Bayesian pooling: no MCMC diagnostics apply" in text
+    else:  # rows the model itself flags (an effect fewer than two datasets inform), not MCMC failures
+        assert "flagged not ok</strong> by the pooling model" in text and "R-hat, effective" not in text
+    assert "How the datasets combine into each drug's and the overall effect is the pooling model's" in html.unescape(text)
 
 
 def test_missing_optional_files_only_drop_their_parts(pymc_run, tmp_path):

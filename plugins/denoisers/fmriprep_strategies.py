@@ -173,6 +173,15 @@ class FmriprepDenoiser(Denoiser):
             "standardize": c.standardize,
         }
 
+    def describe(self) -> str:
+        """The preset and every argument it was called with, the volumes censored, the masker's
+        filtering and scaling: what a methods section must say about denoising."""
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in self.strategy_kwargs().items())
+        signal = ", ".join(f"{k}={v!r}" for k, v in self.signal_kwargs().items())
+        return (f"confounds and sample mask from nilearn's load_confounds_strategy('{self.preset}', {kwargs}) "
+                f"on fMRIPrep's confounds (with its cosine high-pass regressors), censoring "
+                f"{self._censoring_rule()}; regressed out by nilearn's signal cleaning ({signal})")
+
     def _censoring_rule(self) -> str:
         return "non-steady-state volumes"
 

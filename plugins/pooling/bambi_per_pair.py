@@ -29,7 +29,8 @@ from megafc.core import PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import contrast_pairs
-from .design import PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, resolve_sampler, validate_sampler_config
+from .design import (PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, outcomes_text,
+                     resolve_sampler, validate_sampler_config)
 from .pymc_scan_level import ScanPriors
 from .scan_design import ScanDesign, covariate_matrix, scan_design, session_order_on
 from .scan_results import summarise_scan_fit
@@ -203,12 +204,12 @@ class BambiPooling(PoolingModel):
             + (", and a slope on session_order, each scan's place among its subject's sessions (effects at equal "
                "session order)" if order else "")
             + f" ({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
-            f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
+            f"{outcomes_text(design.pairs)}, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             f"Priors: overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), between-dataset "
             f"sd ~ HalfNormal({p.dataset_sd}), log residual sd ~ Normal(log {p.sigma_sd}, 1) + Normal(0, "
             f"HalfNormal({p.sd_spread})) per dataset, subject sds ~ LogNormal(log {p.subject_sd}, 1). "
             f"NUTS ({sampler} sampler): {c.chains} chains x {c.draws} draws after {c.tune} tuning steps, "
-            f"target_accept {c.target_accept}; {int(round(c.hdi_prob * 100))}% HDIs; effects flagged when R-hat > "
+            f"target_accept {c.target_accept}; {100 * c.hdi_prob:g}% HDIs; effects flagged when R-hat > "
             f"{c.rhat_max}, ESS < {ess_threshold(c):.0f} or any divergence."
             + ("" if not design.notes() else " Note: " + "; ".join(design.notes()) + ".")
         )

@@ -363,17 +363,25 @@ def effects_table(
     return eff
 
 
+def outcomes_text(pairs_meta: pd.DataFrame) -> str:
+    """"120 network pairs and 21 summary outcomes": the outcome columns a model fitted, told apart
+    (a summary's pseudo pair has no network_b), so that methods do not count summaries as pairs."""
+    n_summaries = int((pairs_meta["network_b"] == "").sum())
+    text = f"{len(pairs_meta) - n_summaries} network pairs"
+    return text + (f" and {n_summaries} summary outcomes" if n_summaries else "")
+
+
 def describe(design: PairedDesign, model: str, config: SamplerConfig, sampler: str) -> str:
     p = config.priors
     return (
         f"{model}: hierarchical model of within-subject drug-minus-control FC differences "
-        f"({len(design.obs)} drug scans, {design.y.shape[1]} network pairs, {len(design.units)} datasets, "
+        f"({len(design.obs)} drug-minus-control differences, {outcomes_text(design.pairs)}, {len(design.units)} datasets, "
         f"{len(design.drugs)} drugs), overall effect with drug effects partially pooled around it and "
         f"dataset effects partially pooled around their drug; priors: "
         f"overall ~ Normal(0, {p.effect_sd}), between-drug sd ~ HalfNormal({p.drug_sd}), "
         f"between-dataset sd ~ HalfNormal({p.dataset_sd}), residual sd ~ HalfNormal({p.sigma_sd}). "
         f"NUTS ({sampler} sampler): {config.chains} chains x {config.draws} draws after {config.tune} tuning steps, "
-        f"target_accept {config.target_accept}; {int(config.hdi_prob * 100)}% HDIs; effects flagged "
+        f"target_accept {config.target_accept}; {100 * config.hdi_prob:g}% HDIs; effects flagged "
         f"when R-hat > {config.rhat_max}, ESS < {ess_threshold(config):.0f} or any divergence."
         + ("" if not design.notes() else " Note: " + "; ".join(design.notes()) + ".")
     )

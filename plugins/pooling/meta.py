@@ -54,6 +54,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import FALSE_SIGN_TEXT, split_summaries, summary_columns
+from .design import outcomes_text
 from .scan_design import ScanDesign, scan_design
 
 #: Floor on a dataset's sampling variance (Fisher z squared; se 1e-6) so weights are finite.
@@ -317,14 +318,14 @@ class MetaAnalysisPooling(PoolingModel):
             effects=effects, diagnostics=diagnostics, idata=None,
             description=f"{self.describe(design, k_overall, how, motion)} {FALSE_SIGN_TEXT}", warnings=warnings,
             tables={} if summaries is None else {"summaries": summaries},
-            interval=f"{100 * self.config.ci_level:g}% CI",
+            interval=f"{100 * self.config.ci_level:g}% CI", adjusted_for=["mean_fd"] if motion else [],
         )
 
     def describe(self, design: ScanDesign, k: int, how: list[str], motion: bool) -> str:
-        level = int(round(self.config.ci_level * 100))
+        level = f"{100 * self.config.ci_level:g}"
         return (
             "two-stage random-effects meta-analysis (frequentist comparator to the mega-analysis): "
-            f"for each of {len(design.datasets)} datasets and {design.y.shape[1]} network pairs, an ordinary "
+            f"for each of {len(design.datasets)} datasets and {outcomes_text(design.pairs)}, an ordinary "
             "least-squares regression of scan-level FC on subject fixed effects (or, for parallel groups, an "
             "intercept), the dataset's drug indicator(s)"
             + (" and mean FD (effects at equal motion)" if motion else "")

@@ -37,7 +37,7 @@ from megafc.core import (
     PoolingModel,
     PoolingResult,
 )
-from megafc.stats import flag_ok, rhat_warning, sampler_diagnostics, summarise_draws
+from megafc.stats import bfmi_warning, flag_ok, rhat_warning, sampler_diagnostics, sampler_healthy, summarise_draws
 
 from .design import (
     PYMC_PACKAGES,
@@ -525,12 +525,13 @@ class PyMCEdgePooling(PoolingModel):
         warnings = list(st.warnings)
         if divergences:
             warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
-        warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max)] if w]
+        warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max), bfmi_warning(diagnostics)] if w]
         warnings += [f"pooling: {n}" for n in st.notes()]
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=idata,
             description=self.describe(st, n_pairs, sampler if hyper else "none", level),
             warnings=warnings, tables={"edge_effects": edge_effects}, interval=f"{100 * c.hdi_prob:g}% HDI",
+            sampler_ok=sampler_healthy(diagnostics), adjusted_for=[],
         )
 
     def describe(self, st: EdgeStats, n_pairs: int, sampler: str, level: str) -> str:
@@ -547,7 +548,7 @@ class PyMCEdgePooling(PoolingModel):
             f"sampler, {c.chains} chains x {c.draws} draws after {c.tune} tuning steps) sampled only the sds, "
             f"and for {c.conditional_draws} thinned sd draws the overall and drug effects of every edge were "
             f"drawn from their exact Gaussian conditionals. Edge intervals (edge_effects.tsv.gz) are "
-            f"equal-tailed {int(c.hdi_prob * 100)}% credible intervals; {level}-pair effects are the mean "
+            f"equal-tailed {100 * c.hdi_prob:g}% credible intervals; {level}-pair effects are the mean "
             f"edge effect over the pair's edges ({n_pairs} pairs), computed draw by draw, with "
-            f"{int(c.hdi_prob * 100)}% HDIs and R-hat/ESS of those draws."
+            f"{100 * c.hdi_prob:g}% HDIs and R-hat/ESS of those draws."
         )

@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from megafc.core import ConfigError, PoolingModel, PoolingResult
-from megafc.stats import rhat_warning, sampler_diagnostics
+from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import (FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries,
@@ -265,7 +265,8 @@ class PyMCPairedPooling(PoolingModel):
         ordered, order_note = self.order_on(design)
         options = (f" Likelihood: {c.likelihood}; {PARAMETRIZATIONS[parametrization]}; "
                    f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
-                   + ("; adjusted for the change in mean FD" if c.motion else "")
+                   + ("; adjusted for the change in mean FD" if c.motion else
+                      "; not adjusted for motion (pooling.motion=false)")
                    + ("; adjusted for dose (standardised within drug)" if c.dose else "")
                    + ("; adjusted for session order (a slope per session of the drug session's place after its "
                       "control's, per pair; effects at equal session order)" if ordered else "")
@@ -273,7 +274,9 @@ class PyMCPairedPooling(PoolingModel):
         slopes = ([("session_order", idata.posterior["beta_session_order"].to_numpy())]
                   if "beta_session_order" in idata.posterior else [])
         result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model (pymc_paired)", c, sampler) + options,
-                               pairs, slopes=slopes)
+                               pairs, slopes=slopes,
+                               adjusted_for=(["mean_fd"] if c.motion else []) + (["dose"] if c.dose else [])
+                               + (["session_order"] if ordered else []))
         if c.predictive_checks:
             result.figures.update(self.predictive_figures(model, idata, design, seed, parametrization))
         is_pair = ~summary_columns(design.pairs, pairs)
@@ -321,8 +324,9 @@ def add_group_effects(idata, design, stats: UnitStatistics, slope_names: list[st
 
 
 def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: str, table: pd.DataFrame,
-                  slopes: list | None = None) -> PoolingResult:
-    """The result; ``slopes`` (name, draws (chain, draw, pair)) become ``covariate:<name>`` rows."""
+                  slopes: list | None = None, adjusted_for: list[str] | None = None) -> PoolingResult:
+    """The result; ``slopes`` (name, draws (chain, draw, pair)) become ``covariate:<name>`` rows;
+    ``adjusted_for``: the scan covariates the effects are adjusted for."""
     post = idata.posterior
     divergences = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
     overall = post["overall"].to_numpy()
@@ -351,8 +355,9 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     warnings = []
     if divergences:
         warnings.append(f"pooling: {divergences} divergent transitions; posteriors may be biased")
-    warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max)] if w]
+    warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max), bfmi_warning(diagnostics)] if w]
     warnings += [f"pooling: {n}" for n in design.notes()]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
                          description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,
-                         interval=f"{100 * c.hdi_prob:g}% HDI")
+                         interval=f"{100 * c.hdi_prob:g}% HDI", sampler_ok=sampler_healthy(diagnostics),
+                         adjusted_for=adjusted_for)

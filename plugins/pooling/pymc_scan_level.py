@@ -26,7 +26,7 @@ from .derived import contrast_pairs, summary_columns
 from .design import (
     PYMC_PACKAGES,
     bayesian_references,
-    HierarchicalPriors, SamplerConfig, ess_threshold, resolve_sampler, sample, validate_sampler_config,
+    HierarchicalPriors, SamplerConfig, ess_threshold, outcomes_text, resolve_sampler, sample, validate_sampler_config,
 )
 from .loo import log_likelihood_group, sample_dataset_effects, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
@@ -437,19 +437,31 @@ class PyMCPooling(PoolingModel):
                "strength x exp(s xi / sqrt(n datasets)), xi ~ Normal(0, 1), drawn after the fit) "
                if uses_dataset_scales(c, design) else "")
             + f"({len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}; "
-            f"{design.y.shape[1]} network pairs, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
+            f"{outcomes_text(design.pairs)}, {len(design.datasets)} datasets, {len(design.drugs)} drugs). "
             + ("Priors: " if fixed else
                f"Priors: {overall_prior_text(c.pair_prior, p.effect_sd)}, between-drug sd "
                f"{heterogeneity_text(drug_het, p.drug_sd)}, ")
             + f"between-dataset sd {heterogeneity_text(dataset_het, p.dataset_sd)}, residual sd "
             f"and subject sd parametrised as a total sd ~ LogNormal(log {np.hypot(p.sigma_sd, p.subject_sd):.3g}, 1) and a "
             f"subject share of variance ~ LogitNormal(logit {p.subject_sd ** 2 / (p.sigma_sd ** 2 + p.subject_sd ** 2):.2g}, 1) "
-            f"per pair, per dataset shifted by a common dataset term and a pair-specific deviation with spread "
+            f"per pair (each ~ Normal(its centre, 1) on the log / logit scale), per dataset shifted by a common "
+            f"dataset term (zero-sum Normal(0, 1)) and a pair-specific deviation with spread "
             f"~ HalfNormal({p.sd_spread}); dataset intercepts flat. "
-            "Dataset and subject intercepts and all effects are integrated out of the likelihood exactly "
+            + (f"Each covariate's slope per network pair (on the covariate's standardised scale; dose apart) ~ "
+               f"Normal(m, s), pooled across pairs with m ~ Normal(0, {p.effect_sd}) and s ~ HalfNormal({p.effect_sd}). "
+               if any(not n.startswith("dose:") for n in names) else "")
+            + (f"The horseshoe's global scale ~ HalfNormal({p.effect_sd}). " if c.pair_prior == "horseshoe" and not fixed
+               else "")
+            + ("Subjects' response strength: each subject's FC change taken as their own multiple of their dataset's "
+               "effect, the multiples' sd psi estimated from the within-subject changes; after the fit, the dataset "
+               "effects and scales of drugs with two or more datasets are multiplied by exp(psi xi / sqrt(n "
+               "subjects)), xi ~ Normal(0, 1), so that they are reported for each dataset's population of subjects, "
+               "not for its sample (psi is a point estimate; its value is in the notes). "
+               if uses_dataset_scales(c, design) else "")
+            + "Dataset and subject intercepts and all effects are integrated out of the likelihood exactly "
             "(only the sds and slopes are sampled) and the effects drawn from their exact conditional posteriors. "
             f"NUTS ({sampler} sampler): {c.chains} chains x {c.draws} draws after {c.tune} tuning steps, "
-            f"target_accept {c.target_accept}; {int(round(c.hdi_prob * 100))}% HDIs; effects flagged when R-hat > "
+            f"target_accept {c.target_accept}; {100 * c.hdi_prob:g}% HDIs; effects flagged when R-hat > "
             f"{c.rhat_max}, ESS < {ess_threshold(c):.0f} or any divergence."
             + ("" if not (design.notes() + notes) else " Note: " + "; ".join(design.notes() + notes) + ".")
         )

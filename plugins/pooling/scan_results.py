@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import PoolingResult
-from megafc.stats import rhat_warning, sampler_diagnostics, summarise_draws
+from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy, summarise_draws
 from megafc.stats.rhat_chance import beyond_chance
 
 from .derived import (FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table, split_summaries,
@@ -77,7 +77,10 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
                   **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
     # not sampled: functions of the draws (and fresh noise)
     drawn_after = {"overall", "drug_population_factor", "dataset_scale_population", "dataset_population_factor"}
-    sampled = [v for v in post.data_vars if not v.endswith("_z") and v not in drawn_after and v not in summarised]
+    # nutpie also stores the unconstrained twins of bounded variables (``*_log__``, ``*_zerosum__``):
+    # the same draws transformed, so they would count every such variable twice
+    sampled = [v for v in post.data_vars if not v.endswith(("_z", "__")) and v not in drawn_after
+               and v not in summarised]
     diagnostics = sampler_diagnostics(idata, sampled, c.rhat_max, ess_threshold(c), summarised)
     diagnostics["sampling_seconds"] = round(elapsed, 2)
     warnings = []
@@ -87,11 +90,13 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     if hits:
         warnings.append(f"pooling: {hits} draws stopped at the maximum tree depth (pooling.max_treedepth="
                         f"{c.max_treedepth}); mixing may be poor: check R-hat and ESS, raise it or tune longer")
-    warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max), slope_modes_warning(diagnostics, names)] if w]
+    warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max), slope_modes_warning(diagnostics, names),
+                             bfmi_warning(diagnostics)] if w]
     warnings += [f"pooling: {n}" for n in design.notes() + notes]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
                          description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,
-                         interval=f"{100 * c.hdi_prob:g}% HDI")
+                         interval=f"{100 * c.hdi_prob:g}% HDI", sampler_ok=sampler_healthy(diagnostics),
+                         adjusted_for=list(dict.fromkeys(n.split(":")[0] for n in names)))
 
 
 def slope_modes_warning(diagnostics: pd.DataFrame, names: list[str]) -> str | None:

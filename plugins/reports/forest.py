@@ -45,7 +45,9 @@ def targets(run: Run) -> list[tuple[str, pd.DataFrame, str]]:
         names = [n for n in PREFERRED if n in overall.index] + [n for n in strength.index if n not in PREFERRED]
         for name in names[:MAX_PLOTS]:
             n_pairs = int(overall.loc[name, "n_pairs"]) if "n_pairs" in overall else 0
-            out.append((f"{name} (summary of {n_pairs} network pairs)", summaries[summaries["summary"] == name], ""))
+            rows = summaries[summaries["summary"] == name]
+            # heterogeneity.tsv holds network pairs only: a summary's subtitle has the meta model's I^2 at most
+            out.append((f"{name} (summary of {n_pairs} network pairs)", rows, heterogeneity_text(rows, None, name, "")))
     elif effects is not None and len(effects):
         overall = effects[effects["effect"] == "overall"]
         strongest = overall.assign(s=overall["mean"].abs() / overall["sd"]).nlargest(MAX_PLOTS, "s")
@@ -123,8 +125,8 @@ def forest_section(run: Run) -> str:
     units, n_subjects = dataset_units(scans)
     interval = run.interval
     parts = [note(f"Each dataset's effect (grey squares, sized by its number of subjects n), each drug's (blue) "
-                  f"and the overall effect (black), with their {interval}s. Datasets are pooled around their "
-                  "drug, and the drugs combine into the overall effect (how: see the methods).")]
+                  f"and the overall effect (black), with their {interval}s. How the datasets combine into each "
+                  "drug's and the overall effect is the pooling model's (see the methods).")]
     for i, (title, rows, subtitle) in enumerate(plots):
         table = forest_rows(rows, units, n_subjects)
         if table.empty:

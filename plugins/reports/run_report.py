@@ -30,6 +30,7 @@ from megafc.core.report import (
     FIGURE_PREFIX,
     ReportSection,
     Run,
+    as_bool,
     esc,
     figure_html,
     load_run,
@@ -280,8 +281,10 @@ def excluded_mask(scans: pd.DataFrame) -> pd.Series:
 
 
 def dataset_table(scans: pd.DataFrame) -> pd.DataFrame:
-    """Per dataset: drug, subjects, scans, kept and excluded (with a total row)."""
+    """Per dataset: drug, subjects (all, and those with a scan kept: the methods' count), scans,
+    kept and excluded (with a total row)."""
     excluded = excluded_mask(scans)
+    kept = scans[~excluded]
     rows = []
     for ds in dataset_order(scans):
         sel = scans["dataset"] == ds
@@ -289,12 +292,14 @@ def dataset_table(scans: pd.DataFrame) -> pd.DataFrame:
             "dataset": ds,
             "drug": ", ".join(sorted(set(scans.loc[sel, "drug"].astype(str)))),
             "subjects": scans.loc[sel, "subject"].nunique(),
+            "subjects kept": kept.loc[kept["dataset"] == ds, "subject"].nunique(),
             "scans": int(sel.sum()),
             "kept": int((sel & ~excluded).sum()),
             "excluded": int((sel & excluded).sum()),
         })
     total = {"dataset": "total", "drug": f"{scans['drug'].nunique()} drugs",
              "subjects": int(scans.groupby("dataset")["subject"].nunique().sum()),
+             "subjects kept": int(kept.groupby("dataset")["subject"].nunique().sum()),
              "scans": len(scans), "kept": int((~excluded).sum()), "excluded": int(excluded.sum())}
     return pd.DataFrame(rows + [total])
 
@@ -655,24 +660,66 @@ def recovery_block(run: Run, effects: pd.DataFrame, truth: pd.DataFrame, interva
     return "\n".join(parts)
 
 
+def flagged_rows(run: Run) -> tuple[int, int]:
+    """(rows flagged not ok, rows flagged at all) over effects.tsv and summaries.tsv."""
+    bad = total = 0
+    for name in ("effects", "summaries"):
+        table = run.table(name)
+        if table is not None and "ok" in table:
+            ok = as_bool(table["ok"])
+            bad += int((ok == False).sum())  # noqa: E712 (missing values are neither)
+            total += int(ok.notna().sum())
+    return bad, total
+
+
+def sampler_failed(run: Run) -> bool:
+    """The run's own verdict (provenance.json ``diagnostics_ok``) is false although every row is ok:
+    the sampler's checks (chains not converged on a hyperparameter, low BFMI) failed."""
+    return run.provenance.get("diagnostics_ok") is False and flagged_rows(run)[0] == 0
+
+
+def diagnostics_caveat(run: Run) -> str:
+    """A banner over the whole report when the run's diagnostics failed: every interval, star
+    and credible count in the sections below depends on them."""
+    bad, total = flagged_rows(run)
+    if not bad and not sampler_failed(run):
+        return ""
+    if not is_bayesian(run):
+        what = f"{bad} of {total} rows of effects.tsv and summaries.tsv are flagged not ok by the pooling model"
+        return (f'<div class="banner bad" id="diagnostics-caveat"><strong>{what}</strong> (see the pooling '
+                'warnings in <a href="#diagnostics">Diagnostics</a>); read those rows with that in mind.</div>')
+    what = (f"{bad} of {total} effects and summaries are flagged not ok" if bad
+            else "the sampler's own checks failed")
+    return (f'<div class="banner bad" id="diagnostics-caveat"><strong>Sampling diagnostics failed: {what}.</strong> '
+            "The intervals, stars and credible counts in this report are not trustworthy until the model is "
+            'rerun with longer chains (see <a href="#diagnostics">Diagnostics</a> and the warnings).</div>')
+
+
 def diagnostics_section(run: Run) -> str:
     effects, diagnostics = run.table("effects"), run.table("diagnostics")
     parts = []
     if effects is not None and "ok" in effects:
-        ok = effects["ok"]
-        bad = int((ok == False).sum())  # noqa: E712 (missing values are neither)
-        total = int(ok.notna().sum())
-        if bad:
-            parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects are '
-                         f"flagged not ok</strong> (R-hat, effective sample size or divergences beyond their "
-                         f"thresholds). Their intervals are not trustworthy: rerun with more draws/tuning "
+        bad, total = flagged_rows(run)
+        if bad and not is_bayesian(run):
+            parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects and '
+                         f"summaries are flagged not ok</strong> by the pooling model (e.g. an effect that fewer "
+                         f"than two datasets inform; the pooling warnings below say which).</div>")
+        elif bad:
+            parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects and '
+                         f"summaries are flagged not ok</strong> (R-hat, effective sample size or divergences beyond "
+                         f"their thresholds). Their intervals are not trustworthy: rerun with more draws/tuning "
                          f"before interpreting them.</div>")
+        elif sampler_failed(run):
+            parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>The sampler\'s own checks '
+                         f"failed</strong> although all {total} effects and summaries pass theirs: chains that have "
+                         f"not converged on a sampled hyperparameter, or a low energy BFMI (the warnings below say "
+                         f"which). Every interval depends on those: rerun with longer chains.</div>")
         elif not is_bayesian(run):
-            parts.append(f'<div class="banner good" id="diagnostics-banner">All {total} effects ok. Non-Bayesian '
-                         f"pooling: no MCMC diagnostics apply.</div>")
+            parts.append(f'<div class="banner good" id="diagnostics-banner">All {total} effects and summaries ok. '
+                         f"Non-Bayesian pooling: no MCMC diagnostics apply.</div>")
         else:
-            parts.append(f'<div class="banner good" id="diagnostics-banner">All {total} effects passed the '
-                         f"R-hat, ESS and divergence checks.</div>")
+            parts.append(f'<div class="banner good" id="diagnostics-banner">All {total} effects and summaries '
+                         f"passed the R-hat, ESS and divergence checks, and the sampler's own checks.</div>")
         parts.append(html_table(ok_by_type(effects), "ok-table"))
     else:
         parts.append(note("effects.tsv (with its 'ok' column) is missing: no per-effect diagnostics."))
@@ -882,7 +929,7 @@ def write_report(run_dir: str | Path, title: str | None = None, shown_as: str | 
         sections.append((ident, name, body))
         run.made.extend(p for p in made if p not in run.made)
     out = path / "report.html"
-    out.write_text(render_page(title, sections, header_items(run)), encoding="utf-8")
+    out.write_text(render_page(title, sections, header_items(run), intro=diagnostics_caveat(run)), encoding="utf-8")
     log.info("report written to %s (%d figures)", final / out.name, len([p for p in run.made if p.suffix == ".png"]))
     return out
 
