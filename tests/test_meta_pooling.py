@@ -198,6 +198,8 @@ def test_ci_level_sets_interval_width(simulated, meta_result):
     assert (narrow_result.interval, meta_result.interval) == ("50% CI", "95% CI")  # figure legends say so
     ratio = (narrow.hdi_high - narrow.hdi_low) / (wide.hdi_high - wide.hdi_low)
     np.testing.assert_allclose(ratio, 0.6744897501960817 / 1.959963984540054)
+    odd = MetaAnalysisPooling(MetaAnalysisPooling.Config(ci_level=0.975)).fit(simulated[0], 0)
+    assert odd.interval == "97.5% CI" and "97.5% Wald confidence intervals" in odd.description  # not "98%"
 
 
 def test_without_motion_a_complete_crossover_is_the_mean_paired_difference(simulated):

@@ -80,6 +80,14 @@ def test_heterogeneity_and_predictive_checks(default_fit):
     assert set(result.figures) == {"prior_predictive", "posterior_predictive"}
     fd = result.effects[result.effects.effect == "covariate:mean_fd"]
     assert len(fd) == n_pairs and "equal motion" in result.description
+    # the methods give every prior and the widening after the fit, and count pairs apart from summaries
+    n_summaries = int((pairs.drop_duplicates(["network_a", "network_b"]).network_b == "").sum())
+    assert f"{n_pairs} network pairs and {n_summaries} summary outcomes" in result.description
+    assert "pooled across pairs with m ~ Normal(0, 0.2) and s ~ HalfNormal(0.2)" in result.description
+    assert "multiplied by exp(psi xi / sqrt(n subjects))" in result.description
+    assert "The summary outcomes share the hyperparameters learned across outcomes" in result.description
+    ordered = (result.effects.effect == "covariate:session_order").any()
+    assert result.adjusted_for == ["mean_fd"] + (["session_order"] if ordered else [])
 
 
 @pytest.mark.slow

@@ -452,6 +452,10 @@ class PyMCPooling(PoolingModel):
                if any(not n.startswith("dose:") for n in names) else "")
             + (f"The horseshoe's global scale ~ HalfNormal({p.effect_sd}). " if c.pair_prior == "horseshoe" and not fixed
                else "")
+            + ("The summary outcomes share the hyperparameters learned across outcomes (the sd model, the "
+               "between-dataset sds' common scale, the slopes' mean and spread) with the network pairs they average, "
+               "so those pairs' scans inform them twice; their own effects have the priors above. "
+               if (design.pairs["network_b"] == "").any() else "")
             + ("Subjects' response strength: each subject's FC change taken as their own multiple of their dataset's "
                "effect, the multiples' sd psi estimated from the within-subject changes; after the fit, the dataset "
                "effects and scales of drugs with two or more datasets are multiplied by exp(psi xi / sqrt(n "
