@@ -200,7 +200,8 @@ def _task(cfg) -> None:
 
 
 def diagnostics_failed(run_dir) -> NoReturn:
-    message = (f"posterior diagnostics failed (see effects.tsv 'ok' and diagnostics.tsv in {run_dir}); "
+    message = (f"diagnostics failed (rows flagged in effects.tsv or summaries.tsv, column 'ok', or the sampler's "
+               f"own checks: see warnings.tsv and diagnostics.tsv in {run_dir}); "
                "exiting non-zero because fail_on_bad_diagnostics=true")
     print(f"megafc: error: {message}", file=sys.stderr)
     exit_job(EXIT_DIAGNOSTICS, message)

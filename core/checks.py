@@ -135,4 +135,7 @@ def check_result(result: Any, who: str) -> PoolingResult:
         raise PluginError(f"{who}: effects table lacks column(s) {missing}")
     if result.interval_kind not in ("HDI", "CI", "ETI"):
         raise PluginError(f"{who}: interval_kind is '{result.interval_kind}'; expected HDI, CI or ETI")
+    covariates = result.adjusted_for
+    if covariates is not None and (isinstance(covariates, str) or not all(isinstance(c, str) for c in covariates)):
+        raise PluginError(f"{who}: adjusted_for is {covariates!r}; expected a list of covariate names (or None)")
     return result

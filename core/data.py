@@ -293,6 +293,9 @@ class PoolingResult:
     #: Scan covariates the effects are adjusted for (``mean_fd``, ``session_order``, ...); None:
     #: the model does not say. Core's motion and session-order warnings read it.
     adjusted_for: list[str] | None = None
+    #: Descriptions of the columns this model adds to effects.tsv and summaries.tsv: column ->
+    #: (description, units or None), written into their JSON data dictionaries.
+    columns: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     #: False when the sampler's own health (chains that have not converged on some sampled
     #: quantity, low BFMI) puts every row in doubt, beyond each row's ``ok``; the reason is
     #: among ``warnings``.

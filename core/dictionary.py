@@ -27,12 +27,12 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
              "change in FC.", "Fisher z (per covariate unit for covariate rows)"),
     "sd": ("Posterior standard deviation (standard error for non-Bayesian models).", "Fisher z"),
     "hdi_low": ("Lower end of the interval: highest-density interval at pooling.hdi_prob (95% by default); "
-                "a confidence interval for the meta model.", "Fisher z"),
+                "a confidence interval for frequentist models.", "Fisher z"),
     "hdi_high": ("Upper end of that interval.", "Fisher z"),
     "hdi50_low": ("Lower end of the 50% highest-density interval.", "Fisher z"),
     "hdi50_high": ("Upper end of the 50% highest-density interval.", "Fisher z"),
     "pd": ("Probability of direction: posterior probability that the effect has the sign of its mean "
-           "(for the meta model, 1 - p/2 of its two-sided Wald test: not a probability of the sign).", None),
+           "(for a frequentist model, 1 - p/2 of its two-sided test: not a probability of the sign).", None),
     "lfsr": ("Local false sign rate (Stephens 2017): probability that the sign of mean is wrong, by adaptive "
              "shrinkage over all rows of the same effect (so it pays for the many pairs looked at; 1 - pd when "
              "an effect has too few rows to learn from, n/a for a row without an estimate).", None),
@@ -45,27 +45,24 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "ess_tail": ("Tail effective sample size; n/a for non-Bayesian models.", None),
     "divergences": ("Divergent transitions in the whole fit (the same on every row of a run).", None),
     "ok": ("False when any diagnostic is bad (R-hat above pooling.rhat_max, ESS below the threshold, "
-           "divergences); true for non-Bayesian models whose fit succeeded.", None),
-    "n_obs": ("Scans (scan-level models), drug-minus-control differences (paired models) or drug scans (meta) "
-              "informing the effect.", None),
-    "tau2": ("meta: DerSimonian-Laird between-dataset variance.", "Fisher z squared"),
-    "i2": ("meta: Higgins' I^2, the share of variation across datasets beyond sampling error.", "percent"),
-    "q": ("meta: Cochran's Q heterogeneity statistic.", None),
-    "k": ("meta: number of datasets pooled.", None),
-    "z": ("meta: Wald z statistic of the pooled estimate.", None),
-    "p": ("meta: two-sided p-value of the Wald test.", None),
-    "p_fdr": ("meta: Benjamini-Hochberg adjusted p-value within the effect.", None),
+           "divergences); for non-Bayesian models, false where the model could not estimate the row as "
+           "specified (its warnings say why).", None),
+    "n_obs": ("Scans (scan-level models), drug-minus-control differences (paired models) or drug scans "
+              "(two-stage models) informing the effect.", None),
 }
 
 
-def data_dictionary(table: pd.DataFrame, source: str, interval: str | None = None) -> dict[str, Any]:
+def data_dictionary(table: pd.DataFrame, source: str, interval: str | None = None,
+                    described: dict[str, tuple[str, str | None]] | None = None) -> dict[str, Any]:
     """A BIDS-style sidecar: one entry per column, with Description and Units when known.
 
-    ``interval`` (e.g. "95% CI") says what this run's hdi_low/hdi_high are.
+    ``interval`` (e.g. "95% CI") says what this run's hdi_low/hdi_high are; ``described``: the
+    columns the pooling model adds, in its own words (``PoolingResult.columns``).
     """
     out: dict[str, Any] = {}
+    known = {**EFFECT_COLUMNS_DESCRIBED, **(described or {})}
     for col in table.columns:
-        desc, units = EFFECT_COLUMNS_DESCRIBED.get(
+        desc, units = known.get(
             str(col), (f"Added by {source}; see its documentation (not described by megafc).", None))
         if interval and col in ("hdi_low", "hdi_high"):
             desc = f"{'Lower' if col == 'hdi_low' else 'Upper'} end of this run's {interval}."

@@ -85,7 +85,7 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
         staged.write_table("network_pairs.tsv", aggregated.pairs)
     who = f"pooling '{results.plugins['pooling'].name}'"
     staged.write_table("effects.tsv", result.effects)
-    staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval))
+    staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval, result.columns))
     staged.write_table("diagnostics.tsv", result.diagnostics)
     if results.inputs.truth is not None:
         staged.write_table("truth.tsv", results.inputs.truth)
@@ -101,7 +101,7 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
         # large tables (e.g. one row per edge) ask to be gzipped
         staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
         if name == "summaries":
-            staged.write_json("summaries.json", data_dictionary(table, who, result.interval))
+            staged.write_json("summaries.json", data_dictionary(table, who, result.interval, result.columns))
     formats = figure_formats(cfg.get("figures"))
     for name, fig in result.figures.items():  # the model's own figures (predictive checks): always a PNG
         save_formats(fig, staged.path(f"figures/{name}.png"), formats or ["png"])
@@ -138,6 +138,8 @@ def run_provenance(results: Any, registry: Any) -> dict[str, Any]:
     each plugin (and each module that only implements hooks)."""
     from omegaconf import OmegaConf
 
+    from .pipeline import adjusted_for
+
     plugin_info = {
         kind: {
             "name": p.name,
@@ -157,7 +159,10 @@ def run_provenance(results: Any, registry: Any) -> dict[str, Any]:
             "references": list(results.references),
             **({"pooling_interval": {"label": results.result.interval, "kind": results.result.interval_kind},
                 # a skipped rerun with fail_on_bad_diagnostics=true fails as the run did
-                "diagnostics_ok": bool(results.diagnostics_ok)}
+                "diagnostics_ok": bool(results.diagnostics_ok),
+                # what the report needs to say which failure it was, and what motion means here
+                "sampler_ok": bool(results.result.sampler_ok),
+                "adjusted_for": adjusted_for(results.result)}
                if results.result is not None else {}),
             "hook_plugins": hook_plugins}
 

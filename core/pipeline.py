@@ -29,7 +29,7 @@ from .pair_sets import with_summaries
 from .plugin import AtlasLoader, ConnectivityEstimator, DatasetLoader, Denoiser, Harmonizer, Plugin
 from .processes import children_die_with_parent
 from .progress import Heartbeat
-from .qc import (QCConfig, baseline_only_datasets, exclude_by_censoring, exclude_by_motion, exclusion_counts,
+from .qc import (QCConfig, baseline_only_datasets, motion_advice, exclude_by_censoring, exclude_by_motion, exclusion_counts,
                  motion_change, qc_fc, validate_qc)
 from .registry import Registry
 
@@ -434,7 +434,8 @@ def acted(results: RunResults) -> set[str]:
     kinds = set(results.plugins) - {"estimator", "denoiser"}
     if results.connectomes is not None and results.connectomes.estimator != "(precomputed)":
         kinds.add("estimator")
-    if inputs.images is not None or (inputs.timeseries is not None and inputs.confounds is not None):
+    cleans = "denoiser" in results.plugins and type(results.plugins["denoiser"]).confounds is not Denoiser.confounds
+    if inputs.images is not None or (inputs.timeseries is not None and inputs.confounds is not None and cleans):
         kinds.add("denoiser")
     return kinds
 
@@ -657,24 +658,17 @@ def adjusted_for(result: PoolingResult | None) -> list[str] | None:
     return named or None
 
 
-def motion_advice(covariates: list[str] | None) -> str:
-    if covariates is None:
-        return "check whether the pooling model adjusts for mean FD (its methods text says)"
-    if "mean_fd" in covariates:
-        return "the effects are adjusted for each scan's mean FD (effects at equal motion)"
-    return ("the effects are NOT adjusted for motion; use a pooling model that adjusts for mean FD "
-            "(e.g. pooling.motion=true where the model has that key)")
-
-
 def report_diagnostics(result: PoolingResult) -> bool:
-    """Log the fit's warnings and say whether its diagnostics hold: every row of the effects
-    and of each other table that flags rows (``ok``), and the sampler as a whole
-    (``sampler_ok``: e.g. chains not converged on a hyperparameter that every effect depends on)."""
+    """Log the fit's warnings and say whether its diagnostics hold: every row of effects.tsv
+    and summaries.tsv (``ok``), and the sampler as a whole (``sampler_ok``: e.g. chains not
+    converged on a hyperparameter that every effect depends on)."""
     for w in result.warnings:
         log.warning(w)
     good = result.sampler_ok
-    flagged = {"effects": result.effects, **{name: t for name, t in result.tables.items() if "ok" in t}}
+    flagged = {"effects": result.effects, "summaries": result.tables.get("summaries")}
     for name, table in flagged.items():
+        if table is None:
+            continue
         if "ok" not in table or table["ok"].isna().all():
             continue
         bad = table[~table["ok"].fillna(True).astype(bool)]
@@ -708,7 +702,7 @@ def methods_text(ctx: RunContext, results: RunResults, references: list[str], ac
         f"{len(inc)} scans included of {len(scans)} "
         f"({int(scans['excluded'].sum())} excluded; reasons in scans.tsv). "
         f"Drugs: {', '.join(sorted(inc['drug'].unique()))}." + "".join(f" Note: {d[0].upper()}{d[1:]}." for d in dropped_out(scans)),
-        f"Quality control: {qc_text(ctx.cfg.qc, 'denoiser' in acting)}.",
+        f"Quality control: {qc_text(ctx.cfg.qc, scans)}.",
         *([f"Denoising: '{plugins['denoiser'].name}': {plugins['denoiser'].describe()}."]
           if "denoiser" in acting and "denoiser" in plugins else []),
         f"Atlas: {atlas.name} ({atlas.n_regions} regions). {atlas.description}".strip(),
@@ -731,15 +725,21 @@ def methods_text(ctx: RunContext, results: RunResults, references: list[str], ac
     return "\n".join(lines) + "\n"
 
 
-def qc_text(qc: Any, censoring: bool) -> str:
-    """The exclusion rules as they were applied (the numbers in scans.tsv follow from them)."""
+def qc_text(qc: Any, scans: pd.DataFrame) -> str:
+    """The exclusion rules as they were applied (the numbers in scans.tsv follow from them), and
+    where a rule could not be checked because the scans do not say what it needs."""
+    def unknown(column: str, what: str) -> str:
+        n = int(pd.to_numeric(scans[column], errors="coerce").isna().sum()) if column in scans else len(scans)
+        return f" (not checked for {n} of {len(scans)} scans without {what})" if n else ""
+
     rules = [f"scans with mean framewise displacement above {qc.max_mean_fd} mm excluded"
-             if qc.max_mean_fd is not None else "no limit on mean framewise displacement",
-             f"scans with fewer than {qc.min_volumes} volumes excluded"]
-    if censoring:
-        rules.append(f"and those with more than {qc.max_censored_fraction:.0%} of their volumes censored by the "
-                     f"denoiser or fewer than {qc.min_volumes} left after censoring")
-    return "; ".join(rules[:2]) + (f", {rules[2]}" if censoring else "")
+             + unknown("mean_fd", "a mean FD") if qc.max_mean_fd is not None
+             else "no limit on mean framewise displacement",
+             f"scans with fewer than {qc.min_volumes} volumes excluded" + unknown("n_volumes", "a volume count")]
+    if "censored_fraction" in scans:  # the denoiser's censoring ran (extraction, or given timeseries cleaned)
+        rules.append(f"and those with more than {100 * qc.max_censored_fraction:g}% of their volumes censored by "
+                     f"the denoiser or fewer than {qc.min_volumes} left after censoring")
+    return "; ".join(rules[:2]) + (f", {rules[2]}" if len(rules) > 2 else "")
 
 
 def outcomes_text(ctx: RunContext, results: RunResults) -> str:
@@ -756,7 +756,7 @@ def outcomes_text(ctx: RunContext, results: RunResults) -> str:
     wanted = OmegaConf.to_container(ctx.cfg.aggregate, resolve=True).get("pairs")
     if wanted is None:
         n_groups = len(agg.pairs.attrs.get("networks") or [])
-        text = f"every {level} pair ({n}" + (f" pairs of {n_groups} {level}s)" if n_groups else " pairs)")
+        text = f"every {level} pair with an edge ({n}" + (f" pairs of {n_groups} {level}s)" if n_groups else " pairs)")
     else:
         chosen = agg.pairs[["network_a", "network_b"]].drop_duplicates()
         text = (f"{n} {level} pairs chosen by aggregate.pairs ("
@@ -765,6 +765,6 @@ def outcomes_text(ctx: RunContext, results: RunResults) -> str:
     if members is not None and len(members):
         names = list(dict.fromkeys(members["summary"]))
         text += (f", and {len(names)} summary outcomes ({', '.join(names)}): each scan's mean FC over a named set "
-                 "of network pairs (members in summary_pairs.tsv), fitted as outcomes of their own in the same "
-                 "model, which carries the correlation between the pairs into their intervals")
+                 "of network pairs (members in summary_pairs.tsv), fitted as outcomes of their own, so that their "
+                 "intervals carry the correlation between the pairs (how they were pooled: below)")
     return text + "."

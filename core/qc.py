@@ -52,6 +52,17 @@ def exclude_by_censoring(scans: pd.DataFrame, kept: dict[str, int], qc: QCConfig
     return exclude(out, out["n_volumes_kept"] < qc.min_volumes, f"fewer than {qc.min_volumes} volumes left after censoring")
 
 
+def motion_advice(covariates: list[str] | None) -> str:
+    """What to read into a drug's motion change, given the covariates the effects are adjusted
+    for (``PoolingResult.adjusted_for``; None: the model does not say)."""
+    if covariates is None:
+        return "check whether the pooling model adjusts for mean FD (its methods text says)"
+    if "mean_fd" in covariates:
+        return "the effects are adjusted for each scan's mean FD (effects at equal motion)"
+    return ("the effects are NOT adjusted for motion; use a pooling model that adjusts for mean FD "
+            "(e.g. pooling.motion=true where the model has that key)")
+
+
 def baseline_only_datasets(scans: pd.DataFrame) -> list[str]:
     """Datasets whose included drug scans are compared only with baselines (pre/post designs,
     no placebo): their drug effects include whatever changes with session order (habituation,

@@ -223,7 +223,7 @@ def test_methods_say_which_pairs_which_summaries_and_which_exclusion_rules(tmp_p
     assert "Denoising:" not in methods  # simulated timeseries: no denoiser acted
     whole = run_stages(RunContext.create(compose(META, registry=reg), reg)).methods
     n_pairs = results.aggregated.pairs.attrs["networks"]
-    assert f"Outcomes: every network pair ({len(n_pairs) * (len(n_pairs) + 1) // 2} pairs of {len(n_pairs)} networks)" in whole
+    assert f"Outcomes: every network pair with an edge ({len(n_pairs) * (len(n_pairs) + 1) // 2} pairs of {len(n_pairs)} networks)" in whole
     assert "Quality control: scans with mean framewise displacement above 0.5 mm excluded" in whole
 
 
@@ -246,9 +246,27 @@ def test_the_diagnostics_verdict_counts_summaries_and_the_samplers_own_checks(ca
     assert "the sampler's own checks failed" in caplog.text
 
 
+def test_the_qc_sentence_says_which_rules_could_not_be_checked():
+    """Precomputed connectomes have no volume count and metadata may lack mean FD: a rule that
+    compared NaN excluded nothing, and the methods must not claim it was applied to those scans."""
+    from megafc.core.pipeline import qc_text
+    from megafc.core.qc import QCConfig
+
+    scans = pd.DataFrame({"mean_fd": [0.1, np.nan, 0.2], "n_volumes": [np.nan] * 3})
+    text = qc_text(QCConfig(max_mean_fd=0.3), scans)
+    assert "above 0.3 mm excluded (not checked for 1 of 3 scans without a mean FD)" in text
+    assert "fewer than 50 volumes excluded (not checked for 3 of 3 scans without a volume count)" in text
+    assert "censored" not in text  # no denoiser censored anything
+    censored = scans.assign(n_volumes=200, censored_fraction=0.0, mean_fd=0.1)
+    text = qc_text(QCConfig(max_mean_fd=None, max_censored_fraction=0.125), censored)
+    assert text.startswith("no limit on mean framewise displacement") and "not checked" not in text
+    assert "more than 12.5% of their volumes censored" in text
+
+
 def test_motion_warning_says_whether_the_effects_are_adjusted():
     from megafc.core import PoolingResult
-    from megafc.core.pipeline import adjusted_for, motion_advice
+    from megafc.core.pipeline import adjusted_for
+    from megafc.core.qc import motion_advice
 
     rows = pd.DataFrame({"effect": ["overall", "covariate:mean_fd"]})
     assert adjusted_for(PoolingResult(effects=rows, diagnostics=pd.DataFrame())) == ["mean_fd"]

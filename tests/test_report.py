@@ -180,32 +180,47 @@ def test_diagnostics_banner_when_effects_not_ok(pymc_report):
     bad = sum(int((~t["ok"].astype(bool)).sum()) for t in tables)
     assert bad > 0, "TINY draws are too few for every effect to pass; the fixture changed?"
     text = pymc_report.read_text()
-    assert 'class="banner bad"' in text
-    assert f"{bad} of {sum(map(len, tables))} effects and summaries are flagged not ok" in text
+    prov = json.loads((pymc_report.parent / "provenance.json").read_text())
+    assert prov["diagnostics_ok"] is False and isinstance(prov["sampler_ok"], bool)
+    failed = not prov["sampler_ok"] or (tables[0]["divergences"] > 0).any()
+    if failed:
+        assert 'class="banner bad" id="diagnostics-banner"' in text
+        assert f"{bad} of {sum(map(len, tables))} effects and summaries are flagged not ok" in text
+    else:
+        assert f"{bad} of {sum(map(len, tables))} effects and summaries are over the strict" in text
     # not-ok diagnostics rows are highlighted
     assert '<tr class="bad">' in text
     # and the page says so before any effect section: every star and interval below depends on it
     caveat = text.index('id="diagnostics-caveat"')
-    assert caveat < text.index('id="effects"') and "Sampling diagnostics failed" in text
+    assert caveat < text.index('id="effects"')
+    assert ("Sampling diagnostics failed" in text) == failed
 
 
-def test_failed_sampler_checks_are_a_failure_even_when_every_row_passes(pymc_run, tmp_path):
-    """provenance.json's diagnostics_ok false (chains not converged on a hyperparameter, low
-    BFMI) with every effect ok: the report says the sampler's checks failed, not that all passed."""
+def test_the_caveat_tells_a_failed_sampler_from_chains_too_short_for_the_threshold(pymc_run, tmp_path):
+    """provenance.json's sampler_ok false (chains not converged on a hyperparameter, low BFMI):
+    a failure even with every row ok. Rows over the strict thresholds with the sampler's checks
+    passed and no divergence: a caution that says the chains are too short, not a failure."""
     run = tmp_path / "run"
     shutil.copytree(pymc_run, run, ignore=shutil.ignore_patterns("figures", "report.html", "posterior.nc"))
-    for name in ("effects", "summaries"):
-        table = pd.read_csv(run / f"{name}.tsv", sep="\t")
-        table.assign(ok=True).to_csv(run / f"{name}.tsv", sep="\t", index=False)
+    originals = {name: pd.read_csv(run / f"{name}.tsv", sep="\t") for name in ("effects", "summaries")}
     prov = json.loads((run / "provenance.json").read_text())
-    (run / "provenance.json").write_text(json.dumps({**prov, "diagnostics_ok": False}))
-    text = write_report(run).read_text()
-    assert "The sampler&#39;s own checks failed" in text or "The sampler's own checks failed" in text
-    assert 'id="diagnostics-caveat"' in text and "the sampler's own checks failed." in text.replace("&#39;", "'")
-    (run / "provenance.json").write_text(json.dumps({**prov, "diagnostics_ok": True}))
-    text = write_report(run).read_text()
-    assert 'id="diagnostics-caveat"' not in text and "and the sampler&#39;s own checks" in text.replace(
-        "sampler's", "sampler&#39;s")
+
+    def report(ok: bool, sampler_ok: bool) -> str:
+        for name, table in originals.items():
+            (table.assign(ok=True, divergences=0) if ok else table.assign(divergences=0)).to_csv(
+                run / f"{name}.tsv", sep="\t", index=False)
+        (run / "provenance.json").write_text(json.dumps({**prov, "diagnostics_ok": ok and sampler_ok,
+                                                         "sampler_ok": sampler_ok}))
+        return html.unescape(write_report(run).read_text())
+
+    text = report(ok=True, sampler_ok=False)
+    assert "Sampling diagnostics failed: the sampler's own checks failed" in text
+    assert "The sampler's own checks failed</strong> although all" in text
+    text = report(ok=True, sampler_ok=True)
+    assert 'id="diagnostics-caveat"' not in text and "and the sampler's own checks" in text
+    text = report(ok=False, sampler_ok=True)
+    assert 'class="banner warn" id="diagnostics-caveat"' in text and "too short to show convergence" in text
+    assert "Sampling diagnostics failed" not in text
 
 
 def test_citations_follow_the_plugins_used(pymc_report):
@@ -236,6 +251,10 @@ def test_meta_run_report(meta_run):
     else:  # rows the model itself flags (an effect fewer than two datasets inform), not MCMC failures
         assert "flagged not ok</strong> by the pooling model" in text and "R-hat, effective" not in text
     assert "How the datasets combine into each drug's and the overall effect is the pooling model's" in html.unescape(text)
+    # the columns meta adds are described in its own words, in its data dictionary
+    described = json.loads((meta_run / "effects.json").read_text())
+    assert described["tau2"]["Description"] == "DerSimonian-Laird between-dataset variance."
+    assert not [c for c, v in described.items() if "not described" in v["Description"]]
 
 
 def test_missing_optional_files_only_drop_their_parts(pymc_run, tmp_path):

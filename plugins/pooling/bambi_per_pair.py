@@ -163,7 +163,7 @@ class BambiPooling(PoolingModel):
             dims={k: v for k, v in dims.items() if k in posterior},
             attrs={"modeling_interface": "bambi", "formula": str(formula)},
         )
-        return summarise_scan_fit(design, idata, c, elapsed, self.describe(design, formula, sampler, motion, order),
+        return summarise_scan_fit(design, idata, c, elapsed, self.describe_fit(design, formula, sampler, motion, order),
                                   names, notes, pairs)
 
     @staticmethod
@@ -193,7 +193,7 @@ class BambiPooling(PoolingModel):
         for name in names:  # per unit of the covariate (mean_fd per mm; session_order per session)
             draws[f"slope:{name}"].append(post[name].to_numpy() / scales[name])
 
-    def describe(self, design: ScanDesign, formula, sampler: str, motion: bool, order: bool = False) -> str:
+    def describe_fit(self, design: ScanDesign, formula, sampler: str, motion: bool, order: bool = False) -> str:
         c = self.config
         p = c.priors
         return (

@@ -316,12 +316,12 @@ class MetaAnalysisPooling(PoolingModel):
         warnings += [f"pooling: {note}" for note in _notes(design)]
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=None,
-            description=f"{self.describe(design, k_overall, how, motion)} {FALSE_SIGN_TEXT}", warnings=warnings,
+            description=f"{self.describe_fit(design, k_overall, how, motion)} {FALSE_SIGN_TEXT}", warnings=warnings,
             tables={} if summaries is None else {"summaries": summaries},
-            interval=f"{100 * self.config.ci_level:g}% CI", adjusted_for=["mean_fd"] if motion else [],
+            interval=f"{100 * self.config.ci_level:g}% CI", adjusted_for=["mean_fd"] if motion else [], columns=COLUMNS,
         )
 
-    def describe(self, design: ScanDesign, k: int, how: list[str], motion: bool) -> str:
+    def describe_fit(self, design: ScanDesign, k: int, how: list[str], motion: bool) -> str:
         level = f"{100 * self.config.ci_level:g}"
         return (
             "two-stage random-effects meta-analysis (frequentist comparator to the mega-analysis): "
@@ -338,6 +338,18 @@ class MetaAnalysisPooling(PoolingModel):
             "across network pairs within each effect with the Benjamini-Hochberg false discovery rate procedure "
             "(Benjamini & Hochberg, 1995)."
         )
+
+
+#: The columns meta adds to effects.tsv and summaries.tsv (their JSON data dictionaries).
+COLUMNS: dict[str, tuple[str, str | None]] = {
+    "tau2": ("DerSimonian-Laird between-dataset variance.", "Fisher z squared"),
+    "i2": ("Higgins' I^2, the share of variation across datasets beyond sampling error.", "percent"),
+    "q": ("Cochran's Q heterogeneity statistic.", None),
+    "k": ("number of datasets pooled.", None),
+    "z": ("Wald z statistic of the pooled estimate.", None),
+    "p": ("two-sided p-value of the Wald test.", None),
+    "p_fdr": ("Benjamini-Hochberg adjusted p-value within the effect.", None),
+}
 
 
 def _notes(design: ScanDesign) -> list[str]:

@@ -529,12 +529,12 @@ class PyMCEdgePooling(PoolingModel):
         warnings += [f"pooling: {n}" for n in st.notes()]
         return PoolingResult(
             effects=effects, diagnostics=diagnostics, idata=idata,
-            description=self.describe(st, n_pairs, sampler if hyper else "none", level),
+            description=self.describe_fit(st, n_pairs, sampler if hyper else "none", level),
             warnings=warnings, tables={"edge_effects": edge_effects}, interval=f"{100 * c.hdi_prob:g}% HDI",
             sampler_ok=sampler_healthy(diagnostics), adjusted_for=[],
         )
 
-    def describe(self, st: EdgeStats, n_pairs: int, sampler: str, level: str) -> str:
+    def describe_fit(self, st: EdgeStats, n_pairs: int, sampler: str, level: str) -> str:
         c, p = self.config, self.config.priors
         het = "one per " + level + " pair" if c.heterogeneity == "per_pair" else "shared by all edges"
         return (

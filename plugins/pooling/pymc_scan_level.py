@@ -311,7 +311,7 @@ class PyMCPooling(PoolingModel):
                                      f"has {MIN_SUBJECTS} subjects with a drug and a control scan of their own), so the "
                                      "learned dataset scales' intervals leave out the sampling of their subjects"]
         elapsed = time.perf_counter() - start
-        description = self.describe(design, names, sampler, cov_notes)
+        description = self.describe_fit(design, names, sampler, cov_notes)
         result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes, pairs)
         predictive = {}
         if c.predictive_checks:
@@ -406,7 +406,7 @@ class PyMCPooling(PoolingModel):
             observed, dims=dims[2:], coords={k: coords[k] for k in dims[2:]})}
         return figures, groups
 
-    def describe(self, design: ScanDesign, names: list[str], sampler: str, notes: list[str]) -> str:
+    def describe_fit(self, design: ScanDesign, names: list[str], sampler: str, notes: list[str]) -> str:
         c = self.config
         p = c.priors
         drug_het, dataset_het = heterogeneity_kinds(c)
@@ -452,10 +452,7 @@ class PyMCPooling(PoolingModel):
                if any(not n.startswith("dose:") for n in names) else "")
             + (f"The horseshoe's global scale ~ HalfNormal({p.effect_sd}). " if c.pair_prior == "horseshoe" and not fixed
                else "")
-            + ("The summary outcomes share the hyperparameters learned across outcomes (the sd model, the "
-               "between-dataset sds' common scale, the slopes' mean and spread) with the network pairs they average, "
-               "so those pairs' scans inform them twice; their own effects have the priors above. "
-               if (design.pairs["network_b"] == "").any() else "")
+            + shared_with_summaries_text(design, names, fixed, drug_het, dataset_het, c.pair_prior)
             + ("Subjects' response strength: each subject's FC change taken as their own multiple of their dataset's "
                "effect, the multiples' sd psi estimated from the within-subject changes; after the fit, the dataset "
                "effects and scales of drugs with two or more datasets are multiplied by exp(psi xi / sqrt(n "
@@ -469,6 +466,31 @@ class PyMCPooling(PoolingModel):
             f"{c.rhat_max}, ESS < {ess_threshold(c):.0f} or any divergence."
             + ("" if not (design.notes() + notes) else " Note: " + "; ".join(design.notes() + notes) + ".")
         )
+
+
+def shared_with_summaries_text(design: ScanDesign, names: list[str], fixed: bool, drug_het: str, dataset_het: str,
+                               pair_prior: str) -> str:
+    """The methods' sentence on what the summary outcomes share with the network pairs they
+    average (whatever is learned across outcomes in this configuration), "" without summaries."""
+    if not (design.pairs["network_b"] == "").any():
+        return ""
+    shared = ["the per-dataset shifts and the spreads of the residual and subject sds"] if len(design.datasets) > 1 else []
+    for used, kind, what in ((design.use_dataset_level, dataset_het, "between-dataset"),
+                             (design.use_drug_level and not fixed, drug_het, "between-drug")):
+        if used and kind in ("learned", "pooled"):
+            shared.append(f"the {what} sds' common scale")
+        elif used and kind == "shared":
+            shared.append(f"the one {what} sd")
+    if any(not n.startswith("dose:") for n in names):
+        shared.append("the covariate slopes' mean and spread across outcomes")
+    if any(n.startswith("dose:") for n in names):
+        shared.append("the spread of the drugs' dose slopes")
+    if not shared:
+        return ""
+    return ("The summary outcomes share what is learned across outcomes (" + ", ".join(shared) + ") with the "
+            "network pairs they average, so those pairs' scans inform it twice; "
+            + ("their overall effects have their own Normal prior. " if pair_prior != "independent" and not fixed
+               else "their effects have the priors above. "))
 
 
 def heterogeneity_text(kind: str, scale: float) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import Reporter
+from megafc.core.qc import motion_advice
 from megafc.core.report import (
     FIGURE_PREFIX,
     ReportSection,
@@ -457,8 +458,8 @@ def motion_section(run: Run) -> str:
                               for r in differs.itertuples(index=False))
             parts.append(f'<div class="banner warn" id="motion-banner"><strong>Drug scans move differently from '
                          f"control scans</strong> ({esc(which)}; mean FD change per subject with 95% CI). Motion "
-                         "changes FC, so it can masquerade as a drug effect: keep the motion covariate "
-                         "(pooling.motion=true) and compare denoising strategies.</div>")
+                         f"changes FC, so it can masquerade as a drug effect: {esc(motion_advice(adjusted(run)))}; "
+                         "compare denoising strategies too.</div>")
         else:
             parts.append('<div class="banner good" id="motion-banner">No drug changes mean FD credibly '
                          "(every 95% CI of the drug-minus-control change includes 0).</div>")
@@ -660,6 +661,12 @@ def recovery_block(run: Run, effects: pd.DataFrame, truth: pd.DataFrame, interva
     return "\n".join(parts)
 
 
+def adjusted(run: Run) -> list[str] | None:
+    """The covariates the run's effects are adjusted for (provenance.json; None: not recorded)."""
+    covariates = run.provenance.get("adjusted_for")
+    return list(covariates) if isinstance(covariates, list) else None
+
+
 def flagged_rows(run: Run) -> tuple[int, int]:
     """(rows flagged not ok, rows flagged at all) over effects.tsv and summaries.tsv."""
     bad = total = 0
@@ -673,26 +680,47 @@ def flagged_rows(run: Run) -> tuple[int, int]:
 
 
 def sampler_failed(run: Run) -> bool:
-    """The run's own verdict (provenance.json ``diagnostics_ok``) is false although every row is ok:
-    the sampler's checks (chains not converged on a hyperparameter, low BFMI) failed."""
-    return run.provenance.get("diagnostics_ok") is False and flagged_rows(run)[0] == 0
+    """The sampler's own checks (chains not converged on a sampled quantity, low BFMI) failed:
+    provenance.json ``sampler_ok`` (earlier runs: a false verdict with every row ok)."""
+    prov = run.provenance
+    if "sampler_ok" in prov:
+        return prov["sampler_ok"] is False
+    return prov.get("diagnostics_ok") is False and flagged_rows(run)[0] == 0
+
+
+def diverged(run: Run) -> bool:
+    effects = run.table("effects")
+    return effects is not None and "divergences" in effects and bool(
+        (pd.to_numeric(effects["divergences"], errors="coerce") > 0).any())
 
 
 def diagnostics_caveat(run: Run) -> str:
-    """A banner over the whole report when the run's diagnostics failed: every interval, star
-    and credible count in the sections below depends on them."""
+    """A banner over the whole report when the run's diagnostics failed, since every interval,
+    star and credible count below depends on them. Rows over the strict per-quantity thresholds
+    while the sampler passed its own checks (R-hats at the level converged chains of this length
+    give by chance, no divergence) are a caution, not a failure: that is what the run's R-hat
+    warning says too."""
     bad, total = flagged_rows(run)
-    if not bad and not sampler_failed(run):
+    failed = sampler_failed(run)
+    if not bad and not failed:
         return ""
     if not is_bayesian(run):
         what = f"{bad} of {total} rows of effects.tsv and summaries.tsv are flagged not ok by the pooling model"
         return (f'<div class="banner bad" id="diagnostics-caveat"><strong>{what}</strong> (see the pooling '
                 'warnings in <a href="#diagnostics">Diagnostics</a>); read those rows with that in mind.</div>')
-    what = (f"{bad} of {total} effects and summaries are flagged not ok" if bad
-            else "the sampler's own checks failed")
-    return (f'<div class="banner bad" id="diagnostics-caveat"><strong>Sampling diagnostics failed: {what}.</strong> '
-            "The intervals, stars and credible counts in this report are not trustworthy until the model is "
-            'rerun with longer chains (see <a href="#diagnostics">Diagnostics</a> and the warnings).</div>')
+    if failed or diverged(run):
+        what = ("the sampler's own checks failed (chains not converged on a sampled quantity, or a low energy "
+                "BFMI)" if failed else "the sampler had divergent transitions")
+        rows = f"; {bad} of {total} effects and summaries are flagged not ok" if bad else ""
+        return (f'<div class="banner bad" id="diagnostics-caveat"><strong>Sampling diagnostics failed: {what}'
+                f"{rows}.</strong> The intervals, stars and credible counts in this report are not trustworthy "
+                'until the model is rerun with longer chains (see <a href="#diagnostics">Diagnostics</a> and the '
+                "warnings).</div>")
+    return (f'<div class="banner warn" id="diagnostics-caveat"><strong>{bad} of {total} effects and summaries are '
+            "over the strict per-quantity thresholds</strong> (R-hat above pooling.rhat_max or too few effective "
+            "draws) although the sampler passed its own checks: these chains are too short to show convergence "
+            "at that threshold. Read those rows' intervals with care, or rerun with more draws (the R-hat warning "
+            'in <a href="#diagnostics">Diagnostics</a> says how many).</div>')
 
 
 def diagnostics_section(run: Run) -> str:
@@ -704,11 +732,19 @@ def diagnostics_section(run: Run) -> str:
             parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects and '
                          f"summaries are flagged not ok</strong> by the pooling model (e.g. an effect that fewer "
                          f"than two datasets inform; the pooling warnings below say which).</div>")
+        elif bad and not (sampler_failed(run) or diverged(run)):
+            parts.append(f'<div class="banner warn" id="diagnostics-banner"><strong>{bad} of {total} effects and '
+                         f"summaries are over the strict per-quantity thresholds</strong> (R-hat above pooling.rhat_max "
+                         f"or too few effective draws), with no divergence and R-hats at the level converged chains of "
+                         f"this length give by chance (the R-hat warning below): the chains are too short to show "
+                         f"convergence at that threshold. Read those rows' intervals with care, or rerun with more "
+                         f"draws.</div>")
         elif bad:
+            also = (" The sampler's own checks failed too (warnings below)." if sampler_failed(run) else "")
             parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects and '
                          f"summaries are flagged not ok</strong> (R-hat, effective sample size or divergences beyond "
                          f"their thresholds). Their intervals are not trustworthy: rerun with more draws/tuning "
-                         f"before interpreting them.</div>")
+                         f"before interpreting them.{also}</div>")
         elif sampler_failed(run):
             parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>The sampler\'s own checks '
                          f"failed</strong> although all {total} effects and summaries pass theirs: chains that have "
