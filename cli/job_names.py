@@ -44,8 +44,22 @@ def job_dirname(overrides: Iterable[str]) -> str:
     return name
 
 
+def run_dirname(time: str, overrides: Iterable[str]) -> str:
+    """A single run's default folder name: its start time, then its overrides (``14-02-11_atlas=yeo``).
+
+    Two runs of different configs started in the same second (a shell loop sending each to the
+    background) get different folders; with the time alone the later one found the earlier one's
+    results and replaced them as a changed rerun.
+    """
+    name = job_dirname(overrides)
+    return f"{time}_{name}" if name else str(time)
+
+
 def register_resolver() -> None:
-    """Make ``${megafc_jobdir:${hydra.overrides.task}}`` available to Hydra configs."""
+    """Make ``${megafc_jobdir:${hydra.overrides.task}}`` and ``${megafc_rundir:<time>,<overrides>}``
+    available to Hydra configs."""
     from omegaconf import OmegaConf
 
     OmegaConf.register_new_resolver("megafc_jobdir", lambda overrides: job_dirname(list(overrides)), replace=True)
+    OmegaConf.register_new_resolver("megafc_rundir", lambda time, overrides: run_dirname(str(time), list(overrides)),
+                                    replace=True)

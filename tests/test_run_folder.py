@@ -229,6 +229,26 @@ def test_job_folder_names_are_flat_short_and_distinct():
     assert job_dirname(["atlas=yeo"]) == "atlas=yeo"
 
 
+def test_runs_of_other_configs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    """The default run folder is the start time and the overrides: two configs launched together
+    (a shell loop sending runs to the background) no longer meet in one folder, where the later run
+    took the earlier one's results for a changed rerun and replaced them. Both run at once here."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from megafc.cli.job_names import run_dirname
+
+    assert run_dirname("14-02-11", []) == "14-02-11"  # the plain `megafc` keeps its familiar name
+    assert run_dirname("14-02-11", ["atlas=yeo", "dataset.metadata=/d/m.tsv"]).startswith("14-02-11_atlas=yeo,")
+    small = ["dataset.scale=0.15", "atlas.n_cortical=34", "pooling=meta", "report=false", "figures=false"]
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(lambda extra: megafc_cli([*small, *extra], cwd=tmp_path), ([], ["qc.max_mean_fd=0.3"])))
+    assert [d.returncode for d in done] == [0, 0], done[1].stderr[-3000:]
+    folders = sorted(p for p in (tmp_path / "outputs").glob("*/*") if p.is_dir())
+    assert len(folders) == 2 and all((f / "provenance.json").exists() for f in folders)
+    mine = [f for f in folders if f.name.endswith(",qc.max_mean_fd=0.3")]
+    assert len(mine) == 1 and "max_mean_fd: 0.3" in (mine[0] / "config.yaml").read_text()
+
+
 @pytest.mark.slow
 def test_sweep_over_absolute_paths_gives_flat_jobs_that_compare_finds(tmp_path):
     sweep = tmp_path / "sweep"
