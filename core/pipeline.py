@@ -29,8 +29,8 @@ from .pair_sets import with_summaries
 from .plugin import AtlasLoader, ConnectivityEstimator, DatasetLoader, Denoiser, Harmonizer, Plugin
 from .processes import children_die_with_parent
 from .progress import Heartbeat
-from .qc import (QCConfig, baseline_only_datasets, motion_advice, exclude_by_censoring, exclude_by_motion, exclusion_counts,
-                 motion_change, qc_fc, validate_qc)
+from .qc import (QCConfig, baseline_only_datasets, exclude_by_censoring, exclude_by_motion, exclusion_counts,
+                 motion_advice, motion_change, qc_fc, validate_qc)
 from .registry import Registry
 
 log = logging.getLogger("megafc")
