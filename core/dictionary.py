@@ -33,10 +33,14 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "hdi50_high": ("Upper end of the 50% highest-density interval.", "Fisher z"),
     "pd": ("Probability of direction: posterior probability that the effect has the sign of its mean "
            "(for a frequentist model, 1 - p/2 of its two-sided test: not a probability of the sign).", None),
-    "lfsr": ("Local false sign rate (Stephens 2017): probability that the sign of mean is wrong, by adaptive "
-             "shrinkage over all rows of the same effect (so it pays for the many pairs looked at; 1 - pd when "
-             "an effect has too few rows to learn from, n/a for a row without an estimate).", None),
-    "svalue": ("Expected proportion of wrong signs among all effects of this effect name at least as sure as "
+    "lfsr": ("Local false sign rate (Stephens 2017): probability that the effect is zero or of the other sign "
+             "than its mean, under the distribution of effects adaptive shrinkage learned from all rows of the same "
+             "effect (so it pays for the many pairs looked at; 1 - pd when an effect has too few rows to learn "
+             "from, n/a for a row without an estimate).", None),
+    "null_share": ("Share of exact zeros adaptive shrinkage learned for this row's effect (all its rows): near 1, "
+                   "the estimates spread no more than their noise makes them, so no row's sign is sure by lfsr "
+                   "even where its interval excludes 0.", None),
+    "svalue": ("Expected proportion of zero or wrong-sign effects among all effects of this effect name at least as sure as "
                "this one (mean lfsr of that list): svalue <= 0.05 selects effects at a 5% false sign rate.", None),
     "p_rope": ("Posterior probability that the effect lies within the region of practical equivalence "
                "(pooling.rope) around 0.", None),

@@ -22,6 +22,14 @@ def test_null_estimates_leave_no_sign_sure():
                           "pd": stats.norm.cdf(np.abs(mean) / sd)})
     out = false_sign_rates(table)
     assert (out["svalue"] <= 0.05).sum() == 0
+    # every row says how much weight its family put on exact zeros (the report warns near 1)
+    assert (out["null_share"] == fit.null_weight).all()
+    from megafc.plugins.reports.run_report import all_null_families, false_sign_block
+
+    interval = {"hdi_low": mean - 2 * sd, "hdi_high": mean + 2 * sd, "effect_type": "overall"}
+    block = false_sign_block(out.assign(**interval, null_share=0.995), "95% HDI")
+    assert all_null_families(out.assign(null_share=0.995)) == ["overall"] and "No sign is sure by lfsr" in block
+    assert "No sign is sure" not in false_sign_block(out.assign(**interval, null_share=0.6), "95% HDI")
     per_effect = (1 - table["pd"]).sort_values()
     assert ((per_effect.cumsum() / np.arange(1, 201)) <= 0.05).sum() > 0
 

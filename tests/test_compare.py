@@ -194,9 +194,33 @@ def test_an_effect_only_some_pipelines_estimate_is_never_robust(tmp_path):
     effects.to_csv(sub / "effects.tsv", sep="\t", index=False)
     table = robustness_table(collect_jobs(root))
     overall = table[table.effect == "overall"].set_index(["network_a", "network_b"])
-    assert overall.loc[("Default", "Vis"), "all_credible"] and overall.loc[("Default_1", "Vis_1"), "all_credible"]
+    assert overall.loc[("Default", "Vis"), "all_credible"]
     assert overall.loc[("Default", "Vis"), "n_pipelines_with_pair"] == 2
+    # ... and a pair only it has agrees with nothing: neither robust nor sign-consistent on its own
     assert overall.loc[("Default_1", "Vis_1"), "n_pipelines_with_pair"] == 1
+    assert not overall.loc[("Default_1", "Vis_1"), "all_credible"] and not overall.loc[("Default_1", "Vis_1"), "sign_agree"]
+    assert summary_counts(table)["single"] == len(PAIRS)
+    assert sorted(robust_pairs(table)["network_a"]) == ["Default", "SomMot"]  # both pipelines' credible pairs only
+
+
+def test_failed_diagnostics_and_presets_are_named(tmp_path):
+    """A job whose diagnostics failed is named in a banner and in jobs.tsv (its intervals still
+    enter the counts), and a preset chosen on the command line (pooling=pymc_quick, whose config
+    says pymc) labels its pipeline, so a quick pilot does not pass for the full model."""
+    root = tmp_path / "multirun"
+    write_job(root / "0_pooling=pymc", "schaefer", "pymc", FULL[("schaefer", "pymc")])
+    quick = root / "1_pooling=pymc_quick"
+    write_job(quick, "schaefer", "pymc", FULL[("schaefer", "meta")])
+    (quick / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["pooling=pymc_quick"]))
+    prov = json.loads((quick / "provenance.json").read_text())
+    (quick / "provenance.json").write_text(json.dumps({**prov, "diagnostics_ok": False, "sampler_ok": False}))
+    out = compare(root)
+    jobs = pd.read_csv(out / "jobs.tsv", sep="\t")
+    assert jobs.set_index("job").loc["1_pooling=pymc_quick", "pooling"] == "pymc_quick"
+    assert sorted(jobs["pipeline"]) == ["pooling=pymc", "pooling=pymc_quick"]
+    assert jobs["diagnostics_ok"].isna().tolist() == [True, False] and not jobs["diagnostics_ok"].iloc[1]
+    report = (out / "report.html").read_text()
+    assert "1 job(s) failed their diagnostics" in report and "1_pooling=pymc_quick</code> (the sampler" in report
 
 
 def test_compare_writes_everything(sweep):
@@ -220,7 +244,8 @@ def test_compare_writes_everything(sweep):
     assert sources and all(s.startswith(("data:", "#")) for s in sources), sources  # nothing outside the file
     assert "<link" not in report and "@import" not in report
     assert "data:image/png;base64," in report
-    assert "Credible in every pipeline that has the pair (of 4; interval excludes 0 on the same side): <b>1</b>" in report
+    assert ("Credible in every pipeline that has the pair (at least two of the 4; interval excludes 0 on the same "
+            "side): <b>1</b>") in report
     assert "Sign-consistent across pipelines: <b>2</b>" in report
     assert "sign-stable: <b>2</b> of 3" in report
     assert "6_atlas=synthetic,pooling=bambi" in report  # the ignored job is reported

@@ -52,8 +52,8 @@ def summary_columns(pairs_meta: pd.DataFrame, table: pd.DataFrame) -> np.ndarray
 def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.DataFrame:
     """Add ``lfsr`` and ``svalue`` (Stephens 2017) to an effects or summaries table.
 
-    lfsr, the local false sign rate, is the probability that the effect's sign is not the sign
-    of its mean, from adaptive shrinkage over all rows of the same effect (``overall``,
+    lfsr, the local false sign rate, is the probability that the effect is zero or of the other
+    sign than its mean, from adaptive shrinkage over all rows of the same effect (``overall``,
     ``drug:LSD`` ... over the network pairs, or over the summaries), so that looking at many
     pairs is paid for (see adaptive_shrinkage.py); an effect of fewer than MIN_EFFECTS rows gets
     1 - pd. On 20 simulated null studies, svalue <= 0.05 on 1 - pd selected 2,527 pair effects and
@@ -65,11 +65,15 @@ def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.
     joint prior too ready to call small ones (false signs among selected summary dataset effects
     53 where 35 were expected, against 24 / 24 per dataset). An effect's svalue
     is the mean lfsr of every effect of its kind at least as sure as it: selecting the effects
-    with svalue <= a expects at most a fraction a of them to have the wrong sign.
+    with svalue <= a expects at most a fraction a of them to have the wrong sign or be zero.
+    ``null_share`` is the share of exact zeros the fit learned for the row's family: near 1, the
+    family's estimates are as spread as their noise alone makes them, and no row's sign is sure,
+    whatever its interval says.
     """
     out = table.copy()
     out["lfsr"] = (1.0 - out["pd"]).clip(lower=0.0)
     out["svalue"] = np.nan
+    out["null_share"] = np.nan
     family = out["effect"]
     if datasets_together and "effect_type" in out:
         family = family.where(out["effect_type"] != "dataset", "dataset:*")
@@ -77,8 +81,9 @@ def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.
         rows = out.loc[idx]
         fit = rows["mean"].notna() & np.isfinite(rows["sd"]) & (rows["sd"] > 0)
         if fit.sum() >= MIN_EFFECTS:
-            out.loc[fit[fit].index, "lfsr"] = adaptive_shrinkage(rows.loc[fit, "mean"].to_numpy(),
-                                                                 rows.loc[fit, "sd"].to_numpy()).lfsr
+            shrunk = adaptive_shrinkage(rows.loc[fit, "mean"].to_numpy(), rows.loc[fit, "sd"].to_numpy())
+            out.loc[fit[fit].index, "lfsr"] = shrunk.lfsr
+            out.loc[idx, "null_share"] = shrunk.null_weight
             out.loc[fit[~fit].index, "lfsr"] = np.nan  # no estimate to shrink: unknown, not 1 - pd
     for _, idx in out.groupby("effect", sort=False).groups.items():  # one list per effect
         lfsr = out.loc[idx, "lfsr"].dropna()
@@ -89,9 +94,10 @@ def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.
 
 #: What the lfsr and svalue columns are, for a model's methods text.
 FALSE_SIGN_TEXT = (
-    "Local false sign rates (lfsr) and s-values by adaptive shrinkage (Stephens 2017) of each effect over the "
-    "network pairs (the dataset effects of all datasets together), and over the summaries (1 - probability of "
-    f"direction for an effect of fewer than {MIN_EFFECTS})."
+    "Local false sign rates (lfsr: the probability that an effect is zero or of the other sign) and s-values by "
+    "adaptive shrinkage (Stephens 2017) of each effect over the network pairs (the dataset effects of all datasets "
+    f"together), and over the summaries (1 - probability of direction for an effect of fewer than {MIN_EFFECTS}); "
+    "effects selected at a false sign rate a are those with svalue <= a."
 )
 
 

@@ -146,6 +146,18 @@ def _loo_from_overrides(job_dir: Path) -> str | None:
     return None
 
 
+def _group_choices(job_dir: Path) -> dict[str, str]:
+    """The config groups a job chose on the command line (``pooling=pymc_quick``): a preset keeps
+    its plugin's name in the config, so only the override tells a quick pilot from the full model."""
+    overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml") if (job_dir / ".hydra" / "overrides.yaml").is_file() else []
+    out = {}
+    for item in overrides if isinstance(overrides, list) else []:
+        key, value = override_key(str(item))
+        if key in PLUGIN_KINDS and value not in (None, ""):
+            out[key] = str(value)
+    return out
+
+
 def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
     relative = job_dir.relative_to(sweep_dir).as_posix()
     config_file = job_dir / "config.yaml"
@@ -176,6 +188,8 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
             name = prov_plugins[kind].get("name")
         if name is not None:
             plugins[kind] = str(name)
+    chosen = _group_choices(job_dir)
+    plugins.update({kind: choice for kind, choice in chosen.items() if kind in plugins})
 
     loo = config.get("loo_dataset") if "loo_dataset" in config else _loo_from_overrides(job_dir)
     settings = {k: v for k, v in _flatten(config).items()
@@ -188,6 +202,9 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "seed": provenance.get("seed", config.get("seed")) if isinstance(provenance, dict) else config.get("seed"),
         "effects_file": str(effects_file),
         "interval": ((provenance.get("pooling_interval") or {}).get("label") if isinstance(provenance, dict) else None),
+        # a job whose diagnostics failed still enters the counts; the report names it
+        "diagnostics_ok": provenance.get("diagnostics_ok") if isinstance(provenance, dict) else None,
+        "sampler_ok": provenance.get("sampler_ok") if isinstance(provenance, dict) else None,
     }
 
 
@@ -218,8 +235,9 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
 
     Columns: ``job`` (directory relative to ``sweep_dir``), ``pipeline`` (label built from
     the choices that vary across jobs, ``loo_dataset`` excluded), ``loo_dataset`` (None for a
-    full-data job), ``seed``, one column per plugin kind (its plugin name) and
-    ``effects_file``. Job directories without ``provenance.json`` are incomplete: they are
+    full-data job), ``seed``, one column per plugin kind (its plugin name, or the preset the job
+    chose on the command line, e.g. pymc_quick), ``interval``, ``diagnostics_ok`` and
+    ``sampler_ok`` (provenance.json; None from earlier versions) and ``effects_file``. Job directories without ``provenance.json`` are incomplete: they are
     logged, listed in ``result.attrs["incomplete"]`` and never used.
     """
     sweep = Path(sweep_dir)
@@ -253,6 +271,7 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
         row = {"job": r["job"], "pipeline": label, "loo_dataset": r["loo_dataset"], "seed": r["seed"]}
         row.update({k: r["plugins"].get(k) for k in kinds})
         row["interval"] = r["interval"]
+        row["diagnostics_ok"], row["sampler_ok"] = r["diagnostics_ok"], r["sampler_ok"]
         row["effects_file"] = r["effects_file"]
         rows.append(row)
     jobs = pd.DataFrame(rows)
@@ -415,6 +434,9 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
                                    table.index.get_level_values("network_b")])).fillna(0).astype(int).to_numpy()
     partial = table["n_pipelines"] < table["n_pipelines_with_pair"]
     table.loc[partial, ["sign_agree", "all_credible"]] = False
+    # a pair only one pipeline has (another aggregation level, aggregate.pairs) agrees with nothing
+    if len(pipelines) > 1:
+        table.loc[table["n_pipelines_with_pair"] < 2, ["sign_agree", "all_credible"]] = False
     with_loo = [p for p in pipelines if (long.loc[long["pipeline"] == p, "n_loo"] > 0).any()]
     for p in pipelines:
         sub = long[long["pipeline"] == p].set_index(PAIR_KEY)
@@ -435,7 +457,8 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
 # Figure and report
 # --------------------------------------------------------------------------------------
 
-def robustness_figure(long: pd.DataFrame, pipelines: list[str], stem: Path, effect: str = "overall") -> list[Path]:
+def robustness_figure(long: pd.DataFrame, pipelines: list[str], stem: Path, effect: str = "overall",
+                      interval: str = "interval") -> list[Path]:
     """Pairs x pipelines heatmap of an effect's mean; ``*`` = interval excludes 0. PNG + SVG."""
     import matplotlib
 
@@ -471,7 +494,7 @@ def robustness_figure(long: pd.DataFrame, pipelines: list[str], stem: Path, effe
     ax.set_xticklabels([c.replace(" ", "\n") for c in cols], fontsize=8)
     ax.xaxis.tick_top()
     ax.set_title(f"{effect} effect (drug - control, Fisher z) across pipelines\n"
-                 "* = 95% interval excludes 0; rows sorted by mean across pipelines", fontsize=9, pad=12)
+                 f"* = {interval} excludes 0; rows sorted by mean across pipelines", fontsize=9, pad=12)
     fig.colorbar(im, ax=ax, fraction=0.05, pad=0.02, label="mean")
     return save_png_svg(fig, stem)
 
@@ -486,6 +509,7 @@ def summary_counts(table: pd.DataFrame, effect: str = "overall") -> dict[str, An
         "all_credible": int(sub["all_credible"].sum()),
         "sign_agree": int(sub["sign_agree"].sum()),
         "partial": int((sub["n_pipelines"] < sub["n_pipelines_with_pair"]).sum()),
+        "single": int((sub["n_pipelines_with_pair"] < 2).sum()),
         "loo_checked": len(loo),
         "loo_stable": int(loo.astype(bool).sum()),
         "robust": int(robust_pairs(table, effect).shape[0]),
@@ -518,11 +542,22 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
         intro.append("<p>The jobs' intervals are not all of one kind: " + "; ".join(
             f"{esc(label)} for {n} job(s)" for label, n in kinds.items()) + " (hdi_low/hdi_high of each job).</p>")
 
+    failed = jobs[jobs["diagnostics_ok"].astype(object).eq(False)] if "diagnostics_ok" in jobs else jobs.iloc[:0]
+    if len(failed):
+        intro.append(f'<p class="banner bad">{len(failed)} job(s) failed their diagnostics (provenance.json '
+                     "diagnostics_ok false; see each job's report): " + ", ".join(
+                         f"<code>{esc(j)}</code>" + (" (the sampler's own checks)" if s_ok is False else "")
+                         for j, s_ok in zip(failed["job"], failed.get("sampler_ok", [None] * len(failed))))
+                     + ". Their intervals still enter every count below: rerun them, or read the counts with "
+                       "that in mind.</p>")
     partial = (f" {c['partial']} of them are estimated by only some of the pipelines that have the pair (an "
                "effect one model lacks) and never count as credible everywhere." if c["partial"] else "")
-    summary = [f"<ul><li>{c['n_pairs']} network pairs.{partial}</li>",
-               f"<li>Credible in every pipeline that has the pair (of {len(pipelines)}; interval excludes 0 on the "
-               "same side): "
+    single = (f" {c['single']} of them are had by a single pipeline (another aggregation level, or pairs chosen "
+              "by aggregate.pairs) and count as neither credible everywhere nor sign-consistent."
+              if c["single"] and len(pipelines) > 1 else "")
+    summary = [f"<ul><li>{c['n_pairs']} network pairs.{partial}{single}</li>",
+               f"<li>Credible in every pipeline that has the pair (at least two of the {len(pipelines)}; interval "
+               "excludes 0 on the same side): "
                f"<b>{c['all_credible']}</b>.</li>",
                f"<li>Sign-consistent across pipelines: <b>{c['sign_agree']}</b>.</li>"]
     if c["loo_checked"]:
@@ -601,13 +636,15 @@ def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
         staged.write_table("robustness.tsv", table)
         staged.write_table("robustness_long.tsv", long)
         staged.write_table("jobs.tsv", _jobs_file(jobs))
-        png, _ = robustness_figure(long, _pipelines(jobs), staged.path("figures/robustness.png"))
+        kinds = _interval_kinds(jobs)
+        interval = next(iter(kinds)) if len(kinds) == 1 else "interval (each job's own)"
+        png, _ = robustness_figure(long, _pipelines(jobs), staged.path("figures/robustness.png"), interval=interval)
         summaries = summaries_long(jobs)
         curve = None
         if len(summaries):
             staged.write_table("summaries_long.tsv", summaries)
-            curve = next(iter(specification_curve_figure(summaries, staged.path("figures/specification_curve.png"))),
-                         None)
+            curve = next(iter(specification_curve_figure(summaries, staged.path("figures/specification_curve.png"),
+                                                         interval=interval)), None)
         staged.write_text("report.html", render_report(jobs, table, png, sweep, curve))
         staged.commit()
     return out

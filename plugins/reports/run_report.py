@@ -607,20 +607,37 @@ def false_sign_table(table: pd.DataFrame, interval: str, rate: float = FALSE_SIG
     t = table.assign(_excl=excl, _sel=table["svalue"] <= rate, _lfsr=table["lfsr"].fillna(0.0))
     rows = []
     for etype, g in t.groupby("effect_type", sort=False):
+        share = pd.to_numeric(g["null_share"], errors="coerce") if "null_share" in g else pd.Series(dtype=float)
         rows.append({"effect type": etype, "effects": len(g),
                      f"{interval} excludes 0": int(g["_excl"].sum()),
                      "expected false signs among them": round(float(g.loc[g["_excl"], "_lfsr"].sum()), 1),
                      f"svalue \u2264 {rate:g}": int(g["_sel"].sum()),
-                     "expected false signs among these": round(float(g.loc[g["_sel"], "_lfsr"].sum()), 1)})
+                     "expected false signs among these": round(float(g.loc[g["_sel"], "_lfsr"].sum()), 1),
+                     "share of zeros learned": round(float(share.mean()), 2) if share.notna().any() else np.nan})
     return pd.DataFrame(rows)
 
 
+def all_null_families(table: pd.DataFrame) -> list[str]:
+    """Effects whose adaptive-shrinkage fit put (nearly) all its weight on exact zeros."""
+    if "null_share" not in table:
+        return []
+    share = pd.to_numeric(table["null_share"], errors="coerce")
+    return sorted(set(table.loc[share >= 0.99, "effect"].astype(str)))
+
+
 def false_sign_block(table: pd.DataFrame, interval: str, what: str = "network-pair effects") -> str:
-    return (f"<p>How many {what} are called credible, and how many of those the model expects to have the "
-            f"wrong sign (the sum of their local false sign rates, <code>lfsr</code>). Selecting by "
-            f"<code>svalue &le; {FALSE_SIGN_RATE:g}</code> keeps the expected share of wrong signs at or below "
-            f"{100 * FALSE_SIGN_RATE:g}% across the many pairs looked at; choose another rate by filtering the "
-            f"<code>svalue</code> column.</p>"
+    nulls = all_null_families(table)
+    warn = (f'<div class="banner warn"><strong>No sign is sure by lfsr for {esc(", ".join(nulls))}</strong>: '
+            "adaptive shrinkage found these effects spread no more than their noise makes them and put (nearly) all "
+            "its weight on exact zeros, so every lfsr is about 1, also where an interval excludes 0. That says the "
+            "data do not show such effects beyond what chance gives over this many pairs, not that the credible "
+            "ones have the wrong sign.</div>") if nulls else ""
+    return (f"<p>How many {what} are called credible, and how many of those the model expects to be false signs "
+            f"(the effect zero or of the other sign: the sum of their local false sign rates, <code>lfsr</code>). "
+            f"Selecting by <code>svalue &le; {FALSE_SIGN_RATE:g}</code> keeps the expected share of false signs at "
+            f"or below {100 * FALSE_SIGN_RATE:g}% across the many pairs looked at; choose another rate by filtering "
+            f"the <code>svalue</code> column. The last column is the share of exact zeros adaptive shrinkage learned "
+            f"for each effect (<code>null_share</code>).</p>" + warn
             + html_table(false_sign_table(table, interval), f"false-signs-{what.split()[0]}"))
 
 

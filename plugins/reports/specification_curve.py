@@ -30,7 +30,7 @@ def short_label(pipeline: str) -> str:
 
 
 def specification_curve_figure(long: pd.DataFrame, stem: Path, effect: str = "overall",
-                               summaries: tuple[str, ...] = KEY_SUMMARIES) -> list[Path]:
+                               summaries: tuple[str, ...] = KEY_SUMMARIES, interval: str = "interval") -> list[Path]:
     """One panel per key summary: every pipeline's estimate and interval, sorted by estimate;
     filled markers where the interval excludes 0. PNG + SVG; [] when there is nothing to draw."""
     import matplotlib
@@ -64,7 +64,7 @@ def specification_curve_figure(long: pd.DataFrame, stem: Path, effect: str = "ov
     axes.flat[0].set_ylabel(f"{effect} effect (Fisher z)", fontsize=8)
     axes.flat[0].legend(fontsize=6, loc="best")
     keys = " / ".join(part.split("=", 1)[0] for part in str(sub["pipeline"].iloc[0]).split())
-    fig.suptitle("Specification curve: each key summary under every pipeline (sorted by estimate; bars = 95% "
-                 f"intervals)\npipelines: {keys}", fontsize=10)
+    fig.suptitle(f"Specification curve: each key summary under every pipeline (sorted by estimate; bars = {interval}s)"
+                 f"\npipelines: {keys}", fontsize=10)
     fig.tight_layout()
     return save_png_svg(fig, stem)
