@@ -70,6 +70,14 @@ def validate_scans(scans: pd.DataFrame, source: str = "scan table") -> pd.DataFr
             rows = list(out.index[out[col].isna()][:5])
             raise InputError(f"{source}: column '{col}' is empty in row(s) {rows}")
         out[col] = out[col].astype(str)
+    # effect names are drug:<drug> and contrast:<drug a>-<drug b>: a '-' or ':' in a drug's name
+    # would make them ambiguous (5-MeO-DMT vs LSD: contrast:5-MeO-DMT-LSD)
+    odd = sorted(d for d in set(out["drug"]) if "-" in d or ":" in d)
+    if odd:
+        raise InputError(
+            f"{source}: column 'drug' has name(s) {odd} with '-' or ':'; effects are named drug:<drug> and "
+            "contrast:<drug a>-<drug b>, which such names make ambiguous: rename them (e.g. 5-MeO-DMT as 5MeO_DMT)"
+        )
     bad = sorted(set(out["condition"]) - set(CONDITIONS))
     if bad:
         raise InputError(
@@ -293,9 +301,10 @@ class PoolingResult:
     #: Scan covariates the effects are adjusted for (``mean_fd``, ``session_order``, ...); None:
     #: the model does not say. Core's motion and session-order warnings read it.
     adjusted_for: list[str] | None = None
-    #: Descriptions of the columns this model adds to effects.tsv and summaries.tsv: column ->
-    #: (description, units or None), written into their JSON data dictionaries.
-    columns: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    #: Column descriptions in the model's own words, per table ("effects", "summaries" or a name
+    #: in ``tables``): column -> (description, units or None), for each table's JSON data
+    #: dictionary; they take precedence over core's descriptions of effect columns.
+    columns: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
     #: False when the sampler's own health (chains that have not converged on some sampled
     #: quantity, low BFMI) puts every row in doubt, beyond each row's ``ok``; the reason is
     #: among ``warnings``.

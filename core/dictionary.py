@@ -68,7 +68,7 @@ def data_dictionary(table: pd.DataFrame, source: str, interval: str | None = Non
     for col in table.columns:
         desc, units = known.get(
             str(col), (f"Added by {source}; see its documentation (not described by megafc).", None))
-        if interval and col in ("hdi_low", "hdi_high"):
+        if interval and col in ("hdi_low", "hdi_high") and str(col) not in (described or {}):
             desc = f"{'Lower' if col == 'hdi_low' else 'Upper'} end of this run's {interval}."
         out[str(col)] = {"Description": desc, **({"Units": units} if units else {})}
     return out

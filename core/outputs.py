@@ -85,7 +85,8 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
         staged.write_table("network_pairs.tsv", aggregated.pairs)
     who = f"pooling '{results.plugins['pooling'].name}'"
     staged.write_table("effects.tsv", result.effects)
-    staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval, result.columns))
+    staged.write_json("effects.json", data_dictionary(result.effects, who, result.interval,
+                                                      result.columns.get("effects")))
     staged.write_table("diagnostics.tsv", result.diagnostics)
     if results.inputs.truth is not None:
         staged.write_table("truth.tsv", results.inputs.truth)
@@ -100,8 +101,7 @@ def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     for name, table in result.tables.items():
         # large tables (e.g. one row per edge) ask to be gzipped
         staged.write_table(f"{name}.tsv.gz" if table.attrs.get("compress") else f"{name}.tsv", table)
-        if name == "summaries":
-            staged.write_json("summaries.json", data_dictionary(table, who, result.interval, result.columns))
+        staged.write_json(f"{name}.json", data_dictionary(table, who, result.interval, result.columns.get(name)))
     formats = figure_formats(cfg.get("figures"))
     for name, fig in result.figures.items():  # the model's own figures (predictive checks): always a PNG
         save_formats(fig, staged.path(f"figures/{name}.png"), formats or ["png"])

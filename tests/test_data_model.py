@@ -28,6 +28,16 @@ def test_unknown_condition_is_named():
         validate_scans(scans(condition=["drug", "active", "drug"]), source="meta.tsv")
 
 
+def test_a_drug_name_that_would_make_effect_names_ambiguous_is_refused():
+    """contrast:5-MeO-DMT-LSD cannot be split back into its drugs (pymc failed after sampling with
+    KeyError '5'): the scan table is refused first, naming the file and the drug."""
+    with pytest.raises(InputError, match=r"meta.tsv: column 'drug' has name\(s\) \['5-MeO-DMT'\]"):
+        validate_scans(scans(drug=["5-MeO-DMT", "5-MeO-DMT", "LSD"]), source="meta.tsv")
+    with pytest.raises(InputError, match="drug:<drug>"):
+        validate_scans(scans(drug=["a:b", "a:b", "LSD"]))
+    assert validate_scans(scans(drug=["5MeO_DMT", "5MeO_DMT", "LSD"]))["drug"].iloc[0] == "5MeO_DMT"
+
+
 def test_missing_column_and_duplicates_are_named():
     with pytest.raises(InputError, match=r"meta.tsv: missing required column\(s\) \['drug'\]"):
         validate_scans(scans().drop(columns="drug"), source="meta.tsv")

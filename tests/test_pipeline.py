@@ -30,8 +30,16 @@ def test_run_writes_every_output(tiny_run):
               "report.html", "summaries.tsv", "exclusions.tsv", "qc_fc.tsv", "motion.tsv", "atlas_regions.tsv",
               "effects.json", "summaries.json"):
         assert (d / f).exists(), f
-    # every column of effects.tsv and summaries.tsv is described by its JSON data dictionary
-    for name in ("effects", "summaries"):
+    # every column of effects.tsv, summaries.tsv and the derived tables is described by its JSON data dictionary
+    derived = [n for n in ("drug_similarity", "dataset_scales", "drug_scales", "heterogeneity", "specificity")
+               if (d / f"{n}.tsv").exists()]
+    assert {"drug_similarity", "heterogeneity"} <= set(derived)
+    similarity = pd.read_csv(d / "drug_similarity.tsv", sep="\t")
+    ratios = similarity["measure"] == "rms_ratio"
+    assert similarity.loc[ratios, "pd"].isna().all() and similarity.loc[ratios, "p_above_1"].between(0, 1).all()
+    het = pd.read_csv(d / "heterogeneity.tsv", sep="\t")
+    assert het.loc[het.parameter == "tau_dataset", "pd"].isna().all()  # an sd has no sign
+    for name in ("effects", "summaries", *derived):
         columns = pd.read_csv(d / f"{name}.tsv", sep="\t", nrows=1).columns
         described = json.loads((d / f"{name}.json").read_text())
         assert list(described) == list(columns)

@@ -218,9 +218,55 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
         for k, (name, (_, low, high)) in enumerate(unbounded.items()):
             i = names.index(name)
             stacked.iloc[i] = bounded_interval(stacked.iloc[i], summary.iloc[len(names) + k], low, high)
-        rows += [{"drug_a": drugs[a], "drug_b": drugs[b], "measure": m, **stacked.iloc[i].to_dict()}
-                 for i, m in enumerate(names)]
+        for i, m in enumerate(names):
+            row = {"drug_a": drugs[a], "drug_b": drugs[b], "measure": m, **stacked.iloc[i].to_dict()}
+            if m in RATIOS:  # a ratio is positive: its question is whether drug a is the stronger one
+                row["pd"], row["p_above_1"] = np.nan, float(np.mean(measures[m] > 1))
+            elif m == "rms_distance":
+                row["pd"] = np.nan  # a distance has no sign (pd would be the share of draws above the floor)
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: drug_similarity measures that are ratios (drug a over drug b), positive by construction.
+RATIOS = ("rms_ratio", "scale_ratio")
+
+#: The columns of the derived tables (drug_similarity, drug_scales, dataset_scales, specificity,
+#: heterogeneity) for their JSON data dictionaries.
+DERIVED_COLUMN_TEXT: dict[str, tuple[str, str | None]] = {
+    "mean": ("Posterior mean of the row's quantity (a measure, scale, spread or sd: see the row).", None),
+    "sd": ("Posterior standard deviation of the row's quantity.", None),
+    "hdi_low": ("Lower end of the row's highest-density interval at pooling.hdi_prob (for bounded quantities, "
+                "taken on their unbounded draws and cut at the bound).", None),
+    "hdi_high": ("Upper end of that interval.", None),
+    "hdi50_low": ("Lower end of the 50% interval.", None),
+    "hdi50_high": ("Upper end of the 50% interval.", None),
+    "pd": ("Probability of direction of a signed quantity (a correlation, a slope); n/a for ratios, distances, "
+           "spreads and sds, which have no sign.", None),
+    "drug_a": ("The first drug of the pair; ratios are drug_a over drug_b.", None),
+    "drug_b": ("The second drug of the pair.", None),
+    "measure": ("pattern_r_corrected: correlation of the two drugs' effect maps across network pairs, corrected "
+                "for posterior noise (a heuristic interval: see docs/calibration.md); rms_ratio: root-mean-square "
+                "effect of drug_a over drug_b's (> 1: drug_a the stronger); rms_distance: root-mean-square "
+                "difference of the maps (Fisher z); scale_ratio: drug_a's scale over drug_b's (models with drug "
+                "scales); pearson_r_across_pairs: the raw correlation of draws, attenuated by their noise "
+                "(descriptive only).", None),
+    "p_above_1": ("Posterior share of draws above 1: for a ratio, that drug_a is the stronger; for a scale, "
+                  "that the drug (dataset) is stronger than the shared pattern (its drug's).", None),
+    "drug": ("The drug (drug_scales: its strength relative to the shared pattern; dataset_scales: the dataset's "
+             "drug).", None),
+    "dataset": ("The dataset unit (dataset[drug] for a dataset with several drugs).", None),
+    "parameter": ("heterogeneity.tsv: tau_dataset (between-dataset sd of a pair's effect), tau_drug (between-drug "
+                  "sd, random drug effects), residual_sd and subject_sd (per dataset, in level), or "
+                  "slope:<covariate> (per pair, in the unit level says).", None),
+    "n_pairs": ("specificity.tsv: subnetwork pairs whose effects' spread is measured.", None),
+    "effect": ("specificity.tsv: the effect (overall, drug:<drug>) whose spread over a network pair's subnetwork "
+               "pairs the row measures.", None),
+}
+
+#: PoolingResult.columns of the Bayesian models: their derived tables, each described.
+DERIVED_COLUMNS = {name: DERIVED_COLUMN_TEXT for name in
+                   ("drug_similarity", "drug_scales", "dataset_scales", "specificity", "heterogeneity")}
 
 
 def subnetwork_specificity(pairs_meta: pd.DataFrame, table: pd.DataFrame,
@@ -264,6 +310,7 @@ def subnetwork_specificity(pairs_meta: pd.DataFrame, table: pd.DataFrame,
 def scale_table(names: list[str], scales: np.ndarray, hdi_prob: float, column: str = "drug") -> pd.DataFrame:
     """One row per drug (relative to the overall pattern) or dataset unit (relative to its
     drug): the posterior of its scale."""
-    out = summarise_draws(scales, hdi_prob=hdi_prob)
+    out = summarise_draws(scales, hdi_prob=hdi_prob).drop(columns="pd")  # a scale is positive: pd says nothing
+    out["p_above_1"] = (scales.reshape(-1, scales.shape[-1]) > 1).mean(axis=0)
     out.insert(0, column, names)
     return out

@@ -318,7 +318,8 @@ class MetaAnalysisPooling(PoolingModel):
             effects=effects, diagnostics=diagnostics, idata=None,
             description=f"{self.describe_fit(design, k_overall, how, motion)} {FALSE_SIGN_TEXT}", warnings=warnings,
             tables={} if summaries is None else {"summaries": summaries},
-            interval=f"{100 * self.config.ci_level:g}% CI", adjusted_for=["mean_fd"] if motion else [], columns=COLUMNS,
+            interval=f"{100 * self.config.ci_level:g}% CI", adjusted_for=["mean_fd"] if motion else [],
+            columns={"effects": COLUMNS, "summaries": COLUMNS},
         )
 
     def describe_fit(self, design: ScanDesign, k: int, how: list[str], motion: bool) -> str:

@@ -20,7 +20,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import (FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries,
+from .derived import (DERIVED_COLUMNS, FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs, drug_similarity, split_summaries,
                       subnetwork_specificity, summary_columns)
 from .design import (
     PYMC_PACKAGES,
@@ -360,4 +360,4 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
                          description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,
                          interval=f"{100 * c.hdi_prob:g}% HDI", sampler_ok=sampler_healthy(diagnostics),
-                         adjusted_for=adjusted_for)
+                         adjusted_for=adjusted_for, columns=DERIVED_COLUMNS)

@@ -15,8 +15,8 @@ from megafc.core import PoolingResult
 from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy, summarise_draws
 from megafc.stats.rhat_chance import beyond_chance
 
-from .derived import (FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table, split_summaries,
-                      subnetwork_specificity, summary_columns)
+from .derived import (DERIVED_COLUMNS, FALSE_SIGN_TEXT, contrast_blocks, drug_similarity, scale_table,
+                      split_summaries, subnetwork_specificity, summary_columns)
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -96,7 +96,7 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
                          description=f"{description} {FALSE_SIGN_TEXT}", warnings=warnings, tables=tables,
                          interval=f"{100 * c.hdi_prob:g}% HDI", sampler_ok=sampler_healthy(diagnostics),
-                         adjusted_for=list(dict.fromkeys(n.split(":")[0] for n in names)))
+                         adjusted_for=list(dict.fromkeys(n.split(":")[0] for n in names)), columns=DERIVED_COLUMNS)
 
 
 def slope_modes_warning(diagnostics: pd.DataFrame, names: list[str]) -> str | None:
@@ -133,6 +133,7 @@ def heterogeneity_table(design: ScanDesign, post, hdi_prob: float, names: list[s
     sds = np.repeat([not name.startswith("slope:") for name, _, _ in blocks], n_pairs)  # bounded below by 0
     s = summarise_draws(np.concatenate([b for _, _, b in blocks], axis=-1), hdi_prob=hdi_prob, hdi50=False,
                         lower_bound=np.where(sds, 0.0, -np.inf))
+    s.loc[sds, "pd"] = np.nan  # an sd has no sign: its pd is 1 by construction
     s.insert(0, "level", np.repeat([lv for _, lv, _ in blocks], n_pairs))
     s.insert(0, "parameter", np.repeat([name for name, _, _ in blocks], n_pairs))
     s.insert(0, "network_b", np.tile(design.pairs["network_b"].to_numpy(), len(blocks)))

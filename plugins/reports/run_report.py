@@ -582,8 +582,9 @@ def effects_section(run: Run) -> str:
         parts.append(table_block(
             "Dataset scales", "The strength at which each dataset shows its drug's effects, relative to the drug's "
             "other datasets (the datasets' samples of subjects have geometric mean 1 within a drug; reported for each "
-            "dataset's population of subjects; a drug's only dataset is 1 and its drug's scale above carries the "
-            "spread between datasets).",
+            "dataset's population of subjects; a drug's only dataset is 1, and the spread between datasets a new "
+            "dataset of that drug could show is carried by its drug effects"
+            + (" and the drug's scale above" if scales is not None and len(scales) else "") + ").",
             datasets, ("dataset", "drug", "mean", "sd", "hdi_low", "hdi_high", "r_hat", "ess_bulk"),
             "dataset-scales-table"))
     truth = run.table("truth")
