@@ -85,6 +85,7 @@ def test_heterogeneity_and_predictive_checks(default_fit):
     assert f"{n_pairs} network pairs and {n_summaries} summary outcomes" in result.description
     assert "pooled across pairs with m ~ Normal(0, 0.2) and s ~ HalfNormal(0.2)" in result.description
     assert "multiplied by exp(psi xi / sqrt(n subjects))" in result.description
+    assert "contrast:A-B, drug A's effect minus drug B's" in result.description  # the derived quantities too
     assert ("The summary outcomes share what is learned across outcomes (the per-dataset shifts and the spreads of "
             "the residual and subject sds, the between-dataset sds' common scale, the covariate slopes'") in result.description
     ordered = (result.effects.effect == "covariate:session_order").any()

@@ -101,6 +101,17 @@ FALSE_SIGN_TEXT = (
 )
 
 
+#: The derived quantities of a Bayesian fit, for its methods text.
+DERIVED_TEXT = (
+    "Derived from the posterior draws: drug contrasts (contrast:A-B, drug A's effect minus drug B's, for every pair "
+    "of drugs); drug similarity per pair of drugs across network pairs (pattern_r_corrected, the maps' correlation; "
+    "rms_ratio, drug A's root-mean-square effect over drug B's; rms_distance, the root-mean-square difference), "
+    "each draw's cross-pair (co)variances less twice the posterior (co)variance averaged over pairs, so that their "
+    "intervals are a heuristic, not a posterior; and, at subnetwork level, each network pair's subnetwork "
+    "specificity (the sd of its subnetwork pairs' effects, less the posterior noise's share)."
+)
+
+
 def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(effects of network pairs, summaries table) from a model's effects over every outcome,
     each with its false sign rates (computed within pairs and within summaries separately).
