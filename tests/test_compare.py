@@ -221,6 +221,9 @@ def test_failed_diagnostics_and_presets_are_named(tmp_path):
     assert jobs["diagnostics_ok"].isna().tolist() == [True, False] and not jobs["diagnostics_ok"].iloc[1]
     report = (out / "report.html").read_text()
     assert "1 job(s) failed their diagnostics" in report and "1_pooling=pymc_quick</code> (the sampler" in report
+    assert "pooling models" not in report  # a preset of the same model: the same quantities
+    write_job(root / "2_pooling=meta", "schaefer", "meta", FULL[("schaefer", "meta")])
+    assert "The jobs use 2 pooling models (meta, pymc)" in (compare(root) / "report.html").read_text()
 
 
 def test_compare_writes_everything(sweep):

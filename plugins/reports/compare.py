@@ -188,6 +188,7 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
             name = prov_plugins[kind].get("name")
         if name is not None:
             plugins[kind] = str(name)
+    model = plugins.get("pooling")
     chosen = _group_choices(job_dir)
     plugins.update({kind: choice for kind, choice in chosen.items() if kind in plugins})
 
@@ -198,6 +199,7 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "job": relative,
         "loo_dataset": None if loo in (None, "", "null") else str(loo),
         "plugins": plugins,
+        "pooling_model": model,  # the plugin itself, whatever preset of it the job chose
         "settings": settings,
         "seed": provenance.get("seed", config.get("seed")) if isinstance(provenance, dict) else config.get("seed"),
         "effects_file": str(effects_file),
@@ -271,6 +273,7 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
         row = {"job": r["job"], "pipeline": label, "loo_dataset": r["loo_dataset"], "seed": r["seed"]}
         row.update({k: r["plugins"].get(k) for k in kinds})
         row["interval"] = r["interval"]
+        row["pooling_model"] = r["pooling_model"]
         row["diagnostics_ok"], row["sampler_ok"] = r["diagnostics_ok"], r["sampler_ok"]
         row["effects_file"] = r["effects_file"]
         rows.append(row)
@@ -537,6 +540,12 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
     if incomplete:
         intro.append(f'<p class="banner warn">{len(incomplete)} incomplete job(s) (no {COMPLETION_MARKER}) '
                      "were ignored: " + ", ".join(f"<code>{esc(j)}</code>" for j in incomplete) + ".</p>")
+    models = sorted(set(jobs["pooling_model"].dropna().astype(str))) if "pooling_model" in jobs else []
+    if len(models) > 1:
+        intro.append(f"<p>The jobs use {len(models)} pooling models ({esc(', '.join(models))}): an effect of one name "
+                     "can be a different quantity under each (e.g. an overall effect pooled over datasets directly, "
+                     "or the mean of the drugs' effects; each job's methods.md says which), so agreement across "
+                     "them is agreement between those quantities.</p>")
     kinds = _interval_kinds(jobs)
     if len(kinds) > 1:
         intro.append("<p>The jobs' intervals are not all of one kind: " + "; ".join(
