@@ -238,8 +238,9 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
     Columns: ``job`` (directory relative to ``sweep_dir``), ``pipeline`` (label built from
     the choices that vary across jobs, ``loo_dataset`` excluded), ``loo_dataset`` (None for a
     full-data job), ``seed``, one column per plugin kind (its plugin name, or the preset the job
-    chose on the command line, e.g. pymc_quick), ``interval``, ``diagnostics_ok`` and
-    ``sampler_ok`` (provenance.json; None from earlier versions) and ``effects_file``. Job directories without ``provenance.json`` are incomplete: they are
+    chose on the command line, e.g. pymc_quick), ``interval``, ``pooling_model`` (the plugin
+    itself), ``diagnostics_ok`` and ``sampler_ok`` (provenance.json; None from earlier versions)
+    and ``effects_file``. Job directories without ``provenance.json`` are incomplete: they are
     logged, listed in ``result.attrs["incomplete"]`` and never used.
     """
     sweep = Path(sweep_dir)
