@@ -233,6 +233,23 @@ def test_drug_similarity_is_shown_as_the_heuristic_it_is(pymc_report):
     assert "p_above_1" in section
 
 
+def test_recovery_scores_drug_contrasts_against_the_planted_differences(pymc_run):
+    """Drug-difference claims are checked too: a contrast's truth is its drugs' planted difference."""
+    from megafc.plugins.reports.run_report import recovery_stats, recovery_table
+
+    truth = pd.read_csv(pymc_run / "truth.tsv", sep="\t")
+    effects = pd.read_csv(pymc_run / "effects.tsv", sep="\t")
+    merged = recovery_table(truth, effects, "network")
+    contrast = merged[merged["effect"] == "contrast:DMT-LSD"]
+    net = truth[truth["aggregation"] == "network"]
+    planted = {(tuple(sorted((a, b))), e): v for a, b, e, v in net[["network_a", "network_b", "effect", "truth"]]
+               .itertuples(index=False)}
+    assert len(contrast) > 0
+    for key, value in zip(contrast["key"], contrast["truth"]):
+        assert value == pytest.approx(planted[(key, "drug:DMT")] - planted[(key, "drug:LSD")])
+    assert "contrast" in set(recovery_stats(merged)["effects"])
+
+
 def test_citations_follow_the_plugins_used(pymc_report):
     text = pymc_report.read_text()
     assert "Abril-Pla O" in text and "Kumar R, Carroll C" in text and "Abraham A" in text

@@ -357,7 +357,18 @@ def recovery_table(truth: pd.DataFrame, effects: pd.DataFrame, level: str) -> pd
     e = effects.assign(key=[pair_key(a, b) for a, b in effects[["network_a", "network_b"]].itertuples(index=False)])
     cols = ["key", "effect", "effect_type", "mean", "hdi_low", "hdi_high"]
     cols = [c for c in cols if c in e]
-    return t[["key", "effect", "truth"]].merge(e[cols], on=["key", "effect"], how="inner")
+    # a drug contrast's truth is the difference of its drugs' planted effects
+    drug = t[t["effect"].astype(str).str.startswith("drug:")].set_index(["key", "effect"])["truth"]
+    contrasts = []
+    for name in sorted({str(x) for x in e["effect"] if str(x).startswith("contrast:")}):
+        a, _, b = name.split(":", 1)[1].partition("-")
+        both = pd.concat([drug.xs(f"drug:{a}", level="effect", drop_level=True).rename("a"),
+                          drug.xs(f"drug:{b}", level="effect", drop_level=True).rename("b")], axis=1).dropna() \
+            if {f"drug:{a}", f"drug:{b}"} <= set(drug.index.get_level_values("effect")) else pd.DataFrame()
+        if len(both):
+            contrasts.append(pd.DataFrame({"key": both.index, "effect": name, "truth": both["a"] - both["b"]}))
+    t = pd.concat([t[["key", "effect", "truth"]], *contrasts], ignore_index=True)
+    return t.merge(e[cols], on=["key", "effect"], how="inner")
 
 
 def recovery_stats(merged: pd.DataFrame) -> pd.DataFrame:
