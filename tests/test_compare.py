@@ -222,8 +222,13 @@ def test_failed_diagnostics_and_presets_are_named(tmp_path):
     report = (out / "report.html").read_text()
     assert "1 job(s) failed their diagnostics" in report and "1_pooling=pymc_quick</code> (the sampler" in report
     assert "pooling models" not in report  # a preset of the same model: the same quantities
+    assert "Without the jobs whose diagnostics failed" not in report  # one pipeline would be left: no comparison
     write_job(root / "2_pooling=meta", "schaefer", "meta", FULL[("schaefer", "meta")])
-    assert "The jobs use 2 pooling models (meta, pymc)" in (compare(root) / "report.html").read_text()
+    report = (compare(root) / "report.html").read_text()
+    assert "The jobs use 2 pooling models (meta, pymc)" in report
+    # the counts without the failed job, beside those with it
+    assert re.search(r"Without the jobs whose diagnostics failed \(2 pipelines\): credible in every pipeline that "
+                     r"has the pair <b>\d+</b>, robust <b>\d+</b>", report)
 
 
 def test_compare_writes_everything(sweep):

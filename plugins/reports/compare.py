@@ -577,7 +577,14 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
         summary.append("<li>No leave-one-dataset-out jobs (sweep <code>loo_dataset=null,&lt;dataset&gt;,...</code> "
                        "to check stability).</li>")
     summary.append(f"<li>Robust (credible everywhere{', LOO-stable' if c['loo_checked'] else ''}): "
-                   f"<b>{c['robust']}</b>.</li></ul>")
+                   f"<b>{c['robust']}</b>.</li>")
+    passed = jobs[~jobs["job"].isin(failed["job"])]
+    if len(failed) and len(_pipelines(passed)) > 1:
+        without = summary_counts(robustness_table(passed))
+        summary.append(f"<li>Without the jobs whose diagnostics failed ({len(_pipelines(passed))} pipelines): credible "
+                       f"in every pipeline that has the pair <b>{without['all_credible']}</b>, robust "
+                       f"<b>{without['robust']}</b>.</li>")
+    summary.append("</ul>")
 
     top = robust_pairs(table).head(15)
     cols = ["network_a", "network_b", "n_pipelines", "credible_in", "min_mean", "max_mean", "loo_sign_stable"]
