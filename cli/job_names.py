@@ -51,7 +51,10 @@ def run_dirname(time: str, overrides: Iterable[str]) -> str:
     background) get different folders; with the time alone the later one found the earlier one's
     results and replaced them as a changed rerun.
     """
+    overrides = [str(o) for o in overrides]
     name = job_dirname(overrides)
+    if name != ",".join(overrides):  # characters replaced or values shortened: x=a@b and x=a_b must differ
+        name = f"{name}-{_digest(','.join(overrides))}"
     return f"{time}_{name}" if name else str(time)
 
 

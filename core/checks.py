@@ -138,4 +138,9 @@ def check_result(result: Any, who: str) -> PoolingResult:
     covariates = result.adjusted_for
     if covariates is not None and (isinstance(covariates, str) or not all(isinstance(c, str) for c in covariates)):
         raise PluginError(f"{who}: adjusted_for is {covariates!r}; expected a list of covariate names (or None)")
+    for table, described in (result.columns or {}).items():
+        if not isinstance(described, dict) or not all(
+                isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], str) for v in described.values()):
+            raise PluginError(f"{who}: columns['{table}'] must map column names to (description, units or None); "
+                              "columns is keyed by table name first")
     return result

@@ -728,14 +728,16 @@ def methods_text(ctx: RunContext, results: RunResults, references: list[str], ac
 def qc_text(qc: Any, scans: pd.DataFrame) -> str:
     """The exclusion rules as they were applied (the numbers in scans.tsv follow from them), and
     where a rule could not be checked because the scans do not say what it needs."""
+    kept = scans[~scans["excluded"]] if "excluded" in scans else scans  # those the rule let into the analysis
+
     def unknown(column: str, what: str) -> str:
-        n = int(pd.to_numeric(scans[column], errors="coerce").isna().sum()) if column in scans else len(scans)
-        return f" (not checked for {n} of {len(scans)} scans without {what})" if n else ""
+        n = int(pd.to_numeric(kept[column], errors="coerce").isna().sum()) if column in kept else len(kept)
+        return f" (not checked for {n} of the {len(kept)} scans analysed, which have no {what})" if n else ""
 
     rules = [f"scans with mean framewise displacement above {qc.max_mean_fd} mm excluded"
-             + unknown("mean_fd", "a mean FD") if qc.max_mean_fd is not None
+             + unknown("mean_fd", "mean FD") if qc.max_mean_fd is not None
              else "no limit on mean framewise displacement",
-             f"scans with fewer than {qc.min_volumes} volumes excluded" + unknown("n_volumes", "a volume count")]
+             f"scans with fewer than {qc.min_volumes} volumes excluded" + unknown("n_volumes", "volume count")]
     if "censored_fraction" in scans:  # the denoiser's censoring ran (extraction, or given timeseries cleaned)
         rules.append(f"and those with more than {100 * qc.max_censored_fraction:g}% of their volumes censored by "
                      f"the denoiser or fewer than {qc.min_volumes} left after censoring")

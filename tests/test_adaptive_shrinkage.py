@@ -124,3 +124,17 @@ def test_dataset_effects_of_all_datasets_share_one_fit():
     for effect, g in out.groupby("effect"):  # svalue: the running mean of lfsr within each effect
         order = g["lfsr"].sort_values(kind="stable")
         assert g.loc[order.index, "svalue"].to_numpy() == pytest.approx(order.cumsum() / np.arange(1, len(g) + 1))
+
+
+def test_derived_sentences_and_shares_follow_what_was_made():
+    """The methods name only the derived quantities a fit made (a subset of contrasts, none for one
+    drug), and P(> 1) is undefined where no data moved the quantity (an undefined ratio, a drug's
+    only dataset fixed at scale 1), not 0."""
+    from megafc.plugins.pooling.derived import derived_text, share_above_1
+
+    assert derived_text({}, []) == ""
+    text = derived_text({"drug_similarity": pd.DataFrame()}, ["contrast:DMT-LSD"])
+    assert "drug A's effect minus drug B's: 1 pair of drugs" in text and "a heuristic, not a posterior" in text
+    assert "specificity" not in text
+    assert np.isnan(share_above_1(np.full(10, np.nan))) and np.isnan(share_above_1(np.ones(10)))
+    assert share_above_1(np.array([0.5, 1.5, 2.0, np.nan])) == pytest.approx(2 / 3)

@@ -1,6 +1,7 @@
 """The edge-level pooling model (pooling=pymc_edges): likelihood, recovery, outputs, config."""
 
 import gzip
+import json
 
 import numpy as np
 import pandas as pd
@@ -136,3 +137,6 @@ def test_pipeline_writes_gzipped_edge_table(tmp_path):
     assert len(edges) == n * edges["effect"].nunique()
     eff = pd.read_csv(outcome.run_dir / "effects.tsv", sep="\t")
     assert set(eff["effect_type"]) == {"overall", "drug"}
+    # its data dictionary says what the edge intervals are (equal-tailed, not the run's HDI)
+    described = json.loads((outcome.run_dir / "edge_effects.json").read_text())
+    assert "equal-tailed" in described["hdi_low"]["Description"] and "atlas label" in described["region_a"]["Description"]

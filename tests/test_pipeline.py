@@ -36,7 +36,9 @@ def test_run_writes_every_output(tiny_run):
     assert {"drug_similarity", "heterogeneity"} <= set(derived)
     similarity = pd.read_csv(d / "drug_similarity.tsv", sep="\t")
     ratios = similarity["measure"] == "rms_ratio"
-    assert similarity.loc[ratios, "pd"].isna().all() and similarity.loc[ratios, "p_above_1"].between(0, 1).all()
+    defined = ratios & similarity["mean"].notna()
+    assert similarity.loc[ratios, "pd"].isna().all() and similarity.loc[defined, "p_above_1"].between(0, 1).all()
+    assert similarity.loc[ratios & ~defined, "p_above_1"].isna().all()  # an undefined ratio says nothing
     het = pd.read_csv(d / "heterogeneity.tsv", sep="\t")
     assert het.loc[het.parameter == "tau_dataset", "pd"].isna().all()  # an sd has no sign
     for name in ("effects", "summaries", *derived):
@@ -260,15 +262,29 @@ def test_the_qc_sentence_says_which_rules_could_not_be_checked():
     from megafc.core.pipeline import qc_text
     from megafc.core.qc import QCConfig
 
-    scans = pd.DataFrame({"mean_fd": [0.1, np.nan, 0.2], "n_volumes": [np.nan] * 3})
+    scans = pd.DataFrame({"mean_fd": [0.1, np.nan, 0.2, 0.9], "n_volumes": [np.nan] * 4,
+                          "excluded": [False, False, False, True]})
     text = qc_text(QCConfig(max_mean_fd=0.3), scans)
-    assert "above 0.3 mm excluded (not checked for 1 of 3 scans without a mean FD)" in text
-    assert "fewer than 50 volumes excluded (not checked for 3 of 3 scans without a volume count)" in text
+    assert "above 0.3 mm excluded (not checked for 1 of the 3 scans analysed, which have no mean FD)" in text
+    assert "fewer than 50 volumes excluded (not checked for 3 of the 3 scans analysed, which have no volume count)" in text
     assert "censored" not in text  # no denoiser censored anything
     censored = scans.assign(n_volumes=200, censored_fraction=0.0, mean_fd=0.1)
     text = qc_text(QCConfig(max_mean_fd=None, max_censored_fraction=0.125), censored)
     assert text.startswith("no limit on mean framewise displacement") and "not checked" not in text
     assert "more than 12.5% of their volumes censored" in text
+
+
+def test_a_result_with_misshapen_declarations_is_refused_before_anything_is_written():
+    from megafc.core import PluginError, PoolingResult
+    from megafc.core.checks import check_result
+
+    rows = pd.DataFrame({c: [] for c in __import__("megafc.core", fromlist=["EFFECT_COLUMNS"]).EFFECT_COLUMNS})
+    with pytest.raises(PluginError, match="adjusted_for is 'mean_fd'"):
+        check_result(PoolingResult(effects=rows, diagnostics=pd.DataFrame(), adjusted_for="mean_fd"), "pooling 'x'")
+    with pytest.raises(PluginError, match="keyed by table name first"):
+        check_result(PoolingResult(effects=rows, diagnostics=pd.DataFrame(), columns={"tau2": ("x", None)}), "p")
+    ok = PoolingResult(effects=rows, diagnostics=pd.DataFrame(), columns={"effects": {"tau2": ("x", None)}})
+    assert check_result(ok, "p") is ok
 
 
 def test_motion_warning_says_whether_the_effects_are_adjusted():

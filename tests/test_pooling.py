@@ -88,6 +88,7 @@ def test_heterogeneity_and_predictive_checks(default_fit):
     assert "contrast:A-B, drug A's effect minus drug B's" in result.description  # the derived quantities too
     assert ("The summary outcomes share what is learned across outcomes (the per-dataset shifts and the spreads of "
             "the residual and subject sds, the between-dataset sds' common scale, the covariate slopes'") in result.description
+    assert "the datasets' scales and their spread) with the network pairs" in result.description
     ordered = (result.effects.effect == "covariate:session_order").any()
     assert result.adjusted_for == ["mean_fd"] + (["session_order"] if ordered else [])
 

@@ -205,12 +205,18 @@ def test_the_caveat_tells_a_failed_sampler_from_chains_too_short_for_the_thresho
     originals = {name: pd.read_csv(run / f"{name}.tsv", sep="\t") for name in ("effects", "summaries")}
     prov = json.loads((run / "provenance.json").read_text())
 
-    def report(ok: bool, sampler_ok: bool) -> str:
+    diagnostics = pd.read_csv(run / "diagnostics.tsv", sep="\t")
+    # R-hats over 1.01 at the count converged chains of this length give by chance
+    diagnostics.assign(n_r_hat_over=2, r_hat_over_by_chance=5.0, p_r_hat_max=0.5, r_hat_max=1.02).to_csv(
+        run / "diagnostics.tsv", sep="\t", index=False)
+
+    def report(ok: bool, sampler_ok: bool | None) -> str:
         for name, table in originals.items():
             (table.assign(ok=True, divergences=0) if ok else table.assign(divergences=0)).to_csv(
                 run / f"{name}.tsv", sep="\t", index=False)
-        (run / "provenance.json").write_text(json.dumps({**prov, "diagnostics_ok": ok and sampler_ok,
-                                                         "sampler_ok": sampler_ok}))
+        recorded = {"sampler_ok": sampler_ok} if sampler_ok is not None else {}
+        (run / "provenance.json").write_text(json.dumps({**{k: v for k, v in prov.items() if k != "sampler_ok"},
+                                                         "diagnostics_ok": ok and bool(sampler_ok), **recorded}))
         return html.unescape(write_report(run).read_text())
 
     text = report(ok=True, sampler_ok=False)
@@ -221,6 +227,13 @@ def test_the_caveat_tells_a_failed_sampler_from_chains_too_short_for_the_thresho
     text = report(ok=False, sampler_ok=True)
     assert 'class="banner warn" id="diagnostics-caveat"' in text and "too short to show convergence" in text
     assert "Sampling diagnostics failed" not in text
+    # not known to be chance (a run of an earlier version, without sampler_ok): a failure
+    text = report(ok=False, sampler_ok=None)
+    assert "Sampling diagnostics failed: rows exceed the per-quantity thresholds" in text
+    # nor when a variable's R-hats are beyond chance in diagnostics.tsv
+    diagnostics.assign(n_r_hat_over=50, r_hat_over_by_chance=1.0, p_r_hat_max=1e-6, r_hat_max=1.3).to_csv(
+        run / "diagnostics.tsv", sep="\t", index=False)
+    assert 'class="banner bad" id="diagnostics-caveat"' in report(ok=False, sampler_ok=True)
 
 
 def test_drug_similarity_is_shown_as_the_heuristic_it_is(pymc_report):

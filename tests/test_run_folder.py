@@ -239,6 +239,7 @@ def test_runs_of_other_configs_started_in_the_same_second_get_their_own_folders(
 
     assert run_dirname("14-02-11", []) == "14-02-11"  # the plain `megafc` keeps its familiar name
     assert run_dirname("14-02-11", ["atlas=yeo", "dataset.metadata=/d/m.tsv"]).startswith("14-02-11_atlas=yeo,")
+    assert run_dirname("t", ["x=a@b"]) != run_dirname("t", ["x=a_b"]) == "t_x=a_b"  # what a name loses, a hash keeps
     small = ["dataset.scale=0.15", "atlas.n_cortical=34", "pooling=meta", "report=false", "figures=false"]
     with ThreadPoolExecutor(2) as pool:
         done = list(pool.map(lambda extra: megafc_cli([*small, *extra], cwd=tmp_path), ([], ["qc.max_mean_fd=0.3"])))

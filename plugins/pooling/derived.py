@@ -101,15 +101,26 @@ FALSE_SIGN_TEXT = (
 )
 
 
-#: The derived quantities of a Bayesian fit, for its methods text.
-DERIVED_TEXT = (
-    "Derived from the posterior draws: drug contrasts (contrast:A-B, drug A's effect minus drug B's, for every pair "
-    "of drugs); drug similarity per pair of drugs across network pairs (pattern_r_corrected, the maps' correlation; "
-    "rms_ratio, drug A's root-mean-square effect over drug B's; rms_distance, the root-mean-square difference), "
-    "each draw's cross-pair (co)variances less twice the posterior (co)variance averaged over pairs, so that their "
-    "intervals are a heuristic, not a posterior; and, at subnetwork level, each network pair's subnetwork "
-    "specificity (the sd of its subnetwork pairs' effects, less the posterior noise's share)."
-)
+def made_contrasts(effects: pd.DataFrame) -> list[str]:
+    return sorted({str(e) for e in effects["effect"] if str(e).startswith("contrast:")})
+
+
+def derived_text(tables: dict[str, pd.DataFrame], contrasts: list[str]) -> str:
+    """The methods' sentence on the quantities derived from the draws, as this fit made them
+    (``contrasts``: the contrast effects made, e.g. ``contrast:LSD-psilocybin``)."""
+    parts = []
+    if contrasts:
+        parts.append(f"drug contrasts (contrast:A-B, drug A's effect minus drug B's: {len(contrasts)} "
+                     f"pair{'s' if len(contrasts) != 1 else ''} of drugs)")
+    if "drug_similarity" in tables:
+        parts.append("drug similarity per pair of drugs across network pairs (pattern_r_corrected, the maps' "
+                     "correlation; rms_ratio, drug A's root-mean-square effect over drug B's; rms_distance, the "
+                     "root-mean-square difference), each draw's cross-pair (co)variances less twice the posterior "
+                     "(co)variance averaged over pairs, so that their intervals are a heuristic, not a posterior")
+    if "specificity" in tables:
+        parts.append("each network pair's subnetwork specificity (the sd of its subnetwork pairs' effects, less the "
+                     "posterior noise's share)")
+    return ("Derived from the posterior draws: " + "; ".join(parts) + ".") if parts else ""
 
 
 def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -232,11 +243,20 @@ def drug_similarity(drugs: list[str], drug_draws: np.ndarray, hdi_prob: float,
         for i, m in enumerate(names):
             row = {"drug_a": drugs[a], "drug_b": drugs[b], "measure": m, **stacked.iloc[i].to_dict()}
             if m in RATIOS:  # a ratio is positive: its question is whether drug a is the stronger one
-                row["pd"], row["p_above_1"] = np.nan, float(np.mean(measures[m] > 1))
+                row["pd"], row["p_above_1"] = np.nan, share_above_1(measures[m])
             elif m == "rms_distance":
                 row["pd"] = np.nan  # a distance has no sign (pd would be the share of draws above the floor)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def share_above_1(draws: np.ndarray) -> float:
+    """The share of draws above 1; NaN for an undefined measure or one fixed by the model (a
+    drug's only dataset has scale 1 in every draw), which no data moved either way."""
+    x = np.asarray(draws, dtype=float)
+    if not np.isfinite(x).any() or np.nanmax(x) == np.nanmin(x):
+        return float("nan")
+    return float(np.mean(x[np.isfinite(x)] > 1))
 
 
 #: drug_similarity measures that are ratios (drug a over drug b), positive by construction.
@@ -322,6 +342,7 @@ def scale_table(names: list[str], scales: np.ndarray, hdi_prob: float, column: s
     """One row per drug (relative to the overall pattern) or dataset unit (relative to its
     drug): the posterior of its scale."""
     out = summarise_draws(scales, hdi_prob=hdi_prob).drop(columns="pd")  # a scale is positive: pd says nothing
-    out["p_above_1"] = (scales.reshape(-1, scales.shape[-1]) > 1).mean(axis=0)
+    flat = scales.reshape(-1, scales.shape[-1])
+    out["p_above_1"] = [share_above_1(flat[:, k]) for k in range(flat.shape[1])]
     out.insert(0, column, names)
     return out

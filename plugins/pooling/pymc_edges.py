@@ -531,6 +531,12 @@ class PyMCEdgePooling(PoolingModel):
             effects=effects, diagnostics=diagnostics, idata=idata,
             description=self.describe_fit(st, n_pairs, sampler if hyper else "none", level),
             warnings=warnings, tables={"edge_effects": edge_effects}, interval=f"{100 * c.hdi_prob:g}% HDI",
+            columns={"edge_effects": {
+                "region_a": ("First region of the edge (atlas label).", None),
+                "region_b": ("Second region of the edge.", None),
+                "hdi_low": (f"Lower end of the edge's equal-tailed {100 * c.hdi_prob:g}% credible interval (not an "
+                            "HDI: the edge effects are drawn, not summarised with their diagnostics).", "Fisher z"),
+                "hdi_high": ("Upper end of that interval.", "Fisher z")}},
             sampler_ok=sampler_healthy(diagnostics), adjusted_for=[],
         )
 

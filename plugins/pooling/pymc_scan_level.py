@@ -452,7 +452,8 @@ class PyMCPooling(PoolingModel):
                if any(not n.startswith("dose:") for n in names) else "")
             + (f"The horseshoe's global scale ~ HalfNormal({p.effect_sd}). " if c.pair_prior == "horseshoe" and not fixed
                else "")
-            + shared_with_summaries_text(design, names, fixed, drug_het, dataset_het, c.pair_prior)
+            + shared_with_summaries_text(design, names, fixed, drug_het, dataset_het, c.pair_prior,
+                                         scales=(c.drug_scale and len(design.drugs) > 1, uses_dataset_scales(c, design)))
             + ("Subjects' response strength: each subject's FC change taken as their own multiple of their dataset's "
                "effect, the multiples' sd psi estimated from the within-subject changes; after the fit, the dataset "
                "effects and scales of drugs with two or more datasets are multiplied by exp(psi xi / sqrt(n "
@@ -469,7 +470,7 @@ class PyMCPooling(PoolingModel):
 
 
 def shared_with_summaries_text(design: ScanDesign, names: list[str], fixed: bool, drug_het: str, dataset_het: str,
-                               pair_prior: str) -> str:
+                               pair_prior: str, scales: tuple[bool, bool] = (False, False)) -> str:
     """The methods' sentence on what the summary outcomes share with the network pairs they
     average (whatever is learned across outcomes in this configuration), "" without summaries."""
     if not (design.pairs["network_b"] == "").any():
@@ -485,6 +486,11 @@ def shared_with_summaries_text(design: ScanDesign, names: list[str], fixed: bool
         shared.append("the covariate slopes' mean and spread across outcomes")
     if any(n.startswith("dose:") for n in names):
         shared.append("the spread of the drugs' dose slopes")
+    drug_scales, dataset_scales = scales
+    if drug_scales:
+        shared.append("the drugs' scales")
+    if dataset_scales:
+        shared.append("the datasets' scales and their spread")
     if not shared:
         return ""
     return ("The summary outcomes share what is learned across outcomes (" + ", ".join(shared) + ") with the "

@@ -566,8 +566,9 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
               "by aggregate.pairs) and count as neither credible everywhere nor sign-consistent."
               if c["single"] and len(pipelines) > 1 else "")
     summary = [f"<ul><li>{c['n_pairs']} network pairs.{partial}{single}</li>",
-               f"<li>Credible in every pipeline that has the pair (at least two of the {len(pipelines)}; interval "
-               "excludes 0 on the same side): "
+               "<li>Credible in every pipeline that has the pair ("
+               + (f"at least two of the {len(pipelines)}" if len(pipelines) > 1 else "the one pipeline")
+               + "; interval excludes 0 on the same side): "
                f"<b>{c['all_credible']}</b>.</li>",
                f"<li>Sign-consistent across pipelines: <b>{c['sign_agree']}</b>.</li>"]
     if c["loo_checked"]:
@@ -654,7 +655,7 @@ def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
         staged.write_table("robustness_long.tsv", long)
         staged.write_table("jobs.tsv", _jobs_file(jobs))
         kinds = _interval_kinds(jobs)
-        interval = next(iter(kinds)) if len(kinds) == 1 else "interval (each job's own)"
+        interval = next(iter(kinds)) if len(kinds) == 1 else ("each job's own interval" if kinds else "interval")
         png, _ = robustness_figure(long, _pipelines(jobs), staged.path("figures/robustness.png"), interval=interval)
         summaries = summaries_long(jobs)
         curve = None

@@ -723,6 +723,23 @@ def sampler_failed(run: Run) -> bool:
     return prov.get("diagnostics_ok") is False and flagged_rows(run)[0] == 0
 
 
+def chance_only(run: Run) -> bool:
+    """Rows over the strict thresholds are what converged chains of this length give by chance:
+    the run recorded ``sampler_ok`` true and no variable of its diagnostics.tsv is beyond chance.
+    Anything less (a run of an earlier version, a model that does not check its sampler) is
+    not known to be chance, and is reported as a failure."""
+    from megafc.stats.rhat_chance import beyond_chance
+
+    if run.provenance.get("sampler_ok") is not True:
+        return False
+    d = run.table("diagnostics")
+    needed = {"n_r_hat_over", "r_hat_over_by_chance", "p_r_hat_max", "r_hat_max"}
+    if d is None or not len(d) or not needed <= set(d.columns):
+        return False
+    numbers = d.assign(**{c: pd.to_numeric(d[c], errors="coerce") for c in needed})
+    return not bool(beyond_chance(numbers).any())
+
+
 def diverged(run: Run) -> bool:
     effects = run.table("effects")
     return effects is not None and "divergences" in effects and bool(
@@ -743,9 +760,10 @@ def diagnostics_caveat(run: Run) -> str:
         what = f"{bad} of {total} rows of effects.tsv and summaries.tsv are flagged not ok by the pooling model"
         return (f'<div class="banner bad" id="diagnostics-caveat"><strong>{what}</strong> (see the pooling '
                 'warnings in <a href="#diagnostics">Diagnostics</a>); read those rows with that in mind.</div>')
-    if failed or diverged(run):
+    if failed or diverged(run) or not chance_only(run):
         what = ("the sampler's own checks failed (chains not converged on a sampled quantity, or a low energy "
-                "BFMI)" if failed else "the sampler had divergent transitions")
+                "BFMI)" if failed else "the sampler had divergent transitions" if diverged(run)
+                else "rows exceed the per-quantity thresholds")
         rows = f"; {bad} of {total} effects and summaries are flagged not ok" if bad else ""
         return (f'<div class="banner bad" id="diagnostics-caveat"><strong>Sampling diagnostics failed: {what}'
                 f"{rows}.</strong> The intervals, stars and credible counts in this report are not trustworthy "
@@ -767,7 +785,7 @@ def diagnostics_section(run: Run) -> str:
             parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects and '
                          f"summaries are flagged not ok</strong> by the pooling model (e.g. an effect that fewer "
                          f"than two datasets inform; the pooling warnings below say which).</div>")
-        elif bad and not (sampler_failed(run) or diverged(run)):
+        elif bad and chance_only(run) and not diverged(run):
             parts.append(f'<div class="banner warn" id="diagnostics-banner"><strong>{bad} of {total} effects and '
                          f"summaries are over the strict per-quantity thresholds</strong> (R-hat above pooling.rhat_max "
                          f"or too few effective draws), with no divergence and R-hats at the level converged chains of "

@@ -64,7 +64,7 @@ def specification_curve_figure(long: pd.DataFrame, stem: Path, effect: str = "ov
     axes.flat[0].set_ylabel(f"{effect} effect (Fisher z)", fontsize=8)
     axes.flat[0].legend(fontsize=6, loc="best")
     keys = " / ".join(part.split("=", 1)[0] for part in str(sub["pipeline"].iloc[0]).split())
-    fig.suptitle(f"Specification curve: each key summary under every pipeline (sorted by estimate; bars = {interval}s)"
+    fig.suptitle(f"Specification curve: each key summary under every pipeline (sorted by estimate; bars: {interval})"
                  f"\npipelines: {keys}", fontsize=10)
     fig.tight_layout()
     return save_png_svg(fig, stem)
