@@ -261,6 +261,18 @@ def test_recovery_scores_drug_contrasts_against_the_planted_differences(pymc_run
     for key, value in zip(contrast["key"], contrast["truth"]):
         assert value == pytest.approx(planted[(key, "drug:DMT")] - planted[(key, "drug:LSD")])
     assert "contrast" in set(recovery_stats(merged)["effects"])
+    # and drug similarity against the same measures of the planted maps (what calibration scores)
+    from megafc.plugins.reports.calibration import similarity_truth
+    from megafc.plugins.reports.run_report import similarity_recovery
+
+    similarity = pd.read_csv(pymc_run / "drug_similarity.tsv", sep="\t")
+    shown = similarity_recovery(similarity, truth, "network", effects)
+    assert len(shown) and set(shown["measure"]) <= {"pattern_r_corrected", "rms_ratio", "rms_distance"}
+    planted = similarity_truth(truth, "network").set_index(["drug_a", "drug_b", "measure"])["truth"]
+    row = shown.iloc[0]
+    assert row["truth"] == pytest.approx(planted[(row["drug_a"], row["drug_b"], row["measure"])])
+    assert row["covered"] == (row["hdi_low"] <= row["truth"] <= row["hdi_high"])
+    assert 'id="similarity-recovery-table"' in (pymc_run / "report.html").read_text()
 
 
 def test_citations_follow_the_plugins_used(pymc_report):

@@ -693,7 +693,29 @@ def recovery_block(run: Run, effects: pd.DataFrame, truth: pd.DataFrame, interva
     uri = save_figure(run, recovery_figure(overall, interval), "recovery")
     fig = figure_html(uri, f"Truth vs estimate, overall effect ({level} level).", "recovery")
     parts.append(f'<div class="row">{fig}<div>{html_table(recovery_stats(merged), "recovery-table")}</div></div>')
+    similarity = similarity_recovery(run.table("drug_similarity"), truth, level, effects)
+    if len(similarity):
+        parts.append("<p>Drug similarity against the same measures of the planted drug maps over the analysed pairs "
+                     "(rms_ratio above 1: drug a the stronger; one study's intervals, which the calibration scores "
+                     "over many).</p>" + html_table(similarity, "similarity-recovery-table", scroll=True))
     return "\n".join(parts)
+
+
+def similarity_recovery(similarity: pd.DataFrame | None, truth: pd.DataFrame, level: str,
+                        effects: pd.DataFrame) -> pd.DataFrame:
+    """Per drug pair and measure: the planted value, the estimate with its interval, and whether
+    the interval covers it; empty without both tables."""
+    from .calibration import similarity_truth
+
+    if similarity is None or not len(similarity) or "aggregation" not in truth:
+        return pd.DataFrame()
+    pairs = effects.loc[effects["effect"] == "overall", ["network_a", "network_b"]]
+    planted = similarity_truth(truth, level, pairs)
+    merged = similarity.merge(planted, on=["drug_a", "drug_b", "measure"], how="inner").dropna(subset=["mean"])
+    if not len(merged):
+        return pd.DataFrame()
+    merged["covered"] = (merged["hdi_low"] <= merged["truth"]) & (merged["truth"] <= merged["hdi_high"])
+    return merged[["drug_a", "drug_b", "measure", "truth", "mean", "hdi_low", "hdi_high", "covered"]]
 
 
 def adjusted(run: Run) -> list[str] | None:
