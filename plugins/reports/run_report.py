@@ -747,10 +747,10 @@ def sampler_failed(run: Run) -> bool:
 
 def chance_only(run: Run) -> bool:
     """Rows over the strict thresholds are what converged chains of this length give by chance:
-    the run recorded ``sampler_ok`` true and no variable of its diagnostics.tsv is beyond chance.
-    Anything less (a run of an earlier version, a model that does not check its sampler) is
-    not known to be chance, and is reported as a failure."""
-    from megafc.stats.rhat_chance import beyond_chance
+    the run recorded ``sampler_ok`` true and its diagnostics.tsv passes the sampler's checks
+    (``megafc.stats.sampler_healthy``). Anything less (a run of an earlier version, a model that
+    does not check its sampler) is not known to be chance, and is reported as a failure."""
+    from megafc.stats import sampler_healthy
 
     if run.provenance.get("sampler_ok") is not True:
         return False
@@ -758,8 +758,8 @@ def chance_only(run: Run) -> bool:
     needed = {"n_r_hat_over", "r_hat_over_by_chance", "p_r_hat_max", "r_hat_max"}
     if d is None or not len(d) or not needed <= set(d.columns):
         return False
-    numbers = d.assign(**{c: pd.to_numeric(d[c], errors="coerce") for c in needed})
-    return not bool(beyond_chance(numbers).any())
+    numbers = d.assign(**{c: pd.to_numeric(d[c], errors="coerce") for c in needed | ({"bfmi_min"} & set(d.columns))})
+    return sampler_healthy(numbers)
 
 
 def diverged(run: Run) -> bool:
@@ -768,34 +768,47 @@ def diverged(run: Run) -> bool:
         (pd.to_numeric(effects["divergences"], errors="coerce") > 0).any())
 
 
+def diagnostics_state(run: Run) -> str:
+    """The run's diagnostics in one word, for both banners: ``ok``; ``model`` (a non-Bayesian
+    model flagged rows it could not estimate); ``sampler`` (every row passes, the sampler's own
+    checks failed); ``caution`` (rows over the strict per-quantity thresholds at the rate converged
+    chains of this length give by chance, no divergence); ``failed`` (rows flagged otherwise)."""
+    bad = flagged_rows(run)[0]
+    if not bad:
+        return "sampler" if sampler_failed(run) else "ok"
+    if not is_bayesian(run):
+        return "model"
+    return "caution" if chance_only(run) and not diverged(run) else "failed"
+
+
 def diagnostics_caveat(run: Run) -> str:
     """A banner over the whole report when the run's diagnostics failed, since every interval,
     star and credible count below depends on them. Rows over the strict per-quantity thresholds
     while the sampler passed its own checks (R-hats at the level converged chains of this length
     give by chance, no divergence) are a caution, not a failure: that is what the run's R-hat
     warning says too."""
+    state = diagnostics_state(run)
     bad, total = flagged_rows(run)
-    failed = sampler_failed(run)
-    if not bad and not failed:
+    if state == "ok":
         return ""
-    if not is_bayesian(run):
+    if state == "model":
         what = f"{bad} of {total} rows of effects.tsv and summaries.tsv are flagged not ok by the pooling model"
         return (f'<div class="banner bad" id="diagnostics-caveat"><strong>{what}</strong> (see the pooling '
                 'warnings in <a href="#diagnostics">Diagnostics</a>); read those rows with that in mind.</div>')
-    if failed or diverged(run) or not chance_only(run):
-        what = ("the sampler's own checks failed (chains not converged on a sampled quantity, or a low energy "
-                "BFMI)" if failed else "the sampler had divergent transitions" if diverged(run)
-                else "rows exceed the per-quantity thresholds")
-        rows = f"; {bad} of {total} effects and summaries are flagged not ok" if bad else ""
-        return (f'<div class="banner bad" id="diagnostics-caveat"><strong>Sampling diagnostics failed: {what}'
-                f"{rows}.</strong> The intervals, stars and credible counts in this report are not trustworthy "
-                'until the model is rerun with longer chains (see <a href="#diagnostics">Diagnostics</a> and the '
-                "warnings).</div>")
-    return (f'<div class="banner warn" id="diagnostics-caveat"><strong>{bad} of {total} effects and summaries are '
-            "over the strict per-quantity thresholds</strong> (R-hat above pooling.rhat_max or too few effective "
-            "draws) although the sampler passed its own checks: these chains are too short to show convergence "
-            "at that threshold. Read those rows' intervals with care, or rerun with more draws (the R-hat warning "
-            'in <a href="#diagnostics">Diagnostics</a> says how many).</div>')
+    if state == "caution":
+        return (f'<div class="banner warn" id="diagnostics-caveat"><strong>{bad} of {total} effects and summaries '
+                "are over the strict per-quantity thresholds</strong> (R-hat above pooling.rhat_max or too few "
+                "effective draws) although the sampler passed its own checks: these chains are too short to show "
+                "convergence at that threshold. Read those rows' intervals with care, or rerun with more draws (the "
+                'R-hat warning in <a href="#diagnostics">Diagnostics</a> says how many).</div>')
+    what = ("the sampler's own checks failed (chains not converged on a sampled quantity, or a low energy BFMI)"
+            if sampler_failed(run) else "the sampler had divergent transitions" if diverged(run)
+            else "rows exceed the per-quantity thresholds")
+    rows = f"; {bad} of {total} effects and summaries are flagged not ok" if bad else ""
+    return (f'<div class="banner bad" id="diagnostics-caveat"><strong>Sampling diagnostics failed: {what}'
+            f"{rows}.</strong> The intervals, stars and credible counts in this report are not trustworthy "
+            'until the model is rerun with longer chains (see <a href="#diagnostics">Diagnostics</a> and the '
+            "warnings).</div>")
 
 
 def diagnostics_section(run: Run) -> str:
@@ -803,24 +816,25 @@ def diagnostics_section(run: Run) -> str:
     parts = []
     if effects is not None and "ok" in effects:
         bad, total = flagged_rows(run)
-        if bad and not is_bayesian(run):
+        state = diagnostics_state(run)
+        if state == "model":
             parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects and '
                          f"summaries are flagged not ok</strong> by the pooling model (e.g. an effect that fewer "
                          f"than two datasets inform; the pooling warnings below say which).</div>")
-        elif bad and chance_only(run) and not diverged(run):
+        elif state == "caution":
             parts.append(f'<div class="banner warn" id="diagnostics-banner"><strong>{bad} of {total} effects and '
                          f"summaries are over the strict per-quantity thresholds</strong> (R-hat above pooling.rhat_max "
                          f"or too few effective draws), with no divergence and R-hats at the level converged chains of "
                          f"this length give by chance (the R-hat warning below): the chains are too short to show "
                          f"convergence at that threshold. Read those rows' intervals with care, or rerun with more "
                          f"draws.</div>")
-        elif bad:
+        elif state == "failed":
             also = (" The sampler's own checks failed too (warnings below)." if sampler_failed(run) else "")
             parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>{bad} of {total} effects and '
                          f"summaries are flagged not ok</strong> (R-hat, effective sample size or divergences beyond "
                          f"their thresholds). Their intervals are not trustworthy: rerun with more draws/tuning "
                          f"before interpreting them.{also}</div>")
-        elif sampler_failed(run):
+        elif state == "sampler":
             parts.append(f'<div class="banner bad" id="diagnostics-banner"><strong>The sampler\'s own checks '
                          f"failed</strong> although all {total} effects and summaries pass theirs: chains that have "
                          f"not converged on a sampled hyperparameter, or a low energy BFMI (the warnings below say "
