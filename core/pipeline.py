@@ -667,9 +667,7 @@ def report_diagnostics(result: PoolingResult) -> bool:
     good = result.sampler_ok
     flagged = {"effects": result.effects, "summaries": result.tables.get("summaries")}
     for name, table in flagged.items():
-        if table is None:
-            continue
-        if "ok" not in table or table["ok"].isna().all():
+        if table is None or "ok" not in table or table["ok"].isna().all():
             continue
         bad = table[~table["ok"].fillna(True).astype(bool)]
         if not len(bad):
@@ -734,14 +732,13 @@ def qc_text(qc: Any, scans: pd.DataFrame) -> str:
         n = int(pd.to_numeric(kept[column], errors="coerce").isna().sum()) if column in kept else len(kept)
         return f" (not checked for {n} of the {len(kept)} scans analysed, which have no {what})" if n else ""
 
-    rules = [f"scans with mean framewise displacement above {qc.max_mean_fd} mm excluded"
-             + unknown("mean_fd", "mean FD") if qc.max_mean_fd is not None
-             else "no limit on mean framewise displacement",
-             f"scans with fewer than {qc.min_volumes} volumes excluded" + unknown("n_volumes", "volume count")]
+    text = (f"scans with mean framewise displacement above {qc.max_mean_fd} mm excluded" + unknown("mean_fd", "mean FD")
+            if qc.max_mean_fd is not None else "no limit on mean framewise displacement")
+    text += f"; scans with fewer than {qc.min_volumes} volumes excluded" + unknown("n_volumes", "volume count")
     if "censored_fraction" in scans:  # the denoiser's censoring ran (extraction, or given timeseries cleaned)
-        rules.append(f"and those with more than {100 * qc.max_censored_fraction:g}% of their volumes censored by "
-                     f"the denoiser or fewer than {qc.min_volumes} left after censoring")
-    return "; ".join(rules[:2]) + (f", {rules[2]}" if len(rules) > 2 else "")
+        text += (f", and those with more than {100 * qc.max_censored_fraction:g}% of their volumes censored by the "
+                 f"denoiser or fewer than {qc.min_volumes} left after censoring")
+    return text
 
 
 def outcomes_text(ctx: RunContext, results: RunResults) -> str:

@@ -134,26 +134,16 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _loo_from_overrides(job_dir: Path) -> str | None:
+def _command_line(job_dir: Path) -> dict[str, str]:
+    """The overrides a job was started with (``.hydra/overrides.yaml``), key -> value: which
+    dataset it left out, and which config group it chose (``pooling=pymc_quick``: a preset keeps
+    its plugin's name in the config, so only the override tells a quick pilot from the full model)."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    if not overrides_file.is_file():
-        return None
-    overrides = _read_yaml(overrides_file) or []
-    for item in overrides if isinstance(overrides, list) else []:
-        key, value = override_key(str(item))
-        if key == "loo_dataset" and value not in (None, "", "null", "None"):
-            return value
-    return None
-
-
-def _group_choices(job_dir: Path) -> dict[str, str]:
-    """The config groups a job chose on the command line (``pooling=pymc_quick``): a preset keeps
-    its plugin's name in the config, so only the override tells a quick pilot from the full model."""
-    overrides = _read_yaml(job_dir / ".hydra" / "overrides.yaml") if (job_dir / ".hydra" / "overrides.yaml").is_file() else []
+    overrides = (_read_yaml(overrides_file) or []) if overrides_file.is_file() else []
     out = {}
     for item in overrides if isinstance(overrides, list) else []:
         key, value = override_key(str(item))
-        if key in PLUGIN_KINDS and value not in (None, ""):
+        if value not in (None, ""):
             out[key] = str(value)
     return out
 
@@ -189,10 +179,11 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         if name is not None:
             plugins[kind] = str(name)
     model = plugins.get("pooling")
-    chosen = _group_choices(job_dir)
-    plugins.update({kind: choice for kind, choice in chosen.items() if kind in plugins})
+    command_line = _command_line(job_dir)
+    plugins.update({kind: command_line[kind] for kind in plugins if kind in command_line})
 
-    loo = config.get("loo_dataset") if "loo_dataset" in config else _loo_from_overrides(job_dir)
+    loo = (config.get("loo_dataset") if "loo_dataset" in config
+           else None if command_line.get("loo_dataset") == "None" else command_line.get("loo_dataset"))
     settings = {k: v for k, v in _flatten(config).items()
                 if k not in IGNORED_KEYS and not (k.endswith(".name") and k[:-5] in plugins)}
     return {
