@@ -101,6 +101,12 @@ FALSE_SIGN_TEXT = (
 )
 
 
+def bayesian_description(description: str, effects: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> str:
+    """A Bayesian fit's methods paragraph: the model's own words, then the false sign rates and
+    the quantities derived from the draws."""
+    return f"{description} {FALSE_SIGN_TEXT} {derived_text(tables, made_contrasts(effects))}".rstrip()
+
+
 def made_contrasts(effects: pd.DataFrame) -> list[str]:
     return sorted({str(e) for e in effects["effect"] if str(e).startswith("contrast:")})
 

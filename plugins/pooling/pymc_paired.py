@@ -20,9 +20,8 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import (DERIVED_COLUMNS, FALSE_SIGN_TEXT, contrast_blocks, contrast_pairs,
-                      derived_text, drug_similarity, made_contrasts, split_summaries, subnetwork_specificity,
-                      summary_columns)
+from .derived import (DERIVED_COLUMNS, bayesian_description, contrast_blocks, contrast_pairs, drug_similarity,
+                      split_summaries, subnetwork_specificity, summary_columns)
 from .design import (
     PYMC_PACKAGES,
     bayesian_references,
@@ -359,6 +358,7 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     warnings += [w for w in [rhat_warning(diagnostics, c.rhat_max), bfmi_warning(diagnostics)] if w]
     warnings += [f"pooling: {n}" for n in design.notes()]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
-                         description=f"{description} {FALSE_SIGN_TEXT} {derived_text(tables, made_contrasts(effects))}".rstrip(), warnings=warnings, tables=tables,
+                         description=bayesian_description(description, effects, tables), warnings=warnings,
+                         tables=tables,
                          interval=f"{100 * c.hdi_prob:g}% HDI", sampler_ok=sampler_healthy(diagnostics),
                          adjusted_for=adjusted_for, columns=DERIVED_COLUMNS)

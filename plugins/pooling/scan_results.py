@@ -15,9 +15,8 @@ from megafc.core import PoolingResult
 from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy, summarise_draws
 from megafc.stats.rhat_chance import beyond_chance
 
-from .derived import (DERIVED_COLUMNS, FALSE_SIGN_TEXT, contrast_blocks, drug_similarity,
-                      derived_text, made_contrasts, scale_table, split_summaries, subnetwork_specificity,
-                      summary_columns)
+from .derived import (DERIVED_COLUMNS, bayesian_description, contrast_blocks, drug_similarity, scale_table,
+                      split_summaries, subnetwork_specificity, summary_columns)
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -95,7 +94,8 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
                              bfmi_warning(diagnostics)] if w]
     warnings += [f"pooling: {n}" for n in design.notes() + notes]
     return PoolingResult(effects=effects, diagnostics=diagnostics, idata=idata,
-                         description=f"{description} {FALSE_SIGN_TEXT} {derived_text(tables, made_contrasts(effects))}".rstrip(), warnings=warnings, tables=tables,
+                         description=bayesian_description(description, effects, tables), warnings=warnings,
+                         tables=tables,
                          interval=f"{100 * c.hdi_prob:g}% HDI", sampler_ok=sampler_healthy(diagnostics),
                          adjusted_for=list(dict.fromkeys(n.split(":")[0] for n in names)), columns=DERIVED_COLUMNS)
 
