@@ -164,16 +164,25 @@ def _quiet_libraries() -> None:
 
 
 def _task(cfg) -> None:
-    import time
-
     from hydra.core.hydra_config import HydraConfig
+
+    from megafc.core.run_folder import settle_hydra_record
+
+    _quiet_libraries()
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        _run_task(cfg, run_dir)
+    finally:
+        settle_hydra_record(run_dir)
+
+
+def _run_task(cfg, run_dir: str) -> None:
+    import time
 
     from megafc.core.pipeline import run_experiment
     from megafc.core.registry import default_registry
     from megafc.core.run_folder import COMPLETION_MARKER
 
-    _quiet_libraries()
-    run_dir = HydraConfig.get().runtime.output_dir
     started = time.time()
     with sigterm_as_exception():
         try:

@@ -59,10 +59,15 @@ def run_dirname(time: str, overrides: Iterable[str]) -> str:
 
 
 def register_resolver() -> None:
-    """Make ``${megafc_jobdir:${hydra.overrides.task}}`` and ``${megafc_rundir:<time>,<overrides>}``
-    available to Hydra configs."""
+    """Make ``${megafc_jobdir:${hydra.overrides.task}}``, ``${megafc_rundir:<time>,<overrides>}``
+    and ``${megafc_hydra_record:}`` (where Hydra writes a starting run's record) available to
+    Hydra configs."""
     from omegaconf import OmegaConf
+
+    from megafc.core.run_folder import incoming_hydra_record
 
     OmegaConf.register_new_resolver("megafc_jobdir", lambda overrides: job_dirname(list(overrides)), replace=True)
     OmegaConf.register_new_resolver("megafc_rundir", lambda time, overrides: run_dirname(str(time), list(overrides)),
                                     replace=True)
+    # evaluated in the job's own process (a joblib worker's too): the record is that process's
+    OmegaConf.register_new_resolver("megafc_hydra_record", lambda: incoming_hydra_record(), replace=True)

@@ -29,6 +29,56 @@ LOCK_FILE = ".megafc.lock"
 #: Lists the entries the last committed run wrote, so a rerun removes the ones it does not rewrite.
 MANIFEST_FILE = ".megafc-outputs.json"
 
+#: Hydra's record of a run (``.hydra/``: config, overrides) goes in with the run's results, so a
+#: failed, refused or skipped rerun never leaves its own record beside an earlier run's results.
+HYDRA_RECORD = ".hydra"
+_INCOMING_HYDRA = ".megafc-hydra-"
+
+
+def incoming_hydra_record(pid: int | None = None) -> str:
+    """Where Hydra writes a starting run's record (``hydra.output_subdir``): one folder per
+    process, so two runs started into the same folder never write over each other's."""
+    return f"{_INCOMING_HYDRA}{os.getpid() if pid is None else pid}"
+
+
+def settle_hydra_record(run_dir: str | os.PathLike[str]) -> None:
+    """After a command-line run, whatever its end: its incoming Hydra record is dropped where the
+    folder holds a committed run (the run's own went in with its results; a failed or skipped
+    rerun's must not replace the record of the results there), and becomes ``.hydra`` where the
+    folder holds no results (a failed first run says how it was started, as Hydra's would)."""
+    run_dir = Path(run_dir)
+    incoming = run_dir / incoming_hydra_record()
+    if not incoming.is_dir():
+        return
+    if read_manifest(run_dir)[0]:
+        shutil.rmtree(incoming, ignore_errors=True)
+        return
+    shutil.rmtree(run_dir / HYDRA_RECORD, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        os.replace(incoming, run_dir / HYDRA_RECORD)
+
+
+def hydra_records(run_dir: Path) -> list[Path]:
+    """A job folder's Hydra records, the settled one first: a job killed before it ended (no
+    ``.hydra`` yet) still has the one Hydra wrote as it started."""
+    return [p for p in [run_dir / HYDRA_RECORD, *sorted(run_dir.glob(f"{_INCOMING_HYDRA}*"))] if p.is_dir()]
+
+
+def _dead_incoming(run_dir: Path) -> list[Path]:
+    """Incoming Hydra records of processes that no longer run (a killed run's)."""
+    out = []
+    for path in run_dir.glob(f"{_INCOMING_HYDRA}*"):
+        pid = path.name[len(_INCOMING_HYDRA):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            out.append(path)
+        except OSError:  # alive, someone else's
+            pass
+    return out
+
 
 class FolderBusyError(InputError):
     """Another megafc process is writing the same output folder."""
@@ -58,12 +108,14 @@ class StagedRun:
                 raise InputError(
                     f"{self.run_dir} holds a megafc {held}'s results ({self.run_dir / MANIFEST_FILE}); writing a "
                     f"{kind} there would replace them. Choose another folder")
-            for stale in [*self.run_dir.glob(".megafc-staging-*"), *self.run_dir.glob(".megafc-previous-*")]:
+            for stale in [*self.run_dir.glob(".megafc-staging-*"), *self.run_dir.glob(".megafc-previous-*"),
+                          *_dead_incoming(self.run_dir)]:
                 shutil.rmtree(stale, ignore_errors=True)  # left by a killed run: never counts
             self.staging = Path(tempfile.mkdtemp(prefix=".megafc-staging-", dir=self.run_dir))
-            hydra_dir = self.run_dir / ".hydra"
+            incoming = self.run_dir / incoming_hydra_record()
+            hydra_dir = incoming if incoming.is_dir() else self.run_dir / HYDRA_RECORD
             if hydra_dir.is_dir():  # this run's composed config, kept with its results
-                shutil.copytree(hydra_dir, self.staging / ".hydra")
+                shutil.copytree(hydra_dir, self.staging / HYDRA_RECORD)
         except BaseException:
             self._release()
             raise
@@ -104,7 +156,7 @@ class StagedRun:
         entries = sorted(self.staging.iterdir(), key=lambda p: p.name == COMPLETION_MARKER)
         names = [e.name for e in entries]
         previous, previous_files = read_manifest(self.run_dir)
-        owned = set(previous) | {".hydra"}  # Hydra's own config folder is copied into every run
+        owned = set(previous) | {HYDRA_RECORD}  # Hydra's own config folder is copied into every run
         for name in names:
             target = self.run_dir / name
             if (target.exists() or target.is_symlink()) and name not in owned:

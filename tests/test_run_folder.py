@@ -204,6 +204,48 @@ def test_failed_run_into_a_new_folder_leaves_no_folder(tmp_path):
     assert existing.is_dir() and not (existing / "effects.tsv").exists()
 
 
+def test_a_failed_or_skipped_rerun_leaves_the_record_of_the_results_in_the_folder(tmp_path):
+    """Hydra writes a run's record (.hydra: config, overrides) before the run starts; it replaced
+    the record of the results in the folder when a rerun failed, so megafc-compare labelled the
+    earlier run's results with the failed run's overrides. It now goes in with the results."""
+    run_dir = tmp_path / "run"
+    first = megafc_cli(SMALL + [f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    record = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert "pooling=meta" in record
+    failed = megafc_cli(SMALL + ["qc.max_mean_fd=-3", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert failed.returncode == 2 and "qc.max_mean_fd" in failed.stderr
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == record
+    skipped = megafc_cli(SMALL + ["seed=0", f"hydra.run.dir={run_dir}"], cwd=tmp_path)  # the same config
+    assert skipped.returncode == 0 and "skipping" in (run_dir / "megafc.log").read_text()
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == record
+    assert not list(run_dir.glob(".megafc-hydra-*")), "an incoming record was left behind"
+    # a failed first run's folder says how it was started, as Hydra's would
+    fresh = tmp_path / "fresh"
+    assert megafc_cli(SMALL + ["qc.max_mean_fd=-3", f"hydra.run.dir={fresh}"], cwd=tmp_path).returncode == 2
+    assert "qc.max_mean_fd=-3" in (fresh / ".hydra" / "overrides.yaml").read_text()
+    assert not list(fresh.glob(".megafc-hydra-*"))
+
+
+def test_a_killed_runs_incoming_record_is_cleared_and_still_names_its_job(tmp_path):
+    from megafc.core.run_folder import hydra_records, incoming_hydra_record
+    from megafc.plugins.reports.compare import _command_line
+
+    dead = tmp_path / incoming_hydra_record(pid=2**22 + 12345)  # above Linux's pid limit: never running
+    dead.mkdir()
+    (dead / "overrides.yaml").write_text("- seed=7\n")
+    assert hydra_records(tmp_path) == [dead]
+    assert _command_line(tmp_path) == {"seed": "7"}  # a killed job still names its overrides
+    live = tmp_path / incoming_hydra_record()
+    live.mkdir()
+    (live / "overrides.yaml").write_text("- seed=8\n")
+    with StagedRun(tmp_path) as staged:
+        assert not dead.exists() and live.is_dir()  # a dead process's record goes, a running one's stays
+        staged.write_json("provenance.json", {})
+        staged.commit()
+    assert (tmp_path / ".hydra" / "overrides.yaml").read_text() == "- seed=8\n"
+
+
 def test_pipeline_rerun_with_other_outputs_leaves_no_stale_files(tmp_path):
     run_dir = tmp_path / "x"
     run_experiment(compose(SMALL + ["figures=true", "derivatives=all"]), build_registry(), run_dir)

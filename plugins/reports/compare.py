@@ -36,7 +36,7 @@ import pandas as pd
 
 from megafc.core import InputError, Reporter
 from megafc.core.config import override_key
-from megafc.core.run_folder import COMPLETION_MARKER, StagedRun
+from megafc.core.run_folder import COMPLETION_MARKER, StagedRun, hydra_records
 from megafc.core.report import esc, figure_html, png_data_uri
 
 from .figures import save_png_svg
@@ -72,7 +72,8 @@ DEFAULT_OUT = "comparison"
 
 def _looks_like_job(path: Path) -> bool:
     """A Hydra job directory, complete or not."""
-    return any((path / name).exists() for name in (COMPLETION_MARKER, "config.yaml", ".hydra", "megafc.log"))
+    return bool(hydra_records(path)) or any((path / name).exists() for name in (COMPLETION_MARKER, "config.yaml",
+                                                                                 "megafc.log"))
 
 
 def _candidate_dirs(sweep_dir: Path, skip: set[Path]) -> list[Path]:
@@ -138,8 +139,9 @@ def _command_line(job_dir: Path) -> dict[str, str]:
     """The overrides a job was started with (``.hydra/overrides.yaml``), key -> value: which
     dataset it left out, and which config group it chose (``pooling=pymc_quick``: a preset keeps
     its plugin's name in the config, so only the override tells a quick pilot from the full model)."""
-    overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    overrides = (_read_yaml(overrides_file) or []) if overrides_file.is_file() else []
+    overrides_file = next((r / "overrides.yaml" for r in hydra_records(job_dir) if (r / "overrides.yaml").is_file()),
+                          None)
+    overrides = (_read_yaml(overrides_file) or []) if overrides_file is not None else []
     out = {}
     for item in overrides if isinstance(overrides, list) else []:
         key, value = override_key(str(item))
