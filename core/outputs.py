@@ -50,6 +50,16 @@ def provenance(
     }
 
 
+def planned_entries(cfg: Any) -> list[str]:
+    """The entries a run of ``cfg`` surely writes (more may follow from what it finds), so a name
+    in their way is refused as the run starts."""
+    names = ["scans.tsv", "config.yaml", "warnings.tsv", COMPLETION_MARKER]
+    if str(cfg.get("stage", "all")) != "extract":
+        names += ["atlas_regions.tsv", "effects.tsv", "effects.json", "diagnostics.tsv", "methods.md",
+                  "references.bib"]
+    return names
+
+
 def write_run(staged: StagedRun, results: Any, registry: Any) -> None:
     """The one writer: every file of a run, from its ``RunResults``, into the staging folder."""
     from omegaconf import OmegaConf

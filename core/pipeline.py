@@ -482,11 +482,12 @@ def run_stages(ctx: RunContext, until: str = "derive") -> RunResults:
 
 def run_experiment(cfg: Any, registry: Registry, run_dir: str | Path) -> RunResults:
     """Run every stage and write the run directory atomically."""
-    from .outputs import write_run
+    from .outputs import planned_entries, write_run
     from .run_folder import StagedRun
 
     ctx = RunContext.create(cfg, registry)
     with StagedRun(run_dir) as staged:
+        staged.check_room(planned_entries(cfg))
         ctx.staging_dir = staged.staging
         try:
             ctx.hook.megafc_before_run(config=cfg, staging_dir=ctx.staging)

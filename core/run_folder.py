@@ -141,6 +141,19 @@ class StagedRun:
         p.write_text(text)
         return p
 
+    def check_room(self, names: list[str]) -> None:
+        """Refuse an entry in the way of ``names`` that an earlier megafc run here did not write (a
+        user's file, an older version's results): ``commit`` checks every entry, and a run checks
+        the ones it will surely write as it starts, not after an hour of sampling."""
+        owned = set(read_manifest(self.run_dir)[0]) | {HYDRA_RECORD}  # Hydra's record goes into every run
+        for name in names:
+            target = self.run_dir / name
+            if (target.exists() or target.is_symlink()) and name not in owned:
+                raise InputError(
+                    f"{target} is in the way of this run's results: it was not written by an earlier megafc "
+                    f"run here (it is not listed in {self.run_dir / MANIFEST_FILE}), so megafc will not replace "
+                    "it. Move it away or choose another output folder (hydra.run.dir=...)")
+
     def commit(self) -> Path:
         """Move every staged entry into the run directory; the completion marker goes last.
 
@@ -156,14 +169,7 @@ class StagedRun:
         entries = sorted(self.staging.iterdir(), key=lambda p: p.name == COMPLETION_MARKER)
         names = [e.name for e in entries]
         previous, previous_files = read_manifest(self.run_dir)
-        owned = set(previous) | {HYDRA_RECORD}  # Hydra's own config folder is copied into every run
-        for name in names:
-            target = self.run_dir / name
-            if (target.exists() or target.is_symlink()) and name not in owned:
-                raise InputError(
-                    f"{target} is in the way of this run's results: it was not written by an earlier megafc "
-                    f"run here (it is not listed in {self.run_dir / MANIFEST_FILE}), so megafc will not replace "
-                    "it. Move it away or choose another output folder (hydra.run.dir=...)")
+        self.check_room(names)
         written = _files_under(self.staging)
         ours = set(previous_files or ())
         users = [] if previous_files is None else [

@@ -145,6 +145,19 @@ def test_an_entry_megafc_did_not_write_in_the_way_is_refused_before_anything_mov
     assert not list(shared.iterdir())
 
 
+def test_a_result_name_in_the_way_is_refused_before_the_run_starts(tmp_path, caplog):
+    """A user's file (or an older version's results, which have no manifest) where a result goes
+    was refused only at the commit, after the whole analysis had run (an hour of sampling lost)."""
+    import logging
+
+    (tmp_path / "effects.tsv").write_text("my own table\n")
+    with caplog.at_level(logging.INFO, logger="megafc"), pytest.raises(InputError, match="effects.tsv"):
+        run_experiment(compose(SMALL), build_registry(), tmp_path)
+    assert "stage load" not in caplog.text, "the run did its work before refusing"
+    assert (tmp_path / "effects.tsv").read_text() == "my own table\n"
+    assert not list(tmp_path.glob(".megafc-*"))
+
+
 def test_a_move_that_fails_halfway_puts_the_earlier_run_back(tmp_path, monkeypatch):
     import megafc.core.run_folder as run_folder
 
