@@ -94,6 +94,30 @@ def test_collect_jobs_labels_loo_and_incomplete(sweep):
     assert "bambi" not in set(jobs["pooling"])
 
 
+def test_planned_jobs_that_never_started_are_named(tmp_path):
+    """A sweep stopped early (or a launcher that lost jobs) leaves jobs with no folder at all: the
+    comparison counted only what it found and said nothing of the jobs it lacks."""
+    root = tmp_path / "multirun"
+    write_job(root / "0_atlas=schaefer,pooling=meta", "schaefer", "meta", FULL[("schaefer", "meta")])
+    write_job(root / "1_atlas=schaefer,pooling=pymc", "schaefer", "pymc", FULL[("schaefer", "pymc")], complete=False)
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    plan = {"hydra": {"sweeper": {"_target_": basic, "params": {"atlas": "schaefer,synthetic"}},
+                      "overrides": {"task": ["pooling=meta,pymc"]}}}
+    (root / "multirun.yaml").write_text(yaml.safe_dump(plan))
+    jobs = collect_jobs(root)
+    assert jobs.attrs["incomplete"] == ["1_atlas=schaefer,pooling=pymc"]
+    assert sorted(jobs.attrs["never_started"]) == ["atlas=synthetic,pooling=meta", "atlas=synthetic,pooling=pymc"]
+    out = compare(root)
+    listed = pd.read_csv(out / "jobs.tsv", sep="\t")
+    assert sorted(listed.loc[listed["status"].str.startswith("never started"), "overrides"]) == [
+        "atlas=synthetic,pooling=meta", "atlas=synthetic,pooling=pymc"]
+    assert "2 of the sweep's planned jobs never started" in (out / "report.html").read_text()
+    # a sweeper that plans as it goes (e.g. optuna) has no plan to hold the folders to
+    plan["hydra"]["sweeper"]["_target_"] = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    (root / "multirun.yaml").write_text(yaml.safe_dump(plan))
+    assert collect_jobs(root).attrs["never_started"] == []
+
+
 def test_labels_name_varying_settings_and_nested_layout(tmp_path):
     root = tmp_path / "multirun"
     for seed in (0, 1):

@@ -10,7 +10,8 @@ and never used) and writes, into ``<multirun dir>/comparison/``:
   ``max_mean``) and, from leave-one-dataset-out jobs, ``n_loo[...]``, ``loo_min[...]``,
   ``loo_max[...]``, ``loo_sign_stable[...]`` per pipeline and ``loo_sign_stable`` overall;
 - ``robustness_long.tsv``: the same, one row per network pair, effect and pipeline;
-- ``jobs.tsv``: every job directory, its pipeline label and plugins (incomplete ones flagged);
+- ``jobs.tsv``: every job directory, its pipeline label and plugins (incomplete ones flagged),
+  and the sweep's planned jobs that never started (``overrides``, from ``multirun.yaml``);
 - ``figures/robustness.png`` / ``.svg``: pairs x pipelines heatmap of the overall effect;
 - ``summaries_long.tsv`` and ``figures/specification_curve.png`` / ``.svg``: every key
   summary's overall effect under every pipeline (when the jobs wrote ``summaries.tsv``);
@@ -135,15 +136,20 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
-def _command_line(job_dir: Path) -> dict[str, str]:
-    """The overrides a job was started with (``.hydra/overrides.yaml``), key -> value: which
-    dataset it left out, and which config group it chose (``pooling=pymc_quick``: a preset keeps
-    its plugin's name in the config, so only the override tells a quick pilot from the full model)."""
+def _job_overrides(job_dir: Path) -> list[str]:
+    """The overrides a job was started with (``.hydra/overrides.yaml``), as given."""
     overrides_file = next((r / "overrides.yaml" for r in hydra_records(job_dir) if (r / "overrides.yaml").is_file()),
                           None)
     overrides = (_read_yaml(overrides_file) or []) if overrides_file is not None else []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
+
+
+def _command_line(job_dir: Path) -> dict[str, str]:
+    """The overrides a job was started with, key -> value: which dataset it left out, and which
+    config group it chose (``pooling=pymc_quick``: a preset keeps its plugin's name in the config,
+    so only the override tells a quick pilot from the full model)."""
     out = {}
-    for item in overrides if isinstance(overrides, list) else []:
+    for item in _job_overrides(job_dir):
         key, value = override_key(str(item))
         if value not in (None, ""):
             out[key] = str(value)
@@ -225,6 +231,44 @@ def _labels(records: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
+def planned_jobs(sweep: Path) -> list[list[str]] | None:
+    """Every job's overrides as the sweep planned them (``multirun.yaml``, which Hydra writes as a
+    sweep starts): a sweep stopped early, or a launcher that lost jobs, leaves jobs with no
+    folder at all, which no folder can tell. None when the sweep's plan cannot be read (not a
+    Hydra sweep folder, or a sweeper other than Hydra's basic one, which plans as it goes)."""
+    planned = sweep / "multirun.yaml"
+    if not planned.is_file():
+        return None
+    config = _read_yaml(planned)
+    hydra_cfg = config.get("hydra") if isinstance(config, dict) else None
+    if not isinstance(hydra_cfg, dict):
+        return None
+    sweeper = hydra_cfg.get("sweeper") or {}
+    if not str(sweeper.get("_target_", "")).endswith("basic_sweeper.BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    task = [str(o) for o in ((hydra_cfg.get("overrides") or {}).get("task") or [])]
+    try:
+        parsed = OverridesParser.create().parse_overrides(params + task)
+        return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception as exc:  # a plan Hydra itself ran can be read; if not, say so and go on without it
+        log.warning("%s: could not read the sweep's planned jobs (%s); jobs that never started are not counted",
+                    planned, exc)
+        return None
+
+
+def never_started(sweep: Path, dirs: list[Path]) -> list[str]:
+    """The planned jobs (their overrides, comma-joined) that no job folder below ``sweep`` ran."""
+    planned = planned_jobs(sweep)
+    if planned is None:
+        return []
+    seen = {tuple(sorted(_job_overrides(d))) for d in dirs}
+    return [",".join(job) for job in planned if tuple(sorted(job)) not in seen]
+
+
 def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None) -> pd.DataFrame:
     """One row per completed job of a sweep (job directories at any depth).
 
@@ -234,7 +278,8 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
     chose on the command line, e.g. pymc_quick), ``interval``, ``pooling_model`` (the plugin
     itself), ``diagnostics_ok`` and ``sampler_ok`` (provenance.json; None from earlier versions)
     and ``effects_file``. Job directories without ``provenance.json`` are incomplete: they are
-    logged, listed in ``result.attrs["incomplete"]`` and never used.
+    logged, listed in ``result.attrs["incomplete"]`` and never used; planned jobs with no folder
+    are logged and listed in ``result.attrs["never_started"]`` (their overrides).
     """
     sweep = Path(sweep_dir)
     if not sweep.exists():
@@ -248,6 +293,10 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
     incomplete = sorted((d.relative_to(sweep).as_posix() for d in dirs if d not in complete), key=_job_sort_key)
     for job in incomplete:
         log.warning("job %s is incomplete (no %s): ignored", job, COMPLETION_MARKER)
+    missing = never_started(sweep, dirs)
+    if missing:
+        log.warning("%d of the sweep's planned jobs never started (no job folder; %s lists them): %s",
+                    len(missing), sweep / "multirun.yaml", "; ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
     if not complete:
         if (sweep / COMPLETION_MARKER).is_file():
             raise InputError(f"{sweep} is one megafc run, not a sweep: pass the sweep directory of "
@@ -282,6 +331,7 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
         log.warning("jobs %s run the same pipeline; labelled by directory", ", ".join(jobs.loc[dup, "job"]))
         jobs.loc[dup, "pipeline"] = jobs.loc[dup, "pipeline"] + " [" + jobs.loc[dup, "job"] + "]"
     jobs.attrs["incomplete"] = incomplete
+    jobs.attrs["never_started"] = missing
     jobs.attrs["sweep_dir"] = str(sweep)
     return jobs
 
@@ -534,6 +584,11 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
     if incomplete:
         intro.append(f'<p class="banner warn">{len(incomplete)} incomplete job(s) (no {COMPLETION_MARKER}) '
                      "were ignored: " + ", ".join(f"<code>{esc(j)}</code>" for j in incomplete) + ".</p>")
+    missing = list(jobs.attrs.get("never_started", []))
+    if missing:
+        intro.append(f'<p class="banner warn">{len(missing)} of the sweep\'s planned jobs never started (no job '
+                     "folder; the sweep was stopped, or its launcher lost them), so this comparison lacks them: "
+                     + ", ".join(f"<code>{esc(j)}</code>" for j in missing) + ".</p>")
     models = sorted(set(jobs["pooling_model"].dropna().astype(str))) if "pooling_model" in jobs else []
     if len(models) > 1:
         intro.append(f"<p>The jobs use {len(models)} pooling models ({esc(', '.join(models))}): an effect of one name "
@@ -626,9 +681,9 @@ def _jobs_file(jobs: pd.DataFrame) -> pd.DataFrame:
     out = jobs.drop(columns=["effects_file"]).assign(status="complete")
     incomplete = pd.DataFrame({"job": jobs.attrs.get("incomplete", []),
                                "status": f"incomplete (no {COMPLETION_MARKER})"})
-    if len(incomplete):
-        out = pd.concat([out, incomplete], ignore_index=True)
-    return out
+    missing = pd.DataFrame({"job": None, "status": "never started (no job folder)",
+                            "overrides": jobs.attrs.get("never_started", [])})
+    return pd.concat([t for t in (out, incomplete, missing) if len(t)], ignore_index=True)
 
 
 def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
