@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import traceback
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import NoReturn
 
@@ -125,7 +125,56 @@ def _on_sigterm(signum, frame) -> None:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    pass_on(signum)
     raise Terminated(signum)
+
+
+#: The process ``main`` runs in; None in a process that did not start from it (a joblib
+#: launcher's worker, a submitit job), whose sweep job is then tied to the process that started it.
+_launcher: int | None = None
+
+
+def _proc_children() -> list[int]:
+    """This process's live child processes (Linux /proc; elsewhere none are known)."""
+    me, out = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(ppid) == me and state != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _takes(pid: int, signum: int) -> bool:
+    """Whether process ``pid`` is alive and does not ignore ``signum`` (a resource tracker does)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    except OSError:
+        return False
+    ignored = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:")), 0)
+    return not ignored & (1 << (signum - 1))
+
+
+def pass_on(signum: int, wait: float = 15.0) -> None:
+    """Hand a termination signal on to this process's children and give them ``wait`` seconds to
+    end: a joblib sweep's jobs run in worker processes that outlived the launcher it killed (they
+    sampled on, orphaned); signalled, each job removes its staging folder and lock as it ends."""
+    import time
+
+    children = [pid for pid in _proc_children() if _takes(pid, signum)]
+    for pid in children:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+    deadline = time.monotonic() + wait
+    while children and time.monotonic() < deadline:
+        time.sleep(0.1)
+        children = [pid for pid in children if _takes(pid, signum)]
 
 
 @contextmanager
@@ -169,6 +218,10 @@ def _task(cfg) -> None:
     from megafc.core.run_folder import settle_hydra_record
 
     _quiet_libraries()
+    if _launcher is None and _in_multirun():  # a sweep's job in a launcher's worker process
+        from megafc.core.processes import die_with_parent
+
+        die_with_parent(os.getppid())  # killed outright (SIGKILL, out of memory), the sweep takes its jobs along
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         _run_task(cfg, run_dir)
@@ -199,6 +252,13 @@ def _run_task(cfg, run_dir: str) -> None:
                     else "no results were written (the run's staging folder was removed)")
             log.error("%s; %s", exc, what)
             print(f"megafc: {exc}; {what}", file=sys.stderr)
+            if _launcher is None and _in_multirun():  # a launcher's worker: end it, not only its job
+                from megafc.core.run_folder import settle_hydra_record
+
+                settle_hydra_record(run_dir)
+                logging.shutdown()
+                sys.stderr.flush()
+                os._exit(128 + exc.signum)
             sys.exit(128 + exc.signum)
         except JobFailed:  # a sweep job's failure already reported (diagnostics of a skipped run)
             raise
@@ -319,8 +379,18 @@ def main() -> None:
         register_configs(default_registry())
     except Exception as exc:
         fail(exc)
+    global _launcher
+    _launcher = os.getpid()
+    sweep = bool({"--multirun", "-m"} & set(sys.argv[1:]))
     try:
-        hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
+        with sigterm_as_exception() if sweep else nullcontext():
+            hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
+    except Terminated as exc:  # a sweep's launcher (its jobs had the signal passed on and stopped)
+        message = (f"megafc: the sweep was {exc}; its running jobs were stopped and wrote nothing, "
+                   "finished jobs' results stand (megafc-compare names the jobs that are missing)")
+        log.error(message)
+        print(message, file=sys.stderr)
+        sys.exit(128 + exc.signum)
     except JobFailed as exc:  # re-raised by Hydra as it is under HYDRA_FULL_ERROR=1
         sys.exit(exc.code)
     except SystemExit as exc:

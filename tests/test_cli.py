@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, assert_no_results, megafc_cli
+from conftest import alive_process as _alive
+from conftest import child_processes as _children
 
 
 def _pythonpath(site):
@@ -202,29 +204,6 @@ def test_help_explains_megafc_and_lists_plugin_groups(tmp_path):
     assert "megafc-compare" in proc.stdout and "Hydra" in proc.stdout
     calibrate = megafc_cli(["--help"], cwd=tmp_path, script="megafc-calibrate")
     assert calibrate.returncode == 0 and "``" not in calibrate.stdout and "['" not in calibrate.stdout
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` (Linux /proc)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    fields = fh.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                out.append(int(entry))
-    return out
 
 
 @pytest.mark.slow

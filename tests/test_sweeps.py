@@ -56,6 +56,50 @@ def test_a_failing_job_fails_the_sweep_but_the_others_run(tmp_path, launcher):
     assert not list(out.glob("*/.megafc-staging-*")) and not list(out.glob("*/.megafc.lock"))
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_parallel_sweep_takes_its_running_jobs_along(tmp_path, signum):
+    """A joblib sweep's jobs run in worker processes: killing the launcher (a time limit, Ctrl-\\,
+    the out-of-memory killer) left them sampling on as orphans. SIGTERM is handed on, so each job
+    removes its staging folder and the sweep exits 128 + 15; SIGKILL takes them along at once."""
+    from conftest import alive_process, child_processes
+
+    sweep = tmp_path / "sweep"
+    job = [o for o in TINY if not o.startswith("pooling.draws")] + ["pooling.draws=20000"]
+    exe = Path(sys.executable).parent / "megafc"
+    proc = subprocess.Popen([str(exe), "--multirun", "hydra/launcher=local_parallel", "seed=1,2", *job,
+                             f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and len(list(sweep.glob("*/.megafc-staging-*"))) < 2:
+            time.sleep(0.5)
+        workers = child_processes(proc.pid)
+        assert len(list(sweep.glob("*/.megafc-staging-*"))) == 2, "the jobs never started"
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=90)
+        for _ in range(40):
+            if not any(alive_process(w) for w in workers):
+                break
+            time.sleep(0.5)
+        assert not [w for w in workers if alive_process(w)], "the sweep's workers outlived it"
+        assert not completed_jobs(sweep)
+        if signum == signal.SIGTERM:
+            assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+            assert "the sweep was terminated by signal 15" in stderr
+            left = sorted(p.name for p in sweep.glob("*/.megafc*"))
+            assert not left, f"left behind: {left}"
+            assert len(list(sweep.glob("*/.hydra/overrides.yaml"))) == 2  # each job says how it was started
+    finally:
+        for w in workers:
+            try:
+                os.kill(w, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def test_killed_sweep_resumes_only_unfinished_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     args = ["--multirun", "seed=1,2,3", *META, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=${hydra.job.num}"]
