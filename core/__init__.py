@@ -30,6 +30,7 @@ from .pair_sets import with_summaries
 from .qc import baseline_only_datasets
 from .plugin import (
     AtlasLoader,
+    Choice,
     ConnectivityEstimator,
     DatasetLoader,
     Harmonizer,
@@ -42,7 +43,7 @@ from .run_folder import write_text_atomic
 
 __all__ = [
     "AGGREGATION_LEVELS", "CONDITIONS", "CONTROL_CONDITIONS", "EFFECT_COLUMNS", "FISHER_Z_MAX_ABS_R", "SCAN_COLUMNS",
-    "SYSTEMS", "Atlas", "AtlasLoader", "ConfigError", "Connectomes", "ConnectivityEstimator",
+    "SYSTEMS", "Atlas", "AtlasLoader", "Choice", "ConfigError", "Connectomes", "ConnectivityEstimator",
     "DatasetInputs", "DatasetLoader", "PoolingInputs", "Denoiser", "Harmonizer", "InputError", "MegafcError", "Plugin",
     "PluginError", "PoolingModel", "PoolingResult", "Reporter", "ScanImages", "baseline_only_datasets", "exclude", "fingerprint_file", "fingerprint_value", "hookimpl", "hookspec",
     "mark_uninformative", "mark_unpaired", "network_pair_table", "paired_differences", "validate_scans", "with_summaries", "write_text_atomic",

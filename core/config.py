@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Optional
 
 from omegaconf import MISSING
 
 from .data import AGGREGATION_LEVELS
+from .plugin import Choice
 from .qc import QCConfig
 from .registry import PluginInfo, Registry
-
-
-class Choice(str, Enum):
-    """A config value from a fixed list. OmegaConf refuses any other value when the config is
-    composed, naming the key and the choices; the member compares and prints as its text."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
 
 class SpaceMismatch(Choice):

@@ -9,7 +9,9 @@ and unknown keys are refused before anything runs; the plugin receives it as ``s
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -17,7 +19,51 @@ import numpy as np
 import pandas as pd
 
 from .data import Atlas, DatasetInputs, PoolingInputs, PoolingResult
-from .errors import PluginError
+from .errors import ConfigError, PluginError
+
+
+class Choice(str, Enum):
+    """A config value from a fixed list (subclass it, one member per choice, named as its
+    value). OmegaConf refuses any other value when the config is composed, naming the key and the
+    choices, and a plugin built in Python with the text of one gets the member; the member
+    compares and prints as its text, so plugin code reads ``c.sampler == "nutpie"``."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+def choice_type(hint: Any) -> tuple[type[Choice] | None, bool]:
+    """The Choice a field's type names (``Sampler``, ``Optional[Sampler]``), and whether it may be None."""
+    args = typing.get_args(hint)
+    found = next((t for t in (hint, *args) if isinstance(t, type) and issubclass(t, Choice)), None)
+    return found, type(None) in args
+
+
+def coerce_choices(config: Any, prefix: str) -> None:
+    """Choice-valued fields given as text (a plugin built in Python rather than composed by
+    Hydra) become their members; a value that is not a choice is refused as OmegaConf refuses it."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # annotations this process cannot evaluate: nothing to check
+        return
+    for f in dataclasses.fields(config):
+        value, key = getattr(config, f.name), f"{prefix}{f.name}"
+        for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
+            if dataclasses.is_dataclass(item):
+                coerce_choices(item, f"{key}[{i}]." if isinstance(value, (list, tuple)) else f"{key}.")
+        enum, optional = choice_type(hints.get(f.name))
+        if enum is None or isinstance(value, enum) or (value is None and optional):
+            continue
+        try:
+            object.__setattr__(config, f.name, enum(value))
+        except ValueError:
+            raise ConfigError(f"config key '{key}' is {value!r}; expected one of {[m.value for m in enum]}"
+                              + (" or null" if optional else "")) from None
 
 
 class Plugin:
@@ -48,6 +94,7 @@ class Plugin:
                 f"{self.kind} '{self.name}': expected a {self.Config.__qualname__} config, "
                 f"got {type(config).__name__}"
             )
+        coerce_choices(config, f"{self.kind}.")
         self.config = config
 
     @classmethod
@@ -64,8 +111,15 @@ class Plugin:
         return doc.splitlines()[0] if doc else ""
 
     def params(self) -> dict[str, Any]:
-        """The config as a plain dict, for provenance and methods text."""
-        return dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else {}
+        """The config as a plain dict (choices as their text), for provenance and methods text."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, Choice):
+                return value.value
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+        return plain(dataclasses.asdict(self.config)) if dataclasses.is_dataclass(self.config) else {}
 
     def describe(self) -> str:
         """What this plugin did, in words for methods.md (override to state the settings that
@@ -244,6 +298,10 @@ def config_fields(config_cls: type, prefix: str = "") -> list[dict[str, Any]]:
     for klass in reversed(config_cls.__mro__):
         if dataclasses.is_dataclass(klass):
             docs.update(_field_comments(klass))
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:
+        hints = {}
     rows = []
     for f in dataclasses.fields(config_cls):
         if f.default is not dataclasses.MISSING:
@@ -253,6 +311,10 @@ def config_fields(config_cls: type, prefix: str = "") -> list[dict[str, Any]]:
         else:
             default = None
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        enum, optional = choice_type(hints.get(f.name))
+        if enum is not None:  # the choices, not the Enum's name
+            kind = " | ".join([*(m.value for m in enum), *(["null"] if optional else [])])
+            default = default.value if isinstance(default, enum) else default
         if dataclasses.is_dataclass(default):
             rows += config_fields(type(default), f"{prefix}{f.name}.")
             continue

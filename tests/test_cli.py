@@ -77,6 +77,9 @@ def test_megafc_plugins_json_kinds_and_show(tmp_path, plugin_site):
     assert proc.returncode == 0, proc.stderr
     assert "pooling.draws: int = 2000" in proc.stdout and "pooling.priors.effect_sd: float = 0.2" in proc.stdout
     assert "Adjust for each scan's mean FD" in proc.stdout
+    # a choice-valued key shows its choices, not its Enum's name
+    assert "pooling.heterogeneity: learned | pooled | per_pair | shared | null = None" in proc.stdout
+    assert "pooling.pair_prior: independent | horseshoe | by_class = 'independent'" in proc.stdout
     shown = json.loads(megafc_cli(["--show", "pooling/pymc", "--json"], cwd=tmp_path, script="megafc-plugins").stdout)
     assert shown["class"] == "megafc.plugins.pooling.pymc_scan_level:PyMCPooling"
     assert {"key": "tune", "type": "int", "default": 500}.items() <= next(

@@ -41,12 +41,18 @@ from typing import Any, Dict, Optional
 import numpy as np
 import pandas as pd
 
-from megafc.core import Atlas, AtlasLoader, ConfigError, InputError
+from megafc.core import Atlas, AtlasLoader, Choice, ConfigError, InputError
 
 from ._files import load_label_image, write_atomic
 
 PARTS = ("cortical", "subcortical", "cerebellar")
-OVERLAP = ("error", "first")
+
+
+class Overlap(Choice):
+    """atlas.overlap: voxels two parts label are an error, or the earlier part's."""
+
+    error = "error"
+    first = "first"
 
 
 class CombinedAtlas(AtlasLoader):
@@ -63,7 +69,7 @@ class CombinedAtlas(AtlasLoader):
         #: Cerebellar part, e.g. {name: cerebellum, image: ..., labels: ...}; {} or null: none.
         cerebellar: Optional[Dict[str, Any]] = field(default_factory=dict)
         #: Voxels labelled by two parts: "error", or "first" (the earlier part keeps them).
-        overlap: str = "error"
+        overlap: Overlap = Overlap.error
         #: Where the merged label image is written (named by a hash of its content).
         cache_dir: str = "~/.cache/megafc/atlases"
 
@@ -78,8 +84,6 @@ class CombinedAtlas(AtlasLoader):
 
             registry = default_registry()
         c = self.config
-        if c.overlap not in OVERLAP:
-            raise ConfigError(f"config key 'atlas.overlap' is {c.overlap!r}; expected one of {list(OVERLAP)}")
         self.parts: list[tuple[str, AtlasLoader]] = []
         for part in PARTS:
             node = getattr(c, part)

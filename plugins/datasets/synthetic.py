@@ -26,6 +26,7 @@ import pandas as pd
 from scipy.signal import lfilter
 
 from megafc.core import (
+    Choice,
     AGGREGATION_LEVELS,
     Atlas,
     ConfigError,
@@ -42,8 +43,25 @@ TRANSMODAL = ("Default", "Cont", "Limbic")
 UNIMODAL = ("Vis", "SomMot")
 
 
+class Design(Choice):
+    """A site's study design."""
+
+    crossover = "crossover"
+    prepost = "prepost"
+    parallel = "parallel"
+
+
+class DesignOverride(Choice):
+    """dataset.design: every site's design, or ``mixed`` (the designs in turn over the sites)."""
+
+    crossover = "crossover"
+    prepost = "prepost"
+    parallel = "parallel"
+    mixed = "mixed"
+
+
 #: Study designs the simulator can produce.
-DESIGNS = ("crossover", "prepost", "parallel")
+DESIGNS = tuple(m.value for m in Design)
 
 
 @dataclass
@@ -53,7 +71,7 @@ class SiteSpec:
     n_subjects: int
     #: ``crossover`` (drug + placebo, counterbalanced), ``prepost`` (baseline, then drug) or
     #: ``parallel`` (each subject either drug or placebo, alternating).
-    design: str = "crossover"
+    design: Design = Design.crossover
     dose: float | None = None
     #: Drug scans per drug subject (prepost: at 60, 120, ... minutes after dosing).
     drug_scans: int = 1
@@ -145,7 +163,7 @@ class SyntheticDataset(DatasetLoader):
         #: from the command line (e.g. dataset.design=parallel, dataset.site_noise={lsd_2: 3}).
         #: ``mixed`` gives the sites crossover, prepost (2 drug scans), parallel and crossover
         #: (2 drug scans) designs in turn.
-        design: Optional[str] = None
+        design: Optional[DesignOverride] = None
         drug_scans: Optional[int] = None
         site_noise: dict[str, float] = field(default_factory=dict)
         #: Student-t degrees of freedom of subjects' and sessions' FC deviations (null: normal),
@@ -176,8 +194,6 @@ class SyntheticDataset(DatasetLoader):
             raise ConfigError("config key 'dataset.missing_scan_fraction' must be in [0, 1)")
         if not 0 < c.loading < 1:
             raise ConfigError(f"config key 'dataset.loading' is {c.loading}; expected in (0, 1)")
-        if c.design is not None and c.design not in DESIGNS + ("mixed",):
-            raise ConfigError(f"config key 'dataset.design' is '{c.design}'; expected one of {list(DESIGNS) + ['mixed']}")
         if c.drug_scans is not None and c.drug_scans < 1:
             raise ConfigError(f"config key 'dataset.drug_scans' is {c.drug_scans}; expected >= 1")
         if c.motion_confound <= -1:
@@ -195,8 +211,6 @@ class SyntheticDataset(DatasetLoader):
             raise ConfigError(f"config key 'dataset.site_noise' names unknown site(s) {unknown}; "
                               f"sites: {[s.name for s in c.sites]}")
         for i, s in enumerate(c.sites):
-            if s.design not in DESIGNS:
-                raise ConfigError(f"config key 'dataset.sites[{i}].design' is '{s.design}'; expected one of {list(DESIGNS)}")
             if s.drug_scans < 1:
                 raise ConfigError(f"config key 'dataset.sites[{i}].drug_scans' is {s.drug_scans}; expected >= 1")
             if not s.noise > 0:

@@ -20,15 +20,18 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
 
-from megafc.core import ConfigError, Denoiser, InputError
+from megafc.core import Choice, ConfigError, Denoiser, InputError
 
-#: ``standardize`` values nilearn 0.14 maskers take without a FutureWarning (None: no scaling).
-STANDARDIZE_CHOICES = ("zscore_sample", "psc", None)
+class Standardize(Choice):
+    """``standardize`` values nilearn 0.14 maskers take without a FutureWarning (null: no scaling)."""
+
+    zscore_sample = "zscore_sample"
+    psc = "psc"
 
 #: What nilearn expects of a BOLD file name to find its confounds (nii.gz only: extraction is
 #: volumetric).
@@ -109,7 +112,7 @@ class FmriprepDenoiser(Denoiser):
         #: Linear detrending in the masker; off because cosine regressors cover drifts.
         detrend: bool = False
         #: Timeseries scaling in the masker: zscore_sample, psc or null (none).
-        standardize: str | None = "zscore_sample"
+        standardize: Optional[Standardize] = Standardize.zscore_sample
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -121,11 +124,6 @@ class FmriprepDenoiser(Denoiser):
             raise ConfigError(
                 f"config keys 'denoiser.high_pass' ({c.high_pass}) and 'denoiser.low_pass' "
                 f"({c.low_pass}): expected high_pass < low_pass"
-            )
-        if c.standardize not in STANDARDIZE_CHOICES:
-            raise ConfigError(
-                f"config key 'denoiser.standardize' is {c.standardize!r}; expected one of "
-                "zscore_sample, psc or null"
             )
 
     def strategy_kwargs(self) -> dict[str, Any]:
@@ -170,7 +168,7 @@ class FmriprepDenoiser(Denoiser):
             "high_pass": c.high_pass,
             "low_pass": c.low_pass,
             "detrend": c.detrend,
-            "standardize": c.standardize,
+            "standardize": None if c.standardize is None else str(c.standardize),
         }
 
     def describe(self) -> str:

@@ -23,8 +23,58 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from megafc.core import ConfigError, InputError, paired_differences
+from megafc.core import Choice, ConfigError, InputError, paired_differences
 from megafc.stats import flag_ok, summarise_draws
+
+
+class Sampler(Choice):
+    """pooling.sampler: a NUTS implementation (auto: the fastest installed for the model)."""
+
+    auto = "auto"
+    pymc = "pymc"
+    nutpie = "nutpie"
+    numpyro = "numpyro"
+    blackjax = "blackjax"
+
+
+class Heterogeneity(Choice):
+    """pooling.heterogeneity of the scan-level model: how each pair's between-drug and
+    between-dataset sds relate across pairs."""
+
+    learned = "learned"
+    pooled = "pooled"
+    per_pair = "per_pair"
+    shared = "shared"
+
+
+class PairedHeterogeneity(Choice):
+    """pooling.heterogeneity of the paired and edge models: one sd per pair, or one for all."""
+
+    per_pair = "per_pair"
+    shared = "shared"
+
+
+class Parametrization(Choice):
+    """pooling.parametrization: how the effects enter NUTS."""
+
+    marginal = "marginal"
+    non_centered = "non_centered"
+    centered = "centered"
+
+
+class Likelihood(Choice):
+    """pooling.likelihood: of each observed FC difference."""
+
+    normal = "normal"
+    student_t = "student_t"
+
+
+class LogLikelihood(Choice):
+    """pooling.log_likelihood: the pointwise log-likelihood's unit in posterior.nc."""
+
+    subject_pair = "subject_pair"
+    subject = "subject"
+    none = "none"
 
 
 @dataclass
@@ -67,7 +117,7 @@ class NUTSConfig:
     progressbar: bool = True
     #: NUTS implementation: auto (the fastest installed for this model), pymc, nutpie,
     #: numpyro or blackjax.
-    sampler: str = "auto"
+    sampler: Sampler = Sampler.auto
     #: Half-width of the region of practical equivalence around 0 (Fisher z); effects.tsv
     #: reports p_rope, the posterior probability inside it. 0.02 is |delta r| of about 0.02.
     rope: float = 0.02
@@ -82,7 +132,7 @@ class SamplerConfig(NUTSConfig):
     contrasts: list[str] = field(default_factory=list)
     #: Pointwise log-likelihood in posterior.nc for az.loo / az.compare (pymc, pymc_paired):
     #: per subject and network pair (subject_pair), per subject (subject) or none.
-    log_likelihood: str = "subject_pair"
+    log_likelihood: LogLikelihood = LogLikelihood.subject_pair
     #: Draws kept in the log_likelihood group (evenly spaced), to bound posterior.nc's size.
     log_likelihood_draws: int = 500
 
@@ -91,7 +141,7 @@ def ess_threshold(c: NUTSConfig) -> float:
     return float(c.ess_min) if c.ess_min is not None else 100.0 * c.chains
 
 
-SAMPLERS = ("auto", "pymc", "nutpie", "numpyro", "blackjax")
+SAMPLERS = tuple(m.value for m in Sampler)
 
 
 #: The distributions a PyMC pooling model relies on (the NUTS samplers only where installed).
@@ -126,7 +176,7 @@ def bayesian_references(c: NUTSConfig, auto: str) -> list[str]:
 def resolve_sampler(c: NUTSConfig, auto: str) -> str:
     """The sampler to use; ``auto`` becomes ``auto`` if its package is installed, else pymc."""
     if c.sampler != "auto":
-        return c.sampler
+        return str(c.sampler)
     return auto if importlib.util.find_spec(auto) is not None else "pymc"
 
 
@@ -216,8 +266,6 @@ def sample_nutpie(model, c: NUTSConfig, seed: int, var_names: list[str] | None =
 
 
 def validate_sampler_config(c: NUTSConfig) -> None:
-    if c.sampler not in SAMPLERS:
-        raise ConfigError(f"config key 'pooling.sampler' is '{c.sampler}'; expected one of {list(SAMPLERS)}")
     if c.sampler != "auto" and importlib.util.find_spec(c.sampler) is None:
         raise ConfigError(
             f"config key 'pooling.sampler' is '{c.sampler}' but the package '{c.sampler}' is not "
@@ -237,9 +285,6 @@ def validate_sampler_config(c: NUTSConfig) -> None:
                           "use pooling.sampler=nutpie, pymc or numpyro")
     if c.rope < 0:
         raise ConfigError(f"config key 'pooling.rope' is {c.rope}; expected >= 0")
-    if getattr(c, "log_likelihood", "none") not in ("subject_pair", "subject", "none"):
-        raise ConfigError(f"config key 'pooling.log_likelihood' is '{c.log_likelihood}'; expected subject_pair, "
-                          "subject or none")
     if getattr(c, "log_likelihood_draws", 1) < 1:
         raise ConfigError(f"config key 'pooling.log_likelihood_draws' is {c.log_likelihood_draws}; expected >= 1")
     if not c.rhat_max >= 1:

@@ -42,6 +42,7 @@ from megafc.stats import bfmi_warning, flag_ok, rhat_warning, sampler_diagnostic
 from .design import (
     PYMC_PACKAGES,
     NUTSConfig,
+    PairedHeterogeneity,
     PoolingLevels,
     bayesian_references,
     ess_threshold,
@@ -339,7 +340,7 @@ class PyMCEdgePooling(PoolingModel):
         conditional_draws: int = 400
         #: Between-drug/dataset sds: one for all edges (shared; 400 regions in ~2.5 min) or one
         #: per network pair (per_pair; > 10 min per chain at 400 regions).
-        heterogeneity: str = "shared"
+        heterogeneity: PairedHeterogeneity = PairedHeterogeneity.shared
         #: rope: half-width of the region of practical equivalence (network summaries' p_rope).
         #: priors: effect_sd, drug_sd, dataset_sd are used; sigma_sd is not (standard errors
         #: are plugged in).
@@ -348,8 +349,6 @@ class PyMCEdgePooling(PoolingModel):
         super().__init__(config)
         c = self.config
         validate_sampler_config(c)
-        if c.heterogeneity not in ("per_pair", "shared"):
-            raise ConfigError(f"config key 'pooling.heterogeneity' is '{c.heterogeneity}'; expected one of ['per_pair', 'shared']")
         if c.conditional_draws < 2 * c.chains:
             raise ConfigError(
                 f"config key 'pooling.conditional_draws' is {c.conditional_draws}; expected at least "

@@ -24,6 +24,9 @@ from .derived import (DERIVED_COLUMNS, bayesian_description, contrast_blocks, co
                       split_summaries, subnetwork_specificity, summary_columns)
 from .design import (
     PYMC_PACKAGES,
+    Likelihood,
+    PairedHeterogeneity,
+    Parametrization,
     bayesian_references,
     SamplerConfig,
     describe,
@@ -58,14 +61,14 @@ class PyMCPairedPooling(PoolingModel):
         cores: int = 2
         #: Between-drug and between-dataset sds: one per network pair (per_pair) or one for
         #: all pairs (shared; better sampling geometry, less flexible).
-        heterogeneity: str = "per_pair"
+        heterogeneity: PairedHeterogeneity = PairedHeterogeneity.per_pair
         #: How the effects enter NUTS: marginal (default: overall, drug and dataset effects
         #: integrated out exactly, only the sds sampled, effects drawn afterwards from their
         #: conditionals; normal likelihood only, student_t falls back to non_centered),
         #: non_centered or centered (every effect sampled).
-        parametrization: str = "marginal"
+        parametrization: Parametrization = Parametrization.marginal
         #: normal, or student_t (robust to outlying scans; one shared degrees-of-freedom).
-        likelihood: str = "normal"
+        likelihood: Likelihood = Likelihood.normal
         #: Adjust for the drug-minus-control difference in mean FD (per pair slope).
         motion: bool = False
         #: Adjust for dose (standardised within each drug, as units differ between drugs).
@@ -82,12 +85,6 @@ class PyMCPairedPooling(PoolingModel):
     def __init__(self, config=None):
         super().__init__(config)
         validate_sampler_config(self.config)
-        for key, allowed in (("heterogeneity", ("per_pair", "shared")),
-                             ("parametrization", ("marginal", "non_centered", "centered")),
-                             ("likelihood", ("normal", "student_t"))):
-            value = getattr(self.config, key)
-            if value not in allowed:
-                raise ConfigError(f"config key 'pooling.{key}' is '{value}'; expected one of {list(allowed)}")
 
     def order_on(self, design) -> tuple[bool, str]:
         """pooling.session_order: whether the slope is in the model, and a note when it is not

@@ -19,14 +19,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from megafc.core import ConfigError, PoolingModel, PoolingResult
+from megafc.core import Choice, ConfigError, PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import contrast_pairs, summary_columns
 from .design import (
     PYMC_PACKAGES,
     bayesian_references,
-    HierarchicalPriors, SamplerConfig, ess_threshold, outcomes_text, resolve_sampler, sample, validate_sampler_config,
+    HierarchicalPriors, Heterogeneity, Likelihood, Parametrization, SamplerConfig, ess_threshold, outcomes_text, resolve_sampler, sample, validate_sampler_config,
 )
 from .loo import log_likelihood_group, sample_dataset_effects, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
@@ -35,6 +35,21 @@ from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
 from .subject_response import MIN_SUBJECTS, population_factors, response_spread
+
+
+class PairPrior(Choice):
+    """pooling.pair_prior: the prior of each network pair's overall effect."""
+
+    independent = "independent"
+    horseshoe = "horseshoe"
+    by_class = "by_class"
+
+
+class DrugEffects(Choice):
+    """pooling.drug_effects: each drug its own effect (fixed), or draws around the overall (random)."""
+
+    fixed = "fixed"
+    random = "random"
 
 
 class FitInputs(NamedTuple):
@@ -107,13 +122,13 @@ class PyMCPooling(PoolingModel):
         #: learned covered overall, drug, contrast and dataset effects at 0.91-0.96 with 25-33%
         #: narrower intervals, but pulls a pair whose datasets disagree a little (planted sd
         #: 0.002-0.02) to the common scale: those sds' intervals cover 0.21-0.61.
-        heterogeneity: Optional[str] = None
+        heterogeneity: Optional[Heterogeneity] = None
         #: Prior of each pair's overall effect: independent (Normal(0, effect_sd), the default),
         #: horseshoe (regularised, centred at 0, learned scales) or by_class (pairs of a
         #: system-pair class share a learned mean and spread). On the synthetic study by_class
         #: pulled null pairs to their class mean (null coverage 74%) and horseshoe shrank true
         #: overall effects to 0 when the between-drug sds were uncertain (docs/calibration.md).
-        pair_prior: str = "independent"
+        pair_prior: PairPrior = PairPrior.independent
         #: How the drugs' effects relate. fixed: each drug its own effect (prior Normal(0,
         #: effect_sd)), and the overall effect is the mean of the analysed drugs' effects. random:
         #: the drugs are exchangeable draws around the overall effect with a learned between-drug
@@ -122,7 +137,7 @@ class PyMCPooling(PoolingModel):
         #: that centre (then random). Five drugs barely identify tau_drug, and random shrank the
         #: extreme drugs towards the middle: over 20 replicates of every calibration scenario,
         #: 95% coverage of the large drug contrasts was 0.80-0.89 (docs/calibration.md).
-        drug_effects: Optional[str] = None
+        drug_effects: Optional[DrugEffects] = None
         #: Adjust for each scan's mean FD (effects at equal motion): null = whenever every
         #: included scan has mean_fd; true = required; false = never.
         motion: Optional[bool] = None
@@ -168,20 +183,14 @@ class PyMCPooling(PoolingModel):
         predictive_checks: bool = True
         #: Kept for the command line of earlier versions: this model is always "marginal"
         #: (means integrated out) with a normal likelihood; see pooling=pymc_paired for others.
-        parametrization: str = "marginal"
-        likelihood: str = "normal"
+        parametrization: Parametrization = Parametrization.marginal
+        likelihood: Likelihood = Likelihood.normal
         priors: ScanPriors = field(default_factory=ScanPriors)
 
     def __init__(self, config=None):
         super().__init__(config)
         c = self.config
         validate_sampler_config(c)
-        for key, allowed in (("heterogeneity", (None, "learned", "pooled", "per_pair", "shared")),
-                             ("pair_prior", ("independent", "horseshoe", "by_class")),
-                             ("drug_effects", (None, "fixed", "random"))):
-            if getattr(c, key) not in allowed:
-                raise ConfigError(f"config key 'pooling.{key}' is '{getattr(c, key)}'; expected one of "
-                                  f"{[a for a in allowed if a is not None]}" + (" or null" if None in allowed else ""))
         if c.drug_effects == "fixed" and centred_on_overall(c):
             key = "pooling.drug_scale=true" if c.drug_scale else f"pooling.pair_prior={c.pair_prior}"
             raise ConfigError(f"config key 'pooling.drug_effects' is 'fixed', but {key} centres the drugs on the "
