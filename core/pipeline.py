@@ -621,7 +621,7 @@ def log_exclusions(scans: pd.DataFrame) -> None:
     for ds, row in per.iterrows():
         if row["sum"]:
             log.warning("dataset %s: %d of %d scans excluded (reasons in scans.tsv)", ds, row["sum"], row["size"])
-    for line in dropped_out(scans):
+    for line in dropped_out(scans) + control_drug_mismatches(scans):
         log.warning(line)
     log.info("scans: %d included, %d excluded", int((~scans["excluded"]).sum()), int(scans["excluded"].sum()))
 
@@ -642,8 +642,24 @@ def dropped_out(scans: pd.DataFrame) -> list[str]:
         elif inc.loc[inc["dataset"] == ds, "subject"].nunique() == 1:
             out.append(f"dataset {ds}: a single subject left; its dataset effect rests on that one person and "
                        "says nothing of how its subjects vary")
-    for drug in sorted(set(scans["drug"]) - set(inc["drug"])):
+    given = scans["condition"] == "drug"  # a control scan's drug column may name its study's drug, or "placebo"
+    for drug in sorted(set(scans.loc[given, "drug"]) - set(inc.loc[inc["condition"] == "drug", "drug"])):
         out.append(f"drug {drug}: every scan of every dataset excluded; there is no {drug} effect in the results")
+    return out
+
+
+def control_drug_mismatches(scans: pd.DataFrame) -> list[str]:
+    """Datasets whose control scans name a drug none of their drug scans has: the scan table
+    asks for the study drug on placebo and baseline rows too, so this is likely a typo or a
+    "placebo" label. Pairing is by subject, so the results stand; the warning says so."""
+    out = []
+    for ds, group in scans.groupby("dataset", sort=True):
+        is_drug = group["condition"] == "drug"
+        odd = sorted(set(group.loc[~is_drug, "drug"]) - set(group.loc[is_drug, "drug"]))
+        if odd and is_drug.any():
+            out.append(f"dataset {ds}: its placebo/baseline scans name drug(s) {odd}, which none of its drug scans "
+                       f"has ({sorted(set(group.loc[is_drug, 'drug']))}); the drug column of a control scan is the "
+                       "study drug. Scans are paired by subject, so the results do not change, but check the table")
     return out
 
 
@@ -700,7 +716,7 @@ def methods_text(ctx: RunContext, results: RunResults, references: list[str], ac
         f"Data: {inc['dataset'].nunique()} datasets, {inc.groupby(['dataset', 'subject']).ngroups} subjects, "
         f"{len(inc)} scans included of {len(scans)} "
         f"({int(scans['excluded'].sum())} excluded; reasons in scans.tsv). "
-        f"Drugs: {', '.join(sorted(inc['drug'].unique()))}." + "".join(f" Note: {d[0].upper()}{d[1:]}." for d in dropped_out(scans)),
+        f"Drugs: {', '.join(sorted(inc.loc[inc['condition'] == 'drug', 'drug'].unique()))}." + "".join(f" Note: {d[0].upper()}{d[1:]}." for d in dropped_out(scans)),
         f"Quality control: {qc_text(ctx.cfg.qc, scans)}.",
         *([f"Denoising: '{plugins['denoiser'].name}': {plugins['denoiser'].describe()}."]
           if "denoiser" in acting and "denoiser" in plugins else []),

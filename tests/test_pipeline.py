@@ -159,6 +159,10 @@ def test_misbehaving_estimator_leaves_no_results(tmp_path, tiny_overrides, cls, 
     ("derivatives=sometimes", "[auto, all, none]"),
     ("stage=pool", "[all, extract]"),
     ("extraction.space_mismatch=ignore", "[error, warn]"),
+    # plugins' own choices, declared as megafc.core.Choice in their Config
+    ("pooling.heterogeneity=bogus", "[learned, pooled, per_pair, shared]"),
+    ("pooling.sampler=stan", "[auto, pymc, nutpie, numpyro, blackjax]"),
+    ("dataset.design=randomised", "[crossover, prepost, parallel, mixed]"),
 ])
 def test_choice_valued_keys_are_refused_when_composed(override, choices):
     """Choice-valued keys are Enums in the schema: OmegaConf refuses another value before any
@@ -169,6 +173,22 @@ def test_choice_valued_keys_are_refused_when_composed(override, choices):
         compose(TINY + [override])
     cause = str(info.value.__cause__)
     assert f"expected one of {choices}" in cause and f"full_key: {override.split('=')[0]}" in cause
+
+
+def test_a_plugin_built_in_python_gets_its_choices_checked_too():
+    """Hydra checks choices as it composes; a plugin built in Python with a choice's text gets
+    the member, and anything else is the same error, naming the key (also inside a list)."""
+    from megafc.plugins.datasets.synthetic import SiteSpec, SyntheticDataset
+    from megafc.plugins.pooling.pymc_scan_level import PyMCPooling
+
+    model = PyMCPooling(PyMCPooling.Config(heterogeneity="per_pair", pair_prior="horseshoe"))
+    assert type(model.config.heterogeneity).__name__ == "Heterogeneity" and model.config.heterogeneity == "per_pair"
+    assert model.params()["pair_prior"] == "horseshoe" and type(model.params()["pair_prior"]) is str
+    with pytest.raises(ConfigError, match=r"'pooling.pair_prior' is 'lasso'; expected one of \['independent', "):
+        PyMCPooling(PyMCPooling.Config(pair_prior="lasso"))
+    sites = [SiteSpec("a", "LSD", 4), SiteSpec("b", "LSD", 4, design="stepped")]
+    with pytest.raises(ConfigError, match=r"'dataset.sites\[1\].design' is 'stepped'"):
+        SyntheticDataset(SyntheticDataset.Config(sites=sites))
 
 
 def test_choice_values_read_as_their_text(tiny_overrides):
@@ -199,10 +219,12 @@ def test_a_drug_that_drops_out_is_said_in_log_and_methods(tmp_path, caplog):
 def test_single_subject_dataset_is_flagged():
     from megafc.core.pipeline import dropped_out
 
+    # dataset a names its study's drug on its placebo scans, dataset b names them "placebo": the
+    # control scans' drug column is not a drug of the analysis
     scans = pd.DataFrame({
         "dataset": ["a", "a", "a", "a", "b", "b"], "subject": ["1", "1", "2", "2", "1", "1"],
-        "drug": ["LSD"] * 4 + ["DMT"] * 2, "excluded": [False, False, False, False, False, True],
-        "exclusion_reason": [None] * 5 + ["mean FD > 0.5"],
+        "drug": ["LSD"] * 4 + ["DMT", "placebo"], "condition": ["drug", "placebo"] * 3,
+        "excluded": [False, False, False, False, False, True], "exclusion_reason": [None] * 5 + ["mean FD > 0.5"],
     })
     lines = dropped_out(scans)
     assert lines == ["dataset b: a single subject left; its dataset effect rests on that one person and says "
@@ -210,7 +232,11 @@ def test_single_subject_dataset_is_flagged():
     scans.loc[4, ["excluded", "exclusion_reason"]] = [True, "mean FD > 0.5"]
     lines = dropped_out(scans)
     assert lines[0] == "dataset b: all 2 scans excluded (2 x mean FD > 0.5); it is not part of any estimate"
-    assert lines[1].startswith("drug DMT: every scan")
+    assert lines[1].startswith("drug DMT: every scan") and len(lines) == 2  # not "drug placebo"
+    from megafc.core.pipeline import control_drug_mismatches
+
+    (said,) = control_drug_mismatches(scans)  # dataset b's "placebo" is said; a's study drug is right
+    assert said.startswith("dataset b: its placebo/baseline scans name drug(s) ['placebo']") and "['DMT']" in said
 
 
 def test_methods_say_which_pairs_which_summaries_and_which_exclusion_rules(tmp_path, monkeypatch):
