@@ -65,11 +65,24 @@ def validate_scans(scans: pd.DataFrame, source: str = "scan table") -> pd.DataFr
             f"a scan table needs {list(_REQUIRED_SCAN_COLUMNS)}"
         )
     out = scans.copy()
+    first = scans.attrs.get("first_line")  # a table read from a file names its rows by line
+
+    def rows(mask: Any) -> str:
+        where = out.index[np.asarray(mask, dtype=bool)][:5]
+        return f"line(s) {[int(i) + first for i in where]}" if first is not None else f"row(s) {list(where)}"
+
     for col in ("dataset", "subject", "session", "drug", "condition"):
         if out[col].isna().any():
-            rows = list(out.index[out[col].isna()][:5])
-            raise InputError(f"{source}: column '{col}' is empty in row(s) {rows}")
-        out[col] = out[col].astype(str)
+            raise InputError(f"{source}: column '{col}' is empty in {rows(out[col].isna())}")
+        # a stray space ('psilocybin ') would make another drug, dataset or subject
+        out[col] = out[col].astype(str).str.strip()
+        if (out[col] == "").any():
+            raise InputError(f"{source}: column '{col}' is empty in {rows(out[col] == '')}")
+    names = sorted(set(out["drug"]))
+    alike = sorted({n for n in names if sum(m.casefold() == n.casefold() for m in names) > 1})
+    if alike:
+        raise InputError(f"{source}: column 'drug' spells one name in several ways {alike} ({rows(out['drug'].isin(alike))}); "
+                         "each spelling would be a drug of its own: use one")
     # effect names are drug:<drug> and contrast:<drug a>-<drug b>: a '-' or ':' in a drug's name
     # would make them ambiguous (5-MeO-DMT vs LSD: contrast:5-MeO-DMT-LSD)
     odd = sorted(d for d in set(out["drug"]) if "-" in d or ":" in d)
@@ -107,6 +120,7 @@ def validate_scans(scans: pd.DataFrame, source: str = "scan table") -> pd.DataFr
         out["exclusion_reason"] = ""
     out["exclusion_reason"] = out["exclusion_reason"].fillna("").astype(str)
     extra = [c for c in out.columns if c not in SCAN_COLUMNS]
+    out.attrs.pop("first_line", None)  # rows may be reordered or dropped from here on
     return out[list(SCAN_COLUMNS) + extra].reset_index(drop=True)
 
 

@@ -274,6 +274,11 @@ def test_nan_and_constant_timeseries(tmp_path):
     (lambda m: m.assign(session_order=["first"] + ["2"] * (len(m) - 1)), "column 'session_order' has non-numeric.*first"),
     (lambda m: m.assign(mean_fd=["-0.3"] + ["0.1"] * (len(m) - 1)), r"column 'mean_fd' has negative value\(s\) at lines \[2\]"),
     (lambda m: pd.concat([m, m[["drug"]]], axis=1), r"names column\(s\) \['drug'\] more than once"),
+    # a cell is named by its line in the file, as every other metadata error does
+    (lambda m: m.assign(subject=[""] + m["subject"].tolist()[1:]), r"column 'subject' is empty in line\(s\) \[2\]"),
+    # 'Psilocybin' beside 'psilocybin' made a drug of its own, with its own effect, silently
+    (lambda m: m.assign(drug=[m["drug"].iloc[0].upper()] + m["drug"].tolist()[1:]),
+     r"column 'drug' spells one name in several ways .* \(line\(s\) \[2, "),
     # blank trailing columns (a spreadsheet's export) are no columns: the table is fine, and the
     # run goes on to the next problem planted here
     (lambda m: m.assign(**{"": "", " ": ""}).assign(condition=["active"] + m["condition"].tolist()[1:]),
@@ -284,6 +289,24 @@ def test_bad_metadata(tmp_path, edit, match):
     meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
     edit(meta).to_csv(t.metadata, sep="\t", index=False)
     expect_error(t.overrides(), tmp_path / "run", f"{t.metadata.name}.*{match}|{match}")
+
+
+def test_stray_spaces_and_scans_with_neither_path_nor_root(tmp_path):
+    """'psilocybin ' (a trailing space) made another drug; an empty path cell in a table whose
+    dataset has no root was an internal KeyError, naming neither the line nor the column."""
+    from megafc.plugins.datasets.metadata import read_metadata
+
+    t = fresh_tree(tmp_path)
+    meta = pd.read_csv(t.metadata, sep="\t", dtype=str, keep_default_na=False)
+    clean = read_metadata(t.metadata)
+    meta.assign(drug=meta["drug"] + " ", dataset=" " + meta["dataset"]).to_csv(t.metadata, sep="\t", index=False)
+    spaced = read_metadata(t.metadata)
+    assert spaced["drug"].tolist() == clean["drug"].tolist() and spaced["scan_id"].tolist() == clean["scan_id"].tolist()
+    table = meta.assign(path=["some.nii.gz"] + [""] * (len(meta) - 1))
+    (tmp_path / "some.nii.gz").write_text("")
+    table.to_csv(tmp_path / "with_path.tsv", sep="\t", index=False)
+    with pytest.raises(InputError, match=r"no entry in config key 'dataset.roots'.*line\(s\) \[3, 4"):
+        read_metadata(tmp_path / "with_path.tsv", roots={})
 
 
 def test_a_misspelt_optional_column_is_warned_about(tmp_path, caplog):

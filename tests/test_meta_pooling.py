@@ -213,6 +213,19 @@ def test_without_motion_a_complete_crossover_is_the_mean_paired_difference(simul
     assert row["mean"] == pytest.approx(g.mean()) and row["sd"] == pytest.approx(g.std(ddof=1) / np.sqrt(len(g)))
 
 
+def test_scans_without_mean_fd_are_named_when_motion_is_dropped_or_asked_for(simulated):
+    """pooling=meta dropped the motion adjustment without saying why, and pooling.motion=true
+    said only "some scans have no mean_fd": both now name the scans, as pooling=pymc counts them."""
+    pairs = simulated[0].copy()
+    gone = sorted(pairs["scan_id"].unique())[:2]
+    pairs.loc[pairs["scan_id"].isin(gone), "mean_fd"] = np.nan
+    result = MetaAnalysisPooling().fit(pairs, 0)
+    (said,) = [w for w in result.warnings if "mean_fd" in w]
+    assert f"2 included scan(s) have no mean_fd ({gone[0]}, {gone[1]})" in said and "not adjusted for motion" in said
+    with pytest.raises(ConfigError, match=rf"'pooling.motion' is true but 2 included scan.*{gone[0]}"):
+        MetaAnalysisPooling(MetaAnalysisPooling.Config(motion=True)).fit(pairs, 0)
+
+
 def test_parallel_groups_are_a_group_difference():
     pairs = toy_pairs({"a": ("LSD", [[0.1, 0.2], [0.3, 0.0], [0.2, 0.1]])})
     # keep the drug scans of subjects 0 and 1 and the placebo scans of subjects 1 and 2: no subject has both

@@ -58,13 +58,20 @@ def read_metadata(path: str | Path, roots: dict[str, str] | None = None) -> pd.D
         if col in table.columns and (table[col] < 0).any():
             lines = (table.index[table[col] < 0][:5] + 2).tolist()
             raise InputError(f"{path}: column '{col}' has negative value(s) at lines {lines}; expected >= 0")
+    table.attrs["first_line"] = 2  # rows are named by their line in the file (the header is line 1)
     scans = validate_scans(table, source=str(path))
     if roots is not None:
-        unknown = sorted(set(scans["dataset"]) - set(roots))
-        if unknown and "path" not in scans.columns:
+        # a scan without a path is found under its dataset's root: every such scan needs one
+        no_path = scans["path"].isna() if "path" in scans.columns else pd.Series(True, index=scans.index)
+        rootless = no_path & ~scans["dataset"].isin(list(roots))
+        if rootless.any():
+            unknown = sorted(set(scans.loc[rootless, "dataset"]))
+            lines = (scans.index[rootless][:6] + 2).tolist()
             raise InputError(
                 f"{path}: dataset(s) {unknown} have no entry in config key 'dataset.roots' "
-                f"(known: {sorted(roots)}) and the table has no 'path' column"
+                f"(known: {sorted(roots)}) and "
+                + ("the table has no 'path' column" if "path" not in scans.columns
+                   else f"line(s) {lines} leave 'path' empty") + "; give each scan a path or its dataset a root"
             )
     if "path" in scans.columns:
         resolved = []

@@ -55,7 +55,7 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
 from .derived import FALSE_SIGN_TEXT, split_summaries, summary_columns
 from .design import outcomes_text
-from .scan_design import ScanDesign, scan_design
+from .scan_design import ScanDesign, motion_on, scan_design
 
 #: Floor on a dataset's sampling variance (Fisher z squared; se 1e-6) so weights are finite.
 MIN_VARIANCE = 1e-12
@@ -213,13 +213,9 @@ class MetaAnalysisPooling(PoolingModel):
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         design = scan_design(pairs)
-        fd_known = bool(np.isfinite(design.obs["mean_fd"].to_numpy(dtype=float)).all())
-        motion = fd_known if self.config.motion is None else bool(self.config.motion)
-        if motion and not fd_known:
-            raise ConfigError("config key 'pooling.motion' is true but some scans have no mean_fd; provide mean FD "
-                              "or set pooling.motion=false")
+        motion, note = motion_on(design, self.config.motion)
         mean, var, n, how = dataset_summaries(design, motion)
-        warnings: list[str] = []
+        warnings: list[str] = [f"meta: {note}"] if note else []
         few = [u for i, u in enumerate(design.units) if not np.isfinite(var[i]).any()]
         if few:
             warnings.append(
@@ -296,8 +292,9 @@ class MetaAnalysisPooling(PoolingModel):
         k_overall = int(blocks[0][3]["k"].max())
         if k_overall < 2:
             warnings.append(
-                f"meta: only {k_overall} dataset(s) can be pooled; the overall effect is that dataset's "
-                "estimate and between-dataset heterogeneity cannot be estimated (ok = false)"
+                f"meta: only {k_overall} dataset(s) can be pooled; " + (
+                    "the overall effect is that dataset's estimate and between-dataset heterogeneity cannot be "
+                    "estimated (ok = false)" if k_overall else "every effect is NaN (ok = false)")
             )
         no_data = [lv for _, t, lv, r, _ in blocks if t == "drug" and int(r["k"].max()) == 0]
         if no_data:

@@ -30,7 +30,7 @@ from .design import (
 )
 from .loo import log_likelihood_group, sample_dataset_effects, scan_model_loglik, thinned, tidy_posterior
 from .predictive import paired_contrasts, ppc_figure, replicate_contrasts
-from .scan_design import ScanDesign, covariate_matrix, scan_design, session_order_on
+from .scan_design import ScanDesign, covariate_matrix, motion_on, scan_design, session_order_on
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
@@ -207,24 +207,9 @@ class PyMCPooling(PoolingModel):
 
     # -- the design ---------------------------------------------------------------------
 
-    def motion_on(self, design: ScanDesign) -> tuple[bool, str]:
-        fd = pd.to_numeric(design.obs["mean_fd"], errors="coerce").to_numpy(dtype=float)
-        complete = bool(np.isfinite(fd).all())
-        if self.config.motion is None:
-            if complete:
-                return True, ""
-            return False, (f"{int((~np.isfinite(fd)).sum())} scan(s) have no mean_fd, so effects are not adjusted "
-                           "for motion (pooling.motion=null switches it on only when every scan has it)")
-        if self.config.motion and not complete:
-            raise ConfigError(
-                f"config key 'pooling.motion' is true but {int((~np.isfinite(fd)).sum())} included scan(s) have no "
-                "mean_fd; provide mean FD or set pooling.motion=false"
-            )
-        return bool(self.config.motion), ""
-
     def covariates(self, design: ScanDesign):
         c = self.config
-        motion, note = self.motion_on(design)
+        motion, note = motion_on(design, c.motion)
         order, order_note = self.order_on(design)
         x, names, scales, notes = covariate_matrix(
             design, motion, dict(c.dose_reference) if c.dose else None, c.time, c.time_reference, order)

@@ -23,6 +23,21 @@ from .design import PoolingLevels
 OBS_COLUMNS = ("scan_id", "dataset", "subject", "drug", "condition", "dose", "mean_fd")
 
 
+def motion_on(design: "ScanDesign", wanted: bool | None) -> tuple[bool, str]:
+    """pooling.motion: whether effects are adjusted for mean FD, and a note naming the scans
+    without it when they are not (null: adjusted only when every included scan has mean FD)."""
+    fd = pd.to_numeric(design.obs["mean_fd"], errors="coerce").to_numpy(dtype=float)
+    missing = design.obs.loc[~np.isfinite(fd), "scan_id"].astype(str).tolist()
+    which = f"{len(missing)} included scan(s) have no mean_fd ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+    if wanted is None:
+        return (True, "") if not missing else (False, f"{which}, so effects are not adjusted for motion "
+                                                      "(pooling.motion=null switches it on only when every scan has it)")
+    if wanted and missing:
+        raise ConfigError(f"config key 'pooling.motion' is true but {which}; provide mean FD (the metadata table's "
+                          "mean_fd column) or set pooling.motion=false")
+    return bool(wanted), ""
+
+
 @dataclass
 class ScanDesign(PoolingLevels):
     """Outcomes in wide form (scans x outcomes) with their grouping."""
