@@ -118,6 +118,27 @@ def test_planned_jobs_that_never_started_are_named(tmp_path):
     assert collect_jobs(root).attrs["never_started"] == []
 
 
+def test_a_config_run_again_in_another_job_folder_counts_once(tmp_path):
+    """A sweep rerun with one more value renumbers its job folders: the same config ran again in
+    a new folder, and the old one counted as a second pipeline (labelled by its directory)."""
+    root = tmp_path / "multirun"
+    jobs = {"0_atlas=schaefer": ("schaefer", "f1", "2026-12-01T10:00"), "1_atlas=synthetic": ("synthetic", "f2", "2026-12-01T10:01"),
+            "2_atlas=schaefer": ("schaefer", "f1", "2026-12-01T11:00")}  # job 0's config, run again later
+    for job, (atlas, fingerprint, finished) in jobs.items():
+        write_job(root / job, atlas, "meta", FULL[(atlas, "meta")])
+        provenance = json.loads((root / job / "provenance.json").read_text())
+        (root / job / "provenance.json").write_text(json.dumps({**provenance, "config_fingerprint": fingerprint,
+                                                                "finished": finished}))
+    found = collect_jobs(root)
+    assert sorted(found["job"]) == ["1_atlas=synthetic", "2_atlas=schaefer"]
+    assert found.attrs["superseded"] == {"0_atlas=schaefer": "2_atlas=schaefer"}
+    assert sorted(found["pipeline"]) == ["atlas=schaefer", "atlas=synthetic"]  # no "[0_atlas=...]" twin
+    out = compare(root)
+    listed = pd.read_csv(out / "jobs.tsv", sep="\t").set_index("job")
+    assert listed.loc["0_atlas=schaefer", "status"].startswith("superseded (the same config as 2_atlas=schaefer")
+    assert "1 job(s) ran the same config as a later job" in (out / "report.html").read_text()
+
+
 def test_labels_name_varying_settings_and_nested_layout(tmp_path):
     root = tmp_path / "multirun"
     for seed in (0, 1):

@@ -206,7 +206,22 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         # a job whose diagnostics failed still enters the counts; the report names it
         "diagnostics_ok": provenance.get("diagnostics_ok") if isinstance(provenance, dict) else None,
         "sampler_ok": provenance.get("sampler_ok") if isinstance(provenance, dict) else None,
+        "fingerprint": provenance.get("config_fingerprint") if isinstance(provenance, dict) else None,
+        "finished": str(provenance.get("finished") or "") if isinstance(provenance, dict) else "",
     }
+
+
+def _superseded(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Jobs whose config another, later job ran too (job -> that job): a sweep rerun with one more
+    value renumbers its job folders, so the same config lands in a second folder and the first
+    would count as a pipeline of its own."""
+    latest: dict[str, dict[str, Any]] = {}
+    for r in records:
+        key = r["fingerprint"]
+        if key and (key not in latest or r["finished"] >= latest[key]["finished"]):
+            latest[key] = r
+    return {r["job"]: latest[r["fingerprint"]]["job"] for r in records
+            if r["fingerprint"] and latest[r["fingerprint"]] is not r}
 
 
 def _labels(records: list[dict[str, Any]]) -> list[str]:
@@ -279,7 +294,8 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
     itself), ``diagnostics_ok`` and ``sampler_ok`` (provenance.json; None from earlier versions)
     and ``effects_file``. Job directories without ``provenance.json`` are incomplete: they are
     logged, listed in ``result.attrs["incomplete"]`` and never used; planned jobs with no folder
-    are logged and listed in ``result.attrs["never_started"]`` (their overrides).
+    are logged and listed in ``result.attrs["never_started"]`` (their overrides); a job whose
+    config a later job ran too is left out and listed in ``result.attrs["superseded"]``.
     """
     sweep = Path(sweep_dir)
     if not sweep.exists():
@@ -307,6 +323,10 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
                          "`megafc --multirun` after at least one job has finished")
 
     records = sorted((_read_job(sweep, d) for d in complete), key=lambda r: _job_sort_key(r["job"]))
+    superseded = _superseded(records)
+    for job, kept in superseded.items():
+        log.warning("job %s ran the same config as the later job %s: not compared (it would count twice)", job, kept)
+    records = [r for r in records if r["job"] not in superseded]
     labels = _labels(records)
     kinds = []
     for r in records:
@@ -332,6 +352,7 @@ def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None)
         jobs.loc[dup, "pipeline"] = jobs.loc[dup, "pipeline"] + " [" + jobs.loc[dup, "job"] + "]"
     jobs.attrs["incomplete"] = incomplete
     jobs.attrs["never_started"] = missing
+    jobs.attrs["superseded"] = superseded
     jobs.attrs["sweep_dir"] = str(sweep)
     return jobs
 
@@ -584,6 +605,12 @@ def render_report(jobs: pd.DataFrame, table: pd.DataFrame, png: Path, sweep_dir:
     if incomplete:
         intro.append(f'<p class="banner warn">{len(incomplete)} incomplete job(s) (no {COMPLETION_MARKER}) '
                      "were ignored: " + ", ".join(f"<code>{esc(j)}</code>" for j in incomplete) + ".</p>")
+    superseded = jobs.attrs.get("superseded", {})
+    if superseded:
+        intro.append(f'<p class="banner warn">{len(superseded)} job(s) ran the same config as a later job (a sweep '
+                     "rerun with other values renumbers its folders) and were left out, so that no pipeline counts "
+                     "twice: " + ", ".join(f"<code>{esc(j)}</code> (as <code>{esc(k)}</code>)"
+                                          for j, k in superseded.items()) + ".</p>")
     missing = list(jobs.attrs.get("never_started", []))
     if missing:
         intro.append(f'<p class="banner warn">{len(missing)} of the sweep\'s planned jobs never started (no job '
@@ -683,7 +710,10 @@ def _jobs_file(jobs: pd.DataFrame) -> pd.DataFrame:
                                "status": f"incomplete (no {COMPLETION_MARKER})"})
     missing = pd.DataFrame({"job": None, "status": "never started (no job folder)",
                             "overrides": jobs.attrs.get("never_started", [])})
-    return pd.concat([t for t in (out, incomplete, missing) if len(t)], ignore_index=True)
+    superseded = pd.DataFrame({"job": list(jobs.attrs.get("superseded", {})),
+                               "status": [f"superseded (the same config as {kept}; not compared)"
+                                          for kept in jobs.attrs.get("superseded", {}).values()]})
+    return pd.concat([t for t in (out, incomplete, missing, superseded) if len(t)], ignore_index=True)
 
 
 def compare(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
