@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import traceback
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -115,9 +115,10 @@ class Terminated(BaseException):
     """SIGTERM (``timeout``, SLURM's time limit, ``kill``) as an exception, so the run's staging
     folder, lock and worker processes are cleaned up as on any other failure."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, survivors: list[int] | None = None) -> None:
         super().__init__(f"terminated by signal {signum}")
-        self.signum = signum
+        #: Child processes a sweep's launcher handed the signal on to that had not ended.
+        self.signum, self.survivors = signum, survivors or []
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -125,13 +126,18 @@ def _on_sigterm(signum, frame) -> None:
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
-    pass_on(signum)
+    if os.getpid() == _launcher and sweeping:  # a sweep's launcher: its jobs may run in workers
+        _stopping(os.getpid()).touch()
+        raise Terminated(signum, pass_on(signum))
     raise Terminated(signum)
 
 
 #: The process ``main`` runs in; None in a process that did not start from it (a joblib
 #: launcher's worker, a submitit job), whose sweep job is then tied to the process that started it.
 _launcher: int | None = None
+#: Set when Hydra starts a sweep in this process (``CompareWhenSweepEnds.on_multirun_start``):
+#: whatever started it (``--multirun``, ``hydra.mode=MULTIRUN`` in an experiment config).
+sweeping = False
 
 
 def _proc_children() -> list[int]:
@@ -159,10 +165,20 @@ def _takes(pid: int, signum: int) -> bool:
     return not ignored & (1 << (signum - 1))
 
 
-def pass_on(signum: int, wait: float = 15.0) -> None:
+def _stopping(launcher: int) -> Path:
+    """Exists while a sweep's launcher (pid ``launcher``) is stopping: its workers' jobs, handed
+    the signal, then end their worker too (a job terminated alone leaves its worker to the sweep)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"megafc-sweep-stopping-{launcher}"
+
+
+def pass_on(signum: int, wait: float = 15.0) -> list[int]:
     """Hand a termination signal on to this process's children and give them ``wait`` seconds to
     end: a joblib sweep's jobs run in worker processes that outlived the launcher it killed (they
-    sampled on, orphaned); signalled, each job removes its staging folder and lock as it ends."""
+    sampled on, orphaned); signalled, each job removes its staging folder and lock as it ends.
+    Returns the children that had not ended (a launcher's controller that manages its jobs
+    itself, as submitit's does)."""
     import time
 
     children = [pid for pid in _proc_children() if _takes(pid, signum)]
@@ -175,6 +191,7 @@ def pass_on(signum: int, wait: float = 15.0) -> None:
     while children and time.monotonic() < deadline:
         time.sleep(0.1)
         children = [pid for pid in children if _takes(pid, signum)]
+    return children
 
 
 @contextmanager
@@ -252,7 +269,8 @@ def _run_task(cfg, run_dir: str) -> None:
                     else "no results were written (the run's staging folder was removed)")
             log.error("%s; %s", exc, what)
             print(f"megafc: {exc}; {what}", file=sys.stderr)
-            if _launcher is None and _in_multirun():  # a launcher's worker: end it, not only its job
+            if _launcher is None and _in_multirun() and _stopping(os.getppid()).exists():
+                # the whole sweep stops: end this worker too, or its launcher waits for it
                 from megafc.core.run_folder import settle_hydra_record
 
                 settle_hydra_record(run_dir)
@@ -381,16 +399,11 @@ def main() -> None:
         fail(exc)
     global _launcher
     _launcher = os.getpid()
-    sweep = bool({"--multirun", "-m"} & set(sys.argv[1:]))
     try:
-        with sigterm_as_exception() if sweep else nullcontext():
+        with sigterm_as_exception():  # in a job, the job handles it (_run_task)
             hydra.main(config_path="pkg://megafc.conf", config_name="config", version_base="1.3")(_task)()
-    except Terminated as exc:  # a sweep's launcher (its jobs had the signal passed on and stopped)
-        message = (f"megafc: the sweep was {exc}; its running jobs were stopped and wrote nothing, "
-                   "finished jobs' results stand (megafc-compare names the jobs that are missing)")
-        log.error(message)
-        print(message, file=sys.stderr)
-        sys.exit(128 + exc.signum)
+    except Terminated as exc:  # before a job started, or a sweep's launcher
+        terminated(exc)
     except JobFailed as exc:  # re-raised by Hydra as it is under HYDRA_FULL_ERROR=1
         sys.exit(exc.code)
     except SystemExit as exc:
@@ -399,6 +412,25 @@ def main() -> None:
         # Hydra exits 1 on a config it cannot compose (unknown key or plugin, wrong type): bad
         # config, which is exit 2 for megafc like its own config errors
         sys.exit(EXIT_ERROR if exc.code == 1 else exc.code)
+    finally:
+        _stopping(os.getpid()).unlink(missing_ok=True)
+
+
+def terminated(exc: Terminated) -> NoReturn:
+    """The message and exit code of megafc terminated outside a job (a sweep's launcher, which
+    handed the signal on to its jobs, or a run not yet started)."""
+    if not sweeping:
+        message = f"megafc: {exc}; no results were written"
+    elif exc.survivors:
+        message = (f"megafc: the sweep was {exc}; {len(exc.survivors)} of its processes did not stop (pid(s) "
+                   f"{', '.join(map(str, exc.survivors))}): jobs a launcher manages itself (submitit's) run on "
+                   "until cancelled there. Finished jobs' results stand (megafc-compare names the missing ones)")
+    else:
+        message = (f"megafc: the sweep was {exc}; its running jobs were stopped and wrote nothing, finished jobs' "
+                   "results stand (megafc-compare names the jobs that are missing)")
+    log.error(message)
+    print(message, file=sys.stderr)
+    sys.exit(128 + exc.signum)
 
 
 def config_presets() -> list[tuple[str, str, str]]:

@@ -1,4 +1,4 @@
-"""Hydra callbacks: what happens when a whole sweep has finished.
+"""Hydra callbacks: what a sweep's launching process does as the sweep starts and when it has finished.
 
 ``CompareWhenSweepEnds`` runs every ``sweep`` reporter (the built-in one is what
 ``megafc-compare`` runs) on the sweep folder once every job has
@@ -16,6 +16,17 @@ from typing import Any
 from hydra.experimental.callback import Callback
 
 log = logging.getLogger("megafc")
+
+
+class MarkSweepLauncher(Callback):
+    """Tell megafc that this process launches a sweep, however the sweep was asked for
+    (``--multirun``, or ``hydra.mode=MULTIRUN`` in an experiment config): a SIGTERM to it is
+    then handed on to the jobs its launcher runs in worker processes."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from megafc.cli import app
+
+        app.sweeping = True
 
 
 class CompareWhenSweepEnds(Callback):

@@ -34,12 +34,30 @@ class Choice(str, Enum):
     def __format__(self, spec: str) -> str:
         return format(str(self.value), spec)
 
+    def __repr__(self) -> str:  # in a listed default or a site's settings: 'pymc', as it is typed
+        return repr(self.value)
+
 
 def choice_type(hint: Any) -> tuple[type[Choice] | None, bool]:
-    """The Choice a field's type names (``Sampler``, ``Optional[Sampler]``), and whether it may be None."""
-    args = typing.get_args(hint)
+    """The Choice a field's type names (``Sampler``, ``Optional[Sampler]``; not ``list[Sampler]``),
+    and whether it may be None."""
+    import types
+
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    args = typing.get_args(hint) if is_union else ()
     found = next((t for t in (hint, *args) if isinstance(t, type) and issubclass(t, Choice)), None)
     return found, type(None) in args
+
+
+def _member(enum: type[Choice], value: Any, key: str, optional: bool = False) -> Choice:
+    """The member of ``enum`` whose value (or, as OmegaConf reads it, name) is ``value``."""
+    try:
+        return enum(value)
+    except ValueError:
+        if isinstance(value, str) and value in enum.__members__:
+            return enum[value]
+        raise ConfigError(f"config key '{key}' is {value!r}; expected one of {[m.value for m in enum]}"
+                          + (" or null" if optional else "")) from None
 
 
 def coerce_choices(config: Any, prefix: str) -> None:
@@ -56,14 +74,18 @@ def coerce_choices(config: Any, prefix: str) -> None:
         for i, item in enumerate(value if isinstance(value, (list, tuple)) else [value]):
             if dataclasses.is_dataclass(item):
                 coerce_choices(item, f"{key}[{i}]." if isinstance(value, (list, tuple)) else f"{key}.")
-        enum, optional = choice_type(hints.get(f.name))
-        if enum is None or isinstance(value, enum) or (value is None and optional):
+        hint = hints.get(f.name)
+        enum, optional = choice_type(hint)
+        if enum is not None and not isinstance(value, enum) and not (value is None and optional):
+            object.__setattr__(config, f.name, _member(enum, value, key, optional))
             continue
-        try:
-            object.__setattr__(config, f.name, enum(value))
-        except ValueError:
-            raise ConfigError(f"config key '{key}' is {value!r}; expected one of {[m.value for m in enum]}"
-                              + (" or null" if optional else "")) from None
+        inner = typing.get_args(hint)[-1:]  # list[Choice], dict[str, Choice]: each element
+        if not (inner and isinstance(inner[0], type) and issubclass(inner[0], Choice)):
+            continue
+        if isinstance(value, list):
+            object.__setattr__(config, f.name, [_member(inner[0], v, f"{key}[{i}]") for i, v in enumerate(value)])
+        elif isinstance(value, dict):
+            object.__setattr__(config, f.name, {k: _member(inner[0], v, f"{key}.{k}") for k, v in value.items()})
 
 
 class Plugin:

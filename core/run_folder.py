@@ -50,12 +50,20 @@ def settle_hydra_record(run_dir: str | os.PathLike[str]) -> None:
     incoming = run_dir / incoming_hydra_record()
     if not incoming.is_dir():
         return
-    if read_manifest(run_dir)[0]:
+    try:
+        lock = _lock_folder(run_dir)
+    except FolderBusyError:  # a run is writing the folder (this one was refused): its record is the one
         shutil.rmtree(incoming, ignore_errors=True)
         return
-    shutil.rmtree(run_dir / HYDRA_RECORD, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.replace(incoming, run_dir / HYDRA_RECORD)
+    try:
+        if read_manifest(run_dir)[0]:
+            shutil.rmtree(incoming, ignore_errors=True)
+            return
+        shutil.rmtree(run_dir / HYDRA_RECORD, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.replace(incoming, run_dir / HYDRA_RECORD)
+    finally:
+        _unlock(lock)
 
 
 def hydra_records(run_dir: Path) -> list[Path]:
@@ -248,18 +256,8 @@ class StagedRun:
         self._release()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            # removed while still held (a run that opened it meanwhile finds it gone and retries,
-            # see _lock_folder), so a finished or failed run leaves no lock file behind
-            try:
-                ours = os.stat(self._lock.name)
-                mine = os.fstat(self._lock.fileno())
-                if (ours.st_ino, ours.st_dev) == (mine.st_ino, mine.st_dev):  # not a later run's lock
-                    Path(self._lock.name).unlink()
-            except FileNotFoundError:
-                pass
-            self._lock.close()  # closing the descriptor releases the flock
-            self._lock = None
+        _unlock(self._lock)
+        self._lock = None
 
     def __enter__(self) -> StagedRun:
         return self
@@ -377,6 +375,20 @@ def _lock_folder(run_dir: Path):
     fh.write(f"pid {os.getpid()} on {platform.node()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}\n")
     fh.flush()
     return fh
+
+
+def _unlock(lock) -> None:
+    """Release a ``_lock_folder`` lock; its file is removed while still held (a run that opened it
+    meanwhile finds it gone and retries), so a finished or failed run leaves no lock file behind."""
+    if lock is None:
+        return
+    try:
+        ours, mine = os.stat(lock.name), os.fstat(lock.fileno())
+        if (ours.st_ino, ours.st_dev) == (mine.st_ino, mine.st_dev):  # not a later run's lock
+            Path(lock.name).unlink()
+    except FileNotFoundError:
+        pass
+    lock.close()  # closing the descriptor releases the flock
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:

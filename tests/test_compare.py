@@ -106,12 +106,16 @@ def test_planned_jobs_that_never_started_are_named(tmp_path):
     (root / "multirun.yaml").write_text(yaml.safe_dump(plan))
     jobs = collect_jobs(root)
     assert jobs.attrs["incomplete"] == ["1_atlas=schaefer,pooling=pymc"]
-    assert sorted(jobs.attrs["never_started"]) == ["atlas=synthetic,pooling=meta", "atlas=synthetic,pooling=pymc"]
+    assert sorted(jobs.attrs["never_started"]) == ["atlas=synthetic pooling=meta", "atlas=synthetic pooling=pymc"]
     out = compare(root)
     listed = pd.read_csv(out / "jobs.tsv", sep="\t")
     assert sorted(listed.loc[listed["status"].str.startswith("never started"), "overrides"]) == [
-        "atlas=synthetic,pooling=meta", "atlas=synthetic,pooling=pymc"]
+        "atlas=synthetic pooling=meta", "atlas=synthetic pooling=pymc"]
     assert "2 of the sweep's planned jobs never started" in (out / "report.html").read_text()
+    # jobs that keep no Hydra record (hydra.output_subdir=null) cannot be matched to the plan: no claim
+    (root / "1_atlas=schaefer,pooling=pymc" / ".hydra" / "overrides.yaml").unlink()
+    (root / "1_atlas=schaefer,pooling=pymc" / ".hydra").rmdir()
+    assert collect_jobs(root).attrs["never_started"] == []
     # a sweeper that plans as it goes (e.g. optuna) has no plan to hold the folders to
     plan["hydra"]["sweeper"]["_target_"] = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     (root / "multirun.yaml").write_text(yaml.safe_dump(plan))

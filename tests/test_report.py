@@ -714,3 +714,18 @@ def test_tables_beyond_the_known_ones_are_read_on_first_use(meta_run, tmp_path):
         folder / "specificity.tsv", sep="\t", index=False)
     shown = table_frame(parse(write_report(folder, workers=1).read_text()).tables["specificity-table"])
     assert shown["network_a"].tolist() == ["Default", "Vis"]  # the overall effect's, most uneven first
+
+
+def test_the_reports_drug_tables_count_drug_scans_not_control_labels():
+    """A study that writes "placebo" in the drug column of its placebo rows: the report listed
+    placebo as a drug (and counted "2 drugs" for one); its scans belong to the subject's drug."""
+    from megafc.plugins.reports.run_report import dataset_table, drug_table
+
+    scans = pd.DataFrame({"dataset": ["a", "a", "a", "a", "b", "b"], "subject": ["1", "1", "2", "2", "1", "1"],
+                          "drug": ["LSD", "placebo", "LSD", "placebo", "DMT", "DMT"],
+                          "condition": ["drug", "placebo"] * 3, "excluded": [False, False, False, True, False, False]})
+    datasets = dataset_table(scans).set_index("dataset")
+    assert datasets.loc["a", "drug"] == "LSD" and datasets.loc["total", "drug"] == "2 drugs"
+    drugs = drug_table(scans).set_index("drug")
+    assert list(drugs.index) == ["LSD", "DMT"]
+    assert drugs.loc["LSD", ["subjects kept", "drug scans kept", "control scans kept"]].tolist() == [2, 2, 1]

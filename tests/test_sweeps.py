@@ -58,17 +58,22 @@ def test_a_failing_job_fails_the_sweep_but_the_others_run(tmp_path, launcher):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux /proc")
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
-def test_a_killed_parallel_sweep_takes_its_running_jobs_along(tmp_path, signum):
+@pytest.mark.parametrize("signum, mode, whom", [
+    (signal.SIGTERM, "--multirun", "launcher"), (signal.SIGKILL, "--multirun", "launcher"),
+    (signal.SIGTERM, "hydra.mode=MULTIRUN", "launcher"),  # how experiment configs ask for a sweep
+    (signal.SIGTERM, "--multirun", "worker"),
+], ids=["SIGTERM", "SIGKILL", "SIGTERM-mode-from-config", "SIGTERM-one-worker"])
+def test_a_killed_parallel_sweep_takes_its_running_jobs_along(tmp_path, signum, mode, whom):
     """A joblib sweep's jobs run in worker processes: killing the launcher (a time limit, Ctrl-\\,
     the out-of-memory killer) left them sampling on as orphans. SIGTERM is handed on, so each job
-    removes its staging folder and the sweep exits 128 + 15; SIGKILL takes them along at once."""
+    removes its staging folder and the sweep exits 128 + 15; SIGKILL takes them along at once. A
+    job terminated on its own ends the sweep as a terminated job (not as a crashed worker)."""
     from conftest import alive_process, child_processes
 
     sweep = tmp_path / "sweep"
     job = [o for o in TINY if not o.startswith("pooling.draws")] + ["pooling.draws=20000"]
     exe = Path(sys.executable).parent / "megafc"
-    proc = subprocess.Popen([str(exe), "--multirun", "hydra/launcher=local_parallel", "seed=1,2", *job,
+    proc = subprocess.Popen([str(exe), mode, "hydra/launcher=local_parallel", "seed=1,2", *job,
                              f"hydra.sweep.dir={sweep}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     workers: list[int] = []
@@ -78,6 +83,14 @@ def test_a_killed_parallel_sweep_takes_its_running_jobs_along(tmp_path, signum):
             time.sleep(0.5)
         workers = child_processes(proc.pid)
         assert len(list(sweep.glob("*/.megafc-staging-*"))) == 2, "the jobs never started"
+        if whom == "worker":
+            loky = [w for w in workers if "LokyProcess" in Path(f"/proc/{w}/cmdline").read_text()]
+            os.kill(loky[0], signum)
+            _, stderr = proc.communicate(timeout=90)
+            assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+            assert "terminated by signal 15; no results were written" in stderr
+            assert "TerminatedWorkerError" not in stderr and "Traceback" not in stderr
+            return
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=90)
         for _ in range(40):

@@ -276,12 +276,15 @@ def planned_jobs(sweep: Path) -> list[list[str]] | None:
 
 
 def never_started(sweep: Path, dirs: list[Path]) -> list[str]:
-    """The planned jobs (their overrides, comma-joined) that no job folder below ``sweep`` ran."""
+    """The planned jobs (their overrides, as on a command line) that no job folder below ``sweep`` ran."""
     planned = planned_jobs(sweep)
     if planned is None:
         return []
+    if any(not hydra_records(d) for d in dirs):  # hydra.output_subdir=null: no job says how it was started
+        log.info("%s: some job folders hold no Hydra record (.hydra); jobs that never started are not counted", sweep)
+        return []
     seen = {tuple(sorted(_job_overrides(d))) for d in dirs}
-    return [",".join(job) for job in planned if tuple(sorted(job)) not in seen]
+    return [" ".join(job) for job in planned if tuple(sorted(job)) not in seen]
 
 
 def collect_jobs(sweep_dir: str | Path, *, skip: list[str | Path] | None = None) -> pd.DataFrame:

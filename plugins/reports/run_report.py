@@ -281,24 +281,30 @@ def excluded_mask(scans: pd.DataFrame) -> pd.Series:
     return scans["excluded"].eq(True)
 
 
+def drug_scans(scans: pd.DataFrame) -> pd.DataFrame:
+    """The drug scans: a control scan's drug column names its study's drug, or "placebo"."""
+    return scans[scans["condition"] == "drug"] if "condition" in scans else scans
+
+
 def dataset_table(scans: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: drug, subjects (all, and those with a scan kept: the methods' count), scans,
     kept and excluded (with a total row)."""
     excluded = excluded_mask(scans)
     kept = scans[~excluded]
+    given = drug_scans(scans)
     rows = []
     for ds in dataset_order(scans):
         sel = scans["dataset"] == ds
         rows.append({
             "dataset": ds,
-            "drug": ", ".join(sorted(set(scans.loc[sel, "drug"].astype(str)))),
+            "drug": ", ".join(sorted(set(given.loc[given["dataset"] == ds, "drug"].astype(str)))),
             "subjects": scans.loc[sel, "subject"].nunique(),
             "subjects kept": kept.loc[kept["dataset"] == ds, "subject"].nunique(),
             "scans": int(sel.sum()),
             "kept": int((sel & ~excluded).sum()),
             "excluded": int((sel & excluded).sum()),
         })
-    total = {"dataset": "total", "drug": f"{scans['drug'].nunique()} drugs",
+    total = {"dataset": "total", "drug": f"{given['drug'].nunique()} drugs",
              "subjects": int(scans.groupby("dataset")["subject"].nunique().sum()),
              "subjects kept": int(kept.groupby("dataset")["subject"].nunique().sum()),
              "scans": len(scans), "kept": int((~excluded).sum()), "excluded": int(excluded.sum())}
@@ -320,13 +326,19 @@ def reason_table(scans: pd.DataFrame | None, exclusions: pd.DataFrame | None) ->
 
 
 def drug_table(scans: pd.DataFrame) -> pd.DataFrame:
+    """Per drug: its datasets, and the kept scans of the subjects who took it (their control
+    scans too, whatever their drug column says)."""
     kept = scans[~excluded_mask(scans)]
+    given = drug_scans(scans)
+    subject = scans["dataset"].astype(str) + "\x00" + scans["subject"].astype(str)
     rows = []
-    for drug in dict.fromkeys(scans["drug"]):
-        sel = kept[kept["drug"] == drug]
+    for drug in dict.fromkeys(given["drug"]):
+        took = set(subject[given.index[given["drug"] == drug]])
+        sel = kept[subject[kept.index].isin(took) & ((kept["condition"] != "drug") | (kept["drug"] == drug))
+                   if "condition" in kept else kept["drug"] == drug]
         rows.append({
             "drug": drug,
-            "datasets": ", ".join(dict.fromkeys(scans.loc[scans["drug"] == drug, "dataset"].astype(str))),
+            "datasets": ", ".join(dict.fromkeys(given.loc[given["drug"] == drug, "dataset"].astype(str))),
             "subjects kept": int(sel.groupby("dataset")["subject"].nunique().sum()),
             "drug scans kept": int((sel["condition"] == "drug").sum()),
             "control scans kept": int((sel["condition"] != "drug").sum()),
