@@ -94,6 +94,8 @@ def test_megafc_plugins_json_kinds_and_show(tmp_path, plugin_site):
     assert shown["preset_of"] == "pymc" and shown["preset_file"].endswith("pooling/pymc_quick.yaml")
     values = {f["key"]: f["default"] for f in shown["config"]}
     assert values["draws"] == 200 and values["sampler"] == "pymc" and values["priors.effect_sd"] == 0.2
+    shown = megafc_cli(["--show", "pooling/pymc_quick"], cwd=tmp_path, script="megafc-plugins").stdout
+    assert "pooling.sampler: auto | pymc | nutpie | numpyro | blackjax = 'pymc'" in shown  # not <Sampler.pymc: ...>
     for args, expected in ((["nope"], "unknown kind(s) ['nope']"), (["--show", "pooling/nope"], "no pooling plugin named 'nope'")):
         proc = megafc_cli(args, cwd=tmp_path, script="megafc-plugins")
         assert proc.returncode == 2 and expected in proc.stderr

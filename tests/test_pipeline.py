@@ -189,6 +189,23 @@ def test_a_plugin_built_in_python_gets_its_choices_checked_too():
     sites = [SiteSpec("a", "LSD", 4), SiteSpec("b", "LSD", 4, design="stepped")]
     with pytest.raises(ConfigError, match=r"'dataset.sites\[1\].design' is 'stepped'"):
         SyntheticDataset(SyntheticDataset.Config(sites=sites))
+    # a list of choices is a list, each element checked (not one choice that a list cannot be)
+    from dataclasses import dataclass, field
+
+    from megafc.core import Choice, Denoiser
+    from megafc.plugins.pooling.design import Sampler
+
+    class Both(Denoiser):
+        name = "both"
+
+        @dataclass
+        class Config:
+            samplers: list[Sampler] = field(default_factory=lambda: [Sampler.pymc])
+
+    assert Both(Both.Config(samplers=["nutpie", "pymc"])).config.samplers == [Sampler.nutpie, Sampler.pymc]
+    assert Both().config.samplers == ["pymc"] and issubclass(Sampler, Choice)
+    with pytest.raises(ConfigError, match=r"'denoiser.samplers\[1\]' is 'stan'"):
+        Both(Both.Config(samplers=["pymc", "stan"]))
 
 
 def test_choice_values_read_as_their_text(tiny_overrides):
