@@ -135,7 +135,7 @@ def _on_sigterm(signum, frame) -> None:
 #: The process ``main`` runs in; None in a process that did not start from it (a joblib
 #: launcher's worker, a submitit job), whose sweep job is then tied to the process that started it.
 _launcher: int | None = None
-#: Set when Hydra starts a sweep in this process (``CompareWhenSweepEnds.on_multirun_start``):
+#: Set when Hydra starts a sweep in this process (``MarkSweepLauncher.on_multirun_start``):
 #: whatever started it (``--multirun``, ``hydra.mode=MULTIRUN`` in an experiment config).
 sweeping = False
 
