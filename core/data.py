@@ -76,7 +76,7 @@ def validate_scans(scans: pd.DataFrame, source: str = "scan table") -> pd.DataFr
             raise InputError(f"{source}: column '{col}' is empty in {rows(out[col].isna())}")
         # a stray space ('psilocybin ') would make another drug, dataset or subject
         out[col] = out[col].astype(str).str.strip()
-        if (out[col] == "").any():
+        if col != "session" and (out[col] == "").any():  # '' is a plugin's "no session label"
             raise InputError(f"{source}: column '{col}' is empty in {rows(out[col] == '')}")
     names = sorted(set(out["drug"]))
     alike = sorted({n for n in names if sum(m.casefold() == n.casefold() for m in names) > 1})
