@@ -336,7 +336,7 @@ def already_complete(run_dir: str, cfg) -> bool:
     current.pop("rerun", None)
     if recorded != fingerprint_value(current):
         return False
-    changed = changed_inputs(run_dir, (current.get("dataset") or {}).get("metadata"))
+    changed = changed_inputs(run_dir, (current.get("dataset") or {}).get("metadata"), config=current)
     if changed:
         log.warning("%s holds a finished run of this config, but its inputs changed since (%s%s); running it again",
                     run_dir, "; ".join(changed[:5]), f"; and {len(changed) - 5} more" if len(changed) > 5 else "")

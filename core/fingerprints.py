@@ -76,14 +76,58 @@ def fingerprint_value(value: Any) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None) -> list[str]:
+def config_files(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Every config value naming an existing file (relative to the working folder), by its key,
+    with the file's path and content hash: an atlas's image and label table, a metadata table. A
+    file edited since, or the same relative path typed in another folder, is another input."""
+    out: dict[str, dict[str, str]] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(value, str) and 0 < len(value) < 4096:
+            path = Path(value).expanduser()
+            try:
+                found = path.is_file()
+            except OSError:  # not a path at all (a name too long for the file system)
+                found = False
+            if found:
+                out[key] = {"path": str(path.resolve()), "sha256": fingerprint_file(path)}
+
+    walk(config, "")
+    return out
+
+
+def changed_config_files(recorded: dict[str, dict[str, str]], config: dict[str, Any]) -> list[str]:
+    """One sentence per file the config names that differs from the one a finished run read."""
+    now = config_files(config)
+    out = []
+    for key in sorted(set(recorded) | set(now)):
+        before, after = recorded.get(key), now.get(key)
+        if after is None:
+            out.append(f"{key}: {before['path']} is gone")
+        elif before is None:
+            out.append(f"{key}: {after['path']} is a file now")
+        elif after["sha256"] != before["sha256"]:
+            out.append(f"{key}: {after['path']} has changed" if after["path"] == before["path"] else
+                       f"{key} now names {after['path']}, not the {before['path']} the run read")
+    return out
+
+
+def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None,
+                   config: dict[str, Any] | None = None) -> list[str]:
     """Why the finished run in ``run_dir`` may no longer match its inputs: one sentence per input
     file that is gone or differs from what the run read (empty: all the same).
 
     A rerun of the same config skips a finished run, which must not hide new data behind old
     results (e.g. fMRIPrep rerun, a metadata row fixed). Every fingerprinted file (the metadata
-    table is recorded as ``metadata``) is hashed again; BOLD images, which are not hashed, count
-    as changed when modified after the run started (extraction.tsv lists them)."""
+    table is recorded as ``metadata``) is hashed again, and so is every file ``config`` (the rerun's
+    resolved config) names (``config_files``); BOLD images, which are not hashed, count as
+    changed when modified after the run started (extraction.tsv lists them)."""
     run_dir = Path(run_dir)
     try:
         prov = json.loads((run_dir / COMPLETION_MARKER).read_text())
@@ -91,6 +135,8 @@ def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None)
     except (OSError, ValueError, KeyError, TypeError):
         return [f"{run_dir / COMPLETION_MARKER} cannot be read"]
     out = []
+    if config is not None and isinstance(prov.get("config_files"), dict):  # (earlier versions kept none)
+        out += changed_config_files(prov["config_files"], config)
     for key, digest in (prov.get("input_fingerprints") or {}).items():
         path = metadata if key == "metadata" else key
         if key != "metadata" and not (os.sep in key or Path(key).exists()):

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .fingerprints import fingerprint_value, package_versions
+from .fingerprints import config_files, fingerprint_value, package_versions
 from .run_folder import COMPLETION_MARKER, StagedRun
 
 log = logging.getLogger("megafc")
@@ -45,6 +45,8 @@ def provenance(
         "plugins": plugins,
         "packages": package_versions(extra_packages),
         "input_fingerprints": fingerprints,
+        # every file the config names (atlas image and labels, ...): a rerun compares them again
+        "config_files": config_files(config),
         # 'rerun' only says whether to redo a finished run; it does not change the results
         "config_fingerprint": fingerprint_value({k: v for k, v in config.items() if k != "rerun"}),
     }

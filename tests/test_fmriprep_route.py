@@ -76,6 +76,15 @@ def test_fmriprep_cli_end_to_end_then_cached(tree, tmp_path):
     assert (tmp_path / "run2" / "provenance.json").stat().st_mtime_ns > finished
     assert f"inputs changed since ({bold} was modified after the run); running it again" in \
         (tmp_path / "run2" / "megafc.log").read_text()
+    # a file the config names (the atlas's label table) edited since: not hidden behind the old results
+    labels = pd.read_csv(tree.atlas_labels, sep="\t")
+    labels.assign(note="edited").to_csv(tree.atlas_labels, sep="\t", index=False)
+    try:
+        assert megafc_cli(run2, cwd=tmp_path).returncode == 0
+        assert f"inputs changed since (atlas.labels: {tree.atlas_labels.resolve()} has changed); running it again" \
+            in (tmp_path / "run2" / "megafc.log").read_text()
+    finally:
+        labels.to_csv(tree.atlas_labels, sep="\t", index=False)  # the tree is shared by this module's tests
 
 
 def test_derivatives_are_a_bids_derivative_dataset(tree, tmp_path):

@@ -499,3 +499,23 @@ def test_a_folder_holding_one_kind_of_output_is_not_replaced_by_another(tmp_path
         rerun.write_text("effects.tsv", "the rerun's")
         rerun.commit()
     assert (tmp_path / "effects.tsv").read_text() == "the rerun's"
+
+
+def test_files_the_config_names_are_compared_again_on_a_rerun(tmp_path, monkeypatch):
+    """A rerun of the same config skipped a finished run whose atlas files had been edited since,
+    or whose relative atlas.labels now named another folder's file: the stale results stood."""
+    from megafc.core.fingerprints import changed_config_files, config_files
+
+    for site in ("a", "b"):
+        (tmp_path / site).mkdir()
+        (tmp_path / site / "labels.tsv").write_text(f"index\tlabel\n1\t{site}\n")
+    config = {"atlas": {"name": "custom", "labels": "labels.tsv", "cache_dir": str(tmp_path)}, "seed": 0}
+    monkeypatch.chdir(tmp_path / "a")
+    recorded = config_files(config)
+    assert list(recorded) == ["atlas.labels"]  # a folder is no file, a name no path
+    assert changed_config_files(recorded, config) == []
+    (tmp_path / "a" / "labels.tsv").write_text("index\tlabel\n1\tedited\n")
+    assert changed_config_files(recorded, config) == [f"atlas.labels: {tmp_path / 'a' / 'labels.tsv'} has changed"]
+    monkeypatch.chdir(tmp_path / "b")  # the same relative path typed in another folder
+    assert changed_config_files(recorded, config) == [
+        f"atlas.labels now names {tmp_path / 'b' / 'labels.tsv'}, not the {tmp_path / 'a' / 'labels.tsv'} the run read"]
