@@ -36,6 +36,7 @@ USER_OS_ERRORS = {
     errno.EPERM: "operation not permitted",
     errno.EROFS: "read-only file system",
     errno.ENOTDIR: "a path component is a file, not a folder",
+    errno.EEXIST: "a file is in the way of the folder",
 }
 
 

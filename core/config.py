@@ -164,9 +164,19 @@ def compose(overrides: list[str] | None = None, registry: Any = None) -> Any:
 
     from .registry import default_registry
 
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .errors import ConfigError
+
     register_configs(registry or default_registry())
     with initialize_config_module(config_module="megafc.conf", version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides or []))
+        try:
+            return hydra_compose(config_name="config", overrides=list(overrides or []))
+        except (HydraException, OmegaConfBaseException) as exc:  # a bad override: the user's, named
+            cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else None
+            detail = " ".join(str(cause or exc).split())
+            raise ConfigError(f"the config cannot be composed from {list(overrides or [])}: {detail}") from exc
 
 
 def override_key(override: str) -> tuple[str, str | None]:

@@ -236,6 +236,20 @@ def test_bad_jobs_and_a_failing_replicate_are_refused(tmp_path):
     assert not out.exists()  # nothing half-written
 
 
+@pytest.mark.parametrize("args, words", [
+    (["pooling=meta", "dataset.bogus=1"], "dataset.bogus"),  # was exit 3, "internal error: ConfigCompositionException"
+    (["pooling=bogus"], "pooling"),
+    (["--out", "notes.txt", "pooling=meta"], "notes.txt"),  # a file where the folder would go (was FileExistsError)
+])
+def test_a_researchers_mistakes_are_user_errors(tmp_path, args, words):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = [] if "--out" in args else ["--out", str(tmp_path / "c")]
+    proc = megafc_cli(["--replicates", "1", *out, *args], cwd=tmp_path, script="megafc-calibrate")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert words in proc.stderr and "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
 def test_keep_going_scores_the_other_replicates_and_lists_the_failed_one(tmp_path, monkeypatch, capsys, caplog):
     """--keep-going: a replicate that crashes (here the second of three) is listed with its
     error in calibration_failures.tsv and the report; the others are scored; the run still
