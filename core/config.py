@@ -161,13 +161,11 @@ def compose(overrides: list[str] | None = None, registry: Any = None) -> Any:
     (benchmarks, calibration, notebooks): ``RunContext.create(compose(["seed=1"]))``."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
-
-    from .registry import default_registry
-
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     from .errors import ConfigError
+    from .registry import default_registry
 
     register_configs(registry or default_registry())
     with initialize_config_module(config_module="megafc.conf", version_base="1.3"):

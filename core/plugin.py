@@ -49,6 +49,25 @@ def choice_type(hint: Any) -> tuple[type[Choice] | None, bool]:
     return found, type(None) in args
 
 
+def choice_fields(config_cls: type, prefix: str = "") -> list[tuple[str, type[Choice]]]:
+    """(key, Choice) of every choice-valued field of a Config, nested dataclasses and lists too."""
+    try:
+        hints = typing.get_type_hints(config_cls)
+    except Exception:
+        return []
+    out = []
+    for f in dataclasses.fields(config_cls):
+        hint = hints.get(f.name)
+        if choice_type(hint)[1]:
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        for t in (hint, *typing.get_args(hint)):
+            if isinstance(t, type) and issubclass(t, Choice):
+                out.append((prefix + f.name, t))
+            elif isinstance(t, type) and dataclasses.is_dataclass(t):
+                out += choice_fields(t, f"{prefix}{f.name}.")
+    return out
+
+
 def _member(enum: type[Choice], value: Any, key: str, optional: bool = False) -> Choice:
     """The member of ``enum`` whose value (or, as OmegaConf reads it, name) is ``value``."""
     try:
@@ -79,6 +98,10 @@ def coerce_choices(config: Any, prefix: str) -> None:
         if enum is not None and not isinstance(value, enum) and not (value is None and optional):
             object.__setattr__(config, f.name, _member(enum, value, key, optional))
             continue
+        if value is None:
+            continue
+        if choice_type(hint)[1]:  # Optional[list[Choice]]: the list's type
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         inner = typing.get_args(hint)[-1:]  # list[Choice], dict[str, Choice]: each element
         if not (inner and isinstance(inner[0], type) and issubclass(inner[0], Choice)):
             continue

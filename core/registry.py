@@ -13,7 +13,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigError, PluginError
-from .plugin import PLUGIN_KINDS, Plugin
+from .plugin import PLUGIN_KINDS, Plugin, choice_fields
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,12 @@ def _check_plugin_class(cls: Any, base: type[Plugin], kind: str, source: str) ->
             f"plugin '{source}': {cls.__qualname__}.Config may not have a field called 'name' "
             "(it is the plugin selector)"
         )
+    for key, enum in choice_fields(cls.Config):  # OmegaConf reads a choice by its name, Python by its value
+        odd = [f"{m.name} = {m.value!r}" for m in enum if m.name != m.value]
+        if odd:
+            raise PluginError(f"plugin '{source}': {cls.__qualname__}.Config.{key} is a {enum.__name__} whose "
+                              f"member(s) {odd} are not named as their value; a Choice's members must be "
+                              "(the command line reads the name, Python the value)")
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import types
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -204,6 +205,42 @@ def test_a_plugin_built_in_python_gets_its_choices_checked_too():
     assert Both().config.samplers == ["pymc"] and issubclass(Sampler, Choice)
     with pytest.raises(ConfigError, match=r"'denoiser.samplers\[1\]' is 'stan'"):
         Both(Both.Config(samplers=["pymc", "stan"]))
+
+    class Maybe(Denoiser):  # Optional[list[...]]: the list inside is checked too
+        name = "maybe"
+
+        @dataclass
+        class Config:
+            samplers: Optional[list[Sampler]] = None
+
+    assert Maybe().config.samplers is None
+    with pytest.raises(ConfigError, match=r"'denoiser.samplers\[0\]' is 'stan'"):
+        Maybe(Maybe.Config(samplers=["stan"]))
+
+
+def test_a_choice_not_named_as_its_values_is_refused_at_registration():
+    """OmegaConf reads a choice by its member's name, Python by its value: `two_sided = "two-sided"`
+    was refused on the command line, accepted from Python and written to config.yaml as the name."""
+    from dataclasses import dataclass
+
+    from megafc.core import Choice
+
+    class Tail(Choice):
+        two_sided = "two-sided"
+        greater = "greater"
+
+    class Tailed(ConnectivityEstimator):
+        name = "tailed"
+
+        @dataclass
+        class Config:
+            tail: Tail = Tail.greater
+
+        def estimate(self, timeseries):
+            return np.corrcoef(timeseries.T)
+
+    with pytest.raises(PluginError, match=r"Config.tail is a Tail whose member\(s\) \[\"two_sided = 'two-sided'\"\]"):
+        _registry_with(Tailed)
 
 
 def test_choice_values_read_as_their_text(tiny_overrides):
