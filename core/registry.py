@@ -166,10 +166,12 @@ def load_entry_points(pm: pluggy.PluginManager) -> tuple[dict[Any, tuple[str, st
             plugin = ep.load()
             pm.register(plugin, name=ep.name)
         except Exception as exc:  # a broken third-party package must not stop every run
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            # the whole message: pluggy's validation error says on its later lines which argument is wrong
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             broken.append({"entry_point": ep.name, "distribution": dist[0], "error": error})
             log.warning("plugin entry point '%s' of %s could not be loaded (%s); its plugins are unavailable "
-                        "(%s=%s skips it quietly)", ep.name, dist[0], error, DISABLE_ENV, dist[0])
+                        "(%s=%s skips it quietly; the other entry points of %s still load)", ep.name, dist[0], error,
+                        DISABLE_ENV, ep.name, dist[0])
             continue
         distinfo[plugin] = dist
     return distinfo, broken

@@ -105,6 +105,8 @@ def test_a_broken_entry_point_costs_only_its_own_plugins(monkeypatch, caplog):
     assert reg.broken == [{"entry_point": "lab_broken", "distribution": "lab-broken",
                            "error": "ImportError: No module named 'torch'"}]
     assert "entry point 'lab_broken' of lab-broken could not be loaded" in caplog.text
+    # the advice names the entry point: naming the distribution would switch off its working ones too
+    assert "MEGAFC_DISABLE_PLUGINS=lab_broken skips it quietly" in caplog.text
     with pytest.raises(ConfigError, match=r"no estimator plugin named 'lab_net'.*'lab_broken' of lab-broken "
                                           r"could not be loaded \(ImportError"):
         reg.get("estimator", "lab_net")
@@ -186,3 +188,12 @@ def test_config_fields_list_keys_types_defaults_and_docs():
     assert rows["n"] == {"key": "n", "type": "int", "default": 4, "doc": "how many"}
     assert rows["undocumented"]["doc"] == "" and rows["inner.width"]["doc"] == "how wide"
     assert rows["inner.width"]["default"] == 0.5 and "inner" not in rows
+
+
+def test_a_broken_entry_points_whole_error_is_kept(monkeypatch):
+    """pluggy's validation error says on its later lines which hook argument is wrong."""
+    error = ValueError("Plugin 'lab_badhook' for hook 'megafc_estimators'\nhookimpl definition: f(x)\n"
+                       "Argument(s) {'x'} are declared in the hookimpl but can not be found in the hookspec")
+    with_entry_points(monkeypatch, [FakeEntryPoint("lab_badhook", error, "lab-bad")])
+    (entry,) = build_registry().broken
+    assert entry["error"].endswith("Argument(s) {'x'} are declared in the hookimpl but can not be found in the hookspec")
