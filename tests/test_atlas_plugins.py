@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -398,15 +399,18 @@ def test_combined_merges_parts_without_collisions(tmp_path, no_download):
     assert again.maps == atlas.maps  # same content, same cached file
 
 
-def test_combined_refuses_overlap_or_keeps_first(tmp_path, no_download):
+def test_combined_refuses_overlap_or_keeps_first(tmp_path, no_download, caplog):
     cfg = combined_config(tmp_path, tian_x=(3, 8))  # the subcortex overlaps cortex at x = 3, 4
     with pytest.raises(InputError) as err:
         CombinedAtlas(cfg).load()
     msg = str(err.value)
     assert "'subcortical' (tian)" in msg and "'cortical' (schaefer)" in msg and "atlas.overlap=first" in msg
     cfg.overlap = "first"
-    with pytest.warns(UserWarning, match="no voxels left"):
+    with caplog.at_level("WARNING", logger="megafc"):  # the run's warnings (warnings.tsv), not Python's
         atlas = CombinedAtlas(cfg).load()
+    assert re.search(r"\d+ region\(s\) have no voxels left in the merged image \(atlas.overlap=first\)", caplog.text)
+    assert re.search(r"\d+ region\(s\) dropped, with no voxels left where parts overlap \(\d+ of part 'subcortical'\)",
+                     atlas.description)  # and methods.md, which says what the atlas is
     data = np.asanyarray(nib.load(atlas.maps).dataobj)
     assert sorted(set(np.unique(data).tolist()) - {0}) == atlas.regions["index"].tolist()
     assert (data[3:5] <= 100).all()  # cortex kept its voxels

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,12 +173,14 @@ class CombinedAtlas(AtlasLoader):
             )
         present = set(np.unique(merged).tolist())
         lost = regions[~regions["index"].isin(present)]
-        if len(lost):
-            warnings.warn(
-                f"{what}: {len(lost)} region(s) have no voxels left in the merged image and are "
-                f"dropped: {list(lost['label'])[:10]}",
-                stacklevel=2,
-            )
+        dropped = ""
+        if len(lost):  # said in warnings.tsv and in the atlas's own description (methods.md)
+            per_part = lost.groupby("part", sort=False).size()
+            dropped = (f"; {len(lost)} region(s) dropped, with no voxels left where parts overlap ("
+                       + ", ".join(f"{n} of part '{part}'" for part, n in per_part.items()) + ")")
+            logging.getLogger("megafc").warning(
+                "%s: %d region(s) have no voxels left in the merged image (atlas.overlap=%s) and are dropped: %s",
+                what, len(lost), c.overlap, list(lost["label"])[:10])
             regions = regions[regions["index"].isin(present)]
         regions = regions.sort_values("index", kind="stable").reset_index(drop=True)
 
@@ -206,7 +209,7 @@ class CombinedAtlas(AtlasLoader):
             name=self.name,
             regions=regions,
             maps=str(path),
-            description="Combined atlas: " + "; ".join(descriptions) + " (merged on the first part's grid).",
+            description="Combined atlas: " + "; ".join(descriptions) + f" (merged on the first part's grid{dropped}).",
             references=references,
             space=next(iter(spaces), None),
         )
