@@ -556,3 +556,47 @@ def test_instantiate_through_registry(tmp_path, no_download):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert default_registry().instantiate("atlas", {"name": "dosenbach"}).load().n_regions == 160
+
+
+def _custom_atlas(tmp_path, rows: list[dict], values=(1, 2, 3, 4)):
+    from megafc.plugins.atlases.custom import CustomAtlas
+
+    data = np.zeros((4, 4, 4), dtype=np.int16)
+    for k, v in enumerate(values):
+        data[k] = v
+    nib.Nifti1Image(data, np.eye(4)).to_filename(tmp_path / "img.nii.gz")
+    pd.DataFrame(rows).to_csv(tmp_path / "labels.tsv", sep="\t", index=False)
+    return CustomAtlas(CustomAtlas.Config(image=str(tmp_path / "img.nii.gz"), labels=str(tmp_path / "labels.tsv")))
+
+
+SCHAEFER4 = ["7Networks_LH_Vis_1", "7Networks_LH_Default_1", "7Networks_RH_Vis_1", "7Networks_RH_Default_1"]
+
+
+@pytest.mark.parametrize("rows, match", [
+    # the image has 4 values, the table names 2: other atlases refused it, custom took 2 regions
+    ([{"index": i, "label": lab} for i, lab in zip((1, 2), SCHAEFER4)], r"value\(s\) \[3, 4\] that its label file"),
+    ([{"index": i, "label": lab} for i, lab in zip((1, 2, 3, 3), SCHAEFER4)], r"'index' is repeated at line\(s\) \[4, 5\]"),
+    ([{"index": i, "label": lab} for i, lab in zip((1, 2.5, 3, 4), SCHAEFER4)], r"line\(s\) \[3\] hold \['2.5'\]"),
+    ([{"index": i, "label": lab} for i, lab in zip(("1", "x", 3, 4), SCHAEFER4)], r"line\(s\) \[3\] hold \['x'\]"),
+    ([{"index": i, "label": f"region{i}"} for i in (1, 2, 3, 4)],
+     r"labels.tsv: .*region1.*give the networks in columns 'network'"),
+    ([{"index": i, "label": f"r{i}", "network": n} for i, n in zip((1, 2, 3, 4), ("Vis", "", "Vis", "Default"))],
+     r"column 'network' is empty at line\(s\) \[3\]"),
+    ([{"index": i, "label": f"r{i}", "network": n} for i, n in zip((1, 2, 3, 4), ("Vis", "Motor", "Vis", "Motor"))],
+     r"network\(s\) \['Motor'\] are not Schaefer networks"),
+    ([{"index": i, "label": f"r{i}", "subnetwork": "x"} for i in (1, 2, 3, 4)], r"but no 'network'"),
+])
+def test_custom_atlas_label_tables_are_checked(tmp_path, rows, match):
+    """A custom atlas's label table was read with few checks: half the image's regions, repeated or
+    fractional indices passed silently, an empty network cell was an internal KeyError."""
+    with pytest.raises(InputError, match=match):
+        _custom_atlas(tmp_path, rows).load()
+
+
+def test_custom_atlas_networks_given_in_part_are_kept(tmp_path):
+    """A 'network' column alone was thrown away and the networks parsed from the labels again."""
+    rows = [{"index": i, "label": f"r{i}", "network": n} for i, n in zip((1, 2, 3, 4), ("Vis", "Vis", "Default", "Default"))]
+    regions = _custom_atlas(tmp_path, rows).load().regions
+    assert regions["network"].tolist() == ["Vis", "Vis", "Default", "Default"]
+    assert regions["subnetwork"].tolist() == regions["network"].tolist()
+    assert regions["system"].tolist() == ["unimodal", "unimodal", "transmodal", "transmodal"]
