@@ -68,6 +68,14 @@ def choice_fields(config_cls: type, prefix: str = "") -> list[tuple[str, type[Ch
     return out
 
 
+def element_choice(hint: Any) -> type[Choice] | None:
+    """The Choice of each element of a ``list[Choice]`` or ``dict[str, Choice]`` field (also Optional)."""
+    if choice_type(hint)[1]:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    inner = typing.get_args(hint)[-1:]
+    return inner[0] if inner and isinstance(inner[0], type) and issubclass(inner[0], Choice) else None
+
+
 def _member(enum: type[Choice], value: Any, key: str, optional: bool = False) -> Choice:
     """The member of ``enum`` whose value (or, as OmegaConf reads it, name) is ``value``."""
     try:
@@ -98,17 +106,13 @@ def coerce_choices(config: Any, prefix: str) -> None:
         if enum is not None and not isinstance(value, enum) and not (value is None and optional):
             object.__setattr__(config, f.name, _member(enum, value, key, optional))
             continue
-        if value is None:
-            continue
-        if choice_type(hint)[1]:  # Optional[list[Choice]]: the list's type
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        inner = typing.get_args(hint)[-1:]  # list[Choice], dict[str, Choice]: each element
-        if not (inner and isinstance(inner[0], type) and issubclass(inner[0], Choice)):
+        element = element_choice(hint)
+        if element is None or value is None:
             continue
         if isinstance(value, list):
-            object.__setattr__(config, f.name, [_member(inner[0], v, f"{key}[{i}]") for i, v in enumerate(value)])
+            object.__setattr__(config, f.name, [_member(element, v, f"{key}[{i}]") for i, v in enumerate(value)])
         elif isinstance(value, dict):
-            object.__setattr__(config, f.name, {k: _member(inner[0], v, f"{key}.{k}") for k, v in value.items()})
+            object.__setattr__(config, f.name, {k: _member(element, v, f"{key}.{k}") for k, v in value.items()})
 
 
 class Plugin:
@@ -360,6 +364,11 @@ def config_fields(config_cls: type, prefix: str = "") -> list[dict[str, Any]]:
         if enum is not None:  # the choices, not the Enum's name
             kind = " | ".join([*(m.value for m in enum), *(["null"] if optional else [])])
             default = default.value if isinstance(default, enum) else default
+        elif element_choice(hints.get(f.name)) is not None:  # list[Sampler]: each element one of them
+            hint, optional = hints[f.name], choice_type(hints[f.name])[1]
+            inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+            kind = (f"{'map' if typing.get_origin(inner) is dict else 'list'} of "
+                    + " | ".join(m.value for m in element_choice(hint)) + (", or null" if optional else ""))
         if dataclasses.is_dataclass(default):
             rows += config_fields(type(default), f"{prefix}{f.name}.")
             continue

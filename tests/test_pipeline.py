@@ -214,6 +214,9 @@ def test_a_plugin_built_in_python_gets_its_choices_checked_too():
             samplers: Optional[list[Sampler]] = None
 
     assert Maybe().config.samplers is None
+    from megafc.core.plugin import config_fields  # megafc-plugins --show: the choices of each element
+
+    assert config_fields(Maybe.Config)[0]["type"] == "list of auto | pymc | nutpie | numpyro | blackjax, or null"
     with pytest.raises(ConfigError, match=r"'denoiser.samplers\[0\]' is 'stan'"):
         Maybe(Maybe.Config(samplers=["stan"]))
 
