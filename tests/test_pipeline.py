@@ -94,8 +94,13 @@ def test_effects_table_has_diagnostics(tiny_run):
     assert any("maximum tree depth (pooling.max_treedepth=5)" in w for w in tiny_run.result.warnings)
     # each variable counts its R-hats above pooling.rhat_max, next to what chance would put there
     rhat_max = float(tiny_run.config.pooling.rhat_max)
-    row = diag.set_index("variable").loc["dataset_effect"]
-    assert row["n_r_hat_over"] == (eff.loc[eff["effect_type"] == "dataset", "r_hat"] > rhat_max).sum()
+    # ... over every outcome fitted: the summary outcomes too (diagnostics once counted only the
+    # pairs' rows, so a summary's R-hat of 1.7 reached neither the warning nor sampler_ok)
+    rows = pd.concat([eff, pd.read_csv(tiny_run.run_dir / "summaries.tsv", sep="\t")])
+    for variable, kind in (("dataset_effect", "dataset"), ("drug_effect", "drug"), ("overall", "overall")):
+        row = diag.set_index("variable").loc[variable]
+        assert row["size"] == (rows["effect_type"] == kind).sum()
+        assert row["n_r_hat_over"] == (rows.loc[rows["effect_type"] == kind, "r_hat"] > rhat_max).sum()
     assert row["r_hat_over_by_chance"] >= 0 and row["draws_for_r_hat"] >= row["draws"]
 
 

@@ -44,8 +44,8 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     blocks += [(f"covariate:{n}", "covariate", n, post[f"slope:{n}"].to_numpy()) for n in names]
     effects, summaries = split_summaries(effects_table(design, blocks, divergences=divergences, config=c), table)
     is_pair = ~summary_columns(design.pairs, table)
-    het = heterogeneity_table(design, post, c.hdi_prob, names)
-    tables = {"heterogeneity": het[~summary_columns(het, table)].reset_index(drop=True)}
+    het_all = heterogeneity_table(design, post, c.hdi_prob, names)
+    tables = {"heterogeneity": het_all[~summary_columns(het_all, table)].reset_index(drop=True)}
     if summaries is not None:
         tables["summaries"] = summaries
     specificity = subnetwork_specificity(design.pairs, table, main, c.hdi_prob)
@@ -67,16 +67,19 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
         units = scale_table(list(design.units), post[unit_var].to_numpy(), c.hdi_prob, column="dataset")
         units.insert(1, "drug", [design.drugs[d] for d in design.unit_drug])
         tables["dataset_scales"] = units
-    het = tables["heterogeneity"]
-    summarised = {"drug_effect": effects[effects.effect_type == "drug"],
-                  "dataset_effect": effects[effects.effect_type == "dataset"],
+    # every outcome fitted counts, the summary outcomes too (split into summaries.tsv above)
+    rows = pd.concat([effects, summaries], ignore_index=True) if summaries is not None else effects
+    het = het_all
+    summarised = {"overall": rows[rows.effect_type == "overall"],
+                  "drug_effect": rows[rows.effect_type == "drug"],
+                  "dataset_effect": rows[rows.effect_type == "dataset"],
                   "sigma": het[het.parameter == "residual_sd"], "subject_sd": het[het.parameter == "subject_sd"],
                   **{v: het[het.parameter == v] for v in ("tau_drug", "tau_dataset") if v in post},
                   **({scale_var: tables["drug_scales"]} if "drug_scales" in tables else {}),
                   **({unit_var: tables["dataset_scales"]} if "dataset_scales" in tables else {}),
-                  **{f"slope:{n}": effects[effects.effect == f"covariate:{n}"] for n in names}}
+                  **{f"slope:{n}": rows[rows.effect == f"covariate:{n}"] for n in names}}
     # not sampled: functions of the draws (and fresh noise)
-    drawn_after = {"overall", "drug_population_factor", "dataset_scale_population", "dataset_population_factor"}
+    drawn_after = {"drug_population_factor", "dataset_scale_population", "dataset_population_factor"}
     # nutpie also stores the unconstrained twins of bounded variables (``*_log__``, ``*_zerosum__``):
     # the same draws transformed, so they would count every such variable twice
     sampled = [v for v in post.data_vars if not v.endswith(("_z", "__")) and v not in drawn_after
