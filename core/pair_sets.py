@@ -70,7 +70,12 @@ def membership(atlas: Atlas, level: str, definitions: dict[str, Any], builtin: b
     pairs = [(min(a, b), max(a, b)) for a, b in pairs]
     rows = []
     user = dict(definitions or {})
-    defs = {**(builtin_definitions(atlas) if builtin else {}), **user}
+    builtins = builtin_definitions(atlas) if builtin else {}
+    clash = sorted(set(user) & set(builtins))
+    if clash:  # it replaced the built-in silently, and methods.md still described the built-in
+        raise ConfigError(f"config key 'summaries' defines {clash}, the name(s) of built-in summaries; choose "
+                          "another name, or summaries_builtin=false to define your own set")
+    defs = {**builtins, **user}
     for name, spec in defs.items():
         match = _matcher(name, dict(spec), atlas, is_user=name in user)
         members = [(a, b) for a, b in pairs if match(a, b, parent, system)]
@@ -107,6 +112,9 @@ def _matcher(name: str, spec: dict[str, Any], atlas: Atlas, is_user: bool):
         bad = sorted(set(syss) - systems)
         if bad:
             raise ConfigError(f"{key} names unknown system class(es) {bad}; the atlas has {sorted(systems)}")
+        if len(syss) > 2 and not spec.get("any_system") and not nets:  # a pair has two sides
+            raise ConfigError(f"{key} lists {len(syss)} systems {syss}; a pair joins two: give two (e.g. "
+                              "[transmodal, unimodal]), or any_system: true for every pair among them")
     wanted = {frozenset(p) for p in explicit}
 
     def match(a: str, b: str, parent: dict, system: dict) -> bool:

@@ -52,7 +52,11 @@ def test_user_definitions_and_their_errors():
                        ({"x": {"systems": ["sensory"]}}, "summaries.x.*unknown system.*sensory"),
                        ({"x": {"colour": "red"}}, "summaries.x.*unknown field"),
                        ({"x": {"within": True}}, "summaries.x.*needs"),
-                       ({"x": {"pairs": [["Vis", "Vis"]], "within": False}}, "summaries.x.*matches no network pair")):
+                       ({"x": {"pairs": [["Vis", "Vis"]], "within": False}}, "summaries.x.*matches no network pair"),
+                       # the third system was dropped silently (pairs of the first two only)
+                       ({"x": {"systems": ["unimodal", "transmodal", "attention"]}}, "summaries.x' lists 3 systems"),
+                       # a built-in's name replaced it silently; methods.md still described the built-in
+                       ({"within_network": {"pairs": [["Default", "Vis"]]}}, r"\['within_network'\], the name")):
         with pytest.raises(ConfigError, match=match):
             membership(ATLAS, "network", bad)
 
