@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -141,6 +142,23 @@ def test_a_config_run_again_in_another_job_folder_counts_once(tmp_path):
     listed = pd.read_csv(out / "jobs.tsv", sep="\t").set_index("job")
     assert listed.loc["0_atlas=schaefer", "status"].startswith("superseded (the same config as 2_atlas=schaefer")
     assert "1 job(s) ran the same config as a later job" in (out / "report.html").read_text()
+
+
+def test_an_effect_a_leave_one_out_refit_lacks_is_not_called_stable(tmp_path):
+    """Leaving out a drug's only dataset leaves that refit without the drug's effect (NaN): the
+    comparison took the other refit alone and called the effect stable under leave-one-out."""
+    root = tmp_path / "multirun"
+    write_job(root / "0_full", "schaefer", "meta", FULL[("schaefer", "meta")])
+    write_job(root / "1_loo_a", "schaefer", "meta", [0.12, -0.10, 0.04], loo="lsd_1")
+    write_job(root / "2_loo_b", "schaefer", "meta", [0.2, -0.2, 0.04], loo="psilocybin_1")
+    lacking = pd.read_csv(root / "2_loo_b" / "effects.tsv", sep="\t")
+    lacking.loc[lacking["effect"] == "drug:LSD", ["mean", "hdi_low", "hdi_high"]] = np.nan
+    lacking.to_csv(root / "2_loo_b" / "effects.tsv", sep="\t", index=False)
+    long = robustness_long(collect_jobs(root)).set_index(["network_a", "network_b", "effect"])
+    row = long.loc[("Default", "Vis", "drug:LSD")]
+    assert (row["n_loo"], row["loo_missing"]) == (1, 1) and row["loo_sign_stable"] == False  # noqa: E712
+    full = long.loc[("Default", "Vis", "overall")]  # present in both refits, same sign: stable
+    assert (full["n_loo"], full["loo_missing"]) == (2, 0) and full["loo_sign_stable"] == True  # noqa: E712
 
 
 def test_labels_name_varying_settings_and_nested_layout(tmp_path):

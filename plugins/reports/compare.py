@@ -392,8 +392,9 @@ def robustness_long(jobs: pd.DataFrame) -> pd.DataFrame:
 
     Columns: network_a, network_b, system_a, system_b, effect, effect_type, pipeline, job,
     mean, sd, hdi_low, hdi_high, pd, ok, credible (+1/-1: interval excludes 0 above/below;
-    0: it does not), n_loo, loo_min, loo_max, loo_sign_stable (every LOO mean has the sign of
-    the full-data mean; NA without LOO jobs).
+    0: it does not), n_loo, loo_missing (LOO jobs of the pipeline without this effect: their
+    refit could not estimate it), loo_min, loo_max, loo_sign_stable (every LOO job has the effect
+    and its mean has the sign of the full-data mean; NA without LOO jobs).
     """
     frames = []
     loo_frames = []
@@ -419,19 +420,24 @@ def robustness_long(jobs: pd.DataFrame) -> pd.DataFrame:
         stats = (loo.groupby(PAIR_KEY + ["pipeline"], sort=False)["mean"]
                  .agg(n_loo="count", loo_min="min", loo_max="max").reset_index())
         long = long.merge(stats, on=PAIR_KEY + ["pipeline"], how="left")
+        # a refit without one dataset may lack an effect (its drug's only dataset left out): then
+        # the effect is not shown to survive leaving that dataset out
+        refits = loo.groupby("pipeline")["job"].nunique()
+        long["loo_missing"] = long["pipeline"].map(refits).fillna(0).astype(int) - long["n_loo"].fillna(0).astype(int)
     else:
         long["n_loo"] = np.nan
         long["loo_min"] = np.nan
         long["loo_max"] = np.nan
+        long["loo_missing"] = 0
     long["n_loo"] = long["n_loo"].fillna(0).astype(int)
     sign = np.sign(long["mean"])
-    stable = ((sign > 0) & (long["loo_min"] > 0)) | ((sign < 0) & (long["loo_max"] < 0))
+    stable = (((sign > 0) & (long["loo_min"] > 0)) | ((sign < 0) & (long["loo_max"] < 0))) & (long["loo_missing"] == 0)
     long["loo_sign_stable"] = pd.Series(stable, dtype="boolean").where(
-        (long["n_loo"] > 0) & long["mean"].notna(), pd.NA)
+        ((long["n_loo"] > 0) | (long["loo_missing"] > 0)) & long["mean"].notna(), pd.NA)
 
     columns = ["network_a", "network_b", "system_a", "system_b", "effect", "effect_type", "pipeline", "job",
                "mean", "sd", "hdi_low", "hdi_high", "pd", "ok", "credible",
-               "n_loo", "loo_min", "loo_max", "loo_sign_stable"]
+               "n_loo", "loo_missing", "loo_min", "loo_max", "loo_sign_stable"]
     return long[columns]
 
 
@@ -487,7 +493,7 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
     0), min_mean, max_mean, loo_sign_stable (every pipeline with leave-one-dataset-out jobs
     keeps its sign in all of them; NA without LOO jobs), then for each pipeline
     ``mean[p]``, ``hdi_low[p]``, ``hdi_high[p]`` and, for pipelines with LOO jobs,
-    ``n_loo[p]``, ``loo_min[p]``, ``loo_max[p]``, ``loo_sign_stable[p]``. The tidy
+    ``n_loo[p]``, ``loo_missing[p]``, ``loo_min[p]``, ``loo_max[p]``, ``loo_sign_stable[p]``. The tidy
     one-row-per-pipeline version is :func:`robustness_long`.
     """
     if long is None:
@@ -513,7 +519,7 @@ def robustness_table(jobs: pd.DataFrame, long: pd.DataFrame | None = None) -> pd
         sub = long[long["pipeline"] == p].set_index(PAIR_KEY)
         stats = ["mean", "hdi_low", "hdi_high"]
         if p in with_loo:
-            stats += ["n_loo", "loo_min", "loo_max", "loo_sign_stable"]
+            stats += ["n_loo", "loo_missing", "loo_min", "loo_max", "loo_sign_stable"]
         for stat in stats:
             table[f"{stat}[{p}]"] = sub[stat].reindex(table.index)
     table = table.reset_index()
