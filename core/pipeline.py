@@ -352,6 +352,12 @@ def aggregate(ctx: RunContext, atlas: Atlas, connectomes: Connectomes, scans: pd
         members = model_pairs.attrs["summaries"]
         log.info("summaries: %d fitted as outcomes of their own (members in summary_pairs.tsv)",
                  members["summary"].nunique())
+    elif cfg.summaries:  # checked all the same (a sweep's other models fit them), and said to be unused
+        from .pair_sets import membership
+
+        membership(atlas, level, OmegaConf.to_container(cfg.summaries, resolve=True), bool(cfg.summaries_builtin))
+        log.warning("summaries %s: pooling '%s' fits no summary outcomes, so they are not estimated in this run",
+                    sorted(cfg.summaries), ctx.plugins["pooling"].name)
     return AggregatedData(pairs, model_pairs, harmonized, members)
 
 

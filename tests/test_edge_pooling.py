@@ -140,3 +140,18 @@ def test_pipeline_writes_gzipped_edge_table(tmp_path):
     # its data dictionary says what the edge intervals are (equal-tailed, not the run's HDI)
     described = json.loads((outcome.run_dir / "edge_effects.json").read_text())
     assert "equal-tailed" in described["hdi_low"]["Description"] and "atlas label" in described["region_a"]["Description"]
+
+
+def test_edge_model_refuses_a_choice_of_pairs_and_says_summaries_are_not_fitted(caplog):
+    """pooling=pymc_edges modelled every edge whatever aggregate.pairs chose (methods.md said the
+    choice was applied), and dropped user summaries, even invalid ones, without a word."""
+    from megafc.core.pipeline import RunContext, run_stages
+
+    base = [o for o in TINY if not o.startswith("pooling.")] + ["pooling=pymc_edges"]
+    with pytest.raises(ConfigError, match=r"'aggregate.pairs' chose 1 of the 120 network pairs, but pooling=pymc_edges models every edge"):
+        run_stages(RunContext.create(compose(base + ["aggregate.pairs=[[Default,Vis]]"])), until="pool")
+    with pytest.raises(ConfigError, match=r"summaries.dv.*unknown network.*Visual"):
+        run_stages(RunContext.create(compose(base + ["+summaries={dv: {pairs: [[Default, Visual]]}}"])), until="aggregate")
+    with caplog.at_level("WARNING", logger="megafc"):
+        run_stages(RunContext.create(compose(base + ["+summaries={dv: {pairs: [[Default, Vis]]}}"])), until="aggregate")
+    assert "summaries ['dv']: pooling 'pymc_edges' fits no summary outcomes" in caplog.text

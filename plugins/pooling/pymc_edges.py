@@ -423,6 +423,11 @@ class PyMCEdgePooling(PoolingModel):
         uniq = edge_pairs.drop_duplicates().sort_values(["a", "b"])
         pair_a, pair_b = list(uniq["a"]), list(uniq["b"])
         n_pairs = len(uniq)
+        given = set(map(tuple, pairs[["network_a", "network_b"]].drop_duplicates().to_numpy().tolist()))
+        if given and given < set(zip(pair_a, pair_b)):  # it models every edge: a choice of pairs would be ignored
+            raise ConfigError(f"config key 'aggregate.pairs' chose {len(given)} of the {n_pairs} network pairs, but "
+                              "pooling=pymc_edges models every edge of the atlas and cannot leave pairs out; set "
+                              "aggregate.pairs=null, or use a network-pair model (e.g. pooling=pymc)")
         if c.heterogeneity == "per_pair":
             group, n_groups = pair_codes, n_pairs
         else:
