@@ -354,6 +354,10 @@ def test_paired_model_options_sample_and_recover_sign(key_pairs, options):
         assert "no closed-form marginal" in result.description
     if options.get("motion"):
         assert "beta_motion" in set(result.diagnostics["variable"])
+        # the FD slope is reported, per mm of the FD change as the scan-level model does (it was
+        # said to be adjusted for, with no slope rows)
+        fd = result.effects[result.effects.effect == "covariate:mean_fd"]
+        assert len(fd) == len(o) and "mean_fd" in result.adjusted_for and fd["mean"].notna().all()
 
 
 @pytest.mark.slow

@@ -268,8 +268,12 @@ class PyMCPairedPooling(PoolingModel):
                    + ("; adjusted for session order (a slope per session of the drug session's place after its "
                       "control's, per pair; effects at equal session order)" if ordered else "")
                    + "." + fallback + (f" Note: {order_note}." if order_note else ""))
-        slopes = ([("session_order", idata.posterior["beta_session_order"].to_numpy())]
-                  if "beta_session_order" in idata.posterior else [])
+        post = idata.posterior
+        fd_sd = float(np.nanstd(design.obs["fd_diff"].to_numpy(dtype=float))) if "beta_motion" in post else 1.0
+        # the FD slope per mm of the drug-minus-control FD change (the model's is per sd), as the
+        # scan-level model reports its covariate:mean_fd rows
+        slopes = ([("mean_fd", post["beta_motion"].to_numpy() / (fd_sd or 1.0))] if "beta_motion" in post else []) \
+            + ([("session_order", post["beta_session_order"].to_numpy())] if "beta_session_order" in post else [])
         result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model (pymc_paired)", c, sampler) + options,
                                pairs, slopes=slopes,
                                adjusted_for=(["mean_fd"] if c.motion else []) + (["dose"] if c.dose else [])
