@@ -135,15 +135,17 @@ def changed_inputs(run_dir: str | os.PathLike[str], metadata: str | None = None,
     except (OSError, ValueError, KeyError, TypeError):
         return [f"{run_dir / COMPLETION_MARKER} cannot be read"]
     out = []
+    compared: set[str] = set()  # files the config names, compared there (a metadata table is both)
     if config is not None and isinstance(prov.get("config_files"), dict):  # (earlier versions kept none)
         out += changed_config_files(prov["config_files"], config)
+        compared = {str(entry.get("path")) for entry in prov["config_files"].values() if isinstance(entry, dict)}
     for key, digest in (prov.get("input_fingerprints") or {}).items():
         path = metadata if key == "metadata" else key
         if key != "metadata" and not (os.sep in key or Path(key).exists()):
             continue  # not a file (e.g. the synthetic generator's parameters: part of the config)
         file = Path(path).expanduser() if path else None
-        if file is None or file.is_dir():
-            continue  # nothing to compare (a folder's fingerprint is its plugin's business)
+        if file is None or file.is_dir() or str(file.resolve()) in compared:
+            continue  # nothing to compare (a folder's fingerprint is its plugin's business), or compared above
         if not file.is_file():
             out.append(f"{path} is gone")
         elif fingerprint_file(file) != digest:

@@ -519,3 +519,20 @@ def test_files_the_config_names_are_compared_again_on_a_rerun(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path / "b")  # the same relative path typed in another folder
     assert changed_config_files(recorded, config) == [
         f"atlas.labels now names {tmp_path / 'b' / 'labels.tsv'}, not the {tmp_path / 'a' / 'labels.tsv'} the run read"]
+
+
+def test_a_file_both_fingerprinted_and_named_by_the_config_is_said_changed_once(tmp_path, monkeypatch):
+    import json as _json
+
+    from megafc.core.fingerprints import changed_inputs, config_files, fingerprint_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "meta.tsv").write_text("a\n")
+    config = {"dataset": {"metadata": "meta.tsv"}}
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "provenance.json").write_text(_json.dumps({
+        "started": "2026-01-01T00:00:00+00:00", "input_fingerprints": {"metadata": fingerprint_file("meta.tsv")},
+        "config_files": config_files(config)}))
+    (tmp_path / "meta.tsv").write_text("b\n")
+    assert changed_inputs(tmp_path / "run", "meta.tsv", config=config) == [
+        f"dataset.metadata: {tmp_path / 'meta.tsv'} has changed"]
