@@ -440,7 +440,7 @@ def acted(results: RunResults) -> set[str]:
     kinds = set(results.plugins) - {"estimator", "denoiser"}
     if results.connectomes is not None and results.connectomes.estimator != "(precomputed)":
         kinds.add("estimator")
-    cleans = "denoiser" in results.plugins and type(results.plugins["denoiser"]).confounds is not Denoiser.confounds
+    cleans = "denoiser" in results.plugins and acts_on_given_timeseries(results.plugins["denoiser"])
     if inputs.images is not None or (inputs.timeseries is not None and inputs.confounds is not None and cleans):
         kinds.add("denoiser")
     return kinds
@@ -536,10 +536,21 @@ def estimate_connectomes(
     return Connectomes(scan_ids=list(scan_ids), matrices=mats, labels=atlas.labels, estimator=estimator.name)
 
 
+def harmonizes(harmonizer: Plugin) -> bool:
+    """Whether the harmonizer changes connectomes (it overrides the base class's identity)."""
+    return type(harmonizer).harmonize is not Harmonizer.harmonize
+
+
+def acts_on_given_timeseries(denoiser: Plugin) -> bool:
+    """Whether the denoiser cleans given region timeseries with their confounds (it overrides
+    ``Denoiser.confounds``; a denoiser for images only leaves them as they are)."""
+    return type(denoiser).confounds is not Denoiser.confounds
+
+
 def harmonize(harmonizer: Plugin, connectomes: Connectomes, scans: pd.DataFrame) -> Connectomes:
     """The harmonizer's connectomes, checked to be the same scans and shape (QC-FC and the
     derivatives keep the connectomes as estimated; only aggregation and pooling see these)."""
-    if type(harmonizer).harmonize is Harmonizer.harmonize:  # the identity: nothing to check
+    if not harmonizes(harmonizer):  # the identity: nothing to check
         return connectomes
     who = f"harmonizer '{harmonizer.name}'"
     with Heartbeat(who):
@@ -564,7 +575,7 @@ def denoise_given_timeseries(inputs: DatasetInputs, scans: pd.DataFrame, denoise
     None when there is nothing to do. A denoiser that cannot apply is said, not silently ignored."""
     if inputs.timeseries is None:
         return None
-    acts = type(denoiser).confounds is not Denoiser.confounds
+    acts = acts_on_given_timeseries(denoiser)
     if inputs.confounds is None:
         if acts:
             log.warning("denoiser '%s' is not applied: %s gives region timeseries without confounds files "
@@ -732,7 +743,7 @@ def methods_text(ctx: RunContext, results: RunResults, references: list[str], ac
         + f"averaged within and between {level}s (mean Fisher z over each pair's edges).",
         *([f"Harmonisation: '{harmonizer.name}' ({harmonizer.describe()}) applied to the "
            "connectomes before aggregation; QC-FC and derivatives use the connectomes before it."]
-          if harmonizer is not None and type(harmonizer).harmonize is not Harmonizer.harmonize else []),
+          if harmonizer is not None and harmonizes(harmonizer) else []),
         f"Outcomes: {outcomes_text(ctx, results)}",
         f"Pooling: {result.description}",
         *[f"Note: {n}" for n in list(ctx.cfg.get("notes") or [])],

@@ -49,6 +49,11 @@ def choice_type(hint: Any) -> tuple[type[Choice] | None, bool]:
     return found, type(None) in args
 
 
+def _without_none(hint: Any) -> Any:
+    """``X`` of ``Optional[X]``; any other type as it is."""
+    return next(a for a in typing.get_args(hint) if a is not type(None)) if choice_type(hint)[1] else hint
+
+
 def choice_fields(config_cls: type, prefix: str = "") -> list[tuple[str, type[Choice]]]:
     """(key, Choice) of every choice-valued field of a Config, nested dataclasses and lists too."""
     try:
@@ -57,9 +62,7 @@ def choice_fields(config_cls: type, prefix: str = "") -> list[tuple[str, type[Ch
         return []
     out = []
     for f in dataclasses.fields(config_cls):
-        hint = hints.get(f.name)
-        if choice_type(hint)[1]:
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        hint = _without_none(hints.get(f.name))
         for t in (hint, *typing.get_args(hint)):
             if isinstance(t, type) and issubclass(t, Choice):
                 out.append((prefix + f.name, t))
@@ -70,9 +73,7 @@ def choice_fields(config_cls: type, prefix: str = "") -> list[tuple[str, type[Ch
 
 def element_choice(hint: Any) -> type[Choice] | None:
     """The Choice of each element of a ``list[Choice]`` or ``dict[str, Choice]`` field (also Optional)."""
-    if choice_type(hint)[1]:
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    inner = typing.get_args(hint)[-1:]
+    inner = typing.get_args(_without_none(hint))[-1:]
     return inner[0] if inner and isinstance(inner[0], type) and issubclass(inner[0], Choice) else None
 
 
@@ -366,8 +367,7 @@ def config_fields(config_cls: type, prefix: str = "") -> list[dict[str, Any]]:
             default = default.value if isinstance(default, enum) else default
         elif element_choice(hints.get(f.name)) is not None:  # list[Sampler]: each element one of them
             hint, optional = hints[f.name], choice_type(hints[f.name])[1]
-            inner = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-            kind = (f"{'map' if typing.get_origin(inner) is dict else 'list'} of "
+            kind = (f"{'map' if typing.get_origin(_without_none(hint)) is dict else 'list'} of "
                     + " | ".join(m.value for m in element_choice(hint)) + (", or null" if optional else ""))
         if dataclasses.is_dataclass(default):
             rows += config_fields(type(default), f"{prefix}{f.name}.")
