@@ -51,13 +51,8 @@ class Design(Choice):
     parallel = "parallel"
 
 
-class DesignOverride(Choice):
-    """dataset.design: every site's design, or ``mixed`` (the designs in turn over the sites)."""
-
-    crossover = "crossover"
-    prepost = "prepost"
-    parallel = "parallel"
-    mixed = "mixed"
+#: dataset.design: every site's design, or ``mixed`` (the designs in turn over the sites).
+DesignOverride = Choice("DesignOverride", [*((m.value, m.value) for m in Design), ("mixed", "mixed")])
 
 
 #: Study designs the simulator can produce.
