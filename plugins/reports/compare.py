@@ -170,6 +170,7 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         provenance = json.loads(provenance_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"cannot read {provenance_file}: {exc}") from exc
+    provenance = provenance if isinstance(provenance, dict) else {}  # not a mapping: nothing recorded
     effects_file = job_dir / "effects.tsv"
     if not effects_file.is_file():
         if str(config.get("stage", "all")) == "extract":
@@ -177,7 +178,7 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
                              "no effects to compare; compare the analysis sweep that uses its cache")
         raise InputError(f"job {job_dir} is complete ({COMPLETION_MARKER} exists) but has no effects.tsv")
 
-    prov_plugins = provenance.get("plugins") or {} if isinstance(provenance, dict) else {}
+    prov_plugins = provenance.get("plugins") or {}
     plugins = {}
     for kind in list(PLUGIN_KINDS) + sorted(k for k in prov_plugins if k not in PLUGIN_KINDS):
         section = config.get(kind)
@@ -200,14 +201,14 @@ def _read_job(sweep_dir: Path, job_dir: Path) -> dict[str, Any]:
         "plugins": plugins,
         "pooling_model": model,  # the plugin itself, whatever preset of it the job chose
         "settings": settings,
-        "seed": provenance.get("seed", config.get("seed")) if isinstance(provenance, dict) else config.get("seed"),
+        "seed": provenance.get("seed", config.get("seed")),
         "effects_file": str(effects_file),
-        "interval": ((provenance.get("pooling_interval") or {}).get("label") if isinstance(provenance, dict) else None),
+        "interval": (provenance.get("pooling_interval") or {}).get("label"),
         # a job whose diagnostics failed still enters the counts; the report names it
-        "diagnostics_ok": provenance.get("diagnostics_ok") if isinstance(provenance, dict) else None,
-        "sampler_ok": provenance.get("sampler_ok") if isinstance(provenance, dict) else None,
-        "fingerprint": provenance.get("config_fingerprint") if isinstance(provenance, dict) else None,
-        "finished": str(provenance.get("finished") or "") if isinstance(provenance, dict) else "",
+        "diagnostics_ok": provenance.get("diagnostics_ok"),
+        "sampler_ok": provenance.get("sampler_ok"),
+        "fingerprint": provenance.get("config_fingerprint"),
+        "finished": str(provenance.get("finished") or ""),
     }
 
 
