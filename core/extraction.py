@@ -23,6 +23,7 @@ from .errors import InputError, MegafcError, PluginError
 from .fingerprints import fingerprint_file, fingerprint_value, remembered_fingerprint
 from .run_folder import write_text_atomic
 from .plugin import Denoiser
+from .python_warnings import recorded
 
 log = logging.getLogger("megafc")
 
@@ -302,11 +303,18 @@ def extract_all(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas
 
     check_field_of_view(images, scan_ids, atlas, space_mismatch)
     atlas_fp = atlas_fingerprint(atlas)
-    jobs = (delayed(extract_scan)(s, images[s], atlas, denoiser, cache_dir, atlas_fp) for s in scan_ids)
+    jobs = (delayed(recorded)(extract_scan, s, images[s], atlas, denoiser, cache_dir, atlas_fp) for s in scan_ids)
     out: dict[str, Extracted] = {}
+    raised: dict[str, list[str]] = {}  # a warning -> the scans that raised it
     step = max(1, len(scan_ids) // 10)
-    for i, res in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+    for i, (res, said) in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
         out[res.scan_id] = res
+        for text in dict.fromkeys(said):
+            raised.setdefault(text, []).append(res.scan_id)
         if (i + 1) % step == 0 or i + 1 == len(scan_ids):
             log.info("extraction: %d/%d scans (%d from cache)", i + 1, len(scan_ids), sum(r.cached for r in out.values()))
+    for text, scans in raised.items():
+        log.warning("extraction: %s (%s)", text, scans[0] if len(scans) == 1 else
+                    f"{len(scans)} of {len(scan_ids)} scans: {', '.join(sorted(scans)[:5])}"
+                    f"{', ...' if len(scans) > 5 else ''}")
     return out

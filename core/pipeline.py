@@ -29,6 +29,7 @@ from .pair_sets import with_summaries
 from .plugin import AtlasLoader, ConnectivityEstimator, DatasetLoader, Denoiser, Harmonizer, Plugin
 from .processes import children_die_with_parent
 from .progress import Heartbeat
+from .python_warnings import logged_in_this_thread
 from .qc import (QCConfig, baseline_only_datasets, exclude_by_censoring, exclude_by_motion, exclusion_counts,
                  motion_advice, motion_change, qc_fc, validate_qc)
 from .registry import Registry
@@ -191,14 +192,17 @@ RunOutcome = RunResults
 class _WarningCollector(logging.Handler):
     """Keeps every warning logged under ``megafc`` during a stage, so warnings.tsv (and the
     report) list the run's warnings without reading a log file. Only the stage's own thread
-    counts: runs in other threads of the process log to the same logger."""
+    counts (runs in other threads of the process log to the same logger), and of nested stages
+    only the innermost, so a warning is kept once, under the stage that raised it."""
+
+    innermost: dict[int, "_WarningCollector"] = {}
 
     def __init__(self, into: list[dict[str, str]], stage_name: str) -> None:
         super().__init__(level=logging.WARNING)
         self.into, self.stage_name, self.thread = into, stage_name, threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
+        if record.thread == self.thread and self.innermost.get(self.thread) is self:
             self.into.append({"stage": self.stage_name, "level": record.levelname.lower(),
                               "message": record.getMessage()})
 
@@ -211,11 +215,14 @@ def stage(ctx: RunContext, name: str, timings: dict[str, float] | None = None) -
     and passes through as it is (the command line reports it as a bug, with the stage named in
     the log)."""
     collector = _WarningCollector(ctx.warnings, name)
+    outer = _WarningCollector.innermost.get(collector.thread)
+    _WarningCollector.innermost[collector.thread] = collector
     log.addHandler(collector)
     started = time.perf_counter()
     try:
         ctx.hook.megafc_before_stage(stage=name, config=ctx.cfg)
-        with children_die_with_parent():  # a plugin's forked workers never outlive megafc
+        # a plugin's forked workers never outlive megafc; its warnings.warn reach warnings.tsv
+        with children_die_with_parent(), logged_in_this_thread():
             yield
     except BaseException as exc:
         if not isinstance(exc, MegafcError):
@@ -227,6 +234,10 @@ def stage(ctx: RunContext, name: str, timings: dict[str, float] | None = None) -
         raise
     finally:
         log.removeHandler(collector)
+        if outer is None:
+            del _WarningCollector.innermost[collector.thread]
+        else:
+            _WarningCollector.innermost[collector.thread] = outer
     seconds = time.perf_counter() - started
     if timings is not None:
         timings[name] = seconds

@@ -15,6 +15,7 @@ from megafc.core import InputError
 from megafc.core.extraction import TOO_FEW_FOR_CONFOUNDS
 from megafc.core.pipeline import run_experiment
 from megafc.core.registry import build_registry
+from megafc.plugins.denoisers.none import NoDenoising
 
 #: These tests are about the images' route: the fast deterministic model pools them.
 POOL = ["pooling=meta", "figures=false", "report=false"]
@@ -360,7 +361,6 @@ def test_parallel_extraction_matches_serial(tree, tmp_path):
     from megafc.core.extraction import extract_all
     from megafc.plugins.atlases.custom import CustomAtlas
     from megafc.plugins.datasets.fmriprep import FmriprepDataset
-    from megafc.plugins.denoisers.none import NoDenoising
 
     atlas = CustomAtlas(CustomAtlas.Config(image=str(tree.atlas_image), labels=str(tree.atlas_labels))).load()
     cfg = FmriprepDataset.Config(metadata=str(tree.metadata), roots={k: str(v) for k, v in tree.roots.items()})
@@ -370,6 +370,39 @@ def test_parallel_extraction_matches_serial(tree, tmp_path):
     parallel = extract_all(inputs.images, ids, atlas, NoDenoising(), None, n_jobs=2)
     for s in ids:
         assert np.allclose(serial[s].timeseries, parallel[s].timeseries)
+
+
+class DoubtfulDenoising(NoDenoising):
+    """Warns about the subject-01 scans, as a denoiser may about a scan's confounds."""
+
+    def confounds(self, bold_file):
+        import warnings
+
+        if "sub-01" in bold_file:
+            warnings.warn("no confounds file: nothing regressed out")
+        return None, None
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_warnings_raised_while_extracting_name_their_scans(tree, n_jobs, caplog):
+    """A warning raised while a scan is extracted (here the denoiser's, in joblib's worker
+    processes when n_jobs=2) is a warning of the run, said once with the scans that raised it;
+    its own process would otherwise print it to a worker's stderr."""
+    from megafc.core.extraction import extract_all
+    from megafc.plugins.atlases.custom import CustomAtlas
+    from megafc.plugins.datasets.fmriprep import FmriprepDataset
+
+    atlas = CustomAtlas(CustomAtlas.Config(image=str(tree.atlas_image), labels=str(tree.atlas_labels))).load()
+    cfg = FmriprepDataset.Config(metadata=str(tree.metadata), roots={k: str(v) for k, v in tree.roots.items()})
+    inputs = FmriprepDataset(cfg).load(atlas, 0)
+    ids = list(inputs.scans["scan_id"])
+    raising = sorted(s for s in ids if "sub-01" in inputs.images[s].bold)
+    with caplog.at_level("WARNING", logger="megafc"):
+        extract_all(inputs.images, ids, atlas, DoubtfulDenoising(), None, n_jobs=n_jobs)
+    said = [r.getMessage() for r in caplog.records if "nothing regressed out" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith("extraction: UserWarning from tests/test_fmriprep_route.py:")
+    assert said[0].endswith(f"({len(raising)} of {len(ids)} scans: {', '.join(raising[:5])}{', ...' * (len(raising) > 5)})")
 
 
 @pytest.mark.parametrize("n_moving", [80, 60])
@@ -400,7 +433,6 @@ def test_cached_runs_do_not_reread_unchanged_images(tree, tmp_path, monkeypatch,
     from megafc.core.extraction import extract_all
     from megafc.plugins.atlases.custom import CustomAtlas
     from megafc.plugins.datasets.fmriprep import FmriprepDataset
-    from megafc.plugins.denoisers.none import NoDenoising
 
     atlas = CustomAtlas(CustomAtlas.Config(image=str(tree.atlas_image), labels=str(tree.atlas_labels))).load()
     cfg = FmriprepDataset.Config(metadata=str(tree.metadata), roots={k: str(v) for k, v in tree.roots.items()})

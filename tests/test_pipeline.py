@@ -518,6 +518,66 @@ def test_warnings_file_lists_the_runs_warnings(tmp_path):
     assert "its effects include it" in design.iloc[0]  # the meta-analysis takes no session order out
 
 
+class Warns(ConnectivityEstimator):
+    """A third-party estimator that says what it noticed with warnings.warn, as libraries do."""
+
+    name = "warns_inproc"
+    calls = 0
+
+    def estimate(self, timeseries):
+        import warnings
+
+        Warns.calls += 1  # a new text each time (Python shows one text once per line of code)
+        warnings.warn(f"a region's timeseries is flat (call {Warns.calls})\nSee the docs.", UserWarning)
+        warnings.warn("estimate() will take a mask", DeprecationWarning)
+        return np.corrcoef(timeseries.T)
+
+
+def test_warnings_a_plugin_raises_reach_warnings_tsv(tmp_path):
+    """warnings.warn in a plugin is a warning of the run: it reaches warnings.tsv with its
+    category and origin (three from one line of code, then a count), while a deprecation
+    notice (about code, not data) does not, and Python's own warning display is back after."""
+    import warnings
+
+    shown = warnings.showwarning
+    reg = _registry_with(Warns)
+    out = run_experiment(compose(META + ["estimator=warns_inproc"], registry=reg), reg, tmp_path / "run")
+    table = pd.read_csv(out.run_dir / "warnings.tsv", sep="\t")
+    estimate = table[table["stage"] == "estimate"]["message"]
+    flat = estimate[estimate.str.contains("flat")]
+    assert len(flat) == 3 and flat.str.fullmatch(r"UserWarning from tests/test_pipeline.py:\d+: a region's "
+                                                 r"timeseries is flat \(call \d\)").all()  # its first line
+    n_scans = int((~out.scans["excluded"]).sum())
+    assert estimate.str.fullmatch(rf"{n_scans - 3} more warnings from tests/test_pipeline.py:\d+ like the ones "
+                                  r"above").sum() == 1
+    assert not table["message"].str.contains("will take a mask").any()
+    assert warnings.showwarning is shown
+
+
+def test_stage_keeps_only_its_own_threads_warnings():
+    """Runs in other threads of the process (a notebook, the tests) are not this stage's: their
+    warnings go where they went before, and nested stages share one count."""
+    import threading
+    import warnings
+
+    from megafc.core.pipeline import stage
+
+    ctx = types.SimpleNamespace(warnings=[], hook=build_registry().manager.hook, cfg=None)
+    with warnings.catch_warnings(record=True) as elsewhere:
+        warnings.simplefilter("always")
+        with stage(ctx, "pool"):
+            warnings.warn("in the stage")
+            other = threading.Thread(target=lambda: warnings.warn("in another thread"))
+            other.start()
+            other.join()
+            with stage(ctx, "derive"):
+                warnings.warn("in a nested stage", RuntimeWarning)
+    assert [(w["stage"], w["message"].split(": ", 1)[1]) for w in ctx.warnings] == [
+        ("pool", "in the stage"), ("derive", "in a nested stage")]
+    assert ctx.warnings[1]["message"].startswith("RuntimeWarning from tests/test_pipeline.py:")
+    assert [str(w.message) for w in elsewhere] == ["in another thread"]
+
+
 def test_prepost_warning_says_the_default_model_takes_the_order_out(tiny_run):
     """pooling=pymc adjusts for session order when counterbalanced datasets can teach it."""
     table = pd.read_csv(tiny_run.run_dir / "warnings.tsv", sep="\t")

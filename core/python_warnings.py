@@ -1,0 +1,94 @@
+"""Python warnings raised during a run, kept as the run's own warnings.
+
+A plugin or library that calls ``warnings.warn`` (nilearn about a region lost in resampling,
+numpy about the mean of an empty slice, a third-party plugin about its input) would otherwise
+only print to the terminal, which a sweep's or a batch job's user seldom reads. Inside a stage
+they are logged under ``megafc``, so megafc.log, warnings.tsv and the report hold them.
+Deprecation notices (DeprecationWarning, PendingDeprecationWarning, FutureWarning) are about
+code, not about the data, and go to the terminal as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger("megafc")
+
+NOT_ABOUT_DATA = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+#: Warnings logged from one place (file and line) in one stage; further ones are counted.
+MAX_FROM_ONE_PLACE = 3
+
+_lock = threading.Lock()
+_active: dict[int, dict[tuple[str, int], int]] = {}  # thread -> (file, line) -> warnings seen
+_previous: Any = None
+
+
+def describe(message: Any, category: type[Warning], filename: str, lineno: int) -> str:
+    """'UserWarning from nilearn/maskers/nifti_labels_masker.py:123: <message>', the message's
+    first line only (a table's cell; libraries add advice on further lines)."""
+    first = next((line.strip() for line in str(message).splitlines() if line.strip()), "")
+    return f"{category.__name__} from {where(filename)}:{lineno}: {first}"
+
+
+def where(filename: str) -> str:
+    """A warning's file as a reader finds it: relative to site-packages, or its last two parts."""
+    parts = Path(filename).parts
+    for anchor in ("site-packages", "dist-packages"):
+        if anchor in parts:
+            return "/".join(parts[parts.index(anchor) + 1:])
+    return "/".join(parts[-2:])
+
+
+def about_data(category: type[Warning]) -> bool:
+    return not issubclass(category, NOT_ABOUT_DATA)
+
+
+def _show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+          line: Any = None) -> None:
+    seen = _active.get(threading.get_ident())
+    if seen is None or not about_data(category):
+        return (_previous or warnings._showwarning_orig)(message, category, filename, lineno, file, line)
+    place = (filename, lineno)
+    seen[place] = seen.get(place, 0) + 1
+    if seen[place] <= MAX_FROM_ONE_PLACE:
+        log.warning("%s", describe(message, category, filename, lineno))
+
+
+@contextmanager
+def logged_in_this_thread() -> Iterator[None]:
+    """Log the Python warnings this thread raises until the block ends (nested blocks share one
+    count). Other threads' warnings pass to whatever showed them before."""
+    global _previous
+    me = threading.get_ident()
+    with _lock:
+        if warnings.showwarning is not _show:
+            _previous, warnings.showwarning = warnings.showwarning, _show
+        outermost = me not in _active
+        if outermost:
+            _active[me] = {}
+    try:
+        yield
+    finally:
+        if outermost:
+            with _lock:
+                seen = _active.pop(me)
+                if not _active and warnings.showwarning is _show:
+                    warnings.showwarning, _previous = _previous, None
+            for (filename, lineno), n in seen.items():
+                if n > MAX_FROM_ONE_PLACE:
+                    log.warning("%d more warnings from %s:%d like the ones above", n - MAX_FROM_ONE_PLACE,
+                                where(filename), lineno)
+
+
+def recorded(fn: Any, *args: Any) -> tuple[Any, list[str]]:
+    """(fn(*args), the warnings about data it raised, described), for work done in worker
+    processes, whose warnings would otherwise reach only their own stderr."""
+    with warnings.catch_warnings(record=True) as caught:  # the filters stay the process's
+        out = fn(*args)
+    return out, [describe(w.message, w.category, w.filename, w.lineno) for w in caught if about_data(w.category)]
