@@ -436,6 +436,25 @@ def test_paired_model_takes_the_order_effect_out_too():
             pairs.drop(columns="session_order"), 0)
 
 
+def test_paired_dose_slope_is_reported(key_pairs):
+    """pooling=pymc_paired with pooling.dose=true reports the slope it adjusts for, per sd of
+    dose within drug (as covariate:dose rows), and recovers a planted one."""
+    pairs, _ = key_pairs
+    pairs = pairs[pairs["drug"] != "ayahuasca"].copy()  # the synthetic ayahuasca scans have no dose
+    drug_scans = pairs["condition"] == "drug"
+    rng = np.random.default_rng(3)
+    dose = pd.Series(rng.uniform(10, 30, pairs["scan_id"].nunique()), index=pairs["scan_id"].unique())
+    pairs["dose"] = np.where(drug_scans, pairs["scan_id"].map(dose), np.nan)
+    z = pairs[drug_scans].groupby("drug")["dose"].transform(lambda d: (d - d.mean()) / d.std(ddof=0))
+    pairs.loc[drug_scans, "fc"] += 0.08 * z  # +0.08 Fisher z per within-drug sd of dose
+    fit = PyMCPairedPooling(PyMCPairedPooling.Config(draws=150, tune=150, dose=True, **QUICK)).fit(pairs, 0)
+    slope = fit.effects.query("effect == 'covariate:dose'")
+    assert len(slope) == len(KEY_PAIRS) and set(slope["level"]) == {"dose"}
+    assert ((slope["hdi_low"] < 0.08) & (0.08 < slope["hdi_high"])).mean() >= 5 / 6
+    assert (slope["hdi_low"] > 0).mean() >= 5 / 6
+    assert "dose" in fit.adjusted_for and "covariate:dose rows, per within-drug sd of dose" in fit.description
+
+
 def test_session_order_needs_its_column(key_pairs):
     pairs, _ = key_pairs
     for bad, what in ((pairs.drop(columns="session_order"), "no 'session_order' column"),

@@ -264,7 +264,8 @@ class PyMCPairedPooling(PoolingModel):
                    f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
                    + ("; adjusted for the change in mean FD" if c.motion else
                       "; not adjusted for motion (pooling.motion=false)")
-                   + ("; adjusted for dose (standardised within drug)" if c.dose else "")
+                   + ("; adjusted for dose (standardised within drug; covariate:dose rows, per within-drug sd "
+                      "of dose)" if c.dose else "")
                    + ("; adjusted for session order (a slope per session of the drug session's place after its "
                       "control's, per pair; effects at equal session order)" if ordered else "")
                    + "." + fallback + (f" Note: {order_note}." if order_note else ""))
@@ -272,7 +273,9 @@ class PyMCPairedPooling(PoolingModel):
         fd_sd = float(np.nanstd(design.obs["fd_diff"].to_numpy(dtype=float))) if "beta_motion" in post else 1.0
         # the FD slope per mm of the drug-minus-control FD change (the model's is per sd), as the
         # scan-level model reports its covariate:mean_fd rows
+        # the dose slope per sd of dose within drug (doses are in each drug's own units)
         slopes = ([("mean_fd", post["beta_motion"].to_numpy() / (fd_sd or 1.0))] if "beta_motion" in post else []) \
+            + ([("dose", post["beta_dose"].to_numpy())] if "beta_dose" in post else []) \
             + ([("session_order", post["beta_session_order"].to_numpy())] if "beta_session_order" in post else [])
         result = summarise_fit(design, idata, c, elapsed, describe(design, "PyMC joint model (pymc_paired)", c, sampler) + options,
                                pairs, slopes=slopes,
