@@ -3,6 +3,7 @@
 import os
 import signal
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -184,6 +185,17 @@ def test_multirun_pymc_and_bambi(tmp_path):
         # both take the session-order effect out of the synthetic study's pre/post dataset, and say so
         assert "covariate:session_order" in set(eff["effect"])
         assert "taken at equal session order" in (sweep / job / "warnings.tsv").read_text()
+    # both write the subjects' pointwise log-likelihood (subject intercepts integrated out) over
+    # the same subjects and pairs, so az.compare can rank them
+    import arviz as az
+
+    idata = {name: az.from_netcdf(sweep / job / "posterior.nc") for job, name in (("0", "pymc"), ("1", "bambi"))}
+    loglik = {name: d.log_likelihood["subject_differences"] for name, d in idata.items()}
+    assert loglik["pymc"].dims == loglik["bambi"].dims and loglik["pymc"].shape[2:] == loglik["bambi"].shape[2:]
+    for dim in loglik["pymc"].dims[2:]:
+        assert list(loglik["pymc"][dim].values) == list(loglik["bambi"][dim].values)
+    assert np.isfinite(loglik["bambi"]).all()
+    assert set(az.compare(idata, ic="loo").index) == {"pymc", "bambi"}
 
 
 def test_example_plugin_passes_its_own_tests(tmp_path, plugin_site):

@@ -24,13 +24,15 @@ from typing import Optional
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from megafc.core import PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import contrast_pairs
+from .derived import contrast_pairs, summary_columns
 from .design import (PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, outcomes_text,
                      resolve_sampler, validate_sampler_config)
+from .loo import log_likelihood_group, scan_model_loglik, thinned, tidy_posterior
 from .pymc_scan_level import ScanPriors
 from .scan_design import ScanDesign, covariate_matrix, scan_design, session_order_on
 from .scan_results import summarise_scan_fit
@@ -163,8 +165,19 @@ class BambiPooling(PoolingModel):
             dims={k: v for k, v in dims.items() if k in posterior},
             attrs={"modeling_interface": "bambi", "formula": str(formula)},
         )
-        return summarise_scan_fit(design, idata, c, elapsed, self.describe_fit(design, formula, sampler, motion, order),
-                                  names, notes, pairs)
+        result = summarise_scan_fit(design, idata, c, elapsed,
+                                    self.describe_fit(design, formula, sampler, motion, order), names, notes, pairs)
+        loglik = None
+        if c.log_likelihood != "none":  # the same subjects' likelihood as pymc's, from bambi's draws
+            is_summary = summary_columns(design.pairs, pairs)
+            loglik = log_likelihood_group(
+                scan_model_loglik(design, thinned(idata.posterior, c.log_likelihood_draws), x, names, scales,
+                                  ~is_summary, [n for n, s in zip(pair_names, is_summary) if not s]),
+                c.log_likelihood)
+        observed = xr.DataArray(design.y, dims=("scan", "pair"),
+                                coords={"scan": obs["scan_id"].astype(str).to_numpy(), "pair": pair_names})
+        result.idata = tidy_posterior(idata, loglik, {"fc": observed})
+        return result
 
     @staticmethod
     def _collect(post, design: ScanDesign, names: list[str], scales: dict, draws: dict) -> None:

@@ -130,7 +130,7 @@ class SamplerConfig(NUTSConfig):
 
     #: Drug contrasts to report as "a-b" (e.g. psilocybin-LSD); empty: every pair of drugs.
     contrasts: list[str] = field(default_factory=list)
-    #: Pointwise log-likelihood in posterior.nc for az.loo / az.compare (pymc, pymc_paired):
+    #: Pointwise log-likelihood in posterior.nc for az.loo / az.compare:
     #: per subject and network pair (subject_pair), per subject (subject) or none.
     log_likelihood: LogLikelihood = LogLikelihood.subject_pair
     #: Draws kept in the log_likelihood group (evenly spaced), to bound posterior.nc's size.
