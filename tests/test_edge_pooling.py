@@ -79,7 +79,14 @@ def test_edge_table_shapes(edge_fit, small_study):
     assert edges["pd"].between(0.5, 1).all()
     eff = edge_fit.effects
     assert (eff.network_a <= eff.network_b).all()
-    assert len(eff) == 6 * eff.groupby(["network_a", "network_b"]).ngroups
+    assert len(eff) == (6 + 10) * eff.groupby(["network_a", "network_b"]).ngroups  # with every drug contrast
+    # a contrast is the difference of the two drugs' network-pair means, draw by draw (edge_effects has none)
+    by = eff.set_index(["network_a", "network_b", "effect"])
+    contrast = by.xs("contrast:LSD-psilocybin", level="effect")
+    lsd, psilo = by.xs("drug:LSD", level="effect"), by.xs("drug:psilocybin", level="effect")
+    np.testing.assert_allclose(contrast["mean"], lsd["mean"] - psilo["mean"], atol=1e-9)
+    assert (contrast["sd"] < np.hypot(lsd["sd"], psilo["sd"]) * 1.5).all() and (contrast["level"] == "LSD-psilocybin").all()
+    assert (contrast["n_obs"] == lsd["n_obs"] + psilo["n_obs"]).all()
     assert set(edge_fit.diagnostics["variable"]) == {"tau_drug", "tau_dataset"}
     assert edge_fit.idata is not None and set(edge_fit.idata.posterior.data_vars) == {"tau_drug", "tau_dataset"}
     assert "edge-level" in edge_fit.description
@@ -136,7 +143,7 @@ def test_pipeline_writes_gzipped_edge_table(tmp_path):
     n = outcome.pairs["n_edges"].groupby([outcome.pairs.network_a, outcome.pairs.network_b]).first().sum()
     assert len(edges) == n * edges["effect"].nunique()
     eff = pd.read_csv(outcome.run_dir / "effects.tsv", sep="\t")
-    assert set(eff["effect_type"]) == {"overall", "drug"}
+    assert set(eff["effect_type"]) == {"overall", "drug", "contrast"}
     # its data dictionary says what the edge intervals are (equal-tailed, not the run's HDI)
     described = json.loads((outcome.run_dir / "edge_effects.json").read_text())
     assert "equal-tailed" in described["hdi_low"]["Description"] and "atlas label" in described["region_a"]["Description"]

@@ -142,11 +142,11 @@ def test_meta_effects_table_layout(meta_result, simulated):
         eff.columns)
     pairs = simulated[0]
     n_pairs = pairs[pairs.network_b != ""].groupby(["network_a", "network_b"]).ngroups
-    assert len(eff) == n_pairs * (1 + 5 + 11)
+    assert len(eff) == n_pairs * (1 + 5 + 10 + 11)  # overall, drugs, contrasts of every two drugs, datasets
     summaries = meta_result.tables["summaries"]  # the built-in summaries, fitted as outcomes
     assert set(summaries.summary) == set(pairs.attrs["summaries"].summary)
-    assert len(summaries) == summaries.summary.nunique() * (1 + 5 + 11)
-    assert set(eff.effect_type) == {"overall", "drug", "dataset"}
+    assert len(summaries) == summaries.summary.nunique() * (1 + 5 + 10 + 11)
+    assert set(eff.effect_type) == {"overall", "drug", "contrast", "dataset"}
     assert eff[["r_hat", "ess_bulk", "ess_tail"]].isna().all().all()
     assert (eff.divergences == 0).all() and eff.ok.all() and meta_result.idata is None
     assert not meta_result.warnings
@@ -171,8 +171,26 @@ def test_meta_effects_table_layout(meta_result, simulated):
     assert row["mean"] == pytest.approx(coef[-2]) and row["sd"] == pytest.approx(se)
     assert row["n_obs"] == (one.condition == "drug").sum()
     diag = meta_result.diagnostics
-    assert len(diag) == 17 and {"effect", "k", "tau2_median", "i2_median"} <= set(diag.columns)
+    assert len(diag) == 27 and {"effect", "k", "tau2_median", "i2_median"} <= set(diag.columns)
     assert "DerSimonian" in meta_result.description and "Benjamini" in meta_result.description
+
+
+def test_meta_contrasts_are_differences_of_the_drugs_estimates(meta_result, simulated):
+    """contrast:a-b is drug a's pooled estimate minus drug b's, with their standard errors
+    added in quadrature (distinct datasets) and the same Wald interval and test as every row;
+    pooling.contrasts picks them, naming an unknown drug's key."""
+    eff = meta_result.effects.set_index(["network_a", "network_b", "effect"])
+    for a, b in (("LSD", "psilocybin"), ("DMT", "ayahuasca")):
+        c, da, db = (eff.xs(e, level="effect") for e in (f"contrast:{a}-{b}", f"drug:{a}", f"drug:{b}"))
+        np.testing.assert_allclose(c["mean"], da["mean"] - db["mean"])
+        np.testing.assert_allclose(c["sd"], np.hypot(da["sd"], db["sd"]))
+        np.testing.assert_allclose(c["hdi_high"] - c["hdi_low"], 2 * 1.959964 * c["sd"], rtol=1e-5)
+        np.testing.assert_allclose(c["p"], 2 * (1 - c["pd"]), atol=1e-12)
+        assert (c["k"] == np.minimum(da["k"], db["k"])).all() and (c["level"] == f"{a}-{b}").all()
+    chosen = MetaAnalysisPooling(MetaAnalysisPooling.Config(contrasts=["LSD-psilocybin"])).fit(simulated[0], 0)
+    assert set(chosen.effects.query("effect_type == 'contrast'")["effect"]) == {"contrast:LSD-psilocybin"}
+    with pytest.raises(ConfigError, match=r"pooling.contrasts.*LSD-ketamine"):
+        MetaAnalysisPooling(MetaAnalysisPooling.Config(contrasts=["LSD-ketamine"])).fit(simulated[0], 0)
 
 
 def test_meta_recovers_planted_increases(meta_result, simulated):

@@ -12,7 +12,11 @@ the summaries, as a conventional meta-analysis of published studies would:
    scan has it: effects at equal motion); each unit's coefficient and its classical standard
    error;
 2. a DerSimonian-Laird random-effects meta-analysis of those means across datasets,
-   overall (all datasets) and per drug (that drug's datasets).
+   overall (all datasets) and per drug (that drug's datasets);
+3. drug contrasts (``contrast:a-b``, every pair of drugs or ``pooling.contrasts``): the
+   difference of two drugs' pooled estimates, their standard errors combined as independent
+   (their datasets are distinct; where one dataset gives both drugs they share its subjects'
+   controls, whose positive correlation makes that standard error conservative).
 
 Conventions (read these before comparing with the Bayesian models' effects.tsv):
 
@@ -43,7 +47,7 @@ contributes correlated units, which the meta-analysis ignores (a warning says so
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
@@ -53,7 +57,7 @@ from scipy import stats
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import FALSE_SIGN_TEXT, split_summaries, summary_columns
+from .derived import FALSE_SIGN_TEXT, contrast_pairs, split_summaries, summary_columns
 from .design import outcomes_text
 from .scan_design import ScanDesign, motion_on, scan_design
 
@@ -205,6 +209,8 @@ class MetaAnalysisPooling(PoolingModel):
         ci_level: float = 0.95
         #: Adjust for each scan's mean FD: null = whenever every scan has mean_fd.
         motion: Optional[bool] = None
+        #: Drug contrasts to report as "a-b" (e.g. psilocybin-LSD); empty: every pair of drugs.
+        contrasts: list[str] = field(default_factory=list)
 
     def __init__(self, config=None):
         super().__init__(config)
@@ -213,6 +219,7 @@ class MetaAnalysisPooling(PoolingModel):
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         design = scan_design(pairs)
+        contrasts = contrast_pairs(design.drugs, self.config.contrasts) if len(design.drugs) > 1 else []
         motion, note = motion_on(design, self.config.motion)
         mean, var, n, how = dataset_summaries(design, motion)
         warnings: list[str] = [f"meta: {note}"] if note else []
@@ -236,10 +243,18 @@ class MetaAnalysisPooling(PoolingModel):
         blocks = []  # (effect, effect_type, level, result dict, n_obs per pair)
         res = dersimonian_laird(est_in, var)
         blocks.append(("overall", "overall", "", res, (usable * n).sum(axis=0)))
+        by_drug = {}
         for d_i, drug in enumerate(design.drugs):
             rows = np.nonzero(design.unit_drug == d_i)[0]
             r = dersimonian_laird(est_in[rows], var[rows])
-            blocks.append((f"drug:{drug}", "drug", drug, r, (usable[rows] * n[rows]).sum(axis=0)))
+            by_drug[drug] = (r, (usable[rows] * n[rows]).sum(axis=0))
+            blocks.append((f"drug:{drug}", "drug", drug, *by_drug[drug]))
+        for a, b in contrasts:
+            (ra, na), (rb, nb) = by_drug[a], by_drug[b]
+            nan = np.full(ra["se"].shape, np.nan)
+            r = {"estimate": ra["estimate"] - rb["estimate"], "se": np.sqrt(ra["se"] ** 2 + rb["se"] ** 2),
+                 "tau2": nan, "q": nan, "i2": nan, "k": np.minimum(ra["k"], rb["k"])}
+            blocks.append((f"contrast:{a}-{b}", "contrast", f"{a}-{b}", r, na + nb))
         for u_i, unit in enumerate(design.units):
             se = np.sqrt(var[u_i])
             nan = np.full(se.shape, np.nan)
@@ -331,7 +346,9 @@ class MetaAnalysisPooling(PoolingModel):
             f"{len(design.obs)} scans of {design.n_subjects} subjects: {design.design_summary()}); these were pooled "
             f"across datasets ({k} with a standard error) with the DerSimonian-Laird random-effects estimator "
             f"(DerSimonian & Laird, 1986), overall and per drug ({len(design.drugs)} drugs; a drug with one "
-            f"dataset takes that dataset's estimate, tau^2 = 0); heterogeneity as tau^2, Cochran's Q and I^2; "
+            f"dataset takes that dataset's estimate, tau^2 = 0); drug contrasts as differences of the drugs' "
+            "pooled estimates with their standard errors combined as independent; heterogeneity as tau^2, "
+            "Cochran's Q and I^2; "
             f"{level}% Wald confidence intervals (columns hdi_low/hdi_high); two-sided z-test p-values adjusted "
             "across network pairs within each effect with the Benjamini-Hochberg false discovery rate procedure "
             "(Benjamini & Hochberg, 1995)."

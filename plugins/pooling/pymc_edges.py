@@ -39,6 +39,7 @@ from megafc.core import (
 )
 from megafc.stats import bfmi_warning, flag_ok, rhat_warning, sampler_diagnostics, sampler_healthy, summarise_draws
 
+from .derived import contrast_pairs
 from .design import (
     PYMC_PACKAGES,
     NUTSConfig,
@@ -341,6 +342,9 @@ class PyMCEdgePooling(PoolingModel):
         #: Between-drug/dataset sds: one for all edges (shared; 400 regions in ~2.5 min) or one
         #: per network pair (per_pair; > 10 min per chain at 400 regions).
         heterogeneity: PairedHeterogeneity = PairedHeterogeneity.shared
+        #: Drug contrasts to report as "a-b" (network-pair rows only; edge_effects has none);
+        #: empty: every pair of drugs.
+        contrasts: list[str] = field(default_factory=list)
         #: rope: half-width of the region of practical equivalence (network summaries' p_rope).
         #: priors: effect_sd, drug_sd, dataset_sd are used; sigma_sd is not (standard errors
         #: are plugged in).
@@ -413,6 +417,7 @@ class PyMCEdgePooling(PoolingModel):
         t0 = time.perf_counter()
         st = edge_statistics(connectomes, scans)
         stats_seconds = time.perf_counter() - t0
+        contrasts = contrast_pairs(st.drugs, c.contrasts) if len(st.drugs) > 1 else []  # before sampling
 
         # edges -> network pairs (network_a <= network_b, as in the network-pair table)
         net = regions[level].astype(str).to_numpy()
@@ -494,10 +499,16 @@ class PyMCEdgePooling(PoolingModel):
             add(f"drug:{drug}", "drug", drug, beta)
             del beta
         del mu, cache
+        # contrasts of the drugs' network-pair means, draw by draw (edge-level ones would double
+        # the largest arrays of the run)
+        drug_means = {lvl: draws for _, etype, lvl, draws in net_blocks if etype == "drug"}
+        net_blocks += [(f"contrast:{a}-{b}", "contrast", f"{a}-{b}", drug_means[a] - drug_means[b])
+                       for a, b in contrasts]
         edge_effects = pd.concat(edge_tables, ignore_index=True)
         edge_effects.attrs["compress"] = True
 
         systems = atlas.systems(level)
+        contrasted = {f"{a}-{b}": [a, b] for a, b in contrasts}
         rows = []
         for effect, etype, lvl, draws in net_blocks:
             s = summarise_draws(draws, hdi_prob=c.hdi_prob)
@@ -511,7 +522,8 @@ class PyMCEdgePooling(PoolingModel):
             s.insert(0, "network_a", pair_a)
             s["p_rope"] = (np.abs(flat) <= c.rope).mean(axis=0) if c.rope else np.nan
             s["n_edges"] = counts
-            n_obs = int(st.n.sum()) if etype == "overall" else int(st.n[st.unit_drug == st.drugs.index(lvl)].sum())
+            in_effect = st.drugs if etype == "overall" else contrasted.get(lvl, [lvl])
+            n_obs = int(st.n[np.isin(st.unit_drug, [st.drugs.index(d) for d in in_effect])].sum())
             s["n_obs"] = n_obs
             rows.append(s)
         effects = pd.concat(rows, ignore_index=True)
