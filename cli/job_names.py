@@ -34,13 +34,18 @@ def _value(value: str) -> str:
 
 def job_dirname(overrides: Iterable[str]) -> str:
     """``a=1,dataset.metadata=studies.tsv-1a2b3c4d`` from a job's overrides (one folder, no slashes)."""
-    parts = []
+    parts, shortened = [], []
     for override in overrides:
         key, sep, value = str(override).partition("=")
-        parts.append(_UNSAFE.sub("_", key) + (sep + _value(value) if sep else ""))
+        short = _value(value) if sep else ""
+        parts.append(_UNSAFE.sub("_", key) + (sep + short if sep else ""))
+        shortened.append(bool(sep) and short != value)
     name = ",".join(parts)
     if len(name) > MAX_NAME:
-        name = f"{name[:MAX_NAME - 9]}-{_digest(name)}"
+        # what tells a sweep's jobs apart is usually a plain choice (denoiser=compcor), not a path
+        # given to every job: plain values first, so the cut falls on the paths and long values
+        order = [p for p, s in zip(parts, shortened) if not s] + [p for p, s in zip(parts, shortened) if s]
+        name = f"{','.join(order)[:MAX_NAME - 9]}-{_digest(name)}"
     return name
 
 

@@ -282,6 +282,14 @@ def test_job_folder_names_are_flat_short_and_distinct():
     assert "/" not in roots and "{" not in roots and ":" not in roots
     assert len(job_dirname([f"k{i}=/very/long/path/number/{i}" for i in range(30)])) <= 120
     assert job_dirname(["atlas=yeo"]) == "atlas=yeo"
+    # the flagship real-data sweep: its swept choices stay readable when paths make the name too long
+    real = ["experiment=girn2026", "atlas=girn2026", "dataset=fmriprep", "dataset.metadata=/data/metadata.tsv",
+            "dataset.roots={psilo_1: /data/psilo_1/fmriprep, lsd_1: /data/lsd_1/fmriprep}"]
+    names = {job_dirname([*real, f"denoiser={d}", f"aggregate.level={lv}"])
+             for d in ("simple", "simple_gsr", "scrubbing", "compcor") for lv in ("network", "subnetwork")}
+    assert len(names) == 8 and all(len(n) <= 120 for n in names)
+    for d in ("simple", "simple_gsr", "scrubbing", "compcor"):
+        assert sum(f",denoiser={d},aggregate.level=" in n for n in names) == 2
 
 
 def test_runs_of_other_configs_started_in_the_same_second_get_their_own_folders(tmp_path):
