@@ -27,6 +27,8 @@ MAX_FROM_ONE_PLACE = 3
 _lock = threading.Lock()
 _active: dict[int, dict[tuple[str, int], int]] = {}  # thread -> (file, line) -> warnings seen
 _previous: Any = None
+#: Python's own display (private in the warnings module; the one in place at import otherwise).
+_PYTHONS = getattr(warnings, "_showwarning_orig", warnings.showwarning)
 
 
 def describe(message: Any, category: type[Warning], filename: str, lineno: int) -> str:
@@ -53,7 +55,7 @@ def _show(message: Any, category: type[Warning], filename: str, lineno: int, fil
           line: Any = None) -> None:
     seen = _active.get(threading.get_ident())
     if seen is None or not about_data(category):
-        return (_previous or warnings._showwarning_orig)(message, category, filename, lineno, file, line)
+        return (_previous or _PYTHONS)(message, category, filename, lineno, file, line)
     place = (filename, lineno)
     seen[place] = seen.get(place, 0) + 1
     if seen[place] <= MAX_FROM_ONE_PLACE:
