@@ -88,8 +88,8 @@ class RunConfig:
     fail_on_bad_diagnostics: bool = False
     #: Figures (matplotlib) in figures/: ``figures.formats`` lists the file formats of every
     #: figure (png, svg, pdf; the report embeds the PNG), ``figures.enabled=false`` (or
-    #: ``figures=false``) draws none beyond the report's and the pooling model's predictive checks
-    #: (``pooling.predictive_checks=false`` leaves those out).
+    #: ``figures=false``) saves none but the pooling model's predictive checks
+    #: (``pooling.predictive_checks=false`` leaves those out); report.html still embeds its own.
     figures: Any = field(default_factory=lambda: {"enabled": True, "formats": ["png"]})
     #: Write report.html (self-contained: data, QC, effects, diagnostics, methods, provenance).
     report: bool = True

@@ -203,14 +203,17 @@ def report_formats(run: Run) -> list[str]:
 
 def save_figure(run: Run, fig, name: str, file_stem: str | None = None) -> str:
     """Save ``figures/report_<name>.png`` (or ``figures/<file_stem>.png``) and the other formats
-    of ``figures.formats``; return the PNG as a data URI."""
-    from .figures import reproducible_metadata
+    of ``figures.formats``; return the PNG as a data URI. With ``figures=false`` nothing is saved:
+    the report still shows the figure (embedded), and figures/ holds no file of it."""
+    from .figures import figure_formats, reproducible_metadata
 
-    run.figures_dir.mkdir(parents=True, exist_ok=True)
-    stem = file_stem or f"{FIGURE_PREFIX}{name}"
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)  # constrained layout: no costly bbox_inches="tight"
     png = buf.getvalue()
+    if not figure_formats(run.cfg("figures", default=True)):
+        return png_data_uri(png)
+    run.figures_dir.mkdir(parents=True, exist_ok=True)
+    stem = file_stem or f"{FIGURE_PREFIX}{name}"
     png_path = run.figures_dir / f"{stem}.png"
     png_path.write_bytes(png)
     run.made.append(png_path)

@@ -436,6 +436,17 @@ def test_paired_model_takes_the_order_effect_out_too():
             pairs.drop(columns="session_order"), 0)
 
 
+def test_one_network_pair_is_fitted(key_pairs):
+    """aggregate.pairs with one pair (a focused question, or bambi's comparison): the subjects'
+    response spread cannot be told from noise on one outcome, and the run says so instead of
+    failing (ZeroDivisionError in the spread's noise correction)."""
+    pairs, _ = key_pairs
+    one = key(pairs, {("Default", "Vis")})
+    result = PyMCPooling(PyMCPooling.Config(draws=60, tune=60, **QUICK)).fit(one, 0)
+    assert set(result.effects["network_b"]) == {"Vis"} and result.effects["mean"].notna().all()
+    assert "could not be estimated (a single outcome" in result.description + " ".join(result.warnings)
+
+
 def test_paired_dose_slope_is_reported(key_pairs):
     """pooling=pymc_paired with pooling.dose=true reports the slope it adjusts for, per sd of
     dose within drug (as covariate:dose rows), and recovers a planted one."""

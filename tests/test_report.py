@@ -291,8 +291,9 @@ def test_meta_run_report(meta_run):
     assert p.h2 == list(SECTIONS)
     assert 'class="report-error"' not in text
     assert "<title>meta &lt;comparator&gt;</title>" in text
-    assert list((meta_run / "figures").glob("report_*.png")) and not list((meta_run / "figures").glob("report_*.svg"))
-    assert all(src.startswith("data:image/png;base64,") for src in p.imgs)
+    # figures=false (TINY): the report shows its figures, embedded, and saves none of them
+    assert not list((meta_run / "figures").glob("report_*"))
+    assert len(p.imgs) >= 5 and all(src.startswith("data:image/png;base64,") for src in p.imgs)
     assert "DerSimonian R, Laird N (1986)" in text and "Abril-Pla" not in text
     effects_html = re.sub(r"data:image/png;base64,[^\"]*", "", text.split('id="effects"')[1].split('id="diagnostics"')[0])
     assert "95% CI" in effects_html and "HDI" not in effects_html

@@ -34,7 +34,7 @@ from .scan_design import ScanDesign, covariate_matrix, motion_on, scan_design, s
 from .scan_results import summarise_scan_fit
 from .scan_kernel import conditional_draws, kernel_arrays, scan_marginal_loglik
 from .scan_model import ScanStatistics, scan_statistics
-from .subject_response import MIN_SUBJECTS, population_factors, response_spread
+from .subject_response import MIN_PAIRS, MIN_SUBJECTS, population_factors, response_spread
 
 
 class PairPrior(Choice):
@@ -301,9 +301,11 @@ class PyMCPooling(PoolingModel):
             cov_notes = cov_notes + [f"subjects' response strength varies with sd {psi:.2g} (a multiple of their "
                                      "dataset's effect), estimated from their within-subject changes"]
         elif psi is not None:
-            cov_notes = cov_notes + ["how much subjects' response strength varies could not be estimated (no dataset "
-                                     f"has {MIN_SUBJECTS} subjects with a drug and a control scan of their own), so the "
-                                     "learned dataset scales' intervals leave out the sampling of their subjects"]
+            why = (f"a single outcome: a subject's strength is told from noise across {MIN_PAIRS} or more"
+                   if int((~is_summary).sum()) < MIN_PAIRS else
+                   f"no dataset has {MIN_SUBJECTS} subjects with a drug and a control scan of their own")
+            cov_notes = cov_notes + [f"how much subjects' response strength varies could not be estimated ({why}), so "
+                                     "the learned dataset scales' intervals leave out the sampling of their subjects"]
         elapsed = time.perf_counter() - start
         description = self.describe_fit(design, names, sampler, cov_notes)
         result = summarise_scan_fit(design, idata, c, elapsed, description, names, cov_notes, pairs)

@@ -28,6 +28,9 @@ from .loo import subject_differences
 #: Fewer subjects with both a drug and a control scan than this: the dataset does not inform psi.
 MIN_SUBJECTS = 3
 
+#: Fewer outcomes (network pairs and summaries) than this: psi is not estimated.
+MIN_PAIRS = 2
+
 #: Shuffled copies of a pattern that measure what noise alone spreads the multiples by.
 PERMUTATIONS = 50
 
@@ -68,11 +71,12 @@ def response_spread(y: np.ndarray, design, unit_patterns: np.ndarray, seed: int 
     the mean of their scans of the unit less the mean of their control scans; subjects of
     parallel-group datasets (no control scan of their own) do not inform psi but count in n.
     psi is NaN when no unit has MIN_SUBJECTS subjects with a change and a pattern whose
-    subjects show it on average (mean multiple > 0)."""
+    subjects show it on average (mean multiple > 0), and with fewer than MIN_PAIRS outcomes (a
+    one-pair pattern and its shuffles are the same: noise and response cannot be told apart)."""
     rng = np.random.default_rng(seed)
     counts = np.array([len(np.unique(design.subject_idx[design.unit_idx == u])) for u in range(len(design.units))])
     diffs = subject_differences(design.obs, y, np.zeros((len(y), 0)))
-    if diffs is None:
+    if diffs is None or y.shape[1] < MIN_PAIRS:
         return float("nan"), counts
     parts = []
     for u in range(len(design.units)):
