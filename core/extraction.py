@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .errors import InputError, MegafcError, PluginError
 from .fingerprints import fingerprint_file, fingerprint_value, remembered_fingerprint
 from .run_folder import write_text_atomic
 from .plugin import Denoiser
-from .python_warnings import recorded
+from .python_warnings import MAX_FROM_ONE_PLACE, Raised, more_like, recording
 
 log = logging.getLogger("megafc")
 
@@ -44,6 +44,8 @@ class Extracted:
     cached: bool
     path: str
     skipped: str = ""
+    #: Python warnings raised while extracting it (kept with its cached copy too)
+    warnings: list[Raised] = field(default_factory=list)
 
 
 def atlas_fingerprint(atlas: Atlas) -> str:
@@ -129,8 +131,12 @@ def denoiser_confounds(scan_id: str, bold: str, denoiser: Denoiser, n_volumes: i
 
 def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoiser, cache_dir: str | None,
                  atlas_fp: str) -> Extracted:
-    """Timeseries of one scan in atlas region order; from the cache when possible."""
-    n_volumes = _check_bold(images)
+    """Timeseries of one scan in atlas region order; from the cache when possible. The Python
+    warnings raised while extracting it come with it (from a worker process, where they would
+    reach only its stderr) and are kept in its cache sidecar, so a rerun from the cache says them
+    again."""
+    with recording() as said:
+        n_volumes = _check_bold(images)
     name = derivative_name(images.entities, atlas.name, "stat-mean_timeseries.tsv")
     key = scan_key(images, atlas_fp, denoiser, cache_dir) if cache_dir else None
     if cache_dir:
@@ -139,18 +145,22 @@ def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoi
         if tsv.exists() and sidecar.exists():
             meta = json.loads(sidecar.read_text())
             ts = pd.read_csv(tsv, sep="\t")[atlas.labels].to_numpy(dtype=float)
-            return Extracted(scan_id, ts, meta["n_volumes"], meta["n_kept"], True, str(tsv))
-    confounds, sample_mask, too_few = denoiser_confounds(scan_id, images.bold, denoiser, n_volumes, "extracted")
+            return Extracted(scan_id, ts, meta["n_volumes"], meta["n_kept"], True, str(tsv),
+                             warnings=said + [Raised(*w) for w in meta.get("warnings", [])])
+    with recording() as extracting:
+        confounds, sample_mask, too_few = denoiser_confounds(scan_id, images.bold, denoiser, n_volumes, "extracted")
+        if too_few is None:
+            masker = _masker(atlas, images, denoiser)
+            try:
+                ts = masker.fit_transform(images.bold, confounds=confounds, sample_mask=sample_mask)
+            except Exception as exc:
+                raise InputError(f"{images.bold}: region extraction failed: {type(exc).__name__}: {exc}") from exc
+            ts = _in_atlas_order(ts, masker, atlas, images.bold)
+            _check_timeseries(ts, atlas, images.bold)
     if too_few is not None:
+        too_few.warnings = said + extracting
         return too_few
-    masker = _masker(atlas, images, denoiser)
-    try:
-        ts = masker.fit_transform(images.bold, confounds=confounds, sample_mask=sample_mask)
-    except Exception as exc:
-        raise InputError(f"{images.bold}: region extraction failed: {type(exc).__name__}: {exc}") from exc
-    ts = _in_atlas_order(ts, masker, atlas, images.bold)
     n_kept = ts.shape[0]
-    _check_timeseries(ts, atlas, images.bold)
     path = ""
     if cache_dir:
         folder.mkdir(parents=True, exist_ok=True)
@@ -159,9 +169,10 @@ def extract_scan(scan_id: str, images: ScanImages, atlas: Atlas, denoiser: Denoi
             "scan_id": scan_id, "n_volumes": n_volumes, "n_kept": n_kept, "denoiser": denoiser.name,
             "denoiser_params": denoiser.params(), "signal": denoiser.signal_kwargs(), "atlas": atlas.name,
             "bold": images.bold, "confounds": images.confounds, "key": key,
+            "warnings": [list(w) for w in extracting],
         }, indent=2, default=str))
         path = str(tsv)
-    return Extracted(scan_id, ts, n_volumes, n_kept, False, path)
+    return Extracted(scan_id, ts, n_volumes, n_kept, False, path, warnings=said + extracting)
 
 
 def denoise_timeseries(scan_id: str, timeseries: np.ndarray, bold_name: str, denoiser: Denoiser,
@@ -303,18 +314,34 @@ def extract_all(images: dict[str, ScanImages], scan_ids: list[str], atlas: Atlas
 
     check_field_of_view(images, scan_ids, atlas, space_mismatch)
     atlas_fp = atlas_fingerprint(atlas)
-    jobs = (delayed(recorded)(extract_scan, s, images[s], atlas, denoiser, cache_dir, atlas_fp) for s in scan_ids)
+    jobs = (delayed(extract_scan)(s, images[s], atlas, denoiser, cache_dir, atlas_fp) for s in scan_ids)
     out: dict[str, Extracted] = {}
-    raised: dict[str, list[str]] = {}  # a warning -> the scans that raised it
     step = max(1, len(scan_ids) // 10)
-    for i, (res, said) in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+    for i, res in enumerate(Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
         out[res.scan_id] = res
-        for text in dict.fromkeys(said):
-            raised.setdefault(text, []).append(res.scan_id)
         if (i + 1) % step == 0 or i + 1 == len(scan_ids):
             log.info("extraction: %d/%d scans (%d from cache)", i + 1, len(scan_ids), sum(r.cached for r in out.values()))
-    for text, scans in raised.items():
-        log.warning("extraction: %s (%s)", text, scans[0] if len(scans) == 1 else
-                    f"{len(scans)} of {len(scan_ids)} scans: {', '.join(sorted(scans)[:5])}"
-                    f"{', ...' if len(scans) > 5 else ''}")
+    log_warnings(out, len(scan_ids))
     return out
+
+
+def log_warnings(extracted: dict[str, Extracted], n_scans: int) -> None:
+    """The scans' warnings as the run's: once per message with the scans that raised it, at most
+    MAX_FROM_ONE_PLACE messages from one line of code (a message naming its file differs for
+    every scan), then a count."""
+    by_place: dict[str, dict[Raised, list[str]]] = {}
+    for res in extracted.values():
+        for w in dict.fromkeys(res.warnings):
+            by_place.setdefault(w.place, {}).setdefault(w, []).append(res.scan_id)
+
+    def scans_text(scans: list[str]) -> str:
+        return scans[0] if len(scans) == 1 else (f"{len(scans)} of {n_scans} scans: {', '.join(sorted(scans)[:5])}"
+                                                 f"{', ...' if len(scans) > 5 else ''}")
+
+    for place, said in by_place.items():
+        shown = list(said.items())
+        for w, scans in shown[:MAX_FROM_ONE_PLACE]:
+            log.warning("extraction: %s (%s)", w, scans_text(scans))
+        if len(shown) > MAX_FROM_ONE_PLACE:
+            rest = sorted({s for _, scans in shown[MAX_FROM_ONE_PLACE:] for s in scans})
+            log.warning("extraction: %s (%s)", more_like(len(shown) - MAX_FROM_ONE_PLACE, place), scans_text(rest))

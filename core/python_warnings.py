@@ -15,7 +15,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 log = logging.getLogger("megafc")
 
@@ -25,17 +25,28 @@ NOT_ABOUT_DATA = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 MAX_FROM_ONE_PLACE = 3
 
 _lock = threading.Lock()
-_active: dict[int, dict[tuple[str, int], int]] = {}  # thread -> (file, line) -> warnings seen
+_active: dict[int, dict[str, int]] = {}  # thread -> place -> warnings seen
 _previous: Any = None
 #: Python's own display (private in the warnings module; the one in place at import otherwise).
 _PYTHONS = getattr(warnings, "_showwarning_orig", warnings.showwarning)
 
 
-def describe(message: Any, category: type[Warning], filename: str, lineno: int) -> str:
-    """'UserWarning from nilearn/maskers/nifti_labels_masker.py:123: <message>', the message's
-    first line only (a table's cell; libraries add advice on further lines)."""
-    first = next((line.strip() for line in str(message).splitlines() if line.strip()), "")
-    return f"{category.__name__} from {where(filename)}:{lineno}: {first}"
+class Raised(NamedTuple):
+    """One warning as a reader sees it: its category, the line that raised it (a library's
+    warning often names the caller's line, by its ``stacklevel``) and its message's first line
+    (a table's cell; libraries add advice on further lines)."""
+
+    category: str
+    place: str
+    text: str
+
+    @classmethod
+    def of(cls, message: Any, category: type[Warning], filename: str, lineno: int) -> Raised:
+        first = next((line.strip() for line in str(message).splitlines() if line.strip()), "(no message)")
+        return cls(category.__name__, f"{where(filename)}:{lineno}", first)
+
+    def __str__(self) -> str:
+        return f"{self.category} at {self.place}: {self.text}"
 
 
 def where(filename: str) -> str:
@@ -51,15 +62,19 @@ def about_data(category: type[Warning]) -> bool:
     return not issubclass(category, NOT_ABOUT_DATA)
 
 
+def more_like(n: int, place: str) -> str:
+    return f"{n} more warning{'s' * (n != 1)} at {place} like the ones above"
+
+
 def _show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
           line: Any = None) -> None:
     seen = _active.get(threading.get_ident())
     if seen is None or not about_data(category):
         return (_previous or _PYTHONS)(message, category, filename, lineno, file, line)
-    place = (filename, lineno)
-    seen[place] = seen.get(place, 0) + 1
-    if seen[place] <= MAX_FROM_ONE_PLACE:
-        log.warning("%s", describe(message, category, filename, lineno))
+    raised = Raised.of(message, category, filename, lineno)
+    seen[raised.place] = seen.get(raised.place, 0) + 1
+    if seen[raised.place] <= MAX_FROM_ONE_PLACE:
+        log.warning("%s", raised)
 
 
 @contextmanager
@@ -82,15 +97,20 @@ def logged_in_this_thread() -> Iterator[None]:
                 seen = _active.pop(me)
                 if not _active and warnings.showwarning is _show:
                     warnings.showwarning, _previous = _previous, None
-            for (filename, lineno), n in seen.items():
+            for place, n in seen.items():
                 if n > MAX_FROM_ONE_PLACE:
-                    log.warning("%d more warnings from %s:%d like the ones above", n - MAX_FROM_ONE_PLACE,
-                                where(filename), lineno)
+                    log.warning("%s", more_like(n - MAX_FROM_ONE_PLACE, place))
 
 
-def recorded(fn: Any, *args: Any) -> tuple[Any, list[str]]:
-    """(fn(*args), the warnings about data it raised, described), for work done in worker
-    processes, whose warnings would otherwise reach only their own stderr."""
+@contextmanager
+def recording() -> Iterator[list[Raised]]:
+    """The warnings about data raised in the block, kept in the list it gives (filled as the
+    block ends), not shown: for work in worker processes, whose warnings would otherwise reach
+    only their own stderr, and for results cached with the warnings that came with them."""
+    said: list[Raised] = []
     with warnings.catch_warnings(record=True) as caught:  # the filters stay the process's
-        out = fn(*args)
-    return out, [describe(w.message, w.category, w.filename, w.lineno) for w in caught if about_data(w.category)]
+        try:
+            yield said
+        finally:
+            said.extend(Raised.of(w.message, w.category, w.filename, w.lineno) for w in caught
+                        if about_data(w.category))

@@ -373,21 +373,24 @@ def test_parallel_extraction_matches_serial(tree, tmp_path):
 
 
 class DoubtfulDenoising(NoDenoising):
-    """Warns about the subject-01 scans, as a denoiser may about a scan's confounds."""
+    """Warns about the subject-01 scans, as a denoiser may about a scan's confounds, and names
+    every scan's file in a second warning, as libraries' messages often do."""
 
     def confounds(self, bold_file):
         import warnings
 
         if "sub-01" in bold_file:
             warnings.warn("no confounds file: nothing regressed out")
+        warnings.warn(f"{Path(bold_file).name}: header has no slice timing")
         return None, None
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_warnings_raised_while_extracting_name_their_scans(tree, n_jobs, caplog):
+def test_warnings_raised_while_extracting_name_their_scans(tree, n_jobs, caplog, tmp_path):
     """A warning raised while a scan is extracted (here the denoiser's, in joblib's worker
-    processes when n_jobs=2) is a warning of the run, said once with the scans that raised it;
-    its own process would otherwise print it to a worker's stderr."""
+    processes when n_jobs=2, where they would reach only the workers' stderr) is a warning of
+    the run: once per message with the scans that raised it, at most three messages from one
+    line of code (then a count), and again when the scans come from the cache."""
     from megafc.core.extraction import extract_all
     from megafc.plugins.atlases.custom import CustomAtlas
     from megafc.plugins.datasets.fmriprep import FmriprepDataset
@@ -397,12 +400,21 @@ def test_warnings_raised_while_extracting_name_their_scans(tree, n_jobs, caplog)
     inputs = FmriprepDataset(cfg).load(atlas, 0)
     ids = list(inputs.scans["scan_id"])
     raising = sorted(s for s in ids if "sub-01" in inputs.images[s].bold)
-    with caplog.at_level("WARNING", logger="megafc"):
-        extract_all(inputs.images, ids, atlas, DoubtfulDenoising(), None, n_jobs=n_jobs)
-    said = [r.getMessage() for r in caplog.records if "nothing regressed out" in r.getMessage()]
-    assert len(said) == 1, said
-    assert said[0].startswith("extraction: UserWarning from tests/test_fmriprep_route.py:")
-    assert said[0].endswith(f"({len(raising)} of {len(ids)} scans: {', '.join(raising[:5])}{', ...' * (len(raising) > 5)})")
+    for attempt in ("extracted", "cached"):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="megafc"):
+            out = extract_all(inputs.images, ids, atlas, DoubtfulDenoising(), str(tmp_path / "cache"), n_jobs=n_jobs)
+        assert all(r.cached for r in out.values()) == (attempt == "cached")
+        said = [r.getMessage() for r in caplog.records]
+        regressed = [m for m in said if "nothing regressed out" in m]
+        assert len(regressed) == 1, said
+        assert regressed[0].startswith("extraction: UserWarning at tests/test_fmriprep_route.py:")
+        assert regressed[0].endswith(f"({len(raising)} of {len(ids)} scans: {', '.join(raising[:5])}"
+                                     f"{', ...' * (len(raising) > 5)})")
+        timing = [m for m in said if "slice timing" in m or "like the ones above" in m]
+        names = {Path(inputs.images[s].bold).name for s in ids}  # the sites' files share names
+        assert len(names) > 4 and len(timing) == 4
+        assert timing[3].startswith(f"extraction: {len(names) - 3} more warnings at tests/test_fmriprep_route.py:")
 
 
 @pytest.mark.parametrize("n_moving", [80, 60])

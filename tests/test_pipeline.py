@@ -545,10 +545,10 @@ def test_warnings_a_plugin_raises_reach_warnings_tsv(tmp_path):
     table = pd.read_csv(out.run_dir / "warnings.tsv", sep="\t")
     estimate = table[table["stage"] == "estimate"]["message"]
     flat = estimate[estimate.str.contains("flat")]
-    assert len(flat) == 3 and flat.str.fullmatch(r"UserWarning from tests/test_pipeline.py:\d+: a region's "
+    assert len(flat) == 3 and flat.str.fullmatch(r"UserWarning at tests/test_pipeline.py:\d+: a region's "
                                                  r"timeseries is flat \(call \d\)").all()  # its first line
     n_scans = int((~out.scans["excluded"]).sum())
-    assert estimate.str.fullmatch(rf"{n_scans - 3} more warnings from tests/test_pipeline.py:\d+ like the ones "
+    assert estimate.str.fullmatch(rf"{n_scans - 3} more warnings at tests/test_pipeline.py:\d+ like the ones "
                                   r"above").sum() == 1
     assert not table["message"].str.contains("will take a mask").any()
     assert warnings.showwarning is shown
@@ -574,7 +574,7 @@ def test_stage_keeps_only_its_own_threads_warnings():
                 warnings.warn("in a nested stage", RuntimeWarning)
     assert [(w["stage"], w["message"].split(": ", 1)[1]) for w in ctx.warnings] == [
         ("pool", "in the stage"), ("derive", "in a nested stage")]
-    assert ctx.warnings[1]["message"].startswith("RuntimeWarning from tests/test_pipeline.py:")
+    assert ctx.warnings[1]["message"].startswith("RuntimeWarning at tests/test_pipeline.py:")
     assert [str(w.message) for w in elsewhere] == ["in another thread"]
 
 

@@ -464,6 +464,20 @@ def test_paired_dose_slope_is_reported(key_pairs):
     assert ((slope["hdi_low"] < 0.08) & (0.08 < slope["hdi_high"])).mean() >= 5 / 6
     assert (slope["hdi_low"] > 0).mean() >= 5 / 6
     assert "dose" in fit.adjusted_for and "covariate:dose rows, per within-drug sd of dose" in fit.description
+    assert not any("pooling.dose" in w for w in fit.warnings)
+    # one dose a drug: nothing tells the slope, which is refused, not reported as its prior
+    flat = pairs.assign(dose=np.where(drug_scans, 25.0, np.nan))
+    with pytest.raises(ConfigError, match=r"pooling.dose.*does not vary within any drug"):
+        PyMCPairedPooling(PyMCPairedPooling.Config(dose=True, **QUICK)).fit(flat, 0)
+    # one dose for LSD only: the slope is learned from the others, and the run says so
+    lsd_flat = pairs.assign(dose=np.where(drug_scans & (pairs["drug"] == "LSD"), 0.1, pairs["dose"]))
+    part = PyMCPairedPooling(PyMCPairedPooling.Config(draws=40, tune=40, dose=True, **QUICK)).fit(lsd_flat, 0)
+    assert any("pooling.dose: each of ['LSD']'s scans have one dose" in w for w in part.warnings)
+    assert "not ['LSD']" in part.description and len(part.effects.query("effect == 'covariate:dose'"))
+    # and a missing dose names the datasets
+    with pytest.raises(ConfigError, match=r"pooling.dose.*have no dose \(dataset: scans \{'lsd_1': \d+"):
+        PyMCPairedPooling(PyMCPairedPooling.Config(dose=True, **QUICK)).fit(
+            pairs.assign(dose=np.where(pairs["dataset"] == "lsd_1", np.nan, pairs["dose"])), 0)
 
 
 def test_session_order_needs_its_column(key_pairs):

@@ -132,10 +132,16 @@ class PyMCPairedPooling(PoolingModel):
         if self.config.dose:
             dose = pd.to_numeric(design.obs["dose"], errors="coerce").to_numpy(dtype=float)
             if not np.isfinite(dose).all():
+                missing = design.obs.loc[~np.isfinite(dose), "dataset"].value_counts().sort_index()
                 raise ConfigError(
                     f"config key 'pooling.dose' is true but {int((~np.isfinite(dose)).sum())} drug scans have no "
-                    "dose; fill the 'dose' column or set pooling.dose=false"
+                    f"dose (dataset: scans {missing.to_dict()}); fill their 'dose' column, leave those datasets out "
+                    "or set pooling.dose=false"
                 )
+            if len(constant_dose_drugs(design)) == len(design.drugs):
+                raise ConfigError(
+                    "config key 'pooling.dose' is true but the dose does not vary within any drug (each drug's "
+                    "scans have one dose), so nothing tells its slope; set pooling.dose=false")
             z = np.zeros_like(dose)
             for d in design.drugs:  # doses are in each drug's own units: standardise within drug
                 m = design.obs["drug"].to_numpy() == d
@@ -260,12 +266,14 @@ class PyMCPairedPooling(PoolingModel):
             add_group_effects(idata, design, stats, slope_names, c.priors.effect_sd, np.random.default_rng(seed))
         elapsed = time.perf_counter() - start
         ordered, order_note = self.order_on(design)
+        constant = constant_dose_drugs(design) if c.dose else []
         options = (f" Likelihood: {c.likelihood}; {PARAMETRIZATIONS[parametrization]}; "
                    f"between-drug/dataset sds {c.heterogeneity.replace('_', ' ')}"
                    + ("; adjusted for the change in mean FD" if c.motion else
                       "; not adjusted for motion (pooling.motion=false)")
                    + ("; adjusted for dose (standardised within drug; covariate:dose rows, per within-drug sd "
-                      "of dose)" if c.dose else "")
+                      "of dose" + (f"; learned from the drugs whose dose varies, not {constant}" if constant else "")
+                      + ")" if c.dose else "")
                    + ("; adjusted for session order (a slope per session of the drug session's place after its "
                       "control's, per pair; effects at equal session order)" if ordered else "")
                    + "." + fallback + (f" Note: {order_note}." if order_note else ""))
@@ -281,6 +289,9 @@ class PyMCPairedPooling(PoolingModel):
                                pairs, slopes=slopes,
                                adjusted_for=(["mean_fd"] if c.motion else []) + (["dose"] if c.dose else [])
                                + (["session_order"] if ordered else []))
+        if constant:
+            result.warnings.append(f"pooling: pooling.dose: each of {constant}'s scans have one dose, so the dose "
+                                   "slope is learned from the other drugs only")
         if c.predictive_checks:
             result.figures.update(self.predictive_figures(model, idata, design, seed, parametrization))
         is_pair = ~summary_columns(design.pairs, pairs)
@@ -303,6 +314,13 @@ PARAMETRIZATIONS = {
     "non_centered": "non-centred parametrisation",
     "centered": "centred parametrisation",
 }
+
+
+def constant_dose_drugs(design) -> list[str]:
+    """Drugs whose scans all have one dose: they tell nothing of the dose slope."""
+    dose = pd.to_numeric(design.obs["dose"], errors="coerce")
+    spread = dose.groupby(design.obs["drug"].to_numpy()).std(ddof=0)
+    return [d for d in design.drugs if not spread.get(d, 0.0) > 0]
 
 
 def _coords(design) -> dict[str, list]:

@@ -102,7 +102,9 @@ def similarity_truth(truth: pd.DataFrame, level: str, pairs: pd.DataFrame | None
         for a in drugs:
             for b in drugs:
                 if a != b:
-                    r = float(np.corrcoef(maps[a], maps[b])[0, 1]) if rms[a] > 0 and rms[b] > 0 else np.nan
+                    # a correlation needs two pairs (np.corrcoef of one warns and gives NaN)
+                    r = (float(np.corrcoef(maps[a], maps[b])[0, 1]) if rms[a] > 0 and rms[b] > 0 and len(overall) > 1
+                         else np.nan)
                     rows += [(a, b, "pattern_r_corrected", r),
                              (a, b, "rms_ratio", rms[a] / rms[b]),
                              (a, b, "rms_distance", float(np.sqrt(np.mean((maps[a] - maps[b]) ** 2)))),
