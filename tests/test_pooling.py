@@ -447,6 +447,23 @@ def test_one_network_pair_is_fitted(key_pairs):
     assert "could not be estimated (a single outcome" in result.description + " ".join(result.warnings)
 
 
+@pytest.mark.parametrize("model", [PyMCPooling, PyMCPairedPooling])
+def test_contrast_of_a_left_out_drug_is_skipped_not_fatal(key_pairs, model, caplog):
+    """A leave-one-dataset-out job that leaves out a drug's only dataset: pooling.contrasts
+    naming that drug skips that contrast with a warning (the sweep's other jobs estimate it);
+    a drug the data never had is still refused."""
+    pairs, _ = key_pairs
+    kept = pairs[pairs["dataset"] != "mescaline_1"].copy()
+    kept.attrs = {**pairs.attrs, "absent_drugs": ["mescaline"]}
+    config = model.Config(draws=40, tune=40, contrasts=["LSD-mescaline", "LSD-psilocybin"], **QUICK)
+    with caplog.at_level("WARNING", logger="megafc"):
+        fit = model(config).fit(kept, 0)
+    assert set(fit.effects.query("effect_type == 'contrast'")["effect"]) == {"contrast:LSD-psilocybin"}
+    assert sum("'LSD-mescaline' is not estimated" in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(ConfigError, match="pooling.contrasts.*LSD-ketamine"):
+        model(model.Config(draws=40, tune=40, contrasts=["LSD-ketamine"], **QUICK)).fit(kept, 0)
+
+
 def test_paired_dose_slope_is_reported(key_pairs):
     """pooling=pymc_paired with pooling.dose=true reports the slope it adjusts for, per sd of
     dose within drug (as covariate:dose rows), and recovers a planted one."""

@@ -29,7 +29,7 @@ import xarray as xr
 from megafc.core import PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import contrast_pairs, summary_columns
+from .derived import absent_drugs, contrast_pairs, summary_columns
 from .design import (PYMC_PACKAGES, SamplerConfig, bayesian_references, ess_threshold, nuts_kwargs, outcomes_text,
                      resolve_sampler, validate_sampler_config)
 from .loo import log_likelihood_group, scan_model_loglik, thinned, tidy_posterior
@@ -111,7 +111,7 @@ class BambiPooling(PoolingModel):
 
         c = self.config
         design = scan_design(pairs)
-        contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
+        contrast_pairs(design.drugs, c.contrasts, absent_drugs(pairs), say=True)  # refuse unknown drugs before sampling
         fd_known = bool(np.isfinite(pd.to_numeric(design.obs["mean_fd"], errors="coerce")).all())
         motion = fd_known if c.motion is None else bool(c.motion)
         order, order_note = session_order_on(design, c.session_order)

@@ -7,6 +7,7 @@ being assembled from per-pair summaries after the fact.
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 import pandas as pd
@@ -17,14 +18,24 @@ from megafc.core.aggregate import parent_pairs
 
 from .adaptive_shrinkage import MIN_EFFECTS, adaptive_shrinkage
 
+log = logging.getLogger("megafc")
 
-def contrast_pairs(drugs: list[str], requested: list[str]) -> list[tuple[str, str]]:
-    """Drug pairs to contrast; ``requested`` entries are "a-b" and must name known drugs."""
+
+def contrast_pairs(drugs: list[str], requested: list[str], absent: list[str] = (),
+                   say: bool = False) -> list[tuple[str, str]]:
+    """Drug pairs to contrast; ``requested`` entries are "a-b" and must name known drugs. One
+    naming a drug the data have but this analysis does not (``absent``: a leave-one-dataset-out
+    job's left-out drug) is left out, with a warning when ``say``."""
     if not requested:
         return list(itertools.combinations(drugs, 2))
     out = []
     for item in requested:
         a, sep, b = str(item).partition("-")
+        if sep and a != b and {a, b} <= {*drugs, *absent} and {a, b} & set(absent):
+            if say:
+                log.warning("pooling.contrasts: '%s' is not estimated: drug(s) %s have no analysed drug scan in "
+                            "this run (left out or excluded; scans.tsv)", item, sorted({a, b} & set(absent)))
+            continue
         if not sep or a not in drugs or b not in drugs or a == b:
             raise ConfigError(
                 f"config key 'pooling.contrasts' has '{item}'; expected 'drugA-drugB' with two different "
@@ -34,13 +45,18 @@ def contrast_pairs(drugs: list[str], requested: list[str]) -> list[tuple[str, st
     return out
 
 
-def contrast_blocks(drugs: list[str], drug_draws: np.ndarray, requested: list[str]):
+def contrast_blocks(drugs: list[str], drug_draws: np.ndarray, requested: list[str], absent: list[str] = ()):
     """(effect, type, level, draws) blocks of drug-minus-drug differences."""
     idx = {d: i for i, d in enumerate(drugs)}
     return [
         (f"contrast:{a}-{b}", "contrast", f"{a}-{b}", drug_draws[:, :, idx[a]] - drug_draws[:, :, idx[b]])
-        for a, b in contrast_pairs(drugs, requested)
+        for a, b in contrast_pairs(drugs, requested, absent)
     ]
+
+
+def absent_drugs(pairs: pd.DataFrame) -> list[str]:
+    """Drugs of the data with no analysed drug scan (``attrs`` the aggregation stage sets)."""
+    return list(pairs.attrs.get("absent_drugs", ()))
 
 
 def summary_columns(pairs_meta: pd.DataFrame, table: pd.DataFrame) -> np.ndarray:

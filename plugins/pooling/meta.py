@@ -57,7 +57,7 @@ from scipy import stats
 from megafc.core import ConfigError, PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import FALSE_SIGN_TEXT, contrast_pairs, split_summaries, summary_columns
+from .derived import FALSE_SIGN_TEXT, absent_drugs, contrast_pairs, split_summaries, summary_columns
 from .design import outcomes_text
 from .scan_design import ScanDesign, motion_on, scan_design
 
@@ -219,7 +219,8 @@ class MetaAnalysisPooling(PoolingModel):
 
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         design = scan_design(pairs)
-        contrasts = contrast_pairs(design.drugs, self.config.contrasts) if len(design.drugs) > 1 else []
+        contrasts = (contrast_pairs(design.drugs, self.config.contrasts, absent_drugs(pairs), say=True)
+                     if len(design.drugs) > 1 else [])
         motion, note = motion_on(design, self.config.motion)
         mean, var, n, how = dataset_summaries(design, motion)
         warnings: list[str] = [f"meta: {note}"] if note else []

@@ -39,7 +39,7 @@ from megafc.core import (
 )
 from megafc.stats import bfmi_warning, flag_ok, rhat_warning, sampler_diagnostics, sampler_healthy, summarise_draws
 
-from .derived import contrast_pairs
+from .derived import absent_drugs, contrast_pairs
 from .design import (
     PYMC_PACKAGES,
     NUTSConfig,
@@ -417,7 +417,8 @@ class PyMCEdgePooling(PoolingModel):
         t0 = time.perf_counter()
         st = edge_statistics(connectomes, scans)
         stats_seconds = time.perf_counter() - t0
-        contrasts = contrast_pairs(st.drugs, c.contrasts) if len(st.drugs) > 1 else []  # before sampling
+        contrasts = (contrast_pairs(st.drugs, c.contrasts, absent_drugs(pairs), say=True)  # before sampling
+                     if len(st.drugs) > 1 else [])
 
         # edges -> network pairs (network_a <= network_b, as in the network-pair table)
         net = regions[level].astype(str).to_numpy()

@@ -20,8 +20,8 @@ from megafc.core import ConfigError, PoolingModel, PoolingResult
 from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import (DERIVED_COLUMNS, bayesian_description, contrast_blocks, contrast_pairs, drug_similarity,
-                      split_summaries, subnetwork_specificity, summary_columns)
+from .derived import (DERIVED_COLUMNS, absent_drugs, bayesian_description, contrast_blocks, contrast_pairs,
+                      drug_similarity, split_summaries, subnetwork_specificity, summary_columns)
 from .design import (
     PYMC_PACKAGES,
     Likelihood,
@@ -245,7 +245,7 @@ class PyMCPairedPooling(PoolingModel):
     def fit(self, pairs: pd.DataFrame, seed: int) -> PoolingResult:
         c = self.config
         design = paired_design(pairs)
-        contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
+        contrast_pairs(design.drugs, c.contrasts, absent_drugs(pairs), say=True)  # refuse unknown drugs before sampling
         parametrization, fallback = c.parametrization, ""
         if parametrization == "marginal" and c.likelihood != "normal":
             parametrization = "non_centered"
@@ -356,7 +356,7 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     dataset = post["dataset_effect"].to_numpy()
     main = [("overall", "overall", "", overall)]
     main += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
-    blocks = main + contrast_blocks(design.drugs, drug, c.contrasts) if len(design.drugs) > 1 else list(main)
+    blocks = main + contrast_blocks(design.drugs, drug, c.contrasts, absent_drugs(table)) if len(design.drugs) > 1 else list(main)
     blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
     blocks += [(f"covariate:{name}", "covariate", name, np.asarray(draws)) for name, draws in slopes or []]
     effects = effects_table(design, blocks, divergences=divergences, config=c)

@@ -22,7 +22,7 @@ import xarray as xr
 from megafc.core import Choice, ConfigError, PoolingModel, PoolingResult
 
 from .adaptive_shrinkage import REFERENCE as ASH_REFERENCE
-from .derived import contrast_pairs, summary_columns
+from .derived import absent_drugs, contrast_pairs, summary_columns
 from .design import (
     PYMC_PACKAGES,
     bayesian_references,
@@ -273,7 +273,7 @@ class PyMCPooling(PoolingModel):
         sufficient statistics; also how tests build the model without sampling it."""
         c = self.config
         design = scan_design(pairs)
-        contrast_pairs(design.drugs, c.contrasts)  # refuse unknown drugs before sampling
+        contrast_pairs(design.drugs, c.contrasts, absent_drugs(pairs), say=True)  # refuse unknown drugs before sampling
         x, names, scales, cov_notes = self.covariates(design)
         if c.drug_scale and len(design.drugs) < 2:
             cov_notes.append("pooling.drug_scale=true has no effect with a single drug")
