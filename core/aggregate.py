@@ -68,8 +68,8 @@ def network_pair_table(
     out.attrs["networks"] = groups
     # drugs of the data none of whose drug scans is analysed (left out, excluded): a model asked
     # about them (a contrast) can say so instead of calling them unknown
-    drug_scans = scans[scans["condition"] == "drug"]
-    out.attrs["absent_drugs"] = sorted(set(drug_scans["drug"].dropna()) - set(meta.loc[meta["condition"] == "drug", "drug"]))
+    in_data = set(scans.loc[scans["condition"] == "drug", "drug"].dropna())
+    out.attrs["absent_drugs"] = sorted(in_data - set(meta.loc[meta["condition"] == "drug", "drug"]))
     if level == "subnetwork":  # which network each subnetwork belongs to (subnetwork specificity)
         out.attrs["parents"] = dict(zip(atlas.regions["subnetwork"], atlas.regions["network"]))
     return out

@@ -356,7 +356,8 @@ def summarise_fit(design, idata, c: SamplerConfig, elapsed: float, description: 
     dataset = post["dataset_effect"].to_numpy()
     main = [("overall", "overall", "", overall)]
     main += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
-    blocks = main + contrast_blocks(design.drugs, drug, c.contrasts, absent_drugs(table)) if len(design.drugs) > 1 else list(main)
+    blocks = (main + contrast_blocks(design.drugs, drug, c.contrasts, absent_drugs(table)) if len(design.drugs) > 1
+              else list(main))
     blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
     blocks += [(f"covariate:{name}", "covariate", name, np.asarray(draws)) for name, draws in slopes or []]
     effects = effects_table(design, blocks, divergences=divergences, config=c)

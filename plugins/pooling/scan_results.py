@@ -15,8 +15,8 @@ from megafc.core import PoolingResult
 from megafc.stats import bfmi_warning, rhat_warning, sampler_diagnostics, sampler_healthy, summarise_draws
 from megafc.stats.rhat_chance import beyond_chance
 
-from .derived import (DERIVED_COLUMNS, absent_drugs, bayesian_description, contrast_blocks, drug_similarity, scale_table,
-                      split_summaries, subnetwork_specificity, summary_columns)
+from .derived import (DERIVED_COLUMNS, absent_drugs, bayesian_description, contrast_blocks, drug_similarity,
+                      scale_table, split_summaries, subnetwork_specificity, summary_columns)
 from .design import effects_table, ess_threshold
 from .scan_design import ScanDesign
 
@@ -38,7 +38,8 @@ def summarise_scan_fit(design: ScanDesign, idata, c, elapsed: float, description
     drug = post["drug_effect"].to_numpy()
     main = [("overall", "overall", "", post["overall"].to_numpy())]
     main += [(f"drug:{d}", "drug", d, drug[:, :, i]) for i, d in enumerate(design.drugs)]
-    blocks = main + contrast_blocks(design.drugs, drug, c.contrasts, absent_drugs(table)) if len(design.drugs) > 1 else list(main)
+    blocks = (main + contrast_blocks(design.drugs, drug, c.contrasts, absent_drugs(table)) if len(design.drugs) > 1
+              else list(main))
     dataset = post["dataset_effect"].to_numpy()
     blocks += [(f"dataset:{u}", "dataset", u, dataset[:, :, i]) for i, u in enumerate(design.units)]
     blocks += [(f"covariate:{n}", "covariate", n, post[f"slope:{n}"].to_numpy()) for n in names]
