@@ -361,7 +361,7 @@ COLUMNS: dict[str, tuple[str, str | None]] = {
     "tau2": ("DerSimonian-Laird between-dataset variance.", "Fisher z squared"),
     "i2": ("Higgins' I^2, the share of variation across datasets beyond sampling error.", "percent"),
     "q": ("Cochran's Q heterogeneity statistic.", None),
-    "k": ("number of datasets pooled.", None),
+    "k": ("number of datasets pooled (a contrast: the smaller of its two drugs' numbers).", None),
     "z": ("Wald z statistic of the pooled estimate.", None),
     "p": ("two-sided p-value of the Wald test.", None),
     "p_fdr": ("Benjamini-Hochberg adjusted p-value within the effect.", None),
