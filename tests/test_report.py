@@ -730,3 +730,10 @@ def test_the_reports_drug_tables_count_drug_scans_not_control_labels():
     drugs = drug_table(scans).set_index("drug")
     assert list(drugs.index) == ["LSD", "DMT"]
     assert drugs.loc["LSD", ["subjects kept", "drug scans kept", "control scans kept"]].tolist() == [2, 2, 1]
+    # a subject with a control scan only (a placebo group, a dropout) is analysed, so counted:
+    # the table had taken "subjects with a drug scan" for subjects, and their pairs for controls
+    more = pd.concat([scans, pd.DataFrame({"dataset": ["a"], "subject": ["3"], "drug": ["placebo"],
+                                            "condition": ["placebo"], "excluded": [False]})], ignore_index=True)
+    drugs = drug_table(more).set_index("drug")
+    assert drugs.loc["LSD", ["subjects kept", "drug scans kept", "control scans kept"]].tolist() == [3, 2, 2]
+    assert drugs.loc["DMT", ["subjects kept", "drug scans kept", "control scans kept"]].tolist() == [1, 1, 1]

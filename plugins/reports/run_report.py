@@ -326,19 +326,21 @@ def reason_table(scans: pd.DataFrame | None, exclusions: pd.DataFrame | None) ->
 
 
 def drug_table(scans: pd.DataFrame) -> pd.DataFrame:
-    """Per drug: its datasets, and the kept scans of the subjects who took it (their control
-    scans too, whatever their drug column says)."""
+    """Per drug: its datasets and what the analysis keeps of them: the drug's scans and every
+    control scan of those datasets, whatever their drug column says. A subject with a control
+    scan only (a parallel design's placebo group, a dropout) counts: the models use its scans.
+    A dataset giving two drugs lends its controls to both."""
     kept = scans[~excluded_mask(scans)]
     given = drug_scans(scans)
-    subject = scans["dataset"].astype(str) + "\x00" + scans["subject"].astype(str)
     rows = []
     for drug in dict.fromkeys(given["drug"]):
-        took = set(subject[given.index[given["drug"] == drug]])
-        sel = kept[subject[kept.index].isin(took) & ((kept["condition"] != "drug") | (kept["drug"] == drug))
+        datasets = list(dict.fromkeys(given.loc[given["drug"] == drug, "dataset"].astype(str)))
+        sel = kept[kept["dataset"].astype(str).isin(datasets)
+                   & ((kept["condition"] != "drug") | (kept["drug"] == drug))
                    if "condition" in kept else kept["drug"] == drug]
         rows.append({
             "drug": drug,
-            "datasets": ", ".join(dict.fromkeys(given.loc[given["drug"] == drug, "dataset"].astype(str))),
+            "datasets": ", ".join(datasets),
             "subjects kept": int(sel.groupby("dataset")["subject"].nunique().sum()),
             "drug scans kept": int((sel["condition"] == "drug").sum()),
             "control scans kept": int((sel["condition"] != "drug").sum()),
