@@ -161,6 +161,7 @@ def test_meta_effects_table_layout(meta_result, simulated):
     ds = eff[eff.effect == "dataset:mescaline_1"].reset_index(drop=True)
     np.testing.assert_allclose(mesc[["mean", "sd"]], ds[["mean", "sd"]])
     assert (mesc.tau2 == 0).all() and (mesc.k == 1).all()
+    assert (mesc.q == 0).all() and (mesc.i2 == 0).all()  # one study: no spread (was I^2 = 100% from rounding)
     # dataset rows: the drug coefficient of a regression on subject dummies, drug and FD
     pairs = simulated[0]
     one = pairs[(pairs.dataset == "lsd_2") & (pairs.network_a == "Default") & (pairs.network_b == "Vis")]
@@ -172,6 +173,10 @@ def test_meta_effects_table_layout(meta_result, simulated):
     assert row["n_obs"] == (one.condition == "drug").sum()
     diag = meta_result.diagnostics
     assert len(diag) == 27 and {"effect", "k", "tau2_median", "i2_median"} <= set(diag.columns)
+    # the medians are over the network pairs, as effects.tsv holds them (not the summaries too)
+    row = diag.set_index("effect").loc["overall"]
+    assert row["i2_median"] == pytest.approx(eff.loc[eff.effect == "overall", "i2"].median())
+    assert row["tau2_median"] == pytest.approx(eff.loc[eff.effect == "overall", "tau2"].median())
     assert "DerSimonian" in meta_result.description and "Benjamini" in meta_result.description
 
 
@@ -186,7 +191,7 @@ def test_meta_contrasts_are_differences_of_the_drugs_estimates(meta_result, simu
         np.testing.assert_allclose(c["sd"], np.hypot(da["sd"], db["sd"]))
         np.testing.assert_allclose(c["hdi_high"] - c["hdi_low"], 2 * 1.959964 * c["sd"], rtol=1e-5)
         np.testing.assert_allclose(c["p"], 2 * (1 - c["pd"]), atol=1e-12)
-        assert (c["k"] == np.minimum(da["k"], db["k"])).all() and (c["level"] == f"{a}-{b}").all()
+        assert (c["k"] == da["k"] + db["k"]).all() and (c["level"] == f"{a}-{b}").all()
     chosen = MetaAnalysisPooling(MetaAnalysisPooling.Config(contrasts=["LSD-psilocybin"])).fit(simulated[0], 0)
     assert set(chosen.effects.query("effect_type == 'contrast'")["effect"]) == {"contrast:LSD-psilocybin"}
     with pytest.raises(ConfigError, match=r"pooling.contrasts.*LSD-ketamine"):

@@ -98,7 +98,9 @@ def dersimonian_laird(estimates, variances) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         sw = w.sum(axis=0)
         fixed = (w * y0).sum(axis=0) / sw
-        q = (w * (y0 - fixed) ** 2).sum(axis=0)
+        # one study has no spread: Q is 0, not the rounding error of its own deviation (which
+        # made I^2 = (Q - 0) / Q = 100%)
+        q = np.where(k >= 2, (w * (y0 - fixed) ** 2).sum(axis=0), 0.0)
         df = k - 1
         c = sw - (w**2).sum(axis=0) / sw
         tau2 = np.where((k >= 2) & (c > 0), np.maximum(0.0, (q - df) / np.where(c > 0, c, 1.0)), 0.0)
@@ -117,6 +119,10 @@ def dersimonian_laird(estimates, variances) -> dict[str, np.ndarray]:
     if squeeze:
         out = {key: val[0] for key, val in out.items()}
     return out
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else np.nan
 
 
 def _bh_numpy(p: np.ndarray) -> np.ndarray:
@@ -254,7 +260,7 @@ class MetaAnalysisPooling(PoolingModel):
             (ra, na), (rb, nb) = by_drug[a], by_drug[b]
             nan = np.full(ra["se"].shape, np.nan)
             r = {"estimate": ra["estimate"] - rb["estimate"], "se": np.sqrt(ra["se"] ** 2 + rb["se"] ** 2),
-                 "tau2": nan, "q": nan, "i2": nan, "k": np.minimum(ra["k"], rb["k"])}
+                 "tau2": nan, "q": nan, "i2": nan, "k": ra["k"] + rb["k"]}
             blocks.append((f"contrast:{a}-{b}", "contrast", f"{a}-{b}", r, na + nb))
         for u_i, unit in enumerate(design.units):
             se = np.sqrt(var[u_i])
@@ -320,8 +326,9 @@ class MetaAnalysisPooling(PoolingModel):
             {
                 "effect": effect, "effect_type": etype, "level": level,
                 "k": int(np.max(r["k"])), "n_obs": int(np.max(n_obs)),
-                "tau2_median": float(np.nanmedian(r["tau2"])) if np.isfinite(r["tau2"]).any() else np.nan,
-                "i2_median": float(np.nanmedian(r["i2"])) if np.isfinite(r["i2"]).any() else np.nan,
+                # over the network pairs, as n_p_fdr_05 (summaries are outcomes of their own)
+                "tau2_median": _median(r["tau2"][~is_summary]),
+                "i2_median": _median(r["i2"][~is_summary]),
                 "n_p_fdr_05": int((effects.loc[effects["effect"] == effect, "p_fdr"] < 0.05).sum()),
             }
             for effect, etype, level, r, n_obs in blocks
@@ -361,7 +368,7 @@ COLUMNS: dict[str, tuple[str, str | None]] = {
     "tau2": ("DerSimonian-Laird between-dataset variance.", "Fisher z squared"),
     "i2": ("Higgins' I^2, the share of variation across datasets beyond sampling error.", "percent"),
     "q": ("Cochran's Q heterogeneity statistic.", None),
-    "k": ("number of datasets pooled (a contrast: the smaller of its two drugs' numbers).", None),
+    "k": ("number of datasets pooled (a contrast: both drugs' together).", None),
     "z": ("Wald z statistic of the pooled estimate.", None),
     "p": ("two-sided p-value of the Wald test.", None),
     "p_fdr": ("Benjamini-Hochberg adjusted p-value within the effect.", None),
