@@ -170,6 +170,15 @@ def test_rhat_warning_tells_short_chains_from_chains_that_disagree():
     # at the advised length converged chains rarely exceed 1.01 at all
     longer, r_hat = _diagnostics_row(_ar1(rng, 2, draws, 3000, 0.4))
     assert (r_hat > 1.01).sum() <= 4 and longer.loc[0, "r_hat_over_by_chance"] < 1
+    # chains already that long with one R-hat over by chance: not asked to be as long as they are
+    if (r_hat > 1.01).any():
+        said = rhat_warning(longer, 1.01)
+        assert "shows no failure to converge" in said and f"about {draws} draws" not in said
+    # the default run's case: 1 of 6,397 over at 2,000 draws, where 2,000 are enough
+    one = longer.assign(n_r_hat_over=1, r_hat_max=1.011, draws_for_r_hat=draws)
+    said = rhat_warning(one, 1.01)
+    assert "shows no failure to converge" in said and "draws per chain would (" not in said
+    assert f"2 chains x {draws} draws put" in said
     # three quantities whose second chain sits half an sd away: not chance, whatever their ESS
     x[1, :, :3] += 0.5
     bad, _ = _diagnostics_row(x)
