@@ -407,11 +407,16 @@ def derive(ctx: RunContext, results: RunResults) -> DerivedData:
                     "its effects include it (a pooling model can take out an order effect learned from datasets with "
                     "counterbalanced sessions, given a session_order column)")
     if results.connectomes is not None:
-        from .qc import with_distances
+        from .qc import QCFC_ALERT, qcfc_share, with_distances
 
         atlas = results.atlas
         tables["qc_fc"] = with_distances(qc_fc(results.connectomes, scans), atlas.labels,
                                          atlas.centroids(display=False))
+        share = qcfc_share(tables["qc_fc"])
+        if share > QCFC_ALERT:
+            log.warning("QC-FC: %.0f%% of edges correlate with mean FD across scans at p < 0.05, where about 5%% "
+                        "would if motion did not drive FC (qc_fc.tsv; where drug scans move more, a drug effect "
+                        "shows here too): consider stricter denoising and qc.max_mean_fd", 100 * share)
     sections = []
     if ctx.cfg.get("report"):
         from .outputs import plugin_report_sections

@@ -117,6 +117,17 @@ def exclusion_counts(scans: pd.DataFrame) -> pd.DataFrame:
     return counts.join(totals, on="dataset")
 
 
+#: Share of edges whose FC correlates with mean FD at p < 0.05 beyond which a run warns (about
+#: 5% would by chance if motion did not drive FC).
+QCFC_ALERT = 0.10
+
+
+def qcfc_share(qc: pd.DataFrame) -> float:
+    """Share of QC-FC edges at p < 0.05 (NaN without any)."""
+    p = pd.to_numeric(qc["p"], errors="coerce").dropna() if "p" in qc else pd.Series(dtype=float)
+    return float((p < 0.05).mean()) if len(p) else float("nan")
+
+
 def qc_fc(connectomes: Connectomes, scans: pd.DataFrame) -> pd.DataFrame:
     """Correlation across scans between mean FD and each edge's FC (Power et al. 2014 QC-FC)."""
     from scipy import stats

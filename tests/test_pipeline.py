@@ -584,6 +584,18 @@ def test_stage_keeps_only_its_own_threads_warnings():
     assert [str(w.message) for w in elsewhere] == ["in another thread"]
 
 
+def test_qcfc_alarm_is_a_warning_of_the_run(tiny_pymc_run):
+    """QC-FC far above 5% of edges is warned about in warnings.tsv (and so in the report's list
+    of the run's warnings), not only in a report banner."""
+    qc = pd.read_csv(tiny_pymc_run.run_dir / "qc_fc.tsv", sep="\t")
+    share = float((qc["p"] < 0.05).mean())
+    assert share > 0.10  # the synthetic study's motion artefact
+    said = pd.read_csv(tiny_pymc_run.run_dir / "warnings.tsv", sep="\t")
+    alarm = said[said["message"].str.startswith("QC-FC: ")]
+    assert len(alarm) == 1 and alarm["stage"].iloc[0] == "derive"
+    assert alarm["message"].iloc[0].startswith(f"QC-FC: {100 * share:.0f}% of edges correlate with mean FD")
+
+
 def test_prepost_warning_says_the_default_model_takes_the_order_out(tiny_run):
     """pooling=pymc adjusts for session order when counterbalanced datasets can teach it."""
     table = pd.read_csv(tiny_run.run_dir / "warnings.tsv", sep="\t")

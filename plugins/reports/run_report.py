@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from megafc.core import Reporter
-from megafc.core.qc import motion_advice
+from megafc.core.qc import QCFC_ALERT, motion_advice, qcfc_share
 from megafc.core.report import (
     FIGURE_PREFIX,
     ReportSection,
@@ -56,10 +56,6 @@ from .page import (
 from .workers import can_fork, run_in_workers
 
 log = logging.getLogger("megafc")
-
-
-#: Share of edges with QC-FC p < 0.05 above which the report warns (about 0.05 expected without motion effects).
-QCFC_ALERT = 0.10
 
 
 #: Pairs shown in the forest plot: the largest |overall mean|.
@@ -500,8 +496,8 @@ def motion_section(run: Run) -> str:
         "median |r|": float(np.median(np.abs(r))) if len(r) else np.nan,
         "edges with p < 0.05 (%)": 100 * float((p < 0.05).mean()) if len(p) else np.nan,
     }])
-    share = float((p < 0.05).mean()) if len(p) else np.nan
-    if np.isfinite(share) and share > QCFC_ALERT:
+    share = qcfc_share(qc)
+    if share > QCFC_ALERT:
         parts.append(f'<div class="banner warn" id="qcfc-banner"><strong>QC-FC: {100 * share:.0f}% of edges</strong> '
                      "correlate with mean FD across scans at p &lt; 0.05, where about 5% would if motion did not "
                      "drive FC (when drug scans move more, a drug effect also shows up here). Consider stricter "
