@@ -47,6 +47,8 @@ def test_run_writes_every_output(tiny_run):
         described = json.loads((d / f"{name}.json").read_text())
         assert list(described) == list(columns)
         assert all("not described" not in v["Description"] for v in described.values()), name
+    # heterogeneity's level is a dataset or a slope's unit, not effects.tsv's drug/dataset/contrast name
+    assert "residual_sd" in json.loads((d / "heterogeneity.json").read_text())["level"]["Description"]
     qc = pd.read_csv(d / "qc_fc.tsv", sep="\t")
     assert "distance_mm" not in qc  # the synthetic atlas's positions are for drawing, not measuring
     dictionary = json.loads((d / "effects.json").read_text())

@@ -312,6 +312,8 @@ DERIVED_COLUMN_TEXT: dict[str, tuple[str, str | None]] = {
     "parameter": ("heterogeneity.tsv: tau_dataset (between-dataset sd of a pair's effect), tau_drug (between-drug "
                   "sd, random drug effects), residual_sd and subject_sd (per dataset, in level), or "
                   "slope:<covariate> (per pair, in the unit level says).", None),
+    "level": ("heterogeneity.tsv: the dataset of a residual_sd or subject_sd row, the unit of a slope row "
+              "(e.g. per mm of mean FD); empty for a pair's tau.", None),
     "n_pairs": ("specificity.tsv: subnetwork pairs whose effects' spread is measured.", None),
     "effect": ("specificity.tsv: the effect (overall, drug:<drug>) whose spread over a network pair's subnetwork "
                "pairs the row measures.", None),
