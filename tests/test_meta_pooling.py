@@ -198,6 +198,14 @@ def test_meta_contrasts_are_differences_of_the_drugs_estimates(meta_result, simu
         MetaAnalysisPooling(MetaAnalysisPooling.Config(contrasts=["LSD-ketamine"])).fit(simulated[0], 0)
 
 
+def test_methods_name_the_pairs_level(simulated):
+    """An aggregate.level=subnetwork run's methods count subnetwork pairs, not "network pairs"."""
+    pairs = simulated[0].copy()
+    pairs.attrs = {**simulated[0].attrs, "level": "subnetwork"}
+    assert "120 subnetwork pairs and 21 summary outcomes" in MetaAnalysisPooling().fit(pairs, 0).description
+    assert "120 network pairs and 21 summary outcomes" in MetaAnalysisPooling().fit(simulated[0], 0).description
+
+
 def test_meta_recovers_planted_increases(meta_result, simulated):
     _, truth = simulated
     eff = meta_result.effects

@@ -358,6 +358,7 @@ def paired_design(pairs: pd.DataFrame) -> PairedDesign:
     obs = diffs.drop_duplicates("scan_id").set_index("scan_id").loc[wide.index].reset_index()
     pair_meta = diffs.drop_duplicates(["network_a", "network_b"]).set_index(["network_a", "network_b"])
     pair_meta = pair_meta.loc[wide.columns, ["system_a", "system_b"]].reset_index()
+    pair_meta.attrs = {"level": pairs.attrs.get("level", "network")}  # what the outcomes are pairs of
     drugs = sorted(obs["drug"].unique())
     units = list(dict.fromkeys(obs.sort_values(["drug", "unit"])["unit"]))
     unit_drug = obs.drop_duplicates("unit").set_index("unit").loc[units, "drug"]
@@ -410,9 +411,10 @@ def effects_table(
 
 def outcomes_text(pairs_meta: pd.DataFrame) -> str:
     """"120 network pairs and 21 summary outcomes": the outcome columns a model fitted, told apart
-    (a summary's pseudo pair has no network_b), so that methods do not count summaries as pairs."""
+    (a summary's pseudo pair has no network_b), so that methods do not count summaries as pairs;
+    "325 subnetwork pairs" at that level (the pair table's ``attrs``)."""
     n_summaries = int((pairs_meta["network_b"] == "").sum())
-    text = f"{len(pairs_meta) - n_summaries} network pairs"
+    text = f"{len(pairs_meta) - n_summaries} {pairs_meta.attrs.get('level', 'network')} pairs"
     return text + (f" and {n_summaries} summary outcomes" if n_summaries else "")
 
 

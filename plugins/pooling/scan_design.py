@@ -116,6 +116,7 @@ def scan_design(pairs: pd.DataFrame) -> ScanDesign:
     check_identifiable(obs)
     pair_meta = pairs.drop_duplicates(["network_a", "network_b"]).set_index(["network_a", "network_b"])
     pair_meta = pair_meta.loc[wide.columns, ["system_a", "system_b"]].reset_index()
+    pair_meta.attrs = {"level": pairs.attrs.get("level", "network")}  # what the outcomes are pairs of
 
     drug_rows = obs["condition"] == "drug"
     n_drugs_per_ds = obs[drug_rows].groupby("dataset")["drug"].nunique()
