@@ -26,6 +26,9 @@ def test_default_design_matches_the_paper(atlas):
     assert set(others["condition"]) == {"drug", "placebo"}
     # scans missing their partner are excluded with a reason, never dropped
     assert scans.loc[scans.excluded, "exclusion_reason"].str.contains("no usable").all()
+    # a dose is the drug's: control scans have none (they carried the site's active dose)
+    drug = scans["condition"] == "drug"
+    assert scans.loc[~drug, "dose"].isna().all() and scans.loc[drug & (scans.dataset == "lsd_2"), "dose"].eq(0.1).all()
 
 
 def test_deterministic_and_seeded(atlas):

@@ -357,7 +357,8 @@ class SyntheticDataset(DatasetLoader):
                         {
                             "scan_id": scan_id, "dataset": site.name, "subject": subject,
                             "session": session, "drug": site.drug, "condition": cond,
-                            "dose": site.dose if site.dose is not None else np.nan,
+                            # a control scan (placebo, baseline) had no drug: no dose
+                            "dose": site.dose if is_drug and site.dose is not None else np.nan,
                             "mean_fd": fd, "n_volumes": n_vol, "minutes_since_dose": minute,
                             "session_order": int(session),
                         }
