@@ -224,6 +224,15 @@ def test_the_caveat_tells_a_failed_sampler_from_chains_too_short_for_the_thresho
     assert "The sampler's own checks failed</strong> although all" in text
     text = report(ok=True, sampler_ok=True)
     assert 'id="diagnostics-caveat"' not in text and "and the sampler's own checks" in text
+    # every effect passes but a hyperparameter's row is over the strict thresholds: the green
+    # banner says so rather than "all passed" above a row marked not ok
+    flagged = diagnostics.assign(ok=[i != 0 for i in range(len(diagnostics))])
+    flagged.assign(n_r_hat_over=2, r_hat_over_by_chance=5.0, p_r_hat_max=0.5, r_hat_max=1.02).to_csv(
+        run / "diagnostics.tsv", sep="\t", index=False)
+    text = report(ok=True, sampler_ok=True)
+    assert f"Sampled quantities of {diagnostics['variable'].iloc[0]} are over the strict thresholds" in text
+    diagnostics.assign(n_r_hat_over=2, r_hat_over_by_chance=5.0, p_r_hat_max=0.5, r_hat_max=1.02).to_csv(
+        run / "diagnostics.tsv", sep="\t", index=False)
     text = report(ok=False, sampler_ok=True)
     assert 'class="banner warn" id="diagnostics-caveat"' in text and "too short to show convergence" in text
     assert "Sampling diagnostics failed" not in text

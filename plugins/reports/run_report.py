@@ -778,6 +778,14 @@ def diverged(run: Run) -> bool:
         (pd.to_numeric(effects["divergences"], errors="coerce") > 0).any())
 
 
+def over_thresholds(diagnostics: pd.DataFrame | None) -> list[str]:
+    """The variables diagnostics.tsv flags not ok (ancillary sds as well as effects)."""
+    if diagnostics is None or "ok" not in diagnostics or "variable" not in diagnostics:
+        return []
+    flagged = diagnostics[~as_bool(diagnostics["ok"])]
+    return list(dict.fromkeys(flagged["variable"].astype(str)))
+
+
 def diagnostics_state(run: Run) -> str:
     """The run's diagnostics in one word, for both banners: ``ok``; ``model`` (a non-Bayesian
     model flagged rows it could not estimate); ``sampler`` (every row passes, the sampler's own
@@ -853,8 +861,13 @@ def diagnostics_section(run: Run) -> str:
             parts.append(f'<div class="banner good" id="diagnostics-banner">All {total} effects and summaries ok. '
                          f"Non-Bayesian pooling: no MCMC diagnostics apply.</div>")
         else:
+            over = over_thresholds(diagnostics)
+            named = ", ".join(over[:5]) + (f" and {len(over) - 5} more" if len(over) > 5 else "")
+            also = (f" Sampled quantities of {named} are over the strict thresholds in diagnostics.tsv, "
+                    "at the rate converged chains of this length give by chance (the R-hat warning below)."
+                    if over else "")
             parts.append(f'<div class="banner good" id="diagnostics-banner">All {total} effects and summaries '
-                         f"passed the R-hat, ESS and divergence checks, and the sampler's own checks.</div>")
+                         f"passed the R-hat, ESS and divergence checks, and the sampler's own checks.{also}</div>")
         parts.append(html_table(ok_by_type(effects), "ok-table"))
     else:
         parts.append(note("effects.tsv (with its 'ok' column) is missing: no per-effect diagnostics."))
