@@ -77,6 +77,8 @@ def membership(atlas: Atlas, level: str, definitions: dict[str, Any], builtin: b
                           "another name, or summaries_builtin=false to define your own set")
     defs = {**builtins, **user}
     for name, spec in defs.items():
+        if name in user:
+            spec = _checked_shape(name, spec)
         match = _matcher(name, dict(spec), atlas, is_user=name in user)
         members = [(a, b) for a, b in pairs if match(a, b, parent, system)]
         if not members:
@@ -86,6 +88,23 @@ def membership(atlas: Atlas, level: str, definitions: dict[str, Any], builtin: b
             continue
         rows += [(name, a, b) for a, b in members]
     return pd.DataFrame(rows, columns=list(MEMBERSHIP_COLUMNS))
+
+
+def _checked_shape(name: str, spec: Any) -> dict[str, Any]:
+    """A user's summary as a mapping whose list fields are lists (a bare string was read letter
+    by letter; a number or a list in place of the mapping was an internal error)."""
+    key = f"config key 'summaries.{name}'"
+    example = "e.g. {pairs: [[Default, Vis]]} or {systems: [transmodal, unimodal]}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{key} is {spec!r}; expected a mapping, {example}")
+    for field in ("pairs", "systems", "networks"):
+        value = spec.get(field)
+        if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple))):
+            raise ConfigError(f"config key 'summaries.{name}.{field}' is {value!r}; expected a list, {example}")
+    if any(isinstance(p, (str, bytes)) or not isinstance(p, (list, tuple)) for p in spec.get("pairs") or []):
+        raise ConfigError(f"config key 'summaries.{name}.pairs' is {spec['pairs']!r}; expected a list of "
+                          f"two-network lists, {example}")
+    return spec
 
 
 def _matcher(name: str, spec: dict[str, Any], atlas: Atlas, is_user: bool):

@@ -56,7 +56,13 @@ def test_user_definitions_and_their_errors():
                        # the third system was dropped silently (pairs of the first two only)
                        ({"x": {"systems": ["unimodal", "transmodal", "attention"]}}, "summaries.x' lists 3 systems"),
                        # a built-in's name replaced it silently; methods.md still described the built-in
-                       ({"within_network": {"pairs": [["Default", "Vis"]]}}, r"\['within_network'\], the name")):
+                       ({"within_network": {"pairs": [["Default", "Vis"]]}}, r"\['within_network'\], the name"),
+                       # not a mapping, or a string for a list: an internal error, or read letter by letter
+                       ({"x": 5}, r"summaries.x' is 5; expected a mapping"),
+                       ({"x": ["Default", "Vis"]}, r"summaries.x' is \['Default', 'Vis'\]; expected a mapping"),
+                       ({"x": {"pairs": "Default"}}, r"summaries.x.pairs' is 'Default'; expected a list"),
+                       ({"x": {"systems": "unimodal"}}, r"summaries.x.systems' is 'unimodal'; expected a list"),
+                       ({"x": {"pairs": ["Default", "Vis"]}}, r"summaries.x.pairs' .*two-network lists")):
         with pytest.raises(ConfigError, match=match):
             membership(ATLAS, "network", bad)
 
