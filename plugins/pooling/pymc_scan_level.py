@@ -410,7 +410,8 @@ class PyMCPooling(PoolingModel):
                  "minutes_since_dose": "minutes since dosing on drug scans",
                  "session_order": "each scan's place among its subject's sessions (effects at equal session order)",
                  "dose": "dose relative to each drug's reference dose "
-                         f"({', '.join(f'{d} {v:g}' for d, v in c.dose_reference.items())}; drug-specific slopes "
+                         f"({', '.join(f'{d} {v:g}' for d, v in c.dose_reference.items() if f'dose:{d}' in names)}; "
+                         "drug-specific slopes "
                          "partially pooled across drugs)"}
         used = [terms[n.split(":")[0]] for n in dict.fromkeys(n.split(":")[0] for n in names)]
         fixed = fixed_drugs(c, design)

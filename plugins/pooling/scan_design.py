@@ -194,19 +194,41 @@ def covariate_matrix(design: ScanDesign, motion: bool, dose_reference: dict[str,
         scales["mean_fd"] = scale
     if dose_reference is not None:
         dose = pd.to_numeric(obs["dose"], errors="coerce").to_numpy(dtype=float)
-        missing = [d for d in design.drugs if d not in dose_reference]
+        # a slope needs doses that differ within the drug: one dose (or none) tells it nothing,
+        # and a slope learned only from the other drugs would move that drug's effect to a
+        # reference dose it was never given at
+        given = {d: np.unique(dose[design.is_drug & (design.drug_idx == i) & np.isfinite(dose)])
+                 for i, d in enumerate(design.drugs)}
+        varying = [d for d in design.drugs if len(given[d]) > 1]
+        if not varying:
+            raise ConfigError("config key 'pooling.dose' is true but the dose does not vary within any drug "
+                              f"({ {d: list(map(float, v)) for d, v in given.items()} }), so nothing tells a dose "
+                              "slope; set pooling.dose=false")
+        missing = [d for d in varying if d not in dose_reference]
         if missing:
             raise ConfigError(
                 f"config key 'pooling.dose_reference' has no reference dose for drug(s) {missing}; give one per "
-                f"drug in the data, e.g. pooling.dose_reference={{{', '.join(f'{d}: 1' for d in design.drugs)}}}"
+                f"drug whose dose varies, e.g. pooling.dose_reference={{{', '.join(f'{d}: 1' for d in varying)}}}"
             )
         bad = {d: v for d, v in dose_reference.items() if not (np.isfinite(v) and v > 0)}
         if bad:
             raise ConfigError(f"config key 'pooling.dose_reference' has non-positive value(s) {bad}")
-        undosed = sorted(set(obs.loc[design.is_drug & ~np.isfinite(dose), "dataset"]))
+        one = {d: float(v[0]) for d, v in given.items() if len(v) == 1}
+        if one:
+            notes.append(f"drug(s) given at one dose each ({', '.join(f'{d} {v:g}' for d, v in one.items())}) have "
+                         "no dose slope: nothing in the data tells it, so their effects are at that dose")
+        none = [d for d, v in given.items() if not len(v)]
+        if none:
+            notes.append(f"drug(s) {none} have no dose: no dose slope, their effects are as given")
+        unused = sorted(set(dose_reference) - set(varying))
+        if unused:
+            notes.append(f"pooling.dose_reference for {unused} is not used (not in the data, or no dose slope)")
+        undosed = sorted(set(obs.loc[design.is_drug & ~np.isfinite(dose) & obs["drug"].isin(varying), "dataset"]))
         if undosed:
             notes.append(f"dataset(s) {undosed} give no dose: their drug effects are taken as at the reference dose")
         for i, d in enumerate(design.drugs):
+            if d not in varying:
+                continue
             on = design.is_drug & (design.drug_idx == i)
             col = np.where(on & np.isfinite(dose), dose / dose_reference[d] - 1.0, 0.0)
             cols.append(col)
