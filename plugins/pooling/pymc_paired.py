@@ -40,7 +40,7 @@ from .design import (
 from .loo import log_likelihood_group, paired_model_loglik, thinned, tidy_posterior
 from .marginal import UnitStatistics, conditional_effects, marginal_loglik, unit_statistics
 from .predictive import ppc_figure
-from .scan_design import order_note
+from .scan_design import doses_given, order_note
 
 
 class PyMCPairedPooling(PoolingModel):
@@ -318,9 +318,8 @@ PARAMETRIZATIONS = {
 
 def constant_dose_drugs(design) -> list[str]:
     """Drugs whose scans all have one dose: they tell nothing of the dose slope."""
-    dose = pd.to_numeric(design.obs["dose"], errors="coerce")
-    spread = dose.groupby(design.obs["drug"].to_numpy()).std(ddof=0)
-    return [d for d in design.drugs if not spread.get(d, 0.0) > 0]
+    given = doses_given(design.obs["dose"].to_numpy(), design.obs["drug"].to_numpy(), design.drugs)
+    return [d for d, doses in given.items() if len(doses) < 2]
 
 
 def _coords(design) -> dict[str, list]:

@@ -169,6 +169,13 @@ def check_identifiable(obs: pd.DataFrame) -> None:
             )
 
 
+def doses_given(dose: np.ndarray, drug: np.ndarray, drugs: list[str]) -> dict[str, np.ndarray]:
+    """Each drug's distinct doses (``dose`` and ``drug``: one per drug scan; a missing dose left
+    out). A dose slope needs two or more: one dose tells it nothing."""
+    dose = pd.to_numeric(pd.Series(dose), errors="coerce").to_numpy(dtype=float)
+    return {d: np.unique(dose[(np.asarray(drug) == d) & np.isfinite(dose)]) for d in drugs}
+
+
 def covariate_matrix(design: ScanDesign, motion: bool, dose_reference: dict[str, float] | None = None,
                      time: bool = False, time_reference: float | None = None, order: bool = False,
                      ) -> tuple[np.ndarray, list[str], dict[str, float], list[str]]:
@@ -197,8 +204,8 @@ def covariate_matrix(design: ScanDesign, motion: bool, dose_reference: dict[str,
         # a slope needs doses that differ within the drug: one dose (or none) tells it nothing,
         # and a slope learned only from the other drugs would move that drug's effect to a
         # reference dose it was never given at
-        given = {d: np.unique(dose[design.is_drug & (design.drug_idx == i) & np.isfinite(dose)])
-                 for i, d in enumerate(design.drugs)}
+        drug_of = np.asarray(design.drugs, dtype=object)[np.maximum(design.drug_idx, 0)]
+        given = doses_given(dose[design.is_drug], drug_of[design.is_drug], design.drugs)
         varying = [d for d in design.drugs if len(given[d]) > 1]
         if not varying:
             raise ConfigError("config key 'pooling.dose' is true but the dose does not vary within any drug "
