@@ -40,6 +40,10 @@ EFFECT_COLUMNS_DESCRIBED: dict[str, tuple[str, str | None]] = {
     "null_share": ("Share of exact zeros adaptive shrinkage learned for this row's effect (all its rows): near 1, "
                    "the estimates spread no more than their noise makes them, so no row's sign is sure by lfsr "
                    "even where its interval excludes 0.", None),
+    "error_correlation": ("Correlation of the estimation errors of this effect's rows in one dataset that adaptive "
+                          "shrinkage allowed for when it gave lfsr (a shift of every row together; the mean correlation "
+                          "across outcomes of the scans' residual FC, per dataset for dataset effects, pooled otherwise); "
+                          "n/a where lfsr is 1 - pd.", None),
     "svalue": ("Expected proportion of zero or wrong-sign effects among all effects of this effect name at least as sure as "
                "this one (mean lfsr of that list): svalue <= 0.05 selects effects at a 5% false sign rate.", None),
     "p_rope": ("Posterior probability that the effect lies within the region of practical equivalence "

@@ -39,22 +39,24 @@ def test_the_svalue_selected_list_is_scored_against_its_claim():
     from megafc.plugins.reports.calibration import summarise_scores
 
     effects = pd.DataFrame({
-        "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"], "effect": "overall", "effect_type": "overall",
-        "mean": [0.1, -0.05, 0.01], "sd": [0.02] * 3, "hdi_low": [0.05, -0.1, 0.005], "hdi_high": [0.15, -0.01, 0.02],
-        "lfsr": [0.001, 0.03, 0.06], "svalue": [0.001, 0.0155, 0.0303],
+        "network_a": ["A", "A", "B", "C"], "network_b": ["A", "B", "B", "C"], "effect": "overall",
+        "effect_type": "overall", "mean": [0.1, -0.05, 0.01, 0.01], "sd": [0.02] * 4, "hdi_low": [0.05, -0.1, 0.005, 0.005],
+        "hdi_high": [0.15, -0.01, 0.02, 0.02], "lfsr": [0.001, 0.03, 0.06, 0.001], "svalue": [0.001, 0.0155, 0.0303, 0.001],
     })
-    truth = pd.DataFrame({"aggregation": "network", "network_a": ["A", "A", "B"], "network_b": ["A", "B", "B"],
-                          "effect": "overall", "truth": [0.2, 0.05, 0.0]})
+    truth = pd.DataFrame({"aggregation": "network", "network_a": ["A", "A", "B", "C"], "network_b": ["A", "B", "B", "C"],
+                          "effect": "overall", "truth": [0.2, 0.05, 0.0, 0.001]})
     s = score_replicate(effects, truth, "network", min_effect=0.02)
     o = s[(s.effect_type == "overall") & (s.stratum == "all")].iloc[0]
-    assert o["n_selected"] == 3 and o["false_selected"] == 2  # B-B's truth is 0, A-B's sign is wrong
-    assert o["expected_false_selected"] == pytest.approx(0.091)
+    # B-B's truth is 0, A-B's sign is wrong, C-C's truth (0.001) is in the zero stratum but has the right sign
+    assert o["n_selected"] == 4 and o["false_selected"] == 3
+    assert o["wrong_sign_selected"] == 2  # what lfsr claims to count: a wrong sign or a truth of 0
+    assert o["expected_false_selected"] == pytest.approx(0.092)
     both = pd.concat([s.assign(replicate=0), s.assign(replicate=1)]).assign(scenario="x", table="effects")
     pooled = summarise_scores(both)
     row = pooled[(pooled.effect_type == "overall") & (pooled.stratum == "all")].iloc[0]
-    assert (row["n_selected"], row["false_selected"]) == (6, 4)
-    assert row["expected_false_selected"] == pytest.approx(0.182)
-    strict = score_replicate(effects.assign(svalue=[0.001, 0.2, 0.3]), truth, "network", min_effect=0.02)
+    assert (row["n_selected"], row["false_selected"], row["wrong_sign_selected"]) == (8, 6, 4)
+    assert row["expected_false_selected"] == pytest.approx(0.184)
+    strict = score_replicate(effects.assign(svalue=[0.001, 0.2, 0.3, 0.4]), truth, "network", min_effect=0.02)
     assert strict[(strict.effect_type == "overall") & (strict.stratum == "all")].iloc[0]["n_selected"] == 1
 
 

@@ -138,7 +138,8 @@ def test_benjamini_hochberg_toy_vector():
 
 def test_meta_effects_table_layout(meta_result, simulated):
     eff = meta_result.effects
-    assert set(EFFECT_COLUMNS) | set(META_COLUMNS) | {"system_a", "system_b", "n_obs", "lfsr", "svalue", "null_share"} == set(
+    assert set(EFFECT_COLUMNS) | set(META_COLUMNS) | {"system_a", "system_b", "n_obs", "lfsr", "svalue", "null_share",
+                                                            "error_correlation"} == set(
         eff.columns)
     pairs = simulated[0]
     n_pairs = pairs[pairs.network_b != ""].groupby(["network_a", "network_b"]).ngroups

@@ -81,6 +81,15 @@ def test_effects_table_has_diagnostics(tiny_run):
         assert col in eff.columns
     assert set(eff["effect_type"]) == {"overall", "drug", "dataset", "contrast", "covariate"}
     assert "contrast:LSD-psilocybin" in set(eff["effect"])
+    # lfsr allowed for the errors the pairs of a dataset share: measured on this run's scans, per
+    # dataset for dataset effects (what residual_correlation finds), pooled for the others
+    from megafc.plugins.pooling.error_correlation import residual_correlation
+
+    pairs = tiny_run.aggregated.pairs
+    measured = residual_correlation(pairs[pairs["network_b"] != ""])  # the summaries are measured apart
+    assert measured.pooled > 0.01 and measured.per_dataset == {}  # 2-4 subjects a dataset: too few for their own
+    for etype in ("dataset", "drug", "overall", "contrast"):
+        assert eff.loc[eff["effect_type"] == etype, "error_correlation"].to_numpy() == pytest.approx(measured.pooled)
     # the default model adjusts for motion and reports the FD slope of every pair as its own rows
     fd = eff[eff["effect"] == "covariate:mean_fd"]
     assert len(fd) == len(eff[eff["effect"] == "overall"]) and fd["p_rope"].isna().all()

@@ -661,6 +661,8 @@ def test_false_sign_counts_match_the_tables(pymc_report):
             assert float(shown.loc[etype, "expected false signs among these"]) == pytest.approx(
                 selected["lfsr"].sum(), abs=0.051)
             assert int(shown.loc[etype, "effects"]) == len(g)
+            assert float(shown.loc[etype, "error correlation allowed for"]) == pytest.approx(
+                g["error_correlation"].mean(), abs=0.006)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sections are drawn in forked workers on Linux only")

@@ -17,6 +17,7 @@ from megafc.stats import summarise_draws
 from megafc.core.aggregate import parent_pairs
 
 from .adaptive_shrinkage import MIN_EFFECTS, adaptive_shrinkage
+from .error_correlation import ErrorCorrelation, residual_correlation
 
 log = logging.getLogger("megafc")
 
@@ -65,7 +66,8 @@ def summary_columns(pairs_meta: pd.DataFrame, table: pd.DataFrame) -> np.ndarray
     return (pairs_meta["network_b"].to_numpy() == "") & pairs_meta["network_a"].isin(names).to_numpy()
 
 
-def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.DataFrame:
+def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True,
+                     correlation: ErrorCorrelation | None = None) -> pd.DataFrame:
     """Add ``lfsr`` and ``svalue`` (Stephens 2017) to an effects or summaries table.
 
     lfsr, the local false sign rate, is the probability that the effect is zero or of the other
@@ -84,12 +86,16 @@ def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.
     with svalue <= a expects at most a fraction a of them to have the wrong sign or be zero.
     ``null_share`` is the share of exact zeros the fit learned for the row's family: near 1, the
     family's estimates are as spread as their noise alone makes them, and no row's sign is sure,
-    whatever its interval says.
+    whatever its interval says. ``correlation``: how much the rows' errors move together (per
+    dataset for dataset effects, pooled for the others; see error_correlation.py), which the fit
+    integrates out as a shift common to a family's rows of one dataset (``error_correlation``).
     """
+    correlation = correlation or ErrorCorrelation()
     out = table.copy()
     out["lfsr"] = (1.0 - out["pd"]).clip(lower=0.0)
     out["svalue"] = np.nan
     out["null_share"] = np.nan
+    out["error_correlation"] = np.nan
     family = out["effect"]
     if datasets_together and "effect_type" in out:
         family = family.where(out["effect_type"] != "dataset", "dataset:*")
@@ -97,8 +103,12 @@ def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.
         rows = out.loc[idx]
         fit = rows["mean"].notna() & np.isfinite(rows["sd"]) & (rows["sd"] > 0)
         if fit.sum() >= MIN_EFFECTS:
-            shrunk = adaptive_shrinkage(rows.loc[fit, "mean"].to_numpy(), rows.loc[fit, "sd"].to_numpy())
+            dataset = _dataset_of(rows.loc[fit])
+            rho = dataset.map(correlation.of).where(dataset.notna(), correlation.pooled).to_numpy(dtype=float)
+            shrunk = adaptive_shrinkage(rows.loc[fit, "mean"].to_numpy(), rows.loc[fit, "sd"].to_numpy(),
+                                        correlation=rho, groups=dataset.fillna("").to_numpy())
             out.loc[fit[fit].index, "lfsr"] = shrunk.lfsr
+            out.loc[fit[fit].index, "error_correlation"] = rho
             out.loc[idx, "null_share"] = shrunk.null_weight
             out.loc[fit[~fit].index, "lfsr"] = np.nan  # no estimate to shrink: unknown, not 1 - pd
     for _, idx in out.groupby("effect", sort=False).groups.items():  # one list per effect
@@ -108,11 +118,19 @@ def false_sign_rates(table: pd.DataFrame, datasets_together: bool = True) -> pd.
     return out
 
 
+def _dataset_of(rows: pd.DataFrame) -> pd.Series:
+    """The dataset of each dataset effect (``dataset:x`` or ``dataset:x[drug]``); NaN for other effects."""
+    return rows["effect"].astype(str).str.extract(r"^dataset:([^\[]*)", expand=False)
+
+
 #: What the lfsr and svalue columns are, for a model's methods text.
 FALSE_SIGN_TEXT = (
     "Local false sign rates (lfsr: the probability that an effect is zero or of the other sign) and s-values by "
     "adaptive shrinkage (Stephens 2017) of each effect over the network pairs (the dataset effects of all datasets "
-    f"together), and over the summaries (1 - probability of direction for an effect of fewer than {MIN_EFFECTS}); "
+    f"together), and over the summaries (1 - probability of direction for an effect of fewer than {MIN_EFFECTS}), "
+    "allowing for errors shared by all rows of an effect in one dataset (their correlation: the mean correlation "
+    "across outcomes of the scans' residual FC after condition, subject, motion and session order; column "
+    "error_correlation); "
     "effects selected at a false sign rate a are those with svalue <= a."
 )
 
@@ -153,14 +171,17 @@ def split_summaries(effects: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.Data
     """
     members = table.attrs.get("summaries")
     if members is None or members.empty:
-        return false_sign_rates(effects), None
+        return false_sign_rates(effects, correlation=residual_correlation(table)), None
     is_summary = summary_columns(effects, table)
+    summary_rows = summary_columns(table, table)
     n_pairs = members.groupby("summary").size()
     summaries = effects[is_summary].drop(columns=["network_b", "system_a", "system_b"], errors="ignore")
     summaries = summaries.rename(columns={"network_a": "summary"})
     summaries.insert(1, "n_pairs", summaries["summary"].map(n_pairs).astype(int))
-    return (false_sign_rates(effects[~is_summary].reset_index(drop=True)),
-            false_sign_rates(summaries.reset_index(drop=True), datasets_together=False))
+    return (false_sign_rates(effects[~is_summary].reset_index(drop=True),
+                             correlation=residual_correlation(table, ~summary_rows)),
+            false_sign_rates(summaries.reset_index(drop=True), datasets_together=False,
+                             correlation=residual_correlation(table, summary_rows)))
 
 
 #: A draw differs from the true map by the posterior noise and by the posterior mean's own error.

@@ -32,6 +32,11 @@ from megafc.core.run_folder import COMPLETION_MARKER, StagedRun
 
 from .run_report import FALSE_SIGN_RATE
 
+#: |planted value| below which it has no sign: the simulator's Monte Carlo error of a planted
+#: effect (~0.0001 Fisher z). lfsr claims the probability of a wrong sign or an exact zero, so
+#: its claims are held to this (``wrong_sign_selected``), not to the ``zero`` stratum.
+NO_SIGN_BELOW = 1e-4
+
 log = logging.getLogger("megafc")
 
 #: Stress-test scenarios: name -> synthetic-dataset overrides added to the user's.
@@ -184,8 +189,10 @@ def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool 
 
     Two lists are scored: ``credible`` (the interval excludes 0) and ``selected`` (svalue <=
     ``fsr``, the list a reader picks at a stated false sign rate), whose false signs
-    (``false_selected``) are set against the number the model expects (``expected_false_selected``,
-    the sum of their lfsr)."""
+    (``false_selected``: wrong sign or a truth in the ``zero`` stratum) are set against the number the
+    model expects (``expected_false_selected``, the sum of their lfsr); lfsr's own event is a wrong
+    sign or a truth of 0, which ``wrong_sign_selected`` counts (truths within NO_SIGN_BELOW of 0
+    have no sign: the truth's Monte Carlo error)."""
     rows = rows.assign(stratum=strata(rows["truth"], min_effect), _signed=signed)
     credible = ((rows["hdi_low"] > 0) | (rows["hdi_high"] < 0)) & rows["_signed"]
     rows = rows.assign(
@@ -198,8 +205,9 @@ def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool 
     )
     if "svalue" in rows:  # the list a reader selects at the stated false sign rate
         selected = (rows["svalue"] <= fsr) & rows["_signed"]
-        rows = rows.assign(selected=selected, false_selected=selected & (
-            (np.sign(rows["mean"]) != np.sign(rows["truth"])) | (rows["stratum"] == "zero")))
+        wrong_sign = np.sign(rows["mean"]) != np.sign(rows["truth"])
+        rows = rows.assign(selected=selected, false_selected=selected & (wrong_sign | (rows["stratum"] == "zero")),
+                           wrong_sign_selected=selected & (wrong_sign | (rows["truth"].abs() < NO_SIGN_BELOW)))
     if {"hdi50_low", "hdi50_high"} <= set(rows.columns):
         rows = rows.assign(inside50=(rows["hdi50_low"] <= rows["truth"]) & (rows["truth"] <= rows["hdi50_high"]))
     out = []
@@ -216,6 +224,7 @@ def score_table(rows: pd.DataFrame, min_effect: float, signed: pd.Series | bool 
             if "selected" in g:
                 row["n_selected"] = int(g["selected"].sum())
                 row["false_selected"] = int(g["false_selected"].sum())
+                row["wrong_sign_selected"] = int(g["wrong_sign_selected"].sum())
                 row["expected_false_selected"] = float(g.loc[g["selected"], "lfsr"].sum())
             large = g[(g["stratum"] == "large") & g["_signed"]]
             row["n_large"] = len(large)
@@ -279,7 +288,8 @@ def summarise_scores(table: pd.DataFrame) -> pd.DataFrame:
     out = g.agg(replicates=("replicate", "nunique"), n=("n", "sum"), n_credible=("n_credible", "sum"),
                 bias=("bias", "mean"), bias_sd=("bias_sd", "mean"), width_95=("width_95", "mean"),
                 **{c: (c, lambda x: x.sum(min_count=1))  # NaN, not 0, for tables without lfsr
-                   for c in ("n_selected", "false_selected", "expected_false_selected") if c in table}
+                   for c in ("n_selected", "false_selected", "wrong_sign_selected", "expected_false_selected")
+                   if c in table}
                 ).reset_index()
     for c in rates:
         out[c] = (g[f"_{c}"].sum(min_count=1) / g[f"_n_{c}"].sum()).to_numpy()

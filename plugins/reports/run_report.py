@@ -636,12 +636,16 @@ def false_sign_table(table: pd.DataFrame, interval: str, rate: float = FALSE_SIG
     rows = []
     for etype, g in t.groupby("effect_type", sort=False):
         share = pd.to_numeric(g["null_share"], errors="coerce") if "null_share" in g else pd.Series(dtype=float)
+        shared = (pd.to_numeric(g["error_correlation"], errors="coerce") if "error_correlation" in g
+                  else pd.Series(dtype=float))
         rows.append({"effect type": etype, "effects": len(g),
                      f"{interval} excludes 0": int(g["_excl"].sum()),
                      "expected false signs among them": round(float(g.loc[g["_excl"], "_lfsr"].sum()), 1),
                      f"svalue \u2264 {rate:g}": int(g["_sel"].sum()),
                      "expected false signs among these": round(float(g.loc[g["_sel"], "_lfsr"].sum()), 1),
-                     "share of zeros learned": round(float(share.mean()), 2) if share.notna().any() else np.nan})
+                     "share of zeros learned": round(float(share.mean()), 2) if share.notna().any() else np.nan,
+                     "error correlation allowed for": (round(float(shared.mean()), 2) if shared.notna().any()
+                                                       else np.nan)})
     return pd.DataFrame(rows)
 
 
@@ -664,8 +668,10 @@ def false_sign_block(table: pd.DataFrame, interval: str, what: str = "network-pa
             f"(the effect zero or of the other sign: the sum of their local false sign rates, <code>lfsr</code>). "
             f"Selecting by <code>svalue &le; {FALSE_SIGN_RATE:g}</code> keeps the expected share of false signs at "
             f"or below {100 * FALSE_SIGN_RATE:g}% across the many pairs looked at; choose another rate by filtering "
-            f"the <code>svalue</code> column. The last column is the share of exact zeros adaptive shrinkage learned "
-            f"for each effect (<code>null_share</code>).</p>" + warn
+            f"the <code>svalue</code> column. The last columns are the share of exact zeros adaptive shrinkage learned "
+            f"for each effect (<code>null_share</code>) and the correlation of the effects' errors within a dataset it "
+            f"allowed for (<code>error_correlation</code>: scans' FC moves together across pairs, so their effects err "
+            f"together, which taken as independent would pass for signal).</p>" + warn
             + html_table(false_sign_table(table, interval), f"false-signs-{what.split()[0]}"))
 
 
